@@ -1,0 +1,133 @@
+"""Finding layers by name and building them from configuration tables.
+
+Built-in layers and third-party ones are found the same way: by an entry point in the
+group ``onion.middlewares`` (onion's own distribution registers the built-ins there) or by
+an import path ``package.module:attr``. Nothing is imported until a table names it.
+Parameters are validated with msgspec against the layer's constructor signature, so a
+wrong name or type fails at build time with the table and field in the message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import typing
+from collections.abc import Callable, Mapping
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any
+
+import msgspec
+
+from .errors import ConfigError
+
+__all__ = ["ENTRY_POINT_GROUP", "available_layers", "build_layer", "resolve_layer"]
+
+ENTRY_POINT_GROUP = "onion.middlewares"
+
+
+def available_layers() -> dict[str, str]:
+    """Short names registered in the ``onion.middlewares`` group, with their targets."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def resolve_layer(name: str) -> Any:
+    """The class, factory or function registered as ``name`` (or at that import path)."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as error:
+            raise ConfigError(f"cannot import {name!r}: {error}") from None
+        return obj
+    matches = entry_points(group=ENTRY_POINT_GROUP, name=name)
+    for ep in matches:
+        try:
+            return ep.load()
+        except (ImportError, AttributeError) as error:
+            raise ConfigError(f"the layer {name!r} ({ep.value}) failed to load: {error}") from None
+    known = ", ".join(sorted(available_layers())) or "none (is onion installed? pip install -e .)"
+    raise ConfigError(f"unknown layer {name!r}; known layers: {known}; or give an import path 'package.module:Class'")
+
+
+def _supported(tp: Any) -> Any:
+    try:
+        msgspec.inspect.type_info(tp)
+    except (TypeError, ValueError):
+        return Any
+    return tp
+
+
+@cache
+def _params_struct(factory: Callable[..., Any]) -> type[msgspec.Struct] | None:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        signature = inspect.signature(target)
+        hints = typing.get_type_hints(target)
+    except (TypeError, ValueError, NameError):
+        return None
+    fields: list[Any] = []
+    for param in list(signature.parameters.values())[1 if inspect.isclass(factory) else 0 :]:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            return None
+        tp = _supported(hints.get(param.name, Any))
+        if param.default is param.empty:
+            fields.append((param.name, tp))
+        else:
+            fields.append((param.name, tp, param.default))
+    name = getattr(factory, "__name__", "layer") + "Params"
+    return msgspec.defstruct(name, fields, kw_only=True, forbid_unknown_fields=True)
+
+
+_PATH = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def _explain(error: msgspec.ValidationError) -> str:
+    text = str(error)
+    match = _PATH.search(text)
+    if match:
+        return f"field {match.group(1)!r}: {text[: match.start()].rstrip(' -')}"
+    unknown = re.search(r"unknown field `([^`]*)`", text)
+    if unknown:
+        return f"field {unknown.group(1)!r}: no such parameter"
+    missing = re.search(r"missing required field `([^`]*)`", text)
+    if missing:
+        return f"field {missing.group(1)!r}: required"
+    return text
+
+
+def build_layer(table: Mapping[str, Any], where: str = "stack[0]") -> Any:
+    """Build one layer from a ``{use = NAME, **params}`` table."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: expected a table with a 'use' key, got {type(table).__name__}")
+    params = dict(table)
+    use = params.pop("use", None)
+    if not isinstance(use, str) or not use:
+        raise ConfigError(f"{where}: field 'use' is required and must name a layer")
+    where = f"{where} (use = {use!r})"
+    try:
+        factory = resolve_layer(use)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    if inspect.iscoroutinefunction(factory) or not callable(factory):
+        if params:
+            raise ConfigError(f"{where}: this layer takes no parameters, got {sorted(params)}")
+        return factory
+    struct = _params_struct(factory)
+    if struct is None:
+        try:
+            return factory(**params)
+        except TypeError as error:
+            raise ConfigError(f"{where}: {error}") from None
+    try:
+        checked = msgspec.convert(params, struct)
+    except msgspec.ValidationError as error:
+        raise ConfigError(f"{where}: {_explain(error)}") from None
+    kwargs = {field: getattr(checked, field) for field in struct.__struct_fields__}
+    try:
+        return factory(**kwargs)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{where}: {error}") from None

@@ -1,0 +1,189 @@
+"""The typed errors of onion.
+
+Every error carries two texts: ``public_message``, safe to show an end user (no keys,
+URLs, stack traces or upstream bodies), and ``detail`` (``str(error)``), for logs. The
+server maps ``status`` and ``code`` to an OpenAI-style error body.
+
+::
+
+    OnionError
+    ├── BadRequest              400  the request itself is wrong
+    │   └── ModelNotFound       404  no provider serves the model
+    ├── GuardrailViolation      400  an input or output guard blocked the call
+    ├── RateLimited             429  over a limit; carries retry_after
+    ├── ProviderError           502  an upstream failed; status, retryable, retry_after
+    │   └── CircuitOpen         503  the breaker for that model is open
+    ├── AllProvidersFailed      502  every model of a fallback chain failed
+    ├── Timeout                 504  a deadline passed (phase: total, first_chunk, idle)
+    └── ConfigError             --   a stack or config file is invalid (raised at build)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "AllProvidersFailed",
+    "BadRequest",
+    "CircuitOpen",
+    "ConfigError",
+    "GuardrailViolation",
+    "ModelNotFound",
+    "OnionError",
+    "ProviderError",
+    "RateLimited",
+    "Timeout",
+]
+
+
+class OnionError(Exception):
+    """Base of every error onion raises on purpose.
+
+    ``str(error)`` is the detail for logs; ``public_message`` is what a user may see.
+    """
+
+    status: int = 500
+    code: str = "internal_error"
+    default_public_message: str = "the request could not be completed"
+
+    def __init__(self, detail: str = "", *, public_message: str | None = None) -> None:
+        super().__init__(detail or self.default_public_message)
+        self.public_message = public_message or self.default_public_message
+
+    @property
+    def detail(self) -> str:
+        """The internal description, for logs only."""
+        return str(self)
+
+
+class BadRequest(OnionError):
+    """The request is malformed or asks for something onion cannot do."""
+
+    status = 400
+    code = "invalid_request_error"
+    default_public_message = "the request is invalid"
+
+    def __init__(self, detail: str = "", *, public_message: str | None = None, param: str | None = None) -> None:
+        # A bad request's explanation is about the caller's own input, so by default it is
+        # safe to show them.
+        super().__init__(detail, public_message=public_message or detail or None)
+        self.param = param
+
+
+class ModelNotFound(BadRequest):
+    """No provider serves the requested model."""
+
+    status = 404
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"the model {model!r} does not exist or is not served here", param="model")
+        self.model = model
+
+
+class GuardrailViolation(OnionError):
+    """A guard blocked the request (``stage="input"``) or the answer (``"output"``)."""
+
+    status = 400
+    code = "guardrail_violation"
+
+    def __init__(self, detail: str = "", *, stage: str, rule: str, public_message: str | None = None) -> None:
+        public = public_message or (
+            f"the request was blocked by the input guard ({rule})"
+            if stage == "input"
+            else f"the answer was blocked by the output guard ({rule})"
+        )
+        super().__init__(detail or public, public_message=public)
+        self.stage = stage
+        self.rule = rule
+
+
+class RateLimited(OnionError):
+    """A rate limit was exceeded; ``retry_after`` says when to try again (seconds)."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, detail: str = "", *, retry_after: float, limit: str = "requests") -> None:
+        seconds = max(1, int(-(-retry_after // 1)))
+        super().__init__(detail, public_message=f"too many requests, retry after {seconds} s")
+        self.retry_after = retry_after
+        self.limit = limit
+
+
+class ProviderError(OnionError):
+    """An upstream call failed.
+
+    ``upstream_status`` is the HTTP status the upstream answered with (``None`` for a
+    connection error or a cut stream), ``retryable`` says whether trying again may help,
+    ``retry_after`` is the upstream's ``Retry-After`` in seconds, if any.
+    """
+
+    status = 502
+    code = "upstream_error"
+    default_public_message = "the model provider failed to answer"
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        upstream_status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        public_message: str | None = None,
+    ) -> None:
+        super().__init__(detail, public_message=public_message)
+        self.upstream_status = upstream_status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.provider = provider
+        self.model = model
+
+
+class CircuitOpen(ProviderError):
+    """The circuit breaker for a model is open: the call failed fast, nothing was sent."""
+
+    status = 503
+    code = "service_unavailable"
+    default_public_message = "the model is temporarily unavailable"
+
+    def __init__(self, detail: str = "", *, model: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(detail, retryable=False, retry_after=retry_after, model=model)
+
+
+class AllProvidersFailed(OnionError):
+    """Every model of a fallback chain failed; ``causes`` holds each failure in order."""
+
+    status = 502
+    code = "upstream_error"
+    default_public_message = "all model providers failed to answer"
+
+    def __init__(self, causes: Sequence[BaseException], *, models: Sequence[str] = ()) -> None:
+        parts = [f"{m}: {type(c).__name__}: {c}" for m, c in zip(models, causes, strict=False)] or [
+            f"{type(c).__name__}: {c}" for c in causes
+        ]
+        super().__init__("all providers failed: " + "; ".join(parts))
+        self.causes = list(causes)
+        self.models = list(models)
+
+
+class Timeout(OnionError):
+    """A deadline passed. ``phase`` is ``"total"``, ``"first_chunk"`` or ``"idle"``."""
+
+    status = 504
+    code = "timeout"
+
+    def __init__(self, detail: str = "", *, phase: str = "total") -> None:
+        super().__init__(detail or f"{phase} deadline exceeded", public_message="the model took too long to answer")
+        self.phase = phase
+
+
+class ConfigError(OnionError, ValueError):
+    """A stack or configuration is invalid; the message names the table and the field."""
+
+    code = "config_error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, public_message="the gateway is misconfigured")
