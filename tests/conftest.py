@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import shutil
 import socket
@@ -16,15 +15,6 @@ import pytest
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return request.param
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        function = getattr(item, "function", None)
-        inner = getattr(function, "hypothesis", None)
-        target = getattr(inner, "inner_test", function)
-        if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(function):
-            item.add_marker(pytest.mark.anyio)
 
 
 @pytest.fixture(scope="session")
