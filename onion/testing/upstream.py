@@ -1,0 +1,534 @@
+"""A fake LLM upstream served over real HTTP, for tests and benchmarks.
+
+``FakeUpstream`` speaks two wire formats on one loopback port:
+
+- OpenAI-compatible: ``POST /v1/chat/completions`` (JSON, or SSE with ``data: [DONE]``
+  and a usage chunk when ``stream_options.include_usage`` is set), ``GET /v1/models``,
+  ``POST /v1/embeddings`` (deterministic unit vectors derived from the text);
+- Anthropic Messages: ``POST /v1/messages`` (JSON, or its typed SSE events).
+
+It runs under uvicorn in a background thread, so it serves tests on either anyio
+backend: use ``with FakeUpstream() as up:`` or ``async with FakeUpstream() as up:``.
+Faults are scripted per request with ``Fault`` (error statuses with ``Retry-After``,
+delays, read stalls, streams cut mid-way, malformed bodies), and ``stats`` counts
+connections and streams opened and closed, so a test can prove nothing leaked.
+
+It sits outside the onion: it is what a provider (the innermost handler) talks to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import math
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Literal
+
+import anyio
+import msgspec
+
+__all__ = ["Fault", "FakeUpstream", "UpstreamStats"]
+
+
+class Fault(msgspec.Struct, frozen=True):
+    """How the fake upstream answers one request (the default ``Fault()`` answers normally).
+
+    - ``status``: answer with this HTTP error status and an error body in the API's shape.
+    - ``retry_after``: value of the ``Retry-After`` header sent with ``status``.
+    - ``delay``: seconds before the response headers (time to first byte).
+    - ``chunk_delay``: seconds before each streamed chunk after the first.
+    - ``stall_after``: a stream stops sending after this many content chunks (a complete
+      answer stalls after its headers) for ``stall`` seconds, then ends normally.
+    - ``cut_after``: a stream ends after this many content chunks without ``[DONE]``
+      (a complete answer sends half its body); ``cut_mode="close"`` drops the connection
+      abruptly, ``"end"`` ends the HTTP body cleanly.
+    - ``malformed``: the body (or, in a stream, the first event) is not valid JSON.
+    - ``text``: the answer's text (default: ``upstream.reply`` for the request).
+    """
+
+    status: int | None = None
+    retry_after: str | None = None
+    delay: float = 0.0
+    chunk_delay: float = 0.0
+    stall_after: int | None = None
+    stall: float = 3600.0
+    cut_after: int | None = None
+    cut_mode: Literal["close", "end"] = "close"
+    malformed: bool = False
+    text: str | None = None
+
+
+_NORMAL = Fault()
+
+
+class UpstreamStats:
+    """Counters of what the fake upstream saw; read them after the traffic settles.
+
+    ``open_streams`` and ``open_connections`` must drop back to zero once every client
+    closed what it opened; ``streams_disconnected`` counts streams the client abandoned.
+    """
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.streams_started = 0
+        self.streams_completed = 0
+        self.streams_closed = 0
+        self.streams_disconnected = 0
+        self.connections_opened = 0
+        self.connections_closed = 0
+
+    @property
+    def open_streams(self) -> int:
+        """Streams started and not yet finished (completed, cut or abandoned)."""
+        return self.streams_started - self.streams_closed
+
+    @property
+    def open_connections(self) -> int:
+        """TCP connections currently open to the fake."""
+        return self.connections_opened - self.connections_closed
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v}" for k, v in vars(self).items())
+        return f"UpstreamStats({fields}, open_streams={self.open_streams}, open_connections={self.open_connections})"
+
+
+class _Cut(Exception):
+    """Raised inside the app to make uvicorn drop the connection mid-response."""
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def _words(text: str) -> list[str]:
+    parts = text.split(" ")
+    return [p + " " for p in parts[:-1]] + [parts[-1]] if text else []
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _count_tokens(messages: Any) -> int:
+    if not isinstance(messages, list):
+        return 0
+    return sum(len(_text_of(m.get("content")).split()) + 3 for m in messages if isinstance(m, dict))
+
+
+def default_reply(body: dict[str, Any]) -> str:
+    """The fake's answer: it echoes the last user message, so tests can tell requests apart."""
+    messages = body.get("messages") or []
+    last = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
+    said = _text_of(last.get("content")) if last else ""
+    return f"You said: {said}" if said else "Hello from the fake upstream."
+
+
+def embedding_of(text: str, dimensions: int = 64) -> list[float]:
+    """A deterministic unit vector for ``text`` (same text, same vector; different text, far apart)."""
+    raw = b""
+    counter = 0
+    while len(raw) < dimensions * 4:
+        raw += hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        counter += 1
+    values = [(v / 2**31) - 1.0 for v in struct.unpack(f"<{dimensions}I", raw[: dimensions * 4])]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]
+
+
+class FakeUpstream:
+    """An OpenAI-compatible and Anthropic-compatible fake served on ``127.0.0.1``.
+
+    ``base_url`` is ``http://127.0.0.1:PORT/v1`` (what an OpenAI client takes);
+    ``url`` is the root. Queue faults with ``push(Fault(...), ...)`` (one per request, in
+    arrival order) or set ``fault_for = lambda body: Fault(...)``; ``reply`` maps a request
+    body to the answer text. ``requests`` keeps ``(path, headers, body)`` of each call.
+    """
+
+    def __init__(
+        self,
+        *,
+        models: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini"),
+        reply: Callable[[dict[str, Any]], str] = default_reply,
+        api_key: str | None = None,
+    ) -> None:
+        self.models = models
+        self.reply = reply
+        self.api_key = api_key
+        self.fault_for: Callable[[dict[str, Any]], Fault | None] | None = None
+        self.faults: deque[Fault] = deque()
+        self.requests: list[tuple[str, dict[str, str], Any]] = []
+        self.stats = UpstreamStats()
+        self.port = 0
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._ids = itertools.count(1)
+
+    # -- scripting ---------------------------------------------------------------
+
+    def push(self, *faults: Fault) -> None:
+        """Queue ``faults``: the next requests take them one each, in order."""
+        self.faults.extend(faults)
+
+    def _fault(self, body: Any) -> Fault:
+        if self.faults:
+            try:
+                return self.faults.popleft()
+            except IndexError:
+                pass
+        if self.fault_for is not None and isinstance(body, dict):
+            return self.fault_for(body) or _NORMAL
+        return _NORMAL
+
+    # -- addresses ---------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1``: the base URL an OpenAI client takes."""
+        return f"{self.url}/v1"
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> FakeUpstream:
+        """Serve in a background thread; returns once the port accepts connections."""
+        import uvicorn
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        stats = self.stats
+
+        class CountingProtocol(H11Protocol):
+            def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+                stats.connections_opened += 1
+                super().connection_made(transport)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                stats.connections_closed += 1
+                super().connection_lost(exc)
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self._app,
+            http=CountingProtocol,
+            interface="asgi3",
+            proxy_headers=False,
+            lifespan="off",
+            log_level="critical",
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._server.serve(sockets=[sock])), name="fake-upstream", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the fake upstream did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (open streams are dropped after a short grace period)."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakeUpstream:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> FakeUpstream:
+        return await anyio.to_thread.run_sync(self.start)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await anyio.to_thread.run_sync(self.stop)
+
+    async def wait_settled(self, within: float = 5.0) -> UpstreamStats:
+        """Wait up to ``within`` seconds (from any event loop) until no stream is open on
+        the fake (the server thread sees a client's close a moment later); returns ``stats``."""
+        for _ in range(max(1, int(within / 0.01))):
+            if not self.stats.open_streams:
+                break
+            await anyio.sleep(0.01)
+        return self.stats
+
+    # -- the ASGI app --------------------------------------------------------------
+
+    async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        body_bytes = b""
+        more = True
+        while more:
+            message = await receive()
+            body_bytes += message.get("body", b"")
+            more = message.get("more_body", False)
+        self.stats.requests += 1
+        body: Any = None
+        if body_bytes:
+            try:
+                body = msgspec.json.decode(body_bytes)
+            except msgspec.DecodeError:
+                body = None
+        self.requests.append((path, headers, body))
+        anthropic = path.endswith("/messages")
+        if self.api_key is not None and not self._authorized(headers, anthropic):
+            await _json(send, 401, _error_body("invalid api key", "authentication_error", anthropic))
+            return
+        if method == "GET" and path in ("/v1/models", "/models"):
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
+            await _json(send, 200, {"object": "list", "data": data})
+            return
+        if method != "POST" or path not in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages"):
+            await _json(send, 404, _error_body(f"no route {method} {path}", "not_found_error", anthropic))
+            return
+        if not isinstance(body, dict):
+            await _json(send, 400, _error_body("body is not a JSON object", "invalid_request_error", anthropic))
+            return
+        fault = self._fault(body)
+        if fault.delay:
+            await anyio.sleep(fault.delay)
+        if fault.status is not None:
+            extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after is not None else []
+            kind = "rate_limit_error" if fault.status == 429 else "server_error"
+            await _json(send, fault.status, _error_body(f"injected status {fault.status}", kind, anthropic), extra)
+            return
+        if path == "/v1/embeddings":
+            await self._embeddings(send, body, fault)
+        elif body.get("stream"):
+            await self._stream(receive, send, body, fault, anthropic)
+        else:
+            await self._complete(send, body, fault, anthropic)
+
+    def _authorized(self, headers: dict[str, str], anthropic: bool) -> bool:
+        if anthropic:
+            return headers.get("x-api-key") == self.api_key
+        return headers.get("authorization") == f"Bearer {self.api_key}"
+
+    async def _embeddings(self, send: Any, body: dict[str, Any], fault: Fault) -> None:
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        dimensions = int(body.get("dimensions") or 64)
+        data = [
+            {"object": "embedding", "index": i, "embedding": embedding_of(str(t), dimensions)}
+            for i, t in enumerate(texts)
+        ]
+        tokens = sum(len(str(t).split()) for t in texts)
+        payload = {
+            "object": "list",
+            "data": data,
+            "model": body.get("model", ""),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        await self._send_complete(send, _ENCODER.encode(payload), fault)
+
+    async def _complete(self, send: Any, body: dict[str, Any], fault: Fault, anthropic: bool) -> None:
+        text = fault.text if fault.text is not None else self.reply(body)
+        model = str(body.get("model", ""))
+        prompt = _count_tokens(body.get("messages")) + len(_text_of(body.get("system")).split())
+        completion_tokens = len(_words(text))
+        number = next(self._ids)
+        if anthropic:
+            payload: dict[str, Any] = {
+                "id": f"msg_fake{number}",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": prompt, "output_tokens": completion_tokens},
+            }
+        else:
+            payload = {
+                "id": f"chatcmpl-fake{number}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt + completion_tokens,
+                },
+            }
+        await self._send_complete(send, _ENCODER.encode(payload), fault)
+
+    async def _send_complete(self, send: Any, data: bytes, fault: Fault) -> None:
+        if fault.malformed:
+            data = data[: len(data) // 2] + b"<<not json"
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if fault.stall_after is not None:
+            await anyio.sleep(fault.stall)
+        if fault.cut_after is not None:
+            await send({"type": "http.response.body", "body": data[: len(data) // 2], "more_body": True})
+            raise _Cut("cut a complete body in half")
+        await send({"type": "http.response.body", "body": data})
+
+    async def _stream(self, receive: Any, send: Any, body: dict[str, Any], fault: Fault, anthropic: bool) -> None:
+        stats = self.stats
+        stats.streams_started += 1
+        completed = False
+        ending: list[bool] = []  # non-empty once the body is finished (a later disconnect is normal)
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def watch_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    if not ending:
+                        stats.streams_disconnected += 1
+                        group.cancel_scope.cancel()
+
+                group.start_soon(watch_disconnect)
+                events = self._anthropic_events(body, fault) if anthropic else self._openai_events(body, fault)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+                    }
+                )
+                completed = await self._pump(send, events, fault, ending)
+                group.cancel_scope.cancel()
+        finally:
+            stats.streams_closed += 1
+            if completed:
+                stats.streams_completed += 1
+
+    async def _pump(self, send: Any, events: list[tuple[bool, bytes]], fault: Fault, ending: list[bool]) -> bool:
+        content_sent = 0
+        completed = True
+        for index, (is_content, event) in enumerate(events):
+            if is_content:
+                if fault.cut_after is not None and content_sent >= fault.cut_after:
+                    if fault.cut_mode == "close":
+                        raise _Cut("stream cut mid-way")
+                    completed = False
+                    break
+                if fault.stall_after is not None and content_sent >= fault.stall_after:
+                    await anyio.sleep(fault.stall)
+                    fault = msgspec.structs.replace(fault, stall_after=None)
+                if content_sent and fault.chunk_delay:
+                    await anyio.sleep(fault.chunk_delay)
+                content_sent += 1
+            if index == 0 and fault.malformed:
+                event = b"data: {not json at all\n\n"
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        ending.append(True)
+        await send({"type": "http.response.body", "body": b""})
+        return completed
+
+    def _openai_events(self, body: dict[str, Any], fault: Fault) -> list[tuple[bool, bytes]]:
+        text = fault.text if fault.text is not None else self.reply(body)
+        model = str(body.get("model", ""))
+        number = next(self._ids)
+        base = {"id": f"chatcmpl-fake{number}", "object": "chat.completion.chunk", "created": int(time.time())}
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def event(delta: dict[str, Any], finish: str | None = None, usage: Any = None, empty: bool = False) -> bytes:
+            choices = [] if empty else [{"index": 0, "delta": delta, "finish_reason": finish}]
+            payload = {**base, "model": model, "choices": choices}
+            if include_usage:
+                payload["usage"] = usage
+            return b"data: " + _ENCODER.encode(payload) + b"\n\n"
+
+        words = _words(text)
+        events = [(False, event({"role": "assistant", "content": ""}))]
+        events += [(True, event({"content": w})) for w in words]
+        events.append((False, event({}, "stop")))
+        if include_usage:
+            prompt = _count_tokens(body.get("messages"))
+            usage = {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
+            events.append((False, event({}, usage=usage, empty=True)))
+        events.append((False, b"data: [DONE]\n\n"))
+        return events
+
+    def _anthropic_events(self, body: dict[str, Any], fault: Fault) -> list[tuple[bool, bytes]]:
+        text = fault.text if fault.text is not None else self.reply(body)
+        model = str(body.get("model", ""))
+        prompt = _count_tokens(body.get("messages")) + len(_text_of(body.get("system")).split())
+        words = _words(text)
+
+        def event(name: str, payload: dict[str, Any]) -> bytes:
+            return b"event: " + name.encode() + b"\ndata: " + _ENCODER.encode({"type": name, **payload}) + b"\n\n"
+
+        message = {
+            "id": f"msg_fake{next(self._ids)}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": prompt, "output_tokens": 1},
+        }
+        events = [
+            (False, event("message_start", {"message": message})),
+            (False, event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})),
+            (False, event("ping", {})),
+        ]
+        events += [
+            (True, event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": w}}))
+            for w in words
+        ]
+        events += [
+            (False, event("content_block_stop", {"index": 0})),
+            (
+                False,
+                event(
+                    "message_delta",
+                    {
+                        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                        "usage": {"output_tokens": len(words)},
+                    },
+                ),
+            ),
+            (False, event("message_stop", {})),
+        ]
+        return events
+
+
+def _error_body(message: str, kind: str, anthropic: bool) -> dict[str, Any]:
+    if anthropic:
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+async def _json(send: Any, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    data = _ENCODER.encode(payload)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
