@@ -155,12 +155,11 @@ def _link(call: Callable[..., Awaitable[Response]], inner: Handler, name: str) -
 
 
 def _terminal(handler: Handler, name: str) -> Handler:
-    async def call_handler(request: Request) -> Response:
+    # Like a link: the handler's own coroutine is awaited directly. A handler that leaves
+    # ``served_by`` empty is named by the stack from the trace, where it is the last entry.
+    def call_handler(request: Request) -> Awaitable[Response]:
         request.context.trace.append(name)
-        response = await handler(request)
-        if not response.served_by:
-            response.served_by = name
-        return response
+        return handler(request)
 
     return call_handler
 
