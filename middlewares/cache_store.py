@@ -1,0 +1,204 @@
+"""Where the caches keep their answers: in process memory or in Redis.
+
+The exact cache (and the semantic cache, for its entries) talk to a ``CacheStore``: a
+small async key -> bytes store with a TTL. Values are encoded by the caller with msgspec,
+so what is counted against the byte budget is exactly what is kept.
+
+- ``MemoryStore``: one process; least-recently-used eviction under a bound in **bytes**
+  (keys plus values), entries expire after their TTL measured on an injectable clock.
+- ``RedisStore``: shared by every gateway process; Redis applies the TTL (``PX``) and its
+  own ``maxmemory`` policy bounds the size. The synchronous redis client runs in a worker
+  thread so the store works the same under asyncio and trio.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Protocol, runtime_checkable
+
+import anyio.to_thread
+import msgspec
+
+from onion import Clock, Completion, system_clock
+
+__all__ = ["CacheStats", "CacheStore", "MemoryStore", "RedisStore", "decode_completion", "encode_completion"]
+
+# Per-entry bookkeeping (OrderedDict node, tuple, float) counted against the byte budget
+# so that many tiny entries cannot exceed it by their overhead alone.
+ENTRY_OVERHEAD = 96
+
+_ENCODER = msgspec.msgpack.Encoder()
+_COMPLETION_DECODER = msgspec.msgpack.Decoder(Completion)
+
+
+def encode_completion(completion: Completion) -> bytes:
+    """A completion as the bytes a store keeps (msgpack)."""
+    return _ENCODER.encode(completion)
+
+
+def decode_completion(data: bytes) -> Completion:
+    """The completion ``encode_completion`` encoded."""
+    return _COMPLETION_DECODER.decode(data)
+
+
+class CacheStats(msgspec.Struct):
+    """Counters of a cache: lookups that hit or missed, entries stored, evicted, expired."""
+
+    hits: int = 0
+    misses: int = 0
+    stores: int = 0
+    evictions: int = 0
+    expirations: int = 0
+    bypassed: int = 0
+    errors: int = 0
+
+
+@runtime_checkable
+class CacheStore(Protocol):
+    """An async key -> bytes store with per-entry TTL."""
+
+    stats: CacheStats
+
+    async def get(self, key: str) -> bytes | None:
+        """The value stored under ``key``, or ``None`` if absent or expired."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
+        """Store ``value`` under ``key`` for ``ttl_seconds`` (``None``: until evicted)."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` if present."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+class MemoryStore:
+    """An in-process LRU store bounded in bytes, with TTL on ``clock``.
+
+    ``size_bytes`` never exceeds ``max_bytes``: a value too large to fit is not stored,
+    and older entries are evicted (least recently used first) to make room.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024, *, clock: Clock | None = None) -> None:
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        self.max_bytes = max_bytes
+        self.clock = clock or system_clock
+        self.stats = CacheStats()
+        self.size_bytes = 0
+        # key -> (expires_at or inf, value); order = recency, oldest first.
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def _cost(key: str, value: bytes) -> int:
+        return len(key) + len(value) + ENTRY_OVERHEAD
+
+    def get_now(self, key: str) -> bytes | None:
+        """``get`` without awaiting (the memory store never waits)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires_at, value = entry
+        if expires_at <= self.clock.now():
+            self._remove(key, value)
+            self.stats.expirations += 1
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    def set_now(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
+        """``set`` without awaiting."""
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.size_bytes -= self._cost(key, old[1])
+        cost = self._cost(key, value)
+        if cost > self.max_bytes:
+            return
+        while self.size_bytes + cost > self.max_bytes:
+            oldest, (_, oldest_value) = self._entries.popitem(last=False)
+            self.size_bytes -= self._cost(oldest, oldest_value)
+            self.stats.evictions += 1
+        expires_at = self.clock.now() + ttl_seconds if ttl_seconds is not None else float("inf")
+        self._entries[key] = (expires_at, value)
+        self.size_bytes += cost
+
+    def delete_now(self, key: str) -> None:
+        """``delete`` without awaiting."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._remove(key, entry[1])
+
+    def _remove(self, key: str, value: bytes) -> None:
+        del self._entries[key]
+        self.size_bytes -= self._cost(key, value)
+
+    async def get(self, key: str) -> bytes | None:
+        """The value under ``key``; refreshes its recency."""
+        return self.get_now(key)
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
+        """Store ``value``; evicts least-recently-used entries to stay under ``max_bytes``."""
+        self.set_now(key, value, ttl_seconds)
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` if present."""
+        self.delete_now(key)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class RedisStore:
+    """A store in Redis, shared by every process that uses the same ``url`` and ``prefix``.
+
+    Redis applies the TTL on its own clock; bound its size with Redis's ``maxmemory`` and
+    an ``allkeys-lru`` (or ``volatile-lru``) policy.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "onion:cache:") -> None:
+        import redis
+
+        self.url = url
+        self.prefix = prefix
+        self.stats = CacheStats()
+        self.client: Any = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+
+    async def get(self, key: str) -> bytes | None:
+        """The value under ``key`` (Redis drops expired keys itself)."""
+        return await self._run(self.client.get, self.prefix + key)
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
+        """Store ``value`` with a millisecond TTL."""
+        px = max(1, int(ttl_seconds * 1000)) if ttl_seconds is not None else None
+        await self._run(lambda: self.client.set(self.prefix + key, value, px=px))
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key``."""
+        await self._run(self.client.delete, self.prefix + key)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._run(self.client.close)
+
+
+def make_store(
+    backend: str, *, max_bytes: int, redis_url: str | None, prefix: str, clock: Clock | None
+) -> MemoryStore | RedisStore:
+    """The store a layer's ``backend`` / ``redis_url`` parameters name."""
+    if backend == "memory":
+        return MemoryStore(max_bytes, clock=clock)
+    if backend == "redis":
+        if not redis_url:
+            raise ValueError("backend 'redis' needs redis_url")
+        return RedisStore(redis_url, prefix=prefix)
+    raise ValueError(f"backend must be 'memory' or 'redis', got {backend!r}")
