@@ -1,0 +1,110 @@
+"""``onion eval`` as a command: table, JSON report, comparison, exit status, bad files."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from onion.eval import load_report, main
+from onion.testing.upstream import FakeUpstream
+
+CASES = "\n".join(
+    [
+        '{"id": "capital", "input": "capital of France?", "expect": ["paris"], "tags": ["geo"]}',
+        '{"id": "count", "input": "count to three", "regex": ["1.*2.*3"], "tags": ["fmt"]}',
+    ]
+)
+
+
+@pytest.fixture
+def cases_file(tmp_path: Path) -> Path:
+    path = tmp_path / "cases.jsonl"
+    path.write_text(CASES + "\n")
+    return path
+
+
+@pytest.fixture
+def handler_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An importable module whose ``make_stack`` builds a stack; ANSWERS steers its replies."""
+    (tmp_path / "eval_target_mod.py").write_text(
+        textwrap.dedent(
+            """
+            from onion import Stack
+            from onion.testing import Reply, ScriptedProvider
+
+            ANSWERS = {"capital of France?": "Paris", "count to three": "1, 2, 3"}
+
+            def make_stack():
+                provider = ScriptedProvider(lambda request, i: Reply(ANSWERS[request.messages[-1].text]))
+                return Stack([], handler=provider)
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "eval_target_mod:make_stack"
+
+
+def test_in_process_run_prints_table_and_writes_report(cases_file, handler_module, tmp_path, capsys) -> None:
+    report_path = tmp_path / "report.json"
+    status = main([str(cases_file), "--handler", handler_module, "--model", "m", "--report", str(report_path)])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "capital" in out and "PASS" in out and "2/2 cases passed" in out
+    report = load_report(report_path)
+    assert report.totals.pass_rate == 1.0
+    assert json.loads(report_path.read_text())["cases"][0]["id"] == "capital"
+
+
+def test_regression_against_a_previous_report_gates(cases_file, handler_module, tmp_path, capsys) -> None:
+    import eval_target_mod
+
+    before = tmp_path / "before.json"
+    assert main([str(cases_file), "--handler", handler_module, "--model", "m", "--report", str(before)]) == 0
+    eval_target_mod.ANSWERS["count to three"] = "three, two, one"
+    args = [str(cases_file), "--handler", handler_module, "--model", "m", "--compare", str(before)]
+    assert main(args) == 0  # a comparison alone reports, it does not gate
+    assert main([*args, "--fail-on-regression"]) == 1
+    out = capsys.readouterr().out
+    assert "regressed (1): count 100% -> 0%" in out
+    assert main([*args, "--min-pass-rate", "0.5"]) == 0
+    assert main([*args, "--min-pass-rate", "0.9"]) == 1
+    assert "below the minimum" in capsys.readouterr().err
+
+
+def test_tags_select_cases(cases_file, handler_module, capsys) -> None:
+    assert main([str(cases_file), "--handler", handler_module, "--model", "m", "--tag", "geo"]) == 0
+    out = capsys.readouterr().out
+    assert "capital" in out and "count" not in out
+
+
+def test_bad_case_file_exits_2_naming_line_and_field(tmp_path, handler_module, capsys) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"input": "ok"}\n{"input": "x", "forbid": [1]}\n')
+    assert main([str(path), "--handler", handler_module, "--model", "m"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2: field 'forbid[0]'" in err
+
+
+def test_missing_model_exits_2(cases_file, handler_module, capsys) -> None:
+    assert main([str(cases_file), "--handler", handler_module]) == 2
+    assert "pass --model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_url_mode_against_a_local_http_gateway(cases_file, tmp_path, monkeypatch, capsys, stream) -> None:
+    monkeypatch.setenv("GATEWAY_KEY", "sk-local")
+    replies = {"capital of France?": "Paris", "count to three": "one two"}
+    with FakeUpstream(reply=lambda body: replies[body["messages"][-1]["content"]], api_key="sk-local") as upstream:
+        args = [str(cases_file), "--url", upstream.base_url, "--model", "gpt-4o", "--api-key-env", "GATEWAY_KEY"]
+        args += ["--report", str(tmp_path / "r.json"), "--min-pass-rate", "0.5", "--progress"]
+        status = main([*args, "--stream"] if stream else args)
+    captured = capsys.readouterr()
+    assert status == 0
+    assert "1/2 cases passed; pass rate 50%" in captured.out
+    assert "no match for /1.*2.*3/" in captured.out
+    assert "eval [" in captured.err and "2/2 samples, 1 failed" in captured.err
+    text = (tmp_path / "r.json").read_text()
+    assert "sk-local" not in text and upstream.base_url not in text
