@@ -1,0 +1,377 @@
+"""The metrics layer: exact values from an in-memory reader after scripted traffic."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client.parser import text_string_to_metric_families
+
+from middlewares._otel import DURATION_BUCKETS, TOKEN_BUCKETS, render_prometheus
+from middlewares.metrics import OVERHEAD_HEADER, Metrics
+from onion import (
+    Chunk,
+    Completion,
+    GuardrailViolation,
+    Message,
+    ProviderError,
+    RateLimited,
+    Request,
+    Response,
+    Stack,
+    Timeout,
+    Usage,
+)
+from onion.testing import Fail, FakeClock, Reply, ScriptedProvider
+
+
+def new_reader() -> tuple[InMemoryMetricReader, MeterProvider]:
+    reader = InMemoryMetricReader()
+    return reader, MeterProvider(metric_readers=[reader])
+
+
+def points(reader: InMemoryMetricReader, name: str) -> list[Any]:
+    """Every data point of the metric ``name`` (empty if it was never recorded)."""
+    data = reader.get_metrics_data()
+    found = []
+    if data is None:
+        return found
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    found.extend(metric.data.data_points)
+    return found
+
+
+def total(reader: InMemoryMetricReader, name: str, **match: str) -> float:
+    """Sum of a counter's values (or a histogram's sums) over points whose attributes match."""
+    result = 0.0
+    for point in points(reader, name):
+        attrs = dict(point.attributes)
+        if all(attrs.get(key.replace("__", ".")) == value for key, value in match.items()):
+            result += point.sum if hasattr(point, "bucket_counts") else point.value
+    return result
+
+
+def count(reader: InMemoryMetricReader, name: str, **match: str) -> int:
+    """Number of recordings of a histogram over points whose attributes match."""
+    result = 0
+    for point in points(reader, name):
+        attrs = dict(point.attributes)
+        if all(attrs.get(key.replace("__", ".")) == value for key, value in match.items()):
+            result += point.count
+    return result
+
+
+def ask(model: str = "gpt-4o", stream: bool = False, text: str = "hello") -> Request:
+    return Request(model=model, messages=[Message("user", text)], stream=stream)
+
+
+async def drain(response: Response) -> Completion:
+    return await response.result()
+
+
+async def test_complete_requests_are_counted_once_with_tokens_and_cost() -> None:
+    reader, provider = new_reader()
+    script = [Reply("a b", usage=Usage(100, 20, 120)), Reply("c", usage=Usage(7, 3, 10), model="gpt-4o-2024-08-06")]
+    stack = Stack([Metrics(meter_provider=provider)], ScriptedProvider(script))
+    for _ in script:
+        response = await stack(ask("gpt-4o"))
+        assert OVERHEAD_HEADER in response.headers
+    assert total(reader, "onion.requests") == 2
+    assert total(reader, "onion.requests", onion__outcome="ok", onion__served_by="scripted") == 2
+    assert count(reader, "gen_ai.client.operation.duration") == 2
+    assert total(reader, "gen_ai.client.token.usage", gen_ai__token__type="input") == 107
+    assert total(reader, "gen_ai.client.token.usage", gen_ai__token__type="output") == 23
+    # gpt-4o: $2.50 / $10 per million; the dated snapshot is priced as gpt-4o.
+    assert total(reader, "onion.cost", gen_ai__response__model="gpt-4o") == pytest.approx(
+        (100 * 2.5 + 20 * 10) / 1e6, rel=1e-12
+    )
+    assert total(reader, "onion.cost", gen_ai__response__model="gpt-4o-2024-08-06") == pytest.approx(
+        (7 * 2.5 + 3 * 10) / 1e6, rel=1e-12
+    )
+    assert points(reader, "gen_ai.client.operation.time_to_first_chunk") == []
+    duration = points(reader, "gen_ai.client.operation.duration")[0]
+    assert tuple(duration.explicit_bounds) == DURATION_BUCKETS
+    assert tuple(points(reader, "gen_ai.client.token.usage")[0].explicit_bounds) == TOKEN_BUCKETS
+    attrs = dict(duration.attributes)
+    assert attrs["gen_ai.operation.name"] == "chat"
+    assert attrs["gen_ai.provider.name"] == "openai"
+    assert attrs["gen_ai.request.model"] == "gpt-4o"
+    assert "error.type" not in attrs
+
+
+class SteppedUpstream:
+    """A provider on a fake clock: it waits ``wait`` per chunk (counted as upstream time)
+    and the gateway itself spends ``own`` per chunk after receiving it."""
+
+    def __init__(self, clock: FakeClock, pieces: list[str], wait: float, own: float, usage: Usage) -> None:
+        self.clock, self.pieces, self.wait, self.own, self.usage = clock, pieces, wait, own, usage
+        self.name = "stepped"
+
+    async def __call__(self, request: Request) -> Response:
+        self.clock.advance(self.own)  # gateway work before the call goes out
+        if not request.stream:
+            self._wait(request)
+            return Response.complete(Completion(content="".join(self.pieces), model=request.model, usage=self.usage))
+        return Response.stream(self._chunks(request), model=request.model)
+
+    def _wait(self, request: Request) -> None:
+        self.clock.advance(self.wait)
+        request.context.upstream_seconds += self.wait
+
+    async def _chunks(self, request: Request) -> AsyncGenerator[Chunk, None]:
+        for index, piece in enumerate(self.pieces):
+            self._wait(request)
+            last = index == len(self.pieces) - 1
+            yield Chunk(content=piece, usage=self.usage if last else None, finish_reason="stop" if last else None)
+
+
+async def test_stream_records_ttfc_chunk_times_duration_and_overhead_exactly() -> None:
+    reader, provider = new_reader()
+    clock = FakeClock(start=0.0)
+    upstream = SteppedUpstream(clock, ["a", "b", "c", "d"], wait=0.25, own=0.125, usage=Usage(10, 4, 14))
+    stack = Stack([Metrics(meter_provider=provider, clock=clock)], upstream)
+    response = await stack(ask(stream=True))
+    # Headers before any chunk: only the gateway's own 0.125 s so far.
+    assert response.headers[OVERHEAD_HEADER] == "125.000"
+    seen = []
+    async for chunk in response:
+        seen.append(chunk.content)
+        clock.advance(0.5)  # the consumer's time between chunks
+    assert seen == ["a", "b", "c", "d"]
+    # Updated at the first chunk (still 0.125 s of overhead: the wait was upstream time).
+    assert response.headers[OVERHEAD_HEADER] == "125.000"
+    [ttfc] = points(reader, "gen_ai.client.operation.time_to_first_chunk")
+    assert (ttfc.count, ttfc.sum) == (1, 0.375)
+    [per_chunk] = points(reader, "gen_ai.client.operation.time_per_output_chunk")
+    assert (per_chunk.count, per_chunk.sum) == (3, 3 * 0.75)
+    [duration] = points(reader, "gen_ai.client.operation.duration")
+    assert (duration.count, duration.sum) == (1, 0.125 + 4 * 0.25 + 4 * 0.5)
+    [overhead] = points(reader, "onion.overhead")
+    # Total minus upstream waiting: the consumer's time is inside the gateway's span.
+    assert overhead.sum == pytest.approx(0.125 + 4 * 0.5)
+    assert total(reader, "gen_ai.client.token.usage", gen_ai__token__type="output") == 4
+    assert total(reader, "onion.requests", onion__outcome="ok") == 1
+
+
+async def test_complete_overhead_header_is_total_minus_upstream() -> None:
+    reader, provider = new_reader()
+    clock = FakeClock(start=0.0)
+    upstream = SteppedUpstream(clock, ["x"], wait=2.0, own=0.003, usage=Usage(1, 1, 2))
+    response = await Stack([Metrics(meter_provider=provider, clock=clock)], upstream)(ask())
+    assert response.headers[OVERHEAD_HEADER] == "3.000"
+    [overhead] = points(reader, "onion.overhead")
+    assert overhead.sum == pytest.approx(0.003)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected_type", "expected_outcome"),
+    [
+        (ProviderError("boom", upstream_status=503, retryable=True), "503", "error"),
+        (ProviderError("connection reset"), "upstream_error", "error"),
+        (RateLimited(retry_after=2), "rate_limit_exceeded", "rate_limited"),
+        (GuardrailViolation(stage="input", rule="pii"), "guardrail_violation", "blocked"),
+        (Timeout(phase="total"), "timeout", "timeout"),
+        (ValueError("bug"), "ValueError", "error"),
+    ],
+)
+async def test_failures_set_error_type_and_outcome(
+    error: BaseException, expected_type: str, expected_outcome: str
+) -> None:
+    reader, provider = new_reader()
+    stack = Stack([Metrics(meter_provider=provider)], ScriptedProvider([Fail(error)]))
+    with pytest.raises(type(error)):
+        await stack(ask())
+    [duration] = points(reader, "gen_ai.client.operation.duration")
+    assert dict(duration.attributes)["error.type"] == expected_type
+    assert total(reader, "onion.requests", onion__outcome=expected_outcome, onion__served_by="none") == 1
+    assert total(reader, "onion.requests") == 1
+    assert points(reader, "gen_ai.client.token.usage") == []
+
+
+async def test_stream_cut_midway_counts_once_with_error_type() -> None:
+    reader, provider = new_reader()
+    fail = Fail(ProviderError("cut", upstream_status=None), after_chunks=2, reply=Reply("one two three four"))
+    stack = Stack([Metrics(meter_provider=provider)], ScriptedProvider([fail]))
+    response = await stack(ask(stream=True))
+    got = []
+    with pytest.raises(ProviderError):
+        async for chunk in response:
+            got.append(chunk.content)
+    assert got == ["one ", "two "]
+    assert total(reader, "onion.requests") == 1
+    assert total(reader, "onion.requests", onion__outcome="error") == 1
+    [duration] = points(reader, "gen_ai.client.operation.duration")
+    assert dict(duration.attributes)["error.type"] == "upstream_error"
+    assert count(reader, "gen_ai.client.operation.time_to_first_chunk") == 1
+
+
+async def test_stream_closed_early_is_counted_once_as_cancelled() -> None:
+    reader, provider = new_reader()
+    scripted = ScriptedProvider([Reply("one two three four")])
+    stack = Stack([Metrics(meter_provider=provider)], scripted)
+    response = await stack(ask(stream=True))
+    async with response:
+        async for _chunk in response:
+            break
+    assert scripted.streams[0].closed
+    assert total(reader, "onion.requests") == 1
+    assert total(reader, "onion.requests", onion__outcome="cancelled") == 1
+    [duration] = points(reader, "gen_ai.client.operation.duration")
+    assert dict(duration.attributes)["error.type"] == "cancelled"
+
+
+async def retry_once(request: Request, call_next: Any) -> Response:
+    """A minimal retry layer for placement tests (the real one lives in middlewares.retry)."""
+    try:
+        return await call_next(request)
+    except ProviderError:
+        return await call_next(request)
+
+
+async def test_outermost_counts_requests_innermost_counts_upstream_attempts() -> None:
+    reader, provider = new_reader()
+    scripted = ScriptedProvider([Fail(ProviderError("503", upstream_status=503)), Reply("ok", usage=Usage(5, 1, 6))])
+    outer = Metrics(meter_provider=provider, scope="gateway")
+    inner = Metrics(meter_provider=provider, scope="upstream")
+    stack = Stack([outer, retry_once, inner], scripted)
+    await stack(ask())
+    assert total(reader, "onion.requests", onion__scope="gateway") == 1
+    assert total(reader, "onion.requests", onion__scope="upstream") == 2
+    assert total(reader, "onion.requests", onion__scope="upstream", onion__outcome="error") == 1
+    # Tokens are counted once per placement, never twice within one.
+    assert total(reader, "gen_ai.client.token.usage", onion__scope="gateway", gen_ai__token__type="input") == 5
+    assert total(reader, "gen_ai.client.token.usage", onion__scope="upstream", gen_ai__token__type="input") == 5
+
+
+async def test_cache_hits_are_counted_but_cost_nothing() -> None:
+    reader, provider = new_reader()
+    stored = Completion(content="cached", model="gpt-4o", usage=Usage(50, 50, 100))
+
+    async def exact_cache(request: Request, call_next: Any) -> Response:
+        response = Response.complete(stored, served_by="exact_cache")
+        response.attrs["cache"] = "hit"
+        return response
+
+    stack = Stack([Metrics(meter_provider=provider), exact_cache], ScriptedProvider())
+    await stack(ask())
+    await drain(await stack(ask(stream=True)))
+    assert total(reader, "onion.requests", onion__served_by="exact_cache", onion__outcome="ok") == 2
+    assert points(reader, "gen_ai.client.token.usage") == []
+    assert points(reader, "onion.cost") == []
+
+
+async def test_unknown_models_are_counted_as_unpriced_never_guessed() -> None:
+    reader, provider = new_reader()
+    stack = Stack([Metrics(meter_provider=provider)], ScriptedProvider(default=Reply("x", usage=Usage(3, 3, 6))))
+    await stack(ask("gpt-4o-turbo-ultra"))  # not a snapshot of gpt-4o: a different name
+    await stack(ask("my-finetune"))
+    assert points(reader, "onion.cost") == []
+    assert total(reader, "onion.cost.unpriced", gen_ai__response__model="gpt-4o-turbo-ultra") == 1
+    assert total(reader, "onion.cost.unpriced", gen_ai__response__model="my-finetune") == 1
+
+
+async def test_prices_from_config_extend_the_table() -> None:
+    reader, provider = new_reader()
+    stack = Stack.from_config(
+        [
+            {
+                "use": "metrics",
+                "meter_provider": provider,
+                "prices": {"my-finetune": {"input": 1.0, "output": 3.0}},
+                "default_prices": False,
+            }
+        ],
+        ScriptedProvider(default=Reply("x", usage=Usage(1000, 500, 1500))),
+    )
+    assert "gpt-4o" not in stack.layers[0].prices
+    await stack(ask("my-finetune"))
+    assert total(reader, "onion.cost") == pytest.approx((1000 * 1.0 + 500 * 3.0) / 1e6, rel=1e-12)
+
+
+class Traffic(msgspec.Struct, frozen=True):
+    model: str
+    prompt: int
+    completion: int
+    stream: bool
+    fails: bool
+
+
+traffic = st.lists(
+    st.builds(
+        Traffic,
+        model=st.sampled_from(["gpt-4o", "gpt-4o-mini", "claude-3-5-haiku-20241022", "local-llama"]),
+        prompt=st.integers(0, 5000),
+        completion=st.integers(0, 2000),
+        stream=st.booleans(),
+        fails=st.booleans(),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(traffic)
+async def test_law_every_request_counted_once_and_usage_and_cost_add_up(calls: list[Traffic]) -> None:
+    reader, provider = new_reader()
+    layer = Metrics(meter_provider=provider)
+
+    def script(request: Request, index: int) -> Reply | Fail:
+        call = calls[index]
+        reply = Reply("w " * 3, usage=Usage(call.prompt, call.completion, call.prompt + call.completion))
+        return Fail(ProviderError("x", upstream_status=500), after_chunks=1, reply=reply) if call.fails else reply
+
+    stack = Stack([layer], ScriptedProvider(script))
+    for call in calls:
+        with contextlib.suppress(ProviderError):
+            await drain(await stack(ask(call.model, stream=call.stream)))
+    ok = [c for c in calls if not c.fails]
+    assert total(reader, "onion.requests") == len(calls)
+    assert total(reader, "onion.requests", onion__outcome="ok") == len(ok)
+    assert count(reader, "gen_ai.client.operation.duration") == len(calls)
+    assert count(reader, "gen_ai.client.operation.time_to_first_chunk") == sum(c.stream for c in calls)
+    assert total(reader, "gen_ai.client.token.usage", gen_ai__token__type="input") == sum(c.prompt for c in ok)
+    assert total(reader, "gen_ai.client.token.usage", gen_ai__token__type="output") == sum(c.completion for c in ok)
+    expected_cost = sum(
+        layer.prices.cost(c.model, Usage(c.prompt, c.completion)) or 0.0 for c in ok if c.model in layer.prices
+    )
+    assert total(reader, "onion.cost") == pytest.approx(expected_cost, rel=1e-9, abs=1e-15)
+    assert total(reader, "onion.cost.unpriced") == sum(1 for c in ok if c.model == "local-llama")
+
+
+async def test_prometheus_text_parses_and_counts_this_traffic() -> None:
+    def scraped() -> dict[tuple[str, str], float]:
+        body, content_type = render_prometheus()
+        assert content_type.startswith("text/plain")
+        values: dict[tuple[str, str], float] = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                if sample.name == "onion_requests_total" and sample.labels.get("onion_scope") == "prom-test":
+                    key = (sample.labels["onion_outcome"], sample.labels["gen_ai_request_model"])
+                    values[key] = values.get(key, 0.0) + sample.value
+        return values
+
+    before = scraped()
+    stack = Stack(
+        [Metrics(scope="prom-test")],  # the default meter provider, the one /metrics renders
+        ScriptedProvider([Reply("a"), Reply("b"), Fail(RateLimited(retry_after=1))]),
+    )
+    await stack(ask("gpt-4o"))
+    await drain(await stack(ask("gpt-4o", stream=True)))
+    with pytest.raises(RateLimited):
+        await stack(ask("gpt-4o"))
+    after = scraped()
+    assert after.get(("ok", "gpt-4o"), 0) - before.get(("ok", "gpt-4o"), 0) == 2
+    assert after.get(("rate_limited", "gpt-4o"), 0) - before.get(("rate_limited", "gpt-4o"), 0) == 1
+    families = {family.name for family in text_string_to_metric_families(render_prometheus()[0].decode())}
+    assert "gen_ai_client_operation_duration_seconds" in families
+    assert "gen_ai_client_token_usage" in families
