@@ -1,0 +1,301 @@
+"""What every HTTP provider shares: one pooled client, timeouts, error classification,
+and the loop that turns an upstream SSE body into ``Chunk``\\ s.
+
+A provider is the innermost handler of the onion. Subclasses (OpenAI, Anthropic) only
+say how a request is encoded and how the upstream's bodies and events are decoded.
+Every failure leaves here as a ``ProviderError`` (or ``Timeout`` when the request's own
+deadline passed) with the upstream status and a retryable flag, so retry, fallback and
+the circuit breaker can decide without knowing HTTP.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any
+
+import anyio
+import httpx
+import msgspec
+
+from .._response import Response
+from .._types import Chunk, Completion, Context, Request
+from ..errors import ProviderError, Timeout
+from ._sse import SSEDecoder, SSEOverflow
+
+__all__ = ["HTTPProvider", "StreamDecoder", "classify_status", "parse_retry_after"]
+
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+_ERROR_BODY_LIMIT = 64 * 1024
+_perf = time.perf_counter
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or an HTTP date) or ``retry-after-ms``."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def classify_status(status: int) -> bool:
+    """Whether an upstream HTTP status is worth retrying (429, 408, 409 and 5xx)."""
+    return status in _RETRYABLE_STATUS or status >= 500
+
+
+class _ErrorBody(msgspec.Struct):
+    error: Any = None
+    message: Any = None
+
+
+def _upstream_message(data: bytes) -> str:
+    try:
+        body = msgspec.json.decode(data, type=_ErrorBody)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return data[:200].decode("utf-8", "replace")
+    error = body.error
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("type") or error)[:200]
+    return str(error or body.message or "")[:200]
+
+
+class StreamDecoder:
+    """Turns one upstream stream's SSE events into chunks; a subclass per wire format.
+
+    ``decode`` returns a chunk, ``None`` for an event that carries nothing, and sets
+    ``done`` when the upstream signalled a clean end.
+    """
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def decode(self, event: str | None, data: bytes) -> Chunk | None:
+        raise NotImplementedError
+
+
+class HTTPProvider:
+    """Base of the HTTP providers: one shared ``httpx.AsyncClient`` per provider.
+
+    ``models`` lists the model names it serves (empty: any model). Timeouts: ``connect``
+    and ``read`` (each wait for bytes) go to httpx; ``total`` bounds a whole call, and the
+    request's own ``context.deadline`` is honoured too. ``upstream_seconds`` on the
+    request's context grows by the time spent waiting for the upstream.
+    """
+
+    kind = "http"
+    path = "/chat/completions"
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        api_key: str | None = None,
+        models: Sequence[str] = (),
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        total_timeout: float | None = 600.0,
+        max_connections: int = 256,
+        max_keepalive_connections: int = 64,
+        headers: Mapping[str, str] | None = None,
+        trust_env: bool = False,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.models = tuple(models)
+        self.total_timeout = total_timeout
+        self._api_key = api_key
+        self._url = self.base_url + self.path
+        self._headers = {"content-type": "application/json", **self.auth_headers(api_key), **(headers or {})}
+        self._owns_client = client is None
+        self.client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections),
+            trust_env=trust_env,
+        )
+
+    def __repr__(self) -> str:
+        # Never the key; the URL is configuration, not a secret, but stays out of user output.
+        return f"<{type(self).__name__} {self.name!r} models={list(self.models)}>"
+
+    async def aclose(self) -> None:
+        """Close the pooled connections (only when this provider created the client)."""
+        if self._owns_client:
+            await self.client.aclose()
+
+    # -- what a wire format supplies ------------------------------------------------
+
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
+        """Headers that authenticate with the upstream."""
+        return {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def encode(self, request: Request) -> bytes:
+        """The upstream request body."""
+        raise NotImplementedError
+
+    def decode_completion(self, data: bytes, request: Request) -> Completion:
+        """The upstream's complete answer (raise ``ValueError``-like errors when malformed)."""
+        raise NotImplementedError
+
+    def stream_decoder(self, request: Request) -> StreamDecoder:
+        """A decoder for one streamed answer."""
+        raise NotImplementedError
+
+    # -- the call ---------------------------------------------------------------------
+
+    def _error(self, detail: str, request: Request, **kwargs: Any) -> ProviderError:
+        return ProviderError(f"{self.name}: {detail}", provider=self.name, model=request.model, **kwargs)
+
+    def _deadline(self, context: Context, start: float) -> tuple[float | None, bool]:
+        """The absolute deadline of this call and whether it is the request's own."""
+        own = context.deadline
+        mine = start + self.total_timeout if self.total_timeout is not None else None
+        if own is not None and (mine is None or own <= mine):
+            return own, True
+        return mine, False
+
+    def _timed_out(self, request: Request, own: bool) -> Exception:
+        if own:
+            return Timeout(f"{self.name}: the request's deadline passed waiting for the upstream", phase="total")
+        return self._error(f"no complete answer within total_timeout={self.total_timeout}s", request, retryable=True)
+
+    def _transport_error(self, error: httpx.HTTPError, request: Request, during: str) -> ProviderError:
+        if isinstance(error, httpx.TimeoutException):
+            what = type(error).__name__
+            return self._error(f"{what} {during}", request, retryable=True)
+        if isinstance(error, httpx.DecodingError):
+            return self._error(f"undecodable body {during}: {error}", request, retryable=False)
+        return self._error(f"{type(error).__name__} {during}: {error}", request, retryable=True)
+
+    async def _status_error(self, response: httpx.Response, request: Request) -> ProviderError:
+        try:
+            data = b""
+            async for piece in response.aiter_bytes():
+                data += piece
+                if len(data) > _ERROR_BODY_LIMIT:
+                    break
+        except httpx.HTTPError:
+            data = b""
+        status = response.status_code
+        return self._error(
+            f"upstream answered {status}: {_upstream_message(data)}",
+            request,
+            upstream_status=status,
+            retryable=classify_status(status),
+            retry_after=parse_retry_after(response.headers),
+        )
+
+    async def __call__(self, request: Request) -> Response:
+        context = request.context
+        start = anyio.current_time()
+        deadline, own = self._deadline(context, start)
+        http_request = self.client.build_request("POST", self._url, content=self.encode(request), headers=self._headers)
+        began = _perf()
+        try:
+            if deadline is None:
+                response = await self.client.send(http_request, stream=True)
+            else:
+                with anyio.fail_after(max(0.0, deadline - start)):
+                    response = await self.client.send(http_request, stream=True)
+        except TimeoutError:
+            raise self._timed_out(request, own) from None
+        except httpx.HTTPError as error:
+            raise self._transport_error(error, request, "before the answer started") from None
+        finally:
+            context.upstream_seconds += _perf() - began
+        try:
+            if response.status_code >= 300:
+                raise await self._status_error(response, request)
+            if request.stream:
+                chunks = self._stream(response, request, deadline, own)
+                return Response.stream(chunks, served_by=self.name, model=request.model)
+            return Response.complete(await self._read_complete(response, request, deadline, own), served_by=self.name)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+            raise
+
+    async def _read_complete(
+        self, response: httpx.Response, request: Request, deadline: float | None, own: bool
+    ) -> Completion:
+        began = _perf()
+        try:
+            if deadline is None:
+                data = await response.aread()
+            else:
+                with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                    data = await response.aread()
+        except TimeoutError:
+            raise self._timed_out(request, own) from None
+        except httpx.HTTPError as error:
+            raise self._transport_error(error, request, "reading the answer") from None
+        finally:
+            request.context.upstream_seconds += _perf() - began
+            await response.aclose()
+        try:
+            return self.decode_completion(data, request)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, KeyError, IndexError, TypeError) as error:
+            raise self._error(f"malformed answer body: {error}", request, retryable=False) from None
+
+    async def _stream(
+        self, response: httpx.Response, request: Request, deadline: float | None, own: bool
+    ) -> AsyncGenerator[Chunk, None]:
+        context = request.context
+        decoder = self.stream_decoder(request)
+        sse = SSEDecoder()
+        pieces = response.aiter_bytes()
+        # Only the request's own deadline is enforced precisely (a cancel scope per read,
+        # never held across a yield); the provider's total_timeout is checked between reads.
+        precise = deadline if own else None
+        try:
+            while not decoder.done:
+                began = _perf()
+                try:
+                    if precise is None:
+                        piece = await pieces.__anext__()
+                    else:
+                        with anyio.fail_after(max(0.0, precise - anyio.current_time())):
+                            piece = await pieces.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise self._timed_out(request, own) from None
+                except httpx.HTTPError as error:
+                    raise self._transport_error(error, request, "mid-stream") from None
+                finally:
+                    context.upstream_seconds += _perf() - began
+                try:
+                    events = sse.feed(piece)
+                    for event, data in events:
+                        chunk = decoder.decode(event, data)
+                        if chunk is not None:
+                            yield chunk
+                        if decoder.done:
+                            break
+                except (msgspec.DecodeError, msgspec.ValidationError, SSEOverflow, ValueError) as error:
+                    raise self._error(f"malformed stream event: {error}", request, retryable=False) from None
+                if deadline is not None and not own and anyio.current_time() > deadline:
+                    raise self._timed_out(request, own)
+            if not decoder.done:
+                raise self._error("the stream ended before its end marker (cut mid-way)", request, retryable=True)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()

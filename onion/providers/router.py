@@ -1,0 +1,88 @@
+"""The router: the handler at the centre of the onion that picks a provider by model.
+
+A model name goes to the provider that lists it; ``provider/model`` picks a provider
+explicitly (the prefix is removed before the call); a provider that lists no models
+serves any name no other provider claims. An unknown model is ``ModelNotFound`` (404)
+naming the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+
+from .._response import Response
+from .._types import Request
+from ..errors import ConfigError, ModelNotFound
+
+__all__ = ["Provider", "Router"]
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A terminal handler with a ``name`` and the ``models`` it serves (empty: any)."""
+
+    name: str
+    models: tuple[str, ...]
+
+    async def __call__(self, request: Request, /) -> Response: ...
+
+
+class Router:
+    """Routes each request to a provider by its ``model``; itself a handler.
+
+    ``Router([primary, backup])``: the first provider listing a model serves it.
+    """
+
+    name = "router"
+
+    def __init__(self, providers: Sequence[Any]) -> None:
+        if not providers:
+            raise ConfigError("the router needs at least one provider")
+        self.providers: dict[str, Any] = {}
+        self._by_model: dict[str, Any] = {}
+        self._catch_all: Any = None
+        for provider in providers:
+            if provider.name in self.providers:
+                raise ConfigError(f"two providers are named {provider.name!r}")
+            self.providers[provider.name] = provider
+            for model in provider.models:
+                self._by_model.setdefault(model, provider)
+            if not provider.models and self._catch_all is None:
+                self._catch_all = provider
+
+    def route(self, model: str) -> tuple[Any, str]:
+        """The provider for ``model`` and the model name to send it."""
+        provider = self._by_model.get(model)
+        if provider is not None:
+            return provider, model
+        prefix, slash, rest = model.partition("/")
+        if slash and rest:
+            explicit = self.providers.get(prefix)
+            if explicit is not None and (not explicit.models or rest in explicit.models):
+                return explicit, rest
+        if self._catch_all is not None:
+            return self._catch_all, model
+        raise ModelNotFound(model if len(model) <= 200 else model[:200] + "…")
+
+    def models(self) -> list[tuple[str, str]]:
+        """``(model, provider name)`` for every model a provider lists, in order."""
+        return [(model, provider.name) for model, provider in self._by_model.items()]
+
+    async def __call__(self, request: Request) -> Response:
+        provider, model = self.route(request.model)
+        if model != request.model:
+            request = msgspec.structs.replace(request, model=model)
+        return await provider(request)
+
+    async def aclose(self) -> None:
+        """Close every provider's connections."""
+        for provider in self.providers.values():
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
+
+    def __repr__(self) -> str:
+        return f"Router({list(self.providers.values())!r})"
