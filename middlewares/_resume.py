@@ -1,0 +1,220 @@
+"""Stream recovery shared by ``retry`` and ``fallback`` (private).
+
+A streamed answer is *committed* once its first chunk reached the caller. Before that a
+failed attempt is simply replaced by a new one. After it, the only honest recovery is
+**resumption**:
+
+- ``"reissue"`` (default): send the same request again and forward only what follows
+  the text already sent, once the new stream has reproduced that text exactly. If it
+  diverges, the stream fails with an explicit ``ProviderError`` (never a silent
+  truncation or a spliced answer).
+- ``"continue"``: for upstreams that accept an assistant prefix (Anthropic prefill,
+  vLLM's ``continue_final_message``), send the request with the sent text as a final
+  assistant message and forward everything the upstream continues with.
+- ``"off"``: never resume; a cut after commit fails the stream with the error.
+
+The mode is the layer's ``resume`` parameter, overridden per request by
+``request.context.options["resume"]``. Chunks with tool calls are never resumed.
+
+The module also holds ``PhaseLimits``: the first-chunk and idle limits the ``timeout``
+layer puts on the request context. The innermost retry/fallback layer *claims* them and
+enforces them per attempt, so a stalled stream counts as a cut one and is recovered;
+``timeout`` then enforces only the total deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Literal
+
+import anyio
+import msgspec
+
+from onion import Chunk, Message, ProviderError, Request, Response, Timeout
+
+__all__ = [
+    "PHASES_KEY",
+    "PhaseLimits",
+    "ResumeMode",
+    "claim_phases",
+    "open_attempt",
+    "owned",
+    "recover_stream",
+    "resume_mode",
+    "resume_request",
+]
+
+ResumeMode = Literal["reissue", "continue", "off"]
+PHASES_KEY = "timeout.phases"
+
+Reopen = Callable[[BaseException, str], Awaitable[Response]]
+"""``reopen(error, sent_text)``: the next attempt's response, or raise to give up."""
+
+
+class PhaseLimits:
+    """Per-attempt stream limits (seconds) written by ``timeout``; ``owner`` is the
+    innermost layer that enforces them (``None``: ``timeout`` enforces them itself)."""
+
+    __slots__ = ("first_chunk", "idle", "owner", "scope", "total_deadline")
+
+    def __init__(self, first_chunk: float | None, idle: float | None, total_deadline: float | None) -> None:
+        self.first_chunk = first_chunk
+        self.idle = idle
+        self.total_deadline = total_deadline
+        self.owner: object | None = None
+        # The cancel scope ``timeout`` holds around ``call_next`` with the first-chunk
+        # limit; a claiming layer widens it to the total deadline, since it now applies
+        # the first-chunk limit to each attempt itself.
+        self.scope: anyio.CancelScope | None = None
+
+
+def claim_phases(request: Request, owner: object) -> PhaseLimits | None:
+    """Take over the per-attempt phase limits (inner layers claim last, and win).
+
+    The outer owner's first-chunk scope, if one is open, is widened to the total
+    deadline: the new owner applies the first-chunk limit to each of its attempts.
+    """
+    limits: PhaseLimits | None = request.context.state.get(PHASES_KEY)
+    if limits is not None and request.stream:
+        limits.owner = owner
+        if limits.scope is not None:
+            limits.scope.deadline = limits.total_deadline if limits.total_deadline is not None else float("inf")
+            limits.scope = None
+    return limits
+
+
+def owned(limits: PhaseLimits | None, owner: object) -> PhaseLimits | None:
+    """``limits`` if ``owner`` still enforces them (no inner layer claimed them since)."""
+    return limits if limits is not None and limits.owner is owner else None
+
+
+async def open_attempt(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]], limits: PhaseLimits | None, owner: object
+) -> Response:
+    """``call_next(request)``, bounded by the first-chunk limit when ``owner`` holds it."""
+    if limits is None or limits.first_chunk is None or limits.owner is not owner:
+        return await call_next(request)
+    with anyio.CancelScope(deadline=anyio.current_time() + limits.first_chunk) as scope:
+        limits.scope = scope
+        response = await call_next(request)
+    limits.scope = None
+    if scope.cancelled_caught:
+        raise Timeout(f"no answer within {limits.first_chunk:.3g} s", phase="first_chunk")
+    return response
+
+
+def resume_request(request: Request, sent: str, mode: ResumeMode) -> Request:
+    """The request that recovers a stream after ``sent`` text went out."""
+    if not sent or mode != "continue":
+        return request
+    messages = [*request.messages, Message("assistant", sent)]
+    # vLLM's chat template switches; providers that prefill natively ignore them.
+    extra = {**request.extra, "continue_final_message": True, "add_generation_prompt": False}
+    return msgspec.structs.replace(request, messages=messages, extra=extra)
+
+
+def resume_mode(request: Request, default: ResumeMode) -> ResumeMode:
+    """The per-request override, if valid, else the layer's mode."""
+    mode = request.context.options.get("resume", default)
+    return mode if mode in ("reissue", "continue", "off") else default
+
+
+async def _next(source: AsyncIterator[Chunk], limit: float | None, phase: str) -> Chunk:
+    if limit is None:
+        return await source.__anext__()
+    # The scope covers one pull only: it is never held across the caller's ``yield``.
+    with anyio.move_on_after(limit) as scope:
+        return await source.__anext__()
+    if scope.cancelled_caught:
+        raise Timeout(f"no chunk within {limit:.3g} s ({phase})", phase=phase)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _aclose(source: AsyncIterator[Chunk]) -> None:
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        with anyio.CancelScope(shield=True):
+            await aclose()
+
+
+def _diverged(missing: int) -> ProviderError:
+    return ProviderError(
+        f"the resumed stream diverged from the text already sent ({missing} characters not reproduced)",
+        retryable=False,
+        public_message="the answer was cut off and could not be resumed",
+    )
+
+
+async def recover_stream(
+    first: AsyncIterator[Chunk],
+    reopen: Reopen,
+    *,
+    mode: ResumeMode,
+    phases: PhaseLimits | None,
+) -> AsyncGenerator[Chunk, None]:
+    """Forward the ``first`` attempt's chunks; on a failure, ask ``reopen`` for the next attempt and
+    continue from what the caller already has. Owns every attempt's stream."""
+    sent: list[str] = []
+    committed = False
+    tool_calls_sent = False
+    skip = ""  # text the current attempt must reproduce before anything is forwarded
+    source = first
+    started = anyio.current_time()
+    while True:
+        error: BaseException
+        try:
+            first_pull = True
+            while True:
+                limit = None
+                if phases is not None:
+                    limit = phases.first_chunk if first_pull else phases.idle
+                    if first_pull and limit is not None:
+                        limit = max(0.0, started + limit - anyio.current_time())
+                try:
+                    chunk = await _next(source, limit, "first_chunk" if first_pull else "idle")
+                except StopAsyncIteration:
+                    if skip:
+                        raise _diverged(len(skip)) from None
+                    return
+                first_pull = False
+                if skip:
+                    skip, chunk = _after_skip(chunk, skip)
+                    if chunk is None:
+                        continue
+                if chunk.content:
+                    sent.append(chunk.content)
+                if chunk.tool_calls:
+                    tool_calls_sent = True
+                committed = True
+                yield chunk
+        except Exception as caught:  # this attempt failed; decide outside the handler
+            error = caught
+        finally:
+            await _aclose(source)
+        if committed and (mode == "off" or tool_calls_sent):
+            raise error
+        text = "".join(sent) if committed else ""
+        source = aiter(await reopen(error, text))
+        started = anyio.current_time()
+        skip = text if mode == "reissue" else ""
+
+
+def _after_skip(chunk: Chunk, skip: str) -> tuple[str, Chunk | None]:
+    """Match ``chunk`` against ``skip``, the sent text the new attempt must reproduce.
+
+    Returns the text still to reproduce and the chunk cut to what is new (``None`` while
+    the chunk lies inside already-sent text). Raises ``ProviderError`` on divergence.
+    """
+    text = chunk.content
+    n = min(len(skip), len(text))
+    if text[:n] != skip[:n]:
+        raise _diverged(len(skip))
+    skip = skip[n:]
+    if skip:
+        if chunk.finish_reason is not None:
+            raise _diverged(len(skip))
+        return skip, None
+    rest = text[n:]
+    if not rest and chunk.finish_reason is None and chunk.usage is None and not chunk.tool_calls:
+        return "", None
+    return "", msgspec.structs.replace(chunk, content=rest, role=None)
