@@ -1,0 +1,244 @@
+"""``circuit_breaker``: stop calling a model that keeps failing, then probe it.
+
+Sits inside ``retry`` (a retry sees ``CircuitOpen`` and stops) and inside ``fallback``
+(which moves to the next model at once). One breaker per model name:
+
+::
+
+    closed ──(failure ratio >= threshold over the window, with >= min_calls)──▶ open
+    open ──(open_seconds passed)──▶ half_open
+    half_open ──(trial call succeeds)──▶ closed       (window cleared)
+    half_open ──(trial call fails)──▶ open             (for open_seconds again)
+
+While open, calls fail fast with ``CircuitOpen`` (nothing is sent; ``retry_after`` says
+when a trial is allowed). Half-open lets ``half_open_calls`` trial calls through at a
+time. A failure is a ``ProviderError`` or a ``Timeout``; a bad request or a guard block
+is the caller's doing and counts as neither failure nor success. A stream's outcome is
+known when it ends; a stream the caller closed early counts as neither.
+
+State is observable: ``breaker.state(model)`` and ``breaker.snapshot()``, and
+``on_transition(model, old, new)`` is called on every change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Literal
+
+import msgspec
+
+from onion import (
+    CallNext,
+    Chunk,
+    CircuitOpen,
+    Clock,
+    Layer,
+    Order,
+    ProviderError,
+    Request,
+    Response,
+    Timeout,
+    system_clock,
+)
+
+__all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "State"]
+
+State = Literal["closed", "open", "half_open"]
+
+
+class BreakerPolicy(msgspec.Struct, frozen=True):
+    """When to open and for how long (defaults follow the issue's TOML names)."""
+
+    failure_ratio: float = 0.5
+    window_seconds: float = 30.0
+    min_calls: int = 10
+    open_seconds: float = 15.0
+    half_open_calls: int = 1
+
+
+class BreakerState(msgspec.Struct):
+    """What one model's breaker knows right now (a copy; changing it changes nothing)."""
+
+    state: State
+    calls: int
+    failures: int
+    opened_at: float | None = None
+
+
+def counts_as_failure(error: BaseException) -> bool:
+    """Upstream failures and timeouts; not the caller's own errors, not an open circuit."""
+    return isinstance(error, (ProviderError, Timeout)) and not isinstance(error, CircuitOpen)
+
+
+class _Circuit:
+    """One model's breaker: bucketed counts over the window and the state machine."""
+
+    __slots__ = ("_calls", "_failures", "_slot", "opened_at", "state", "trials")
+
+    def __init__(self, buckets: int) -> None:
+        self.state: State = "closed"
+        self.opened_at = 0.0
+        self.trials = 0
+        self._calls = [0] * buckets
+        self._failures = [0] * buckets
+        self._slot = -1
+
+    def totals(self, slot: int) -> tuple[int, int]:
+        self._slide(slot)
+        return sum(self._calls), sum(self._failures)
+
+    def record(self, slot: int, failed: bool) -> None:
+        index = self._slide(slot)
+        self._calls[index] += 1
+        if failed:
+            self._failures[index] += 1
+
+    def clear(self) -> None:
+        for i in range(len(self._calls)):
+            self._calls[i] = self._failures[i] = 0
+
+    def _slide(self, slot: int) -> int:
+        size = len(self._calls)
+        if self._slot < 0:
+            self._slot = slot
+        for stale in range(self._slot + 1, min(slot, self._slot + size) + 1):
+            self._calls[stale % size] = self._failures[stale % size] = 0
+        self._slot = max(self._slot, slot)
+        return self._slot % size
+
+
+class CircuitBreaker(Layer):
+    """Fail fast with ``CircuitOpen`` for a model whose recent calls mostly failed.
+
+    TOML: ``failure_ratio``, ``window_seconds``, ``min_calls``, ``open_seconds``,
+    ``half_open_calls``. In code: ``policy=BreakerPolicy(...)``, ``clock``, and
+    ``on_transition(model, old_state, new_state)``.
+    """
+
+    name = "circuit_breaker"
+    provides = frozenset({"circuit_breaker"})
+    short_circuit = "the model's circuit is open (CircuitOpen, nothing sent upstream)"
+    ordering = (Order("fallback", "inside", "an open circuit must let the fallback chain move to the next model"),)
+
+    _BUCKETS = 10
+
+    def __init__(
+        self,
+        failure_ratio: float = 0.5,
+        window_seconds: float = 30.0,
+        min_calls: int = 10,
+        open_seconds: float = 15.0,
+        half_open_calls: int = 1,
+        *,
+        policy: BreakerPolicy | None = None,
+        clock: Clock | None = None,
+        on_transition: Callable[[str, State, State], object] | None = None,
+    ) -> None:
+        policy = policy or BreakerPolicy(failure_ratio, window_seconds, min_calls, open_seconds, half_open_calls)
+        if not 0 < policy.failure_ratio <= 1:
+            raise ValueError("failure_ratio must be in (0, 1]")
+        if policy.window_seconds <= 0 or policy.open_seconds < 0 or policy.min_calls < 1 or policy.half_open_calls < 1:
+            raise ValueError("window_seconds, min_calls and half_open_calls must be positive")
+        self.policy = policy
+        self.clock = clock or system_clock
+        self.on_transition = on_transition
+        self._slot_seconds = policy.window_seconds / self._BUCKETS
+        self._circuits: dict[str, _Circuit] = {}
+
+    def state(self, model: str) -> BreakerState:
+        """The breaker of ``model`` as it is now (``open`` turns ``half_open`` on read)."""
+        circuit = self._circuits.get(model)
+        if circuit is None:
+            return BreakerState("closed", 0, 0)
+        now = self.clock.now()
+        self._maybe_half_open(model, circuit, now)
+        calls, failures = circuit.totals(int(now // self._slot_seconds))
+        return BreakerState(circuit.state, calls, failures, circuit.opened_at if circuit.state != "closed" else None)
+
+    def snapshot(self) -> dict[str, BreakerState]:
+        """Every known model's breaker."""
+        return {model: self.state(model) for model in list(self._circuits)}
+
+    async def __call__(self, request: Request, call_next: CallNext) -> Response:
+        model = request.model
+        circuit = self._circuits.get(model)
+        if circuit is None:
+            circuit = self._circuits[model] = _Circuit(self._BUCKETS)
+        trial = self._admit(model, circuit)
+        try:
+            response = await call_next(request)
+        except BaseException as error:
+            self._finish(model, circuit, trial, error if isinstance(error, Exception) else None, ended=True)
+            raise
+        if not response.is_stream:
+            self._finish(model, circuit, trial, None, ended=True)
+            return response
+        return response.wrap(lambda chunks: self._watch(chunks, model, circuit, trial))
+
+    def _admit(self, model: str, circuit: _Circuit) -> bool:
+        """Let the call through (returns whether it is a half-open trial) or raise."""
+        now = self.clock.now()
+        self._maybe_half_open(model, circuit, now)
+        if circuit.state == "closed":
+            return False
+        if circuit.state == "half_open" and circuit.trials < self.policy.half_open_calls:
+            circuit.trials += 1
+            return True
+        wait = circuit.opened_at + self.policy.open_seconds - now
+        raise CircuitOpen(f"circuit for {model!r} is {circuit.state}", model=model, retry_after=max(wait, 0.0))
+
+    def _maybe_half_open(self, model: str, circuit: _Circuit, now: float) -> None:
+        if circuit.state == "open" and now >= circuit.opened_at + self.policy.open_seconds:
+            circuit.trials = 0
+            self._move(model, circuit, "half_open")
+
+    def _finish(self, model: str, circuit: _Circuit, trial: bool, error: Exception | None, *, ended: bool) -> None:
+        """Record an outcome. ``ended=False``: the caller stopped early (no verdict)."""
+        failed = error is not None and counts_as_failure(error)
+        neutral = not ended or (error is not None and not failed)
+        if trial:
+            circuit.trials = max(0, circuit.trials - 1)
+            if circuit.state == "half_open" and not neutral:
+                if failed:
+                    self._open(model, circuit)
+                else:
+                    circuit.clear()
+                    self._move(model, circuit, "closed")
+            return
+        if neutral or circuit.state != "closed":
+            return
+        now = self.clock.now()
+        slot = int(now // self._slot_seconds)
+        circuit.record(slot, failed)
+        if failed:
+            calls, failures = circuit.totals(slot)
+            if calls >= self.policy.min_calls and failures >= self.policy.failure_ratio * calls:
+                self._open(model, circuit)
+
+    def _open(self, model: str, circuit: _Circuit) -> None:
+        circuit.opened_at = self.clock.now()
+        circuit.clear()
+        self._move(model, circuit, "open")
+
+    def _move(self, model: str, circuit: _Circuit, new: State) -> None:
+        old, circuit.state = circuit.state, new
+        if old != new and self.on_transition is not None:
+            self.on_transition(model, old, new)
+
+    async def _watch(
+        self, source: AsyncIterator[Chunk], model: str, circuit: _Circuit, trial: bool
+    ) -> AsyncGenerator[Chunk, None]:
+        error: Exception | None = None
+        ended = False
+        try:
+            async for chunk in source:
+                yield chunk
+            ended = True
+        except Exception as failed:
+            error, ended = failed, True
+            raise
+        finally:
+            self._finish(model, circuit, trial, error, ended=ended)
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
