@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from .._clock import Clock
 from .._response import Response
 from .._types import Chunk, Completion, Request, Usage
 
@@ -71,7 +72,8 @@ class ScriptedProvider:
     ``script`` is a sequence of ``Reply`` / ``Fail`` steps taken one per call (then
     ``default``), or a function ``(request, call_index) -> step``. ``requests`` lists every
     request received; ``streams`` records every streamed answer, so a test can check that
-    each was closed.
+    each was closed. With a ``clock`` (for example a ``FakeClock``) every delay is slept on
+    it, so latency costs no real time; without one delays are real (``anyio.sleep``).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class ScriptedProvider:
         *,
         default: Step = _OK,
         name: str = "scripted",
+        clock: Clock | None = None,
     ) -> None:
         self._fn = script if callable(script) else None
         self._steps = [] if callable(script) else list(script)
@@ -87,6 +90,7 @@ class ScriptedProvider:
         self.name = name
         self.requests: list[Request] = []
         self.streams: list[StreamRecord] = []
+        self._sleep = clock.sleep if clock is not None else anyio.sleep
 
     @property
     def calls(self) -> int:
@@ -104,7 +108,7 @@ class ScriptedProvider:
         step = self._next_step(request)
         if isinstance(step, Fail) and (step.after_chunks is None or not request.stream):
             if step.delay:
-                await anyio.sleep(step.delay)
+                await self._sleep(step.delay)
             raise step.error
         reply = step.reply if isinstance(step, Fail) else step
         usage = reply.usage or Usage(_estimate_tokens(request), len(reply.pieces()), 0)
@@ -113,7 +117,7 @@ class ScriptedProvider:
         model = reply.model or request.model
         if not request.stream:
             if reply.first_delay:
-                await anyio.sleep(reply.first_delay)
+                await self._sleep(reply.first_delay)
             completion = Completion(
                 content=reply.text,
                 model=model,
@@ -132,14 +136,14 @@ class ScriptedProvider:
     ) -> AsyncGenerator[Chunk, None]:
         try:
             if reply.first_delay:
-                await anyio.sleep(reply.first_delay)
+                await self._sleep(reply.first_delay)
             for index, piece in enumerate(reply.pieces()):
                 if fail is not None and index == fail.after_chunks:
                     if fail.delay:
-                        await anyio.sleep(fail.delay)
+                        await self._sleep(fail.delay)
                     raise fail.error
                 if index and reply.delay:
-                    await anyio.sleep(reply.delay)
+                    await self._sleep(reply.delay)
                 record.produced += 1
                 yield Chunk(
                     content=piece, role="assistant" if index == 0 else None, model=model if index == 0 else None
