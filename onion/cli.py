@@ -1,41 +1,91 @@
-"""The ``onion`` command: ``onion check CONFIG``, ``onion demo``."""
+"""The ``onion`` command: ``onion serve [--config FILE]``, ``onion check CONFIG``, ``onion demo``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ._stack import Stack
 from .errors import ConfigError
 
 
-def _load_toml(path: str) -> dict[str, Any]:
-    try:
-        with Path(path).open("rb") as file:
-            return tomllib.load(file)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
-
-
 def _check(args: argparse.Namespace) -> int:
-    from .testing import ScriptedProvider
+    from .config import build_gateway, load_config
 
     try:
-        data = _load_toml(args.config)
-        tables = data.get("stack", [])
-        if not isinstance(tables, list):
-            raise ConfigError(f"{args.config}: 'stack' must be an array of tables ([[stack]])")
-        stack = Stack.from_config(tables, ScriptedProvider(name="(configured providers)"))
+        gateway = build_gateway(load_config(args.config))
     except ConfigError as error:
         print(f"onion check: {error}", file=sys.stderr)
         return 2
-    print(stack.describe())
+    print("providers:")
+    print("  " + gateway.describe_upstreams().replace("\n", "\n  "))
+    print(gateway.stack.describe())
+    return 0
+
+
+def _metrics_renderer(stack: Stack) -> Any:
+    """The Prometheus renderer of the built-in metrics layer, when the stack has one."""
+    if not any("metrics" in info.provides for info in stack.infos):
+        return None
+    try:
+        from middlewares._otel import render_prometheus
+    except ImportError:
+        return None
+    return render_prometheus
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import socket
+
+    import uvicorn
+
+    from .config import build_gateway, default_config, load_config
+    from .server import create_app
+
+    try:
+        config = load_config(args.config) if args.config else default_config()
+        gateway = build_gateway(config)
+    except ConfigError as error:
+        print(f"onion serve: {error}", file=sys.stderr)
+        return 2
+    server_config = config.server
+    host = args.host or server_config.host
+    port = server_config.port if args.port is None else args.port
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as error:
+        print(f"onion serve: cannot listen on {host}:{port}: {error.strerror}", file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]
+    app = create_app(gateway, metrics_renderer=_metrics_renderer(gateway.stack))
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    model = next((m for p in config.providers for m in p.models), "gpt-4o-mini")
+    auth = ' -H "Authorization: Bearer $YOUR_KEY"' if gateway.api_keys else ""
+    print(f"onion gateway: {config.source}")
+    print("upstream: " + gateway.describe_upstreams().replace("\n", "\n          "))
+    print("stack: " + (" > ".join(info.name for info in gateway.stack.infos) or "(no layers)") + " > router")
+    print(f"listening on {url}  (OpenAI base URL: {url}/v1)")
+    print(
+        f"try: curl -s {url}/v1/chat/completions -H 'content-type: application/json'{auth} "
+        f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "hello"}}]}}\'',
+        flush=True,
+    )
+    uvicorn_config = uvicorn.Config(
+        app,
+        interface="asgi3",
+        http="h11",
+        lifespan="on",
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=int(server_config.shutdown_grace_seconds),
+    )
+    uvicorn.Server(uvicorn_config).run(sockets=[sock])
     return 0
 
 
@@ -69,7 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``onion`` console script."""
     parser = argparse.ArgumentParser(prog="onion", description="LLM calls in production, as an onion of layers.")
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="validate a TOML config and print its stack")
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible gateway")
+    serve.add_argument("--config", help="TOML config file (default: the embedded default)")
+    serve.add_argument("--host", help="address to listen on (overrides [server] host)")
+    serve.add_argument("--port", type=int, help="port to listen on, 0 for any free one (overrides [server] port)")
+    serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=_serve)
+    check = sub.add_parser("check", help="validate a TOML config and print its providers and stack")
     check.add_argument("config")
     check.set_defaults(func=_check)
     demo = sub.add_parser("demo", help="run a small stack in process and stream its answer")

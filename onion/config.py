@@ -1,0 +1,352 @@
+"""The gateway's configuration: one TOML file with ``[server]``, ``[[providers]]`` and
+``[[stack]]`` tables, validated with msgspec.
+
+Every error is a ``ConfigError`` that names the table and the field
+(``providers[1]: field 'kind': Invalid enum value 'opnai'``). A string ``"env:NAME"``
+in a secret-bearing field (``api_key``, ``api_keys``, ``base_url``, ``headers``) reads the
+environment variable ``NAME`` when the file is loaded; the secret itself never appears
+in an error message.
+
+Without a file, ``default_config`` gives the embedded default: a simulated upstream
+behind ``DEFAULT_STACK``, or, when ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` are set, that
+OpenAI-compatible upstream. ``build_gateway`` turns a config into providers, the router
+and the stack, which ``onion serve`` and ``onion check`` use.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from .errors import ConfigError
+
+__all__ = [
+    "DEFAULT_STACK",
+    "ApiKey",
+    "Gateway",
+    "GatewayConfig",
+    "ProviderConfig",
+    "ServerConfig",
+    "build_gateway",
+    "default_config",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_STACK: list[dict[str, Any]] = [
+    # Outermost first. Layers are named as in the ``onion.middlewares`` entry points;
+    # add a table here as a built-in becomes part of the default onion.
+    {"use": "metrics"},
+    {"use": "timeout", "seconds": 120.0, "first_token_seconds": 30.0, "idle_seconds": 30.0},
+    {"use": "exact_cache"},
+    {"use": "retry"},
+]
+"""The stack ``onion serve`` runs when no config file is given."""
+
+SIMULATED_MODELS = ["sim-small", "sim-large"]
+
+
+class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
+    """A client key with a name: the name (never the key) becomes the request's caller."""
+
+    name: str
+    key: str
+
+    def __repr__(self) -> str:
+        return f"ApiKey(name={self.name!r}, key=<hidden>)"
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[server]``: where to listen, who may call, how big a body may be."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: list[str | ApiKey] = []
+    max_body_bytes: int = 4 * 1024 * 1024
+    shutdown_grace_seconds: float = 10.0
+
+
+_SHARED_FIELDS = frozenset({"name", "kind", "models"})
+_HTTP_FIELDS = frozenset(
+    {
+        "base_url",
+        "api_key",
+        "connect_timeout",
+        "read_timeout",
+        "total_timeout",
+        "max_connections",
+        "max_keepalive_connections",
+        "headers",
+        "trust_env",
+    }
+)
+_KIND_FIELDS: dict[str, frozenset[str]] = {
+    "openai": _SHARED_FIELDS | _HTTP_FIELDS | {"stream_usage"},
+    "anthropic": _SHARED_FIELDS | _HTTP_FIELDS | {"version", "default_max_tokens"},
+    "simulated": _SHARED_FIELDS
+    | {
+        "ttft",
+        "tokens_per_second",
+        "answer_tokens",
+        "error_rates",
+        "timeout_rate",
+        "cut_rate",
+        "stall_seconds",
+        "retry_after",
+        "seed",
+    },
+}
+
+
+class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """``[[providers]]``: one upstream. Fields other than ``name``, ``kind`` and ``models``
+    apply to some kinds only (HTTP settings to ``openai``/``anthropic``, latency and fault
+    rates to ``simulated``); setting one on the wrong kind is an error."""
+
+    name: str
+    kind: Literal["openai", "anthropic", "simulated"]
+    models: list[str] = []
+    base_url: str | None = None
+    api_key: str | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    total_timeout: float | None = 600.0
+    max_connections: int = 256
+    max_keepalive_connections: int = 64
+    headers: dict[str, str] = {}
+    trust_env: bool = False
+    stream_usage: bool = True
+    version: str = "2023-06-01"
+    default_max_tokens: int = 1024
+    ttft: float = 0.05
+    tokens_per_second: float = 100.0
+    answer_tokens: int = 24
+    error_rates: dict[int, float] = {}
+    timeout_rate: float = 0.0
+    cut_rate: float = 0.0
+    stall_seconds: float = 30.0
+    retry_after: float = 1.0
+    seed: int | None = None
+
+    def __repr__(self) -> str:
+        # Resolved secrets live in this struct: keep them out of reprs, logs and tracebacks.
+        return f"ProviderConfig(name={self.name!r}, kind={self.kind!r}, models={self.models!r})"
+
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments of this provider's kind (defaults left to the class)."""
+        allowed = _KIND_FIELDS[self.kind] - {"kind"}
+        values = msgspec.structs.asdict(self)
+        given = msgspec.to_builtins(self)
+        out = {k: values[k] for k in allowed if k in given}
+        out["name"] = self.name
+        if "models" in out:
+            out["models"] = tuple(out["models"])
+        return out
+
+
+class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The whole file: ``[server]``, ``[[providers]]``, ``[[stack]]`` (outermost first)."""
+
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    providers: list[ProviderConfig] = []
+    stack: list[dict[str, Any]] = []
+    source: str = "file"
+
+
+# -- validation ----------------------------------------------------------------------
+
+_AT = re.compile(r"\s*-\s*at `\$([^`]*)`$")
+_TABLE_FIELD = re.compile(r"^((?:\.[A-Za-z_]\w*)?(?:\[\d+\])?)(?:\.([A-Za-z_]\w*))?(.*)$")
+
+
+def _where(path: str) -> tuple[str, str | None]:
+    match = _TABLE_FIELD.match(path)
+    if not match:
+        return path.lstrip(".") or "config", None
+    table, field, rest = match.groups()
+    field = (field or "") + rest if field or rest else None
+    return (table or "").lstrip(".") or "config", field
+
+
+def _explain(error: msgspec.ValidationError, origin: str) -> ConfigError:
+    text = str(error)
+    match = _AT.search(text)
+    message = text[: match.start()] if match else text
+    table, field = _where(match.group(1)) if match else ("config", None)
+    unknown = re.search(r"unknown field `([^`]*)`", message)
+    missing = re.search(r"missing required field `([^`]*)`", message)
+    if unknown:
+        field, message = unknown.group(1), "no such setting"
+    elif missing:
+        field, message = missing.group(1), "required"
+    where = f"{table}: field {field!r}" if field else table
+    return ConfigError(f"{origin}: {where}: {message}")
+
+
+def _secret(value: str, where: str, env: Mapping[str, str]) -> str:
+    if not value.startswith("env:"):
+        return value
+    name = value[4:]
+    resolved = env.get(name)
+    if not resolved:
+        raise ConfigError(f"{where}: environment variable {name} is not set")
+    return resolved
+
+
+def _check_provider(provider: ProviderConfig, index: int, origin: str, env: Mapping[str, str]) -> ProviderConfig:
+    where = f"{origin}: providers[{index}] (name = {provider.name!r})"
+    given = set(msgspec.to_builtins(provider))
+    wrong = sorted(given - _KIND_FIELDS[provider.kind])
+    if wrong:
+        raise ConfigError(f"{where}: field {wrong[0]!r}: does not apply to kind = {provider.kind!r}")
+    if provider.kind == "simulated":
+        for status, rate in provider.error_rates.items():
+            if not (400 <= status <= 599 and 0.0 <= rate <= 1.0):
+                raise ConfigError(f"{where}: field 'error_rates': expected {{status 400-599 = rate 0..1}}")
+        return provider
+    changes: dict[str, Any] = {}
+    if provider.api_key is not None:
+        changes["api_key"] = _secret(provider.api_key, f"{where}: field 'api_key'", env)
+    if provider.base_url is not None:
+        changes["base_url"] = _secret(provider.base_url, f"{where}: field 'base_url'", env)
+        if not changes["base_url"].startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: field 'base_url': must start with http:// or https://")
+    if provider.headers:
+        changes["headers"] = {k: _secret(v, f"{where}: field 'headers.{k}'", env) for k, v in provider.headers.items()}
+    return msgspec.structs.replace(provider, **changes) if changes else provider
+
+
+def _check_keys(server: ServerConfig, origin: str, env: Mapping[str, str]) -> ServerConfig:
+    keys: list[str | ApiKey] = []
+    for index, entry in enumerate(server.api_keys):
+        where = f"{origin}: server: field 'api_keys[{index}]'"
+        if isinstance(entry, ApiKey):
+            keys.append(ApiKey(entry.name, _secret(entry.key, where, env)))
+        else:
+            # A bare key is named after its variable (env:ONION_KEY_ALICE → ONION_KEY_ALICE),
+            # or its position: the key itself must never become an identity that gets logged.
+            name = entry[4:] if entry.startswith("env:") else f"key-{index + 1}"
+            keys.append(ApiKey(name, _secret(entry, where, env)))
+    if not 1 <= server.port <= 65535:
+        raise ConfigError(f"{origin}: server: field 'port': must be 1-65535")
+    if server.max_body_bytes < 1024:
+        raise ConfigError(f"{origin}: server: field 'max_body_bytes': must be at least 1024")
+    return msgspec.structs.replace(server, api_keys=keys)
+
+
+def parse_config(
+    data: Mapping[str, Any], *, origin: str = "config", env: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Validate a parsed TOML document and resolve its ``env:`` secrets."""
+    env = os.environ if env is None else env
+    try:
+        config = msgspec.convert(dict(data), GatewayConfig, strict=False)
+    except msgspec.ValidationError as error:
+        raise _explain(error, origin) from None
+    if not config.providers:
+        raise ConfigError(f"{origin}: providers: at least one [[providers]] table is required")
+    names: set[str] = set()
+    providers = []
+    for index, provider in enumerate(config.providers):
+        if provider.name in names:
+            raise ConfigError(f"{origin}: providers[{index}]: field 'name': {provider.name!r} is used twice")
+        names.add(provider.name)
+        providers.append(_check_provider(provider, index, origin, env))
+    for index, table in enumerate(config.stack):
+        if not isinstance(table.get("use"), str):
+            raise ConfigError(f"{origin}: stack[{index}]: field 'use': required, the name of a layer")
+    server = _check_keys(config.server, origin, env)
+    return msgspec.structs.replace(config, server=server, providers=providers, source=origin)
+
+
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and validate a TOML config file."""
+    origin = str(path)
+    try:
+        with Path(path).open("rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"{origin}: no such file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{origin}: not valid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{origin}: not UTF-8 text") from None
+    return parse_config(data, origin=origin, env=env)
+
+
+def default_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """The embedded config: the OpenAI-compatible upstream named by ``OPENAI_BASE_URL`` /
+    ``OPENAI_API_KEY`` if either is set, else a simulated upstream; ``DEFAULT_STACK`` around it."""
+    env = os.environ if env is None else env
+    stack = [dict(table) for table in DEFAULT_STACK]
+    if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL"):
+        provider: dict[str, Any] = {
+            "name": "openai",
+            "kind": "openai",
+            "base_url": env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+        }
+        if env.get("OPENAI_API_KEY"):
+            provider["api_key"] = "env:OPENAI_API_KEY"
+        data: dict[str, Any] = {"providers": [provider], "stack": stack}
+        origin = "embedded default (OpenAI-compatible upstream from OPENAI_BASE_URL / OPENAI_API_KEY)"
+    else:
+        data = {
+            "providers": [{"name": "simulated", "kind": "simulated", "models": SIMULATED_MODELS}],
+            "stack": stack,
+        }
+        origin = "embedded default (simulated upstream)"
+    return parse_config(data, origin=origin, env=env)
+
+
+# -- building --------------------------------------------------------------------------
+
+
+class Gateway:
+    """A config made real: providers, the router, the stack, and the key table."""
+
+    def __init__(self, config: GatewayConfig, providers: list[Any], router: Any, stack: Any) -> None:
+        self.config = config
+        self.providers = providers
+        self.router = router
+        self.stack = stack
+        self.api_keys: dict[str, str] = {
+            entry.key: entry.name for entry in config.server.api_keys if isinstance(entry, ApiKey)
+        }
+
+    def describe_upstreams(self) -> str:
+        """One line per provider: name, kind, where, which models (never a key)."""
+        lines = []
+        for spec in self.config.providers:
+            models = ", ".join(spec.models) if spec.models else "any model"
+            where = f" at {spec.base_url}" if spec.base_url else ""
+            lines.append(f"{spec.name} ({spec.kind}{where}): {models}")
+        return "\n".join(lines)
+
+    async def aclose(self) -> None:
+        """Close the providers' connection pools."""
+        await self.router.aclose()
+
+
+def build_gateway(config: GatewayConfig) -> Gateway:
+    """Build providers, router and stack from a validated config."""
+    from ._stack import Stack
+    from .providers import Router, build_provider
+
+    providers = []
+    for index, spec in enumerate(config.providers):
+        try:
+            providers.append(build_provider(spec.kind, **spec.params()))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{config.source}: providers[{index}] (name = {spec.name!r}): {error}") from None
+    router = Router(providers)
+    try:
+        stack = Stack.from_config(config.stack, router, name="stack")
+    except ConfigError as error:
+        raise ConfigError(f"{config.source}: {error}") from None
+    return Gateway(config, providers, router, stack)
