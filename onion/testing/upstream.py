@@ -33,7 +33,7 @@ from typing import Any, Literal
 import anyio
 import msgspec
 
-__all__ = ["Fault", "FakeUpstream", "UpstreamStats"]
+__all__ = ["FakeUpstream", "Fault", "ThreadedServer", "UpstreamStats"]
 
 
 class Fault(msgspec.Struct, frozen=True):
@@ -144,6 +144,81 @@ def embedding_of(text: str, dimensions: int = 64) -> list[float]:
     return [v / norm for v in values]
 
 
+class ThreadedServer:
+    """Serve any ASGI app with uvicorn on a free ``127.0.0.1`` port, in a background thread.
+
+    Usable from sync code and from async tests on either anyio backend (uvicorn runs its
+    own asyncio loop in the thread). ``url`` is ``http://127.0.0.1:PORT``. ``lifespan``
+    is passed to uvicorn (``"on"`` runs the app's startup and shutdown).
+    """
+
+    def __init__(
+        self, app: Any, *, protocol: type[asyncio.Protocol] | None = None, lifespan: str = "off", grace: int = 1
+    ) -> None:
+        self.app = app
+        self.protocol = protocol
+        self.lifespan = lifespan
+        self.grace = grace
+        self.port = 0
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ThreadedServer:
+        """Start serving; returns once the port accepts connections."""
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            http=self.protocol or "h11",
+            interface="asgi3",
+            proxy_headers=False,
+            lifespan=self.lifespan,
+            log_level="critical",
+            access_log=False,
+            timeout_graceful_shutdown=self.grace,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._server.serve(sockets=[sock])), name="onion-test-server", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        """Ask uvicorn to shut down gracefully and wait for the thread."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        self._server = self._thread = None
+
+    def __enter__(self) -> ThreadedServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> ThreadedServer:
+        return await anyio.to_thread.run_sync(self.start)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await anyio.to_thread.run_sync(self.stop)
+
+
 class FakeUpstream:
     """An OpenAI-compatible and Anthropic-compatible fake served on ``127.0.0.1``.
 
@@ -169,7 +244,6 @@ class FakeUpstream:
         self.stats = UpstreamStats()
         self.port = 0
         self._server: Any = None
-        self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
 
     # -- scripting ---------------------------------------------------------------
@@ -204,7 +278,6 @@ class FakeUpstream:
 
     def start(self) -> FakeUpstream:
         """Serve in a background thread; returns once the port accepts connections."""
-        import uvicorn
         from uvicorn.protocols.http.h11_impl import H11Protocol
 
         stats = self.stats
@@ -218,39 +291,15 @@ class FakeUpstream:
                 stats.connections_closed += 1
                 super().connection_lost(exc)
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._app,
-            http=CountingProtocol,
-            interface="asgi3",
-            proxy_headers=False,
-            lifespan="off",
-            log_level="critical",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._server.serve(sockets=[sock])), name="fake-upstream", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake upstream did not start")
-            time.sleep(0.005)
+        self._server = ThreadedServer(self._app, protocol=CountingProtocol).start()
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
         """Stop serving (open streams are dropped after a short grace period)."""
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
+            self._server.stop()
+        self._server = None
 
     def __enter__(self) -> FakeUpstream:
         return self.start()
@@ -264,11 +313,12 @@ class FakeUpstream:
     async def __aexit__(self, *exc_info: object) -> None:
         await anyio.to_thread.run_sync(self.stop)
 
-    async def wait_settled(self, within: float = 5.0) -> UpstreamStats:
+    async def wait_settled(self, within: float = 5.0, *, connections: bool = False) -> UpstreamStats:
         """Wait up to ``within`` seconds (from any event loop) until no stream is open on
-        the fake (the server thread sees a client's close a moment later); returns ``stats``."""
+        the fake, and with ``connections=True`` no connection either (the server thread
+        sees a client's close a moment after it happens); returns ``stats``."""
         for _ in range(max(1, int(within / 0.01))):
-            if not self.stats.open_streams:
+            if not self.stats.open_streams and not (connections and self.stats.open_connections):
                 break
             await anyio.sleep(0.01)
         return self.stats
