@@ -123,7 +123,7 @@ class PriceTable:
             data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
         except (OSError, ValueError) as error:
             raise ConfigError(f"cannot read price table {str(path)!r}: {error}") from None
-        if isinstance(data, dict) and isinstance(data.get("prices"), dict):
+        if isinstance(data, dict) and "prices" in data:
             data = data["prices"]
         if not isinstance(data, dict):
             raise ConfigError(f"price table {str(path)!r} must map model names to prices")
