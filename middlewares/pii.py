@@ -1,0 +1,335 @@
+"""Detectors of personal data and secrets in model answers, for the output guard.
+
+A detector finds spans of text that must not reach the client. ``OutputGuard``
+(``middlewares.output_guard``) runs them over complete answers and, incrementally, over
+streams. To let a stream flow while staying safe, every detector declares two facts:
+
+- ``chars``: the characters a match can consist of. A match is a contiguous run of
+  them, so text after a character outside the set can never join an earlier match.
+- ``max_length``: the longest match it can report, in characters. It bounds how much a
+  stream ever holds back for this detector.
+
+``find(text, start)`` returns the validated matches that begin at or after ``start``
+(the text before ``start`` is context for look-behinds only). Users add detectors by
+writing a class with these four members (the ``Detector`` protocol) or by subclassing
+``PatternDetector``; ``DETECTORS`` maps the built-in names to their classes.
+"""
+# ruff: noqa: RUF001  (look-alike characters are this module's subject)
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import ClassVar, Protocol, runtime_checkable
+
+__all__ = [
+    "DETECTORS",
+    "CardDetector",
+    "Detector",
+    "EmailDetector",
+    "IbanDetector",
+    "MyNumberDetector",
+    "PatternDetector",
+    "PhoneDetector",
+    "SecretDetector",
+    "iban_valid",
+    "luhn_valid",
+    "my_number_valid",
+]
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What the output guard needs from a detector."""
+
+    name: str
+    """Short name, used in configuration, violations and metrics (``"card"``)."""
+    placeholder: str
+    """What replaces a match in redact mode (``"[CARD]"``)."""
+    chars: frozenset[str]
+    """Every character a match can contain."""
+    max_length: int
+    """The longest match, in characters."""
+
+    def find(self, text: str, start: int = 0) -> list[tuple[int, int]]:
+        """Spans ``(begin, end)`` of validated matches beginning at or after ``start``."""
+        ...
+
+
+_ASCII_DIGITS = "0123456789"
+_WIDE_DIGITS = "０１２３４５６７８９"
+_DIGITS = _ASCII_DIGITS + _WIDE_DIGITS
+_D = "[0-9０-９]"  # the same set as a regex class; never \d, which matches every script's digits
+
+
+def _digits(text: str) -> list[int]:
+    # int() reads full-width digits too.
+    return [int(c) for c in text if c in _DIGITS]
+
+
+def luhn_valid(number: str) -> bool:
+    """The Luhn (mod 10) check of payment-card numbers; separators are ignored."""
+    digits = _digits(number)
+    total = 0
+    for position, digit in enumerate(reversed(digits)):
+        if position % 2:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return bool(digits) and total % 10 == 0
+
+
+def my_number_valid(number: str) -> bool:
+    """The check digit of a Japanese individual number (マイナンバー, 12 digits)."""
+    digits = _digits(number)
+    if len(digits) != 12:
+        return False
+    body, check = digits[:11], digits[11]
+    # Weights per the Ministry of Internal Affairs ordinance: P_n is the n-th digit from
+    # the right of the 11-digit body, Q_n = n + 1 for n <= 6, n - 5 above.
+    total = sum(p * (n + 1 if n <= 6 else n - 5) for n, p in enumerate(reversed(body), start=1))
+    remainder = total % 11
+    return check == (0 if remainder <= 1 else 11 - remainder)
+
+
+# Lengths of IBANs by country (ISO 13616 registry, most used countries). A candidate's
+# length must agree, which lets the detector stop an IBAN before a following word.
+_IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AT": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29, "CH": 21, "CY": 28, "CZ": 24,
+    "DE": 22, "DK": 18, "EE": 20, "ES": 24, "FI": 18, "FR": 27, "GB": 22, "GI": 23, "GR": 27, "HR": 21,
+    "HU": 28, "IE": 22, "IL": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LI": 21,
+    "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28,
+    "PS": 29, "PT": 25, "QA": 29, "RO": 24, "SA": 24, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "TR": 26,
+    "UA": 29, "VG": 24,
+}  # fmt: skip
+
+
+def iban_valid(iban: str) -> bool:
+    """The ISO 13616 mod-97 check of an IBAN; spaces are ignored."""
+    compact = iban.replace(" ", "").upper()
+    if len(compact) < 15 or not compact[:2].isalpha() or not compact[2:4].isdigit():
+        return False
+    rearranged = compact[4:] + compact[:4]
+    try:
+        return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+    except ValueError:
+        return False
+
+
+class PatternDetector:
+    """A detector from a regex plus an optional ``validate(match_text)`` check.
+
+    Subclasses set ``name``, ``placeholder``, ``chars``, ``max_length`` and ``pattern``;
+    the pattern must only match characters of ``chars`` and no longer than
+    ``max_length`` (the output guard's streaming safety rests on both).
+    """
+
+    name: ClassVar[str] = "pattern"
+    placeholder: ClassVar[str] = "[REDACTED]"
+    chars: ClassVar[frozenset[str]] = frozenset()
+    max_length: ClassVar[int] = 0
+    pattern: ClassVar[re.Pattern[str]]
+
+    required: ClassVar[str] = ""
+    """A character every match contains; text without it is skipped at C speed."""
+
+    def validate(self, match: str) -> bool:
+        """Whether a regex match is a real one (checksums live here)."""
+        return True
+
+    def find(self, text: str, start: int = 0) -> list[tuple[int, int]]:
+        """Spans of validated matches beginning at or after ``start``."""
+        if self.required and text.find(self.required, start) < 0:
+            return []
+        validate = self.validate
+        return [m.span() for m in self.pattern.finditer(text, start) if validate(m.group())]
+
+
+def _grouped_numbers(
+    text: str, start: int, runs: re.Pattern[str], lengths: range, valid: Callable[[str], bool]
+) -> list[tuple[int, int]]:
+    """Numbers written as digit groups with single spaces or dashes between them.
+
+    A candidate is a whole run of groups. If the run as a whole fails, every sub-run
+    that starts and ends at a group boundary and has an allowed digit count is tried,
+    longest first (so "order 12345 4111 1111 1111 1111" still shows the card). Digit
+    counts come from prefix sums, so only sub-runs of the right size are checked.
+    """
+    spans: list[tuple[int, int]] = []
+    low, high = lengths.start, lengths.stop - 1
+    for run in runs.finditer(text, start):
+        groups = [g.span() for g in _GROUP.finditer(text, *run.span())]
+        counts = [0]
+        for begin, end in groups:
+            counts.append(counts[-1] + end - begin)
+        if counts[-1] < low:
+            continue
+        i = 0
+        while i < len(groups):
+            found = None
+            for j in range(len(groups) - 1, i - 1, -1):
+                count = counts[j + 1] - counts[i]
+                if count < low:
+                    break
+                if count <= high and valid(text[groups[i][0] : groups[j][1]]):
+                    found = j
+                    break
+            if found is None:
+                i += 1
+            else:
+                spans.append((groups[i][0], groups[found][1]))
+                i = found + 1
+    return spans
+
+
+_GROUP = re.compile(_D + "+")
+
+
+def _runs_of(at_least: int) -> re.Pattern[str]:
+    # A run of digit groups with at least ``at_least`` digits. The look-ahead rejects
+    # the many short numbers of ordinary text inside the regex engine, not in Python.
+    # The pattern starts with the digit class (look-behinds after it) so that the regex
+    # engine's first-character scan skips non-digits without trying the look-behinds.
+    return re.compile(
+        rf"{_D}(?<![0-9０-９]{_D})(?<![0-9０-９][ -]{_D})(?=(?:[ -]?{_D}){{{at_least - 1}}}){_D}*(?:[ -]{_D}+)*"
+    )
+
+
+class CardDetector(PatternDetector):
+    """Payment-card numbers: 13 to 19 digits, single spaces or dashes between digits
+    allowed, Luhn-checked."""
+
+    name = "card"
+    placeholder = "[CARD]"
+    chars = frozenset(_DIGITS + " -")
+    max_length = 19 + 18
+    pattern = _runs_of(13)
+
+    def find(self, text: str, start: int = 0) -> list[tuple[int, int]]:
+        """Luhn-valid card numbers, also inside longer runs of digit groups."""
+        return _grouped_numbers(text, start, self.pattern, range(13, 20), luhn_valid)
+
+
+class MyNumberDetector(PatternDetector):
+    """Japanese individual numbers (マイナンバー): 12 digits, as 4-4-4 groups or one
+    block, with a valid check digit."""
+
+    name = "my_number"
+    placeholder = "[MY_NUMBER]"
+    chars = frozenset(_DIGITS + " -")
+    max_length = 14
+    pattern = re.compile(rf"{_D}(?<![0-9０-９]{_D}){_D}{{3}}[ -]?{_D}{{4}}[ -]?{_D}{{4}}(?![0-9０-９])")
+
+    def validate(self, match: str) -> bool:
+        """The check digit."""
+        return my_number_valid(match)
+
+
+class EmailDetector(PatternDetector):
+    """E-mail addresses (the practical subset of RFC 5322 that appears in prose)."""
+
+    name = "email"
+    placeholder = "[EMAIL]"
+    chars = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-@")
+    max_length = 64 + 1 + 4 * 64 + 24
+    required = "@"
+    pattern = re.compile(
+        r"(?<![A-Za-z0-9._%+@-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.){1,4}[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+    )
+
+
+class PhoneDetector(PatternDetector):
+    """Telephone numbers: international (``+44 20 7946 0958``, 8 to 15 digits) and
+    Japanese domestic (``03-1234-5678``, ``090-1234-5678``, ``(03) 1234-5678``, and
+    ``09012345678`` for mobiles). Bare digit strings without a leading ``+`` or ``0``
+    are not phones: that keeps dates, prices and order ids out."""
+
+    name = "phone"
+    placeholder = "[PHONE]"
+    chars = frozenset(_DIGITS + " -.()+－")
+    max_length = 32
+    _HYPHEN = "[-－]"
+    pattern = re.compile(
+        # Every form starts with "+", "(" or "0": the look-ahead drops all other positions fast.
+        r"(?=[+(0０])(?:"
+        # International: + country code, then 2-6 groups.
+        rf"(?<![0-9０-９+])\+[1-9]{_D}{{0,2}}(?:[ .-]?\(?{_D}{{1,4}}\)?){{2,6}}(?![0-9０-９])"
+        # Japanese domestic with separators: 0 + area code, exchange, subscriber.
+        rf"|(?<![0-9０-９+])\(?[0０]{_D}{{1,4}}\)?(?:{_HYPHEN}| ?){_D}{{1,4}}{_HYPHEN}{_D}{{3,4}}(?![0-9０-９])"
+        rf"|(?<![0-9０-９+])\([0０]{_D}{{1,4}}\) ?{_D}{{1,4}}{_HYPHEN}?{_D}{{3,4}}(?![0-9０-９])"
+        # Japanese mobiles and IP phones written as one block.
+        rf"|(?<![0-9０-９+])[0０][5789５７８９][0０]{_D}{{8}}(?![0-9０-９])"
+        r")"
+    )
+
+    def validate(self, match: str) -> bool:
+        """Digit counts: 8-15 for international numbers, 10-11 for Japanese ones."""
+        count = len(_digits(match))
+        if match.startswith("+"):
+            return 8 <= count <= 15
+        return 10 <= count <= 11
+
+
+class IbanDetector(PatternDetector):
+    """International bank account numbers, compact or in groups of four, with the
+    country's length and the mod-97 checksum verified."""
+
+    name = "iban"
+    placeholder = "[IBAN]"
+    chars = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ")
+    max_length = 34 + 8
+    pattern = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z][0-9]{2}(?: ?[A-Z0-9]){11,30}")
+
+    def find(self, text: str, start: int = 0) -> list[tuple[int, int]]:
+        """Candidates cut to their country's length, then checksummed."""
+        spans = []
+        for m in self.pattern.finditer(text, start):
+            begin, end = m.span()
+            length = _IBAN_LENGTHS.get(m.group()[:2])
+            if length is None:
+                continue
+            # Walk to the end of the length-th significant character.
+            seen = 0
+            cut = begin
+            while cut < end and seen < length:
+                if text[cut] != " ":
+                    seen += 1
+                cut += 1
+            if seen != length or (cut < len(text) and text[cut].isalnum()):
+                continue
+            if iban_valid(text[begin:cut]):
+                spans.append((begin, cut))
+        return spans
+
+
+class SecretDetector(PatternDetector):
+    """API keys and tokens with a well-known provider prefix: OpenAI (``sk-``,
+    ``sk-proj-``), Anthropic (``sk-ant-``), GitHub (``ghp_`` …, ``github_pat_``), Slack
+    (``xoxb-`` …), AWS access key ids (``AKIA``), Google (``AIza``), GitLab
+    (``glpat-``), Stripe (``sk_live_`` …), Hugging Face (``hf_``)."""
+
+    name = "secret"
+    placeholder = "[SECRET]"
+    chars = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+    max_length = 11 + 255
+    pattern = re.compile(
+        r"(?<![A-Za-z0-9_-])(?:"
+        r"sk-(?:proj-|ant-(?:api03-)?)?[A-Za-z0-9_-]{20,200}"
+        r"|gh[pousr]_[A-Za-z0-9]{36,251}"
+        r"|github_pat_[A-Za-z0-9_]{22,255}"
+        r"|xox[abposr]-[A-Za-z0-9-]{10,200}"
+        r"|AKIA[0-9A-Z]{16}"
+        r"|AIza[0-9A-Za-z_-]{35}"
+        r"|glpat-[A-Za-z0-9_-]{20,50}"
+        r"|[rsp]k_(?:live|test)_[A-Za-z0-9]{16,200}"
+        r"|hf_[A-Za-z0-9]{30,40}"
+        r")(?![A-Za-z0-9_-])"
+    )
+
+
+DETECTORS: dict[str, type[PatternDetector]] = {
+    cls.name: cls
+    for cls in (CardDetector, EmailDetector, PhoneDetector, IbanDetector, SecretDetector, MyNumberDetector)
+}
+"""The built-in detectors by configuration name."""

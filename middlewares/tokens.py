@@ -1,0 +1,167 @@
+"""Token counters for context trimming and the input guard's token limit.
+
+A counter turns text into a token count. Two kinds ship:
+
+- ``BpeCounter``: exact counts with OpenAI's BPE vocabularies (``cl100k_base``,
+  ``o200k_base``) from the ``bpe-openai`` package, which ships them and so works
+  offline. If that package is missing, ``tiktoken`` is tried; tiktoken downloads its
+  files at first use, so that fails without internet, and then the counter falls back
+  to the estimate (logged once) instead of failing the request.
+- ``EstimateCounter``: a fast estimate (about four ASCII characters per token, one per
+  other character), used for models without a known tokenizer.
+
+``counter_for(model)`` picks one per model; ``register_counter(prefix, counter)`` plugs
+in another (for example a Llama tokenizer for ``llama-``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "BpeCounter",
+    "EstimateCounter",
+    "TokenCounter",
+    "counter_for",
+    "counter_named",
+    "register_counter",
+]
+
+_log = logging.getLogger("onion.tokens")
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """Counts the tokens of a text."""
+
+    name: str
+
+    def count(self, text: str) -> int:
+        """The number of tokens ``text`` encodes to."""
+        ...
+
+
+class EstimateCounter:
+    """A fast estimate: ASCII text at four characters per token, other characters
+    (Japanese, Chinese, emoji, accented letters) at one token each. It errs high on
+    purpose, so a budget kept by estimate also holds for the real tokenizer in most
+    cases."""
+
+    name = "estimate"
+
+    def count(self, text: str) -> int:
+        """Estimated tokens of ``text``."""
+        length = len(text)
+        if text.isascii():
+            return (length + 3) // 4
+        # Non-ASCII characters take 2 to 4 UTF-8 bytes; counting them one token each
+        # and the rest at four characters per token needs the ASCII share only.
+        ascii_chars = len(text.encode("ascii", "ignore"))
+        return (ascii_chars + 3) // 4 + (length - ascii_chars)
+
+
+def _load_encoding(encoding: str) -> Any:
+    try:
+        import bpe_openai
+    except ImportError:
+        import tiktoken  # may download its vocabulary: fails offline
+
+        return tiktoken.get_encoding(encoding)
+    return bpe_openai.get_encoding(encoding)
+
+
+class BpeCounter:
+    """Exact OpenAI token counts with the ``encoding`` vocabulary, loaded on first use.
+
+    If no tokenizer can be loaded (package missing, vocabulary download failed) the
+    counter logs a warning once and answers with ``EstimateCounter``'s estimate.
+    """
+
+    def __init__(self, encoding: str = "o200k_base", *, loader: Callable[[str], Any] = _load_encoding) -> None:
+        self.name = encoding
+        self._loader = loader
+        self._encode: Callable[[str], list[int]] | None = None
+        self._fallback: EstimateCounter | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def exact(self) -> bool:
+        """True once the real tokenizer is loaded; False while falling back."""
+        self._load()
+        return self._fallback is None
+
+    def _load(self) -> None:
+        if self._encode is not None or self._fallback is not None:
+            return
+        with self._lock:
+            if self._encode is not None or self._fallback is not None:
+                return
+            try:
+                self._encode = self._loader(self.name).encode_ordinary
+            except Exception as error:
+                # Any failure (ImportError, a network error inside tiktoken, an unknown
+                # encoding): counting must not fail a request, an estimate will do.
+                _log.warning("tokenizer %r unavailable (%s); using the estimate", self.name, type(error).__name__)
+                self._fallback = EstimateCounter()
+
+    def count(self, text: str) -> int:
+        """Tokens of ``text`` (exact, or the estimate if the tokenizer failed to load)."""
+        if self._encode is None:
+            self._load()
+            if self._fallback is not None:
+                return self._fallback.count(text)
+            assert self._encode is not None
+        return len(self._encode(text))
+
+
+_ESTIMATE = EstimateCounter()
+_NAMED: dict[str, TokenCounter] = {"estimate": _ESTIMATE}
+# Model-name prefixes to counters, longest prefix wins. OpenAI's current models use
+# o200k_base; GPT-4 and GPT-3.5 use cl100k_base.
+_BY_PREFIX: dict[str, str | TokenCounter] = {
+    "gpt-4o": "o200k_base",
+    "gpt-4.1": "o200k_base",
+    "gpt-4.5": "o200k_base",
+    "gpt-5": "o200k_base",
+    "o1": "o200k_base",
+    "o3": "o200k_base",
+    "o4": "o200k_base",
+    "chatgpt-4o": "o200k_base",
+    "gpt-4": "cl100k_base",
+    "gpt-3.5": "cl100k_base",
+    "gpt-35": "cl100k_base",
+    "text-embedding-3": "cl100k_base",
+    "text-embedding-ada-002": "cl100k_base",
+}
+
+
+def counter_named(name: str) -> TokenCounter:
+    """The counter called ``name``: ``"estimate"`` or a BPE encoding name, one shared
+    instance per name."""
+    counter = _NAMED.get(name)
+    if counter is None:
+        counter = _NAMED[name] = BpeCounter(name)
+    return counter
+
+
+def register_counter(prefix: str, counter: str | TokenCounter) -> None:
+    """Count tokens of models whose name starts with ``prefix`` with ``counter`` (a
+    counter or a counter name)."""
+    _BY_PREFIX[prefix] = counter
+
+
+def counter_for(model: str) -> TokenCounter:
+    """The counter for ``model``: the longest registered prefix of its name (provider
+    prefixes like ``openai/`` are ignored), else the estimate."""
+    bare = model.rsplit("/", 1)[-1]
+    best = ""
+    for prefix in _BY_PREFIX:
+        if bare.startswith(prefix) and len(prefix) > len(best):
+            best = prefix
+    if not best:
+        return _ESTIMATE
+    choice = _BY_PREFIX[best]
+    return counter_named(choice) if isinstance(choice, str) else choice
