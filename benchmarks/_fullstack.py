@@ -8,6 +8,7 @@ what it measured. Also: cheap terminal handlers (complete and streamed) and RSS 
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from collections.abc import AsyncGenerator
@@ -47,6 +48,7 @@ def build_full_stack(
     ``overrides`` replaces a layer's parameters by short name; ``without`` leaves layers out.
     A layer whose parameters do not fit its constructor is retried with defaults.
     """
+    _logs_to_devnull()
     layers, built, skipped = [], [], {}
     for table in FULL_STACK:
         name = table["use"]
@@ -70,6 +72,23 @@ def build_full_stack(
         return Stack(layers, handler, name="full"), built, skipped
     except ConfigError as error:
         raise SystemExit(f"the full stack violates an ordering constraint: {error}") from None
+
+
+_DEVNULL: Any = None
+
+
+def _logs_to_devnull() -> None:
+    # The logging layer formats a JSON line per request, as in production, but writes it
+    # to /dev/null: the cost is measured, the terminal stays readable.
+    global _DEVNULL
+    if _DEVNULL is not None:
+        return
+    try:
+        from middlewares.logs import configure_logging
+    except ImportError:
+        return
+    _DEVNULL = open(os.devnull, "w")  # noqa: SIM115 - kept open for the process's life
+    configure_logging(json=True, stream=_DEVNULL)
 
 
 def _short(text: str) -> str:
