@@ -1,0 +1,292 @@
+"""The input guard: checks every user-controlled message before anything else sees it.
+
+It sits outside the caches (a blocked request is never looked up or stored) and
+usually just inside error masking and rate limiting. Rules run in order; each names
+itself in the violation and has an outcome:
+
+- ``block``: raise ``GuardrailViolation(stage="input", rule=name)`` (HTTP 400,
+  ``guardrail_violation``) with a safe message; nothing is sent upstream;
+- ``flag``: let the request pass and record the rule's name in
+  ``request.context.state["input_guard"]["flags"]`` for metrics and logs;
+- ``sanitise``: rewrite the message (for example strip control characters) and pass
+  the cleaned request inward.
+
+Built-in rules, in this order: ``control_chars`` (sanitise), ``max_chars``,
+``max_tokens`` (estimated), ``injection`` (English and Japanese prompt-injection
+phrases), then the user's rules. Patterns are matched against ``normalize``\\ d text
+(NFKC, case folding, no zero-width characters, homoglyphs mapped, whitespace runs
+collapsed), so ``ＩＧＮＯＲＥ  prev\\u200bious instructions`` is caught.
+"""
+# ruff: noqa: RUF002  (look-alike characters are this module's subject)
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+from onion import CallNext, ConfigError, GuardrailViolation, Layer, Message, Order, Request, Response
+
+from .normalize import normalize, strip_control
+from .tokens import EstimateCounter, TokenCounter
+
+__all__ = ["INJECTION_PATTERNS", "InputGuard", "Outcome", "Rule", "RuleSpec"]
+
+Outcome = Literal["block", "flag", "sanitise"]
+
+
+def _ja(phrase: str) -> str:
+    # Japanese has no spaces between words, so an attacker's inserted space would
+    # survive normalisation; allow an optional space between any two characters.
+    # The phrase is a tiny regex: letters, groups and alternatives only (no spaces).
+    return " ?".join(re.escape(c) if c not in "()|?" else c for c in phrase)
+
+
+_EN_OBJECT = r"(?:instructions?|prompts?|rules|directions|guidelines|context|messages?|commands?|constraints)"
+_EN_BEFORE = (
+    r"(?:previous|prior|above|earlier|preceding|foregoing|initial|original|system|all|any|the|your|those|these)"
+)
+
+INJECTION_PATTERNS: dict[str, str] = {
+    # "ignore (all) previous instructions" and its many wordings.
+    "ignore_previous": rf"\b(?:ignore|disregard|forget|skip|override|bypass)\b(?: \w+){{0,3}}? {_EN_BEFORE}"
+    rf"(?: \w+){{0,2}}? {_EN_OBJECT}\b",
+    "new_instructions": r"\b(?:from now on|starting now),? (?:you are|you will|act as|ignore)\b",
+    "reveal_system_prompt": r"\b(?:reveal|show|print|repeat|output|leak|tell me|display)\b(?: \w+){0,3}? "
+    r"(?:system prompt|system message|initial instructions|hidden instructions|developer message)",
+    "jailbreak_persona": r"\b(?:you are now|act as|pretend to be|roleplay as)\b(?: an?)? "
+    r"(?:dan|jailbroken|unrestricted|unfiltered|developer mode)\b|\bdeveloper mode (?:enabled|on)\b",
+    # Japanese: "ignore the system prompt", "ignore the previous instructions", "ignore
+    # the rules", "forget the settings", written with or without particles.
+    "ja_system_prompt": _ja("(システム|system)(プロンプト|メッセージ|指示|設定)")
+    + ".{0,12}?"
+    + _ja("(無視|忘れ|わすれ|むし|教えて|表示|出力)"),
+    "ja_previous": _ja("(以前|前|これまで|今まで|上記|上|最初|元|先)(の)?(指示|命令|指令|ルール|設定|制約|プロンプト)")
+    + ".{0,8}?"
+    + _ja("(無視|忘れ|わすれ|むし|取り消)"),
+    "ja_rules": _ja("(ルール|規則|制限|制約|ガイドライン|ポリシー)")
+    + " ?.{0,4}?"
+    + _ja("(無視|忘れ|わすれ|むし|解除|破っ|やぶっ)"),
+}
+"""Prompt-injection phrases (regex over normalised text) by name."""
+
+
+class RuleSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A user rule from configuration: a ``pattern`` (regex over normalised text) or a
+    ``check`` (import path ``package.module:function``; the function takes the raw text
+    and returns True when the rule is broken, or for sanitise the cleaned text)."""
+
+    name: str
+    pattern: str | None = None
+    check: str | None = None
+    outcome: Outcome = "block"
+    replacement: str = ""
+
+
+class Rule:
+    """One rule: ``matches(raw, normalised)`` says whether a message breaks it.
+
+    For ``sanitise`` rules ``clean(raw)`` returns the rewritten text.
+    """
+
+    __slots__ = ("clean", "matches", "name", "outcome")
+
+    def __init__(
+        self,
+        name: str,
+        matches: Callable[[str, str], bool],
+        outcome: Outcome = "block",
+        clean: Callable[[str], str] | None = None,
+    ) -> None:
+        if outcome == "sanitise" and clean is None:
+            raise ValueError(f"rule {name!r}: a sanitise rule needs a clean function")
+        self.name = name
+        self.matches = matches
+        self.outcome: Outcome = outcome
+        self.clean = clean
+
+    @classmethod
+    def regex(cls, name: str, pattern: str, outcome: Outcome = "block", replacement: str = "") -> Rule:
+        """A rule broken when ``pattern`` matches the normalised text. Sanitising
+        replaces matches in the raw text (case-insensitive) with ``replacement``."""
+        try:
+            compiled = re.compile(pattern, re.IGNORECASE)
+        except re.error as error:
+            raise ValueError(f"rule {name!r}: invalid pattern: {error}") from None
+        search = compiled.search
+        return cls(
+            name,
+            lambda raw, norm: search(norm) is not None,
+            outcome,
+            (lambda raw: compiled.sub(replacement, raw)) if outcome == "sanitise" else None,
+        )
+
+    @classmethod
+    def function(cls, name: str, fn: Callable[[str], bool | str], outcome: Outcome = "block") -> Rule:
+        """A rule from a function of the raw text: True means broken; for sanitise it
+        returns the cleaned text and the rule counts as broken when it changed it."""
+        if outcome == "sanitise":
+            return cls(name, lambda raw, norm: fn(raw) != raw, outcome, lambda raw: str(fn(raw)))
+        return cls(name, lambda raw, norm: bool(fn(raw)), outcome)
+
+
+def _rule_from_spec(spec: RuleSpec) -> Rule:
+    if (spec.pattern is None) == (spec.check is None):
+        raise ValueError(f"rule {spec.name!r}: give exactly one of 'pattern' or 'check'")
+    if spec.pattern is not None:
+        return Rule.regex(spec.name, spec.pattern, spec.outcome, spec.replacement)
+    module_name, _, attr = (spec.check or "").partition(":")
+    try:
+        fn: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            fn = getattr(fn, part)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"rule {spec.name!r}: cannot import {spec.check!r}: {error}") from None
+    return Rule.function(spec.name, fn, spec.outcome)
+
+
+class InputGuard(Layer):
+    """Checks every user-controlled message against ordered rules (see module doc).
+
+    ``max_chars`` and ``max_tokens`` limit the total size of the checked messages
+    (tokens estimated with ``counter``); ``injection`` enables the prompt-injection
+    phrases (``True``/``"block"``, ``"flag"``, or ``False``); ``rules`` adds user rules
+    (``Rule`` objects or ``{name, pattern|check, outcome}`` tables);
+    ``check_tool_results`` also checks ``tool`` messages (text a tool fetched can carry
+    an injection too); ``strip_control`` sanitises control and zero-width characters.
+    """
+
+    name = "input_guard"
+    provides = frozenset({"guard.input"})
+    ordering = (Order("cache", "outside", "a blocked request must never be looked up in or stored by a cache"),)
+    short_circuit: ClassVar[str | None] = "blocks a request that breaks a rule (GuardrailViolation, stage input)"
+
+    def __init__(
+        self,
+        *,
+        max_chars: int | None = None,
+        max_tokens: int | None = None,
+        injection: bool | Literal["block", "flag"] = True,
+        rules: Sequence[Any] = (),
+        check_tool_results: bool = False,
+        strip_control: bool = True,
+        counter: TokenCounter | None = None,
+    ) -> None:
+        self.max_chars = max_chars
+        self.max_tokens = max_tokens
+        self.counter: TokenCounter = counter or EstimateCounter()
+        self.roles = frozenset({"user", "tool", "function"} if check_tool_results else {"user"})
+        self.strip_control = strip_control
+        injection_outcome: Outcome | None = "block" if injection is True else (injection or None)
+        self.injection_outcome = injection_outcome
+        self._injection = re.compile("|".join(f"(?P<{n}>{p})" for n, p in INJECTION_PATTERNS.items()))
+        self.rules: tuple[Rule, ...] = tuple(self._user_rule(r) for r in rules)
+
+    @staticmethod
+    def _user_rule(rule: Any) -> Rule:
+        if isinstance(rule, Rule):
+            return rule
+        if isinstance(rule, Mapping):
+            try:
+                rule = msgspec.convert(rule, RuleSpec)
+            except msgspec.ValidationError as error:
+                raise ConfigError(f"input_guard rules: {error}") from None
+        if isinstance(rule, RuleSpec):
+            return _rule_from_spec(rule)
+        raise TypeError(f"input_guard rules: expected a Rule or a table, got {type(rule).__name__}")
+
+    def _violation(self, rule: str, detail: str) -> GuardrailViolation:
+        return GuardrailViolation(detail, stage="input", rule=rule)
+
+    def check(self, request: Request) -> tuple[Request, list[str]]:
+        """Apply the rules: return the (possibly sanitised) request and the flagged rule
+        names, or raise ``GuardrailViolation`` for the first blocking rule broken."""
+        messages = request.messages
+        checked = [i for i, m in enumerate(messages) if m.role in self.roles and m.content is not None]
+        flags: list[str] = []
+        changed: dict[int, Message] = {}
+        if self.strip_control:
+            for i in checked:
+                cleaned = _map_text(messages[i], strip_control)
+                if cleaned is not messages[i]:
+                    changed[i] = cleaned
+            if changed:
+                flags.append("control_chars")
+        texts = [_text(changed.get(i) or messages[i]) for i in checked]
+        if self.max_chars is not None:
+            total = sum(map(len, texts))
+            if total > self.max_chars:
+                raise self._violation("max_chars", f"{total} characters in user messages, limit {self.max_chars}")
+        if self.max_tokens is not None:
+            total = sum(map(self.counter.count, texts))
+            if total > self.max_tokens:
+                raise self._violation("max_tokens", f"about {total} tokens in user messages, limit {self.max_tokens}")
+        if self.injection_outcome is None and not self.rules:
+            return _replace(request, changed), flags
+        for position, i in enumerate(checked):
+            raw = texts[position]
+            norm = normalize(raw)
+            if self.injection_outcome is not None:
+                found = self._injection.search(norm)
+                if found is not None:
+                    if self.injection_outcome == "block":
+                        raise self._violation("injection", f"message {i}: injection phrase {found.lastgroup}")
+                    flags.append("injection")
+            for rule in self.rules:
+                if not rule.matches(raw, norm):
+                    continue
+                if rule.outcome == "block":
+                    raise self._violation(rule.name, f"message {i} broke rule {rule.name!r}")
+                flags.append(rule.name)
+                if rule.outcome == "sanitise" and rule.clean is not None:
+                    changed[i] = _map_text(changed.get(i) or messages[i], rule.clean)
+                    raw = _text(changed[i])
+                    norm = normalize(raw)
+        return _replace(request, changed), flags
+
+    async def __call__(self, request: Request, call_next: CallNext) -> Response:
+        checked, flags = self.check(request)
+        if flags:
+            # Deduplicated but in order, so logs read like the rule list.
+            record = request.context.state.setdefault("input_guard", {"flags": []})
+            record["flags"].extend(f for f in dict.fromkeys(flags) if f not in record["flags"])
+        return await call_next(checked)
+
+
+def _text(message: Message) -> str:
+    # Parts are joined with a newline, not glued ("look at this" + "ignore ..." must not
+    # become "thisignore"), so a phrase in its own part is still a phrase.
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts = content or ()
+    return "\n".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
+
+
+def _map_text(message: Message, fn: Callable[[str], str]) -> Message:
+    content = message.content
+    if isinstance(content, str):
+        new = fn(content)
+        return message if new == content else msgspec.structs.replace(message, content=new)
+    if not content:
+        return message
+    parts = []
+    dirty = False
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+            new = fn(part["text"])
+            if new != part["text"]:
+                part = {**part, "text": new}
+                dirty = True
+        parts.append(part)
+    return msgspec.structs.replace(message, content=parts) if dirty else message
+
+
+def _replace(request: Request, changed: dict[int, Message]) -> Request:
+    if not changed:
+        return request
+    messages = [changed.get(i, m) for i, m in enumerate(request.messages)]
+    return msgspec.structs.replace(request, messages=messages)
