@@ -78,15 +78,10 @@ def _load_handler(path: str) -> Any:
 
 
 def _load_config_handler(path: str) -> Any:
-    try:
-        from .. import config as config_module  # type: ignore[attr-defined]
-    except ImportError:
-        raise ConfigError("--config needs onion.config (the gateway's config loader), which is not installed") from None
-    for name in ("build_handler", "load_handler", "build_stack"):
-        build = getattr(config_module, name, None)
-        if build is not None:
-            return build(path)
-    raise ConfigError("onion.config offers no way to build a handler from a file; use --handler or --url")
+    # The gateway's own loader: the same providers, router and stack `onion serve` runs.
+    from ..config import build_gateway, load_config
+
+    return build_gateway(load_config(path))
 
 
 def _select(cases: list[Case], tags: Sequence[str]) -> list[Case]:
@@ -110,12 +105,17 @@ async def _run(args: argparse.Namespace, cases: list[Case]) -> Report:
     if args.url:
         async with GatewayTarget(args.url, api_key=os.environ.get(args.api_key_env), timeout=args.timeout) as gateway:
             return await run_eval(cases, gateway, target="gateway", **options)
-    handler = _load_config_handler(args.config) if args.config else _load_handler(args.handler)
+    if args.config:
+        owner = _load_config_handler(args.config)
+        handler = owner.stack
+    else:
+        owner = handler = _load_handler(args.handler)
     ask: Ask = handler_target(handler)
     try:
         return await run_eval(cases, ask, target=args.config or args.handler, **options)
     finally:
-        close = getattr(handler, "aclose", None)
+        # Providers hold connection pools; a gateway or handler that can close, is closed.
+        close = getattr(owner, "aclose", None)
         if close is not None:
             await close()
 

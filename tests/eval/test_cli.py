@@ -108,3 +108,32 @@ def test_url_mode_against_a_local_http_gateway(cases_file, tmp_path, monkeypatch
     assert "eval [" in captured.err and "2/2 samples, 1 failed" in captured.err
     text = (tmp_path / "r.json").read_text()
     assert "sk-local" not in text and upstream.base_url not in text
+
+
+def test_config_mode_runs_the_gateway_stack_in_process(cases_file, tmp_path, monkeypatch, capsys) -> None:
+    """--config builds providers and stack with the gateway's own loader; the upstream is real HTTP."""
+    monkeypatch.setenv("EVAL_UPSTREAM_KEY", "sk-up")
+    replies = {"capital of France?": "paris", "count to three": "1 2 3"}
+    with FakeUpstream(reply=lambda body: replies[body["messages"][-1]["content"]], api_key="sk-up") as upstream:
+        config = tmp_path / "onion.toml"
+        config.write_text(
+            textwrap.dedent(
+                f"""
+                [[providers]]
+                name = "fake"
+                kind = "openai"
+                base_url = "{upstream.base_url}"
+                api_key = "env:EVAL_UPSTREAM_KEY"
+                models = ["gpt-4o"]
+
+                [[stack]]
+                use = "exact_cache"
+                """
+            )
+        )
+        args = [str(cases_file), "--config", str(config), "--model", "gpt-4o", "--samples", "3"]
+        assert main(args) == 0
+        assert main(args) == 0  # the second run is a new process-level stack: no cache carried over
+        sent = len(upstream.requests)
+    assert "2/2 cases passed" in capsys.readouterr().out
+    assert sent == 4
