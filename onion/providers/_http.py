@@ -296,6 +296,13 @@ class HTTPProvider:
                     raise self._timed_out(request, own)
             if not decoder.done:
                 raise self._error("the stream ended before its end marker (cut mid-way)", request, retryable=True)
+            # Read the body's own end (the terminating chunk usually follows the end marker),
+            # so the connection goes back to the pool instead of being dropped.
+            for _ in range(4):
+                try:
+                    await pieces.__anext__()
+                except (StopAsyncIteration, httpx.HTTPError):
+                    break
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()

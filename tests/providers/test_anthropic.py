@@ -1,0 +1,109 @@
+"""AnthropicProvider against the fake Messages API over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from onion import Message, ProviderError, Request
+from onion.providers import AnthropicProvider
+from onion.testing.upstream import FakeUpstream, Fault
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream(api_key="ak-test") as fake:
+        yield fake
+
+
+@pytest.fixture
+async def provider(upstream: FakeUpstream) -> AsyncIterator[AnthropicProvider]:
+    p = AnthropicProvider(name="claude", base_url=upstream.base_url, api_key="ak-test", models=["claude-x"])
+    try:
+        yield p
+    finally:
+        await p.aclose()
+
+
+def ask(*, stream: bool = False, **fields: object) -> Request:
+    messages = [
+        Message("system", "be brief"),
+        Message("user", "first"),
+        Message("assistant", "noted"),
+        Message("user", [{"type": "text", "text": "hello"}, {"type": "text", "text": " claude"}]),
+    ]
+    return Request(model="claude-x", messages=messages, stream=stream, **fields)  # type: ignore[arg-type]
+
+
+async def test_complete_maps_system_messages_and_usage(provider: AnthropicProvider, upstream: FakeUpstream) -> None:
+    request = ask(max_tokens=50, stop="END", temperature=0.2)
+    completion = await (await provider(request)).result()
+    assert completion.content == "You said: hello claude"
+    assert completion.finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.completion_tokens == 4
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + 4
+    path, headers, body = upstream.requests[-1]
+    assert path == "/v1/messages"
+    assert headers["x-api-key"] == "ak-test" and headers["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in headers
+    assert body["system"] == "be brief"
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    assert body["max_tokens"] == 50 and body["stop_sequences"] == ["END"] and body["temperature"] == 0.2
+    assert request.context.upstream_seconds > 0
+
+
+async def test_max_tokens_defaults_because_anthropic_requires_it(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    await (await provider(ask())).result()
+    assert upstream.requests[-1][2]["max_tokens"] == 1024
+
+
+async def test_stream_events_become_chunks_with_usage(provider: AnthropicProvider, upstream: FakeUpstream) -> None:
+    async with await provider(ask(stream=True)) as response:
+        chunks = [chunk async for chunk in response]
+    assert "".join(c.content for c in chunks) == "You said: hello claude"
+    assert chunks[0].role == "assistant" and chunks[0].model == "claude-x"
+    final = [c for c in chunks if c.usage is not None]
+    assert len(final) == 1 and final[0].finish_reason == "stop" and final[0].usage.completion_tokens == 4  # type: ignore[union-attr]
+    stats = await upstream.wait_settled()
+    assert stats.streams_completed == 1 and stats.open_streams == 0
+
+
+@pytest.mark.parametrize("mode", ["close", "end"])
+async def test_stream_without_message_stop_is_an_error(
+    provider: AnthropicProvider, upstream: FakeUpstream, mode: str
+) -> None:
+    upstream.push(Fault(cut_after=1, cut_mode=mode))  # type: ignore[arg-type]
+    with pytest.raises(ProviderError) as caught:
+        await (await provider(ask(stream=True))).result()
+    assert caught.value.retryable
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(400, False), (401, False), (429, True), (529, True)])
+async def test_errors_are_classified(
+    provider: AnthropicProvider, upstream: FakeUpstream, status: int, retryable: bool
+) -> None:
+    upstream.push(Fault(status=status, retry_after="2"))
+    with pytest.raises(ProviderError) as caught:
+        await provider(ask())
+    assert caught.value.upstream_status == status and caught.value.retryable is retryable
+    assert caught.value.retry_after == 2.0
+
+
+async def test_wrong_key_is_not_retryable(upstream: FakeUpstream) -> None:
+    provider = AnthropicProvider(base_url=upstream.base_url, api_key="wrong")
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await provider(ask())
+        assert caught.value.upstream_status == 401 and not caught.value.retryable
+    finally:
+        await provider.aclose()
+
+
+async def test_malformed_stream_event(provider: AnthropicProvider, upstream: FakeUpstream) -> None:
+    upstream.push(Fault(malformed=True))
+    with pytest.raises(ProviderError) as caught:
+        await (await provider(ask(stream=True))).result()
+    assert "malformed" in str(caught.value)

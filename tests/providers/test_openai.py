@@ -1,0 +1,241 @@
+"""OpenAIProvider against the fake upstream over real HTTP: answers, usage, errors, leaks."""
+
+from __future__ import annotations
+
+import email.utils
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import msgspec
+import pytest
+
+from onion import Message, ProviderError, Request, Timeout
+from onion.providers import OpenAIProvider, classify_status, parse_retry_after
+from onion.testing.upstream import FakeUpstream, Fault
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream(api_key="sk-test") as fake:
+        yield fake
+
+
+@pytest.fixture
+async def provider(upstream: FakeUpstream) -> AsyncIterator[OpenAIProvider]:
+    p = OpenAIProvider(name="primary", base_url=upstream.base_url, api_key="sk-test", models=["gpt-4o"], read_timeout=5)
+    try:
+        yield p
+    finally:
+        await p.aclose()
+
+
+def ask(text: str = "hello there", *, stream: bool = False, **fields: object) -> Request:
+    return Request(model="gpt-4o", messages=[Message("user", text)], stream=stream, **fields)  # type: ignore[arg-type]
+
+
+async def test_complete_answer_with_usage_and_auth(provider: OpenAIProvider, upstream: FakeUpstream) -> None:
+    request = ask("hello there")
+    response = await provider(request)
+    completion = await response.result()
+    assert completion.content == "You said: hello there"
+    assert completion.usage is not None and completion.usage.completion_tokens == 4
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + 4
+    assert response.served_by == "primary"
+    path, headers, body = upstream.requests[-1]
+    assert path == "/v1/chat/completions" and headers["authorization"] == "Bearer sk-test"
+    assert body["messages"] == [{"role": "user", "content": "hello there"}] and "stream" not in body
+    assert request.context.upstream_seconds > 0
+
+
+async def test_stream_asks_for_usage_and_reads_it_from_the_final_chunk(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    request = ask("one two three", stream=True, stream_options={"foo": 1})
+    async with await provider(request) as response:
+        chunks = [chunk async for chunk in response]
+    text = "".join(c.content for c in chunks)
+    assert text == "You said: one two three"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
+    assert any(c.finish_reason == "stop" for c in chunks)
+    body = upstream.requests[-1][2]
+    assert body["stream"] is True and body["stream_options"] == {"foo": 1, "include_usage": True}
+    assert request.context.upstream_seconds > 0
+    stats = await upstream.wait_settled()
+    assert stats.streams_completed == 1 and stats.open_streams == 0
+
+
+async def test_unknown_fields_reach_the_upstream(provider: OpenAIProvider, upstream: FakeUpstream) -> None:
+    from onion import decode_request
+
+    request = decode_request(
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "x", "weird": 1}], "logprobs": True}
+    )
+    await (await provider(request)).result()
+    body = upstream.requests[-1][2]
+    assert body["logprobs"] is True and body["messages"][0]["weird"] == 1
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422, 408, 409, 429, 500, 502, 503, 529])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_upstream_status_is_classified(
+    provider: OpenAIProvider, upstream: FakeUpstream, status: int, stream: bool
+) -> None:
+    upstream.push(Fault(status=status, retry_after="7" if status == 429 else None))
+    with pytest.raises(ProviderError) as caught:
+        await provider(ask(stream=stream))
+    error = caught.value
+    assert error.upstream_status == status
+    assert error.retryable is (status in (408, 409, 429) or status >= 500)
+    assert error.retry_after == (7.0 if status == 429 else None)
+    assert error.provider == "primary"
+    # The user-facing text never carries the upstream's body or URL.
+    assert "injected" not in error.public_message and "127.0.0.1" not in error.public_message
+    assert "injected" in str(error)
+
+
+async def test_connection_refused_is_retryable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    provider = OpenAIProvider(base_url=f"http://127.0.0.1:{port}/v1", connect_timeout=2)
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await provider(ask())
+        assert caught.value.retryable and caught.value.upstream_status is None
+    finally:
+        await provider.aclose()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_read_stall_becomes_a_retryable_error(upstream: FakeUpstream, stream: bool) -> None:
+    provider = OpenAIProvider(base_url=upstream.base_url, api_key="sk-test", read_timeout=0.3)
+    upstream.push(Fault(stall_after=1, stall=30))
+    try:
+        with pytest.raises(ProviderError) as caught:
+            response = await provider(ask("a b c d", stream=stream))
+            await response.result()
+        assert caught.value.retryable
+        assert "ReadTimeout" in str(caught.value)
+    finally:
+        await provider.aclose()
+    stats = await upstream.wait_settled()
+    assert stats.open_streams == 0
+
+
+@pytest.mark.parametrize("mode", ["close", "end"])
+async def test_cut_stream_fails_and_is_never_passed_off_as_complete(
+    provider: OpenAIProvider, upstream: FakeUpstream, mode: str
+) -> None:
+    upstream.push(Fault(cut_after=2, cut_mode=mode))  # type: ignore[arg-type]
+    received = []
+    response = await provider(ask("a b c d e f", stream=True))
+    with pytest.raises(ProviderError) as caught:
+        async for chunk in response:
+            received.append(chunk.content)
+    assert caught.value.retryable and caught.value.upstream_status is None
+    assert "".join(received) == "You said: "  # what came before the cut, and nothing more
+    upstream.push(Fault(cut_after=2, cut_mode=mode))  # type: ignore[arg-type]
+    with pytest.raises(ProviderError):
+        await (await provider(ask("a b c d e f", stream=True))).result()
+
+
+async def test_complete_body_cut_in_half_fails(provider: OpenAIProvider, upstream: FakeUpstream) -> None:
+    upstream.push(Fault(cut_after=0))
+    with pytest.raises(ProviderError) as caught:
+        await provider(ask())
+    assert caught.value.retryable
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_malformed_bodies_are_provider_errors(
+    provider: OpenAIProvider, upstream: FakeUpstream, stream: bool
+) -> None:
+    upstream.push(Fault(malformed=True))
+    with pytest.raises(ProviderError) as caught:
+        await (await provider(ask(stream=stream))).result()
+    assert not caught.value.retryable
+    assert "malformed" in str(caught.value)
+
+
+async def test_closing_a_stream_early_closes_the_upstream_connection(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    upstream.push(Fault(chunk_delay=0.05))
+    response = await provider(ask(" ".join(["word"] * 200), stream=True))
+    seen = 0
+    async for _ in response:
+        seen += 1
+        if seen == 3:
+            break
+    await response.aclose()
+    stats = await upstream.wait_settled(connections=True)
+    assert stats.streams_disconnected == 1
+    assert stats.open_streams == 0
+    assert stats.open_connections == 0  # the half-read connection is dropped, not pooled
+
+
+async def test_connections_are_pooled_across_calls(provider: OpenAIProvider, upstream: FakeUpstream) -> None:
+    for _ in range(5):
+        await (await provider(ask())).result()
+        async with await provider(ask(stream=True)) as response:
+            await response.result()
+    assert upstream.stats.connections_opened == 1
+
+
+async def test_request_deadline_becomes_a_timeout(provider: OpenAIProvider, upstream: FakeUpstream) -> None:
+    upstream.push(Fault(delay=2))
+    request = ask()
+    request.context.deadline = anyio.current_time() + 0.2
+    with pytest.raises(Timeout):
+        await provider(request)
+    upstream.push(Fault(stall_after=1, stall=2))
+    request = ask("a b c", stream=True)
+    request.context.deadline = anyio.current_time() + 0.3
+    with pytest.raises(Timeout):
+        await (await provider(request)).result()
+
+
+async def test_total_timeout_bounds_a_trickling_stream(upstream: FakeUpstream) -> None:
+    provider = OpenAIProvider(base_url=upstream.base_url, api_key="sk-test", total_timeout=0.3)
+    upstream.push(Fault(chunk_delay=0.05))
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await (await provider(ask(" ".join(["w"] * 100), stream=True))).result()
+        assert caught.value.retryable and "total_timeout" in str(caught.value)
+    finally:
+        await provider.aclose()
+
+
+def test_retry_after_forms() -> None:
+    assert parse_retry_after({"retry-after": "3"}) == 3.0
+    assert parse_retry_after({"retry-after": "1.5"}) == 1.5
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= (parse_retry_after({"retry-after": later}) or 0) <= 31
+    past = email.utils.formatdate(time.time() - 30, usegmt=True)
+    assert parse_retry_after({"retry-after": past}) == 0.0
+
+
+def test_status_classification_table() -> None:
+    assert [s for s in range(400, 600) if classify_status(s)] == [408, 409, 429, *range(500, 600)]
+
+
+async def test_list_models(provider: OpenAIProvider) -> None:
+    assert await provider.list_models() == ["gpt-4o", "gpt-4o-mini"]
+
+
+def test_repr_hides_the_key() -> None:
+    provider = OpenAIProvider(base_url="http://127.0.0.1:1/v1", api_key="sk-very-secret")
+    assert "secret" not in repr(provider)
+    anyio.run(provider.aclose)
+
+
+async def test_body_encoding_round_trips_unicode(provider: OpenAIProvider, upstream: FakeUpstream) -> None:
+    text = "naïve 日本語 \u202e emoji 🧅 \x00"
+    completion = await (await provider(ask(text))).result()
+    assert completion.content == f"You said: {text}"
+    assert msgspec.json.decode(msgspec.json.encode(upstream.requests[-1][2]))["messages"][0]["content"] == text

@@ -1,0 +1,77 @@
+"""The router: model names to providers, explicit prefixes, unknown models."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onion import ConfigError, Message, ModelNotFound, Request
+from onion.providers import Router
+from onion.testing import Reply, ScriptedProvider
+
+
+def scripted(name: str, *models: str) -> ScriptedProvider:
+    provider = ScriptedProvider(default=Reply(f"from {name}"), name=name)
+    provider.models = tuple(models)  # type: ignore[attr-defined]
+    return provider
+
+
+def ask(model: str) -> Request:
+    return Request(model=model, messages=[Message("user", "hi")])
+
+
+async def test_routes_by_listed_model_and_by_explicit_prefix() -> None:
+    a, b = scripted("a", "m1", "shared"), scripted("b", "m2", "shared")
+    router = Router([a, b])
+    assert (await (await router(ask("m1"))).result()).content == "from a"
+    assert (await (await router(ask("m2"))).result()).content == "from b"
+    assert (await (await router(ask("shared"))).result()).content == "from a"  # first listed wins
+    assert (await (await router(ask("b/shared"))).result()).content == "from b"
+    assert b.requests[-1].model == "shared"  # the prefix is not sent upstream
+    assert router.models() == [("m1", "a"), ("shared", "a"), ("m2", "b")]
+
+
+async def test_unknown_model_names_the_model() -> None:
+    router = Router([scripted("a", "m1")])
+    with pytest.raises(ModelNotFound) as caught:
+        await router(ask("gpt-9"))
+    assert "gpt-9" in caught.value.public_message and caught.value.status == 404
+    with pytest.raises(ModelNotFound):
+        await router(ask("a/not-listed"))
+    with pytest.raises(ModelNotFound):
+        await router(ask("nobody/m1"))
+
+
+async def test_a_provider_without_models_catches_the_rest() -> None:
+    catch_all = scripted("any")
+    router = Router([scripted("a", "m1"), catch_all])
+    assert (await (await router(ask("whatever/model-7"))).result()).content == "from any"
+    assert catch_all.requests[-1].model == "whatever/model-7"
+    assert (await (await router(ask("any/x"))).result()).content == "from any"
+    assert catch_all.requests[-1].model == "x"
+
+
+def test_duplicate_names_and_empty_router_are_config_errors() -> None:
+    with pytest.raises(ConfigError):
+        Router([scripted("a", "m"), scripted("a", "n")])
+    with pytest.raises(ConfigError):
+        Router([])
+
+
+names = st.text("abcdefgh-", min_size=1, max_size=6)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.dictionaries(names, st.lists(names, max_size=4, unique=True), min_size=1, max_size=4))
+def test_every_listed_model_routes_to_the_first_provider_listing_it(table: dict[str, list[str]]) -> None:
+    providers = [scripted(name, *models) for name, models in table.items()]
+    router = Router(providers)
+    for provider in providers:
+        for model in provider.models:  # type: ignore[attr-defined]
+            chosen, sent = router.route(model)
+            first = next(p for p in providers if model in p.models)  # type: ignore[attr-defined]
+            assert chosen is first and sent == model
+            explicit, sent = router.route(f"{provider.name}/{model}")
+            if f"{provider.name}/{model}" not in router._by_model:
+                assert explicit is provider and sent == model
