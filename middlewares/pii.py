@@ -296,7 +296,7 @@ class IbanDetector(PatternDetector):
                 if text[cut] != " ":
                     seen += 1
                 cut += 1
-            if seen != length or (cut < len(text) and text[cut].isalnum()):
+            if seen != length or (cut < len(text) and text[cut].isascii() and text[cut].isalnum()):
                 continue
             if iban_valid(text[begin:cut]):
                 spans.append((begin, cut))
