@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace as otel_trace
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -155,7 +155,7 @@ def configure_otel(
         readers.append(reader)
     if otlp:
         readers.append(_otlp_metric_reader(otlp_metrics_endpoint, export_interval_seconds))
-    meter_provider = MeterProvider(metric_readers=readers, resource=_resource(service_name))
+    meter_provider = _meter_provider_with(readers, service_name)
     tracer_provider = TracerProvider(resource=_resource(service_name))
     if otlp:
         tracer_provider.add_span_processor(_otlp_span_processor(otlp_traces_endpoint))
@@ -176,7 +176,15 @@ def default_meter_provider() -> Any:
 def _set_default_meter_provider() -> None:
     global _meter_provider
     reader = _prometheus_reader()
-    _meter_provider = MeterProvider(metric_readers=[reader] if reader else [], resource=_resource("onion"))
+    _meter_provider = _meter_provider_with([reader] if reader else [], "onion")
+
+
+def _meter_provider_with(readers: list[Any], service_name: str) -> MeterProvider:
+    # No exemplars: the Prometheus text format cannot carry them, and with a span active
+    # every histogram point would also store one (about doubling the cost of a record).
+    return MeterProvider(
+        metric_readers=readers, resource=_resource(service_name), exemplar_filter=AlwaysOffExemplarFilter()
+    )
 
 
 def default_tracer_provider() -> Any:

@@ -231,24 +231,26 @@ class Tracing(Layer):
     ) -> None:
         if error is not None:
             _mark_failed(span, error)
-        else:
-            span.set_attribute("onion.outcome", "ok")
         if response is None:
             return
-        span.set_attribute("onion.served_by", response.served_by)
+        # One set_attributes call: each call on an SDK span takes the span's lock.
+        attrs: dict[str, Any] = {"onion.served_by": response.served_by}
+        if error is None:
+            attrs["onion.outcome"] = "ok"
         provider = response.attrs.get("provider")
         if provider:
-            span.set_attribute("gen_ai.provider.name", provider)
-        model = response.model or (completion.model if completion is not None else "")
-        if model and completion is not None:
-            span.set_attribute("gen_ai.response.model", model)
+            attrs["gen_ai.provider.name"] = provider
         if completion is not None:
+            model = response.model or completion.model
+            if model:
+                attrs["gen_ai.response.model"] = model
             usage = completion.usage
             if completion.finish_reason:
-                span.set_attribute("gen_ai.response.finish_reasons", (completion.finish_reason,))
+                attrs["gen_ai.response.finish_reasons"] = (completion.finish_reason,)
         if usage is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+            attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+            attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
+        span.set_attributes(attrs)
 
     async def _watch(
         self,
