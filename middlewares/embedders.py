@@ -65,70 +65,12 @@ class EmbedderError(Exception):
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 # Words that carry little of a question's meaning; kept, but weighted down, so "what is
 # the capital of France" and "capital of France?" still land close.
-_LIGHT = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "to",
-        "in",
-        "on",
-        "for",
-        "at",
-        "by",
-        "with",
-        "from",
-        "and",
-        "or",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "do",
-        "does",
-        "did",
-        "can",
-        "could",
-        "would",
-        "should",
-        "will",
-        "shall",
-        "may",
-        "might",
-        "must",
-        "i",
-        "me",
-        "my",
-        "you",
-        "your",
-        "we",
-        "our",
-        "it",
-        "its",
-        "this",
-        "that",
-        "these",
-        "those",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "how",
-        "please",
-        "tell",
-        "give",
-        "show",
-        "explain",
-        "let",
-        "know",
-        "want",
-        "need",
-        "about",
-    ]
+_LIGHT_WORDS = (
+    "a an the of to in on for at by with from and or is are was were be been do does did can could "
+    "would should will shall may might must i me my you your we our it its this that these those "
+    "what which who whom how please tell give show explain let know want need about"
 )
+_LIGHT = frozenset(_LIGHT_WORDS.split())
 
 
 class HashedEmbedder:
