@@ -53,7 +53,8 @@ Reopen = Callable[[BaseException, str], Awaitable[Response]]
 
 class PhaseLimits:
     """Per-attempt stream limits (seconds) written by ``timeout``; ``owner`` is the
-    innermost layer that enforces them (``None``: ``timeout`` enforces them itself)."""
+    innermost layer that enforces them, and the total deadline with them, on each chunk
+    (``None``: ``timeout`` enforces them itself)."""
 
     __slots__ = ("first_chunk", "idle", "owner", "scope", "total_deadline")
 
@@ -119,15 +120,29 @@ def resume_mode(request: Request, default: ResumeMode) -> ResumeMode:
     return mode if mode in ("reissue", "continue", "off") else default
 
 
-async def _next(source: AsyncIterator[Chunk], limit: float | None, phase: str) -> Chunk:
-    if limit is None:
+async def _next(source: AsyncIterator[Chunk], until: float | None, phase: str) -> Chunk:
+    if until is None:
         return await source.__anext__()
     # The scope covers one pull only: it is never held across the caller's ``yield``.
-    with anyio.move_on_after(limit) as scope:
+    with anyio.CancelScope(deadline=until) as scope:
         return await source.__anext__()
     if scope.cancelled_caught:
-        raise Timeout(f"no chunk within {limit:.3g} s ({phase})", phase=phase)
+        raise Timeout(f"no chunk before the {phase} deadline", phase=phase)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _pull_deadline(phases: PhaseLimits, first: bool, started: float) -> tuple[float | None, str]:
+    """When the next pull must have answered, and the phase that limit belongs to.
+
+    The owner also enforces the total deadline, so ``timeout`` need not wrap the stream
+    in a second cancel scope per chunk.
+    """
+    gap = phases.first_chunk if first else phases.idle
+    until = None if gap is None else (started if first else anyio.current_time()) + gap
+    total = phases.total_deadline
+    if total is not None and (until is None or total <= until):
+        return total, "total"
+    return until, "first_chunk" if first else "idle"
 
 
 async def _aclose(source: AsyncIterator[Chunk]) -> None:
@@ -165,13 +180,9 @@ async def recover_stream(
         try:
             first_pull = True
             while True:
-                limit = None
-                if phases is not None:
-                    limit = phases.first_chunk if first_pull else phases.idle
-                    if first_pull and limit is not None:
-                        limit = max(0.0, started + limit - anyio.current_time())
+                until, phase = (None, "") if phases is None else _pull_deadline(phases, first_pull, started)
                 try:
-                    chunk = await _next(source, limit, "first_chunk" if first_pull else "idle")
+                    chunk = await _next(source, until, phase)
                 except StopAsyncIteration:
                     if skip:
                         raise _diverged(len(skip)) from None

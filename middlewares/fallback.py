@@ -119,6 +119,8 @@ class _Chain:
                 raise error
             self.causes.append(error)
             deadline = self.request.context.deadline
+            if isinstance(error, Timeout) and error.phase == "total":
+                raise error  # the whole call is out of time; no model could answer now
             if self.index + 1 >= len(self.models) or (deadline is not None and anyio.current_time() >= deadline):
                 raise AllProvidersFailed(self.causes, models=self.models[: len(self.causes)])
             failed, self.index = self.models[self.index], self.index + 1

@@ -84,8 +84,10 @@ class Deadline(Layer):
         if scope.cancelled_caught:
             phase = "total" if first_deadline >= deadline else "first_chunk"
             raise Timeout(f"no answer within {first_deadline - start:.3g} s", phase=phase)
-        own = limits if limits.owner is None else None
-        return response.wrap(lambda chunks: self._guard(chunks, deadline, own, start))
+        if limits.owner is not None:
+            # The owner (an inner retry/fallback) enforces every limit on each chunk.
+            return response
+        return response.wrap(lambda chunks: self._guard(chunks, deadline, limits, start))
 
     async def _guard(
         self, source: AsyncIterator[Chunk], deadline: float, phases: PhaseLimits | None, start: float

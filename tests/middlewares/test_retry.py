@@ -6,7 +6,7 @@ import contextlib
 
 import anyio
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from middlewares.retry import Retry, RetryBudget, RetryPolicy
@@ -123,6 +123,7 @@ async def test_budget_stops_retries_once_spent() -> None:
     outcomes=st.lists(st.booleans(), min_size=1, max_size=60),
     gaps=st.lists(st.floats(0, 3), min_size=1, max_size=60),
 )
+@example(attempts=2, ratio=0.0, reserve=2, outcomes=[False], gaps=[1.296875, 2.6875])  # a backoff crossing a slot
 async def test_law_retry_never_exceeds_attempts_or_budget(
     attempts: int, ratio: float, reserve: int, outcomes: list[bool], gaps: list[float]
 ) -> None:
@@ -132,13 +133,17 @@ async def test_law_retry_never_exceeds_attempts_or_budget(
     events: list[tuple[str, float]] = []  # ("request" | "retry", time), in order
 
     def script(request: Request, index: int) -> Reply | Fail:
+        # A retry is taken from the budget when the previous attempt failed, before the
+        # backoff sleep: that is the moment the budget's window is checked.
         if fresh[0]:
             fresh[0] = False
         else:
-            events.append(("retry", clock.now()))
+            events.append(("retry", last[0]))
+        last[0] = clock.now()
         return Reply("ok") if outcomes[index % len(outcomes)] else Fail(_retryable())
 
     fresh = [True]
+    last = [0.0]
     provider = ScriptedProvider(script)
     stack = Stack([layer], provider)
     for i in range(20):

@@ -103,3 +103,18 @@ def test_toml_parameters_and_validation() -> None:
 def test_must_sit_outside_retry() -> None:
     with pytest.raises(ConfigError, match="outside"):
         Stack([Retry(), Deadline()], ScriptedProvider())
+
+
+async def test_with_retry_and_fallback_inside_the_total_deadline_still_ends_a_long_stream() -> None:
+    from middlewares.fallback import Fallback
+
+    provider = ScriptedProvider(default=Reply(" ".join(["w"] * 100), delay=0.01))
+    stack = Stack(
+        [Deadline(seconds=0.1, first_token_seconds=1, idle_seconds=1), Fallback(["m", "n"]), Retry(clock=FakeClock())],
+        provider,
+    )
+    with pytest.raises(Timeout) as info:
+        await (await stack(_request(stream=True))).result()
+    assert info.value.phase == "total"
+    assert provider.calls == 1  # out of time: neither a retry nor a fallback was started
+    assert all(s.closed for s in provider.streams)
