@@ -233,6 +233,12 @@ def _check_keys(server: ServerConfig, origin: str, env: Mapping[str, str]) -> Se
             # or its position: the key itself must never become an identity that gets logged.
             name = entry[4:] if entry.startswith("env:") else f"key-{index + 1}"
             keys.append(ApiKey(name, _secret(entry, where, env)))
+    seen: set[str] = set()
+    for index, entry in enumerate(keys):
+        assert isinstance(entry, ApiKey)
+        if entry.key in seen:
+            raise ConfigError(f"{origin}: server: field 'api_keys[{index}]': the same key is listed twice")
+        seen.add(entry.key)
     if not 1 <= server.port <= 65535:
         raise ConfigError(f"{origin}: server: field 'port': must be 1-65535")
     if server.max_body_bytes < 1024:

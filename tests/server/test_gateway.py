@@ -42,7 +42,7 @@ def gateway_for(upstream: FakeUpstream, *, keys: list[Any] | None = None, max_bo
                     "kind": "openai",
                     "base_url": upstream.base_url,
                     "models": ["gpt-4o", "gpt-4o-mini"],
-                },  # noqa: E501
+                },
                 {"name": "claude", "kind": "anthropic", "base_url": upstream.base_url, "models": ["claude-x"]},
             ],
         },

@@ -1,0 +1,154 @@
+"""Config files: every error names its table and field; env: secrets; the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onion import ConfigError
+from onion.cli import main
+from onion.config import DEFAULT_STACK, ApiKey, build_gateway, default_config, load_config, parse_config
+from onion.providers import OpenAIProvider, SimulatedProvider
+
+SIM = {"name": "sim", "kind": "simulated", "models": ["m"]}
+
+ERRORS = [
+    ({"providers": [{"name": "a", "kind": "opnai"}]}, "providers[0]: field 'kind'"),
+    ({"providers": [{"kind": "openai"}]}, "providers[0]: field 'name': required"),
+    ({"providers": [{"name": "a", "kind": "openai", "models": [1]}]}, "providers[0]: field 'models[0]'"),
+    ({"providers": [{"name": "a", "kind": "simulated", "base_url": "http://x"}]}, "field 'base_url': does not apply"),
+    ({"providers": [{"name": "a", "kind": "openai", "ttft": 1.0}]}, "field 'ttft': does not apply"),
+    ({"providers": [{"name": "a", "kind": "openai", "base_url": "ftp://x"}]}, "field 'base_url': must start"),
+    ({"providers": [{"name": "a", "kind": "openai", "api_key": "env:MISSING_VAR"}]}, "MISSING_VAR is not set"),
+    ({"providers": [SIM, SIM]}, "providers[1]: field 'name': 'sim' is used twice"),
+    ({"providers": []}, "at least one [[providers]]"),
+    ({"server": {"port": "x"}, "providers": [SIM]}, "server: field 'port'"),
+    ({"server": {"port": 70000}, "providers": [SIM]}, "server: field 'port': must be 1-65535"),
+    ({"server": {"prot": 1}, "providers": [SIM]}, "server: field 'prot': no such setting"),
+    ({"server": {"api_keys": ["env:NOPE"]}, "providers": [SIM]}, "server: field 'api_keys[0]'"),
+    ({"server": {"api_keys": ["k", {"name": "b", "key": "k"}]}, "providers": [SIM]}, "'api_keys[1]': the same key"),
+    ({"servers": {}, "providers": [SIM]}, "field 'servers': no such setting"),
+    ({"providers": [SIM], "stack": [{"use_": "retry"}]}, "stack[0]: field 'use'"),
+    ({"providers": [{**SIM, "error_rates": {"200": 0.5}}]}, "field 'error_rates'"),
+]
+
+
+@pytest.mark.parametrize(("data", "says"), ERRORS)
+def test_errors_name_the_table_and_field(data: dict, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, origin="gw.toml", env={})
+    assert str(caught.value).startswith("gw.toml: ")
+    assert says in str(caught.value)
+
+
+def test_stack_errors_name_the_layer_and_field() -> None:
+    config = parse_config({"providers": [SIM], "stack": [{"use": "retry", "attempts": "three"}]}, origin="gw.toml")
+    with pytest.raises(ConfigError) as caught:
+        build_gateway(config)
+    assert "stack[0] (use = 'retry'): field 'attempts'" in str(caught.value)
+
+
+def test_env_secrets_are_read_and_never_shown() -> None:
+    env = {"UP_KEY": "sk-from-env", "ALICE": "alice-key", "BOB": "bob-key", "BASE": "http://10.1.1.1:9/v1"}
+    config = parse_config(
+        {
+            "server": {"api_keys": ["env:ALICE", "literal-key", {"name": "bob", "key": "env:BOB"}]},
+            "providers": [{"name": "up", "kind": "openai", "api_key": "env:UP_KEY", "base_url": "env:BASE"}],
+        },
+        env=env,
+    )
+    assert config.providers[0].api_key == "sk-from-env"
+    assert config.providers[0].base_url == "http://10.1.1.1:9/v1"
+    keys = [ApiKey("ALICE", "alice-key"), ApiKey("key-2", "literal-key"), ApiKey("bob", "bob-key")]
+    assert config.server.api_keys == keys
+    assert "sk-from-env" not in repr(config) and "alice-key" not in repr(config)
+    gateway = build_gateway(config)
+    assert gateway.api_keys == {"alice-key": "ALICE", "literal-key": "key-2", "bob-key": "bob"}
+    assert "sk-from-env" not in gateway.describe_upstreams()
+
+
+def test_provider_kinds_and_parameters_reach_the_providers() -> None:
+    config = parse_config(
+        {
+            "providers": [
+                {"name": "sim", "kind": "simulated", "models": ["a"], "ttft": 0.0, "error_rates": {"429": 0.25}},
+                {"name": "up", "kind": "openai", "base_url": "http://127.0.0.1:1/v1", "read_timeout": 3.5},
+            ]
+        }
+    )
+    gateway = build_gateway(config)
+    sim, up = gateway.providers
+    assert isinstance(sim, SimulatedProvider) and sim.ttft == 0.0 and sim.error_rates == {429: 0.25}
+    assert isinstance(up, OpenAIProvider) and up.client.timeout.read == 3.5 and up.models == ()
+
+
+def test_default_config_is_simulated_or_the_openai_upstream_from_env() -> None:
+    simulated = default_config({})
+    assert [p.kind for p in simulated.providers] == ["simulated"]
+    assert simulated.stack == DEFAULT_STACK and "simulated" in simulated.source
+    build_gateway(simulated)
+    real = default_config({"OPENAI_API_KEY": "sk-x"})
+    assert real.providers[0].kind == "openai" and real.providers[0].base_url == "https://api.openai.com/v1"
+    assert real.providers[0].api_key == "sk-x"
+    local = default_config({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+    assert local.providers[0].base_url == "http://127.0.0.1:9/v1" and local.providers[0].api_key is None
+
+
+def test_load_config_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\nport = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+GOOD = """
+[server]
+port = 8123
+api_keys = ["env:ONION_TEST_KEY"]
+
+[[providers]]
+name = "primary"
+kind = "openai"
+base_url = "http://127.0.0.1:9001/v1"
+models = ["gpt-4o", "gpt-4o-mini"]
+
+[[providers]]
+name = "sim"
+kind = "simulated"
+models = ["sim-small"]
+
+[[stack]]
+use = "timeout"
+seconds = 30
+[[stack]]
+use = "retry"
+attempts = 2
+"""
+
+
+def test_onion_check(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD)
+    monkeypatch.setenv("ONION_TEST_KEY", "k")
+    assert main(["check", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "primary (openai at http://127.0.0.1:9001/v1): gpt-4o, gpt-4o-mini" in out
+    assert "1. timeout" in out and "2. retry" in out and "handler: router" in out
+    monkeypatch.delenv("ONION_TEST_KEY")
+    assert main(["check", str(good)]) == 2
+    assert "server: field 'api_keys[0]': environment variable ONION_TEST_KEY is not set" in capsys.readouterr().err
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.sampled_from(["name", "kind", "models", "base_url", "ttft", "seed", "junk"]), st.integers()))
+def test_no_provider_table_crashes_validation(table: dict) -> None:
+    # Whatever the table holds, the loader answers with a config or a ConfigError, never another exception.
+    try:
+        parse_config({"providers": [table]}, env={})
+    except ConfigError as error:
+        assert "providers[0]" in str(error)

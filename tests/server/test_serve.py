@@ -1,0 +1,179 @@
+"""``onion serve`` as a real process: what it prints, what it serves, how it shuts down."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from onion.testing.upstream import FakeUpstream, Fault
+
+
+class Served:
+    def __init__(self, process: subprocess.Popen[str], banner: list[str]) -> None:
+        self.process = process
+        self.banner = banner
+        line = next(x for x in banner if x.startswith("listening on "))
+        self.url = line.split()[2]
+
+
+def start(args: list[str], env: dict[str, str]) -> Served:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "onion.cli", "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    banner: list[str] = []
+    deadline = time.monotonic() + 30
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        banner.append(line.rstrip("\n"))
+        if line.startswith("try: curl"):
+            break
+    else:
+        process.kill()
+    if not any(x.startswith("try: curl") for x in banner):
+        process.kill()
+        pytest.fail("onion serve did not start:\n" + "\n".join(banner))
+    served = Served(process, banner)
+    for _ in range(200):
+        try:
+            httpx.get(served.url + "/healthz", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    return served
+
+
+# uvicorn re-raises the signal it shut down on, so a clean stop exits by SIGTERM.
+CLEAN_EXIT = (0, -signal.SIGTERM)
+
+
+def stop(served: Served) -> int:
+    if served.process.poll() is None:
+        served.process.send_signal(signal.SIGTERM)
+    return served.process.wait(timeout=20)
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
+        yield fake
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update(extra)
+    return env
+
+
+def test_serve_a_config_file_with_the_openai_client(tmp_path: Path, upstream: FakeUpstream) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""
+[server]
+api_keys = ["env:ONION_KEY_ALICE"]
+
+[[providers]]
+name = "primary"
+kind = "openai"
+base_url = "{upstream.base_url}"
+models = ["gpt-4o"]
+
+[[stack]]
+use = "retry"
+attempts = 3
+base_delay = 0.01
+"""
+    )
+    served = start(["--config", str(config)], clean_env(ONION_KEY_ALICE="alice-key"))
+    try:
+        assert any(f"primary (openai at {upstream.base_url}): gpt-4o" in line for line in served.banner)
+        assert any("Authorization: Bearer" in line for line in served.banner if line.startswith("try: curl"))
+        assert not any("alice-key" in line for line in served.banner)
+        client = openai.OpenAI(base_url=served.url + "/v1", api_key="alice-key", max_retries=0)
+        upstream.push(Fault(status=503))  # the retry layer from the file absorbs it
+        completion = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        assert completion.choices[0].message.content == "You said: hi"
+        stream = client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "a b"}], stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "You said: a b"
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=served.url + "/v1", api_key="nope", max_retries=0).models.list()
+    finally:
+        assert stop(served) in CLEAN_EXIT
+
+
+def test_serve_without_config_runs_the_simulated_default() -> None:
+    served = start([], clean_env())
+    try:
+        assert any("simulated" in line for line in served.banner)
+        body = {"model": "sim-small", "messages": [{"role": "user", "content": "hello"}]}
+        response = httpx.post(served.url + "/v1/chat/completions", json=body, timeout=10)
+        assert response.status_code == 200
+        assert response.json()["choices"][0]["message"]["content"].startswith("Simulated answer to: hello")
+        assert response.headers["x-onion-served-by"] == "simulated"
+    finally:
+        assert stop(served) in CLEAN_EXIT
+
+
+def test_graceful_shutdown_finishes_in_flight_streams(tmp_path: Path, upstream: FakeUpstream) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[[providers]]\nname = "p"\nkind = "openai"\nbase_url = "{upstream.base_url}"\nmodels = ["gpt-4o"]\n'
+    )
+    served = start(["--config", str(config)], clean_env())
+    upstream.push(Fault(chunk_delay=0.05))
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": " ".join(["w"] * 30)}], "stream": True}
+    events: list[str] = []
+
+    def read() -> None:
+        with httpx.stream("POST", served.url + "/v1/chat/completions", json=body, timeout=20) as response:
+            for line in response.iter_lines():
+                if line:
+                    events.append(line)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for _ in range(400):
+        if events:
+            break
+        time.sleep(0.01)
+    served.process.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    assert reader.is_alive()  # the answer is still streaming...
+    with pytest.raises(httpx.TransportError):
+        httpx.get(served.url + "/healthz", timeout=2)  # ...while nothing new is accepted
+    reader.join(timeout=20)
+    assert served.process.wait(timeout=20) in CLEAN_EXIT
+    assert events[-1] == "data: [DONE]"  # the in-flight answer was finished, not cut
+    assert "".join(events).count('"content"') >= 30
+
+
+def test_serve_reports_config_errors(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[[providers]]\nname = "p"\nkind = "openia"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "onion.cli", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    assert result.returncode == 2
+    assert "providers[0]: field 'kind'" in result.stderr
