@@ -130,6 +130,34 @@ class VectorIndex:
         self._keys[row] = key
         self._rows[key] = row
 
+    def add_many(self, keys: list[str], vectors: np.ndarray, scope: str, ttl_seconds: float | None = None) -> None:
+        """``add`` for a batch (one scope): a bulk load, as after a Redis resync.
+
+        New keys that fit without eviction are copied in one vectorized step.
+        """
+        if not keys:
+            return
+        needed = self._high + len(keys)
+        if self._free or needed > self.capacity or any(key in self._rows for key in keys):
+            for key, vector in zip(keys, vectors, strict=True):
+                self.add(key, vector, scope, ttl_seconds)
+            return
+        unit = np.asarray(vectors, dtype=np.float32).reshape(len(keys), self.dim)
+        unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-30)
+        while len(self._keys) < needed:
+            self._grow(min(self.capacity, 2 * len(self._keys)))
+        rows = slice(self._high, needed)
+        now = self.clock.now()
+        sid = self._scope_id(scope)
+        self._vectors[rows] = unit
+        self._scopes[rows] = sid
+        self._scope_sizes[sid] = self._scope_sizes.get(sid, 0) + len(keys)
+        self._expires[rows] = now + ttl_seconds if ttl_seconds is not None else np.inf
+        self._used[rows] = now
+        self._keys[rows] = keys
+        self._rows.update(zip(keys, range(self._high, needed), strict=True))
+        self._high = needed
+
     def search(self, vector: np.ndarray, scope: str) -> Match | None:
         """The most similar live entry in ``scope`` (cosine similarity), or ``None``."""
         sid = self._scope_ids.get(scope)
@@ -292,6 +320,26 @@ class UsearchIndex:
         expires = self.clock.now() + ttl_seconds if ttl_seconds is not None else np.inf
         self._meta[label] = (key, scope, expires)
         self._labels[key] = label
+
+    def add_many(self, keys: list[str], vectors: np.ndarray, scope: str, ttl_seconds: float | None = None) -> None:
+        """``add`` for a batch (one scope), inserted by usearch's own threads."""
+        for key in keys:
+            if key in self._labels:
+                self.delete(key)
+        while self._labels and len(self._labels) + len(keys) > self.capacity:
+            self._remove_label(next(iter(self._meta)))
+            self.evictions += 1
+        keys = keys[-self.capacity :]
+        vectors = vectors[-self.capacity :]
+        first = self._next_label
+        self._next_label += len(keys)
+        unit = np.asarray(vectors, dtype=np.float32)
+        unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-30)
+        self._index.add(np.arange(first, first + len(keys), dtype=np.uint64), unit)
+        expires = self.clock.now() + ttl_seconds if ttl_seconds is not None else np.inf
+        for offset, key in enumerate(keys):
+            self._meta[first + offset] = (key, scope, expires)
+            self._labels[key] = first + offset
 
     def search(self, vector: np.ndarray, scope: str) -> Match | None:
         """The best live candidate in ``scope`` among the ``oversample`` nearest."""

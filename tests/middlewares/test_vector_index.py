@@ -157,3 +157,33 @@ def test_usearch_backend_bounds_capacity_and_expires() -> None:
     clock.advance(11)
     assert ann.search(np.array([1.0, 1, 0, 0]), "s") is None
     assert len(ann) == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    capacity=st.integers(1, 20),
+    first=st.lists(vectors, max_size=8),
+    batch=st.lists(vectors, min_size=1, max_size=12),
+    queries=st.lists(vectors, min_size=1, max_size=5),
+)
+def test_law_add_many_is_the_same_as_adding_one_by_one(capacity: int, first: list, batch: list, queries: list) -> None:
+    bulk, single = VectorIndex(DIM, capacity, initial_rows=2), VectorIndex(DIM, capacity, initial_rows=2)
+    for i, v in enumerate(first):
+        bulk.add(f"f{i}", v, "s")
+        single.add(f"f{i}", v, "s")
+    keys = [f"b{i}" for i in range(len(batch))]
+    bulk.add_many(keys, np.array(batch), "s")
+    for key, v in zip(keys, batch, strict=True):
+        single.add(key, v, "s")
+    assert set(bulk._rows) == set(single._rows) and len(bulk) <= capacity
+    for q in queries:
+        a, b = bulk.search(q, "s"), single.search(q, "s")
+        assert a is not None and b is not None and a.score == pytest.approx(b.score, abs=1e-6)
+
+
+def test_usearch_add_many_respects_capacity() -> None:
+    ann = UsearchIndex(4, capacity=5)
+    ann.add("x", np.array([0, 0, 0, 1.0]), "s")
+    ann.add_many([f"k{i}" for i in range(7)], np.eye(4)[np.arange(7) % 4] + 0.01, "s")
+    assert len(ann) == 5 and "x" not in ann
+    assert ann.search(np.array([0, 0, 1.0, 0]), "s").key in {"k2", "k6"}
