@@ -203,6 +203,7 @@ class RequestLog(Layer):
         if level not in _LEVELS:
             raise ConfigError(f"level must be one of {sorted(_LEVELS)}, not {level!r}")
         self._log = logger if logger is not None else structlog.get_logger("onion.request")
+        self._bound: Any = None
         self.level = level
         self._level_number = _LEVELS[level]
         self.log_content = log_content
@@ -211,8 +212,17 @@ class RequestLog(Layer):
         self.prices = PriceTable.build(prices, prices_file, defaults=default_prices)
         self._now: Callable[[], float] = clock.now if clock is not None else time.perf_counter
 
+    def _logger(self) -> Any:
+        # structlog's default logger is a lazy proxy that rebuilds itself on every call;
+        # bind it once, at the first request (after the application configured logging).
+        log = self._bound
+        if log is None:
+            bind = getattr(self._log, "bind", None)
+            log = self._bound = bind() if bind is not None else self._log
+        return log
+
     def _enabled(self, level: int) -> bool:
-        is_enabled_for = getattr(self._log, "is_enabled_for", None)
+        is_enabled_for = getattr(self._logger(), "is_enabled_for", None)
         return True if is_enabled_for is None else is_enabled_for(level)
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
@@ -276,13 +286,13 @@ class RequestLog(Layer):
         if routine:
             if error is not None:
                 fields["error_type"] = error_type(error)
-            self._log.log(self._level_number, "request", **fields)
+            self._logger().log(self._level_number, "request", **fields)
             return
         fields["error_type"] = error_type(error)
         # The detail is for operators (never shown to users); secrets are masked by the
         # configured processors and again here in case another configuration is used.
         fields["detail"] = _secrets_only(str(error) if isinstance(error, OnionError) else repr(error))
-        self._log.warning("request failed", **fields)
+        self._logger().warning("request failed", **fields)
 
     def _content(self, text: str) -> str:
         text = text[: self.content_max_chars]

@@ -1,0 +1,218 @@
+"""Per-request cost of the observability layers: ``metrics``, ``tracing``, ``logging``.
+
+Each variant is a ``Stack`` around an in-process handler that answers at once (complete,
+or streamed in 8 chunks), so the difference to the bare stack is the layers' own cost.
+Variants run interleaved, min of several repeats. The OpenTelemetry SDK's own per-call
+costs (one histogram point, one counter add, one span) and one structlog JSON line are
+measured separately, to show how much of the layers' cost is the SDK's.
+
+Setup, as in production: metrics on an SDK ``MeterProvider`` (aggregation happens when a
+value is recorded, so the reader type does not matter); spans on an SDK
+``TracerProvider`` with a ``BatchSpanProcessor`` (the request only enqueues the span);
+log lines rendered as JSON to a null stream.
+
+    python benchmarks/observability.py [--calls 20000] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from middlewares.logs import RequestLog, configure_logging
+from middlewares.metrics import Metrics
+from middlewares.tracing import Tracing
+from onion import Chunk, Completion, Message, Request, Response, Stack, Usage
+
+RESULTS = Path(__file__).parent / "results" / "observability.json"
+MESSAGES = [Message("user", "hello")]
+USAGE = Usage(12, 8, 20)
+CHUNKS = 8
+
+
+class DropExporter(SpanExporter):
+    """Accepts spans and drops them: the cost of export stays off the request path anyway."""
+
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+async def complete_handler(request: Request) -> Response:
+    return Response.complete(Completion(content="ok", model="gpt-4o", usage=USAGE), served_by="upstream")
+
+
+async def _chunks() -> AsyncGenerator[Chunk, None]:
+    for index in range(CHUNKS - 1):
+        yield Chunk(content="tok ", model="gpt-4o" if index == 0 else None)
+    yield Chunk(finish_reason="stop", usage=USAGE)
+
+
+async def stream_handler(request: Request) -> Response:
+    return Response.stream(_chunks(), served_by="upstream", model="gpt-4o")
+
+
+async def per_request_us(stack: Stack, stream: bool, calls: int) -> float:
+    messages = MESSAGES
+    start = time.perf_counter()
+    for _ in range(calls):
+        response = await stack(Request(model="gpt-4o", messages=messages, stream=stream))
+        if stream:
+            async for _chunk in response:
+                pass
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def _drop(logger: Any, method: str, event_dict: Any) -> Any:
+    raise structlog.DropEvent
+
+
+def variants(handler: Callable[[Request], Awaitable[Response]]) -> dict[str, Stack]:
+    # As onion's default provider: no exemplars (Prometheus text cannot show them, and with
+    # a span active every histogram point would also store one).
+    meters = MeterProvider(metric_readers=[InMemoryMetricReader()], exemplar_filter=AlwaysOffExemplarFilter())
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(DropExporter(), max_queue_size=1 << 16))
+    metrics = Metrics(meter_provider=meters)
+    tracing = Tracing(tracer_provider=tracer_provider)
+    logs = RequestLog()
+    # The layers' own code: the same three layers on backends that do nothing
+    # (no-op meter and tracer, a log processor that drops the event before rendering).
+    dropped = structlog.wrap_logger(None, processors=[_drop], wrapper_class=structlog.make_filtering_bound_logger(0))
+    own = [RequestLog(logger=dropped), Tracing(), Metrics(meter_provider=NoOpMeterProvider())]
+    return {
+        "bare": Stack([], handler),
+        "metrics": Stack([metrics], handler),
+        "tracing": Stack([tracing], handler),
+        "tracing_noop": Stack([Tracing()], handler),  # no SDK configured: the API's no-op tracer
+        "logging": Stack([logs], handler),
+        "all_three": Stack([logs, tracing, metrics], handler),
+        "all_three_own": Stack(own, handler),
+    }
+
+
+def sdk_costs(calls: int, repeats: int) -> dict[str, float]:
+    """Microseconds per call of the SDK primitives the layers use."""
+    meters = MeterProvider(metric_readers=[InMemoryMetricReader()], exemplar_filter=AlwaysOffExemplarFilter())
+    meter = meters.get_meter("bench")
+    histogram = meter.create_histogram("h", explicit_bucket_boundaries_advisory=[0.01 * 2**i for i in range(14)])
+    counter = meter.create_counter("c")
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.response.model": "gpt-4o",
+        "onion.scope": "gateway",
+    }
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(DropExporter(), max_queue_size=1 << 16))
+    tracer = tracer_provider.get_tracer("bench")
+    log = structlog.get_logger("bench")
+
+    def timed(fn: Callable[[], object]) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            best = min(best, (time.perf_counter() - start) / calls * 1e6)
+        return best
+
+    def span() -> None:
+        tracer.start_span("chat gpt-4o", attributes=attrs).end()
+
+    return {
+        "histogram_record": timed(lambda: histogram.record(0.5, attrs)),
+        "counter_add": timed(lambda: counter.add(1, attrs)),
+        "span_start_end": timed(span),
+        "structlog_json_line": timed(lambda: log.info("request", model="gpt-4o", outcome="ok", latency_ms=1.0)),
+    }
+
+
+async def measure(calls: int, repeats: int) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    for kind, handler, stream in (("complete", complete_handler, False), ("stream", stream_handler, True)):
+        stacks = variants(handler)
+        samples: dict[str, list[float]] = {name: [] for name in stacks}
+        for stack in stacks.values():  # warm up caches and lazy setup
+            await per_request_us(stack, stream, 200)
+        for _ in range(repeats):
+            for name, stack in stacks.items():
+                samples[name].append(await per_request_us(stack, stream, calls))
+        results[kind] = {name: min(values) for name, values in samples.items()}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    # Log lines are rendered in full (JSON, secrets scrubbed) and written to /dev/null.
+    null = open(os.devnull, "w")  # noqa: SIM115 - kept open for the whole run
+    configure_logging(json=True, level="info", stream=null)
+    results = anyio.run(measure, args.calls, args.repeats)
+    sdk = sdk_costs(args.calls, args.repeats)
+    print(f"µs per request (min of {args.repeats} runs of {args.calls:,}); added = variant - bare stack")
+    print(f"{'variant':<14} {'complete':>9} {'added':>8} {'stream(8)':>10} {'added':>8}")
+    rows = []
+    for name in results["complete"]:
+        complete, stream = results["complete"][name], results["stream"][name]
+        added_c, added_s = complete - results["complete"]["bare"], stream - results["stream"]["bare"]
+        rows.append({"variant": name, "complete": complete, "complete_added": added_c, "stream": stream,
+                     "stream_added": added_s})  # fmt: skip
+        print(f"{name:<14} {complete:>9.2f} {added_c:>8.2f} {stream:>10.2f} {added_s:>8.2f}")
+    print("\nOpenTelemetry SDK / structlog primitives, µs per call:")
+    for name, value in sdk.items():
+        print(f"  {name:<22} {value:>6.2f}")
+    together = rows[-2]["complete_added"]
+    own = rows[-1]["complete_added"]
+    # Per complete request: 4 histogram points (duration, 2 x tokens, overhead), 2 counter
+    # adds (requests, cost), 1 span, 1 log line.
+    per_request_sdk = 4 * sdk["histogram_record"] + 2 * sdk["counter_add"]
+    primitives = per_request_sdk + sdk["span_start_end"] + sdk["structlog_json_line"]
+    print(
+        f"\nmetrics + tracing + logging together: {together:.1f} µs per complete request (target < 30 µs);\n"
+        f"the SDK / structlog primitives they call add up to about {primitives:.1f} µs;\n"
+        f"the layers' own code (no-op backends): {own:.1f} µs"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "benchmark": "observability",
+                "python": sys.version.split()[0],
+                "machine": platform.machine(),
+                "calls": args.calls,
+                "repeats": args.repeats,
+                "stream_chunks": CHUNKS,
+                "rows": rows,
+                "sdk_primitives_us": sdk,
+                "all_three_added_us": together,
+                "all_three_own_code_us": own,
+                "sdk_primitives_per_request_us": primitives,
+                "target_us": 30,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {RESULTS}")
+    null.close()
+
+
+if __name__ == "__main__":
+    main()
