@@ -110,3 +110,13 @@ def test_jsonl_round_trip(cases: list[Case]) -> None:
     """Law: a case written as one JSON line reads back equal."""
     text = "\n".join(msgspec.json.encode(c).decode() for c in cases)
     assert parse_cases(text) == cases
+
+
+def test_the_example_case_files_load() -> None:
+    from pathlib import Path
+
+    folder = Path(__file__).parent / "cases"
+    jsonl, toml = load_cases(folder / "example.jsonl"), load_cases(folder / "example.toml")
+    assert [c.id for c in jsonl] == ["capital", "json-city", "haiku"]
+    assert jsonl[2].sample_count(1) == 5
+    assert [c.id for c in toml] == ["capital", "no-secrets"]

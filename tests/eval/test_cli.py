@@ -137,3 +137,45 @@ def test_config_mode_runs_the_gateway_stack_in_process(cases_file, tmp_path, mon
         sent = len(upstream.requests)
     assert "2/2 cases passed" in capsys.readouterr().out
     assert sent == 4
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_url_mode_against_the_onion_gateway(cases_file, tmp_path, capsys, stream) -> None:
+    """End to end: onion eval -> onion's own gateway (real HTTP) -> its stack -> fake upstream."""
+    from onion.config import build_gateway, parse_config
+    from onion.server import create_app
+    from onion.testing.upstream import ThreadedServer
+
+    replies = {"capital of France?": "Paris", "count to three": "1 2 3"}
+    with FakeUpstream(reply=lambda body: replies[body["messages"][-1]["content"]]) as upstream:
+        config = {
+            "providers": [{"name": "up", "kind": "openai", "base_url": upstream.base_url, "models": ["gpt-4o"]}],
+            "stack": [{"use": "exact_cache"}],
+        }
+        gateway = build_gateway(parse_config(config, env={}))
+        with ThreadedServer(create_app(gateway), lifespan="on") as server:
+            report = tmp_path / "r.json"
+            args = [str(cases_file), "--url", server.url, "--model", "gpt-4o", "--report", str(report)]
+            assert main([*args, "--stream"] if stream else args) == 0
+            assert main([*args, "--stream"] if stream else args) == 0  # answered by the gateway's cache
+        sent = len(upstream.requests)
+    assert sent == 2
+    served = {sample.served_by for case in load_report(report).cases for sample in case.samples}
+    assert served == {"exact_cache"}
+    assert "2/2 cases passed" in capsys.readouterr().out
+
+
+def test_python_dash_m_onion_eval_runs(cases_file, handler_module, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    args = [sys.executable, "-m", "onion.eval", str(cases_file), "--handler", handler_module, "--model", "m"]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "2/2 cases passed" in done.stdout
+    failing = subprocess.run(
+        [*args, "--min-pass-rate", "1.0", "--tag", "nope"], capture_output=True, text=True, env=env
+    )
+    assert failing.returncode == 2 and "no cases to run" in failing.stderr

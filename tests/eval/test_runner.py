@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onion import Message, RateLimited, Request, Response, Stack
 from onion.eval import GatewayTarget, handler_target, parse_cases, run_eval
@@ -162,3 +164,15 @@ async def test_an_unreachable_gateway_fails_samples_without_the_url() -> None:
     async with GatewayTarget(f"http://127.0.0.1:{port}/v1") as gateway:
         report = await run_eval(CASES[:1], gateway, model="gpt-4o")
     assert report.cases[0].samples[0].error == "ConnectError: the gateway could not be reached"
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=12), st.integers(1, 5))
+async def test_pass_rate_is_the_share_of_passing_answers(outcomes: list[bool], concurrency: int) -> None:
+    """Law: a case's pass rate is exactly the share of its samples whose answer passes,
+    whatever the concurrency and the order answers arrive in."""
+    (case,) = parse_cases(f'{{"id": "p", "input": "q", "expect": ["yes"], "samples": {len(outcomes)}}}')
+    provider = ScriptedProvider([Reply("yes" if ok else "no") for ok in outcomes])
+    report = await run_eval([case], handler_target(provider), model="m", concurrency=concurrency)
+    assert report.cases[0].pass_rate == pytest.approx(sum(outcomes) / len(outcomes))
+    assert report.totals.samples == provider.calls == len(outcomes)
