@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -375,3 +378,53 @@ async def test_prometheus_text_parses_and_counts_this_traffic() -> None:
     families = {family.name for family in text_string_to_metric_families(render_prometheus()[0].decode())}
     assert "gen_ai_client_operation_duration_seconds" in families
     assert "gen_ai_client_token_usage" in families
+
+
+async def test_gateway_over_http_scrapes_metrics_matching_the_answers() -> None:
+    """The real server and provider over sockets: /metrics counts what the client got."""
+    from onion.config import build_gateway, parse_config
+    from onion.server import create_app
+    from onion.testing.upstream import FakeUpstream, ThreadedServer
+
+    scope = f"http-test-{os.urandom(4).hex()}"  # the default provider is shared by the process
+
+    def scraped(body: bytes) -> dict[str, float]:
+        values: dict[str, float] = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                if sample.labels.get("onion_scope") != scope:
+                    continue
+                key = sample.name + "|" + sample.labels.get("gen_ai_token_type", "")
+                values[key] = values.get(key, 0.0) + sample.value
+        return values
+
+    async with FakeUpstream() as upstream:
+        config = parse_config(
+            {
+                "providers": [{"name": "primary", "kind": "openai", "base_url": upstream.base_url, "models": ["m"]}],
+                "stack": [{"use": "metrics", "scope": scope, "provider": "fake"}],
+            }
+        )
+        app = create_app(build_gateway(config), metrics_renderer=render_prometheus)
+        async with ThreadedServer(app, lifespan="on") as server, httpx.AsyncClient(base_url=server.url) as http:
+            hello = [{"role": "user", "content": "hello metrics"}]
+            answer = await http.post("/v1/chat/completions", json={"model": "m", "messages": hello})
+            assert answer.status_code == 200
+            assert float(answer.headers[OVERHEAD_HEADER]) >= 0
+            usage = answer.json()["usage"]
+            body = {"model": "m", "messages": hello, "stream": True, "stream_options": {"include_usage": True}}
+            async with http.stream("POST", "/v1/chat/completions", json=body) as streamed:
+                assert float(streamed.headers[OVERHEAD_HEADER]) >= 0
+                events = [line async for line in streamed.aiter_lines() if line.startswith("data: {")]
+            stream_usage = json.loads(events[-1][6:])["usage"]
+            scrape = await http.get("/metrics")
+    assert scrape.status_code == 200
+    metrics = scraped(scrape.content)
+    assert metrics["onion_requests_total|"] == 2
+    assert metrics["gen_ai_client_operation_duration_seconds_count|"] == 2
+    assert metrics["gen_ai_client_operation_time_to_first_chunk_seconds_count|"] == 1
+    assert metrics["gen_ai_client_token_usage_sum|input"] == usage["prompt_tokens"] + stream_usage["prompt_tokens"]
+    assert (
+        metrics["gen_ai_client_token_usage_sum|output"]
+        == usage["completion_tokens"] + stream_usage["completion_tokens"]
+    )
