@@ -26,6 +26,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Literal
 
 import msgspec
+import structlog
 
 from onion import (
     CallNext,
@@ -42,6 +43,8 @@ from onion import (
 )
 
 __all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "State"]
+
+_log = structlog.get_logger("onion.circuit_breaker")
 
 State = Literal["closed", "open", "half_open"]
 
@@ -222,7 +225,11 @@ class CircuitBreaker(Layer):
 
     def _move(self, model: str, circuit: _Circuit, new: State) -> None:
         old, circuit.state = circuit.state, new
-        if old != new and self.on_transition is not None:
+        if old == new:
+            return
+        # Transitions are rare and operators want them: opening is a warning.
+        (_log.warning if new == "open" else _log.info)("circuit state changed", model=model, old=old, new=new)
+        if self.on_transition is not None:
             self.on_transition(model, old, new)
 
     async def _watch(

@@ -83,14 +83,34 @@ class _Log:
 
 
 class MemoryBackend:
-    """The in-process backend (the default): exact, no I/O."""
+    """The in-process backend (the default): exact, no I/O.
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    Windows of callers that went quiet are dropped by a sweep every ``sweep_every``
+    acquisitions, so memory follows the active callers, not every caller ever seen.
+    """
+
+    def __init__(self, clock: Clock | None = None, *, sweep_every: int = 4096) -> None:
         self.clock = clock or system_clock
         self._logs: dict[str, _Log] = {}
+        self._sweep_every = sweep_every
+        self._until_sweep = sweep_every
+
+    def __len__(self) -> int:
+        return len(self._logs)
+
+    def _sweep(self, horizon: float) -> None:
+        for key in list(self._logs):
+            log = self._logs[key]
+            log.prune(horizon)
+            if not log.entries:
+                del self._logs[key]
 
     async def acquire(self, limits: list[tuple[str, int, int]], member: str, window: float) -> tuple[float, int]:
         now = self.clock.now()
+        self._until_sweep -= 1
+        if self._until_sweep <= 0:
+            self._until_sweep = self._sweep_every
+            self._sweep(now - window)
         logs = []
         wait, refused = 0.0, -1
         for index, (key, limit, cost) in enumerate(limits):
@@ -271,7 +291,7 @@ class RateLimit(Layer):
             if not redis_url:
                 raise ValueError("backend 'redis' needs redis_url")
             store = RedisBackend(redis_url)
-        self.store: RateBackend = store or MemoryBackend(clock)
+        self.store: RateBackend = store if store is not None else MemoryBackend(clock)
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
         self.per = per
@@ -286,6 +306,12 @@ class RateLimit(Layer):
             per=per,
             on_backend_down="admit (fail open)" if fail_open else "reject (fail closed)",
         )
+
+    async def aclose(self) -> None:
+        """Release the backend's connections (the Redis pool), if it has any."""
+        close = getattr(self.store, "aclose", None)
+        if close is not None:
+            await close()
 
     def _key(self, request: Request) -> str:
         if self.per == "global":

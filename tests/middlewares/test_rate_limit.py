@@ -200,3 +200,16 @@ async def test_redis_unreachable_fails_closed_or_open_as_configured() -> None:
 def test_redis_backend_keys_share_one_cluster_slot() -> None:
     keys = RedisBackend._keys("onion:rl:caller:alice:req")
     assert len({k[: k.index("}") + 1] for k in keys}) == 1
+
+
+async def test_memory_forgets_callers_whose_window_expired() -> None:
+    clock = FakeClock(0.0)
+    store = MemoryBackend(clock, sweep_every=4)
+    stack = Stack([RateLimit(requests_per_minute=5, store=store)], ScriptedProvider())
+    for i in range(30):
+        await stack(_request(f"caller-{i}"))
+    assert len(store) >= 20
+    clock.advance(61)
+    for _ in range(5):  # a sweep falls among these calls
+        await stack(_request("regular"))
+    assert len(store) == 1
