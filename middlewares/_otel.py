@@ -27,17 +27,17 @@ from opentelemetry.sdk.trace import TracerProvider
 from onion import GuardrailViolation, OnionError, ProviderError, RateLimited, Timeout
 
 __all__ = [
-    "CHUNK_BUCKETS",
     "CANCELLED",
+    "CHUNK_BUCKETS",
     "DURATION_BUCKETS",
     "OVERHEAD_BUCKETS",
     "SCOPE",
     "TOKEN_BUCKETS",
     "configure_otel",
-    "error_type",
-    "outcome",
     "default_meter_provider",
     "default_tracer_provider",
+    "error_type",
+    "outcome",
     "render_prometheus",
 ]
 

@@ -271,6 +271,8 @@ class RequestLog(Layer):
         }
         if model and model != request.model:
             fields["response_model"] = model
+        if response is not None and response.attrs.get("fallback"):
+            fields["fallback"] = response.attrs["fallback"]
         if first_chunk is not None:
             fields["ttfc_ms"] = round(first_chunk * 1000, 3)
         if usage is not None:

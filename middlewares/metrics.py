@@ -16,7 +16,9 @@ Recorded per request, exactly once (at the end of the stream for a streamed answ
   ``gen_ai.operation.name`` (``chat``), ``gen_ai.provider.name``,
   ``gen_ai.request.model``, ``gen_ai.response.model``, ``error.type``.
 - ``onion.requests``: by ``onion.outcome`` (ok, blocked, rate_limited, timeout, error,
-  cancelled) and ``onion.served_by`` (the layer or provider that answered).
+  cancelled) and ``onion.served_by`` (the layer or provider that answered: a cache, a
+  guard, the upstream); ``onion.fallback = true`` marks answers from a later model of a
+  fallback chain.
 - ``onion.cost``: estimated dollars by model, from ``middlewares.prices``; a model with
   no price is counted in ``onion.cost.unpriced`` instead, never guessed. Answers served
   from a cache cost nothing and use no tokens, so they add to neither.
@@ -191,15 +193,15 @@ class Metrics(Layer):
             attrs["error.type"] = error_type(error)
         self._duration.record(elapsed, attrs)
         served_by = response.served_by if response is not None else "none"
-        self._requests.add(
-            1,
-            {
-                "onion.outcome": outcome(error),
-                "onion.served_by": served_by,
-                "gen_ai.request.model": request.model,
-                "onion.scope": self.scope,
-            },
-        )
+        request_attrs = {
+            "onion.outcome": outcome(error),
+            "onion.served_by": served_by,
+            "gen_ai.request.model": request.model,
+            "onion.scope": self.scope,
+        }
+        if response is not None and response.attrs.get("fallback"):
+            request_attrs["onion.fallback"] = True  # answered by a later model of a fallback chain
+        self._requests.add(1, request_attrs)
         self._overhead.record(overhead, {"onion.served_by": served_by, "onion.scope": self.scope})
         if usage is not None and _billable(response):
             self._count_usage(attrs, usage, model or request.model)

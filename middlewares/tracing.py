@@ -240,6 +240,9 @@ class Tracing(Layer):
         provider = response.attrs.get("provider")
         if provider:
             attrs["gen_ai.provider.name"] = provider
+        fallback = response.attrs.get("fallback")
+        if fallback:
+            attrs["onion.fallback"] = fallback
         if completion is not None:
             model = response.model or completion.model
             if model:

@@ -269,3 +269,15 @@ async def test_law_exactly_one_line_per_request(kinds: list[str]) -> None:
                     await response.result()
     expected = {"ok": "ok", "stream": "ok", "fail": "error", "cut": "error", "close": "cancelled"}
     assert [line["outcome"] for line in lines()] == [expected[kind] for kind in kinds]
+
+
+async def test_fallback_warning_and_request_line_name_the_model_that_answered() -> None:
+    from middlewares.fallback import Fallback
+
+    scripted = ScriptedProvider([Fail(ProviderError("down", upstream_status=503)), Reply("ok")])
+    with captured() as lines:
+        await Stack([RequestLog(), Fallback(["gpt-4o", "gpt-4o-mini"])], scripted)(ask("gpt-4o"))
+    warning, request = lines()
+    assert (warning["level"], warning["fallback_model"]) == ("warning", "gpt-4o-mini")
+    assert request["event"] == "request"
+    assert request["fallback"] == request["response_model"] == "gpt-4o-mini"

@@ -235,3 +235,48 @@ async def test_law_one_finished_root_span_per_request(calls: list[tuple[bool, bo
     assert len(spans) == len(calls)
     assert [s.attributes["onion.outcome"] for s in spans] == ["error" if f else "ok" for _, f in calls]
     assert len({s.context.trace_id for s in spans}) == len(calls)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_real_fallback_and_retry_show_every_attempt_and_count_once_outside(stream: bool) -> None:
+    """With the built-in fallback and retry: outermost metrics/log count one request,
+    the innermost attempt spans and metrics see each upstream call with its model."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from middlewares.fallback import Fallback
+    from middlewares.metrics import Metrics
+    from middlewares.retry import Retry
+
+    exporter, provider = new_exporter()
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    down = ProviderError("down", upstream_status=503, retryable=True)
+    scripted = ScriptedProvider([Fail(down), Fail(down), Reply("fine", usage=Usage(4, 1, 5))])
+    stack = Stack(
+        [
+            Tracing(tracer_provider=provider),
+            Metrics(meter_provider=meters, scope="gateway"),
+            Fallback(["gpt-4o", "gpt-4o-mini"]),
+            Retry(attempts=2, base_delay=0.0, max_delay=0.0),
+            Metrics(meter_provider=meters, scope="upstream"),
+            Tracing(tracer_provider=provider, kind="attempt"),
+        ],
+        scripted,
+    )
+    await (await stack(ask("gpt-4o", stream=stream))).result()
+    spans = exporter.get_finished_spans()
+    [root] = by_name(spans, "onion chat")
+    attempts = sorted(by_name(spans, "chat "), key=lambda s: s.attributes["onion.attempt"])
+    assert [a.attributes["gen_ai.request.model"] for a in attempts] == ["gpt-4o", "gpt-4o", "gpt-4o-mini"]
+    assert [a.attributes.get("error.type") for a in attempts] == ["503", "503", None]
+    assert root.attributes["onion.fallback"] == "gpt-4o-mini"
+    requests: dict[tuple[str, str], float] = {}
+    for data in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics:
+        if data.name == "onion.requests":
+            for point in data.data.data_points:
+                key = (point.attributes["onion.scope"], point.attributes["onion.outcome"])
+                requests[key] = requests.get(key, 0) + point.value
+                if point.attributes["onion.scope"] == "gateway":
+                    assert point.attributes["onion.fallback"] is True
+    assert requests == {("gateway", "ok"): 1, ("upstream", "error"): 2, ("upstream", "ok"): 1}
