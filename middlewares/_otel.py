@@ -97,18 +97,17 @@ def _resource(service_name: str) -> Resource:
     return Resource.create({"service.name": service_name})
 
 
-def _prometheus_reader() -> Any:
-    """A Prometheus reader on onion's own registry, or ``None`` without the exporter."""
-    global _prometheus_registry
+def _prometheus_reader() -> tuple[Any, Any]:
+    """A Prometheus reader on a registry of its own, or ``(None, None)`` without the exporter."""
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from prometheus_client import CollectorRegistry
     except ImportError:
-        return None
+        return None, None
     # A private registry: the gateway's /metrics shows onion's metrics, and tests or
     # host applications that use prometheus_client's global registry are not disturbed.
-    _prometheus_registry = CollectorRegistry(auto_describe=True)
-    return PrometheusMetricReader(registry=_prometheus_registry)
+    registry = CollectorRegistry(auto_describe=True)
+    return PrometheusMetricReader(registry=registry), registry
 
 
 def _otlp_metric_reader(endpoint: str | None, interval_seconds: float) -> Any:
@@ -149,18 +148,20 @@ def configure_otel(
     endpoints default to the ``OTEL_EXPORTER_OTLP_*`` environment variables). Call it once
     at startup, before the first request; layers built earlier keep their providers.
     """
-    global _meter_provider, _tracer_provider
+    global _meter_provider, _tracer_provider, _prometheus_registry
     readers = []
-    if prometheus and (reader := _prometheus_reader()) is not None:
+    reader, registry = _prometheus_reader() if prometheus else (None, None)
+    if reader is not None:
         readers.append(reader)
     if otlp:
         readers.append(_otlp_metric_reader(otlp_metrics_endpoint, export_interval_seconds))
-    meter_provider = _meter_provider_with(readers, service_name)
     tracer_provider = TracerProvider(resource=_resource(service_name))
     if otlp:
         tracer_provider.add_span_processor(_otlp_span_processor(otlp_traces_endpoint))
+    # Only now, with every part built, replace the defaults (a failure above changes nothing).
+    meter_provider = _meter_provider_with(readers, service_name)
     with _lock:
-        _meter_provider, _tracer_provider = meter_provider, tracer_provider
+        _meter_provider, _tracer_provider, _prometheus_registry = meter_provider, tracer_provider, registry
     return meter_provider, tracer_provider
 
 
@@ -174,8 +175,8 @@ def default_meter_provider() -> Any:
 
 
 def _set_default_meter_provider() -> None:
-    global _meter_provider
-    reader = _prometheus_reader()
+    global _meter_provider, _prometheus_registry
+    reader, _prometheus_registry = _prometheus_reader()
     _meter_provider = _meter_provider_with([reader] if reader else [], "onion")
 
 

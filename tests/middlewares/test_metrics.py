@@ -428,3 +428,30 @@ async def test_gateway_over_http_scrapes_metrics_matching_the_answers() -> None:
         metrics["gen_ai_client_token_usage_sum|output"]
         == usage["completion_tokens"] + stream_usage["completion_tokens"]
     )
+
+
+def test_configure_otel_replaces_the_defaults_only_when_everything_was_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    from middlewares import _otel
+
+    for name in ("_meter_provider", "_tracer_provider", "_prometheus_registry"):
+        monkeypatch.setattr(_otel, name, getattr(_otel, name))  # restored after the test
+    before = _otel.default_meter_provider()
+    try:
+        import opentelemetry.exporter.otlp.proto.http  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="opentelemetry-exporter-otlp-proto-http"):
+            _otel.configure_otel(otlp=True)
+        assert _otel.default_meter_provider() is before
+    meters, tracers = _otel.configure_otel(service_name="onion-test")
+    assert _otel.default_meter_provider() is meters and _otel.default_tracer_provider() is tracers
+    layer = Metrics(scope="configured")
+    layer._requests.add(1, {"onion.scope": "configured"})
+    body = render_prometheus()[0].decode()
+    samples = [
+        sample
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == "onion_requests_total"
+    ]
+    assert [s.labels["onion_scope"] for s in samples] == ["configured"]  # a fresh provider, only this layer
+    assert 'service_name="onion-test"' in body

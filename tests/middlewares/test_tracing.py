@@ -280,3 +280,15 @@ async def test_real_fallback_and_retry_show_every_attempt_and_count_once_outside
                 if point.attributes["onion.scope"] == "gateway":
                     assert point.attributes["onion.fallback"] is True
     assert requests == {("gateway", "ok"): 1, ("upstream", "error"): 2, ("upstream", "ok"): 1}
+
+
+def test_built_from_config_by_short_name() -> None:
+    from onion import ConfigError
+
+    stack = Stack.from_config(
+        [{"use": "tracing"}, {"use": "logging", "log_content": True}, {"use": "tracing", "kind": "attempt"}],
+        ScriptedProvider(),
+    )
+    assert [info.name for info in stack.infos] == ["tracing", "logging", "tracing.attempt"]
+    with pytest.raises(ConfigError, match="kind"):
+        Stack.from_config([{"use": "tracing", "kind": "sometimes"}], ScriptedProvider())
