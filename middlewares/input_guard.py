@@ -38,13 +38,6 @@ __all__ = ["INJECTION_PATTERNS", "InputGuard", "Outcome", "Rule", "RuleSpec"]
 Outcome = Literal["block", "flag", "sanitise"]
 
 
-def _ja(phrase: str) -> str:
-    # Japanese has no spaces between words, so an attacker's inserted space would
-    # survive normalisation; allow an optional space between any two characters.
-    # The phrase is a tiny regex: letters, groups and alternatives only (no spaces).
-    return " ?".join(re.escape(c) if c not in "()|?" else c for c in phrase)
-
-
 _EN_OBJECT = r"(?:instructions?|prompts?|rules|directions|guidelines|context|messages?|commands?|constraints)"
 _EN_BEFORE = (
     r"(?:previous|prior|above|earlier|preceding|foregoing|initial|original|system|all|any|the|your|those|these)"
@@ -60,18 +53,34 @@ INJECTION_PATTERNS: dict[str, str] = {
     "jailbreak_persona": r"\b(?:you are now|act as|pretend to be|roleplay as)\b(?: an?)? "
     r"(?:dan|jailbroken|unrestricted|unfiltered|developer mode)\b|\bdeveloper mode (?:enabled|on)\b",
     # Japanese: "ignore the system prompt", "ignore the previous instructions", "ignore
-    # the rules", "forget the settings", written with or without particles.
-    "ja_system_prompt": _ja("(システム|system)(プロンプト|メッセージ|指示|設定)")
-    + ".{0,12}?"
-    + _ja("(無視|忘れ|わすれ|むし|教えて|表示|出力)"),
-    "ja_previous": _ja("(以前|前|これまで|今まで|上記|上|最初|元|先)(の)?(指示|命令|指令|ルール|設定|制約|プロンプト)")
-    + ".{0,8}?"
-    + _ja("(無視|忘れ|わすれ|むし|取り消)"),
-    "ja_rules": _ja("(ルール|規則|制限|制約|ガイドライン|ポリシー)")
-    + " ?.{0,4}?"
-    + _ja("(無視|忘れ|わすれ|むし|解除|破っ|やぶっ)"),
+    # the rules", "forget the settings", written with or without particles. Matched
+    # against the text with every space removed (see ``_COMPACT``).
+    "ja_system_prompt": "(?:システム|system)(?:プロンプト|メッセージ|指示|設定).{0,12}?"
+    "(?:無視|忘れ|わすれ|むし|教えて|表示|出力)",
+    "ja_previous": "(?:以前|前|これまで|今まで|上記|上|最初|元|先)の?(?:指示|命令|指令|ルール|設定|制約|プロンプト)"
+    ".{0,8}?(?:無視|忘れ|わすれ|むし|取り消)",
+    "ja_rules": "(?:ルール|規則|制限|制約|ガイドライン|ポリシー).{0,4}?(?:無視|忘れ|わすれ|むし|解除|破っ|やぶっ)",
 }
 """Prompt-injection phrases (regex over normalised text) by name."""
+
+# Japanese has no spaces between words, so a space an attacker puts inside a word
+# survives normalisation; these phrases are matched against the text without spaces.
+_COMPACT = frozenset({"ja_system_prompt", "ja_previous", "ja_rules"})
+
+_JA_VERBS = ("無", "忘", "わ", "む", "教", "表", "出", "取", "解", "破", "や")
+# Per phrase, groups of literal anchors: the phrase can only match if every group has a
+# member in the text. ``in`` runs at C speed, so ordinary text skips the regexes (the
+# Japanese ones, with optional spaces between characters, are the slow ones). Japanese
+# anchors are single characters because a space may sit inside any word.
+_ANCHORS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "ignore_previous": (("ignore", "disregard", "forget", "skip", "override", "bypass"),),
+    "new_instructions": (("from now on", "starting now"),),
+    "reveal_system_prompt": (("system", "instructions", "developer message"),),
+    "jailbreak_persona": (("you are now", "act as", "pretend", "roleplay", "developer mode"),),
+    "ja_system_prompt": (("シ", "system"), ("プ", "メ", "指", "設"), _JA_VERBS),
+    "ja_previous": (("指", "命", "ル", "設", "制", "プ"), _JA_VERBS),
+    "ja_rules": (("ル", "規", "制", "ガ", "ポ"), _JA_VERBS),
+}
 
 
 class RuleSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -182,7 +191,10 @@ class InputGuard(Layer):
         self.strip_control = strip_control
         injection_outcome: Outcome | None = "block" if injection is True else (injection or None)
         self.injection_outcome = injection_outcome
-        self._injection = re.compile("|".join(f"(?P<{n}>{p})" for n, p in INJECTION_PATTERNS.items()))
+        self._injection = tuple(
+            (name, _ANCHORS.get(name, ()), re.compile(pattern), name in _COMPACT)
+            for name, pattern in INJECTION_PATTERNS.items()
+        )
         self.rules: tuple[Rule, ...] = tuple(self._user_rule(r) for r in rules)
 
     @staticmethod
@@ -230,10 +242,10 @@ class InputGuard(Layer):
             raw = texts[position]
             norm = normalize(raw)
             if self.injection_outcome is not None:
-                found = self._injection.search(norm)
+                found = _injection(self._injection, norm)
                 if found is not None:
                     if self.injection_outcome == "block":
-                        raise self._violation("injection", f"message {i}: injection phrase {found.lastgroup}")
+                        raise self._violation("injection", f"message {i}: injection phrase {found}")
                     flags.append("injection")
             for rule in self.rules:
                 if not rule.matches(raw, norm):
@@ -254,6 +266,22 @@ class InputGuard(Layer):
             record = request.context.state.setdefault("input_guard", {"flags": []})
             record["flags"].extend(f for f in dict.fromkeys(flags) if f not in record["flags"])
         return await call_next(checked)
+
+
+_Phrase = tuple[str, tuple[tuple[str, ...], ...], re.Pattern[str], bool]
+
+
+def _injection(phrases: tuple[_Phrase, ...], norm: str) -> str | None:
+    """The name of the first injection phrase in ``norm``, or ``None``."""
+    compact = None
+    for name, anchors, pattern, spaceless in phrases:
+        if not all(any(a in norm for a in group) for group in anchors):
+            continue
+        if spaceless and compact is None:
+            compact = norm.replace(" ", "")
+        if pattern.search(compact if spaceless and compact is not None else norm) is not None:
+            return name
+    return None
 
 
 def _text(message: Message) -> str:

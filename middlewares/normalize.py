@@ -82,6 +82,29 @@ _UPPER_HOMOGLYPHS = dict(zip("АВСЕНІЈКМОРЅТХУΑΒΕΖΗΙΚΜΝΟ
 
 _HOMOGLYPH_TABLE = str.maketrans(HOMOGLYPHS)
 _UPPER_TABLE = str.maketrans(_UPPER_HOMOGLYPHS)
+# str.translate with a dict looks up every character in Python; a character class
+# scans in C, so the tables only run on text that has something to change.
+
+
+def _char_class(codepoints: list[int]) -> re.Pattern[str]:
+    # Consecutive code points become ranges: the regex engine tests a handful of ranges
+    # per character instead of hundreds of single characters.
+    parts: list[str] = []
+    ordered = sorted(codepoints)
+    start = previous = ordered[0]
+    for cp in [*ordered[1:], -1]:
+        if cp == previous + 1:
+            previous = cp
+            continue
+        parts.append(
+            re.escape(chr(start)) if start == previous else f"{re.escape(chr(start))}-{re.escape(chr(previous))}"
+        )
+        start = previous = cp
+    return re.compile("[" + "".join(parts) + "]")
+
+
+_INVISIBLE_RE = _char_class(list(_INVISIBLE))
+_HOMOGLYPH_RE = _char_class([ord(c) for c in {*HOMOGLYPHS, *_UPPER_HOMOGLYPHS}])
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -91,12 +114,17 @@ def normalize(text: str) -> str:
         # Fast path for the common case: no format characters, no width forms, no
         # homoglyphs; only ASCII controls, case and whitespace remain to fix.
         if not text.isprintable():
-            text = text.translate(_INVISIBLE)
+            text = _INVISIBLE_RE.sub("", text)
         return _WHITESPACE.sub(" ", text.lower()).strip()
-    text = unicodedata.normalize("NFKC", text.translate(_INVISIBLE)).translate(_UPPER_TABLE)
+    text = unicodedata.normalize("NFKC", _INVISIBLE_RE.sub("", text))
+    homoglyphs = _HOMOGLYPH_RE.search(text) is not None
+    if homoglyphs:
+        text = text.translate(_UPPER_TABLE)
     # NFKC can produce new format characters (rare) and casefold can produce forms
     # NFKC would change again ("ǰ"), so the cheap steps run once more on the result.
-    text = unicodedata.normalize("NFKC", text.casefold()).translate(_INVISIBLE).translate(_HOMOGLYPH_TABLE)
+    text = _INVISIBLE_RE.sub("", unicodedata.normalize("NFKC", text.casefold()))
+    if homoglyphs or _HOMOGLYPH_RE.search(text) is not None:
+        text = text.translate(_HOMOGLYPH_TABLE)
     return _WHITESPACE.sub(" ", text).strip()
 
 
@@ -108,4 +136,4 @@ def strip_control(text: str) -> str:
     """
     if text.isascii() and text.isprintable():
         return text
-    return text.translate(_INVISIBLE)
+    return _INVISIBLE_RE.sub("", text)
