@@ -31,7 +31,7 @@ import msgspec
 from onion import CallNext, ConfigError, GuardrailViolation, Layer, Message, Order, Request, Response
 
 from .normalize import normalize, strip_control
-from .tokens import EstimateCounter, TokenCounter
+from .tokens import EstimateCounter, TokenCounter, counter_named
 
 __all__ = ["INJECTION_PATTERNS", "InputGuard", "Outcome", "Rule", "RuleSpec"]
 
@@ -165,7 +165,9 @@ class InputGuard(Layer):
     phrases (``True``/``"block"``, ``"flag"``, or ``False``); ``rules`` adds user rules
     (``Rule`` objects or ``{name, pattern|check, outcome}`` tables);
     ``check_tool_results`` also checks ``tool`` messages (text a tool fetched can carry
-    an injection too); ``strip_control`` sanitises control and zero-width characters.
+    an injection too); ``strip_control`` sanitises control and zero-width characters;
+    ``counter`` counts tokens for ``max_tokens`` (a tokenizer name or a
+    ``TokenCounter``; default: the fast estimate).
     """
 
     name = "input_guard"
@@ -182,11 +184,13 @@ class InputGuard(Layer):
         rules: Sequence[Any] = (),
         check_tool_results: bool = False,
         strip_control: bool = True,
-        counter: TokenCounter | None = None,
+        counter: str | TokenCounter | None = None,
     ) -> None:
         self.max_chars = max_chars
         self.max_tokens = max_tokens
-        self.counter: TokenCounter = counter or EstimateCounter()
+        self.counter: TokenCounter = (
+            counter_named(counter) if isinstance(counter, str) else counter or EstimateCounter()
+        )
         self.roles = frozenset({"user", "tool", "function"} if check_tool_results else {"user"})
         self.strip_control = strip_control
         injection_outcome: Outcome | None = "block" if injection is True else (injection or None)

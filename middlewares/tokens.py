@@ -138,11 +138,18 @@ _BY_PREFIX: dict[str, str | TokenCounter] = {
 }
 
 
+_ENCODINGS = frozenset({"o200k_base", "cl100k_base", "p50k_base", "r50k_base"})
+
+
 def counter_named(name: str) -> TokenCounter:
-    """The counter called ``name``: ``"estimate"`` or a BPE encoding name, one shared
-    instance per name."""
+    """The counter called ``name``: ``"estimate"`` or a BPE encoding name
+    (``o200k_base``, ``cl100k_base``, ``p50k_base``, ``r50k_base``), one shared instance
+    per name. Raises ``ValueError`` for any other name."""
     counter = _NAMED.get(name)
     if counter is None:
+        if name not in _ENCODINGS:
+            known = ", ".join(sorted({"estimate", *_ENCODINGS}))
+            raise ValueError(f"unknown token counter {name!r}; expected one of {known}")
         counter = _NAMED[name] = BpeCounter(name)
     return counter
 

@@ -59,15 +59,8 @@ def _prefix_lookup(table: dict[str, Any], model: str) -> Any:
     return table[best] if best else None
 
 
-_COUNTER_NAMES = frozenset({"estimate", "o200k_base", "cl100k_base", "p50k_base", "r50k_base"})
-
-
 def _counter(spec: str | TokenCounter) -> TokenCounter:
-    if not isinstance(spec, str):
-        return spec
-    if spec not in _COUNTER_NAMES:
-        raise ValueError(f"unknown counter {spec!r}; expected one of {', '.join(sorted(_COUNTER_NAMES))}")
-    return counter_named(spec)
+    return counter_named(spec) if isinstance(spec, str) else spec
 
 
 def message_units(messages: Sequence[Message], end: int) -> list[list[int]]:

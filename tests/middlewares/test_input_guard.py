@@ -123,12 +123,16 @@ def test_rules_run_in_order_and_the_first_broken_one_is_named() -> None:
     assert caught.value.rule == "no-sql"
 
 
-def test_max_tokens_uses_the_estimate() -> None:
+def test_max_tokens_uses_the_estimate_or_a_named_tokenizer() -> None:
     guard = InputGuard(max_tokens=10)
     guard.check(request("a" * 40))
     with pytest.raises(GuardrailViolation) as caught:
         guard.check(request("a" * 44))
     assert caught.value.rule == "max_tokens"
+    exact = InputGuard(max_tokens=10, counter="o200k_base")
+    exact.check(request(" hello" * 10))  # 10 tokens exactly
+    with pytest.raises(GuardrailViolation):
+        exact.check(request(" hello" * 11))
 
 
 def test_every_user_message_is_checked_not_only_the_last() -> None:

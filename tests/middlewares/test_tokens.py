@@ -48,6 +48,8 @@ def test_counter_per_model() -> None:
     assert counter_for("gpt-3.5-turbo").name == "cl100k_base"
     assert counter_for("llama-3-70b").name == "estimate"
     assert counter_named("o200k_base") is counter_for("gpt-4.1")
+    with pytest.raises(ValueError, match="unknown token counter"):
+        counter_named("llama")
 
 
 def test_register_counter_plugs_in_a_model_family() -> None:

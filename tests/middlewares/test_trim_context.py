@@ -124,7 +124,7 @@ def test_counter_per_model_prefix_and_unknown_names() -> None:
     trim = TrimContext(counter="estimate", counters={"gpt-4": "cl100k_base"})
     assert trim.counter("gpt-4-turbo").name == "cl100k_base"
     assert trim.counter("llama-3").name == "estimate"
-    with pytest.raises(ValueError, match="unknown counter"):
+    with pytest.raises(ValueError, match="unknown token counter"):
         TrimContext(counter="sentencepiece")
 
 
