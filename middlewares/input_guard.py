@@ -161,8 +161,8 @@ class InputGuard(Layer):
     """Checks every user-controlled message against ordered rules (see module doc).
 
     ``max_chars`` and ``max_tokens`` limit the total size of the checked messages
-    (tokens estimated with ``counter``); ``injection`` enables the prompt-injection
-    phrases (``True``/``"block"``, ``"flag"``, or ``False``); ``rules`` adds user rules
+    (tokens estimated with ``counter``; ``size_outcome = "flag"`` only records it);
+    ``injection`` enables the prompt-injection phrases (``True``/``"block"``, ``"flag"``, or ``False``); ``rules`` adds user rules
     (``Rule`` objects or ``{name, pattern|check, outcome}`` tables);
     ``check_tool_results`` also checks ``tool`` messages (text a tool fetched can carry
     an injection too); ``strip_control`` sanitises control and zero-width characters;
@@ -180,6 +180,7 @@ class InputGuard(Layer):
         *,
         max_chars: int | None = None,
         max_tokens: int | None = None,
+        size_outcome: Literal["block", "flag"] = "block",
         injection: bool | Literal["block", "flag"] = True,
         rules: Sequence[Any] = (),
         check_tool_results: bool = False,
@@ -188,6 +189,7 @@ class InputGuard(Layer):
     ) -> None:
         self.max_chars = max_chars
         self.max_tokens = max_tokens
+        self.size_outcome = size_outcome
         self.counter: TokenCounter = (
             counter_named(counter) if isinstance(counter, str) else counter or EstimateCounter()
         )
@@ -235,11 +237,17 @@ class InputGuard(Layer):
         if self.max_chars is not None:
             total = sum(map(len, texts))
             if total > self.max_chars:
-                raise self._violation("max_chars", f"{total} characters in user messages, limit {self.max_chars}")
+                if self.size_outcome == "block":
+                    raise self._violation("max_chars", f"{total} characters in user messages, limit {self.max_chars}")
+                flags.append("max_chars")
         if self.max_tokens is not None:
             total = sum(map(self.counter.count, texts))
             if total > self.max_tokens:
-                raise self._violation("max_tokens", f"about {total} tokens in user messages, limit {self.max_tokens}")
+                if self.size_outcome == "block":
+                    raise self._violation(
+                        "max_tokens", f"about {total} tokens in user messages, limit {self.max_tokens}"
+                    )
+                flags.append("max_tokens")
         if self.injection_outcome is None and not self.rules:
             return _replace(request, changed), flags
         for position, i in enumerate(checked):

@@ -135,6 +135,12 @@ def test_max_tokens_uses_the_estimate_or_a_named_tokenizer() -> None:
         exact.check(request(" hello" * 11))
 
 
+def test_size_limits_can_flag_instead_of_block() -> None:
+    checked, flags = InputGuard(max_chars=5, max_tokens=1, size_outcome="flag").check(request("hello world"))
+    assert flags == ["max_chars", "max_tokens"]
+    assert checked.messages[0].content == "hello world"
+
+
 def test_every_user_message_is_checked_not_only_the_last() -> None:
     with pytest.raises(GuardrailViolation):
         InputGuard().check(
