@@ -162,8 +162,9 @@ class InputGuard(Layer):
 
     ``max_chars`` and ``max_tokens`` limit the total size of the checked messages
     (tokens estimated with ``counter``; ``size_outcome = "flag"`` only records it);
-    ``injection`` enables the prompt-injection phrases (``True``/``"block"``, ``"flag"``, or ``False``); ``rules`` adds user rules
-    (``Rule`` objects or ``{name, pattern|check, outcome}`` tables);
+    ``injection`` enables the prompt-injection phrases (``True``/``"block"``,
+    ``"flag"``, or ``False``); ``rules`` adds user rules (``Rule`` objects or
+    ``{name, pattern|check, outcome}`` tables);
     ``check_tool_results`` also checks ``tool`` messages (text a tool fetched can carry
     an injection too); ``strip_control`` sanitises control and zero-width characters;
     ``counter`` counts tokens for ``max_tokens`` (a tokenizer name or a
