@@ -27,6 +27,8 @@ Recorded per request, exactly once (at the end of the stream for a streamed answ
   response header. A stream's headers leave before it ends, so its header carries the
   overhead measured up to the first chunk (the header is set when ``call_next`` returns
   and updated when the first chunk passes); the histogram gets the full value at the end.
+  For a stream, time the consumer holds a chunk (the server writing to a slow client) is
+  not counted as overhead.
 """
 
 from __future__ import annotations
@@ -229,6 +231,10 @@ class Metrics(Layer):
         model = response.model
         first = True
         last = start
+        # Time the consumer held a chunk (between our yield and its next pull) is not the
+        # gateway's: a slow client reading the socket must not show up as onion overhead.
+        held = 0.0
+        yielded_at: float | None = None
         error: BaseException | None = None
         try:
             async for chunk in source:
@@ -246,16 +252,21 @@ class Metrics(Layer):
                     usage = chunk.usage
                 if chunk.model:
                     model = chunk.model
+                yielded_at = now()
                 yield chunk
+                held += now() - yielded_at
+                yielded_at = None
         except BaseException as caught:
             error = caught
             raise
         finally:
+            if yielded_at is not None:  # closed while the consumer held a chunk
+                held += now() - yielded_at
             try:
                 aclose = getattr(source, "aclose", None)
                 if aclose is not None:
                     await aclose()
             finally:
                 elapsed = now() - start
-                overhead = elapsed - (context.upstream_seconds - upstream_before)
+                overhead = elapsed - (context.upstream_seconds - upstream_before) - held
                 self._record(request, response, usage, model, error, elapsed, overhead)

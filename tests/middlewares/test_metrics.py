@@ -160,10 +160,31 @@ async def test_stream_records_ttfc_chunk_times_duration_and_overhead_exactly() -
     [duration] = points(reader, "gen_ai.client.operation.duration")
     assert (duration.count, duration.sum) == (1, 0.125 + 4 * 0.25 + 4 * 0.5)
     [overhead] = points(reader, "onion.overhead")
-    # Total minus upstream waiting: the consumer's time is inside the gateway's span.
-    assert overhead.sum == pytest.approx(0.125 + 4 * 0.5)
+    # Total minus upstream waiting minus the consumer's time with each chunk.
+    assert overhead.sum == pytest.approx(0.125)
     assert total(reader, "gen_ai.client.token.usage", gen_ai__token__type="output") == 4
     assert total(reader, "onion.requests", onion__outcome="ok") == 1
+
+
+async def test_stream_overhead_counts_work_of_inner_layers_per_chunk() -> None:
+    reader, provider = new_reader()
+    clock = FakeClock(start=0.0)
+    upstream = SteppedUpstream(clock, ["a", "b", "c", "d"], wait=0.25, own=0.125, usage=Usage(1, 4, 5))
+
+    async def scanner(request: Request, call_next: Any) -> Response:
+        """An inner layer that spends 10 ms of gateway time on every chunk."""
+        response = await call_next(request)
+
+        def scan(chunk: Chunk) -> None:
+            clock.advance(0.010)
+
+        return response.observe(scan)
+
+    stack = Stack([Metrics(meter_provider=provider, clock=clock), scanner], upstream)
+    async for _ in await stack(ask(stream=True)):
+        clock.advance(0.5)
+    [overhead] = points(reader, "onion.overhead")
+    assert overhead.sum == pytest.approx(0.125 + 4 * 0.010)
 
 
 async def test_complete_overhead_header_is_total_minus_upstream() -> None:
