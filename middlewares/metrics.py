@@ -33,9 +33,13 @@ Recorded per request, exactly once (at the end of the stream for a streamed answ
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from onion import CallNext, Chunk, Clock, Layer, ProviderError, Request, Response, Usage
 
@@ -62,6 +66,82 @@ def _billable(response: Response | None) -> bool:
     if response is None:
         return True
     return response.attrs.get("cache") != "hit" and "cache" not in response.served_by
+
+
+class _Totals:
+    """Running sums by attribute values, reported through an observable counter.
+
+    A synchronous OpenTelemetry counter costs several microseconds per ``add`` (it
+    validates and hashes the attributes every time); a dict update costs a fraction of
+    one. The SDK reads the sums when it collects (a scrape, an export), so the exported
+    series are the same. At most ``limit`` distinct attribute sets are kept; the rest
+    are summed under ``otel.metric.overflow = true``, as the SDK itself does.
+    """
+
+    __slots__ = ("attrs", "limit", "names", "values")
+
+    def __init__(self, names: tuple[str, ...], limit: int = 2000) -> None:
+        self.names = names
+        self.limit = limit
+        self.values: dict[tuple[Any, ...], float] = {}
+        self.attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def add(self, key: tuple[Any, ...], amount: float) -> None:
+        """Add ``amount`` to the series whose attribute values are ``key`` (in ``names`` order)."""
+        values = self.values
+        current = values.get(key)
+        if current is not None:
+            values[key] = current + amount
+            return
+        if len(values) >= self.limit:
+            key = ("__overflow__",)
+            self.attrs.setdefault(key, {"otel.metric.overflow": True})
+            values[key] = values.get(key, 0.0) + amount
+            return
+        # Attributes are built once per series; False flags are left out (e.g. onion.fallback).
+        self.attrs[key] = {name: value for name, value in zip(self.names, key, strict=True) if value is not False}
+        values[key] = amount
+
+    def observe(self, options: CallbackOptions) -> list[Observation]:
+        """The callback the SDK calls when it collects."""
+        attrs = self.attrs
+        return [Observation(value, attrs[key]) for key, value in list(self.values.items())]
+
+
+# One set of sums per meter provider, shared by every Metrics layer on it: an observable
+# instrument is registered once per name, so two layers (outermost and innermost) must
+# feed the same callback; their series differ by ``onion.scope``.
+_TOTALS: weakref.WeakKeyDictionary[Any, tuple[_Totals, _Totals, _Totals]] = weakref.WeakKeyDictionary()
+_TOTALS_LOCK = threading.Lock()
+
+
+def _counters_of(provider: Any, meter: Any) -> tuple[_Totals, _Totals, _Totals]:
+    with _TOTALS_LOCK:
+        found = _TOTALS.get(provider)
+        if found is not None:
+            return found
+        requests = _Totals(
+            ("onion.outcome", "onion.served_by", "gen_ai.request.model", "onion.scope", "onion.fallback")
+        )
+        cost = _Totals(("gen_ai.response.model", "onion.scope"))
+        unpriced = _Totals(("gen_ai.response.model", "onion.scope"))
+        meter.create_observable_counter(
+            "onion.requests",
+            [requests.observe],
+            unit="{request}",
+            description="Requests by outcome and by what answered them.",
+        )
+        meter.create_observable_counter(
+            "onion.cost", [cost.observe], unit="USD", description="Estimated cost of answers, by model."
+        )
+        meter.create_observable_counter(
+            "onion.cost.unpriced",
+            [unpriced.observe],
+            unit="{request}",
+            description="Answers whose model has no price in the table.",
+        )
+        _TOTALS[provider] = found = (requests, cost, unpriced)
+        return found
 
 
 class Metrics(Layer):
@@ -125,13 +205,7 @@ class Metrics(Layer):
             description="Time between consecutive chunks of a streamed answer.",
             explicit_bucket_boundaries_advisory=CHUNK_BUCKETS,
         )
-        self._requests = meter.create_counter(
-            "onion.requests", unit="{request}", description="Requests by outcome and by what answered them."
-        )
-        self._cost = meter.create_counter("onion.cost", unit="USD", description="Estimated cost of answers, by model.")
-        self._unpriced = meter.create_counter(
-            "onion.cost.unpriced", unit="{request}", description="Answers whose model has no price in the table."
-        )
+        self._requests, self._cost, self._unpriced = _counters_of(meter_provider or default_meter_provider(), meter)
         self._overhead = meter.create_histogram(
             "onion.overhead",
             unit="s",
@@ -195,15 +269,9 @@ class Metrics(Layer):
             attrs["error.type"] = error_type(error)
         self._duration.record(elapsed, attrs)
         served_by = response.served_by if response is not None else "none"
-        request_attrs = {
-            "onion.outcome": outcome(error),
-            "onion.served_by": served_by,
-            "gen_ai.request.model": request.model,
-            "onion.scope": self.scope,
-        }
-        if response is not None and response.attrs.get("fallback"):
-            request_attrs["onion.fallback"] = True  # answered by a later model of a fallback chain
-        self._requests.add(1, request_attrs)
+        # A later model of a fallback chain answered.
+        fallback = response is not None and bool(response.attrs.get("fallback"))
+        self._requests.add((outcome(error), served_by, request.model, self.scope, fallback), 1)
         self._overhead.record(overhead, {"onion.served_by": served_by, "onion.scope": self.scope})
         if usage is not None and _billable(response):
             self._count_usage(attrs, usage, model or request.model)
@@ -213,11 +281,10 @@ class Metrics(Layer):
         self._tokens.record(usage.prompt_tokens, {**attrs, "gen_ai.token.type": "input"})
         self._tokens.record(usage.completion_tokens, {**attrs, "gen_ai.token.type": "output"})
         cost = self.prices.cost(model, usage)
-        model_attrs = {"gen_ai.response.model": model, "onion.scope": self.scope}
         if cost is None:
-            self._unpriced.add(1, model_attrs)
+            self._unpriced.add((model, self.scope), 1)
         else:
-            self._cost.add(cost, model_attrs)
+            self._cost.add((model, self.scope), cost)
 
     async def _watch(
         self, source: AsyncIterator[Chunk], request: Request, response: Response, start: float, upstream_before: float

@@ -451,7 +451,9 @@ async def test_gateway_over_http_scrapes_metrics_matching_the_answers() -> None:
     )
 
 
-def test_configure_otel_replaces_the_defaults_only_when_everything_was_built(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_configure_otel_replaces_the_defaults_only_when_everything_was_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from middlewares import _otel
 
     for name in ("_meter_provider", "_tracer_provider", "_prometheus_registry"):
@@ -465,8 +467,7 @@ def test_configure_otel_replaces_the_defaults_only_when_everything_was_built(mon
         assert _otel.default_meter_provider() is before
     meters, tracers = _otel.configure_otel(service_name="onion-test")
     assert _otel.default_meter_provider() is meters and _otel.default_tracer_provider() is tracers
-    layer = Metrics(scope="configured")
-    layer._requests.add(1, {"onion.scope": "configured"})
+    await Stack([Metrics(scope="configured")], ScriptedProvider())(ask())
     body = render_prometheus()[0].decode()
     samples = [
         sample
@@ -476,3 +477,17 @@ def test_configure_otel_replaces_the_defaults_only_when_everything_was_built(mon
     ]
     assert [s.labels["onion_scope"] for s in samples] == ["configured"]  # a fresh provider, only this layer
     assert 'service_name="onion-test"' in body
+
+
+def test_running_sums_cap_distinct_series_into_an_overflow_series() -> None:
+    from middlewares.metrics import _Totals
+
+    totals = _Totals(("gen_ai.response.model", "onion.fallback"), limit=2)
+    for model in ["a", "b", "c", "d", "a"]:
+        totals.add((model, model == "b"), 1.5)
+    observed = {tuple(sorted(o.attributes.items())): o.value for o in totals.observe(None)}  # type: ignore[arg-type]
+    assert observed == {
+        (("gen_ai.response.model", "a"),): 3.0,
+        (("gen_ai.response.model", "b"), ("onion.fallback", True)): 1.5,
+        (("otel.metric.overflow", True),): 3.0,
+    }
