@@ -203,6 +203,10 @@ class InputGuard(Layer):
             for name, pattern in INJECTION_PATTERNS.items()
         )
         self.rules: tuple[Rule, ...] = tuple(self._user_rule(r) for r in rules)
+        # Chat clients resend the whole history with every turn: the pattern rules'
+        # verdict on a message text that passed is remembered (bounded), so each turn
+        # pays for its new messages only. Rule functions must therefore be pure.
+        self._verdicts: dict[str, tuple[str, ...]] = {}
 
     @staticmethod
     def _user_rule(rule: Any) -> Rule:
@@ -251,26 +255,44 @@ class InputGuard(Layer):
                 flags.append("max_tokens")
         if self.injection_outcome is None and not self.rules:
             return _replace(request, changed), flags
+        verdicts = self._verdicts
         for position, i in enumerate(checked):
             raw = texts[position]
-            norm = normalize(raw)
-            if self.injection_outcome is not None:
-                found = _injection(self._injection, norm)
-                if found is not None:
-                    if self.injection_outcome == "block":
-                        raise self._violation("injection", f"message {i}: injection phrase {found}")
-                    flags.append("injection")
-            for rule in self.rules:
-                if not rule.matches(raw, norm):
-                    continue
-                if rule.outcome == "block":
-                    raise self._violation(rule.name, f"message {i} broke rule {rule.name!r}")
-                flags.append(rule.name)
-                if rule.outcome == "sanitise" and rule.clean is not None:
-                    changed[i] = _map_text(changed.get(i) or messages[i], rule.clean)
-                    raw = _text(changed[i])
-                    norm = normalize(raw)
+            known = verdicts.get(raw)
+            if known is not None:
+                flags.extend(known)
+                continue
+            before = len(flags)
+            if self._check_message(i, raw, messages, changed, flags):
+                if len(verdicts) >= _VERDICTS_KEPT:
+                    verdicts.clear()
+                verdicts[raw] = tuple(flags[before:])
         return _replace(request, changed), flags
+
+    def _check_message(
+        self, i: int, raw: str, messages: list[Message], changed: dict[int, Message], flags: list[str]
+    ) -> bool:
+        """The pattern rules on one message; True if its verdict may be remembered."""
+        norm = normalize(raw)
+        if self.injection_outcome is not None:
+            found = _injection(self._injection, norm)
+            if found is not None:
+                if self.injection_outcome == "block":
+                    raise self._violation("injection", f"message {i}: injection phrase {found}")
+                flags.append("injection")
+        remember = True
+        for rule in self.rules:
+            if not rule.matches(raw, norm):
+                continue
+            if rule.outcome == "block":
+                raise self._violation(rule.name, f"message {i} broke rule {rule.name!r}")
+            flags.append(rule.name)
+            if rule.outcome == "sanitise" and rule.clean is not None:
+                changed[i] = _map_text(changed.get(i) or messages[i], rule.clean)
+                raw = _text(changed[i])
+                norm = normalize(raw)
+                remember = False  # the rewrite must happen again next time
+        return remember
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         checked, flags = self.check(request)
@@ -280,6 +302,8 @@ class InputGuard(Layer):
             record["flags"].extend(f for f in dict.fromkeys(flags) if f not in record["flags"])
         return await call_next(checked)
 
+
+_VERDICTS_KEPT = 10_000
 
 _Phrase = tuple[str, tuple[tuple[str, ...], ...], re.Pattern[str], bool]
 
