@@ -87,7 +87,7 @@ def measure_text_costs(repeats: int) -> dict[str, float]:
     guard_out = OutputGuard()
 
     def check_new(req: Request) -> None:
-        guard_in._verdicts.clear()  # measure the rules, not the remembered verdict
+        guard_in._verdicts.clear()
         guard_in.check(req)
 
     return {

@@ -207,6 +207,7 @@ class InputGuard(Layer):
         # verdict on a message text that passed is remembered (bounded), so each turn
         # pays for its new messages only. Rule functions must therefore be pure.
         self._verdicts: dict[str, tuple[str, ...]] = {}
+        self._verdict_chars = 0
 
     @staticmethod
     def _user_rule(rule: Any) -> Rule:
@@ -264,8 +265,10 @@ class InputGuard(Layer):
                 continue
             before = len(flags)
             if self._check_message(i, raw, messages, changed, flags):
-                if len(verdicts) >= _VERDICTS_KEPT:
+                self._verdict_chars += len(raw)
+                if self._verdict_chars > _VERDICT_CHARS_KEPT:
                     verdicts.clear()
+                    self._verdict_chars = len(raw)
                 verdicts[raw] = tuple(flags[before:])
         return _replace(request, changed), flags
 
@@ -303,7 +306,9 @@ class InputGuard(Layer):
         return await call_next(checked)
 
 
-_VERDICTS_KEPT = 10_000
+# Bounded by the characters kept (the texts are the keys), not by count: a few large
+# pasted documents must not hold much memory. Cleared at once when full.
+_VERDICT_CHARS_KEPT = 4_000_000
 
 _Phrase = tuple[str, tuple[tuple[str, ...], ...], re.Pattern[str], bool]
 
