@@ -43,6 +43,7 @@ CONTEXT_WINDOWS: dict[str, int] = {
 }
 """Context windows (tokens) by model-name prefix; the longest matching prefix wins."""
 
+_COUNTED_CHARS_KEPT = 4_000_000
 _PINNED_ROLES = frozenset({"system", "developer"})
 # OpenAI's chat format adds a few tokens per message (role, separators) and primes the
 # reply with a few more; counting them keeps the budget honest.
@@ -123,8 +124,10 @@ class TrimContext(Layer):
         self.windows = {**CONTEXT_WINDOWS, **(context_windows or {})}
         self.answer_reserve = answer_reserve
         # Chat clients resend the whole history every turn: counting each text once
-        # saves re-tokenising it. Bounded; cleared when full (cheap and good enough).
+        # saves re-tokenising it. Bounded by the characters kept (texts are the keys);
+        # cleared when full (cheap and good enough).
         self._counts: dict[tuple[str, str], int] = {}
+        self._counted_chars = 0
 
     def budget(self, request: Request) -> int | None:
         """The prompt's token budget for ``request``, or ``None`` if unknown."""
@@ -151,8 +154,10 @@ class TrimContext(Layer):
         key = (counter.name, text)
         cached = self._counts.get(key)
         if cached is None:
-            if len(self._counts) >= 20_000:
+            self._counted_chars += len(text)
+            if self._counted_chars > _COUNTED_CHARS_KEPT:
                 self._counts.clear()
+                self._counted_chars = len(text)
             cached = self._counts[key] = counter.count(text)
         return cached
 
