@@ -64,12 +64,16 @@ class Fallback(Layer):
         self.models = list(models)
         self.resume = resume
         self.policy = policy or FallbackPolicy()
+        self._chains: dict[str, list[str]] = {}
 
     def chain(self, model: str) -> list[str]:
-        """The models tried for a request for ``model``, in order."""
-        if model in self.models:
-            return self.models[self.models.index(model) :]
-        return [model, *self.models]
+        """The models tried for a request for ``model``, in order (do not mutate it)."""
+        chain = self._chains.get(model)
+        if chain is None:
+            chain = self.models[self.models.index(model) :] if model in self.models else [model, *self.models]
+            if len(self._chains) < 1024:  # model names come from requests: bound the cache
+                self._chains[model] = chain
+        return chain
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         chain = _Chain(self, request, call_next)

@@ -177,7 +177,10 @@ class Retry(Layer):
         attempt = 1
         while True:
             try:
-                response = await open_attempt(request, call_next, phases, self)
+                if phases is None:
+                    response = await call_next(request)
+                else:
+                    response = await open_attempt(request, call_next, phases, self)
                 break
             except Exception as error:
                 await self._before_retry(request, error, attempt)
