@@ -100,3 +100,13 @@ def test_toml_and_ordering() -> None:
         Stack.from_config([{"use": "fallback", "models": []}], ScriptedProvider())
     with pytest.raises(ConfigError, match="outside"):
         Stack([Retry(), Fallback(["a"])], ScriptedProvider())
+
+
+async def test_the_warning_names_the_model_it_fell_back_to() -> None:
+    from structlog.testing import capture_logs
+
+    provider = _failing("a")
+    with capture_logs() as logs:
+        await Stack([Fallback(["a", "b"])], provider)(_request())
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["failed_model"], e["fallback_model"]) for e in warnings] == [("a", "b")]

@@ -9,6 +9,7 @@ import anyio.lowlevel
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from middlewares.rate_limit import MemoryBackend, RateLimit, RedisBackend, estimate_tokens
 from onion import ConfigError, Context, Message, RateLimited, Request, Stack, Usage
@@ -192,9 +193,12 @@ async def test_redis_unreachable_fails_closed_or_open_as_configured() -> None:
     with pytest.raises(RateLimited):
         await closed(_request())
     provider = ScriptedProvider()
-    opened = Stack([RateLimit(requests_per_minute=5, backend="redis", redis_url=url, fail_open=True)], provider)
-    await opened(_request())
+    with capture_logs() as logs:
+        opened = Stack([RateLimit(requests_per_minute=5, backend="redis", redis_url=url, fail_open=True)], provider)
+        await opened(_request())
     assert provider.calls == 1
+    assert any(e.get("action") == "admitted (fail open)" for e in logs)
+    assert all(url not in str(e) for e in logs), "the Redis URL stays out of the log"
 
 
 def test_redis_backend_keys_share_one_cluster_slot() -> None:
