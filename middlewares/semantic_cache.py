@@ -76,7 +76,19 @@ _NUMBER_WORDS = {w: str(i) for i, w in enumerate(_UNITS.split())} | {
     "hundred": "100",
     "thousand": "1000",
     "million": "1000000",
+    "half": "0.5",
+    "quarter": "0.25",
+    "dozen": "12",
+    "twice": "x2",
+    "double": "x2",
+    "triple": "x3",
+    "first": "1",
+    "second": "2",
+    "third": "3",
+    "fourth": "4",
+    "fifth": "5",
 }
+_SENTENCE_ENDS = frozenset(".!?:;\n")
 _NEGATION_WORDS = (
     "not no never none nobody nothing neither nor without cannot cant dont doesnt didnt isnt arent wasnt "
     "werent wont wouldnt shouldnt couldnt hasnt havent hadnt"
@@ -103,20 +115,33 @@ class Signature(msgspec.Struct, frozen=True):
 
 
 def signature(text: str) -> Signature:
-    """The guard signature of ``text`` (cheap: two regex scans)."""
+    """The guard signature of ``text`` (cheap: two regex scans, one pass over the words).
+
+    A capitalized word names an entity unless it starts a sentence (where every word is
+    capitalized) or is a common word; an all-caps or inner-capital word (``USD``,
+    ``iPhone``) names one anywhere. Possessives are dropped (``France's`` -> ``france``).
+    """
     numbers = [n.replace(",", "") for n in _NUMBER.findall(text)]
     entities: set[str] = set()
     words: set[str] = set()
     negations = 0
-    for raw in _WORD.findall(text):
+    previous_end = 0
+    for match in _WORD.finditer(text):
+        raw = match.group()
+        sentence_start = previous_end == 0 or any(c in _SENTENCE_ENDS for c in text[previous_end : match.start()])
+        previous_end = match.end()
         lower = raw.lower().replace(_APOSTROPHE, "'")
+        if lower.endswith("'s"):
+            lower = lower[:-2]
         plain = lower.replace("'", "")
         words.add(plain)
         if plain in _NEGATIONS or lower.endswith("n't"):
             negations += 1
         elif plain in _NUMBER_WORDS:
             numbers.append(_NUMBER_WORDS[plain])
-        elif (raw[0].isupper() or any(c.isupper() for c in raw[1:])) and plain not in _NOT_ENTITIES:
+        elif plain not in _NOT_ENTITIES and (
+            any(c.isupper() for c in raw[1:]) or (raw[0].isupper() and not sentence_start)
+        ):
             entities.add(plain)
     return Signature(tuple(sorted(numbers)), frozenset(entities), negations, frozenset(words))
 

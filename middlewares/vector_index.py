@@ -2,10 +2,13 @@
 
 ``VectorIndex`` keeps every vector L2-normalized (once, at insert) in one preallocated,
 contiguous float32 matrix that grows by doubling up to a fixed capacity. A lookup is one
-matrix-vector product over the used rows (BLAS sgemv, memory-bandwidth bound) and an
+vector-matrix product over the used slots (BLAS sgemv, memory-bandwidth bound) and an
 argmax restricted to the scope; there is no Python loop and no per-lookup norm. float32
 on purpose: numpy has no BLAS path for float16 and was measured ~50x slower with it.
-Deleting a row frees its slot for reuse; expiry is checked on the match and swept in bulk
+The matrix is stored dim x capacity (one column per entry): sgemv then streams the
+matrix row by row into a small accumulator, measured 2-3x faster here than the
+entries-as-rows layout, whose kernel computes one short dot product per entry.
+Deleting an entry frees its slot for reuse; expiry is checked on the match and swept in bulk
 when room is needed, so nothing is ever rebuilt. When full, the least recently used
 entry is evicted.
 
@@ -86,7 +89,7 @@ class VectorIndex:
         self.clock = clock or system_clock
         self.on_remove = on_remove
         rows = max(1, min(capacity, initial_rows))
-        self._vectors = np.zeros((rows, dim), dtype=np.float32)
+        self._vectors = np.zeros((dim, rows), dtype=np.float32)  # column j = entry j
         self._scopes = np.full(rows, -1, dtype=np.int32)  # -1 marks a free row
         self._expires = np.full(rows, np.inf, dtype=np.float64)
         self._used = np.zeros(rows, dtype=np.float64)  # last insert or hit, for LRU
@@ -121,7 +124,7 @@ class VectorIndex:
             self.delete(key)
         row = self._take_row()
         now = self.clock.now()
-        self._vectors[row] = v
+        self._vectors[:, row] = v
         sid = self._scope_id(scope)
         self._scopes[row] = sid
         self._scope_sizes[sid] = self._scope_sizes.get(sid, 0) + 1
@@ -149,7 +152,7 @@ class VectorIndex:
         rows = slice(self._high, needed)
         now = self.clock.now()
         sid = self._scope_id(scope)
-        self._vectors[rows] = unit
+        self._vectors[:, rows] = unit.T
         self._scopes[rows] = sid
         self._scope_sizes[sid] = self._scope_sizes.get(sid, 0) + len(keys)
         self._expires[rows] = now + ttl_seconds if ttl_seconds is not None else np.inf
@@ -164,7 +167,7 @@ class VectorIndex:
         if sid is None:
             return None
         n = self._high
-        sims = self._vectors[:n] @ normalize(vector)
+        sims = normalize(vector) @ self._vectors[:, :n]
         if self._scope_sizes[sid] != n:
             # Other scopes or free rows are present: mask them (one pass over n ints,
             # small beside the n x dim product).
@@ -217,8 +220,8 @@ class VectorIndex:
 
     def _grow(self, rows: int) -> None:
         n = len(self._keys)
-        vectors = np.zeros((rows, self.dim), dtype=np.float32)
-        vectors[:n] = self._vectors
+        vectors = np.zeros((self.dim, rows), dtype=np.float32)
+        vectors[:, :n] = self._vectors
         self._vectors = vectors
         self._scopes = np.concatenate([self._scopes, np.full(rows - n, -1, dtype=np.int32)])
         self._expires = np.concatenate([self._expires, np.full(rows - n, np.inf)])

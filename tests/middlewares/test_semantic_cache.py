@@ -427,3 +427,20 @@ async def test_redis_down_bypasses_instead_of_failing(redis_url: str) -> None:
     stack = Stack([semantic], ScriptedProvider())
     assert (await (await stack(req("What is the capital of France?"))).result()).content == "ok"
     assert semantic.stats.errors >= 1
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("What is the capital of France?", "Tell me France's capital city.", True),
+        ("Sorting a list in Python, how?", "How do I sort a list in Python?", True),
+        ("What year did World War 2 end?", "When did the Second World War end?", True),
+        ("How many cups are in a gallon?", "How many cups are in half a gallon?", False),
+        ("Paris is lovely in spring?", "Is Rome lovely in spring?", False),
+        ("What is the exchange rate from USD to EUR?", "What is the USD to GBP rate?", False),
+        ("Why is the sky blue?", "Why isn\u2019t the sky blue?", False),
+        ("How many calories are in two eggs?", "How many calories are in 2 eggs?", True),
+    ],
+)
+def test_guard_signature_cases(a: str, b: str, same: bool) -> None:
+    assert guards_pass(signature(a), signature(b)) is same

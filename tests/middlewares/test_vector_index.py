@@ -72,11 +72,11 @@ def test_vectors_are_stored_normalized_float32_and_the_matrix_grows_by_doubling(
         index.add(f"k{i}", np.array([i + 1.0, 0, 0, 1]), "s")
     assert index._vectors.dtype == np.float32
     assert index._vectors.flags.c_contiguous
-    assert index._vectors.shape == (8, 4)
-    np.testing.assert_allclose(np.linalg.norm(index._vectors[:5], axis=1), 1.0, rtol=1e-6)
+    assert index._vectors.shape == (4, 8)
+    np.testing.assert_allclose(np.linalg.norm(index._vectors[:, :5], axis=0), 1.0, rtol=1e-6)
     for i in range(5, 12):
         index.add(f"k{i}", np.array([i + 1.0, 0, 0, 1]), "s")
-    assert index._vectors.shape == (10, 4) and len(index) == 10
+    assert index._vectors.shape == (4, 10) and len(index) == 10
 
 
 def test_delete_reuses_the_row_without_rebuilding() -> None:
