@@ -1,6 +1,74 @@
-"""Tools for testing stacks: a scripted provider, a fake clock (strategies and laws follow)."""
+"""onion.testing: prove properties of a stack's ordering with property tests.
+
+- ``ScriptedProvider`` (``Reply``/``Fail`` script) and ``planned_provider`` (follows a
+  ``FaultPlan``: which attempt fails how) as the innermost handler; ``FakeClock`` for
+  every layer that waits or counts time.
+- ``onion.testing.strategies``: hypothesis strategies for requests, stream chunkings,
+  fault plans, PII values and constraint-respecting orderings of layers (import it
+  only where hypothesis is installed).
+- ``Probe``: builds your layers into a watched stack; each ``send`` returns an
+  ``Observation`` (what the caller got, the trace, what each layer saw and answered).
+- Laws (``NoProviderPII``, ``InputGuardBlocksBeforeCacheAndUpstream``,
+  ``CacheServesOnlyCleanAnswers``, ``CountedOncePerMetricsLayer``,
+  ``BoundedUpstreamCalls``, ``UpstreamStreamsClosed``, ``StreamMatchesComplete``)
+  checked with ``check_laws`` / ``check_pair``; a broken law raises ``LawViolation``
+  with the trace.
+- ``law_status(stack)``: which laws hold by construction and which need a test.
+- ``onion.testing.machine.StackMachine``: a stateful test base (needs hypothesis).
+"""
 
 from ._clock import FakeClock
 from ._scripted import Fail, Reply, ScriptedProvider, StreamRecord
+from .construction import LawStatus, describe_law_status, law_status
+from .faults import Cut, Fault, FaultPlan, Slow, Status, TimedOut, answer_for, planned_provider, split_at
+from .laws import (
+    DEFAULT_LAWS,
+    BoundedUpstreamCalls,
+    CacheServesOnlyCleanAnswers,
+    CountedOncePerMetricsLayer,
+    InputGuardBlocksBeforeCacheAndUpstream,
+    Law,
+    LawViolation,
+    NoProviderPII,
+    StreamMatchesComplete,
+    UpstreamStreamsClosed,
+    check_laws,
+    check_pair,
+)
+from .probe import Observation, Outcome, Probe, Visit
 
-__all__ = ["FakeClock", "Fail", "Reply", "ScriptedProvider", "StreamRecord"]
+__all__ = [
+    "DEFAULT_LAWS",
+    "BoundedUpstreamCalls",
+    "CacheServesOnlyCleanAnswers",
+    "CountedOncePerMetricsLayer",
+    "Cut",
+    "Fail",
+    "FakeClock",
+    "Fault",
+    "FaultPlan",
+    "InputGuardBlocksBeforeCacheAndUpstream",
+    "Law",
+    "LawStatus",
+    "LawViolation",
+    "NoProviderPII",
+    "Observation",
+    "Outcome",
+    "Probe",
+    "Reply",
+    "ScriptedProvider",
+    "Slow",
+    "Status",
+    "StreamMatchesComplete",
+    "StreamRecord",
+    "TimedOut",
+    "UpstreamStreamsClosed",
+    "Visit",
+    "answer_for",
+    "check_laws",
+    "check_pair",
+    "describe_law_status",
+    "law_status",
+    "planned_provider",
+    "split_at",
+]
