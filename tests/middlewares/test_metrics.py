@@ -491,3 +491,19 @@ def test_running_sums_cap_distinct_series_into_an_overflow_series() -> None:
         (("gen_ai.response.model", "b"), ("onion.fallback", True)): 1.5,
         (("otel.metric.overflow", True),): 3.0,
     }
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_with_the_built_in_exact_cache_a_hit_is_counted_but_not_billed(stream: bool) -> None:
+    from middlewares.exact_cache import ExactCache
+
+    reader, provider = new_reader()
+    scripted = ScriptedProvider(default=Reply("cached answer", usage=Usage(40, 2, 42)))
+    stack = Stack([Metrics(meter_provider=provider), ExactCache()], scripted)
+    for _ in range(3):
+        await drain(await stack(ask("gpt-4o-mini", stream=stream, text="same question")))
+    assert scripted.calls == 1
+    assert total(reader, "onion.requests", onion__served_by="exact_cache") == 2
+    assert total(reader, "onion.requests", onion__served_by="scripted") == 1
+    assert total(reader, "gen_ai.client.token.usage", gen_ai__token__type="input") == 40
+    assert total(reader, "onion.cost") == pytest.approx((40 * 0.15 + 2 * 0.60) / 1e6, rel=1e-12)
