@@ -379,7 +379,8 @@ class SemanticCache(Layer):
             self.stats.below_threshold += match is not None
             return None
         entry = await self._entry(match.key)
-        if entry is None:
+        if entry is None or entry.scope != scope:
+            # Gone from Redis (expired, evicted), or - defence in depth - not this scope.
             index.delete(match.key)
             return None
         if not guards_pass(sig, signature(entry.text)):

@@ -147,8 +147,12 @@ class VectorIndex:
             return
         unit = np.asarray(vectors, dtype=np.float32).reshape(len(keys), self.dim)
         unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-30)
-        while len(self._keys) < needed:
-            self._grow(min(self.capacity, 2 * len(self._keys)))
+        if len(self._keys) < needed:
+            # Still doubling, but in one copy rather than one per doubling.
+            rows = len(self._keys)
+            while rows < needed:
+                rows *= 2
+            self._grow(min(self.capacity, rows))
         rows = slice(self._high, needed)
         now = self.clock.now()
         sid = self._scope_id(scope)
