@@ -161,6 +161,9 @@ def machine() -> dict[str, str]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": platform.processor() or _cpu_model(),
+        "cpus": str(os.cpu_count()),
+        # BLAS threads change the semantic cache's lookup cost by 10x on small machines.
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default",
     }
 
 
