@@ -19,7 +19,8 @@ writing a class with these four members (the ``Detector`` protocol) or by subcla
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from bisect import bisect_right
+from itertools import accumulate
 from typing import ClassVar, Protocol, runtime_checkable
 
 __all__ = [
@@ -149,35 +150,48 @@ class PatternDetector:
         return [m.span() for m in self.pattern.finditer(text, start) if validate(m.group())]
 
 
-def _grouped_numbers(
-    text: str, start: int, runs: re.Pattern[str], lengths: range, valid: Callable[[str], bool]
-) -> list[tuple[int, int]]:
-    """Numbers written as digit groups with single spaces or dashes between them.
+def _cards_in_runs(text: str, start: int, runs: re.Pattern[str]) -> list[tuple[int, int]]:
+    """Card numbers written as digit groups with single spaces or dashes between them.
 
     A candidate is a whole run of groups. If the run as a whole fails, every sub-run
-    that starts and ends at a group boundary and has an allowed digit count is tried,
-    longest first (so "order 12345 4111 1111 1111 1111" still shows the card). Digit
-    counts come from prefix sums, so only sub-runs of the right size are checked.
+    that starts and ends at a group boundary and has 13 to 19 digits is tried, longest
+    first (so "order 12345 4111 1111 1111 1111" still shows the card). The Luhn sum of
+    any sub-run comes from prefix sums in O(1), and the possible ends from a binary
+    search, so even a 100 KB run of "1 1 1 ..." costs a few checks per group.
     """
     spans: list[tuple[int, int]] = []
-    low, high = lengths.start, lengths.stop - 1
     for run in runs.finditer(text, start):
         groups = [g.span() for g in _GROUP.finditer(text, *run.span())]
-        counts = [0]
-        for begin, end in groups:
-            counts.append(counts[-1] + end - begin)
-        if counts[-1] < low:
+        if len(groups) == 1:
+            # One block of digits: a card only if it is one as a whole.
+            if 13 <= run.end() - run.start() <= 19 and luhn_valid(run.group()):
+                spans.append(run.span())
             continue
+        digits = list(map(int, "".join(text[b:e] for b, e in groups)))  # int() reads full-width digits
+        counts = list(accumulate((e - b for b, e in groups), initial=0))
+        # plain[p][k], doubled[p][k]: sums over digit indices < k of parity p (built
+        # with slice assignment and accumulate, which run in C).
+        twice = list(map(_LUHN_DOUBLE.__getitem__, digits))
+        plain, doubled = [], []
+        for parity in (0, 1):
+            for source, out in ((digits, plain), (twice, doubled)):
+                masked = source[:]
+                masked[1 - parity :: 2] = [0] * len(masked[1 - parity :: 2])
+                out.append(list(accumulate(masked, initial=0)))
         i = 0
         while i < len(groups):
             found = None
-            for j in range(len(groups) - 1, i - 1, -1):
-                count = counts[j + 1] - counts[i]
-                if count < low:
-                    break
-                if count <= high and valid(text[groups[i][0] : groups[j][1]]):
+            first = counts[i]
+            j = bisect_right(counts, first + 19) - 2
+            while j >= i and counts[j + 1] - first >= 13:
+                last = counts[j + 1]
+                # The rightmost digit is not doubled; every second one to its left is.
+                keep = (last - 1) & 1
+                total = plain[keep][last] - plain[keep][first] + doubled[1 - keep][last] - doubled[1 - keep][first]
+                if total % 10 == 0:
                     found = j
                     break
+                j -= 1
             if found is None:
                 i += 1
             else:
@@ -187,6 +201,7 @@ def _grouped_numbers(
 
 
 _GROUP = re.compile(_D + "+")
+_LUHN_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
 
 def _runs_of(at_least: int) -> re.Pattern[str]:
@@ -211,7 +226,7 @@ class CardDetector(PatternDetector):
 
     def find(self, text: str, start: int = 0) -> list[tuple[int, int]]:
         """Luhn-valid card numbers, also inside longer runs of digit groups."""
-        return _grouped_numbers(text, start, self.pattern, range(13, 20), luhn_valid)
+        return _cards_in_runs(text, start, self.pattern)
 
 
 class MyNumberDetector(PatternDetector):

@@ -211,3 +211,24 @@ def test_long_bare_numbers_are_flagged_at_the_checksum_rate(digits: int) -> None
     numbers = [str(rng.randrange(10 ** (digits - 1), 10**digits)) for _ in range(2000)]
     rate = sum(bool(detector.find(f"id {n}")) for n in numbers) / len(numbers)
     assert 0.05 < rate < 0.15
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 6).flatmap(lambda n: st.text("0123456789", min_size=n, max_size=n)), max_size=12))
+def test_cards_inside_runs_agree_with_the_plain_luhn_check(groups: list[str]) -> None:
+    # The prefix-sum Luhn must agree with the plain check on every reported span, and a
+    # run that is itself a valid card is reported whole.
+    text = "x " + " ".join(groups) + " y"
+    for begin, end in CardDetector().find(text):
+        assert luhn_valid(text[begin:end]) and 13 <= len(text[begin:end].replace(" ", "")) <= 19
+    whole = " ".join(groups)
+    digits = whole.replace(" ", "")
+    if groups and 13 <= len(digits) <= 19 and luhn_valid(digits):
+        assert spans_text(CardDetector(), text) == [whole]
+
+
+def test_adversarial_inputs_finish() -> None:
+    detectors = [cls() for cls in DETECTORS.values()]
+    for text in ("1 " * 20000, "1" * 40000, "sk-" + "a" * 40000, "a@" * 20000, "DE" + "1" * 40000, "+1 " * 10000):
+        for detector in detectors:
+            detector.find(text)
