@@ -60,9 +60,13 @@ class _Plan:
     def __init__(self, detectors: Sequence[Detector], block: frozenset[str]) -> None:
         self.detectors = tuple(detectors)
         self.block = block
-        # Per detector, what the scan loop needs, looked up once: the character set as a
-        # string (str.rstrip takes it and runs at C speed), the bound, the bound method.
-        self.steps = tuple((d, "".join(sorted(d.chars)), d.max_length, d.find) for d in detectors)
+        # What the scan loop needs, looked up once, with detectors of the same character
+        # set and bound sharing one pass over the runs: the set as a string (str.rstrip
+        # takes it and runs at C speed), the bound, and each detector's bound ``find``.
+        groups: dict[tuple[str, int], list[tuple[Detector, Any]]] = {}
+        for d in detectors:
+            groups.setdefault(("".join(sorted(d.chars)), d.max_length), []).append((d, d.find))
+        self.steps = tuple((chars, length, tuple(finders)) for (chars, length), finders in groups.items())
         # Context kept for look-behinds and for finding where a run began.
         self.horizon = max((d.max_length for d in detectors), default=0) + 1
 
@@ -103,7 +107,7 @@ class Scanner:
         end = len(window)
         cut = end
         spans: list[tuple[int, int, Detector]] = []
-        for detector, chars, max_length, find in self._plan.steps:
+        for chars, max_length, finders in self._plan.steps:
             # Where the run holding the first pending character began (look-behinds
             # and grouped numbers need the whole run).
             start = len(context.rstrip(chars)) if offset else 0
@@ -115,17 +119,18 @@ class Scanner:
                 if floor < offset:
                     floor = offset
                 settled = floor + len(window[floor:].rstrip(chars))
-            for begin, stop in find(window, start):
-                if stop <= offset:
-                    continue
-                if begin < offset:
-                    begin = offset
-                if stop > settled:
-                    # Not final: it may grow or vanish; hold it whole.
-                    if begin < cut:
-                        cut = begin
-                else:
-                    spans.append((begin, stop, detector))
+            for detector, find in finders:
+                for begin, stop in find(window, start):
+                    if stop <= offset:
+                        continue
+                    if begin < offset:
+                        begin = offset
+                    if stop > settled:
+                        # Not final: it may grow or vanish; hold it whole.
+                        if begin < cut:
+                            cut = begin
+                    else:
+                        spans.append((begin, stop, detector))
             if settled < cut:
                 cut = settled
         if spans:
