@@ -360,3 +360,20 @@ async def test_real_guards_and_cache_keep_the_onion_laws(
     blocked = await probe.send(Request(model="gpt-4o", messages=[Message("user", attack)]))
     assert blocked.input_blocked
     check_laws(laws, blocked, probe.observations)
+
+
+async def test_gateway_complete_answer_blocked_is_an_error_body() -> None:
+    from onion.server import GatewayApp
+    from onion.testing.upstream import ThreadedServer
+
+    provider = ScriptedProvider([Reply(f"your key is sk-proj-{'a1' * 20} keep it safe")])
+    server = ThreadedServer(GatewayApp(Stack([OutputGuard(modes={"secret": "block"})], provider))).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "key?"}]}
+            reply = await client.post("/v1/chat/completions", json=body)
+    finally:
+        server.stop()
+    assert reply.status_code == 400
+    assert reply.json()["error"]["code"] == "guardrail_violation"
+    assert "sk-proj" not in reply.text
