@@ -29,6 +29,7 @@ configured; the choice is logged when the layer is built.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
@@ -53,28 +54,33 @@ class RateBackend(Protocol):
 
 
 class _Log:
-    """One key's window: entries in admission order and their running total."""
+    """One key's window: entries ``[time, weight]`` in admission order (a deque, so
+    expiring the oldest is O(1)), an index by member for reconciliation, and the total."""
 
-    __slots__ = ("entries", "total")
+    __slots__ = ("by_member", "entries", "total")
 
     def __init__(self) -> None:
-        self.entries: dict[str, list[Any]] = {}  # member -> [time, weight]; insertion = time order
+        self.entries: deque[list[Any]] = deque()  # [time, weight, member]
+        self.by_member: dict[str, list[Any]] = {}
         self.total = 0
+
+    def add(self, member: str, at: float, weight: int) -> None:
+        entry = [at, weight, member]
+        self.entries.append(entry)
+        self.by_member[member] = entry
+        self.total += weight
 
     def prune(self, horizon: float) -> None:
         entries = self.entries
-        while entries:
-            member = next(iter(entries))
-            at, weight = entries[member]
-            if at > horizon:
-                break
-            del entries[member]
+        while entries and entries[0][0] <= horizon:
+            _, weight, member = entries.popleft()
+            del self.by_member[member]
             self.total -= weight
 
     def wait(self, need: int, now: float, window: float) -> float:
         """Seconds until at least ``need`` weight has expired."""
         freed = 0
-        for at, weight in self.entries.values():
+        for at, weight, _ in self.entries:
             freed += weight
             if freed >= need:
                 # Clamped: float rounding must not report more than one window.
@@ -127,13 +133,12 @@ class MemoryBackend:
             return wait, refused
         for log, (_, _, cost) in zip(logs, limits, strict=True):
             if cost > 0:
-                log.entries[member] = [now, cost]
-                log.total += cost
+                log.add(member, now, cost)
         return 0.0, -1
 
     async def adjust(self, key: str, member: str, weight: int) -> None:
         log = self._logs.get(key)
-        entry = log.entries.get(member) if log is not None else None
+        entry = log.by_member.get(member) if log is not None else None
         if entry is not None and log is not None:
             log.total += weight - entry[1]
             entry[1] = weight
@@ -353,6 +358,10 @@ class RateLimit(Layer):
             with anyio.CancelScope(shield=True):
                 await self._reconcile(tokens_key, member, 0)
             raise
+        completion = response.completion
+        if completion is not None:  # complete: reconcile now, without wrapping anything
+            await self._settle(tokens_key, member, completion)
+            return response
         return await response.on_end(lambda completion, error: self._settle(tokens_key, member, completion))
 
     async def _settle(self, key: str, member: str, completion: Completion | None) -> None:
