@@ -153,7 +153,7 @@ class Observation:
             lines.append(f"input guard verdict: {'blocked' if self.input_blocked else 'allowed'}")
         for visit in self.visits:
             caps = ", ".join(sorted(visit.provides)) or "-"
-            early = "  [answered early]" if visit.answered_early else ""
+            early = "  [answered early]" if visit.answered_early and visit.index < len(self.layer_names) else ""
             inward = "; ".join(o.summary(30) for o in visit.inner) or "none"
             lines.append(f"  {visit.index + 1}. {visit.name} [{caps}] -> {visit.outcome.summary(40)}{early}")
             lines.append(f"       inward: {inward}")
