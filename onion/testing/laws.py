@@ -177,7 +177,7 @@ class CountedOncePerMetricsLayer(Law):
         self.capability = capability
 
     def check(self, observation: Observation, history: Sequence[Observation]) -> str | None:
-        names = dict.fromkeys(_layers_providing(observation, self.capability))
+        names = _layers_providing(observation, self.capability)
         if not names:
             return None
         seen: dict[int, list[Visit]] = {}

@@ -164,7 +164,7 @@ def test_metrics_inside_retry_or_cache_is_found() -> None:
     async def inside_cache() -> None:
         await _drive([ToyCache(), ToyMetrics()], [Request("m", [])], [law], provider=planned_provider())
 
-    assert "2 time(s)" in _violation(lambda: run(inside_retry)).why
+    assert "'toy_metrics' saw the request 2 time(s)" in _violation(lambda: run(inside_retry)).why
     assert "0 time(s)" in _violation(lambda: run(inside_cache)).why
 
 
