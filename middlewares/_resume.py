@@ -37,6 +37,7 @@ __all__ = [
     "PhaseLimits",
     "ResumeMode",
     "claim_phases",
+    "close_source",
     "open_attempt",
     "owned",
     "recover_stream",
@@ -145,9 +146,19 @@ def _pull_deadline(phases: PhaseLimits, first: bool, started: float) -> tuple[fl
     return until, "first_chunk" if first else "idle"
 
 
-async def _aclose(source: AsyncIterator[Chunk]) -> None:
+def finished(source: object) -> bool:
+    """True for an async generator that already ran to its end (nothing to clean up)."""
+    return getattr(source, "ag_frame", True) is None
+
+
+async def close_source(source: AsyncIterator[Chunk]) -> None:
+    """Close ``source``, shielded so a cancelled caller still runs the producer's cleanup.
+
+    A generator that already finished is skipped: a shielded scope costs as much as the
+    rest of a short stream's overhead.
+    """
     aclose = getattr(source, "aclose", None)
-    if aclose is not None:
+    if aclose is not None and not finished(source):
         with anyio.CancelScope(shield=True):
             await aclose()
 
@@ -201,7 +212,7 @@ async def recover_stream(
         except Exception as caught:  # this attempt failed; decide outside the handler
             error = caught
         finally:
-            await _aclose(source)
+            await close_source(source)
         if committed and (mode == "off" or tool_calls_sent):
             raise error
         text = "".join(sent) if committed else ""

@@ -19,7 +19,7 @@ import anyio
 
 from onion import CallNext, Chunk, Layer, Order, Request, Response, Timeout
 
-from ._resume import PHASES_KEY, PhaseLimits
+from ._resume import PHASES_KEY, PhaseLimits, close_source
 
 __all__ = ["Deadline"]
 
@@ -113,7 +113,4 @@ class Deadline(Layer):
                 first = False
                 yield chunk
         finally:
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
+            await close_source(source)
