@@ -444,3 +444,15 @@ async def test_redis_down_bypasses_instead_of_failing(redis_url: str) -> None:
 )
 def test_guard_signature_cases(a: str, b: str, same: bool) -> None:
     assert guards_pass(signature(a), signature(b)) is same
+
+
+async def test_usearch_index_behind_the_same_layer() -> None:
+    pytest.importorskip("usearch")
+    provider = ScriptedProvider()
+    semantic = cache(index="usearch", max_entries=3)
+    stack = Stack([semantic], provider)
+    for topic in ("France", "Japan", "Kenya", "Peru"):
+        await (await stack(req(f"What is the capital of {topic}?"))).result()
+    assert len(semantic._index) == 3 and len(semantic._entries) == 3  # France evicted, first in
+    assert (await stack(req("what is the capital of Japan"))).served_by == "semantic_cache"
+    assert (await stack(req("what is the capital of France"))).served_by == "scripted"

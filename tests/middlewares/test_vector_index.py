@@ -126,6 +126,7 @@ def test_zero_vector_and_wrong_dimension() -> None:
 
 
 def test_usearch_backend_finds_the_same_best_match_on_near_duplicates() -> None:
+    pytest.importorskip("usearch")
     rng = np.random.default_rng(7)
     data = rng.standard_normal((2000, 32)).astype(np.float32)
     exact = VectorIndex(32, 5000)
@@ -148,6 +149,7 @@ def test_usearch_backend_finds_the_same_best_match_on_near_duplicates() -> None:
 
 
 def test_usearch_backend_bounds_capacity_and_expires() -> None:
+    pytest.importorskip("usearch")
     clock = FakeClock()
     removed: list[str] = []
     ann = UsearchIndex(4, capacity=3, clock=clock, on_remove=removed.append)
@@ -182,6 +184,7 @@ def test_law_add_many_is_the_same_as_adding_one_by_one(capacity: int, first: lis
 
 
 def test_usearch_add_many_respects_capacity() -> None:
+    pytest.importorskip("usearch")
     ann = UsearchIndex(4, capacity=5)
     ann.add("x", np.array([0, 0, 0, 1.0]), "s")
     ann.add_many([f"k{i}" for i in range(7)], np.eye(4)[np.arange(7) % 4] + 0.01, "s")
