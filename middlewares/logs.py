@@ -37,7 +37,7 @@ from onion import Accumulator, CallNext, Chunk, Clock, ConfigError, Layer, Onion
 from ._otel import error_type, outcome
 from .prices import PriceTable
 
-__all__ = ["RequestLog", "configure_logging", "pii_redactor", "scrub_secrets"]
+__all__ = ["RequestLog", "configure_logging", "pii_redactor", "reset_logging", "scrub_secrets"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -94,35 +94,80 @@ def _json_serializer(obj: Any, **_: Any) -> str:
 
 
 def configure_logging(
-    *, json: bool | None = None, level: str = "info", stream: TextIO | None = None, cache: bool = True
+    *,
+    json: bool | None = None,
+    level: str = "info",
+    stream: TextIO | None = None,
+    stdlib: bool = True,
+    cache: bool = True,
 ) -> None:
     """Configure structlog for the gateway: JSON lines in production, pretty in a terminal.
 
     ``json=None`` picks JSON unless ``stream`` (default ``sys.stderr``) is a terminal.
     ``level`` filters before anything is formatted. Every event goes through
-    ``scrub_secrets``. Call once at startup; ``cache=False`` lets tests reconfigure.
+    ``scrub_secrets``. With ``stdlib`` the standard ``logging`` records (uvicorn, httpx,
+    modules that use ``logging.getLogger``) are rendered the same way, through one root
+    handler. Call once at startup; ``cache=False`` lets tests reconfigure.
     """
     if level not in _LEVELS:
         raise ConfigError(f"log level must be one of {sorted(_LEVELS)}, not {level!r}")
     stream = stream if stream is not None else sys.stderr
     if json is None:
         json = not (hasattr(stream, "isatty") and stream.isatty())
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
+    shared: list[Any] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         scrub_secrets,
     ]
-    if json:
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer(_json_serializer)]
-    else:
-        processors.append(structlog.dev.ConsoleRenderer())
+    renderer: list[Any] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer(_json_serializer)]
+        if json
+        else [structlog.dev.ConsoleRenderer()]
+    )
     structlog.configure(
-        processors=processors,
+        processors=[structlog.contextvars.merge_contextvars, *shared, *renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=cache,
     )
+    if stdlib:
+        _route_stdlib(stream, _LEVELS[level], shared, renderer[-1])
+
+
+_previous_root_level: list[int] = []
+
+
+class _OnionHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root handler ``configure_logging`` installs (found again to be replaced)."""
+
+
+def _route_stdlib(stream: TextIO, level: int, shared: list[Any], renderer: Any) -> None:
+    handler = _OnionHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    installed = [h for h in root.handlers if isinstance(h, _OnionHandler)]
+    if not installed and not _previous_root_level:
+        _previous_root_level.append(root.level)  # what reset_logging restores
+    for old in installed:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def reset_logging() -> None:
+    """Undo ``configure_logging`` (structlog defaults, the root handler removed); for tests."""
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _OnionHandler)]:
+        root.removeHandler(old)
+    if _previous_root_level:
+        root.setLevel(_previous_root_level[0])
+        _previous_root_level.clear()
 
 
 def pii_redactor() -> Callable[[str], str] | None:

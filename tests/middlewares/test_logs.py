@@ -13,7 +13,7 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from middlewares.logs import RequestLog, configure_logging, pii_redactor
+from middlewares.logs import RequestLog, configure_logging, pii_redactor, reset_logging
 from onion import GuardrailViolation, Message, ProviderError, Request, Response, Stack, Usage
 from onion.testing import Fail, FakeClock, Reply, ScriptedProvider
 
@@ -41,7 +41,7 @@ def captured(level: str = "info", as_json: bool = True) -> Iterator[Lines]:
     try:
         yield lines
     finally:
-        structlog.reset_defaults()
+        reset_logging()
 
 
 def ask(model: str = "gpt-4o", stream: bool = False, text: str = "hello") -> Request:
@@ -281,3 +281,19 @@ async def test_fallback_warning_and_request_line_name_the_model_that_answered() 
     assert (warning["level"], warning["fallback_model"]) == ("warning", "gpt-4o-mini")
     assert request["event"] == "request"
     assert request["fallback"] == request["response_model"] == "gpt-4o-mini"
+
+
+def test_standard_library_records_are_rendered_and_scrubbed_the_same_way() -> None:
+    import logging
+
+    with captured() as lines:
+        logging.getLogger("onion.server").warning("listing upstream models failed: %s", f"key {KEY}")
+        logging.getLogger("onion.server").info("hidden below? no: info is on")
+        logging.getLogger("noisy").debug("below the level")
+    first, second = lines()
+    assert first["event"] == "listing upstream models failed: key [REDACTED]"
+    assert (first["level"], first["logger"]) == ("warning", "onion.server")
+    assert second["level"] == "info"
+    assert KEY not in lines.text
+    root = logging.getLogger()
+    assert not [h for h in root.handlers if type(h).__name__ == "_OnionHandler"]  # reset removed it
