@@ -77,22 +77,23 @@ async def test_unknown_fields_reach_the_upstream(provider: OpenAIProvider, upstr
     assert body["logprobs"] is True and body["messages"][0]["weird"] == 1
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 422, 408, 409, 429, 500, 502, 503, 529])
+STATUSES = [400, 401, 403, 404, 422, 408, 409, 429, 500, 502, 503, 529]
+
+
 @pytest.mark.parametrize("stream", [False, True])
-async def test_upstream_status_is_classified(
-    provider: OpenAIProvider, upstream: FakeUpstream, status: int, stream: bool
-) -> None:
-    upstream.push(Fault(status=status, retry_after="7" if status == 429 else None))
-    with pytest.raises(ProviderError) as caught:
-        await provider(ask(stream=stream))
-    error = caught.value
-    assert error.upstream_status == status
-    assert error.retryable is (status in (408, 409, 429) or status >= 500)
-    assert error.retry_after == (7.0 if status == 429 else None)
-    assert error.provider == "primary"
-    # The user-facing text never carries the upstream's body or URL.
-    assert "injected" not in error.public_message and "127.0.0.1" not in error.public_message
-    assert "injected" in str(error)
+async def test_upstream_status_is_classified(provider: OpenAIProvider, upstream: FakeUpstream, stream: bool) -> None:
+    for status in STATUSES:
+        upstream.push(Fault(status=status, retry_after="7" if status == 429 else None))
+        with pytest.raises(ProviderError) as caught:
+            await provider(ask(stream=stream))
+        error = caught.value
+        assert error.upstream_status == status
+        assert error.retryable is (status in (408, 409, 429) or status >= 500), status
+        assert error.retry_after == (7.0 if status == 429 else None), status
+        assert error.provider == "primary"
+        # The user-facing text never carries the upstream's body or URL.
+        assert "injected" not in error.public_message and "127.0.0.1" not in error.public_message
+        assert "injected" in str(error)
 
 
 async def test_connection_refused_is_retryable() -> None:

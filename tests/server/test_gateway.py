@@ -178,18 +178,17 @@ HOSTILE: list[tuple[str, bytes, int, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("case", "body", "status", "says"), HOSTILE, ids=[h[0] for h in HOSTILE])
-async def test_bad_input_gets_a_clear_openai_style_error(
-    http: httpx.AsyncClient, upstream: FakeUpstream, case: str, body: bytes, status: int, says: str
-) -> None:
-    response = await http.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert says in error["message"]
-    assert error["type"] == "invalid_request_error"
-    assert "Traceback" not in response.text and "127.0.0.1" not in response.text
-    assert "x-onion-served-by" in response.headers
+async def test_bad_input_gets_a_clear_openai_style_error(http: httpx.AsyncClient, upstream: FakeUpstream) -> None:
+    # One server for every case: each case is one request, the server is the costly part.
+    for case, body, status, says in HOSTILE:
+        response = await http.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == status, (case, response.text)
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}, case
+        assert says in error["message"], (case, error)
+        assert error["type"] == "invalid_request_error", case
+        assert "Traceback" not in response.text and "127.0.0.1" not in response.text, case
+        assert "x-onion-served-by" in response.headers, case
     assert upstream.stats.requests == 0  # nothing bad reaches the upstream
 
 
@@ -250,23 +249,22 @@ async def test_caller_is_the_user_field_without_keys(http: httpx.AsyncClient, re
     assert recorder.seen[-1].context.caller == "u-42"
 
 
-@pytest.mark.parametrize(
-    ("headers", "cache"),
-    [
-        ({}, None),
-        ({"x-onion-cache": "no"}, False),
-        ({"x-onion-cache": "OFF"}, False),
-        ({"cache-control": "no-cache"}, False),
-        ({"cache-control": "max-age=0, no-store"}, False),
-        ({"x-onion-cache": "yes"}, None),
-    ],
-)
-async def test_cache_switches(
-    http: httpx.AsyncClient, recorder: Recorder, headers: dict[str, str], cache: bool | None
-) -> None:
-    response = await http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": HELLO}, headers=headers)
-    assert response.status_code == 200
-    assert recorder.seen[-1].context.options.get("cache") is cache
+CACHE_SWITCHES: list[tuple[dict[str, str], bool | None]] = [
+    ({}, None),
+    ({"x-onion-cache": "no"}, False),
+    ({"x-onion-cache": "OFF"}, False),
+    ({"cache-control": "no-cache"}, False),
+    ({"cache-control": "max-age=0, no-store"}, False),
+    ({"x-onion-cache": "yes"}, None),
+]
+
+
+async def test_cache_switches(http: httpx.AsyncClient, recorder: Recorder) -> None:
+    for headers, cache in CACHE_SWITCHES:
+        body = {"model": "gpt-4o", "messages": HELLO}
+        response = await http.post("/v1/chat/completions", json=body, headers=headers)
+        assert response.status_code == 200
+        assert recorder.seen[-1].context.options.get("cache") is cache, headers
 
 
 # -- failures -----------------------------------------------------------------------------
