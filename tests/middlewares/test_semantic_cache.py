@@ -456,3 +456,19 @@ async def test_usearch_index_behind_the_same_layer() -> None:
     assert len(semantic._index) == 3 and len(semantic._entries) == 3  # France evicted, first in
     assert (await stack(req("what is the capital of Japan"))).served_by == "semantic_cache"
     assert (await stack(req("what is the capital of France"))).served_by == "scripted"
+
+
+async def test_redis_sync_interval_batches_reads_of_the_peers_log(redis_url: str) -> None:
+    clock = FakeClock()
+    one, two = redis_pair(redis_url, clock=clock, sync_interval_seconds=1.0)
+    provider = ScriptedProvider()
+    try:
+        await Stack([two], provider)(req("Warm up the index of process two"))
+        await (await Stack([one], provider)(req("What is the capital of France?"))).result()
+        # Within the interval process two does not read the log yet: a miss.
+        assert (await Stack([two], provider)(req("what is the capital of France?"))).served_by == "scripted"
+        clock.advance(1.0)
+        assert (await Stack([two], provider)(req("What is the capital of France"))).served_by == "semantic_cache"
+    finally:
+        await one.aclose()
+        await two.aclose()
