@@ -174,7 +174,8 @@ class Metrics(Layer):
         chunk_timing: bool = True,
         clock: Clock | None = None,
     ) -> None:
-        meter = (meter_provider or default_meter_provider()).get_meter(SCOPE)
+        meters = meter_provider or default_meter_provider()
+        meter = meters.get_meter(SCOPE)
         self.prices = PriceTable.build(prices, prices_file, defaults=default_prices)
         self.provider = provider
         self.scope = scope
@@ -205,7 +206,7 @@ class Metrics(Layer):
             description="Time between consecutive chunks of a streamed answer.",
             explicit_bucket_boundaries_advisory=CHUNK_BUCKETS,
         )
-        self._requests, self._cost, self._unpriced = _counters_of(meter_provider or default_meter_provider(), meter)
+        self._requests, self._cost, self._unpriced = _counters_of(meters, meter)
         self._overhead = meter.create_histogram(
             "onion.overhead",
             unit="s",
