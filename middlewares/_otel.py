@@ -182,7 +182,7 @@ def _set_default_meter_provider() -> None:
 
 def _meter_provider_with(readers: list[Any], service_name: str) -> MeterProvider:
     # No exemplars: the Prometheus text format cannot carry them, and with a span active
-    # every histogram point would also store one (about doubling the cost of a record).
+    # every histogram point would also store one, at a cost on every record.
     return MeterProvider(
         metric_readers=readers, resource=_resource(service_name), exemplar_filter=AlwaysOffExemplarFilter()
     )
