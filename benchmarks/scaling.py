@@ -5,8 +5,8 @@
    zero layers. The per-layer slope is fitted over all depths; growth should be linear
    (R² near 1), never worse.
 2. History: requests with 1..2000 messages through each history-sensitive layer that
-   exists (trim_context, exact_cache keying, input_guard scanning), alone, against the
-   bare handler; µs added per call.
+   exists (trim_context with a 2,000-token budget and gpt-4o's tokenizer, exact_cache
+   keying, input_guard scanning), alone, against the bare handler; µs added per call.
 
 Every variant runs interleaved in one process (min of ``--repeats`` runs, CPU time of
 the process), so machine noise hits them alike. Prints tables and writes ``benchmarks/results/scaling.json``.
@@ -29,6 +29,10 @@ from onion import CallNext, Chunk, Layer, Message, Request, Response, Stack
 DEPTHS = [0, 1, 2, 4, 8, 16, 32]
 HISTORY = [1, 10, 100, 500, 2000]
 HISTORY_LAYERS = ["trim_context", "exact_cache", "input_guard"]
+# A real OpenAI model name, so token counts use its exact tokenizer; a 2,000-token budget
+# makes trim_context drop turns from about 60 messages on.
+HISTORY_MODEL = "gpt-4o"
+HISTORY_PARAMS = {"trim_context": {"max_tokens": 2000}}
 
 
 class PassThrough(Layer):
@@ -103,7 +107,7 @@ async def history_rows(calls: int, repeats: int) -> tuple[list[dict], dict[str, 
     skipped: dict[str, str] = {}
     for name in HISTORY_LAYERS:
         others = tuple(n for n in _all_names() if n != name)
-        stack, built, missing = build_full_stack(handler, without=others)
+        stack, built, missing = build_full_stack(handler, without=others, overrides=HISTORY_PARAMS)
         if built == [name]:
             stacks[name] = stack
         else:
@@ -118,7 +122,9 @@ async def history_rows(calls: int, repeats: int) -> tuple[list[dict], dict[str, 
         for _ in range(repeats):
             for name, stack in stacks.items():
                 # A distinct last message per call keeps the exact cache on its miss path.
-                us = await _per_call_us(stack, lambda i, h=history: Request("m", [*h, Message("user", f"q{i}")]), n)
+                us = await _per_call_us(
+                    stack, lambda i, h=history: Request(HISTORY_MODEL, [*h, Message("user", f"q{i}")]), n
+                )
                 best[name] = min(best[name], us)
         rows.append(
             {
