@@ -109,7 +109,9 @@ def resume_request(request: Request, sent: str, mode: ResumeMode) -> Request:
     """The request that recovers a stream after ``sent`` text went out."""
     if not sent or mode != "continue":
         return request
-    messages = [*request.messages, Message("assistant", sent)]
+    # Anthropic rejects an assistant prefix that ends in whitespace; the whitespace already
+    # sent is dropped again from the start of the continuation (see ``recover_stream``).
+    messages = [*request.messages, Message("assistant", sent.rstrip())]
     # vLLM's chat template switches; providers that prefill natively ignore them.
     extra = {**request.extra, "continue_final_message": True, "add_generation_prompt": False}
     return msgspec.structs.replace(request, messages=messages, extra=extra)
@@ -184,6 +186,7 @@ async def recover_stream(
     committed = False
     tool_calls_sent = False
     skip = ""  # text the current attempt must reproduce before anything is forwarded
+    spaces = 0  # trailing whitespace already sent that a continuation may repeat
     source = first
     started = anyio.current_time()
     while True:
@@ -203,6 +206,8 @@ async def recover_stream(
                     skip, chunk = _after_skip(chunk, skip)
                     if chunk is None:
                         continue
+                elif spaces and chunk.content:
+                    spaces, chunk = _after_spaces(chunk, spaces)
                 if chunk.content:
                     sent.append(chunk.content)
                 if chunk.tool_calls:
@@ -219,6 +224,7 @@ async def recover_stream(
         source = aiter(await reopen(error, text))
         started = anyio.current_time()
         skip = text if mode == "reissue" else ""
+        spaces = len(text) - len(text.rstrip()) if mode == "continue" else 0
 
 
 def _after_skip(chunk: Chunk, skip: str) -> tuple[str, Chunk | None]:
@@ -240,3 +246,14 @@ def _after_skip(chunk: Chunk, skip: str) -> tuple[str, Chunk | None]:
     if not rest and chunk.finish_reason is None and chunk.usage is None and not chunk.tool_calls:
         return "", None
     return "", msgspec.structs.replace(chunk, content=rest, role=None)
+
+
+def _after_spaces(chunk: Chunk, spaces: int) -> tuple[int, Chunk]:
+    """Drop up to ``spaces`` leading whitespace characters a continuation repeats."""
+    text = chunk.content
+    stripped = text.lstrip()
+    drop = min(spaces, len(text) - len(stripped))
+    if not drop:
+        return 0, chunk
+    rest = text[drop:]
+    return (spaces - drop if not rest else 0), msgspec.structs.replace(chunk, content=rest)

@@ -56,8 +56,21 @@ async def test_continue_mode_sends_the_sent_text_as_an_assistant_prefix() -> Non
     response = await Stack([Retry(clock=FakeClock())], provider)(_request(resume="continue"))
     assert (await response.result()).content == "the cat sat down"
     resumed = provider.requests[1]
-    assert resumed.messages[-1] == Message("assistant", "the cat ")
+    # No trailing whitespace in the prefix (Anthropic rejects it).
+    assert resumed.messages[-1] == Message("assistant", "the cat")
     assert resumed.extra["continue_final_message"] is True
+
+
+@pytest.mark.parametrize("continuation", [(" sat ", "down"), ("sat ", "down"), (" ", "sat down")])
+async def test_continue_mode_does_not_repeat_the_whitespace_already_sent(continuation: tuple[str, ...]) -> None:
+    provider = ScriptedProvider(
+        [
+            Fail(_cut(), after_chunks=2, reply=Reply("the cat sat down")),
+            Reply("".join(continuation), chunks=continuation),
+        ]
+    )
+    response = await Stack([Retry(clock=FakeClock())], provider)(_request(resume="continue"))
+    assert (await response.result()).content == "the cat sat down"
 
 
 async def test_resume_off_fails_a_cut_stream_after_commit() -> None:
