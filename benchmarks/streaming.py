@@ -8,6 +8,10 @@ is the onion's own. Three paths, interleaved call by call in one process:
   per call, so the exact cache misses and then stores the stream;
 - ``full hit``: the same prompt every call, answered by the cache's replay.
 
+On the miss path the semantic cache's index grows to one entry per call (about 3,000);
+its lookup is a matrix-vector product, so OpenBLAS's thread pool decides much of the
+TTFT on a small machine (compare ``OPENBLAS_NUM_THREADS=1``; results record the setting).
+
 TTFT is from calling the stack to receiving the first content chunk (p50/p99 µs over
 ``--calls`` calls of a ``--ttft-chunks`` stream). Throughput reads a ``--chunks`` long
 stream to the end (best of ``--repeats``). Prints tables, writes
