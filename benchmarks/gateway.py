@@ -111,26 +111,47 @@ async def measure(base_url: str, stream: bool, concurrency: int, total: int) -> 
 
 
 async def throughput(base_url: str, seconds: float, concurrency: int) -> float:
-    url = base_url + "/chat/completions"
-    body = {**BODY, "model": "sim"}
+    """Requests per second with ``concurrency`` keep-alive connections from a minimal raw
+    HTTP/1.1 client (httpx would cost more CPU than the gateway and measure itself)."""
+    host, _, rest = base_url.removeprefix("http://").partition("/")
+    address, _, port = host.partition(":")
+    payload = json.dumps({**BODY, "model": "sim"}).encode()
+    request = (
+        f"POST /{rest}/chat/completions HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
     done = 0
-    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        for _ in range(50):
-            await client.post(url, json=body)
-        stop_at = time.perf_counter() + seconds
+    stop_at = 0.0
 
-        async def worker() -> None:
-            nonlocal done
+    async def connection() -> None:
+        nonlocal done
+        stream = await anyio.connect_tcp(address, int(port))
+        buffer = b""
+        async with stream:
             while time.perf_counter() < stop_at:
-                (await client.post(url, json=body)).raise_for_status()
+                await stream.send(request)
+                while b"\r\n\r\n" not in buffer:
+                    buffer += await stream.receive()
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(head.decode("latin-1"))
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(buffer) < length:
+                    buffer += await stream.receive()
+                buffer = buffer[length:]
                 done += 1
 
-        began = time.perf_counter()
-        async with anyio.create_task_group() as group:
-            for _ in range(concurrency):
-                group.start_soon(worker)
-        return done / (time.perf_counter() - began)
+    stop_at = time.perf_counter() + 0.5  # warm up
+    async with anyio.create_task_group() as group:
+        for _ in range(concurrency):
+            group.start_soon(connection)
+    done = 0
+    began = time.perf_counter()
+    stop_at = began + seconds
+    async with anyio.create_task_group() as group:
+        for _ in range(concurrency):
+            group.start_soon(connection)
+    return done / (time.perf_counter() - began)
 
 
 async def in_process_cost(requests: int = 3000) -> dict[str, float]:

@@ -80,7 +80,8 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn_config = uvicorn.Config(
         app,
         interface="asgi3",
-        http="h11",
+        http="auto",  # httptools when installed (much faster than h11), else h11
+        loop="auto",  # uvloop when installed
         lifespan="on",
         proxy_headers=False,
         server_header=False,

@@ -23,6 +23,7 @@ from .._response import Response
 from .._types import Chunk, Completion, Context, Request
 from ..errors import ProviderError, Timeout
 from ._sse import SSEDecoder, SSEOverflow
+from ._transport import pooled_transport
 
 __all__ = ["HTTPProvider", "StreamDecoder", "classify_status", "parse_retry_after"]
 
@@ -126,11 +127,15 @@ class HTTPProvider:
         self._url = self.base_url + self.path
         self._headers = {"content-type": "application/json", **self.auth_headers(api_key), **(headers or {})}
         self._owns_client = client is None
-        self.client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections),
-            trust_env=trust_env,
-        )
+        if client is None:
+            limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
+            timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout)
+            client = httpx.AsyncClient(
+                timeout=timeout,
+                transport=pooled_transport(limits, trust_env=trust_env),
+                trust_env=trust_env,
+            )
+        self.client = client
 
     def __repr__(self) -> str:
         # Never the key; the URL is configuration, not a secret, but stays out of user output.

@@ -240,3 +240,12 @@ async def test_body_encoding_round_trips_unicode(provider: OpenAIProvider, upstr
     completion = await (await provider(ask(text))).result()
     assert completion.content == f"You said: {text}"
     assert msgspec.json.decode(msgspec.json.encode(upstream.requests[-1][2]))["messages"][0]["content"] == text
+
+
+async def test_large_bodies_pass_the_write_buffer(provider: OpenAIProvider, upstream: FakeUpstream) -> None:
+    # The transport holds writes back until it reads; past 64 KiB it must send as it goes.
+    text = "x" * 300_000
+    completion = await (await provider(ask(text))).result()
+    assert completion.content == f"You said: {text}"
+    async with await provider(ask(text, stream=True)) as response:
+        assert (await response.result()).content == f"You said: {text}"
