@@ -30,7 +30,7 @@ Figure = Any
 
 def _subtitle(data: dict[str, Any]) -> str:
     bits = [f"Python {data['python']}" if data.get("python") else "", data.get("processor") or data.get("machine", "")]
-    return ", ".join(b for b in bits if b)
+    return ", ".join(b for b in bits if isinstance(b, str) and b)
 
 
 def _skipped_note(ax: Any, data: dict[str, Any]) -> None:
@@ -102,16 +102,23 @@ def plot_streaming(data: dict[str, Any]) -> Figure:
 def plot_soak(data: dict[str, Any]) -> Figure:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     samples = data["samples"]
-    ax.plot([s["requests"] for s in samples], [s["rss_mb"] for s in samples], marker="o")
+    x = [s["requests"] for s in samples]
+    ax.plot(x, [s["rss_mb"] for s in samples], marker="o", label="RSS MiB")
     ax.axvline(data["warmup_requests"], color="gray", linestyle="--", label="end of warm-up")
-    verdict = "flat" if data["flat"] else "growing"
-    ax.set(
-        xlabel="requests",
-        ylabel="RSS MiB",
-        title=f"RSS over {data['requests']:,} requests: {verdict} ({data['growth_mb_per_10k']:+.2f} MiB / 10k)",
-    )
+    if "tail_start_requests" in data:
+        ax.axvspan(data["tail_start_requests"], x[-1], color="tab:green", alpha=0.08, label="judged for flatness")
     ax.set_ylim(bottom=0)
-    ax.legend()
+    ax.set(xlabel="requests", ylabel="RSS MiB")
+    if samples and "blocks" in samples[0]:
+        objects = ax.twinx()
+        objects.plot(x, [s["blocks"] / 1000 for s in samples], color="tab:orange", marker=".", label="live objects (k)")
+        objects.set_ylim(bottom=0)
+        objects.set_ylabel("live Python objects (thousands)")
+        objects.legend(loc="lower right", fontsize=8)
+    verdict = "flat" if data["flat"] else "growing"
+    slope = data.get("tail_growth_mb_per_10k", data["growth_mb_per_10k"])
+    ax.set_title(f"{data['requests']:,} requests, full stack: {verdict} ({slope:+.2f} MiB / 10k at the end)")
+    ax.legend(loc="lower left", fontsize=8)
     _skipped_note(ax, data)
     return fig
 
@@ -152,6 +159,9 @@ def _tables(value: Any, path: str = "") -> list[tuple[str, list[dict[str, Any]]]
     elif isinstance(value, dict) and len(value) >= 2 and all(_flat_numbers(v) for v in value.values()):
         # {name: {metric: number}}: one row per name.
         found.append((path or "rows", [{"name": k, **v} for k, v in value.items()]))
+    elif _flat_numbers(value) and len(value) >= 2:
+        # {metric: number}: one bar per metric.
+        found.append((path or "values", [{"name": k, "value": v} for k, v in value.items()]))
     elif isinstance(value, dict):
         for key, inner in value.items():
             found.extend(_tables(inner, f"{path}.{key}" if path else key))
@@ -167,7 +177,7 @@ def _numeric(rows: list[dict[str, Any]], key: str) -> bool:
 
 
 def plot_generic(data: dict[str, Any]) -> Figure | None:
-    tables = [(p, rows) for p, rows in _tables(data) if len(rows[0]) >= 2]
+    tables = [(p, rows) for p, rows in _tables(data) if len(rows[0]) >= 2][:6]
     if not tables:
         return None
     fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 4.5), squeeze=False)
@@ -232,7 +242,11 @@ def main() -> None:
     for path in sorted(RESULTS.glob("*.json")):
         if path.stem == "run_all" or (args.only and path.stem not in args.only):
             continue
-        target = draw(path, args.out)
+        try:
+            target = draw(path, args.out)
+        except Exception as error:  # one odd results file must not stop the other figures
+            print(f"{path.stem}: not drawn ({type(error).__name__}: {error})")
+            continue
         print(f"{path.stem}: {target.relative_to(HERE.parent) if target else 'nothing to plot'}")
 
 
