@@ -41,11 +41,13 @@ __all__ = [
 
 DEFAULT_STACK: list[dict[str, Any]] = [
     # Outermost first. Layers are named as in the ``onion.middlewares`` entry points;
-    # add a table here as a built-in becomes part of the default onion.
+    # add a table here as a built-in becomes part of the default onion. The server itself
+    # already masks unexpected errors, so mask_errors is optional here.
     {"use": "metrics"},
     {"use": "timeout", "seconds": 120.0, "first_token_seconds": 30.0, "idle_seconds": 30.0},
     {"use": "exact_cache"},
     {"use": "retry"},
+    {"use": "circuit_breaker"},
 ]
 """The stack ``onion serve`` runs when no config file is given."""
 
