@@ -49,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=5, help="samples per case with temperature > 0 (default 5)")
     parser.add_argument("--concurrency", type=int, default=8, help="calls in flight at once (default 8)")
     parser.add_argument("--stream", action="store_true", help="ask for streamed answers")
+    parser.add_argument(
+        "--use-cache",
+        action="store_true",
+        help="let caches answer (by default every sample bypasses them: a cached answer hides a model change)",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per answer (default 120)")
     parser.add_argument("--tag", action="append", default=[], help="run only cases with this tag (repeatable)")
     parser.add_argument("--report", help="write the JSON report here")
@@ -99,6 +104,7 @@ async def _run(args: argparse.Namespace, cases: list[Case]) -> Report:
         "default_samples": args.samples,
         "concurrency": args.concurrency,
         "stream": args.stream,
+        "use_cache": args.use_cache,
         "time_limit": args.timeout,
         "progress": progress,
     }

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import anyio
 import httpx
 
-from .._types import Message, Request
+from .._types import Context, Message, Request
 from ..errors import OnionError
 from ._cases import Case
 from ._progress import ProgressBar
@@ -29,8 +29,14 @@ __all__ = ["build_request", "run_eval"]
 ANSWER_CHARS = 2000
 
 
-def build_request(case: Case, *, model: str | None, stream: bool = False) -> Request:
-    """The request for one sample of ``case`` (a new request, so a new context, per sample)."""
+def build_request(case: Case, *, model: str | None, stream: bool = False, use_cache: bool = False) -> Request:
+    """The request for one sample of ``case`` (a new request, so a new context, per sample).
+
+    Unless ``use_cache``, the request asks every cache to stand aside
+    (``context.options["cache"] = False``; over HTTP, ``Cache-Control: no-cache``): a
+    cached answer would hide a model or prompt change, and would make every sample of a
+    case the same answer.
+    """
     chosen = case.model or model
     if not chosen:
         raise ValueError(f"case {case.id!r} names no model and no default model was given")
@@ -40,6 +46,7 @@ def build_request(case: Case, *, model: str | None, stream: bool = False) -> Req
         temperature=case.temperature,
         max_tokens=case.max_tokens,
         stream=stream,
+        context=Context(options={} if use_cache else {"cache": False}),
     )
 
 
@@ -81,6 +88,7 @@ async def run_eval(
     default_samples: int = 5,
     concurrency: int = 8,
     stream: bool = False,
+    use_cache: bool = False,
     time_limit: float | None = 120.0,
     target: str = "handler",
     progress: ProgressBar | None = None,
@@ -88,11 +96,14 @@ async def run_eval(
     """Run every sample of every case through ``ask`` and build the report.
 
     ``model`` is used for cases that name none. ``default_samples`` applies to cases with
-    ``temperature > 0`` and no ``samples``. At most ``concurrency`` calls are in flight;
+    ``temperature > 0`` and no ``samples``. Caches are bypassed unless ``use_cache``.
+    At most ``concurrency`` calls are in flight;
     each answer gets ``time_limit`` seconds.
     """
     plan = [(case, case.sample_count(default_samples)) for case in cases]
-    requests = [[build_request(case, model=model, stream=stream) for _ in range(n)] for case, n in plan]
+    requests = [
+        [build_request(case, model=model, stream=stream, use_cache=use_cache) for _ in range(n)] for case, n in plan
+    ]
     results: list[list[SampleResult | None]] = [[None] * n for _, n in plan]
     limiter = anyio.CapacityLimiter(max(1, concurrency))
     started = time.perf_counter()

@@ -72,7 +72,9 @@ def _error_text(status: int, body: bytes) -> str:
 class GatewayTarget:
     """An ``Ask`` over HTTP to an OpenAI-compatible gateway.
 
-    ``api_key`` is sent as a bearer token and never written anywhere. Pass ``client`` to
+    ``api_key`` is sent as a bearer token and never written anywhere. A request whose
+    context says ``options["cache"] = False`` is sent with ``Cache-Control: no-cache`` and
+    ``x-onion-cache: off``. Pass ``client`` to
     share an ``httpx.AsyncClient``; otherwise use ``async with GatewayTarget(...)``.
     """
 
@@ -86,6 +88,7 @@ class GatewayTarget:
     ) -> None:
         self.url = chat_completions_url(base_url)
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._no_cache = {**self._headers, "cache-control": "no-cache", "x-onion-cache": "off"}
         self._own_client = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout)
 
@@ -102,18 +105,20 @@ class GatewayTarget:
 
     async def __call__(self, request: Request) -> Answer:
         body = request_to_wire(request)
+        # The request's "no cache" option crosses HTTP as the headers onion's gateway reads.
+        headers = self._headers if request.context.options.get("cache") is not False else self._no_cache
         if request.stream:
-            return await self._stream(body)
-        response = await self._client.post(self.url, json=body, headers=self._headers)
+            return await self._stream(body, headers)
+        response = await self._client.post(self.url, json=body, headers=headers)
         if response.status_code >= 400:
             raise GatewayError(public_message=_error_text(response.status_code, response.content))
         data = response.json()
         message = data["choices"][0]["message"]
         return Answer(message.get("content") or "", response.headers.get("x-onion-served-by", ""))
 
-    async def _stream(self, body: dict[str, Any]) -> Answer:
+    async def _stream(self, body: dict[str, Any], headers: dict[str, str]) -> Answer:
         parts: list[str] = []
-        async with self._client.stream("POST", self.url, json=body, headers=self._headers) as response:
+        async with self._client.stream("POST", self.url, json=body, headers=headers) as response:
             if response.status_code >= 400:
                 raise GatewayError(public_message=_error_text(response.status_code, await response.aread()))
             served_by = response.headers.get("x-onion-served-by", "")

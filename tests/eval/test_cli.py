@@ -141,7 +141,11 @@ def test_config_mode_runs_the_gateway_stack_in_process(cases_file, tmp_path, mon
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_url_mode_against_the_onion_gateway(cases_file, tmp_path, capsys, stream) -> None:
-    """End to end: onion eval -> onion's own gateway (real HTTP) -> its stack -> fake upstream."""
+    """End to end: onion eval -> onion's own gateway (real HTTP) -> its stack -> fake upstream.
+
+    By default every sample bypasses the gateway's cache (a cached answer would hide a model
+    change); --use-cache lets the cache answer.
+    """
     from onion.config import build_gateway, parse_config
     from onion.server import create_app
     from onion.testing.upstream import ThreadedServer
@@ -156,12 +160,17 @@ def test_url_mode_against_the_onion_gateway(cases_file, tmp_path, capsys, stream
         with ThreadedServer(create_app(gateway), lifespan="on") as server:
             report = tmp_path / "r.json"
             args = [str(cases_file), "--url", server.url, "--model", "gpt-4o", "--report", str(report)]
-            assert main([*args, "--stream"] if stream else args) == 0
-            assert main([*args, "--stream"] if stream else args) == 0  # answered by the gateway's cache
-        sent = len(upstream.requests)
-    assert sent == 2
-    served = {sample.served_by for case in load_report(report).cases for sample in case.samples}
-    assert served == {"exact_cache"}
+            args += ["--stream"] if stream else []
+            assert main(args) == 0
+            assert main(args) == 0
+            bypassed = len(upstream.requests)
+            bypassed_by = {s.served_by for c in load_report(report).cases for s in c.samples}
+            assert main([*args, "--use-cache"]) == 0  # fills the cache
+            assert main([*args, "--use-cache"]) == 0  # answered by it
+            cached_by = {s.served_by for c in load_report(report).cases for s in c.samples}
+        total = len(upstream.requests)
+    assert bypassed == 4 and bypassed_by == {"up"}
+    assert total == 6 and cached_by == {"exact_cache"}
     assert "2/2 cases passed" in capsys.readouterr().out
 
 

@@ -176,3 +176,18 @@ async def test_pass_rate_is_the_share_of_passing_answers(outcomes: list[bool], c
     report = await run_eval([case], handler_target(provider), model="m", concurrency=concurrency)
     assert report.cases[0].pass_rate == pytest.approx(sum(outcomes) / len(outcomes))
     assert report.totals.samples == provider.calls == len(outcomes)
+
+
+async def test_samples_bypass_caches_unless_asked() -> None:
+    """Every sample reaches the model by default: an exact cache in the stack would
+    otherwise answer samples 2..n with sample 1's answer."""
+    from onion import build_layer
+
+    # No temperature: the exact cache would store and replay this (it leaves hot requests alone).
+    (case,) = parse_cases('{"id": "s", "input": "q", "expect": ["yes"], "samples": 5}')
+    for use_cache, calls, rate in ((False, 5, 0.6), (True, 1, 1.0)):
+        provider = ScriptedProvider(lambda request, index: Reply("yes" if index % 5 < 3 else "no"))
+        stack = Stack([build_layer({"use": "exact_cache", "scope": "shared"})], handler=provider)
+        report = await run_eval([case], handler_target(stack), model="m", use_cache=use_cache, concurrency=1)
+        assert provider.calls == calls
+        assert report.cases[0].pass_rate == pytest.approx(rate)
