@@ -87,7 +87,7 @@ def _serve(args: argparse.Namespace) -> int:
         server_header=False,
         access_log=False,
         log_level=args.log_level,
-        timeout_graceful_shutdown=int(server_config.shutdown_grace_seconds),
+        timeout_graceful_shutdown=server_config.shutdown_grace_seconds,  # type: ignore[arg-type]
     )
     uvicorn.Server(uvicorn_config).run(sockets=[sock])
     return 0
