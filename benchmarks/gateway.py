@@ -221,6 +221,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "note": "added = gateway percentile minus direct percentile; client, gateway and upstream share the cores",
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     try:
         with tempfile.TemporaryDirectory() as workdir:
