@@ -333,3 +333,43 @@ async def test_client_disconnect_closes_the_upstream_stream(gateway: ThreadedSer
     assert stats.streams_disconnected == 1
     assert stats.open_streams == 0 and stats.streams_completed == 0
     assert stats.open_connections == 0
+
+
+async def test_typed_errors_keep_their_status_and_retry_after() -> None:
+    from onion import GuardrailViolation, RateLimited
+
+    errors = iter([RateLimited("caller over budget", retry_after=2.2), GuardrailViolation(stage="input", rule="pii")])
+
+    async def limited(request: Request) -> Response:
+        raise next(errors)
+
+    async with ThreadedServer(GatewayApp(limited)) as server, httpx.AsyncClient(base_url=server.url) as http:
+        limit = await http.post("/v1/chat/completions", json={"model": "m", "messages": HELLO})
+        guard = await http.post("/v1/chat/completions", json={"model": "m", "messages": HELLO, "stream": True})
+    assert limit.status_code == 429 and limit.headers["retry-after"] == "3"
+    assert limit.json()["error"] == {
+        "message": "too many requests, retry after 3 s",
+        "type": "rate_limit_error",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+    assert "budget" not in limit.text
+    assert guard.status_code == 400 and guard.json()["error"]["code"] == "guardrail_violation"
+
+
+async def test_headers_a_layer_sets_cannot_inject_lines(upstream: FakeUpstream) -> None:
+    async def header_layer(request: Request, call_next: CallNext) -> Response:
+        response = await call_next(request)
+        response.headers["x-fine"] = "ok"
+        response.headers["x-evil"] = "a\r\nset-cookie: stolen=1"
+        response.headers["x-unicode"] = "caf\u00e9 \u2603"
+        return response
+
+    built = gateway_for(upstream)
+    built.stack = Stack([header_layer], built.router)
+    async with ThreadedServer(create_app(built)) as server, httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": HELLO})
+    assert response.status_code == 200
+    assert response.headers["x-fine"] == "ok"
+    assert "x-evil" not in response.headers and "set-cookie" not in response.headers
+    assert "x-unicode" not in response.headers  # not representable in HTTP/1.1 header bytes
