@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import msgspec
 from anyio.from_thread import start_blocking_portal
+from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
@@ -70,6 +71,7 @@ class StackMachine(RuleBasedStateMachine):
         """Run one request on the machine's event loop and check the laws on it."""
         observation = self.portal.call(lambda: self.probe.send(request, read=read))
         check_laws(self.laws, observation, self.probe.observations)
+        _note(observation)
         return observation
 
     @rule(data=st.data())
@@ -90,6 +92,7 @@ class StackMachine(RuleBasedStateMachine):
         complete, streamed = self.portal.call(lambda: self.probe.send_both(request))
         for observation in (complete, streamed):
             check_laws(self.laws, observation, self.probe.observations)
+            _note(observation)
         if any(isinstance(law, StreamMatchesComplete) for law in self.laws):
             check_pair(complete, streamed)
 
@@ -101,3 +104,10 @@ class StackMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         """Stop the event loop thread."""
         self._portal_cm.__exit__(None, None, None)
+
+
+def _note(observation: Observation) -> None:
+    # Shown by ``--hypothesis-show-statistics``: how often each kind of ending happened.
+    outcome = observation.outcome
+    detail = type(outcome.error).__name__ if outcome.error is not None else observation.served_by
+    event(f"{outcome.kind}: {detail}")
