@@ -358,7 +358,12 @@ class SemanticCache(Layer):
                 failure = "timeout"
         except Exception as error:
             failure = type(error).__name__
-        if failure is None and (vectors.ndim != 2 or vectors.shape[0] != 1):
+        if failure is None and (
+            vectors.ndim != 2
+            or vectors.shape[0] != 1
+            or (self._index is not None and vectors.shape[1] != self._index.dim)
+        ):
+            # Also a vector of another size than the index's (the endpoint's model changed).
             failure = "bad_shape"
         if failure is not None:
             self.stats.embed_failures += 1
@@ -452,6 +457,8 @@ class SemanticCache(Layer):
             if data is None or key in index:
                 continue
             entry = _ENTRY_DECODER.decode(data)
+            if len(entry.vector) != 4 * index.dim:
+                continue  # written by a peer with another embedder under the same prefix
             ttl = entry.expires_at - wall if entry.expires_at is not None else None
             if ttl is None or ttl > 0:
                 index.add(key, np.frombuffer(entry.vector, dtype=np.float32), entry.scope, ttl)

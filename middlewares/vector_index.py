@@ -40,6 +40,7 @@ class NearestIndex(Protocol):
     """What the semantic cache needs from an index."""
 
     on_remove: Callable[[str], None] | None
+    dim: int
 
     def add(self, key: str, vector: np.ndarray, scope: str, ttl_seconds: float | None = None) -> None:
         """Store (or replace) ``key``'s vector in ``scope``."""

@@ -477,3 +477,19 @@ async def test_redis_sync_interval_batches_reads_of_the_peers_log(redis_url: str
     finally:
         await one.aclose()
         await two.aclose()
+
+
+class ShiftingEmbedder(CountingEmbedder):
+    """Answers in 512 dimensions, then (the endpoint's model changed) in 256."""
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = await super().embed(texts)
+        return vectors if self.calls == 1 else vectors[:, :256]
+
+
+async def test_an_embedding_of_another_size_bypasses_instead_of_failing() -> None:
+    semantic = cache(embedder=ShiftingEmbedder())
+    stack = Stack([semantic], ScriptedProvider())
+    await (await stack(req("What is the capital of France?"))).result()
+    assert (await (await stack(req("What is the capital of France?"))).result()).content == "ok"
+    assert semantic.stats.embed_failures == 1
