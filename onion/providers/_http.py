@@ -127,14 +127,17 @@ class HTTPProvider:
         self._url = self.base_url + self.path
         self._headers = {"content-type": "application/json", **self.auth_headers(api_key), **(headers or {})}
         self._owns_client = client is None
+        # With its own client, the provider sends through the client's transport directly:
+        # the Client layer around it would keep upstream cookies (shared between callers),
+        # follow redirects, and log every request URL at INFO, none of which a gateway wants.
+        self._transport: httpx.AsyncBaseTransport | None = None
         if client is None:
             limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
             timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout)
-            client = httpx.AsyncClient(
-                timeout=timeout,
-                transport=pooled_transport(limits, trust_env=trust_env),
-                trust_env=trust_env,
-            )
+            self._transport = pooled_transport(limits, trust_env=trust_env)
+            client = httpx.AsyncClient(timeout=timeout, transport=self._transport, trust_env=trust_env)
+            self._extensions = {"timeout": timeout.as_dict()}
+            self._url_object = httpx.URL(self._url)
         self.client = client
 
     def __repr__(self) -> str:
@@ -208,18 +211,31 @@ class HTTPProvider:
             retry_after=parse_retry_after(response.headers),
         )
 
+    async def _send(self, body: bytes) -> httpx.Response:
+        if self._transport is None:
+            built = self.client.build_request("POST", self._url, content=body, headers=self._headers)
+            return await self.client.send(built, stream=True)
+        http_request = httpx.Request(
+            "POST", self._url_object, headers=self._headers, content=body, extensions=self._extensions
+        )
+        response = await self._transport.handle_async_request(http_request)
+        response.request = http_request
+        return response
+
     async def __call__(self, request: Request) -> Response:
         context = request.context
         start = anyio.current_time()
         deadline, own = self._deadline(context, start)
-        http_request = self.client.build_request("POST", self._url, content=self.encode(request), headers=self._headers)
+        body = self.encode(request)
         began = _perf()
         try:
-            if deadline is None:
-                response = await self.client.send(http_request, stream=True)
-            else:
+            # Only the request's own deadline gets a cancel scope (it costs on every call);
+            # the provider's total_timeout is checked between reads, each bounded by read_timeout.
+            if own and deadline is not None:
                 with anyio.fail_after(max(0.0, deadline - start)):
-                    response = await self.client.send(http_request, stream=True)
+                    response = await self._send(body)
+            else:
+                response = await self._send(body)
         except TimeoutError:
             raise self._timed_out(request, own) from None
         except httpx.HTTPError as error:
@@ -243,11 +259,11 @@ class HTTPProvider:
     ) -> Completion:
         began = _perf()
         try:
-            if deadline is None:
-                data = await response.aread()
-            else:
+            if own and deadline is not None:
                 with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
                     data = await response.aread()
+            else:
+                data = await response.aread()
         except TimeoutError:
             raise self._timed_out(request, own) from None
         except httpx.HTTPError as error:
@@ -255,6 +271,8 @@ class HTTPProvider:
         finally:
             request.context.upstream_seconds += _perf() - began
             await response.aclose()
+        if deadline is not None and not own and anyio.current_time() > deadline:
+            raise self._timed_out(request, own)
         try:
             return self.decode_completion(data, request)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError, KeyError, IndexError, TypeError) as error:

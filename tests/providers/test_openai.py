@@ -249,3 +249,16 @@ async def test_large_bodies_pass_the_write_buffer(provider: OpenAIProvider, upst
     assert completion.content == f"You said: {text}"
     async with await provider(ask(text, stream=True)) as response:
         assert (await response.result()).content == f"You said: {text}"
+
+
+async def test_a_client_of_your_own_is_used_and_left_open(upstream: FakeUpstream) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(headers={"x-team": "blue"}) as client:
+        provider = OpenAIProvider(base_url=upstream.base_url, api_key="sk-test", client=client)
+        for stream in (False, True):
+            completion = await (await provider(ask("mine", stream=stream))).result()
+            assert completion.content == "You said: mine"
+            assert upstream.requests[-1][1]["x-team"] == "blue"
+        await provider.aclose()
+        assert not client.is_closed
