@@ -29,7 +29,7 @@ import msgspec
 
 from ._response import Response
 from ._types import Chunk, Completion, Context, Request, Usage, decode_request
-from .errors import BadRequest, OnionError
+from .errors import BadRequest, OnionError, ProviderError
 
 __all__ = ["GatewayApp", "create_app"]
 
@@ -376,9 +376,15 @@ class GatewayApp:
         if isinstance(error, OnionError):
             status = error.status
             message = error.public_message
+            code = error.code
+            if isinstance(error, ProviderError) and type(error) is ProviderError and error.upstream_status == 429:
+                # The upstream is rate limiting: say so with 429 (and its Retry-After) so
+                # clients back off as they would against the provider itself, not as if it broke.
+                status, code = 429, "rate_limit_exceeded"
+                message = "the model provider is rate limiting requests; retry later"
             if status >= 500:
                 message = f"{message} (request id {context.request_id})"
-            body = _error_json(status, message, error.code, getattr(error, "param", None))
+            body = _error_json(status, message, code, getattr(error, "param", None))
             extra = [_JSON]
             retry_after = getattr(error, "retry_after", None)
             if isinstance(retry_after, (int, float)) and status in (429, 503):

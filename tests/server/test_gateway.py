@@ -373,3 +373,15 @@ async def test_headers_a_layer_sets_cannot_inject_lines(upstream: FakeUpstream) 
     assert response.headers["x-fine"] == "ok"
     assert "x-evil" not in response.headers and "set-cookie" not in response.headers
     assert "x-unicode" not in response.headers  # not representable in HTTP/1.1 header bytes
+
+
+async def test_an_upstream_429_reaches_the_client_as_429_with_retry_after(
+    http: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    upstream.push(Fault(status=429, retry_after="7"), Fault(status=500))
+    limited = await http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": HELLO})
+    broken = await http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": HELLO})
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "7"
+    assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+    assert "injected" not in limited.text
+    assert broken.status_code == 502 and "retry-after" not in broken.headers
