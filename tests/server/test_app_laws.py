@@ -1,0 +1,101 @@
+"""Laws of the ASGI app, checked in process (no sockets) so hypothesis can try many bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from onion import Stack
+from onion.providers import Router, SimulatedProvider
+from onion.server import GatewayApp
+
+
+def make_app() -> GatewayApp:
+    router = Router([SimulatedProvider(name="sim", models=["m"], ttft=0, tokens_per_second=0, answer_tokens=6)])
+    return GatewayApp(Stack([], router), models=router.models(), max_body_bytes=64 * 1024)
+
+
+async def call(app: GatewayApp, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = sent[0]
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    return start["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "system", "assistant", 7]), "content": json_values | st.text(max_size=20)}
+    ),
+    max_size=3,
+)
+bodies = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {"model": st.sampled_from(["m", "sim/m", "x", "", 3]), "messages": messages | json_values},
+        optional={"stream": st.booleans() | json_values, "n": st.integers(-1, 3), "temperature": json_values},
+    ),
+)
+
+APP = make_app()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bodies)
+async def test_no_body_makes_the_gateway_fail_with_500(body: Any) -> None:
+    status, headers, data = await call(APP, msgspec.json.encode(body))
+    assert status < 500, data
+    assert headers["x-onion-served-by"]
+    if status >= 400:
+        error = msgspec.json.decode(data)["error"]
+        assert isinstance(error["message"], str) and error["message"]
+    elif headers["content-type"].startswith("text/event-stream"):
+        assert data.endswith(b"data: [DONE]\n\n")
+    else:
+        assert msgspec.json.decode(data)["object"] == "chat.completion"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=200))
+async def test_arbitrary_bytes_get_a_4xx(body: bytes) -> None:
+    status, _, data = await call(APP, body)
+    assert status < 500, data
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(max_size=40), st.booleans())
+async def test_streamed_and_complete_answers_carry_the_same_text(text: str, include_usage: bool) -> None:
+    base = {"model": "m", "messages": [{"role": "user", "content": text}]}
+    _, _, complete = await call(APP, msgspec.json.encode(base))
+    streamed_body = {**base, "stream": True, "stream_options": {"include_usage": include_usage}}
+    _, _, streamed = await call(APP, msgspec.json.encode(streamed_body))
+    answer = msgspec.json.decode(complete)
+    events = [e.removeprefix(b"data: ") for e in streamed.split(b"\n\n") if e]
+    assert events[-1] == b"[DONE]"
+    chunks = [msgspec.json.decode(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in chunks)
+    text_out = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text_out == answer["choices"][0]["message"]["content"]
+    usage = [c["usage"] for c in chunks if c.get("usage")]
+    assert usage == ([answer["usage"]] if include_usage else [])
