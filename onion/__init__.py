@@ -5,9 +5,19 @@
     from onion import Stack, Request, Message
     stack = Stack([outermost, ..., innermost], handler=provider)
     response = await stack(Request(model="gpt-4o", messages=[Message("user", "hi")]))
+
+The providers (``OpenAIProvider``, ``AnthropicProvider``, ``SimulatedProvider``,
+``Router``), the gateway's configuration (``load_config``, ``build_gateway``) and its
+ASGI app (``create_app``) are re-exported here too, but loaded on first use: they pull
+in httpx and the server, which a stack in code may not need.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ._clock import Clock, SystemClock, system_clock
+from ._lazy import lazy_getattr
 from ._registry import ENTRY_POINT_GROUP, available_layers, build_layer, resolve_layer
 from ._response import Accumulator, EndCallback, Response
 from ._stack import PROTOCOL_VERSION, CallNext, Handler, Layer, LayerInfo, Middleware, Order, Stack, layer_info
@@ -25,7 +35,45 @@ from .errors import (
     Timeout,
 )
 
+if TYPE_CHECKING:
+    # Static twins of the lazy names below (``X as X`` marks a re-export).
+    from .config import Gateway as Gateway
+    from .config import GatewayConfig as GatewayConfig
+    from .config import build_gateway as build_gateway
+    from .config import default_config as default_config
+    from .config import load_config as load_config
+    from .providers import AnthropicProvider as AnthropicProvider
+    from .providers import OpenAIProvider as OpenAIProvider
+    from .providers import Router as Router
+    from .providers import SimulatedProvider as SimulatedProvider
+    from .providers import build_provider as build_provider
+    from .server import GatewayApp as GatewayApp
+    from .server import create_app as create_app
+
 __version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    "Gateway": "config",
+    "GatewayConfig": "config",
+    "build_gateway": "config",
+    "default_config": "config",
+    "load_config": "config",
+    "AnthropicProvider": "providers",
+    "OpenAIProvider": "providers",
+    "Router": "providers",
+    "SimulatedProvider": "providers",
+    "build_provider": "providers",
+    "GatewayApp": "server",
+    "create_app": "server",
+}
+
+
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -65,4 +113,5 @@ __all__ = [
     "request_to_wire",
     "resolve_layer",
     "system_clock",
+    *_LAZY,
 ]

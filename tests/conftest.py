@@ -9,6 +9,10 @@ import subprocess
 import time
 from collections.abc import Iterator
 
+# Loaded at collection on purpose: hypothesis imports it lazily in the middle of a test,
+# and pytest's assertion rewriting of it there intermittently fails on CPython 3.11.7
+# with "SystemError: AST constructor recursion depth mismatch".
+import hypothesis.internal.conjecture.optimiser  # noqa: F401
 import pytest
 
 

@@ -15,8 +15,16 @@
   with the trace.
 - ``law_status(stack)``: which laws hold by construction and which need a test.
 - ``onion.testing.machine.StackMachine``: a stateful test base (needs hypothesis).
+- ``FakeUpstream``: an OpenAI- and Anthropic-compatible upstream over real HTTP on a
+  loopback port, with scripted faults (its own ``Fault`` lives in
+  ``onion.testing.upstream``); loaded on first use.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
 from ._clock import FakeClock
 from ._scripted import Fail, Reply, ScriptedProvider, StreamRecord
 from .construction import LawStatus, describe_law_status, law_status
@@ -36,6 +44,18 @@ from .laws import (
     check_pair,
 )
 from .probe import Observation, Outcome, Probe, Visit
+
+if TYPE_CHECKING:
+    # Static twins of the lazy names below (``X as X`` marks a re-export).
+    from .upstream import FakeUpstream as FakeUpstream
+    from .upstream import ThreadedServer as ThreadedServer
+    from .upstream import UpstreamStats as UpstreamStats
+
+_LAZY = {"FakeUpstream": "upstream", "ThreadedServer": "upstream", "UpstreamStats": "upstream"}
+
+
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
+
 
 __all__ = [
     "DEFAULT_LAWS",
@@ -71,4 +91,5 @@ __all__ = [
     "law_status",
     "planned_provider",
     "split_at",
+    *_LAZY,
 ]

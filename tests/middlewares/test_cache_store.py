@@ -5,10 +5,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-# Imported at collection on purpose: hypothesis imports it lazily mid-test, and pytest's
-# assertion rewriting of it there intermittently fails on CPython 3.11.7 with
-# "SystemError: AST constructor recursion depth mismatch".
-import hypothesis.internal.conjecture.optimiser  # noqa: F401
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -8,11 +8,6 @@ import subprocess
 import sys
 
 import anyio
-
-# Imported at collection on purpose: hypothesis imports it lazily mid-test, and pytest's
-# assertion rewriting of it there intermittently fails on CPython 3.11.7 with
-# "SystemError: AST constructor recursion depth mismatch".
-import hypothesis.internal.conjecture.optimiser  # noqa: F401
 import numpy as np
 import pytest
 from hypothesis import given, settings
