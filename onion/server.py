@@ -42,6 +42,7 @@ MetricsRenderer = Callable[[], tuple[bytes, str]]
 
 _encode = msgspec.json.Encoder().encode
 _JSON = (b"content-type", b"application/json")
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -339,8 +340,13 @@ class GatewayApp:
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         authorization = declared = onion_cache = cache_control = None
+        trace_headers: dict[str, str] = {}
         for name, value in scope["headers"]:
-            if name == b"authorization":
+            if name in _TRACE_HEADERS:
+                # Only the W3C trace context reaches the layers (the tracing layer continues
+                # it); the rest, credentials included, stays here.
+                trace_headers[name.decode("latin-1")] = value.decode("latin-1")
+            elif name == b"authorization":
                 authorization = value
             elif name == b"content-length":
                 declared = value
@@ -360,6 +366,8 @@ class GatewayApp:
             await self._plain_error(send, reject.status, reject.message, reject.code, reject.param)
             return
         context = request.context
+        if trace_headers:
+            context.state["headers"] = trace_headers
         try:
             response = await self.handler(request)
             if not request.stream:

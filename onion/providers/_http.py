@@ -247,12 +247,17 @@ class HTTPProvider:
                 raise await self._status_error(response, request)
             if request.stream:
                 chunks = self._stream(response, request, deadline, own)
-                return Response.stream(chunks, served_by=self.name, model=request.model)
-            return Response.complete(await self._read_complete(response, request, deadline, own), served_by=self.name)
+                answer = Response.stream(chunks, served_by=self.name, model=request.model)
+            else:
+                completion = await self._read_complete(response, request, deadline, own)
+                answer = Response.complete(completion, served_by=self.name)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
             raise
+        # gen_ai.provider.name for the metrics and tracing layers (the API spoken, not our name).
+        answer.attrs["provider"] = self.kind
+        return answer
 
     async def _read_complete(
         self, response: httpx.Response, request: Request, deadline: float | None, own: bool

@@ -135,9 +135,13 @@ class SimulatedProvider:
                 id=f"chatcmpl-sim{next(self._ids)}",
                 created=int(time.time()),
             )
-            return Response.complete(completion, served_by=self.name)
-        chunks = self._stream(request, words, usage, stall, cut)
-        return Response.stream(chunks, served_by=self.name, model=request.model)
+            answer = Response.complete(completion, served_by=self.name)
+        else:
+            answer = Response.stream(
+                self._stream(request, words, usage, stall, cut), served_by=self.name, model=request.model
+            )
+        answer.attrs["provider"] = self.kind
+        return answer
 
     async def _stream(
         self, request: Request, words: list[str], usage: Usage, stall: bool, cut: bool

@@ -107,3 +107,15 @@ async def test_malformed_stream_event(provider: AnthropicProvider, upstream: Fak
     with pytest.raises(ProviderError) as caught:
         await (await provider(ask(stream=True))).result()
     assert "malformed" in str(caught.value)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_answers_name_the_api_for_gen_ai_provider_name(provider: AnthropicProvider, stream: bool) -> None:
+    from onion.providers import SimulatedProvider
+
+    async with await provider(ask(stream=stream)) as response:
+        await response.result()
+    assert response.attrs["provider"] == "anthropic"
+    simulated = await SimulatedProvider(models=["m"], ttft=0, tokens_per_second=1e6)(ask(stream=stream))
+    await simulated.result()
+    assert simulated.attrs["provider"] == "simulated"

@@ -385,3 +385,43 @@ async def test_an_upstream_429_reaches_the_client_as_429_with_retry_after(
     assert limited.json()["error"]["code"] == "rate_limit_exceeded"
     assert "injected" not in limited.text
     assert broken.status_code == 502 and "retry-after" not in broken.headers
+
+
+# -- trace context from the client to the upstream attempt -----------------------------
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_traceparent_over_http_continues_in_the_tracing_layer(
+    upstream: FakeUpstream, recorder: Recorder, stream: bool
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from middlewares import Tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    built = gateway_for(upstream)
+    built.stack = Stack([Tracing(tracer_provider=provider), recorder], built.router)
+    headers = {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01", "authorization": "Bearer sk-not-for-layers-0123456789"}
+    async with ThreadedServer(create_app(built), lifespan="on") as server, httpx.AsyncClient(timeout=10) as http:
+        body = {"model": "gpt-4o", "messages": HELLO, "stream": stream}
+        reply = await http.post(server.url + "/v1/chat/completions", json=body, headers=headers)
+    assert reply.status_code == 200
+    assert reply.text.endswith("data: [DONE]\n\n") if stream else "hello gateway" in reply.text
+    # Only the W3C trace context reaches the layers; credentials stay in the server.
+    assert recorder.seen[-1].context.state["headers"] == {"traceparent": headers["traceparent"]}
+    spans = [
+        s for s in exporter.get_finished_spans() if s.parent is not None and f"{s.parent.span_id:016x}" == PARENT_ID
+    ]
+    assert len(spans) == 1
+    span = spans[0]
+    assert f"{span.context.trace_id:032x}" == TRACE_ID
+    assert span.attributes is not None
+    assert span.attributes["gen_ai.provider.name"] == "openai"
+    assert span.attributes["gen_ai.request.model"] == "gpt-4o"
