@@ -1,4 +1,5 @@
-"""The ``onion`` command: ``onion serve [--config FILE]``, ``onion check CONFIG``, ``onion demo``."""
+"""The ``onion`` command: ``onion serve [--config FILE]``, ``onion check CONFIG``,
+``onion eval CASES``, ``onion demo``."""
 
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ def _check(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"onion check: {error}", file=sys.stderr)
         return 2
+    from .testing.construction import describe_law_status
+
     print("providers:")
     print("  " + gateway.describe_upstreams().replace("\n", "\n  "))
     print(gateway.stack.describe())
+    print(describe_law_status(gateway.stack))
     return 0
 
 
@@ -41,11 +45,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from .config import build_gateway, default_config, load_config
+    from .config import build_gateway, configure_telemetry, default_config, load_config
     from .server import create_app
 
     try:
         config = load_config(args.config) if args.config else default_config()
+        if args.log_level:
+            config.telemetry.log_level = args.log_level
+        # Before the stack is built: its metrics and tracing layers take the providers set here.
+        configure_telemetry(config.telemetry)
         gateway = build_gateway(config)
     except ConfigError as error:
         print(f"onion serve: {error}", file=sys.stderr)
@@ -86,7 +94,8 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_headers=False,
         server_header=False,
         access_log=False,
-        log_level=args.log_level,
+        log_config=None,  # uvicorn's records go through configure_logging's handler (JSON, scrubbed)
+        log_level=config.telemetry.log_level,
         timeout_graceful_shutdown=server_config.shutdown_grace_seconds,  # type: ignore[arg-type]
     )
     uvicorn.Server(uvicorn_config).run(sockets=[sock])
@@ -121,17 +130,32 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``onion`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:
+        from .eval import main as eval_main
+
+        return eval_main(argv[1:])
     parser = argparse.ArgumentParser(prog="onion", description="LLM calls in production, as an onion of layers.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the OpenAI-compatible gateway")
     serve.add_argument("--config", help="TOML config file (default: the embedded default)")
     serve.add_argument("--host", help="address to listen on (overrides [server] host)")
     serve.add_argument("--port", type=int, help="port to listen on, 0 for any free one (overrides [server] port)")
-    serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="overrides [telemetry] log_level"
+    )
     serve.set_defaults(func=_serve)
-    check = sub.add_parser("check", help="validate a TOML config and print its providers and stack")
+    check = sub.add_parser(
+        "check", help="validate a TOML config; print its providers, stack, and which laws hold by construction"
+    )
     check.add_argument("config")
     check.set_defaults(func=_check)
+    # Listed for --help only: main() hands "eval" to onion.eval before parsing, so the
+    # other commands never pay for importing it.
+    evaluate = sub.add_parser(
+        "eval", help="run regression cases through a stack or a gateway and score them", add_help=False
+    )
+    evaluate.add_argument("args", nargs=argparse.REMAINDER)
     demo = sub.add_parser("demo", help="run a small stack in process and stream its answer")
     demo.add_argument("prompt", nargs="?", default="hello")
     demo.set_defaults(func=_demo)

@@ -33,20 +33,28 @@ __all__ = [
     "GatewayConfig",
     "ProviderConfig",
     "ServerConfig",
+    "TelemetryConfig",
     "build_gateway",
+    "configure_telemetry",
     "default_config",
     "load_config",
     "parse_config",
 ]
 
 DEFAULT_STACK: list[dict[str, Any]] = [
-    # Outermost first. Layers are named as in the ``onion.middlewares`` entry points;
-    # add a table here as a built-in becomes part of the default onion. The server itself
-    # already masks unexpected errors, so mask_errors is optional here.
+    # Outermost first. Layers are named as in the ``onion.middlewares`` entry points.
+    # metrics and logging outermost: they see every request, whoever answers it.
     {"use": "metrics"},
+    {"use": "logging"},
+    # The deadline bounds everything below, retries and backoff included.
     {"use": "timeout", "seconds": 120.0, "first_token_seconds": 30.0, "idle_seconds": 30.0},
+    # A blocked prompt is never looked up, stored or sent upstream.
+    {"use": "input_guard"},
     {"use": "exact_cache"},
+    # Inside the cache: only what the guard let through is stored; redacts by default.
+    {"use": "output_guard"},
     {"use": "retry"},
+    # Inside retry: a retry sees the open circuit and stops.
     {"use": "circuit_breaker"},
 ]
 """The stack ``onion serve`` runs when no config file is given."""
@@ -72,6 +80,27 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     api_keys: list[str | ApiKey] = []
     max_body_bytes: int = 4 * 1024 * 1024
     shutdown_grace_seconds: float = 10.0
+
+
+class TelemetryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[telemetry]``: how ``onion serve`` logs and exports metrics and traces.
+
+    - ``log_format``: ``"json"`` lines, ``"console"`` (pretty), or ``"auto"`` (JSON unless
+      stderr is a terminal); ``log_level`` filters the gateway's own log lines.
+    - ``prometheus``: keep the reader behind ``GET /metrics``.
+    - ``otlp``: also push metrics and traces over OTLP/HTTP every
+      ``export_interval_seconds`` (endpoints default to the ``OTEL_EXPORTER_OTLP_*``
+      environment variables; needs ``pip install onion-llm[otlp]``).
+    """
+
+    service_name: str = "onion"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    prometheus: bool = True
+    otlp: bool = False
+    otlp_metrics_endpoint: str | None = None
+    otlp_traces_endpoint: str | None = None
+    export_interval_seconds: float = 15.0
 
 
 _SHARED_FIELDS = frozenset({"name", "kind", "models"})
@@ -153,9 +182,11 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, o
 
 
 class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The whole file: ``[server]``, ``[[providers]]``, ``[[stack]]`` (outermost first)."""
+    """The whole file: ``[server]``, ``[telemetry]``, ``[[providers]]``, ``[[stack]]``
+    (outermost first)."""
 
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
     providers: list[ProviderConfig] = []
     stack: list[dict[str, Any]] = []
     source: str = "file"
@@ -270,6 +301,13 @@ def parse_config(
         if not isinstance(table.get("use"), str):
             raise ConfigError(f"{origin}: stack[{index}]: field 'use': required, the name of a layer")
     server = _check_keys(config.server, origin, env)
+    telemetry = config.telemetry
+    if not telemetry.export_interval_seconds > 0:
+        raise ConfigError(f"{origin}: telemetry: field 'export_interval_seconds': must be positive")
+    for field in ("otlp_metrics_endpoint", "otlp_traces_endpoint"):
+        value = getattr(telemetry, field)
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{origin}: telemetry: field {field!r}: must start with http:// or https://")
     return msgspec.structs.replace(config, server=server, providers=providers, source=origin)
 
 
@@ -339,6 +377,30 @@ class Gateway:
     async def aclose(self) -> None:
         """Close the providers' connection pools."""
         await self.router.aclose()
+
+
+def configure_telemetry(telemetry: TelemetryConfig) -> None:
+    """Set up logging and the OpenTelemetry exporters ``[telemetry]`` asks for.
+
+    Call it before ``build_gateway``: the metrics and tracing layers take the default
+    providers when they are built.
+    """
+    from middlewares._otel import configure_otel
+    from middlewares.logs import configure_logging
+
+    json = None if telemetry.log_format == "auto" else telemetry.log_format == "json"
+    configure_logging(json=json, level=telemetry.log_level)
+    try:
+        configure_otel(
+            service_name=telemetry.service_name,
+            prometheus=telemetry.prometheus,
+            otlp=telemetry.otlp,
+            otlp_metrics_endpoint=telemetry.otlp_metrics_endpoint,
+            otlp_traces_endpoint=telemetry.otlp_traces_endpoint,
+            export_interval_seconds=telemetry.export_interval_seconds,
+        )
+    except ImportError as error:
+        raise ConfigError(f"telemetry: field 'otlp': {error}") from None
 
 
 def build_gateway(config: GatewayConfig) -> Gateway:

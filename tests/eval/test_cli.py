@@ -188,3 +188,22 @@ def test_python_dash_m_onion_eval_runs(cases_file, handler_module, tmp_path) -> 
         [*args, "--min-pass-rate", "1.0", "--tag", "nope"], capture_output=True, text=True, env=env
     )
     assert failing.returncode == 2 and "no cases to run" in failing.stderr
+
+
+def test_the_onion_command_runs_eval(cases_file, handler_module, tmp_path) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    onion = shutil.which("onion")
+    assert onion is not None, "the console script is installed with the package"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [onion, "eval", str(cases_file), "--handler", handler_module, "--model", "m"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2/2 cases passed" in done.stdout

@@ -139,6 +139,7 @@ def test_onion_check(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeyp
     out = capsys.readouterr().out
     assert "primary (openai at http://127.0.0.1:9001/v1): gpt-4o, gpt-4o-mini" in out
     assert "1. timeout" in out and "2. retry" in out and "handler: router" in out
+    assert "laws:" in out.lower()
     monkeypatch.delenv("ONION_TEST_KEY")
     assert main(["check", str(good)]) == 2
     assert "server: field 'api_keys[0]': environment variable ONION_TEST_KEY is not set" in capsys.readouterr().err
