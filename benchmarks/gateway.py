@@ -55,13 +55,16 @@ def start_gateway(config_text: str, workdir: str, name: str) -> tuple[subprocess
     path = Path(workdir) / f"{name}.toml"
     path.write_text(config_text)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "onion.cli", "serve", "--config", str(path), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    # Log lines go to a file, as to a log collector: an unread pipe would fill and block
+    # the gateway's writes (the default stack logs one line per request).
+    with (Path(workdir) / f"{name}.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "onion.cli", "serve", "--config", str(path), "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
+        )
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith("listening on "):

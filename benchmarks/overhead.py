@@ -79,6 +79,13 @@ async def measure(sizes: list[int], calls: int, repeats: int) -> list[dict[str, 
     return rows
 
 
+def slope(xs: list[int], ys: list[float]) -> float:
+    """Least-squares slope: the per-layer cost from every size at once, steadier than any
+    one difference of two small timings."""
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum((x - mean_x) ** 2 for x in xs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=100_000)
@@ -104,6 +111,13 @@ def main() -> None:
         else:
             tail = f"{'':>12} {'':>12} {'':>6}"
         print(f"{n:>6} {row['floor']:>8.3f} {row['onion_class']:>8.3f} {row['onion_function']:>9.3f} {tail}")
+    sizes_seen = [row["layers"] for row in rows]
+    fit = {name: slope(sizes_seen, [row[name] for row in rows]) for name in ("floor", "onion_class", "onion_function")}
+    fit["ratio"] = fit["onion_class"] / fit["floor"]
+    print(
+        f"slope over all sizes: floor {fit['floor']:.3f} µs/layer, onion {fit['onion_class']:.3f}, "
+        f"onion fn {fit['onion_function']:.3f}; ratio {fit['ratio']:.2f} (target <= 1.5)"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
@@ -115,6 +129,7 @@ def main() -> None:
                 "calls": args.calls,
                 "repeats": args.repeats,
                 "rows": rows,
+                "per_layer_slope": fit,
             },
             indent=2,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 from ._stack import Stack
@@ -40,8 +40,27 @@ def _metrics_renderer(stack: Stack) -> Any:
     return render_prometheus
 
 
+_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def _single_threaded_blas(environ: MutableMapping[str, str]) -> None:
+    """One BLAS thread unless the operator chose otherwise. Must run before numpy loads.
+
+    A semantic-cache lookup is one matrix-vector product; on a small machine shared with
+    the event loop, OpenBLAS's extra threads made each lookup of a few thousand entries
+    10-20x slower (benchmarks/streaming.py), and concurrent requests already use the cores.
+    """
+    if not any(name in environ for name in _BLAS_THREADS):
+        for name in _BLAS_THREADS:
+            environ[name] = "1"
+
+
 def _serve(args: argparse.Namespace) -> int:
+    import os
     import socket
+
+    if "numpy" not in sys.modules:
+        _single_threaded_blas(os.environ)
 
     import uvicorn
 

@@ -153,3 +153,14 @@ def test_no_provider_table_crashes_validation(table: dict) -> None:
         parse_config({"providers": [table]}, env={})
     except ConfigError as error:
         assert "providers[0]" in str(error)
+
+
+def test_serve_holds_blas_to_one_thread_unless_the_operator_chose() -> None:
+    from onion.cli import _single_threaded_blas
+
+    environ: dict[str, str] = {}
+    _single_threaded_blas(environ)
+    assert environ == {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    chosen = {"OMP_NUM_THREADS": "4"}
+    _single_threaded_blas(chosen)
+    assert chosen == {"OMP_NUM_THREADS": "4"}
