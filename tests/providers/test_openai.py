@@ -185,6 +185,28 @@ async def test_connections_are_pooled_across_calls(provider: OpenAIProvider, ups
     assert upstream.stats.connections_opened == 1
 
 
+async def test_concurrent_calls_share_a_bounded_pool(upstream: FakeUpstream) -> None:
+    # The pool under the provider (httpcore2's) must hand each idle connection to one
+    # waiting request: more calls than connections all finish, on no more connections
+    # than allowed, and a second wave reuses them instead of reconnecting.
+    provider = OpenAIProvider(base_url=upstream.base_url, api_key="sk-test", max_connections=8, read_timeout=5)
+    answers: list[str] = []
+
+    async def call(index: int) -> None:
+        response = await provider(ask(f"call {index}", stream=index % 2 == 1))
+        answers.append((await response.result()).content)
+
+    try:
+        for _wave in range(2):
+            async with anyio.create_task_group() as group:
+                for index in range(40):
+                    group.start_soon(call, index)
+    finally:
+        await provider.aclose()
+    assert len(answers) == 80 and all(a.startswith("You said: call ") for a in answers)
+    assert upstream.stats.connections_opened <= 8
+
+
 async def test_request_deadline_becomes_a_timeout(provider: OpenAIProvider, upstream: FakeUpstream) -> None:
     upstream.push(Fault(delay=2))
     request = ask()
