@@ -1,21 +1,29 @@
-"""Gateway benchmark: what ``onion serve`` adds on top of calling the upstream directly.
+"""Gateway benchmark: what ``onion serve`` adds on top of calling the upstream directly,
+side by side with LiteLLM's proxy in front of the same upstream.
 
-Three processes, as in production: the fake OpenAI-compatible upstream, the gateway
-(``onion serve`` with an empty stack, and again with the default stack), and this client
-(httpx). Measured:
+Processes, as in production: the fake OpenAI-compatible upstream, the gateways (``onion
+serve`` with an empty stack, and again with the default stack; LiteLLM's proxy server,
+``litellm --config``, offline in its own virtualenv, see ``_litellm_proxy.py``), and this
+client (httpx). Measured in one run:
 
-- added latency = gateway percentile minus direct percentile, for complete answers and
-  for streams (time to the first ``data:`` event), at concurrency 1 and 64;
-- requests per second of the gateway in front of a zero-latency simulated upstream
-  (the client is one httpx process, so on a small machine it is part of the limit);
-- the in-process cost of the ASGI app per request (no sockets), i.e. the ceiling of one core;
-- the gateway process's peak RSS.
+- added latency = gateway percentile minus direct percentile (p50, p99), for complete
+  answers and for streams (time to the first ``data:`` event), at concurrency 1, 64 and
+  256; requests a gateway failed are counted, not timed;
+- requests per second of each gateway in front of a zero-latency upstream at concurrency
+  64 (onion's simulated provider; LiteLLM's ``mock_response``); the client is one
+  process, so on a small machine it is part of the limit;
+- the in-process cost of onion's ASGI app per request (no sockets), i.e. the ceiling of one core;
+- each gateway process's peak RSS (VmHWM).
 
-Run: ``python benchmarks/gateway.py`` (about a minute). Writes benchmarks/results/gateway.json.
+Run: ``python benchmarks/gateway.py [--litellm-python PATH] [--no-litellm] [--scale 0.2]``
+(about 2.5 minutes; a third of that without LiteLLM). Writes benchmarks/results/gateway.json.
+LiteLLM is skipped, with the reason printed and recorded, when no interpreter has it.
 """
 
 from __future__ import annotations
 
+import argparse
+import gc
 import json
 import os
 import platform
@@ -23,16 +31,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _litellm_proxy
 import anyio
-import httpx
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "gateway.json"
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "say something short please"}]}
 STREAM_BODY = {**BODY, "stream": True}
+# (concurrency, requests direct and through onion, requests through LiteLLM): LiteLLM
+# serves tens of answers a second here where onion serves thousands, so it gets fewer
+# requests (8 and 3 per connection at 64 and 256) to keep the run within three minutes.
+CASES = ((1, 300, 300), (64, 2048, 512), (256, 4096, 768))
+ONION, ONION_STACK, LITELLM = "onion", "onion default stack", "litellm proxy"
+GATEWAYS = (ONION, ONION_STACK, LITELLM)
+# What the case label ends with, as in the results files before LiteLLM joined.
+CASE_SUFFIX = {ONION: "", ONION_STACK: ", default stack", LITELLM: ", litellm proxy"}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -51,25 +69,29 @@ def start_upstream() -> tuple[subprocess.Popen[str], str]:
     return process, process.stdout.readline().strip()
 
 
-def start_gateway(config_text: str, workdir: str, name: str) -> tuple[subprocess.Popen[str], str]:
+def start_gateway(config_text: str, workdir: str, name: str) -> tuple[subprocess.Popen[bytes], str]:
     path = Path(workdir) / f"{name}.toml"
     path.write_text(config_text)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    # Log lines go to a file, as to a log collector: an unread pipe would fill and block
+    # Both streams go to files, as to a log collector: an unread pipe would fill and block
     # the gateway's writes (the default stack logs one line per request).
-    with (Path(workdir) / f"{name}.log").open("w") as log:
+    out_path, log_path = Path(workdir) / f"{name}.out", Path(workdir) / f"{name}.log"
+    with out_path.open("wb") as out, log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "onion.cli", "serve", "--config", str(path), "--port", "0"],
-            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
             stderr=log,
-            text=True,
             env=env,
         )
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.startswith("listening on "):
-            return process, line.split()[2] + "/v1"
-    raise RuntimeError(f"gateway {name} did not start")
+    deadline = time.perf_counter() + 60
+    while time.perf_counter() < deadline and process.poll() is None:
+        for line in out_path.read_text(errors="replace").splitlines():
+            if line.startswith("listening on "):
+                return process, line.split()[2] + "/v1"
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"gateway {name} did not start: {log_path.read_text(errors='replace')[-500:]}")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -79,82 +101,233 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def one(client: httpx.AsyncClient, url: str, stream: bool) -> float:
-    began = time.perf_counter()
-    if not stream:
-        response = await client.post(url, json=BODY)
-        response.raise_for_status()
-        return time.perf_counter() - began
-    async with client.stream("POST", url, json=STREAM_BODY) as response:
-        response.raise_for_status()
+def _cpu_ticks(pids: Sequence[int]) -> int:
+    total = 0
+    for pid in pids:
+        # utime and stime: fields 14 and 15, counted after the ")" that ends the command name.
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:  # gone: it uses no CPU any more
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def settle(pids: Sequence[int], limit: float = 5.0) -> None:
+    """Wait until ``pids`` are idle (under ~5% of a core), at most ``limit`` seconds, so the
+    next measurement does not share the cores with work left over from the last one
+    (LiteLLM may still run logging callbacks after it answered)."""
+    hertz = os.sysconf("SC_CLK_TCK")
+    deadline = time.perf_counter() + limit
+    before = _cpu_ticks(pids)
+    while time.perf_counter() < deadline:
+        time.sleep(0.2)
+        after = _cpu_ticks(pids)
+        if (after - before) / hertz < 0.01:
+            return
+        before = after
+    print(f"  (still busy after {limit:.0f} s; measuring anyway)", file=sys.stderr, flush=True)
+
+
+class BadAnswer(Exception):
+    """A status other than 200, or a body this client cannot delimit."""
+
+
+# What the timed loops catch: the gateway dropped or refused the connection, or answered badly.
+FAILURES = (OSError, anyio.EndOfStream, anyio.BrokenResourceError, BadAnswer, ValueError)
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection, with just enough parsing for these answers
+    (``Content-Length`` or chunked bodies).
+
+    The latency client is this rather than httpx: at concurrency 64 and 256, httpx's pool
+    costs more CPU per request than the gateways do, so the client would be what is measured.
+    Each concurrent worker owns one connection, so the servers see exactly that concurrency.
+    """
+
+    # Reconnect rather than reuse a connection idle this long: uvicorn (onion's and
+    # LiteLLM's) closes it after 5 s, and a request sent just then would fail through no
+    # fault of the server (httpx's pool has the same rule, keepalive_expiry).
+    IDLE_LIMIT = 4.0
+
+    def __init__(self, address: str, port: int) -> None:
+        self.address, self.port = address, port
+        self.stream: anyio.abc.ByteStream | None = None
+        self.buffer = b""
+        self.used_at = 0.0
+
+    async def close(self) -> None:
+        if self.stream is not None:
+            await self.stream.aclose()
+        self.stream, self.buffer = None, b""
+
+    async def _receive(self) -> None:
+        assert self.stream is not None
+        self.buffer += await self.stream.receive(65536)
+
+    async def _line(self) -> bytes:
+        while (end := self.buffer.find(b"\r\n")) < 0:
+            await self._receive()
+        line, self.buffer = self.buffer[:end], self.buffer[end + 2 :]
+        return line
+
+    async def _exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            await self._receive()
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    async def exchange(self, request: bytes) -> tuple[float, float]:
+        """Send ``request`` and read the whole answer: seconds to the first ``data:`` of the
+        body (for a stream's TTFT; the end if none) and to the end of the body."""
+        if self.stream is not None and time.perf_counter() - self.used_at > self.IDLE_LIMIT:
+            await self.close()
+        if self.stream is None:
+            self.stream = await anyio.connect_tcp(self.address, self.port)
+        began = time.perf_counter()
+        await self.stream.send(request)
+        status = await self._line()
+        headers = {}
+        while line := await self._line():
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip().lower()
+        body = b""
         first = None
-        async for line in response.aiter_lines():
-            if first is None and line.startswith("data:"):
-                first = time.perf_counter() - began
-        assert first is not None
-        return first
+        if b"content-length" in headers:
+            body = await self._exactly(int(headers[b"content-length"]))
+        elif headers.get(b"transfer-encoding") == b"chunked":
+            while size := int((await self._line()).split(b";")[0], 16):
+                body += await self._exactly(size)
+                await self._exactly(2)  # the CRLF after each chunk
+                if first is None and b"data:" in body:
+                    first = time.perf_counter() - began
+            while await self._line():  # trailers, then the blank line
+                pass
+        else:
+            raise BadAnswer(f"no length in {status!r}")
+        self.used_at = time.perf_counter()
+        end = self.used_at - began
+        if headers.get(b"connection") == b"close":
+            await self.close()
+        if not status.startswith(b"HTTP/1.1 200"):
+            raise BadAnswer(f"{status.decode('latin-1')}: {body[:200]!r}")
+        return (end if first is None else first), end
 
 
-async def measure(base_url: str, stream: bool, concurrency: int, total: int) -> list[float]:
-    url = base_url + "/chat/completions"
-    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        for _ in range(min(50, total)):
-            await one(client, url, stream)
-        samples: list[float] = []
-
-        async def worker(count: int) -> None:
-            for _ in range(count):
-                samples.append(await one(client, url, stream))
-
-        async with anyio.create_task_group() as group:
-            for index in range(concurrency):
-                group.start_soon(worker, total // concurrency + (index < total % concurrency))
-    return samples
-
-
-async def throughput(base_url: str, seconds: float, concurrency: int) -> float:
-    """Requests per second with ``concurrency`` keep-alive connections from a minimal raw
-    HTTP/1.1 client (httpx would cost more CPU than the gateway and measure itself)."""
+def _target(base_url: str, body: dict[str, Any]) -> tuple[str, int, bytes]:
+    """Address, port and the raw POST of ``body`` to ``base_url``'s chat completions."""
     host, _, rest = base_url.removeprefix("http://").partition("/")
     address, _, port = host.partition(":")
-    payload = json.dumps({**BODY, "model": "sim"}).encode()
-    request = (
+    payload = json.dumps(body).encode()
+    head = (
         f"POST /{rest}/chat/completions HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(payload)}\r\n\r\n"
-    ).encode() + payload
-    done = 0
+    )
+    return address, int(port), head.encode() + payload
+
+
+@dataclass
+class Run:
+    """One timed run: latencies of the requests that succeeded, how many failed, wall time,
+    and the CPU seconds the server process (gateway or upstream) spent meanwhile."""
+
+    latencies: list[float]
+    errors: int
+    seconds: float
+    server_cpu_seconds: float
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        # Less at the mercy of scheduling than latency is when client, gateway and
+        # upstream share two cores (clock ticks: 10 ms, over hundreds of requests).
+        return self.server_cpu_seconds / max(1, len(self.latencies) + self.errors) * 1e3
+
+
+async def measure(base_url: str, stream: bool, concurrency: int, total: int, server_pid: int) -> Run:
+    """``total`` requests from ``concurrency`` workers, each on its own keep-alive
+    connection. A request fails on a status other than 200 or a connection the gateway
+    dropped (an overloaded single process does that at c=256); the worker then reconnects."""
+    address, port, request = _target(base_url, STREAM_BODY if stream else BODY)
+    connections = [Connection(address, port) for _ in range(concurrency)]
+    samples: list[float] = []
+    errors = 0
+
+    async def worker(connection: Connection, count: int) -> None:
+        nonlocal errors
+        for _ in range(count):
+            try:
+                samples.append((await connection.exchange(request))[0])
+            except FAILURES:
+                errors += 1
+                await connection.close()
+
+    try:
+        # Warm-up: sequential requests settle first-request costs on each side; at c>1 a
+        # concurrent wave then opens every connection, so the timed requests do not queue
+        # behind a storm of connection set-ups (at c=256 that would be most of the p99).
+        for _ in range(min(50, total)):
+            await worker(connections[0], 1)
+        async with anyio.create_task_group() as group:
+            for connection in connections[1:]:
+                group.start_soon(worker, connection, 1)
+        samples.clear()
+        errors = 0
+        gc.collect()
+        gc.disable()  # a collection in this client would land in some gateway's p99 by chance
+        try:
+            ticks = _cpu_ticks([server_pid])
+            began = time.perf_counter()
+            async with anyio.create_task_group() as group:
+                for index, connection in enumerate(connections):
+                    group.start_soon(worker, connection, total // concurrency + (index < total % concurrency))
+            seconds = time.perf_counter() - began
+            cpu = (_cpu_ticks([server_pid]) - ticks) / os.sysconf("SC_CLK_TCK")
+        finally:
+            gc.enable()
+    finally:
+        for connection in connections:
+            await connection.close()
+    return Run(samples, errors, seconds, cpu)
+
+
+async def throughput(base_url: str, seconds: float, concurrency: int) -> tuple[float, int]:
+    """Requests per second with ``concurrency`` keep-alive connections from the minimal
+    client above, and how many requests failed (the connection is then opened anew)."""
+    address, port, request = _target(base_url, {**BODY, "model": "sim"})
+    done = errors = 0
     stop_at = 0.0
 
-    async def connection() -> None:
-        nonlocal done
-        stream = await anyio.connect_tcp(address, int(port))
-        buffer = b""
-        async with stream:
-            while time.perf_counter() < stop_at:
-                await stream.send(request)
-                while b"\r\n\r\n" not in buffer:
-                    buffer += await stream.receive()
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                if not head.startswith(b"HTTP/1.1 200"):
-                    raise RuntimeError(head.decode("latin-1"))
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                while len(buffer) < length:
-                    buffer += await stream.receive()
-                buffer = buffer[length:]
+    async def loop(connection: Connection) -> None:
+        nonlocal done, errors
+        while time.perf_counter() < stop_at:
+            try:
+                await connection.exchange(request)
                 done += 1
+            except FAILURES:
+                errors += 1
+                await connection.close()
 
-    stop_at = time.perf_counter() + 0.5  # warm up
-    async with anyio.create_task_group() as group:
-        for _ in range(concurrency):
-            group.start_soon(connection)
-    done = 0
-    began = time.perf_counter()
-    stop_at = began + seconds
-    async with anyio.create_task_group() as group:
-        for _ in range(concurrency):
-            group.start_soon(connection)
-    return done / (time.perf_counter() - began)
+    connections = [Connection(address, port) for _ in range(concurrency)]
+    try:
+        stop_at = time.perf_counter() + 0.5  # warm up
+        async with anyio.create_task_group() as group:
+            for connection in connections:
+                group.start_soon(loop, connection)
+        done = errors = 0
+        began = time.perf_counter()
+        stop_at = began + seconds
+        async with anyio.create_task_group() as group:
+            for connection in connections:
+                group.start_soon(loop, connection)
+    finally:
+        for connection in connections:
+            await connection.close()
+    return done / (time.perf_counter() - began), errors
 
 
 async def in_process_cost(requests: int = 3000) -> dict[str, float]:
@@ -202,32 +375,99 @@ async def in_process_cost(requests: int = 3000) -> dict[str, float]:
     return results
 
 
-def row(label: str, direct: list[float], via: list[float]) -> dict[str, float]:
-    d50, d99 = percentile(direct, 50) * 1e3, percentile(direct, 99) * 1e3
-    g50, g99 = percentile(via, 50) * 1e3, percentile(via, 99) * 1e3
+def _ms(values: list[float], q: float) -> float | None:
+    return round(percentile(values, q) * 1e3, 3) if values else None
+
+
+def row(gateway: str, concurrency: int, stream: bool, direct: Run, via: Run) -> dict[str, Any]:
+    d50, d99 = _ms(direct.latencies, 50), _ms(direct.latencies, 99)
+    g50, g99 = _ms(via.latencies, 50), _ms(via.latencies, 99)
+    kind = "stream TTFT" if stream else "complete"
     return {
-        "case": label,
-        "direct_p50_ms": round(d50, 3),
-        "gateway_p50_ms": round(g50, 3),
-        "added_p50_ms": round(g50 - d50, 3),
-        "direct_p99_ms": round(d99, 3),
-        "gateway_p99_ms": round(g99, 3),
-        "added_p99_ms": round(g99 - d99, 3),
-        "samples": len(via),
+        "case": f"{kind}, concurrency {concurrency}{CASE_SUFFIX[gateway]}",
+        "direct_p50_ms": d50,
+        "gateway_p50_ms": g50,
+        "added_p50_ms": None if g50 is None or d50 is None else round(g50 - d50, 3),
+        "direct_p99_ms": d99,
+        "gateway_p99_ms": g99,
+        "added_p99_ms": None if g99 is None or d99 is None else round(g99 - d99, 3),
+        "samples": len(via.latencies),
+        "errors": via.errors,
+        "gateway": gateway,
+        "concurrency": concurrency,
+        "stream": stream,
+        # Answers (streams: whole streams) per second over the timed requests, this client
+        # included: at c=1 that is 1 / latency, at 64 and 256 it is what the set-up sustains.
+        "direct_rps": round(direct.rps, 1),
+        "gateway_rps": round(via.rps, 1),
+        # The fake upstream's CPU per request is the baseline; the gateway's own is on top.
+        "upstream_cpu_ms_per_request": round(direct.cpu_ms_per_request, 3),
+        "gateway_cpu_ms_per_request": round(via.cpu_ms_per_request, 3),
     }
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--litellm-python",
+        help=f"interpreter that has litellm[proxy] (default: ${_litellm_proxy.ENV_VAR}, this one, "
+        f"or {_litellm_proxy.VENV_GUESS})",
+    )
+    parser.add_argument("--no-litellm", action="store_true", help="measure onion only")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts (0.2 for a smoke run)")
+    return parser.parse_args(argv)
+
+
+def measure_litellm_rest(
+    proxy: _litellm_proxy.LiteLLMProxy, rows: list[dict[str, Any]], pids: list[int]
+) -> dict[str, Any]:
+    """LiteLLM's section of the report: its latency rows, then its throughput and RSS."""
+    # Read before the throughput run: the peak of the same work as onion's bare gateway did
+    # (onion's throughput runs in a separate process, ``gateway_simulated``).
+    rss_latency = peak_rss_mib(proxy.process.pid)
+    settle(pids)
+    rps, rps_errors = anyio.run(throughput, proxy.base_url, 3.0, 64)
+    return {
+        "version": proxy.interpreter.version,
+        "python": proxy.interpreter.python,
+        "setup": f"litellm --config, one uvicorn worker (uvloop, {proxy.interpreter.http_parser}), no database, "
+        "no master key, no cache, no retries, telemetry off, LITELLM_LOCAL_MODEL_COST_MAP=True, LITELLM_LOG=ERROR",
+        "config": _litellm_proxy.CONFIG.format(api_base="<fake upstream>/v1", mock_text=_litellm_proxy.MOCK_TEXT),
+        "ready_seconds": round(proxy.ready_seconds, 1),
+        "latency": rows,
+        "zero_latency_upstream": "the model_list entry `sim` with litellm_params.mock_response: no call to a "
+        "provider; LiteLLM's router, logging and response building still run",
+        "rps_zero_latency_upstream_c64": round(rps, 1),
+        "rps_errors": rps_errors,
+        "peak_rss_mib": {
+            "proxy_after_latency_runs": round(rss_latency, 1),
+            "proxy_after_throughput_run": round(peak_rss_mib(proxy.process.pid), 1),
+        },
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
     started = time.perf_counter()
-    upstream, upstream_url = start_upstream()
-    processes: list[subprocess.Popen[str]] = [upstream]
     report: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "note": "added = gateway percentile minus direct percentile; client, gateway and upstream share the cores",
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
+    if args.no_litellm:
+        interpreter, why_not = None, "--no-litellm given"
+    else:
+        interpreter, why_not = _litellm_proxy.find_python(args.litellm_python)
+    litellm: dict[str, Any] = {}
+    upstream, upstream_url = start_upstream()
+    processes: list[subprocess.Popen[Any]] = [upstream]
     try:
         with tempfile.TemporaryDirectory() as workdir:
+            proxy = None
+            if interpreter is not None:
+                # Launched first: it boots for several seconds, while the onion gateways start.
+                proxy = _litellm_proxy.launch(interpreter, workdir, upstream_url)
+                processes.append(proxy.process)
             provider = (
                 f'[[providers]]\nname = "up"\nkind = "openai"\nbase_url = "{upstream_url}"\nmodels = ["gpt-4o"]\n'
             )
@@ -248,26 +488,53 @@ def main() -> None:
             )
             sim, sim_url = start_gateway(simulated, workdir, "simulated")
             processes.append(sim)
+            urls = {ONION: bare_url, ONION_STACK: full_url}
+            servers = {ONION: bare.pid, ONION_STACK: full.pid}
+            if proxy is not None:
+                try:
+                    _litellm_proxy.wait_ready(proxy)
+                    urls[LITELLM], servers[LITELLM] = proxy.base_url, proxy.process.pid
+                except RuntimeError as error:
+                    why_not = f"LiteLLM proxy did not start: {error}"
+                    proxy.process.kill()
+                    proxy.process.wait()
+            if why_not:
+                print(f"LiteLLM proxy skipped: {why_not}", file=sys.stderr, flush=True)
+                litellm["skipped"] = why_not
+            pids = [p.pid for p in processes if p.poll() is None]
 
             rows = []
-            for concurrency, total in ((1, 300), (64, 640)):
+            for concurrency, many, few in CASES:
+                total, litellm_total = (max(concurrency, round(n * args.scale)) for n in (many, few))
                 for stream in (False, True):
                     kind = "stream TTFT" if stream else "complete"
                     print(f"measuring {kind} at concurrency {concurrency}...", file=sys.stderr, flush=True)
-                    direct = anyio.run(measure, upstream_url, stream, concurrency, total)
-                    via = anyio.run(measure, bare_url, stream, concurrency, total)
-                    rows.append(row(f"{kind}, concurrency {concurrency}", direct, via))
-                    if concurrency == 1:
-                        via_stack = anyio.run(measure, full_url, stream, concurrency, total)
-                        rows.append(row(f"{kind}, concurrency 1, default stack", direct, via_stack))
-            report["latency"] = rows
-            report["rps_zero_latency_upstream_c64"] = round(anyio.run(throughput, sim_url, 3.0, 64), 1)
+                    settle(pids)
+                    direct = anyio.run(measure, upstream_url, stream, concurrency, total, upstream.pid)
+                    if direct.errors:
+                        raise RuntimeError(f"{direct.errors} requests to the upstream itself failed")
+                    for gateway, url in list(urls.items()):
+                        if gateway == LITELLM and proxy is not None and proxy.process.poll() is not None:
+                            litellm["died"] = f"exited with {proxy.process.returncode} before {kind}, c={concurrency}"
+                            del urls[LITELLM]
+                            continue
+                        settle(pids)
+                        count = litellm_total if gateway == LITELLM else total
+                        via = anyio.run(measure, url, stream, concurrency, count, servers[gateway])
+                        rows.append(row(gateway, concurrency, stream, direct, via))
+            report["latency"] = [r for r in rows if r["gateway"] != LITELLM]
+            settle(pids)
+            rps, rps_errors = anyio.run(throughput, sim_url, 3.0, 64)
+            report["rps_zero_latency_upstream_c64"] = round(rps, 1)
+            report["rps_errors"] = rps_errors
             report["in_process_us_per_request"] = {k: round(v, 1) for k, v in anyio.run(in_process_cost).items()}
             report["peak_rss_mib"] = {
                 "gateway_bare": round(peak_rss_mib(bare.pid), 1),
                 "gateway_default_stack": round(peak_rss_mib(full.pid), 1),
                 "gateway_simulated": round(peak_rss_mib(sim.pid), 1),
             }
+            if proxy is not None and LITELLM in urls:
+                litellm.update(measure_litellm_rest(proxy, [r for r in rows if r["gateway"] == LITELLM], pids))
     finally:
         for process in processes:
             if process.poll() is None:
@@ -276,6 +543,7 @@ def main() -> None:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+    report["litellm"] = litellm
     report["seconds"] = round(time.perf_counter() - started, 1)
     print_table(report)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -283,20 +551,49 @@ def main() -> None:
     print(f"\nwrote {RESULTS.relative_to(ROOT.parent)}")
 
 
+def _cell(value: float | None) -> str:
+    return f"{value:>9.1f}ms" if value is not None else f"{'-':>11}"
+
+
 def print_table(report: dict[str, Any]) -> None:
-    print(f"gateway benchmark — {report['machine']}")
-    header = f"{'case':<40} {'direct p50':>10} {'added p50':>10} {'direct p99':>10} {'added p99':>10}"
+    print(f"gateway benchmark — {report['machine']}, load average at start {report['load_average_at_start'][0]}")
+    litellm = report.get("litellm") or {}
+    rows = sorted(
+        [*report["latency"], *litellm.get("latency", [])],
+        key=lambda r: (r["concurrency"], r["stream"], GATEWAYS.index(r["gateway"])),
+    )
+    header = (
+        f"{'case':<18} {'gateway':<20} {'direct/s':>8} {'gw/s':>7} {'direct p50':>11} {'added p50':>11} "
+        f"{'direct p99':>11} {'added p99':>11} {'cpu/req':>8} {'n':>5} {'errors':>6}"
+    )
     print(header)
     print("-" * len(header))
-    for r in report["latency"]:
+    previous = None
+    for r in rows:
+        case = f"{'stream TTFT' if r['stream'] else 'complete'}, c={r['concurrency']}"
+        rates = f"{r['direct_rps']:>8.0f} {r['gateway_rps']:>7.0f}"
         print(
-            f"{r['case']:<40} {r['direct_p50_ms']:>8.3f}ms {r['added_p50_ms']:>8.3f}ms "
-            f"{r['direct_p99_ms']:>8.3f}ms {r['added_p99_ms']:>8.3f}ms"
+            f"{case if case != previous else '':<18} {r['gateway']:<20} {rates} "
+            f"{_cell(r['direct_p50_ms'])} {_cell(r['added_p50_ms'])} {_cell(r['direct_p99_ms'])} "
+            f"{_cell(r['added_p99_ms'])} {r['gateway_cpu_ms_per_request']:>6.2f}ms {r['samples']:>5} {r['errors']:>6}"
         )
-    print(f"\nrequests/s, zero-latency simulated upstream, c=64: {report['rps_zero_latency_upstream_c64']}")
+        previous = case
+    print(
+        "direct/s, gw/s: answers per second over the timed requests, directly and through the gateway; "
+        "cpu/req: the gateway process's CPU time per request"
+    )
+    print("\nrequests/s, zero-latency upstream, c=64, raw HTTP/1.1 client:")
+    print(f"  onion (simulated provider)         {report['rps_zero_latency_upstream_c64']:>9}")
+    if "rps_zero_latency_upstream_c64" in litellm:
+        print(f"  litellm proxy (mock_response)      {litellm['rps_zero_latency_upstream_c64']:>9}")
     cost = report["in_process_us_per_request"]
-    print(f"ASGI app alone, per request: complete {cost['complete']} µs, stream {cost['stream']} µs")
+    print(f"onion ASGI app alone, per request: complete {cost['complete']} µs, stream {cost['stream']} µs")
     print("peak RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in report["peak_rss_mib"].items()))
+    if "peak_rss_mib" in litellm:
+        print("  litellm proxy: " + ", ".join(f"{k} {v}" for k, v in litellm["peak_rss_mib"].items()))
+        print(f"  litellm {litellm['version']}, ready {litellm['ready_seconds']} s after launch")
+    if "skipped" in litellm:
+        print(f"LiteLLM proxy skipped: {litellm['skipped']}")
     print(f"ran in {report['seconds']} s")
 
 

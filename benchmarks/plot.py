@@ -1,7 +1,7 @@
 """Draw PNG figures from ``benchmarks/results/*.json`` into ``benchmarks/figures/``.
 
-The benchmarks of this suite get figures made for them (overhead, scaling, streaming,
-soak, startup); any other results file gets a generic figure: every list of rows in it
+The benchmarks of this suite get figures made for them (overhead, stack_overhead,
+gateway, scaling, streaming, soak, startup); any other results file gets a generic figure: every list of rows in it
 becomes one panel, lines when the first column is a number, bars otherwise. Needs
 matplotlib (``pip install matplotlib``); draws off-screen.
 
@@ -203,7 +203,53 @@ def plot_generic(data: dict[str, Any]) -> Figure | None:
     return fig
 
 
+def _grouped_bars(ax: Any, labels: list[str], series: dict[str, list[float | None]]) -> None:
+    width = 0.8 / len(series)
+    for i, (name, values) in enumerate(series.items()):
+        xs = [j + i * width for j, v in enumerate(values) if v is not None]
+        ax.bar(xs, [v for v in values if v is not None], width=width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels, rotation=20, ha="right")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+
+
+def plot_stack_overhead(data: dict[str, Any]) -> Figure:
+    rows = data["rows"]
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    series: dict[str, list[float | None]] = {
+        f"floor ({len(data['layers'])} bare closures)": [r["floor_p50_us"] for r in rows],
+        "onion default stack": [r["onion_p50_us"] for r in rows],
+    }
+    if any(r["litellm_p50_us"] for r in rows):
+        series[f"LiteLLM {data.get('litellm_version') or ''} Router".replace("  ", " ")] = [
+            r["litellm_p50_us"] for r in rows
+        ]
+    _grouped_bars(ax, [r["case"] for r in rows], series)
+    ax.set(ylabel="µs per call, p50 (log)", title="Whole-stack overhead per call, in process")
+    return fig
+
+
+def plot_gateway(data: dict[str, Any]) -> Figure:
+    rows = [*data["latency"], *(data.get("litellm") or {}).get("latency", [])]
+    cases = sorted({(r["stream"], r["concurrency"]) for r in rows})
+    labels = [f"{'stream TTFT' if s else 'complete'}, c={c}" for s, c in cases]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.8))
+    for ax, key, title in (
+        (left, "added_p50_ms", "added latency p50 (ms, log)"),
+        (right, "gateway_cpu_ms_per_request", "gateway CPU per request (ms, log)"),
+    ):
+        series: dict[str, list[float | None]] = {}
+        for gateway in dict.fromkeys(r["gateway"] for r in rows):
+            by_case = {(r["stream"], r["concurrency"]): r.get(key) for r in rows if r["gateway"] == gateway}
+            series[gateway] = [max(by_case[c], 0.01) if by_case.get(c) is not None else None for c in cases]
+        _grouped_bars(ax, labels, series)
+        ax.set_title(title)
+    return fig
+
+
 PLOTTERS: dict[str, Callable[[dict[str, Any]], Figure]] = {
+    "stack_overhead": plot_stack_overhead,
+    "gateway": plot_gateway,
     "overhead": plot_overhead,
     "scaling": plot_scaling,
     "streaming": plot_streaming,
