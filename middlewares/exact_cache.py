@@ -24,6 +24,7 @@ import structlog
 
 from onion import CallNext, Clock, Completion, Layer, Order, Request, Response
 
+from ._spans import work_span
 from .cache_store import CacheStats, MemoryStore, decode_completion, encode_completion, make_store
 
 __all__ = ["CachePolicy", "ExactCache", "caller_scope", "request_key", "serve_cached", "store_when_clean"]
@@ -155,7 +156,10 @@ class ExactCache(Layer):
             self.stats.bypassed += 1
             return await call_next(request)
         key = request_key(request, caller_scope(request, self.policy))
-        data = await self._get(key)
+        with work_span(request, "exact_cache lookup", {"onion.layer": self.name}) as span:
+            data = await self._get(key)
+            if span is not None:
+                span.set_attribute("onion.cache.hit", data is not None)
         if data is not None:
             self.stats.hits += 1
             return serve_cached(request, decode_completion(data), self.name)

@@ -30,6 +30,7 @@ import msgspec
 
 from onion import CallNext, ConfigError, GuardrailViolation, Layer, Message, Order, Request, Response
 
+from ._spans import work_span
 from .normalize import normalize, strip_control
 from .tokens import EstimateCounter, TokenCounter, counter_named
 
@@ -43,10 +44,21 @@ _EN_BEFORE = (
     r"(?:previous|prior|above|earlier|preceding|foregoing|initial|original|system|all|any|the|your|those|these)"
 )
 
+# "don't ignore the previous instructions" asks for the opposite of an injection.
+_EN_NOT = r"(?<!not )(?<!n't )(?<!never )"
+_EN_WHAT = r"(?:typos?|mistakes?|errors?|lines?|sentences?|paragraphs?|parts?|sections?|comments?|notes?)"
+# Japanese verb endings that negate or narrate ("do not ignore", "I forgot", "was
+# ignored"): after them the phrase is not an instruction to the model.
+_JA_NOT = "(?!(?:し|す|さ)?(?:ない|なかっ|ません|ず|るな|てしま|ていま|ました|た(?:$|[。、!?]|ので|けど|が|から)))"
+_JA_VERB = "(?:無視|忘れ|わすれ|むし|取り消)"
+
 INJECTION_PATTERNS: dict[str, str] = {
     # "ignore (all) previous instructions" and its many wordings.
-    "ignore_previous": rf"\b(?:ignore|disregard|forget|skip|override|bypass)\b(?: \w+){{0,3}}? {_EN_BEFORE}"
+    "ignore_previous": rf"{_EN_NOT}\b(?:ignore|disregard|forget|skip|override|bypass)\b(?: \w+){{0,3}}? {_EN_BEFORE}"
     rf"(?: \w+){{0,2}}? {_EN_OBJECT}\b",
+    # "ignore the above and ...", "disregard everything above".
+    "ignore_above": rf"{_EN_NOT}\b(?:ignore|disregard|forget)\b(?: (?:all|everything|anything))?(?: of)?"
+    rf"(?: (?:the|what(?:'s| is| was)(?: written| said)?))? (?:above|preceding)\b(?! {_EN_WHAT}\b)",
     "new_instructions": r"\b(?:from now on|starting now),? (?:you are|you will|act as|ignore)\b",
     "reveal_system_prompt": r"\b(?:reveal|show|print|repeat|output|leak|tell me|display)\b(?: \w+){0,3}? "
     r"(?:system prompt|system message|initial instructions|hidden instructions|developer message)",
@@ -55,17 +67,22 @@ INJECTION_PATTERNS: dict[str, str] = {
     # Japanese: "ignore the system prompt", "ignore the previous instructions", "ignore
     # the rules", "forget the settings", written with or without particles. Matched
     # against the text with every space removed (see ``_COMPACT``).
-    "ja_system_prompt": "(?:システム|system)(?:プロンプト|メッセージ|指示|設定).{0,12}?"
-    "(?:無視|忘れ|わすれ|むし|教えて|表示|出力)",
-    "ja_previous": "(?:以前|前|これまで|今まで|上記|上|最初|元|先)の?(?:指示|命令|指令|ルール|設定|制約|プロンプト)"
-    ".{0,8}?(?:無視|忘れ|わすれ|むし|取り消)",
-    "ja_rules": "(?:ルール|規則|制限|制約|ガイドライン|ポリシー).{0,4}?(?:無視|忘れ|わすれ|むし|解除|破っ|やぶっ)",
+    "ja_system_prompt": "(?:システム|system)(?:の|・)?(?:プロンプト|メッセージ|指示|設定|命令).{0,12}?"
+    f"(?:無視|忘れ|わすれ|むし|教えて|表示|出力){_JA_NOT}",
+    "ja_previous": "(?:以前|前回|前|これまで|今まで|上記|上|最初|元|先ほど|先程|さっき|先|すべて|全て|全部|あらゆる)"
+    f"の?(?:指示|命令|指令|ルール|設定|制約|プロンプト).{{0,8}}?{_JA_VERB}{_JA_NOT}",
+    # "ignore the instructions!" as an order, with no "previous": imperative endings only,
+    # so "I ignored my boss's orders" is not caught.
+    "ja_imperative": "(?:指示|命令|指令|プロンプト)(?:を|は)?(?:すべて|全て|全部)?(?:無視|忘れ)"
+    "(?:しろ|して|せよ|しなさい|ろ|て|なさい)",
+    "ja_rules": "(?:ルール|規則|制限|制約|ガイドライン|ポリシー).{0,4}?"
+    f"(?:無視|忘れ|わすれ|むし|解除|破っ|やぶっ){_JA_NOT}",
 }
 """Prompt-injection phrases (regex over normalised text) by name."""
 
 # Japanese has no spaces between words, so a space an attacker puts inside a word
 # survives normalisation; these phrases are matched against the text without spaces.
-_COMPACT = frozenset({"ja_system_prompt", "ja_previous", "ja_rules"})
+_COMPACT = frozenset({"ja_system_prompt", "ja_previous", "ja_imperative", "ja_rules"})
 
 _JA_VERBS = ("無", "忘", "わ", "む", "教", "表", "出", "取", "解", "破", "や")
 # Per phrase, groups of literal anchors: the phrase can only match if every group has a
@@ -74,11 +91,13 @@ _JA_VERBS = ("無", "忘", "わ", "む", "教", "表", "出", "取", "解", "破
 # anchors are single characters because a space may sit inside any word.
 _ANCHORS: dict[str, tuple[tuple[str, ...], ...]] = {
     "ignore_previous": (("ignore", "disregard", "forget", "skip", "override", "bypass"),),
+    "ignore_above": (("ignore", "disregard", "forget"), ("above", "preceding")),
     "new_instructions": (("from now on", "starting now"),),
     "reveal_system_prompt": (("system", "instructions", "developer message"),),
     "jailbreak_persona": (("you are now", "act as", "pretend", "roleplay", "developer mode"),),
     "ja_system_prompt": (("シ", "system"), ("プ", "メ", "指", "設"), _JA_VERBS),
     "ja_previous": (("指", "命", "ル", "設", "制", "プ"), _JA_VERBS),
+    "ja_imperative": (("指", "命", "プ"), ("無", "忘")),
     "ja_rules": (("ル", "規", "制", "ガ", "ポ"), _JA_VERBS),
 }
 
@@ -298,7 +317,10 @@ class InputGuard(Layer):
         return remember
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
-        checked, flags = self.check(request)
+        with work_span(request, "input_guard check", {"onion.layer": self.name}) as span:
+            checked, flags = self.check(request)
+            if span is not None and flags:
+                span.set_attribute("onion.guard.flags", list(dict.fromkeys(flags)))
         if flags:
             # Deduplicated but in order, so logs read like the rule list.
             record = request.context.state.setdefault("input_guard", {"flags": []})

@@ -326,6 +326,11 @@ class RequestLog(Layer):
             cached = response is not None and (response.attrs.get("cache") == "hit" or "cache" in response.served_by)
             cost = 0.0 if cached else self.prices.cost(model or request.model, usage)
             fields["cost_usd"] = cost  # None: the model has no price (unknown, not zero)
+        state = context.state
+        if "input_guard" in state:
+            fields["guard_flags"] = list(state["input_guard"].get("flags", ()))
+        if "output_guard" in state:
+            fields["redacted"] = dict(state["output_guard"])
         if self.log_content:
             fields["prompt"] = self._content(request.messages[-1].text if request.messages else "")
             if answer is not None:

@@ -41,7 +41,19 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from onion import CallNext, Chunk, Clock, Layer, ProviderError, Request, Response, Usage
+from onion import (
+    CallNext,
+    Chunk,
+    CircuitOpen,
+    Clock,
+    GuardrailViolation,
+    Layer,
+    ProviderError,
+    RateLimited,
+    Request,
+    Response,
+    Usage,
+)
 
 from ._otel import (
     CHUNK_BUCKETS,
@@ -111,11 +123,11 @@ class _Totals:
 # One set of sums per meter provider, shared by every Metrics layer on it: an observable
 # instrument is registered once per name, so two layers (outermost and innermost) must
 # feed the same callback; their series differ by ``onion.scope``.
-_TOTALS: weakref.WeakKeyDictionary[Any, tuple[_Totals, _Totals, _Totals]] = weakref.WeakKeyDictionary()
+_TOTALS: weakref.WeakKeyDictionary[Any, tuple[_Totals, _Totals, _Totals, _Totals]] = weakref.WeakKeyDictionary()
 _TOTALS_LOCK = threading.Lock()
 
 
-def _counters_of(provider: Any, meter: Any) -> tuple[_Totals, _Totals, _Totals]:
+def _counters_of(provider: Any, meter: Any) -> tuple[_Totals, _Totals, _Totals, _Totals]:
     with _TOTALS_LOCK:
         found = _TOTALS.get(provider)
         if found is not None:
@@ -125,6 +137,7 @@ def _counters_of(provider: Any, meter: Any) -> tuple[_Totals, _Totals, _Totals]:
         )
         cost = _Totals(("gen_ai.response.model", "onion.scope"))
         unpriced = _Totals(("gen_ai.response.model", "onion.scope"))
+        findings = _Totals(("onion.guard", "onion.rule", "onion.scope"))
         meter.create_observable_counter(
             "onion.requests",
             [requests.observe],
@@ -140,7 +153,13 @@ def _counters_of(provider: Any, meter: Any) -> tuple[_Totals, _Totals, _Totals]:
             unit="{request}",
             description="Answers whose model has no price in the table.",
         )
-        _TOTALS[provider] = found = (requests, cost, unpriced)
+        meter.create_observable_counter(
+            "onion.guard.findings",
+            [findings.observe],
+            unit="{finding}",
+            description="What the guards found: input rules set to flag, output detectors (redacted or blocked).",
+        )
+        _TOTALS[provider] = found = (requests, cost, unpriced, findings)
         return found
 
 
@@ -206,7 +225,7 @@ class Metrics(Layer):
             description="Time between consecutive chunks of a streamed answer.",
             explicit_bucket_boundaries_advisory=CHUNK_BUCKETS,
         )
-        self._requests, self._cost, self._unpriced = _counters_of(meters, meter)
+        self._requests, self._cost, self._unpriced, self._findings = _counters_of(meters, meter)
         self._overhead = meter.create_histogram(
             "onion.overhead",
             unit="s",
@@ -244,8 +263,9 @@ class Metrics(Layer):
         provider = self.provider
         if response is not None:
             provider = response.attrs.get("provider") or provider
-        elif isinstance(error, ProviderError) and error.provider:
-            provider = error.provider
+        elif isinstance(error, ProviderError) and error.provider_kind:
+            # The API spoken, as on success; the configured name is not a conventional value.
+            provider = error.provider_kind
         return {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": provider,
@@ -269,13 +289,23 @@ class Metrics(Layer):
         if error is not None:
             attrs["error.type"] = error_type(error)
         self._duration.record(elapsed, attrs)
-        served_by = response.served_by if response is not None else "none"
+        served_by = response.served_by if response is not None else _stopped_by(error)
         # A later model of a fallback chain answered.
         fallback = response is not None and bool(response.attrs.get("fallback"))
         self._requests.add((outcome(error), served_by, request.model, self.scope, fallback), 1)
         self._overhead.record(overhead, {"onion.served_by": served_by, "onion.scope": self.scope})
         if usage is not None and _billable(response):
             self._count_usage(attrs, usage, model or request.model)
+        state = request.context.state
+        if "input_guard" in state or "output_guard" in state:
+            self._count_findings(state)
+
+    def _count_findings(self, state: dict[str, Any]) -> None:
+        # Flags pass the request on and redactions the answer: this is where they show.
+        for rule in state.get("input_guard", {}).get("flags", ()):
+            self._findings.add(("input", rule, self.scope), 1)
+        for detector, found in state.get("output_guard", {}).items():
+            self._findings.add(("output", detector, self.scope), found)
 
     def _count_usage(self, attrs: dict[str, Any], usage: Usage, model: str) -> None:
         attrs.pop("error.type", None)
@@ -338,3 +368,14 @@ class Metrics(Layer):
                 elapsed = now() - start
                 overhead = elapsed - (context.upstream_seconds - upstream_before) - held
                 self._record(request, response, usage, model, error, elapsed, overhead)
+
+
+def _stopped_by(error: BaseException | None) -> str:
+    """The layer that ended a request without an answer, for ``onion.served_by``."""
+    if isinstance(error, GuardrailViolation):
+        return f"{error.stage}_guard" if error.stage in ("input", "output") else "guard"
+    if isinstance(error, RateLimited):
+        return "rate_limit"
+    if isinstance(error, CircuitOpen):
+        return "circuit_breaker"
+    return "none"

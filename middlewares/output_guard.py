@@ -27,6 +27,7 @@ import msgspec
 
 from onion import CallNext, Chunk, GuardrailViolation, Layer, Order, Request, Response
 
+from ._spans import work_span
 from .pii import DETECTORS, Detector
 
 __all__ = ["Mode", "OutputGuard", "Scanner"]
@@ -228,10 +229,12 @@ class OutputGuard(Layer):
         completion = response.completion
         if completion is None:
             return response.wrap(lambda source: _guard_stream(source, scanner, request))
-        try:
-            content = scanner.feed(completion.content) + scanner.finish()
-        finally:
-            _record(request, scanner)
+        with work_span(request, "output_guard scan", {"onion.layer": self.name}) as span:
+            try:
+                content = scanner.feed(completion.content) + scanner.finish()
+            finally:
+                _record(request, scanner)
+                _annotate(span, scanner)
         if content == completion.content:
             return response
         guarded = Response.complete(msgspec.structs.replace(completion, content=content), served_by=response.served_by)
@@ -239,6 +242,11 @@ class OutputGuard(Layer):
         guarded.headers.update(response.headers)
         guarded.attrs.update(response.attrs)
         return guarded
+
+
+def _annotate(span: Any, scanner: Scanner) -> None:
+    if span is not None and scanner.found:
+        span.set_attribute("onion.guard.found", sorted(scanner.found))
 
 
 def _record(request: Request, scanner: Scanner) -> None:
@@ -251,6 +259,10 @@ def _record(request: Request, scanner: Scanner) -> None:
 async def _guard_stream(
     source: AsyncIterator[Chunk], scanner: Scanner, request: Request
 ) -> AsyncGenerator[Chunk, None]:
+    # For a stream the span covers the whole answer the guard watched, chunk by chunk.
+    span_context = work_span(request, "output_guard scan", {"onion.layer": "output_guard", "onion.stream": True})
+    span = span_context.__enter__()
+    failure: BaseException | None = None
     try:
         async for chunk in source:
             if chunk.finish_reason is not None:
@@ -264,8 +276,16 @@ async def _guard_stream(
         rest = scanner.finish()
         if rest:
             yield Chunk(content=rest)
+    except BaseException as error:
+        failure = error
+        raise
     finally:
         _record(request, scanner)
+        _annotate(span, scanner)
+        if failure is None:
+            span_context.__exit__(None, None, None)
+        else:
+            span_context.__exit__(type(failure), failure, failure.__traceback__)
         aclose = getattr(source, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -22,6 +22,7 @@ import random
 from collections.abc import Callable
 
 import anyio
+import structlog
 
 from onion import CallNext, Clock, Layer, Order, ProviderError, Request, Response, Timeout, system_clock
 
@@ -37,6 +38,8 @@ from ._resume import (
 )
 
 __all__ = ["Retry", "RetryBudget", "RetryPolicy"]
+
+_log = structlog.get_logger("onion.retry")
 
 
 def default_retryable(error: BaseException) -> bool:
@@ -204,6 +207,18 @@ class Retry(Layer):
         if not self.budget.try_withdraw():
             raise error
         self.retries += 1
+        # A warning, so an outage shows in the logs before it shows in the error rate. The
+        # kind of error and its status only: an upstream's message may carry internals.
+        _log.warning(
+            "retrying",
+            model=request.model,
+            attempt=attempt + 1,
+            attempts=policy.attempts,
+            delay_s=round(delay, 3),
+            error=type(error).__name__,
+            upstream_status=getattr(error, "upstream_status", None),
+            request_id=request.context.request_id,
+        )
         if delay > 0:
             await self.clock.sleep(delay)
 

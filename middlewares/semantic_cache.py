@@ -53,6 +53,7 @@ import structlog
 
 from onion import CallNext, Clock, Completion, Layer, Order, Request, Response, system_clock
 
+from ._spans import work_span
 from .embedders import Embedder, resolve_embedder
 from .exact_cache import CachePolicy, caller_scope, serve_cached, store_when_clean
 from .vector_index import NearestIndex, make_index
@@ -294,11 +295,13 @@ class SemanticCache(Layer):
             self.stats.ineligible += 1
             return await call_next(request)
         text, scope = prepared
-        vector = await self._embed(text)
+        with work_span(request, "semantic_cache lookup", {"onion.layer": self.name}) as span:
+            vector = await self._embed(text)
+            completion = None if vector is None else await self._lookup(vector, scope, signature(text))
+            if span is not None:
+                span.set_attribute("onion.cache.hit", completion is not None)
         if vector is None:
             return await call_next(request)
-        sig = signature(text)
-        completion = await self._lookup(vector, scope, sig)
         if completion is not None:
             self.stats.hits += 1
             return serve_cached(request, completion, self.name)

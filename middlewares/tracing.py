@@ -37,10 +37,10 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from onion import CallNext, Chunk, Completion, Layer, OnionError, Request, Response, Usage
 
 from ._otel import CANCELLED, SCOPE, default_tracer_provider, error_type, outcome
+from ._spans import _STATE_KEY
 
 __all__ = ["Tracing", "layer_span", "request_span"]
 
-_STATE_KEY = "tracing"
 _ATTEMPTS_KEY = "tracing.attempts"
 _propagator = TraceContextTextMapPropagator()
 

@@ -116,7 +116,9 @@ class ProviderError(OnionError):
 
     ``upstream_status`` is the HTTP status the upstream answered with (``None`` for a
     connection error or a cut stream), ``retryable`` says whether trying again may help,
-    ``retry_after`` is the upstream's ``Retry-After`` in seconds, if any.
+    ``retry_after`` is the upstream's ``Retry-After`` in seconds, if any. ``provider``
+    is the configured provider's name, ``provider_kind`` the API it speaks (``openai``,
+    ``anthropic``; ``gen_ai.provider.name`` in metrics and traces).
     """
 
     status = 502
@@ -133,6 +135,7 @@ class ProviderError(OnionError):
         provider: str | None = None,
         model: str | None = None,
         public_message: str | None = None,
+        provider_kind: str | None = None,
     ) -> None:
         super().__init__(detail, public_message=public_message)
         self.upstream_status = upstream_status
@@ -140,6 +143,7 @@ class ProviderError(OnionError):
         self.retry_after = retry_after
         self.provider = provider
         self.model = model
+        self.provider_kind = provider_kind
 
 
 class CircuitOpen(ProviderError):

@@ -170,7 +170,9 @@ class HTTPProvider:
     # -- the call ---------------------------------------------------------------------
 
     def _error(self, detail: str, request: Request, **kwargs: Any) -> ProviderError:
-        return ProviderError(f"{self.name}: {detail}", provider=self.name, model=request.model, **kwargs)
+        return ProviderError(
+            f"{self.name}: {detail}", provider=self.name, provider_kind=self.kind, model=request.model, **kwargs
+        )
 
     def _deadline(self, context: Context, start: float) -> tuple[float | None, bool]:
         """The absolute deadline of this call and whether it is the request's own."""

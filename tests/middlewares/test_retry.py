@@ -171,3 +171,20 @@ def test_toml_parameters_build_the_layer() -> None:
     layer = stack.layers[0]
     assert isinstance(layer, Retry)
     assert (layer.policy.attempts, layer.policy.max_delay, layer.budget.ratio) == (5, 2, 0.3)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_each_retry_logs_one_warning_without_the_upstream_message(stream: bool) -> None:
+    from structlog.testing import capture_logs
+
+    failure = ProviderError("secret upstream detail sk-live-123", upstream_status=503, retryable=True)
+    provider = ScriptedProvider([Fail(failure), Reply("fine")])
+    stack = Stack([Retry(base_delay=0, clock=FakeClock())], provider)
+    with capture_logs() as logs:
+        response = await stack(_request(stream))
+        assert (await response.result()).content == "fine"
+    [line] = [entry for entry in logs if entry["event"] == "retrying"]
+    assert line["log_level"] == "warning"
+    assert (line["attempt"], line["attempts"], line["upstream_status"]) == (2, 3, 503)
+    assert line["error"] == "ProviderError" and line["model"] == "m"
+    assert "secret" not in str(line) and "sk-live" not in str(line)

@@ -292,3 +292,58 @@ def test_built_from_config_by_short_name() -> None:
     assert [info.name for info in stack.infos] == ["tracing", "logging", "tracing.attempt"]
     with pytest.raises(ConfigError, match="kind"):
         Stack.from_config([{"use": "tracing", "kind": "sometimes"}], ScriptedProvider())
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_built_in_layers_that_do_work_open_child_spans(stream: bool) -> None:
+    from middlewares import ExactCache, InputGuard, OutputGuard, SemanticCache
+
+    exporter, provider = new_exporter()
+    upstream = ScriptedProvider([Reply("mail me at ann@example.com")])
+    layers = [Tracing(tracer_provider=provider), InputGuard(), ExactCache(), SemanticCache(), OutputGuard()]
+    stack = Stack(layers, upstream)
+
+    async def call() -> str:
+        response = await stack(ask(stream=stream, temperature=0))
+        return (await response.result()).content
+
+    assert "[EMAIL]" in await call()
+    spans = exporter.get_finished_spans()
+    [root] = by_name(spans, "onion chat")
+    children = {span.name: span for span in spans if span.parent and span.parent.span_id == root.context.span_id}
+    assert {"input_guard check", "exact_cache lookup", "semantic_cache lookup", "output_guard scan"} <= set(children)
+    assert children["exact_cache lookup"].attributes["onion.cache.hit"] is False
+    assert children["semantic_cache lookup"].attributes["onion.cache.hit"] is False
+    assert list(children["output_guard scan"].attributes["onion.guard.found"]) == ["email"]
+
+    exporter.clear()
+    assert "[EMAIL]" in await call()  # the guarded answer, from the exact cache
+    spans = exporter.get_finished_spans()
+    [lookup] = by_name(spans, "exact_cache lookup")
+    assert lookup.attributes["onion.cache.hit"] is True
+    assert not by_name(spans, "output_guard scan")  # the hit never reached the guard
+    assert upstream.calls == 1
+
+
+def test_work_spans_import_nothing_without_tracing() -> None:
+    # The guards and caches must not pull OpenTelemetry in for users who do not trace.
+    import subprocess
+    import sys
+
+    code = """
+import sys, anyio
+from middlewares import ExactCache, InputGuard, OutputGuard, SemanticCache
+from onion import Message, Request, Stack
+from onion.testing import Reply, ScriptedProvider
+
+async def main():
+    stack = Stack([InputGuard(), ExactCache(), SemanticCache(), OutputGuard()], ScriptedProvider([Reply("hi")] * 2))
+    for stream in (False, True):
+        request = Request(model="m", messages=[Message("user", "hello")], stream=stream)
+        await (await stack(request)).result()
+
+anyio.run(main)
+print(sorted(m for m in ("middlewares.tracing", "opentelemetry") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
