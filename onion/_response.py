@@ -6,11 +6,13 @@ completion (consuming a stream), ``async for chunk in response`` gives chunks (a
 answer is one chunk). Layers wrap the chunk iterator in place with ``wrap``, ``observe``,
 ``map`` and ``on_end``; none of them buffers. Every wrapper owns its input and closes it
 in ``finally``, so closing the outermost response (or cancelling the task reading it)
-runs the producer's cleanup and releases the upstream connection.
+runs the producer's cleanup and releases the upstream connection. A response closed
+before anyone read it still runs every wrapper's cleanup, as for a cancelled stream.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -111,6 +113,47 @@ async def _aclose(source: AsyncIterator[Chunk]) -> None:
         await aclose()
 
 
+class _Producer:
+    """The innermost stage of every stream: the producer's chunks, plus what must run when
+    the stream is closed even if it was never started (``on_close``).
+
+    ``__anext__`` hands out the producer's own awaitable, so reading through it costs no
+    extra frame. After ``cut()`` it raises ``GeneratorExit`` instead: the wrappers above it
+    then end as for a consumer that went away.
+    """
+
+    __slots__ = ("_chunks", "_cut", "_on_close")
+
+    def __init__(self, chunks: AsyncIterator[Chunk], on_close: Callable[[], Awaitable[object]] | None) -> None:
+        self._chunks = chunks
+        self._on_close = on_close
+        self._cut = False
+
+    def __aiter__(self) -> _Producer:
+        return self
+
+    def __anext__(self) -> Awaitable[Chunk]:
+        if self._cut:
+            return _closed()
+        return self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        try:
+            await _aclose(self._chunks)
+        finally:
+            if on_close is not None:
+                await on_close()
+
+    async def cut(self) -> None:
+        self._cut = True
+        await self.aclose()
+
+
+async def _closed() -> Chunk:
+    raise GeneratorExit
+
+
 async def _one(chunk: Chunk) -> AsyncGenerator[Chunk, None]:
     yield chunk
 
@@ -179,7 +222,7 @@ class Response:
     from layers (for example ``{"cache": "hit"}``).
     """
 
-    __slots__ = ("_chunks", "_completion", "_consumed", "attrs", "headers", "model", "served_by")
+    __slots__ = ("_chunks", "_completion", "_consumed", "_producer", "attrs", "headers", "model", "served_by")
 
     def __init__(
         self,
@@ -188,11 +231,13 @@ class Response:
         *,
         served_by: str = "",
         model: str = "",
+        on_close: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         if (completion is None) == (chunks is None):
             raise ValueError("a Response needs exactly one of completion or chunks")
         self._completion = completion
-        self._chunks = chunks
+        self._producer = _Producer(chunks, on_close) if chunks is not None else None
+        self._chunks: AsyncIterator[Chunk] | None = self._producer
         self._consumed = False
         self.served_by = served_by
         self.model = model or (completion.model if completion is not None else "")
@@ -205,9 +250,21 @@ class Response:
         return cls(completion, served_by=served_by)
 
     @classmethod
-    def stream(cls, chunks: AsyncIterator[Chunk], *, served_by: str = "", model: str = "") -> Response:
-        """A streaming answer; ``chunks`` should be an async generator (it gets closed)."""
-        return cls(chunks=chunks, served_by=served_by, model=model)
+    def stream(
+        cls,
+        chunks: AsyncIterator[Chunk],
+        *,
+        served_by: str = "",
+        model: str = "",
+        on_close: Callable[[], Awaitable[object]] | None = None,
+    ) -> Response:
+        """A streaming answer; ``chunks`` should be an async generator (it gets closed).
+
+        ``on_close`` runs once when the stream ends or is closed, also when it is closed
+        before its first chunk was read, where a generator's own ``finally`` never runs:
+        a producer that opened a connection before its generator started releases it there.
+        """
+        return cls(chunks=chunks, served_by=served_by, model=model, on_close=on_close)
 
     @classmethod
     def replay(cls, completion: Completion, *, served_by: str = "", piece_chars: int = 48) -> Response:
@@ -289,10 +346,23 @@ class Response:
 
     async def aclose(self) -> None:
         """Close the stream, running every wrapper's and the producer's cleanup."""
-        if self._chunks is not None:
-            chunks, self._chunks = self._chunks, None
-            self._consumed = True
+        if self._chunks is None:
+            return
+        chunks, self._chunks = self._chunks, None
+        unread, self._consumed = not self._consumed, True
+        producer = self._producer
+        try:
+            if unread and producer is not None and chunks is not producer:
+                # Nobody read it, so no wrapper has started and none would run its cleanup
+                # (a metrics count, a span, a breaker's trial, a token settlement). Cut the
+                # producer and pull once: each wrapper sees its source end as cancelled.
+                await producer.cut()
+                with contextlib.suppress(GeneratorExit, Exception):
+                    await chunks.__anext__()
             await _aclose(chunks)
+        finally:
+            if producer is not None:
+                await producer.aclose()
 
     async def __aenter__(self) -> Response:
         return self

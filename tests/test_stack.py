@@ -250,3 +250,25 @@ async def test_contextvars_are_visible_inside() -> None:
 
     await Stack([setter], handler=reader)(_request())
     assert seen == ["set-by-outer"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(0, 8), take_iterator=st.booleans())
+async def test_closing_before_the_first_read_runs_every_cleanup(n: int, take_iterator: bool) -> None:
+    # No wrapper has started when nobody read: closing must still close the producer and
+    # end every wrapper as cancelled (their counting, spans, trials and settlements).
+    ended: list[tuple[object, object]] = []
+
+    async def watcher(request: Request, call_next: CallNext) -> Response:
+        response = await call_next(request)
+        return await response.on_end(lambda completion, error: ended.append((completion, error)))
+
+    provider = ScriptedProvider(default=Reply("a b c d e f"))
+    stack = Stack([watcher, *(PassThroughStream() for _ in range(n))], handler=provider)
+    response = await stack(_request(stream=True))
+    if take_iterator:
+        aiter(response)  # asked for, never read: only the producer's own cleanup is owed
+    await response.aclose()
+    record = provider.streams[0]
+    assert record.closed and record.produced == 0
+    assert ended == ([] if take_iterator else [(None, None)])

@@ -131,6 +131,8 @@ class HTTPProvider:
         # the Client layer around it would keep upstream cookies (shared between callers),
         # follow redirects, and log every request URL at INFO, none of which a gateway wants.
         self._transport: httpx.AsyncBaseTransport | None = None
+        self._read_timeout = read_timeout
+        self._connect_timeout = connect_timeout
         if client is None:
             limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
             timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout)
@@ -187,6 +189,14 @@ class HTTPProvider:
             return Timeout(f"{self.name}: the request's deadline passed waiting for the upstream", phase="total")
         return self._error(f"no complete answer within total_timeout={self.total_timeout}s", request, retryable=True)
 
+    @staticmethod
+    def _past(error: httpx.HTTPError, deadline: float | None) -> bool:
+        """A socket timeout that fired because the call's deadline ran out."""
+        # A timer may fire a hair early against the event loop clock.
+        if deadline is None or not isinstance(error, httpx.TimeoutException):
+            return False
+        return anyio.current_time() >= deadline - 0.01
+
     def _transport_error(self, error: httpx.HTTPError, request: Request, during: str) -> ProviderError:
         if isinstance(error, httpx.TimeoutException):
             what = type(error).__name__
@@ -213,12 +223,24 @@ class HTTPProvider:
             retry_after=parse_retry_after(response.headers),
         )
 
-    async def _send(self, body: bytes) -> httpx.Response:
+    def _timeouts_within(self, remaining: float) -> httpx.Timeout | None:
+        """Timeouts that keep every single wait within ``remaining`` seconds (``None``: the
+        configured ones already do), so ``total_timeout`` holds without a cancel scope."""
+        if remaining >= self._read_timeout and remaining >= self._connect_timeout:
+            return None
+        wait = max(0.001, remaining)
+        return httpx.Timeout(min(self._read_timeout, wait), connect=min(self._connect_timeout, wait))
+
+    async def _send(self, body: bytes, remaining: float | None) -> httpx.Response:
+        timeouts = self._timeouts_within(remaining) if remaining is not None else None
         if self._transport is None:
-            built = self.client.build_request("POST", self._url, content=body, headers=self._headers)
+            built = self.client.build_request(
+                "POST", self._url, content=body, headers=self._headers, timeout=timeouts or httpx.USE_CLIENT_DEFAULT
+            )
             return await self.client.send(built, stream=True)
+        extensions = self._extensions if timeouts is None else {"timeout": timeouts.as_dict()}
         http_request = httpx.Request(
-            "POST", self._url_object, headers=self._headers, content=body, extensions=self._extensions
+            "POST", self._url_object, headers=self._headers, content=body, extensions=extensions
         )
         response = await self._transport.handle_async_request(http_request)
         response.request = http_request
@@ -232,15 +254,18 @@ class HTTPProvider:
         began = _perf()
         try:
             # Only the request's own deadline gets a cancel scope (it costs on every call);
-            # the provider's total_timeout is checked between reads, each bounded by read_timeout.
+            # the provider's total_timeout shortens the socket timeouts of this call instead,
+            # and is checked again between reads.
             if own and deadline is not None:
                 with anyio.fail_after(max(0.0, deadline - start)):
-                    response = await self._send(body)
+                    response = await self._send(body, None)
             else:
-                response = await self._send(body)
+                response = await self._send(body, None if deadline is None else deadline - start)
         except TimeoutError:
             raise self._timed_out(request, own) from None
         except httpx.HTTPError as error:
+            if self._past(error, deadline):
+                raise self._timed_out(request, own) from None
             raise self._transport_error(error, request, "before the answer started") from None
         finally:
             context.upstream_seconds += _perf() - began
@@ -249,7 +274,9 @@ class HTTPProvider:
                 raise await self._status_error(response, request)
             if request.stream:
                 chunks = self._stream(response, request, deadline, own)
-                answer = Response.stream(chunks, served_by=self.name, model=request.model)
+                # on_close: a stream closed before its first read never runs the generator,
+                # whose finally would have released the connection.
+                answer = Response.stream(chunks, served_by=self.name, model=request.model, on_close=response.aclose)
             else:
                 completion = await self._read_complete(response, request, deadline, own)
                 answer = Response.complete(completion, served_by=self.name)
@@ -274,6 +301,8 @@ class HTTPProvider:
         except TimeoutError:
             raise self._timed_out(request, own) from None
         except httpx.HTTPError as error:
+            if self._past(error, deadline):
+                raise self._timed_out(request, own) from None
             raise self._transport_error(error, request, "reading the answer") from None
         finally:
             request.context.upstream_seconds += _perf() - began
@@ -309,6 +338,8 @@ class HTTPProvider:
                 except TimeoutError:
                     raise self._timed_out(request, own) from None
                 except httpx.HTTPError as error:
+                    if self._past(error, deadline):
+                        raise self._timed_out(request, own) from None
                     raise self._transport_error(error, request, "mid-stream") from None
                 finally:
                     context.upstream_seconds += _perf() - began

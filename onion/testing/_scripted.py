@@ -129,7 +129,12 @@ class ScriptedProvider:
         record = StreamRecord(request)
         self.streams.append(record)
         fail = step if isinstance(step, Fail) else None
-        return Response.stream(self._stream(reply, usage, model, fail, record), served_by=self.name, model=model)
+        chunks = self._stream(reply, usage, model, fail, record)
+
+        async def closed() -> None:
+            record.closed = True
+
+        return Response.stream(chunks, served_by=self.name, model=model, on_close=closed)
 
     async def _stream(
         self, reply: Reply, usage: Usage, model: str, fail: Fail | None, record: StreamRecord

@@ -260,14 +260,16 @@ async def test_stream_cut_midway_counts_once_with_error_type() -> None:
     assert count(reader, "gen_ai.client.operation.time_to_first_chunk") == 1
 
 
-async def test_stream_closed_early_is_counted_once_as_cancelled() -> None:
+@pytest.mark.parametrize("read", [True, False])
+async def test_stream_closed_early_is_counted_once_as_cancelled(read: bool) -> None:
     reader, provider = new_reader()
     scripted = ScriptedProvider([Reply("one two three four")])
     stack = Stack([Metrics(meter_provider=provider)], scripted)
     response = await stack(ask(stream=True))
     async with response:
-        async for _chunk in response:
-            break
+        if read:  # else closed before its first chunk was read
+            async for _chunk in response:
+                break
     assert scripted.streams[0].closed
     assert total(reader, "onion.requests") == 1
     assert total(reader, "onion.requests", onion__outcome="cancelled") == 1

@@ -11,7 +11,7 @@ import anyio
 import msgspec
 import pytest
 
-from onion import Message, ProviderError, Request, Timeout
+from onion import Message, ProviderError, Request, Stack, Timeout
 from onion.providers import OpenAIProvider, classify_status, parse_retry_after
 from onion.testing.upstream import FakeUpstream, Fault
 
@@ -177,6 +177,25 @@ async def test_closing_a_stream_early_closes_the_upstream_connection(
     assert stats.open_connections == 0  # the half-read connection is dropped, not pooled
 
 
+@pytest.mark.parametrize("layers", [0, 2])
+async def test_closing_a_stream_before_reading_releases_the_upstream(upstream: FakeUpstream, layers: int) -> None:
+    # The HTTP response is open before the chunk generator starts; closing an unread
+    # stream must still close it (through the stream's on_close), under any layers.
+    from middlewares import Metrics, OutputGuard
+
+    provider = OpenAIProvider(base_url=upstream.base_url, api_key="sk-test", read_timeout=5)
+    upstream.push(Fault(chunk_delay=0.05))
+    stack = Stack([Metrics(), OutputGuard()][:layers], provider)
+    try:
+        async with await stack(ask(" ".join(["word"] * 50), stream=True)):
+            pass
+        stats = await upstream.wait_settled(connections=True)
+        assert stats.open_streams == 0
+        assert stats.streams_disconnected == 1
+    finally:
+        await provider.aclose()
+
+
 async def test_connections_are_pooled_across_calls(provider: OpenAIProvider, upstream: FakeUpstream) -> None:
     for _ in range(5):
         await (await provider(ask())).result()
@@ -205,6 +224,21 @@ async def test_concurrent_calls_share_a_bounded_pool(upstream: FakeUpstream) -> 
         await provider.aclose()
     assert len(answers) == 80 and all(a.startswith("You said: call ") for a in answers)
     assert upstream.stats.connections_opened <= 8
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_total_timeout_bounds_a_silent_upstream(upstream: FakeUpstream, stream: bool) -> None:
+    # read_timeout is 60 s: only total_timeout can end these waits early.
+    provider = OpenAIProvider(base_url=upstream.base_url, api_key="sk-test", read_timeout=60, total_timeout=0.3)
+    upstream.push(Fault(stall_after=1, stall=5) if stream else Fault(delay=5))
+    began = time.perf_counter()
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await (await provider(ask("a b c d", stream=stream))).result()
+    finally:
+        await provider.aclose()
+    assert time.perf_counter() - began < 1.5
+    assert caught.value.retryable and "total_timeout=0.3" in str(caught.value)
 
 
 async def test_request_deadline_becomes_a_timeout(provider: OpenAIProvider, upstream: FakeUpstream) -> None:
