@@ -194,12 +194,22 @@ class GatewayApp:
             elif path == "/healthz":
                 await self._respond(send, 200, b'{"status":"ok"}', [_JSON])
             elif path == "/metrics" and self.metrics_renderer is not None:
-                body, content_type = self.metrics_renderer()
-                await self._respond(send, 200, body, [(b"content-type", content_type.encode("latin-1"))])
+                await self._metrics(send)
             else:
                 await self._plain_error(send, 404, "no such endpoint; try POST /v1/chat/completions", "not_found")
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _metrics(self, send: Send) -> None:
+        assert self.metrics_renderer is not None
+        try:
+            body, content_type = self.metrics_renderer()
+        except ImportError:
+            # Installed without the exporter: say what to install, not a bare 500.
+            message = "metrics in Prometheus format need: pip install 'onion-llm[prometheus]'"
+            await self._plain_error(send, 501, message, "not_implemented")
+            return
+        await self._respond(send, 200, body, [(b"content-type", content_type.encode("latin-1"))])
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -151,6 +151,18 @@ async def test_metrics_is_404_without_a_renderer(upstream: FakeUpstream) -> None
     assert response.status_code == 404 and "error" in response.json()
 
 
+async def test_metrics_without_the_exporter_says_what_to_install(upstream: FakeUpstream) -> None:
+    def missing_exporter() -> tuple[bytes, str]:
+        raise ImportError("GET /metrics needs: pip install onion-llm[prometheus]")
+
+    app = create_app(gateway_for(upstream), metrics_renderer=missing_exporter)
+    async with ThreadedServer(app) as server, httpx.AsyncClient() as http:
+        response = await http.get(server.url + "/metrics")
+    assert response.status_code == 501
+    assert "onion-llm[prometheus]" in response.json()["error"]["message"]
+    assert response.headers["x-onion-served-by"] == "onion"
+
+
 # -- hostile and wrong input ------------------------------------------------------
 
 HOSTILE: list[tuple[str, bytes, int, str]] = [
