@@ -21,9 +21,11 @@ charged after the fact (they delay later calls); only reservations are checked.
 
 Backends: ``"memory"`` (one process) and ``"redis"`` (several gateway processes share
 one limit; one atomic Lua script checks and reserves every limit of a call; time is the
-Redis server's clock, so the processes agree on it). If Redis is unreachable the layer
-fails open (admits, logs a warning) or closed (rejects with ``RateLimited``) as
-configured; the choice is logged when the layer is built.
+Redis server's clock, so the processes agree on it). The Redis backend runs the
+synchronous redis client in a worker thread (one hop per check), so it works the same
+under asyncio and trio. If Redis is unreachable the layer fails open (admits, logs a
+warning) or closed (rejects with ``RateLimited``) as configured, on either event loop;
+the choice is logged when the layer is built.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 import anyio
+import anyio.to_thread
 import structlog
 
 from onion import CallNext, Clock, Completion, Layer, RateLimited, Request, Response, system_clock
@@ -208,12 +211,17 @@ return 1
 
 
 class RedisBackend:
-    """Shared windows in Redis (``redis.asyncio``; asyncio event loops only)."""
+    """Shared windows in Redis, through the synchronous redis client in a worker thread.
+
+    Each ``acquire`` / ``adjust`` is one Lua script call (``EVALSHA``, reloaded if the
+    server lost it), so one thread hop per call, and it works the same under asyncio and
+    trio. ``client`` may be any synchronous ``redis.Redis`` (thread-safe connection pool).
+    """
 
     def __init__(self, url: str, *, client: Any = None) -> None:
-        import redis.asyncio as redis
+        import redis
 
-        self.client = client or redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self.client = client or redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._acquire = self.client.register_script(_ACQUIRE)
         self._adjust = self.client.register_script(_ADJUST)
 
@@ -222,21 +230,26 @@ class RedisBackend:
         # One hash tag per limit key keeps its three keys in one Redis Cluster slot.
         return [f"{{{key}}}:log", f"{{{key}}}:w", f"{{{key}}}:total"]
 
+    @staticmethod
+    async def _run(fn: Callable[..., Any], *args: Any) -> Any:
+        # Abandoned on cancel (like the caches' RedisStore): the socket timeout ends the thread.
+        return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+
     async def acquire(self, limits: list[tuple[str, int, int]], member: str, window: float) -> tuple[float, int]:
         keys: list[str] = []
         args: list[Any] = [int(window * 1000), member]
         for key, limit, cost in limits:
             keys.extend(self._keys(key))
             args.extend((limit, cost))
-        wait_ms, refused = await self._acquire(keys=keys, args=args)
+        wait_ms, refused = await self._run(self._acquire, keys, args)
         return int(wait_ms) / 1000, int(refused)
 
     async def adjust(self, key: str, member: str, weight: int) -> None:
-        await self._adjust(keys=self._keys(key), args=[member, weight])
+        await self._run(self._adjust, self._keys(key), [member, weight])
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self.client.aclose()
+        await self._run(self.client.close)
 
 
 def estimate_tokens(request: Request, default_completion_tokens: int = 256) -> int:

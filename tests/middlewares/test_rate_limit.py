@@ -137,14 +137,16 @@ def test_toml_parameters_and_validation() -> None:
         Stack.from_config([{"use": "rate_limit", "requests_per_minute": 1, "backend": "redis"}], ScriptedProvider())
 
 
-# Redis: redis.asyncio runs on asyncio event loops only.
-needs_asyncio = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+# Redis: the session's one redis-server is shared by both event loops' runs of a test, so
+# each run keys its windows by its backend (``anyio_backend``).
 
 
-@needs_asyncio
-async def test_redis_two_stacks_sharing_it_never_admit_more_than_one_limit(redis_url: str) -> None:
-    layers = [RateLimit(requests_per_minute=7, per="global", backend="redis", redis_url=redis_url, key_prefix="t1")]
-    layers.append(RateLimit(requests_per_minute=7, per="global", backend="redis", redis_url=redis_url, key_prefix="t1"))
+async def test_redis_two_stacks_sharing_it_never_admit_more_than_one_limit(redis_url: str, anyio_backend: str) -> None:
+    prefix = f"t1:{anyio_backend}"
+    layers = [
+        RateLimit(requests_per_minute=7, per="global", backend="redis", redis_url=redis_url, key_prefix=prefix)
+        for _ in range(2)
+    ]
     stacks = [Stack([layer], ScriptedProvider()) for layer in layers]
     outcomes: list[str] = []
 
@@ -165,14 +167,14 @@ async def test_redis_two_stacks_sharing_it_never_admit_more_than_one_limit(redis
         await layer.store.aclose()
 
 
-@needs_asyncio
-async def test_redis_tokens_reconcile_and_retry_after(redis_url: str) -> None:
-    layer = RateLimit(tokens_per_minute=60, backend="redis", redis_url=redis_url, key_prefix="t2")
+async def test_redis_tokens_reconcile_and_retry_after(redis_url: str, anyio_backend: str) -> None:
+    prefix = f"t2:{anyio_backend}"
+    layer = RateLimit(tokens_per_minute=60, backend="redis", redis_url=redis_url, key_prefix=prefix)
     provider = ScriptedProvider(default=Reply("ok", usage=Usage(1, 1, 2)))
     stack = Stack([layer], provider)
     for _ in range(12):  # 24 reserved, 2 kept: 12 x 2 = 24 <= 60
         await (await stack(_request())).result()
-    big = RateLimit(tokens_per_minute=60, backend="redis", redis_url=redis_url, key_prefix="t2")
+    big = RateLimit(tokens_per_minute=60, backend="redis", redis_url=redis_url, key_prefix=prefix)
     with pytest.raises(RateLimited) as info:
         await Stack([big], provider)(_request(max_tokens=50))  # 64 capped to 60, 24 in use
     assert 55 < info.value.retry_after <= 60
@@ -186,19 +188,42 @@ def _closed_port() -> int:
         return probe.getsockname()[1]
 
 
-@needs_asyncio
 async def test_redis_unreachable_fails_closed_or_open_as_configured() -> None:
+    # Runs on asyncio and trio: a dead Redis is "backend down" on both, never a crash.
     url = f"redis://127.0.0.1:{_closed_port()}/0"
-    closed = Stack([RateLimit(requests_per_minute=5, backend="redis", redis_url=url)], ScriptedProvider())
-    with pytest.raises(RateLimited):
-        await closed(_request())
-    provider = ScriptedProvider()
+    for limits in ({"requests_per_minute": 5}, {"tokens_per_minute": 100}):
+        closed_layer = RateLimit(**limits, backend="redis", redis_url=url)
+        closed_provider = ScriptedProvider()
+        with capture_logs() as logs, pytest.raises(RateLimited) as info:
+            await Stack([closed_layer], closed_provider)(_request())
+        assert info.value.retry_after == 1.0
+        assert closed_provider.calls == 0
+        assert any(e.get("action") == "rejected (fail closed)" for e in logs)
+        await closed_layer.aclose()
+
+        provider = ScriptedProvider(default=Reply("ok", usage=Usage(1, 1, 2)))
+        with capture_logs() as logs:
+            opened_layer = RateLimit(**limits, backend="redis", redis_url=url, fail_open=True)
+            await (await Stack([opened_layer], provider)(_request())).result()
+        assert provider.calls == 1
+        assert any(e.get("action") == "admitted (fail open)" for e in logs)
+        assert all(url not in str(e) for e in logs), "the Redis URL stays out of the log"
+        await opened_layer.aclose()
+
+
+async def test_redis_reconcile_against_a_dead_redis_only_logs(redis_url: str, anyio_backend: str) -> None:
+    # Redis dies between the reservation and the reconciliation: the answer is still served.
+    backend = RedisBackend(redis_url)
+    dead = RedisBackend(f"redis://127.0.0.1:{_closed_port()}/0")
+    layer = RateLimit(tokens_per_minute=100, key_prefix=f"t3:{anyio_backend}", store=backend)
+    backend._adjust = dead._adjust  # the reservation succeeds, the reconciliation cannot connect
+    provider = ScriptedProvider(default=Reply("ok", usage=Usage(1, 1, 2)))
     with capture_logs() as logs:
-        opened = Stack([RateLimit(requests_per_minute=5, backend="redis", redis_url=url, fail_open=True)], provider)
-        await opened(_request())
-    assert provider.calls == 1
-    assert any(e.get("action") == "admitted (fail open)" for e in logs)
-    assert all(url not in str(e) for e in logs), "the Redis URL stays out of the log"
+        completion = await (await Stack([layer], provider)(_request())).result()
+    assert completion.content == "ok"
+    assert any(e.get("event") == "rate limit backend unreachable while reconciling" for e in logs)
+    await backend.aclose()
+    await dead.aclose()
 
 
 def test_redis_backend_keys_share_one_cluster_slot() -> None:
