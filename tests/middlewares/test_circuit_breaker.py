@@ -10,7 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from middlewares.circuit_breaker import CircuitBreaker
 from middlewares.retry import Retry
-from onion import BadRequest, CircuitOpen, ConfigError, Message, ProviderError, Request, Stack
+from onion import BadRequest, CircuitOpen, ConfigError, Message, ProviderError, Request, Response, Stack
 from onion.testing import Fail, FakeClock, Reply, ScriptedProvider
 
 RATIO, WINDOW, MIN_CALLS, OPEN = 0.5, 10.0, 4, 5.0
@@ -164,3 +164,48 @@ def test_toml_parameters() -> None:
     assert stack.layers[0].policy.failure_ratio == 0.3
     with pytest.raises(ConfigError):
         Stack.from_config([{"use": "circuit_breaker", "failure_ratio": 2}], ScriptedProvider())
+
+
+async def test_half_open_lets_only_half_open_calls_trials_through_at_once() -> None:
+    clock = FakeClock(0.0)
+    breaker = CircuitBreaker(min_calls=2, open_seconds=15, half_open_calls=1, clock=clock)
+    provider = ScriptedProvider([Fail(ProviderError("down")), Fail(ProviderError("down"))], default=Reply("trial ok"))
+    release, decided = anyio.Event(), anyio.Event()
+    rejected: list[CircuitOpen] = []
+
+    def note_decision() -> None:
+        if provider.calls + len(rejected) == 4:  # two failures, then both concurrent calls
+            decided.set()
+
+    async def slow(request: Request) -> Response:
+        response = await provider(request)  # the call is recorded at once; the answer waits
+        note_decision()
+        await release.wait()
+        return response
+
+    stack = Stack([breaker], slow)
+    for _ in range(2):  # the failures raise before the wait
+        with pytest.raises(ProviderError):
+            await stack(_request())
+    assert breaker.state("m").state == "open"
+    clock.advance(16)  # past open_seconds: half-open
+    answers: list[str] = []
+
+    async def call() -> None:
+        try:
+            answers.append((await (await stack(_request())).result()).content)
+        except CircuitOpen as error:
+            rejected.append(error)
+            note_decision()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(call)
+            group.start_soon(call)
+            # Both calls have been decided (let through to the slow provider, or refused)
+            # while the first trial is still in flight.
+            await decided.wait()
+            release.set()
+    assert provider.calls == 3  # two failures that opened it, then exactly one trial
+    assert len(rejected) == 1 and answers == ["trial ok"]
+    assert breaker.state("m").state == "closed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -110,3 +111,20 @@ async def test_the_warning_names_the_model_it_fell_back_to() -> None:
         await Stack([Fallback(["a", "b"])], provider)(_request())
     warnings = [e for e in logs if e["log_level"] == "warning"]
     assert [(e["failed_model"], e["fallback_model"]) for e in warnings] == [("a", "b")]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_no_model_is_tried_once_the_deadline_has_passed(stream: bool) -> None:
+    down = ProviderError("a down", upstream_status=500, retryable=True)
+    # "a" fails only after the request's deadline passed; "b" would answer at once.
+    provider = ScriptedProvider(
+        lambda request, index: (
+            Fail(down, delay=0.1, after_chunks=0 if stream else None) if request.model == "a" else Reply("b answered")
+        )
+    )
+    request = _request(stream=stream)
+    request.context.deadline = anyio.current_time() + 0.02
+    with pytest.raises(AllProvidersFailed) as caught:
+        await (await Stack([Fallback(["a", "b"])], provider)(request)).result()
+    assert [r.model for r in provider.requests] == ["a"]
+    assert caught.value.causes == [down] and caught.value.models == ["a"]

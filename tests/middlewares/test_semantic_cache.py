@@ -274,6 +274,25 @@ async def test_last_user_mode_requires_earlier_turns_to_match_exactly() -> None:
     assert (await stack(chat("We talk about Spain.", "What is its capital?"))).served_by == "scripted"
 
 
+async def test_default_mode_embeds_the_whole_conversation_not_only_the_last_question() -> None:
+    semantic = cache()
+    assert semantic.embed_mode == "conversation"  # the default
+    stack = Stack([semantic], ScriptedProvider())
+
+    def chat(first: str, last: str) -> Request:
+        messages = [Message("user", first), Message("assistant", "ok"), Message("user", last)]
+        return Request(model="m", messages=messages, context=Context(caller="a"))
+
+    # No numbers or named entities in the earlier turns, so the precision guards cannot
+    # tell the conversations apart: only the embedding of the earlier turns can.
+    wine = "let us discuss the european country known for wine and cheese"
+    sushi = "switching topics to the asian island nation famous for sushi and cherry blossoms"
+    await (await stack(chat(wine, "What is its capital?"))).result()
+    assert (await stack(chat(wine, "what is its capital"))).served_by == "semantic_cache"
+    assert (await stack(chat(sushi, "What is its capital?"))).served_by == "scripted"
+    assert semantic.stats.below_threshold == 1 and semantic.stats.guard_rejections == 0
+
+
 async def test_semantic_sits_inside_the_exact_cache_which_does_not_pin_its_hits() -> None:
     with pytest.raises(ConfigError, match=r"cache\.exact"):
         Stack([cache(), ExactCache()], ScriptedProvider())

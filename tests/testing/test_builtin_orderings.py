@@ -81,6 +81,11 @@ def _make(cls: type, clock: FakeClock) -> Any:
     return cls()
 
 
+def _make_blocking(cls: type, clock: FakeClock) -> Any:
+    """As ``_make``, with the output guard blocking (not redacting) what it finds."""
+    return OutputGuard(mode="block") if cls is OutputGuard else _make(cls, clock)
+
+
 def _pii_answer(request: Request) -> Reply:
     return Reply(answer_for(request).text + f" mail {PII[0]} or call {PII[1]}, card {PII[2]}.")
 
@@ -167,7 +172,12 @@ def _names(order: Sequence[type]) -> tuple[str, ...]:
 
 
 async def _table(
-    classes: Sequence[type], laws: Sequence[Law], predicate: Callable[[tuple[str, ...]], bool], *, pairs: bool = False
+    classes: Sequence[type],
+    laws: Sequence[Law],
+    predicate: Callable[[tuple[str, ...]], bool],
+    *,
+    pairs: bool = False,
+    make: Callable[[type, FakeClock], Any] = _make,
 ) -> tuple[int, int]:
     """Run the scenario on every accepted order; the law must hold exactly where
     ``predicate`` says. Returns (orders keeping it, accepted orders)."""
@@ -175,7 +185,7 @@ async def _table(
     kept = 0
     for order in accepted:
         clock = FakeClock()
-        violation = await _run_scenario([_make(cls, clock) for cls in order], laws, pairs=pairs)
+        violation = await _run_scenario([make(cls, clock) for cls in order], laws, pairs=pairs)
         expected = predicate(_names(order))
         assert (violation is None) == expected, (
             f"order {_names(order)}: expected the law to {'hold' if expected else 'break'}\n{violation or ''}"
@@ -185,17 +195,25 @@ async def _table(
 
 
 async def _rejected_orders_that_break(
-    classes: Sequence[type], laws: Sequence[Law], *, pairs: bool = False
+    classes: Sequence[type],
+    laws: Sequence[Law],
+    *,
+    pairs: bool = False,
+    make: Callable[[type, FakeClock], Any] = _make,
+    why: list[str] | None = None,
 ) -> tuple[set[tuple[str, ...]], int]:
     """Build every rejected order without constraints; return the ones that break a law
-    and how many were rejected."""
+    and how many were rejected (each break's reason is appended to ``why``, if given)."""
     _, rejected = all_orderings(list(classes))
     broken = set()
     for order in rejected:
         clock = FakeClock()
-        layers = [Unconstrained(_make(cls, clock)) for cls in order]
-        if await _run_scenario(layers, laws, pairs=pairs) is not None:
+        layers = [Unconstrained(make(cls, clock)) for cls in order]
+        violation = await _run_scenario(layers, laws, pairs=pairs)
+        if violation is not None:
             broken.add(_names(order))
+            if why is not None:
+                why.append(violation.why)
     return broken, len(rejected)
 
 
@@ -222,10 +240,30 @@ async def test_input_guard_first_holds_in_every_accepted_order() -> None:
 
 
 async def test_cache_clean_holds_in_every_accepted_order() -> None:
+    # README row 2: with the output guard blocking, the law holds in all 4 accepted
+    # orders; of the 20 rejected ones, exactly the 16 with the guard outside a cache
+    # serve a blocked answer again.
     classes = [ExactCache, SemanticCache, OutputGuard, Retry]
     laws = [CacheServesOnlyCleanAnswers()]
-    kept, total = await _table(classes, laws, lambda order: True)
+
+    def guard_outside_a_cache(order: tuple[str, ...]) -> bool:
+        guard = order.index("output_guard")
+        return order.index("exact_cache") > guard or order.index("semantic_cache") > guard
+
+    kept, total = await _table(classes, laws, lambda order: True, make=_make_blocking)
     assert kept == total == 4
+    # The accepted orders are those with both caches outside the output guard.
+    accepted = list(map(_names, all_orderings(classes)[0]))
+    assert all(not guard_outside_a_cache(order) for order in accepted)
+    why: list[str] = []
+    broken, rejected = await _rejected_orders_that_break(classes, laws, make=_make_blocking, why=why)
+    assert rejected == 20
+    assert broken == {o for o in map(_names, all_orderings(classes)[1]) if guard_outside_a_cache(o)}
+    assert len(broken) == 16
+    assert len(why) == 16 and all("output guard blocked" in reason for reason in why), why
+    # The scenario's cut stream is kept out of the cache in every order, even the
+    # rejected ones, and a redacting guard blocks nothing: with it no order breaks.
+    assert await _rejected_orders_that_break(classes, laws) == (set(), 20)
 
 
 async def test_cache_outside_a_blocking_output_guard_is_rejected_and_would_serve_blocked_answers() -> None:
@@ -251,11 +289,56 @@ async def test_metrics_count_once_exactly_when_outermost() -> None:
     assert kept == 12 and total == 60
 
 
+class _MostUpstreamCalls(Law):
+    """Not a law: records the most upstream calls any one request made."""
+
+    name = "most-upstream-calls"
+
+    def __init__(self) -> None:
+        self.most = 0
+
+    def check(self, observation: Any, history: Any) -> str | None:
+        self.most = max(self.most, len(observation.upstream))
+        return None
+
+
+async def _always_failing(layers: Sequence[Any], law: Law, clock: FakeClock) -> int:
+    """Send a few requests to a provider that answers every attempt with a 503; check
+    ``law`` on each and return the most upstream calls one request made."""
+    from onion.testing import ScriptedProvider
+    from onion.testing.faults import fault_step
+
+    most = _MostUpstreamCalls()
+    provider = ScriptedProvider(lambda request, index: fault_step(Status(503), answer_for(request)), clock=clock)
+    probe = Probe(layers, provider)
+    for i, stream in enumerate((False, True, False, True)):
+        observation = await probe.send(Request("m", [Message("user", f"failing {i}")], stream=stream))
+        check_laws([law, most], observation, probe.observations)
+    return most.most
+
+
 async def test_upstream_calls_bounded_by_attempts_times_models() -> None:
     classes = [Deadline, Fallback, Retry, CircuitBreaker]
-    kept, total = await _table(classes, [BoundedUpstreamCalls(attempts=3, models=2)], lambda order: True)
+    law = BoundedUpstreamCalls(attempts=3, models=2)
+    kept, total = await _table(classes, [law], lambda order: True)
     # The declared constraints leave one order: timeout > fallback > retry > circuit_breaker.
     assert kept == total == 1
+    # README row 4: the bound itself held in all 24 orders; the 23 rejected ones keep it too.
+    broken, rejected = await _rejected_orders_that_break(classes, [law])
+    assert (broken, rejected) == (set(), 23)
+    # Against a provider that always fails the bound holds in all 24 and is reached:
+    # some orders make exactly 3 x 2 = 6 calls for one request.
+    accepted, rejected_orders = all_orderings(classes)
+    most = []
+    for order in accepted:
+        clock = FakeClock()
+        most.append(await _always_failing([_make(cls, clock) for cls in order], law, clock))
+    for order in rejected_orders:
+        clock = FakeClock()
+        most.append(await _always_failing([Unconstrained(_make(cls, clock)) for cls in order], law, clock))
+    assert len(most) == 24 and max(most) == 6
+    # Non-vacuous: the accepted order retries and falls back (more than one call per request).
+    assert most[0] > 1
 
 
 async def test_no_provider_pii_in_every_order_with_an_output_guard() -> None:
