@@ -1,9 +1,9 @@
 """Draw PNG figures from ``benchmarks/results/*.json`` into ``benchmarks/figures/``.
 
 The benchmarks of this suite get figures made for them (overhead, stack_overhead,
-gateway, scaling, streaming, soak, startup); any other results file gets a generic figure: every list of rows in it
-becomes one panel, lines when the first column is a number, bars otherwise. Needs
-matplotlib (``pip install matplotlib``); draws off-screen.
+gateway, scaling, streaming, soak, startup, semantic_cache); any other results file gets a
+generic figure: every list of rows in it becomes one panel, lines when the first column is
+a number, bars otherwise. Needs matplotlib (``pip install matplotlib``); draws off-screen.
 
     python benchmarks/plot.py [--only soak] [--out benchmarks/figures]
 """
@@ -29,7 +29,9 @@ Figure = Any
 
 
 def _subtitle(data: dict[str, Any]) -> str:
-    bits = [f"Python {data['python']}" if data.get("python") else "", data.get("processor") or data.get("machine", "")]
+    machine = data.get("machine")
+    python = data.get("python") or (machine.get("python") if isinstance(machine, dict) else None)
+    bits = [f"Python {python}" if python else "", data.get("processor") or machine or ""]
     return ", ".join(b for b in bits if isinstance(b, str) and b)
 
 
@@ -247,6 +249,70 @@ def plot_gateway(data: dict[str, Any]) -> Figure:
     return fig
 
 
+def plot_semantic_cache(data: dict[str, Any]) -> Figure:
+    speed = data["speed"]
+    numpy_rows = speed["numpy"]
+    ann_rows = speed.get("usearch") or []
+    embedders = (data.get("quality") or {}).get("embedders") or {}
+    fig, axes = plt.subplots(1, 2 if embedders else 1, figsize=(13 if embedders else 7.5, 4.8), squeeze=False)
+    left = axes[0][0]
+    x = [r["entries"] for r in numpy_rows]
+    for key, label, style in (
+        ("lookup_p50_ms", "numpy p50", {"marker": "o"}),
+        ("lookup_p99_ms", "numpy p99", {"marker": "o", "alpha": 0.6}),
+        ("one_blas_thread_p50_ms", "numpy p50, one BLAS thread", {"marker": "s"}),
+        ("scan_limit_ms", "scan limit (one read of the matrix)", {"color": "gray", "linestyle": "--"}),
+    ):
+        if all(key in r for r in numpy_rows):
+            left.plot(x, [r[key] for r in numpy_rows], label=label, **style)
+    if ann_rows:
+        ann_x = [r["entries"] for r in ann_rows]
+        ann_y = [r["lookup_p50_ms"] for r in ann_rows]
+        left.plot(ann_x, ann_y, marker="^", color="tab:purple", label="usearch HNSW p50")
+        for i, (entries, ms, row) in enumerate(zip(ann_x, ann_y, ann_rows, strict=True)):
+            if "recall_at_1" in row:
+                last = i == len(ann_rows) - 1  # label to the left, inside the axes
+                left.annotate(
+                    f"recall@1 {row['recall_at_1']:.3f}",
+                    (entries, ms),
+                    textcoords="offset points",
+                    xytext=(-6 if last else 6, -14),
+                    ha="right" if last else "left",
+                    fontsize=8,
+                    color="tab:purple",
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+                )
+        left.axhline(1.0, color="tab:purple", linestyle=":", linewidth=1, label="ANN target at 1M: 1 ms")
+    left.set(xscale="log", yscale="log", xlabel="entries in the index", ylabel="ms per lookup (log)")
+    left.set_title(f"Lookup time by cache size (dimension {speed.get('dim', '?')})")
+    left.grid(True, which="major", alpha=0.3)
+    left.legend(fontsize=8)
+    if embedders:
+        right = axes[0][1]
+        names = list(embedders)
+        chosen = [embedders[n]["chosen"] for n in names]
+        series = {
+            "hits, same meaning (with guards)": [c.get("hit_rate_guarded", c["hit_rate"]) for c in chosen],
+            "false hits, threshold only": [c["false_hit_raw"] for c in chosen],
+            "false hits, with guards": [c["false_hit_guarded"] for c in chosen],
+        }
+        width = 0.8 / len(series)
+        for i, ((label, values), color) in enumerate(
+            zip(series.items(), ("tab:green", "tab:red", "tab:orange"), strict=True)
+        ):
+            xs = [j + i * width for j in range(len(names))]
+            bars = right.bar(xs, [100 * v for v in values], width=width, label=label, color=color)
+            right.bar_label(bars, fmt="%.1f%%", fontsize=7)
+        right.set_xticks(
+            [j + 0.4 - width / 2 for j in range(len(names))],
+            [f"{n} (threshold {c['threshold']:.2f})" for n, c in zip(names, chosen, strict=True)],
+        )
+        right.set(ylabel="% of pairs", ylim=(0, 100))
+        right.set_title("Paraphrase set at each embedder's chosen threshold")
+        right.legend(fontsize=8)
+    return fig
+
+
 PLOTTERS: dict[str, Callable[[dict[str, Any]], Figure]] = {
     "stack_overhead": plot_stack_overhead,
     "gateway": plot_gateway,
@@ -255,6 +321,7 @@ PLOTTERS: dict[str, Callable[[dict[str, Any]], Figure]] = {
     "streaming": plot_streaming,
     "soak": plot_soak,
     "startup": plot_startup,
+    "semantic_cache": plot_semantic_cache,
 }
 
 
@@ -280,6 +347,14 @@ def draw(path: Path, out: Path) -> Path | None:
     return target
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the repository when it is inside it, else as it is."""
+    try:
+        return path.resolve().relative_to(HERE.parent)
+    except ValueError:
+        return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", default=[], help="draw only this benchmark's figure")
@@ -293,7 +368,7 @@ def main() -> None:
         except Exception as error:  # one odd results file must not stop the other figures
             print(f"{path.stem}: not drawn ({type(error).__name__}: {error})")
             continue
-        print(f"{path.stem}: {target.relative_to(HERE.parent) if target else 'nothing to plot'}")
+        print(f"{path.stem}: {_shown(target) if target else 'nothing to plot'}")
 
 
 if __name__ == "__main__":
