@@ -82,6 +82,7 @@ class Fallback(Layer):
         except Exception as error:
             response = await chain.reopen(error, "")
         if response.is_stream:
+            chain.outer = response
             phases = owned(chain.phases, self)
             mode = resume_mode(request, self.resume)
             response.wrap(lambda chunks: recover_stream(chunks, chain.reopen, mode=mode, phases=phases))
@@ -91,7 +92,7 @@ class Fallback(Layer):
 class _Chain:
     """The progress of one call along the chain, shared with its stream recovery."""
 
-    __slots__ = ("call_next", "causes", "index", "layer", "models", "phases", "request")
+    __slots__ = ("call_next", "causes", "index", "layer", "models", "outer", "phases", "request")
 
     def __init__(self, layer: Fallback, request: Request, call_next: CallNext) -> None:
         self.layer = layer
@@ -101,6 +102,8 @@ class _Chain:
         self.index = 0
         self.causes: list[BaseException] = []
         self.phases = claim_phases(request, layer) if request.stream else None
+        # The response the caller holds: a stream resumed on another model says so there.
+        self.outer: Response | None = None
 
     def _request_for(self, model: str, sent: str) -> Request:
         request = self.request if model == self.request.model else msgspec.structs.replace(self.request, model=model)
@@ -137,6 +140,11 @@ class _Chain:
                 request_id=self.request.context.request_id,
             )
             try:
-                return await self._call(model, sent)
+                response = await self._call(model, sent)
             except Exception as failure:
                 error = failure
+                continue
+            if self.outer is not None:
+                self.outer.model = response.model
+                self.outer.attrs["fallback"] = model
+            return response

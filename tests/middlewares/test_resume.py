@@ -91,10 +91,14 @@ async def test_fallback_resumes_on_the_next_model_after_retries_are_spent() -> N
     provider = ScriptedProvider(script)
     stack = Stack([Fallback(["a", "b"]), Retry(attempts=2, clock=FakeClock())], provider)
     request = Request(model="a", messages=[Message("user", "hi")], stream=True)
-    pieces = [c.content async for c in await stack(request)]
+    response = await stack(request)
+    assert response.model == "a" and "fallback" not in response.attrs
+    pieces = [c.content async for c in response]
     assert "".join(pieces) == text
     assert [r.model for r in provider.requests] == ["a", "a", "b"]
     assert all(s.closed for s in provider.streams)
+    # The caller's response names the model that finished the answer.
+    assert response.model == "b" and response.attrs["fallback"] == "b"
 
 
 async def test_when_every_model_cuts_the_stream_the_caller_gets_an_error_not_a_truncation() -> None:
