@@ -155,11 +155,14 @@ def _link(call: Callable[..., Awaitable[Response]], inner: Handler, name: str) -
 
 
 def _terminal(handler: Handler, name: str) -> Handler:
-    # Like a link: the handler's own coroutine is awaited directly. A handler that leaves
-    # ``served_by`` empty is named by the stack from the trace, where it is the last entry.
-    def call_handler(request: Request) -> Awaitable[Response]:
+    # One frame per request (not per layer): an answer the handler left unnamed is named
+    # here, so an unnamed answer reaching the stack's top is known to be a layer's.
+    async def call_handler(request: Request) -> Response:
         request.context.trace.append(name)
-        return handler(request)
+        response = await handler(request)
+        if not response.served_by:
+            response.served_by = name
+        return response
 
     return call_handler
 
@@ -201,8 +204,13 @@ class Stack:
     async def __call__(self, request: Request) -> Response:
         response = await self._entry(request)
         if not response.served_by:
+            # A layer answered without naming itself (layers should pass served_by). If it
+            # never called further in, it is the last one the request reached; if the
+            # handler was reached, the layer cannot be told apart: name the stack instead
+            # of blaming the handler.
             trace = request.context.trace
-            response.served_by = trace[-1] if trace else self.name
+            last = trace[-1] if trace else ""
+            response.served_by = last if last and last != self.handler_name else self.name
         return response
 
     def describe(self) -> str:

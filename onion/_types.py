@@ -106,6 +106,11 @@ class Request(msgspec.Struct, frozen=True, omit_defaults=True):
 
     A layer that changes a request passes a new one inward with
     ``msgspec.structs.replace(request, ...)``; the original stays valid for a retry.
+    Fields cannot be reassigned; the lists and dicts inside them (``messages``, ``tools``,
+    ``extra``) are plain Python containers, shared with every copy, so build new ones
+    (``replace(request, messages=[*request.messages, extra])``) instead of changing them
+    in place: a list appended to would change what a retry, the cache key and every
+    outer layer see. (Tuples would enforce it, at a copy per decoded request.)
     """
 
     model: str

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onion import CallNext, ConfigError, Layer, Message, Order, ProviderError, Request, Response, Stack
-from onion.testing import Reply, ScriptedProvider
+from onion import CallNext, Completion, ConfigError, Layer, Message, Order, ProviderError, Request, Response, Stack
+from onion.testing import Fail, Reply, ScriptedProvider
 
 
 def _request(stream: bool = False) -> Request:
@@ -272,3 +272,23 @@ async def test_closing_before_the_first_read_runs_every_cleanup(n: int, take_ite
     record = provider.streams[0]
     assert record.closed and record.produced == 0
     assert ended == ([] if take_iterator else [(None, None)])
+
+
+async def test_an_unnamed_answer_is_never_blamed_on_the_handler() -> None:
+    # A layer that reaches the handler, catches its failure and answers itself without
+    # naming itself: the handler did not produce that answer.
+    async def rescue(request: Request, call_next: CallNext) -> Response:
+        try:
+            return await call_next(request)
+        except ProviderError:
+            return Response.complete(Completion(content="canned", model="m"))
+
+    async def unnamed_handler(request: Request) -> Response:
+        return Response.complete(Completion(content="from the handler", model="m"))
+
+    failing = Stack([rescue], handler=ScriptedProvider([Fail(ProviderError("down"))]), name="edge")
+    response = await failing(_request())
+    assert (response.completion.content, response.served_by) == ("canned", "edge")  # type: ignore[union-attr]
+
+    working = Stack([rescue], handler=unnamed_handler, name="edge")
+    assert (await working(_request())).served_by == "unnamed_handler"
