@@ -252,3 +252,111 @@ use = "input_guard"
         assert secret not in text
     # Internal detail (the upstream's own words) only at warning, for operators.
     assert all("injected status" not in str(r) for r in records if r["level"] == "info")
+
+
+def test_host_flag_overrides_the_config_files_host(tmp_path: Path, upstream: FakeUpstream) -> None:
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: binding it fails, so only
+    # --host can make this config listen at all.
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[server]\nhost = "192.0.2.1"\n\n'
+        f'[[providers]]\nname = "p"\nkind = "openai"\nbase_url = "{upstream.base_url}"\nmodels = ["gpt-4o"]\n'
+    )
+    without = subprocess.run(
+        [sys.executable, "-m", "onion.cli", "serve", "--config", str(config), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    assert without.returncode == 2 and "cannot listen on 192.0.2.1:0" in without.stderr
+    served = start(["--config", str(config), "--host", "127.0.0.1"], clean_env())
+    try:
+        listening = next(line for line in served.banner if line.startswith("listening on "))
+        assert listening.startswith("listening on http://127.0.0.1:")
+        assert served.url.startswith("http://127.0.0.1:") and "192.0.2.1" not in "\n".join(served.banner)
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "over loopback"}]}
+        response = httpx.post(served.url + "/v1/chat/completions", json=body, timeout=10)
+        assert response.status_code == 200
+        assert response.json()["choices"][0]["message"]["content"] == "You said: over loopback"
+    finally:
+        assert stop(served) in CLEAN_EXIT
+
+
+def test_serve_without_config_proxies_to_openai_base_url_from_env() -> None:
+    key = "sk-env-upstream-0123456789abcdefKLM"
+    with FakeUpstream(api_key=key) as fake:
+        served = start([], clean_env(OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY=key))
+        try:
+            banner = "\n".join(served.banner)
+            assert "OPENAI_BASE_URL" in served.banner[0]  # "onion gateway: embedded default (OpenAI-compatible ...)"
+            assert f"upstream: openai (openai at {fake.base_url})" in banner
+            assert "simulated" not in banner
+            assert key not in banner
+            client = openai.OpenAI(base_url=served.url + "/v1", api_key="unused", max_retries=0)
+            completion = client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "via env"}]
+            )
+            assert completion.choices[0].message.content == "You said: via env"
+            chat = [r for r in fake.requests if r[0] == "/v1/chat/completions"]
+            assert len(chat) == 1
+            assert chat[0][1]["authorization"] == f"Bearer {key}"  # the key from the environment went upstream
+        finally:
+            assert stop(served) in CLEAN_EXIT
+        assert key not in "\n".join(served.logs())
+
+
+def test_shutdown_grace_limit_cancels_a_long_stream(tmp_path: Path, upstream: FakeUpstream) -> None:
+    grace = 1.0
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"[server]\nshutdown_grace_seconds = {grace}\n\n"
+        f'[[providers]]\nname = "p"\nkind = "openai"\nbase_url = "{upstream.base_url}"\nmodels = ["gpt-4o"]\n'
+    )
+    served = start(["--config", str(config)], clean_env())
+    upstream.push(Fault(chunk_delay=0.5))  # 40 words: a 20 s answer
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": " ".join(["w"] * 40)}], "stream": True}
+    events: list[str] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            with httpx.stream("POST", served.url + "/v1/chat/completions", json=body, timeout=30) as response:
+                for line in response.iter_lines():
+                    if line:
+                        events.append(line)
+        except httpx.HTTPError as error:  # a cut chunked body is a protocol error: fine here
+            errors.append(error)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        for _ in range(500):
+            if any('"content"' in e for e in events):
+                break
+            time.sleep(0.01)
+        assert events, "the stream never started"
+        sent = time.monotonic()
+        served.process.send_signal(signal.SIGTERM)
+        time.sleep(grace / 2)
+        assert served.process.poll() is None and reader.is_alive()  # within the limit: still streaming
+        code = served.process.wait(timeout=grace + 2)
+        took = time.monotonic() - sent
+    finally:
+        if served.process.poll() is None:
+            served.process.kill()
+            served.process.wait()
+    reader.join(timeout=5)
+    assert not reader.is_alive()
+    assert code in CLEAN_EXIT, served.logs()
+    assert grace - 0.2 <= took <= grace + 2, took
+    assert "data: [DONE]" not in events  # cancelled, not finished
+    assert sum('"content"' in e for e in events) < 40
+    # The gateway's upstream stream and connection were closed, not leaked.
+    for _ in range(300):
+        if not upstream.stats.open_streams and not upstream.stats.open_connections:
+            break
+        time.sleep(0.01)
+    assert upstream.stats.streams_started == 1
+    assert upstream.stats.streams_disconnected == 1 and upstream.stats.streams_completed == 0, upstream.stats
+    assert upstream.stats.open_streams == 0 and upstream.stats.open_connections == 0, upstream.stats
