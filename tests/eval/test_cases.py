@@ -67,6 +67,17 @@ def test_bad_case_names_line_and_field(line: str, field: str) -> None:
     assert f"field {field}" in message
 
 
+def test_schema_case_without_the_eval_extra_names_line_field_and_extra(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # as if the `eval` extra were absent
+    text = '{"input": "a"}\n{"input": "b", "schema": {"type": "object"}}\n'
+    with pytest.raises(CaseFileError) as info:
+        parse_cases(text, name="c.jsonl")
+    assert str(info.value).startswith("c.jsonl:2: field 'schema': needs pip install 'onion-llm[eval]'")
+    assert parse_cases('{"input": "no schema, no jsonschema needed"}')[0].id == "line1"
+
+
 def test_invalid_json_names_the_line() -> None:
     with pytest.raises(CaseFileError, match=r"^c.jsonl:2: not valid JSON"):
         parse_cases('{"input": "a"}\n{"input": \n', name="c.jsonl")

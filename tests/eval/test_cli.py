@@ -207,3 +207,22 @@ def test_the_onion_command_runs_eval(cases_file, handler_module, tmp_path) -> No
     )
     assert done.returncode == 0, done.stderr
     assert "2/2 cases passed" in done.stdout
+
+
+def test_schema_case_without_the_eval_extra_exits_2_without_a_traceback(handler_module, tmp_path) -> None:
+    """`onion eval` with jsonschema not installed: a case with `schema` is a bad case file
+    (exit 2, file, line, field and the extra to install), not a ModuleNotFoundError."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "schema.jsonl"
+    path.write_text('{"input": "ok"}\n{"input": "a city as JSON", "schema": {"type": "object"}}\n')
+    # jsonschema is hidden before onion is imported, exactly as if the extra were absent.
+    hide = "import sys, runpy; sys.modules['jsonschema'] = None; runpy.run_module('onion.cli', run_name='__main__')"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    args = [sys.executable, "-c", hide, "eval", str(path), "--handler", handler_module, "--model", "m"]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"{path}:2: field 'schema': needs pip install 'onion-llm[eval]'" in done.stderr
+    assert "Traceback" not in done.stderr and "ModuleNotFoundError" not in done.stderr
