@@ -182,8 +182,9 @@ class InputGuard(Layer):
     ``max_chars`` and ``max_tokens`` limit the total size of the checked messages
     (tokens estimated with ``counter``; ``size_outcome = "flag"`` only records it);
     ``injection`` enables the prompt-injection phrases (``True``/``"block"``,
-    ``"flag"``, or ``False``); ``rules`` adds user rules (``Rule`` objects or
-    ``{name, pattern|check, outcome}`` tables);
+    ``"flag"``, or ``False``); ``rules`` adds user rules (``Rule`` objects,
+    ``{name, pattern|check, outcome}`` tables, or plain strings: a regex rule named
+    after its pattern that blocks);
     ``check_tool_results`` also checks ``tool`` messages (text a tool fetched can carry
     an injection too); ``strip_control`` sanitises control and zero-width characters;
     ``counter`` counts tokens for ``max_tokens`` (a tokenizer name or a
@@ -221,7 +222,7 @@ class InputGuard(Layer):
             (name, _ANCHORS.get(name, ()), re.compile(pattern), name in _COMPACT)
             for name, pattern in INJECTION_PATTERNS.items()
         )
-        self.rules: tuple[Rule, ...] = tuple(self._user_rule(r) for r in rules)
+        self.rules: tuple[Rule, ...] = tuple(self._user_rule(r, i) for i, r in enumerate(rules))
         # Chat clients resend the whole history with every turn: the pattern rules'
         # verdict on a message text that passed is remembered (bounded), so each turn
         # pays for its new messages only. Rule functions must therefore be pure.
@@ -229,17 +230,34 @@ class InputGuard(Layer):
         self._verdict_chars = 0
 
     @staticmethod
-    def _user_rule(rule: Any) -> Rule:
+    def _user_rule(rule: Any, index: int) -> Rule:
+        """A user rule from a ``Rule``, a ``{name, pattern|check, outcome}`` table or a
+        plain string (a regex rule named after its pattern, outcome block). Errors name
+        the entry (``rules[2]``, the rule's name) and the field."""
+        where = f"input_guard rules[{index}]"
         if isinstance(rule, Rule):
             return rule
+        if isinstance(rule, str):
+            try:
+                return Rule.regex(rule, rule)
+            except ValueError as error:
+                raise ConfigError(f"{where} (a pattern string): {error}") from None
         if isinstance(rule, Mapping):
+            name = rule.get("name")
+            if isinstance(name, str):
+                where += f" (name = {name!r})"
             try:
                 rule = msgspec.convert(rule, RuleSpec)
             except msgspec.ValidationError as error:
-                raise ConfigError(f"input_guard rules: {error}") from None
+                raise ConfigError(f"{where}: {error}") from None
         if isinstance(rule, RuleSpec):
-            return _rule_from_spec(rule)
-        raise TypeError(f"input_guard rules: expected a Rule or a table, got {type(rule).__name__}")
+            try:
+                return _rule_from_spec(rule)
+            except ValueError as error:
+                raise ConfigError(f"{where}: {error}") from None
+        raise ConfigError(
+            f"{where}: expected a pattern string or a {{name, pattern|check}} table, got {type(rule).__name__}"
+        )
 
     def _violation(self, rule: str, detail: str) -> GuardrailViolation:
         return GuardrailViolation(detail, stage="input", rule=rule)

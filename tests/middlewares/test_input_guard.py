@@ -282,6 +282,40 @@ def test_from_config_with_toml_names() -> None:
         Stack.from_config([{"use": "input_guard", "max_chars": "lots"}], ScriptedProvider())
 
 
+def test_from_config_a_plain_string_rule_is_a_blocking_regex_named_after_it() -> None:
+    stack = Stack.from_config(
+        [{"use": "input_guard", "rules": ["drop\\s+table", {"name": "no-rm", "pattern": "rm -rf", "outcome": "flag"}]}],
+        ScriptedProvider(),
+    )
+    guard = stack.layers[0]
+    assert isinstance(guard, InputGuard)
+    assert [(r.name, r.outcome) for r in guard.rules] == [("drop\\s+table", "block"), ("no-rm", "flag")]
+    with pytest.raises(GuardrailViolation) as caught:
+        guard.check(request("please DROP   TABLE users"))  # matched on the normalised text
+    assert caught.value.rule == "drop\\s+table"
+    assert guard.check(request("rm -rf /"))[1] == ["no-rm"]
+
+
+@pytest.mark.parametrize(
+    ("rules", "names"),
+    [
+        (["("], ["rules[0]", "invalid pattern"]),
+        (["ok", {"name": "bad", "pattern": "("}], ["rules[1]", "'bad'", "invalid pattern"]),
+        ([{"name": "typed", "pattern": 3}], ["rules[0]", "'typed'", "pattern"]),
+        ([{"name": "x", "pattern": "y", "outcome": "explode"}], ["rules[0]", "'x'", "outcome"]),
+        ([{"pattern": "y"}], ["rules[0]", "name"]),
+        ([7], ["rules[0]", "int"]),
+    ],
+)
+def test_from_config_bad_rules_name_the_entry_and_the_field(rules: list[object], names: list[str]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Stack.from_config([{"use": "input_guard", "rules": rules}], ScriptedProvider())
+    message = str(caught.value)
+    assert "input_guard" in message
+    for name in names:
+        assert name in message, (name, message)
+
+
 def test_must_sit_outside_any_cache() -> None:
     class Cache(Layer):
         provides = frozenset({"cache"})

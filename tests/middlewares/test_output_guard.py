@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from middlewares.output_guard import OutputGuard
-from middlewares.pii import DETECTORS, PatternDetector
+from middlewares.pii import DETECTORS, IbanDetector, PatternDetector
 from onion import CallNext, Completion, ConfigError, GuardrailViolation, Layer, Request, Response, Stack
 from onion.testing import Reply, ScriptedProvider
 
@@ -45,12 +45,29 @@ def pii_values(rng: random.Random) -> list[tuple[str, str]]:
     """One realistic value per detector, in formats the detectors document."""
     fake.seed_instance(rng.randrange(2**32))
     card = fake["en_US"].credit_card_number(card_type=rng.choice(["visa16", "mastercard", "amex", "discover"]))
-    if rng.random() < 0.5:
-        card = rng.choice([" ", "-"]).join(card[i : i + 4] for i in range(0, len(card), 4))
+    if rng.random() < 0.7:
+        separator = rng.choice([" ", "-", "\u00a0", "\u202f", "  "])
+        card = separator.join(card[i : i + 4] for i in range(0, len(card), 4))
     iban = fake["de_DE"].iban()
-    if rng.random() < 0.5:
-        iban = " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
-    phone = fake.numerify(rng.choice(["+44 20 #### ####", "+1-202-555-####", "090-####-####", "03-####-####"]))
+    if rng.random() < 0.6:
+        iban = rng.choice([" ", "-"]).join(iban[i : i + 4] for i in range(0, len(iban), 4))
+    phone = fake.numerify(
+        rng.choice(
+            [
+                "+44 20 #### ####",
+                "+1-202-555-####",
+                "090-####-####",
+                "03-####-####",
+                "080 #### ####",
+                "03 #### ####",
+                "03########",
+                "090########",
+                "045\uff0d###\uff0d####",
+                "03\u3000####\u3000####",
+                "(06) #### ####",
+            ]
+        )
+    )
     body = [rng.randrange(10) for _ in range(11)]
     total = sum(p * (n + 1 if n <= 6 else n - 5) for n, p in enumerate(reversed(body), start=1))
     digits = "".join(map(str, body)) + str(0 if total % 11 <= 1 else 11 - total % 11)
@@ -146,14 +163,57 @@ def test_text_that_cannot_be_a_match_flows_without_waiting() -> None:
     assert scanner.feed("? Fine") == "you? "
     assert scanner.feed("!\n") == "Fine!\n"
     assert scanner.held == 0
+    # Japanese text is no detector's: it goes out at once.
+    assert scanner.feed("こんにちは。元気です") == "こんにちは。元気です"
+    assert scanner.held == 0
+
+
+def test_lower_case_prose_is_held_one_word_at_most() -> None:
+    # IBANs are matched in upper case only, so lower-case words never wait for one.
+    scanner = OutputGuard().scanner()
+    text = "and then we went on " * 10
+    sent = scanner.feed(text)
+    assert scanner.held <= len("on ") < IbanDetector.max_length
+    assert sent + scanner.finish() == text
 
 
 def test_numbers_are_held_only_until_they_end() -> None:
     scanner = OutputGuard().scanner()
-    # The space before the number is held too: "costs 4111 1111 ..." could be a card
+    # The space before the number is held too: "costs: 4111 1111 ..." could be a card
     # written with spaces, whose run starts at that space.
-    assert scanner.feed("It costs 1299") == "It costs"
+    assert scanner.feed("It costs: 1299") == "It costs:"
     assert scanner.feed(" yen, ok") == " 1299 yen, "
+    assert scanner.feed("価格は1299") == "ok価格は"
+    assert scanner.feed("円です") == "1299円です"
+
+
+@pytest.mark.parametrize(
+    ("value", "placeholder"),
+    [
+        ("080 1234 5678", "[PHONE]"),
+        ("03 1234 5678", "[PHONE]"),
+        ("0312345678", "[PHONE]"),
+        ("03\uff0d1234\uff0d5678", "[PHONE]"),
+        ("4111\u00a01111\u00a01111\u00a01111", "[CARD]"),
+        ("4111\u202f1111\u202f1111\u202f1111", "[CARD]"),
+        ("4111  1111  1111  1111", "[CARD]"),
+        ("DE89-3704-0044-0532-0130-00", "[IBAN]"),
+    ],
+)
+def test_new_formats_split_at_every_point_are_caught(value: str, placeholder: str) -> None:
+    guard = OutputGuard()
+    for before, after in (("お問い合わせは", "まで。"), ("send it to ", ", thanks")):
+        text = before + value + after
+        expected = before + placeholder + after
+        assert guard.check_text(text) == expected
+        for first in range(1, len(text)):
+            for second in range(first, len(text)):
+                out = feed_all(guard, [text[:first], text[first:second], text[second:]])
+                assert "".join(out) == expected, (text[:first], text[first:second])
+                sent = ""
+                for piece in out:
+                    sent += piece
+                    assert expected.startswith(sent)
 
 
 def test_hold_back_is_bounded_by_the_longest_detector() -> None:
@@ -303,7 +363,7 @@ async def test_gateway_streams_redacted_text_and_an_error_event_on_block() -> No
     from onion.server import GatewayApp
     from onion.testing.upstream import FakeUpstream, ThreadedServer
 
-    secret_answer = f"The card on file is {CARD} as requested"
+    secret_answer = f"The card on file is: {CARD} as requested"
     with FakeUpstream(reply=lambda body: secret_answer) as upstream:
         provider = OpenAIProvider(base_url=upstream.base_url, models=["gpt-4o"])
         app = GatewayApp(Stack([OutputGuard(modes={"card": "block"})], provider))
@@ -317,7 +377,7 @@ async def test_gateway_streams_redacted_text_and_an_error_event_on_block() -> No
             server.stop()
     decoded = [msgspec.json.decode(e) for e in events if e != "[DONE]"]
     sent = "".join((d["choices"][0]["delta"].get("content") or "") for d in decoded if d.get("choices"))
-    assert sent == "The card on file is"
+    assert sent == "The card on file is:"
     assert decoded[-1]["error"]["code"] == "guardrail_violation"
     assert "4111" not in "".join(events)
 

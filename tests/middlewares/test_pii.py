@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
+import unicodedata
+from pathlib import Path
 
 import pytest
 from faker import Faker
@@ -62,6 +65,17 @@ def test_card_inside_a_longer_run_of_digit_groups_is_found() -> None:
     assert spans_text(CardDetector(), "ref 12345 4111 1111 1111 1111 ok") == ["4111 1111 1111 1111"]
 
 
+@pytest.mark.parametrize("sep", ["\u00a0", "\u202f", "  ", " \u00a0"])
+def test_cards_with_no_break_or_double_spaces_between_groups(sep: str) -> None:
+    card = CardDetector()
+    for card_type in ("visa16", "mastercard", "amex", "discover"):
+        number = fake.credit_card_number(card_type=card_type)
+        grouped = sep.join(number[i : i + 4] for i in range(0, len(number), 4))
+        assert spans_text(card, f"pay with {grouped}, thanks") == [grouped]
+    # The Luhn check still decides.
+    assert card.find(sep.join(["4111", "1111", "1111", "1112"])) == []
+
+
 def test_luhn_failures_and_wrong_lengths_are_not_cards() -> None:
     card = CardDetector()
     assert card.find("4111 1111 1111 1112") == []
@@ -101,6 +115,56 @@ def test_phones_international_and_japanese() -> None:
         assert spans_text(phone, f"call {sample} now") == [sample], sample
 
 
+# Japanese numbers as people write them: separators of every kind, or none at all.
+JAPANESE_PHONES = [
+    "080 1234 5678",  # mobile, spaces
+    "03 1234 5678",  # Tokyo, 2-4-4
+    "045 123 4567",  # Yokohama, 3-3-4
+    "0466 12 3456",  # 4-2-4
+    "0312345678",  # landline as one block
+    "08012345678",  # mobile as one block
+    "03-1234 5678",  # mixed
+    "03－1234－5678",  # full-width hyphen (NFKC: "-")
+    "03\u20101234\u20105678",  # U+2010 hyphen
+    "090\u22121234\u22125678",  # minus sign
+    "090ー1234ー5678",  # the long-vowel mark typed for a hyphen
+    "03\u30001234\u30005678",  # ideographic space (NFKC: " ")
+    "03\u00a01234\u00a05678",  # no-break space
+    "(03) 1234 5678",
+    "（03）1234-5678",  # full-width parentheses
+    "０３ １２３４ ５６７８",  # full-width digits, space
+]
+
+
+@pytest.mark.parametrize("number", JAPANESE_PHONES)
+def test_japanese_phones_with_any_separator_or_none(number: str) -> None:
+    phone = PhoneDetector()
+    for form in (number, unicodedata.normalize("NFKC", number)):
+        assert spans_text(phone, f"電話は{form}です") == [form]
+        assert spans_text(phone, f"call {form} now") == [form]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "On 2024-05-01 at 09:30",
+        "2024 05 01 and 05 01 2024",
+        "from 2024-05-01 0930 to 1800",
+        "２０２４－０５－０１",
+        "ISBN 978-4-06-123456-7",
+        "open 09:00 - 18:00, price ¥1,280, 0.5 ms, v0.12.3",
+        "order #0012345678 and id 0000123456",  # "00" is the international prefix
+        "order 0123456 7890",  # two blocks that are not the phone groups
+        "ref 1 03 1234 5678 9",  # groups inside a longer run of groups
+        "card 4111 0312 3456 7890",
+        "０３１２３４５６７８９",  # 11 digits that are no mobile
+        "03 1234 56",  # too short
+    ],
+)
+def test_ordinary_numbers_are_not_japanese_phones(text: str) -> None:
+    assert PhoneDetector().find(text) == []
+
+
 def test_ibans_from_faker_compact_and_grouped() -> None:
     iban = IbanDetector()
     for locale in ("de_DE", "en_GB", "fr_FR"):
@@ -113,6 +177,27 @@ def test_ibans_from_faker_compact_and_grouped() -> None:
     broken = "DE89370400440532013001"
     assert not iban_valid(broken)
     assert iban.find(broken) == []
+
+
+def test_ibans_with_dashes_in_upper_case_only() -> None:
+    iban = IbanDetector()
+    for locale in ("de_DE", "en_GB", "fr_FR"):
+        number = fake[locale].iban()
+        grouped = " ".join(number[i : i + 4] for i in range(0, len(number), 4))
+        for form in (number, grouped, grouped.replace(" ", "-")):
+            assert iban_valid(form)
+            assert spans_text(iban, f"IBAN {form}.") == [form]
+            assert spans_text(iban, f"口座は{form}です") == [form]
+        # Lower case is not matched: every lower-case word of a stream could otherwise
+        # start one, and the output guard would hold prose back (see IbanDetector).
+        assert iban.find(number.lower()) == []
+    # The checksum still decides, with any separator.
+    for broken in ("DE89370400440532013001", "DE89-3704-0044-0532-0130-01"):
+        assert not iban_valid(broken)
+        assert iban.find(broken) == []
+    # Two IBANs in a row are both found.
+    two = "BE68 5390 0754 7034 BE68-5390-0754-7034"
+    assert spans_text(iban, two) == ["BE68 5390 0754 7034", "BE68-5390-0754-7034"]
 
 
 def test_secrets_by_prefix() -> None:
@@ -165,6 +250,17 @@ def test_matches_stay_within_the_declared_characters_and_length(text: str) -> No
             assert set(text[begin:end]) <= detector.chars
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789０３ -－ー\u00a0\u202f\u3000()（）+.deDEgbGB", max_size=120))
+def test_new_separators_keep_matches_within_characters_and_length(text: str) -> None:
+    # The same declarations, on text made of the characters the new formats use.
+    for cls in DETECTORS.values():
+        detector = cls()
+        for begin, end in detector.find(text):
+            assert end - begin <= detector.max_length
+            assert set(text[begin:end]) <= detector.chars
+
+
 # --- False positives: ordinary text with numbers -------------------------------------
 
 
@@ -200,6 +296,29 @@ def test_false_positive_rate_on_ordinary_text_with_numbers() -> None:
     # Order ids up to 9 digits and tracking numbers up to 11 digits cannot be cards (13+)
     # or My Numbers (12), so nothing here should be flagged.
     assert rate == 0.0, flagged[:5]
+
+
+def _benchmark_corpus(size: int) -> list[str]:
+    """The sentences benchmarks/guards.py measures its false-positive rate on."""
+    path = Path(__file__).parents[2] / "benchmarks" / "guards.py"
+    spec = importlib.util.spec_from_file_location("_guards_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    gen = Faker(["en_US", "ja_JP"])
+    gen.seed_instance(4)
+    rng = random.Random(4)
+    return [module.ordinary(gen, rng) for _ in range(size)]
+
+
+def test_the_benchmark_corpus_has_no_phones_ibans_or_other_new_matches() -> None:
+    corpus = _benchmark_corpus(3000)
+    for cls in (PhoneDetector, IbanDetector, EmailDetector, SecretDetector):
+        detector = cls()
+        assert [s for s in corpus if detector.find(s)] == [], detector.name
+    # Cards and My Numbers only in the bare 16- and 12-digit ids (the checksum rate).
+    flagged = [s for s in corpus if CardDetector().find(s) or MyNumberDetector().find(s)]
+    assert all(s.startswith(("Long order id", "Card-like id")) for s in flagged), flagged[:3]
 
 
 @pytest.mark.parametrize("digits", [12, 16])
