@@ -4,11 +4,24 @@ A streamed answer is *committed* once its first chunk reached the caller. Before
 failed attempt is simply replaced by a new one. After it, the only honest recovery is
 **resumption**:
 
-- ``"reissue"`` (default): send the same request again and forward only what follows
-  the text already sent, once the new stream has reproduced that text exactly. If it
-  diverges, the stream fails with an explicit ``ProviderError`` (never a silent
-  truncation or a spliced answer).
-- ``"continue"``: for upstreams that accept an assistant prefix (Anthropic prefill,
+- ``"auto"`` (default): by continuation where the upstream can continue an assistant
+  prefix, else by re-issue. The recovery request is the plain request; while it is being
+  opened, ``context.state[RESUME_PREFIX]`` holds ``(sent_text, messages)``. A provider
+  that can continue a prefix (Anthropic; an OpenAI-compatible upstream configured with
+  ``continue_final_message``, as vLLM) sends the text as the final assistant message,
+  replays it in front of the continuation and marks its answer
+  ``attrs["resumed"] = "continue"``; any other provider ignores the marker and answers
+  in full. Either way the new stream is a whole answer to the plain request, so it is
+  spliced like a re-issue: what was sent must be reproduced exactly (it is, when
+  replayed), and only what follows is forwarded. Layers in between (caches, guards,
+  token counters) see a whole answer to the request they were given, and the marker is
+  gone once the attempt is open: it cannot reach a later attempt, another request or a
+  cache key.
+- ``"reissue"``: send the same request again and forward only what follows the text
+  already sent, once the new stream has reproduced that text exactly. If it diverges,
+  the stream fails with an explicit ``ProviderError`` (never a silent truncation or a
+  spliced answer).
+- ``"continue"``: for upstreams known to accept an assistant prefix (Anthropic prefill,
   vLLM's ``continue_final_message``), send the request with the sent text as a final
   assistant message and forward everything the upstream continues with.
 - ``"off"``: never resume; a cut after commit fails the stream with the error.
@@ -34,19 +47,26 @@ from onion import Chunk, Message, ProviderError, Request, Response, Timeout
 
 __all__ = [
     "PHASES_KEY",
+    "RESUME_PREFIX",
     "PhaseLimits",
     "ResumeMode",
     "claim_phases",
     "close_source",
     "open_attempt",
+    "note_resumed",
+    "open_resumed",
     "owned",
     "recover_stream",
     "resume_mode",
     "resume_request",
 ]
 
-ResumeMode = Literal["reissue", "continue", "off"]
+ResumeMode = Literal["auto", "reissue", "continue", "off"]
 PHASES_KEY = "timeout.phases"
+# The same key as ``onion.providers._http.RESUME_PREFIX`` (not imported: the providers
+# are not loaded by a stack that does not use them).
+RESUME_PREFIX = "resume.prefix"
+_MODES = frozenset({"auto", "reissue", "continue", "off"})
 
 Reopen = Callable[[BaseException, str], Awaitable[Response]]
 """``reopen(error, sent_text)``: the next attempt's response, or raise to give up."""
@@ -105,6 +125,41 @@ async def open_attempt(
     return response
 
 
+async def open_resumed(
+    request: Request,
+    sent: str,
+    mode: ResumeMode,
+    call_next: Callable[[Request], Awaitable[Response]],
+    limits: PhaseLimits | None,
+    owner: object,
+) -> Response:
+    """Open the attempt that recovers a stream after ``sent`` text went out.
+
+    In ``auto`` mode the resume marker is on the context only while the attempt opens
+    (a provider reads it before its first await), then the previous value is restored.
+    """
+    request = resume_request(request, sent, mode)
+    if mode != "auto" or not sent:
+        return await open_attempt(request, call_next, limits, owner)
+    state = request.context.state
+    previous = state.get(RESUME_PREFIX)
+    state[RESUME_PREFIX] = (sent, request.messages)
+    try:
+        return await open_attempt(request, call_next, limits, owner)
+    finally:
+        if previous is None:
+            state.pop(RESUME_PREFIX, None)
+        else:
+            state[RESUME_PREFIX] = previous
+
+
+def note_resumed(outer: Response | None, reopened: Response, sent: str, mode: ResumeMode) -> None:
+    """Record on the caller's response how its stream was resumed (``attrs["resumed"]``)."""
+    if outer is not None and sent and outer is not reopened:
+        how = reopened.attrs.get("resumed") or ("continue" if mode == "continue" else "reissue")
+        outer.attrs["resumed"] = how
+
+
 def resume_request(request: Request, sent: str, mode: ResumeMode) -> Request:
     """The request that recovers a stream after ``sent`` text went out."""
     if not sent or mode != "continue":
@@ -120,7 +175,7 @@ def resume_request(request: Request, sent: str, mode: ResumeMode) -> Request:
 def resume_mode(request: Request, default: ResumeMode) -> ResumeMode:
     """The per-request override, if valid, else the layer's mode."""
     mode = request.context.options.get("resume", default)
-    return mode if mode in ("reissue", "continue", "off") else default
+    return mode if isinstance(mode, str) and mode in _MODES else default
 
 
 async def _next(source: AsyncIterator[Chunk], until: float | None, phase: str) -> Chunk:
@@ -223,7 +278,7 @@ async def recover_stream(
         text = "".join(sent) if committed else ""
         source = aiter(await reopen(error, text))
         started = anyio.current_time()
-        skip = text if mode == "reissue" else ""
+        skip = text if mode != "continue" else ""  # auto: a continuation replays the sent text
         spaces = len(text) - len(text.rstrip()) if mode == "continue" else 0
 
 

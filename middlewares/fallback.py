@@ -23,7 +23,7 @@ import structlog
 
 from onion import AllProvidersFailed, CallNext, Layer, Order, ProviderError, Request, Response, Timeout
 
-from ._resume import ResumeMode, claim_phases, open_attempt, owned, recover_stream, resume_mode, resume_request
+from ._resume import ResumeMode, claim_phases, note_resumed, open_resumed, owned, recover_stream, resume_mode
 
 __all__ = ["Fallback", "FallbackPolicy"]
 
@@ -47,7 +47,8 @@ class FallbackPolicy:
 class Fallback(Layer):
     """Try ``models`` in order until one answers.
 
-    TOML: ``models = ["gpt-4o", "gpt-4o-mini"]``, ``resume``. In code also
+    TOML: ``models = ["gpt-4o", "gpt-4o-mini"]``, ``resume`` (``"auto"``, the default,
+    ``"reissue"``, ``"continue"``, ``"off"``: see ``middlewares/_resume.py``). In code also
     ``policy=FallbackPolicy(should_fallback)``.
     """
 
@@ -56,9 +57,7 @@ class Fallback(Layer):
     short_circuit = None
     ordering = (Order("retry", "outside", "each model gets its own retries before the chain moves to the next one"),)
 
-    def __init__(
-        self, models: list[str], resume: ResumeMode = "reissue", *, policy: FallbackPolicy | None = None
-    ) -> None:
+    def __init__(self, models: list[str], resume: ResumeMode = "auto", *, policy: FallbackPolicy | None = None) -> None:
         if not models:
             raise ValueError("models must name at least one model")
         self.models = list(models)
@@ -105,12 +104,10 @@ class _Chain:
         # The response the caller holds: a stream resumed on another model says so there.
         self.outer: Response | None = None
 
-    def _request_for(self, model: str, sent: str) -> Request:
-        request = self.request if model == self.request.model else msgspec.structs.replace(self.request, model=model)
-        return resume_request(request, sent, resume_mode(self.request, self.layer.resume))
-
     async def _call(self, model: str, sent: str) -> Response:
-        response = await open_attempt(self._request_for(model, sent), self.call_next, self.phases, self.layer)
+        request = self.request if model == self.request.model else msgspec.structs.replace(self.request, model=model)
+        mode = resume_mode(self.request, self.layer.resume)
+        response = await open_resumed(request, sent, mode, self.call_next, self.phases, self.layer)
         response.model = response.model or model
         if self.index:
             response.attrs["fallback"] = model
@@ -147,4 +144,5 @@ class _Chain:
             if self.outer is not None:
                 self.outer.model = response.model
                 self.outer.attrs["fallback"] = model
+                note_resumed(self.outer, response, sent, resume_mode(self.request, self.layer.resume))
             return response

@@ -30,11 +30,12 @@ from ._resume import (
     PhaseLimits,
     ResumeMode,
     claim_phases,
+    note_resumed,
     open_attempt,
+    open_resumed,
     owned,
     recover_stream,
     resume_mode,
-    resume_request,
 )
 
 __all__ = ["Retry", "RetryBudget", "RetryPolicy"]
@@ -144,7 +145,9 @@ class Retry(Layer):
     """Retry retryable failures with backoff, within attempts, a budget and the deadline.
 
     TOML: ``attempts``, ``base_delay``, ``max_delay``, ``budget`` (fraction of recent
-    requests that may be retried), ``resume`` (``"reissue"``, ``"continue"``, ``"off"``).
+    requests that may be retried), ``resume`` (``"auto"``, the default: by continuation
+    where the provider can continue an assistant prefix, else by re-issue; ``"reissue"``,
+    ``"continue"``, ``"off"``).
     In code, pass ``policy=RetryPolicy(...)`` and/or ``retry_budget=RetryBudget(...)``.
     """
 
@@ -160,7 +163,7 @@ class Retry(Layer):
         base_delay: float = 0.2,
         max_delay: float = 8.0,
         budget: float = 0.2,
-        resume: ResumeMode = "reissue",
+        resume: ResumeMode = "auto",
         *,
         policy: RetryPolicy | None = None,
         retry_budget: RetryBudget | None = None,
@@ -191,7 +194,7 @@ class Retry(Layer):
         if not response.is_stream:
             return response
         phases = owned(phases, self)
-        state = _StreamRetry(self, request, call_next, phases, attempt)
+        state = _StreamRetry(self, request, call_next, phases, attempt, response)
         mode = resume_mode(request, self.resume)
         return response.wrap(lambda chunks: recover_stream(chunks, state.reopen, mode=mode, phases=phases))
 
@@ -226,16 +229,23 @@ class Retry(Layer):
 class _StreamRetry:
     """The retry state of one streamed call, shared with its recovery generator."""
 
-    __slots__ = ("attempt", "call_next", "layer", "phases", "request")
+    __slots__ = ("attempt", "call_next", "layer", "outer", "phases", "request")
 
     def __init__(
-        self, layer: Retry, request: Request, call_next: CallNext, phases: PhaseLimits | None, attempt: int
+        self,
+        layer: Retry,
+        request: Request,
+        call_next: CallNext,
+        phases: PhaseLimits | None,
+        attempt: int,
+        outer: Response,
     ) -> None:
         self.layer = layer
         self.request = request
         self.call_next = call_next
         self.phases = phases
         self.attempt = attempt
+        self.outer = outer  # the response the caller holds
 
     async def reopen(self, error: BaseException, sent: str) -> Response:
         mode = resume_mode(self.request, self.layer.resume)
@@ -245,7 +255,9 @@ class _StreamRetry:
             await self.layer._before_retry(self.request, error, self.attempt)
             self.attempt += 1
             try:
-                request = resume_request(self.request, sent, mode)
-                return await open_attempt(request, self.call_next, self.phases, self.layer)
+                response = await open_resumed(self.request, sent, mode, self.call_next, self.phases, self.layer)
             except Exception as failed:
                 error = failed
+                continue
+            note_resumed(self.outer, response, sent, mode)
+            return response

@@ -118,7 +118,7 @@ _HTTP_FIELDS = frozenset(
     }
 )
 _KIND_FIELDS: dict[str, frozenset[str]] = {
-    "openai": _SHARED_FIELDS | _HTTP_FIELDS | {"stream_usage"},
+    "openai": _SHARED_FIELDS | _HTTP_FIELDS | {"stream_usage", "continue_final_message"},
     "anthropic": _SHARED_FIELDS | _HTTP_FIELDS | {"version", "default_max_tokens"},
     "simulated": _SHARED_FIELDS
     | {
@@ -153,6 +153,7 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, o
     headers: dict[str, str] = {}
     trust_env: bool = False
     stream_usage: bool = True
+    continue_final_message: bool = False
     version: str = "2023-06-01"
     default_max_tokens: int = 1024
     ttft: float = 0.05

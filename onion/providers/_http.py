@@ -20,12 +20,18 @@ import httpx
 import msgspec
 
 from .._response import Response
-from .._types import Chunk, Completion, Context, Request
+from .._types import Chunk, Completion, Context, Message, Request
 from ..errors import ProviderError, Timeout
 from ._sse import SSEDecoder, SSEOverflow
 from ._transport import pooled_transport
 
-__all__ = ["HTTPProvider", "StreamDecoder", "classify_status", "parse_retry_after"]
+__all__ = ["RESUME_PREFIX", "HTTPProvider", "StreamDecoder", "classify_status", "parse_retry_after", "with_prefix"]
+
+RESUME_PREFIX = "resume.prefix"
+"""``context.state`` key a recovering retry/fallback layer sets, only while it reopens a
+stream in ``resume = "auto"`` mode: ``(sent_text, messages)``. A provider that can continue
+an assistant prefix (``HTTPProvider.prefill``) sends the text as one and replays it in
+front of the continuation, so its answer reads as a whole answer to the plain request."""
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -89,6 +95,47 @@ class StreamDecoder:
 
     def decode(self, event: str | None, data: bytes) -> Chunk | None:
         raise NotImplementedError
+
+
+def with_prefix(request: Request, prefix: str) -> Request | None:
+    """``request`` with ``prefix`` as the start of the assistant's answer: a new final
+    assistant message, or appended to one the request already ends with (``None`` when
+    that message is not plain text)."""
+    messages = request.messages
+    last = messages[-1] if messages else None
+    if last is not None and last.role == "assistant":
+        if last.tool_calls or not (last.content is None or isinstance(last.content, str)):
+            return None
+        messages = [*messages[:-1], msgspec.structs.replace(last, content=(last.text + prefix).rstrip())]
+    else:
+        messages = [*messages, Message("assistant", prefix)]
+    return msgspec.structs.replace(request, messages=messages)
+
+
+class _Replay:
+    """Puts the already-sent text in front of a prefilled stream's continuation.
+
+    The prefix went upstream without its trailing whitespace (Anthropic rejects it), so up
+    to that much leading whitespace of the continuation is dropped again.
+    """
+
+    __slots__ = ("pending", "spaces")
+
+    def __init__(self, text: str) -> None:
+        self.pending = text
+        self.spaces = len(text) - len(text.rstrip())
+
+    def __call__(self, chunk: Chunk) -> Chunk:
+        if not (self.pending or self.spaces):
+            return chunk
+        content = chunk.content
+        if self.spaces and content:
+            drop = min(self.spaces, len(content) - len(content.lstrip()))
+            content = content[drop:]
+            self.spaces = self.spaces - drop if not content else 0
+        if self.pending:
+            content, self.pending = self.pending + content, ""
+        return msgspec.structs.replace(chunk, content=content)
 
 
 class HTTPProvider:
@@ -168,6 +215,26 @@ class HTTPProvider:
     def stream_decoder(self, request: Request) -> StreamDecoder:
         """A decoder for one streamed answer."""
         raise NotImplementedError
+
+    def prefill(self, request: Request, prefix: str) -> Request | None:
+        """``request`` asking the upstream to continue an answer that starts with ``prefix``
+        (no trailing whitespace), or ``None``: this upstream cannot (the default)."""
+        return None
+
+    def _resumed(self, request: Request) -> tuple[Request, str]:
+        """The request to send and the text to replay, for a stream being resumed in
+        ``auto`` mode (see ``RESUME_PREFIX``); ``(request, "")`` otherwise."""
+        marker = request.context.state.get(RESUME_PREFIX)
+        if not isinstance(marker, tuple) or len(marker) != 2:
+            return request, ""
+        text, messages = marker
+        # Only for the request the marker was set for (not a side call sharing its context).
+        if not isinstance(text, str) or not text.strip():
+            return request, ""
+        if messages is not request.messages and messages != request.messages:
+            return request, ""
+        prefilled = self.prefill(request, text.rstrip())
+        return (request, "") if prefilled is None else (prefilled, text)
 
     # -- the call ---------------------------------------------------------------------
 
@@ -250,6 +317,9 @@ class HTTPProvider:
         context = request.context
         start = anyio.current_time()
         deadline, own = self._deadline(context, start)
+        replay = ""
+        if request.stream and RESUME_PREFIX in context.state:
+            request, replay = self._resumed(request)
         body = self.encode(request)
         began = _perf()
         try:
@@ -273,7 +343,7 @@ class HTTPProvider:
             if response.status_code >= 300:
                 raise await self._status_error(response, request)
             if request.stream:
-                chunks = self._stream(response, request, deadline, own)
+                chunks = self._stream(response, request, deadline, own, _Replay(replay) if replay else None)
                 # on_close: a stream closed before its first read never runs the generator,
                 # whose finally would have released the connection.
                 answer = Response.stream(chunks, served_by=self.name, model=request.model, on_close=response.aclose)
@@ -286,6 +356,8 @@ class HTTPProvider:
             raise
         # gen_ai.provider.name for the metrics and tracing layers (the API spoken, not our name).
         answer.attrs["provider"] = self.kind
+        if replay:
+            answer.attrs["resumed"] = "continue"
         return answer
 
     async def _read_complete(
@@ -315,7 +387,7 @@ class HTTPProvider:
             raise self._error(f"malformed answer body: {error}", request, retryable=False) from None
 
     async def _stream(
-        self, response: httpx.Response, request: Request, deadline: float | None, own: bool
+        self, response: httpx.Response, request: Request, deadline: float | None, own: bool, replay: _Replay | None
     ) -> AsyncGenerator[Chunk, None]:
         context = request.context
         decoder = self.stream_decoder(request)
@@ -348,7 +420,7 @@ class HTTPProvider:
                     for event, data in events:
                         chunk = decoder.decode(event, data)
                         if chunk is not None:
-                            yield chunk
+                            yield chunk if replay is None else replay(chunk)
                         if decoder.done:
                             break
                 except (msgspec.DecodeError, msgspec.ValidationError, SSEOverflow, ValueError) as error:

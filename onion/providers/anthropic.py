@@ -6,6 +6,10 @@ the request has none). Streams are typed events (``message_start``,
 ``content_block_delta``, ``message_delta``, ``message_stop``); usage is the input tokens
 of ``message_start`` plus the output tokens of ``message_delta``. A stream without
 ``message_stop`` is a cut stream and fails.
+
+A trailing assistant message is a prefill: Anthropic continues it. So a stream cut after
+part of the answer went out can be resumed by continuation (``prefill``, used by the
+retry and fallback layers in ``resume = "auto"`` mode).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 import msgspec
 
 from .._types import Chunk, Completion, Message, Request, Usage
-from ._http import HTTPProvider, StreamDecoder
+from ._http import HTTPProvider, StreamDecoder, with_prefix
 
 __all__ = ["AnthropicProvider"]
 
@@ -133,6 +137,11 @@ class AnthropicProvider(HTTPProvider):
         if api_key:
             headers["x-api-key"] = api_key
         return headers
+
+    def prefill(self, request: Request, prefix: str) -> Request | None:
+        """The request with ``prefix`` as the start of the assistant's answer (appended to
+        a trailing assistant message, which Anthropic already treats as a prefill)."""
+        return with_prefix(request, prefix)
 
     def encode(self, request: Request) -> bytes:
         system = "\n\n".join(m.text for m in request.messages if m.role in ("system", "developer"))

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from .._types import Chunk, Completion, Request, Usage, request_to_wire
-from ._http import HTTPProvider, StreamDecoder
+from ._http import HTTPProvider, StreamDecoder, with_prefix
 
 __all__ = ["OpenAIProvider"]
 
@@ -102,8 +102,13 @@ class OpenAIProvider(HTTPProvider):
 
     ``base_url`` includes the version prefix (``https://api.openai.com/v1``); ``api_key``
     goes into ``Authorization: Bearer``. ``stream_usage=False`` stops asking for the usage
-    chunk, for upstreams that reject ``stream_options``. Other parameters: see
-    ``HTTPProvider``.
+    chunk, for upstreams that reject ``stream_options``.
+
+    ``continue_final_message=True`` says the upstream continues a final assistant message
+    when asked with vLLM's ``continue_final_message: true, add_generation_prompt: false``
+    (vLLM, SGLang…); a stream cut mid-answer is then resumed by continuation in the retry
+    and fallback layers' ``resume = "auto"`` mode, instead of by re-issuing the request.
+    Other parameters: see ``HTTPProvider``.
     """
 
     kind = "openai"
@@ -116,10 +121,26 @@ class OpenAIProvider(HTTPProvider):
         api_key: str | None = None,
         models: Sequence[str] = (),
         stream_usage: bool = True,
+        continue_final_message: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(name=name, base_url=base_url, api_key=api_key, models=models, **options)
         self.stream_usage = stream_usage
+        self.continue_final_message = continue_final_message
+
+    def prefill(self, request: Request, prefix: str) -> Request | None:
+        """With ``continue_final_message``: the request with ``prefix`` as a final assistant
+        message and vLLM's switches to continue it; otherwise ``None`` (cannot)."""
+        if not self.continue_final_message:
+            return None
+        last = request.messages[-1] if request.messages else None
+        if last is not None and last.role == "assistant" and not request.extra.get("continue_final_message"):
+            return None  # a final assistant message the caller did not ask to continue
+        prefilled = with_prefix(request, prefix)
+        if prefilled is None:
+            return None
+        extra = {**request.extra, "continue_final_message": True, "add_generation_prompt": False}
+        return msgspec.structs.replace(prefilled, extra=extra)
 
     def encode(self, request: Request) -> bytes:
         if request.stream and self.stream_usage:

@@ -119,3 +119,51 @@ async def test_answers_name_the_api_for_gen_ai_provider_name(provider: Anthropic
     simulated = await SimulatedProvider(models=["m"], ttft=0, tokens_per_second=1e6)(ask(stream=stream))
     await simulated.result()
     assert simulated.attrs["provider"] == "simulated"
+
+
+def _stream_with_prefix(text: str, messages: list[Message] | None = None) -> Request:
+    request = ask(stream=True)
+    request.context.state["resume.prefix"] = (text, request.messages if messages is None else messages)
+    return request
+
+
+async def test_a_resume_marker_becomes_an_assistant_prefix_replayed_before_the_continuation(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    # The upstream continues the prefix: it sends only what follows it (here a leading space).
+    upstream.reply = lambda body: " hello claude" if body["messages"][-1]["role"] == "assistant" else "?"
+    async with await provider(_stream_with_prefix("You said: ")) as response:
+        chunks = [chunk async for chunk in response]
+    # The prefix goes without its trailing whitespace (Anthropic rejects it) ...
+    assert upstream.requests[-1][2]["messages"][-1] == {"role": "assistant", "content": "You said:"}
+    # ... and the answer reads as a whole answer: the sent text, then the continuation.
+    assert "".join(c.content for c in chunks) == "You said: hello claude"
+    assert response.attrs["resumed"] == "continue"
+
+
+async def test_a_resume_marker_extends_a_trailing_assistant_prefill(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    request = Request(model="claude-x", messages=[Message("user", "hi"), Message("assistant", "Sure:")], stream=True)
+    request.context.state["resume.prefix"] = (" one two ", request.messages)
+    upstream.reply = lambda body: "three"
+    text = (await (await provider(request)).result()).content
+    assert upstream.requests[-1][2]["messages"][-1] == {"role": "assistant", "content": "Sure: one two"}
+    assert text == " one two three"
+
+
+@pytest.mark.parametrize("case", ["other messages", "not streamed", "blank text"])
+async def test_a_resume_marker_for_another_request_is_ignored(
+    provider: AnthropicProvider, upstream: FakeUpstream, case: str
+) -> None:
+    if case == "other messages":  # a side call that shares the context
+        request = _stream_with_prefix("You said:", [Message("user", "something else")])
+    elif case == "not streamed":
+        request = ask()
+        request.context.state["resume.prefix"] = ("You said:", request.messages)
+    else:
+        request = _stream_with_prefix("  ")
+    response = await provider(request)
+    assert (await response.result()).content == "You said: hello claude"
+    assert upstream.requests[-1][2]["messages"][-1]["role"] == "user"
+    assert "resumed" not in response.attrs

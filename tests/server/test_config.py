@@ -21,6 +21,10 @@ ERRORS = [
     ({"providers": [{"name": "a", "kind": "openai", "models": [1]}]}, "providers[0]: field 'models[0]'"),
     ({"providers": [{"name": "a", "kind": "simulated", "base_url": "http://x"}]}, "field 'base_url': does not apply"),
     ({"providers": [{"name": "a", "kind": "openai", "ttft": 1.0}]}, "field 'ttft': does not apply"),
+    (
+        {"providers": [{"name": "a", "kind": "anthropic", "continue_final_message": True}]},
+        "field 'continue_final_message': does not apply",
+    ),
     ({"providers": [{"name": "a", "kind": "openai", "base_url": "ftp://x"}]}, "field 'base_url': must start"),
     ({"providers": [{"name": "a", "kind": "openai", "api_key": "env:MISSING_VAR"}]}, "MISSING_VAR is not set"),
     ({"providers": [SIM, SIM]}, "providers[1]: field 'name': 'sim' is used twice"),
@@ -83,6 +87,13 @@ def test_provider_kinds_and_parameters_reach_the_providers() -> None:
     sim, up = gateway.providers
     assert isinstance(sim, SimulatedProvider) and sim.ttft == 0.0 and sim.error_rates == {429: 0.25}
     assert isinstance(up, OpenAIProvider) and up.client.timeout.read == 3.5 and up.models == ()
+    assert up.continue_final_message is False
+
+
+def test_continue_final_message_is_accepted_for_openai_upstreams() -> None:
+    provider = {"name": "vllm", "kind": "openai", "base_url": "http://127.0.0.1:1/v1", "continue_final_message": True}
+    (up,) = build_gateway(parse_config({"providers": [provider]})).providers
+    assert isinstance(up, OpenAIProvider) and up.continue_final_message is True
 
 
 def test_default_config_is_simulated_or_the_openai_upstream_from_env() -> None:
