@@ -204,11 +204,13 @@ async def test_connections_are_pooled_across_calls(provider: OpenAIProvider, ups
     assert upstream.stats.connections_opened == 1
 
 
-async def test_concurrent_calls_share_a_bounded_pool(upstream: FakeUpstream) -> None:
-    # The pool under the provider (httpcore2's) must hand each idle connection to one
-    # waiting request: more calls than connections all finish, on no more connections
-    # than allowed, and a second wave reuses them instead of reconnecting.
-    provider = OpenAIProvider(base_url=upstream.base_url, api_key="sk-test", max_connections=8, read_timeout=5)
+@pytest.mark.parametrize("limit", [8, 40])
+async def test_concurrent_calls_share_a_bounded_pool(upstream: FakeUpstream, limit: int) -> None:
+    # The pools under the provider (httpcore2's; 40 connections are split over 3 pools)
+    # must hand each idle connection to one waiting request: more calls than connections
+    # all finish, on no more connections than allowed, and every connection is handed
+    # back (each pool's busy count returns to zero).
+    provider = OpenAIProvider(base_url=upstream.base_url, api_key="sk-test", max_connections=limit, read_timeout=5)
     answers: list[str] = []
 
     async def call(index: int) -> None:
@@ -218,12 +220,13 @@ async def test_concurrent_calls_share_a_bounded_pool(upstream: FakeUpstream) -> 
     try:
         for _wave in range(2):
             async with anyio.create_task_group() as group:
-                for index in range(40):
+                for index in range(60):
                     group.start_soon(call, index)
+        assert set(provider._transport._busy) == {0}  # type: ignore[union-attr]
     finally:
         await provider.aclose()
-    assert len(answers) == 80 and all(a.startswith("You said: call ") for a in answers)
-    assert upstream.stats.connections_opened <= 8
+    assert len(answers) == 120 and all(a.startswith("You said: call ") for a in answers)
+    assert upstream.stats.connections_opened <= limit
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -318,3 +321,40 @@ async def test_a_client_of_your_own_is_used_and_left_open(upstream: FakeUpstream
             assert upstream.requests[-1][1]["x-team"] == "blue"
         await provider.aclose()
         assert not client.is_closed
+
+
+def _resuming(text: str) -> Request:
+    request = ask("one two three", stream=True)
+    request.context.state["resume.prefix"] = (text, request.messages)
+    return request
+
+
+async def test_without_continue_final_message_a_resume_marker_is_ignored(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    assert provider.continue_final_message is False
+    response = await provider(_resuming("You said: "))
+    assert (await response.result()).content == "You said: one two three"
+    body = upstream.requests[-1][2]
+    assert body["messages"] == [{"role": "user", "content": "one two three"}]
+    assert "continue_final_message" not in body and "resumed" not in response.attrs
+
+
+async def test_with_continue_final_message_a_resume_marker_is_continued_vllm_style(upstream: FakeUpstream) -> None:
+    vllm = OpenAIProvider(base_url=upstream.base_url, api_key="sk-test", continue_final_message=True)
+    upstream.reply = lambda body: "one two three" if body["messages"][-1]["role"] == "assistant" else "?"
+    try:
+        response = await vllm(_resuming("You said: "))
+        assert (await response.result()).content == "You said: one two three"
+        assert response.attrs["resumed"] == "continue"
+        body = upstream.requests[-1][2]
+        assert body["messages"][-1] == {"role": "assistant", "content": "You said:"}
+        assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+        # A final assistant message the caller did not ask to continue is left alone.
+        request = Request(model="gpt-4o", messages=[Message("user", "x"), Message("assistant", "y")], stream=True)
+        assert vllm.prefill(request, "z") is None
+        # A fresh request is sent as it is.
+        await (await vllm(ask("plain", stream=True))).result()
+        assert "continue_final_message" not in upstream.requests[-1][2]
+    finally:
+        await vllm.aclose()
