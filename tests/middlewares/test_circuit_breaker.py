@@ -209,3 +209,21 @@ async def test_half_open_lets_only_half_open_calls_trials_through_at_once() -> N
     assert provider.calls == 3  # two failures that opened it, then exactly one trial
     assert len(rejected) == 1 and answers == ["trial ok"]
     assert breaker.state("m").state == "closed"
+
+
+async def test_a_trial_stream_closed_before_reading_frees_its_trial() -> None:
+    # Before closing an unread stream ran its wrappers' cleanup, such a trial stayed
+    # taken for good and every later call failed fast with CircuitOpen.
+    clock = FakeClock(0.0)
+    breaker = CircuitBreaker(min_calls=2, open_seconds=15, half_open_calls=1, clock=clock)
+    provider = ScriptedProvider([Fail(ProviderError("down")), Fail(ProviderError("down"))], default=Reply("ok"))
+    stack = Stack([breaker], provider)
+    for _ in range(2):
+        with pytest.raises(ProviderError):
+            await stack(_request(stream=True))
+    clock.advance(16)  # half-open: one trial at a time
+    async with await stack(_request(stream=True)):
+        pass  # the caller went away before the first chunk
+    assert breaker.state("m").state == "half_open"
+    answer = await (await stack(_request(stream=True))).result()  # a new trial is let through
+    assert answer.content == "ok" and breaker.state("m").state == "closed"
