@@ -113,15 +113,23 @@ def owned(limits: PhaseLimits | None, owner: object) -> PhaseLimits | None:
 async def open_attempt(
     request: Request, call_next: Callable[[Request], Awaitable[Response]], limits: PhaseLimits | None, owner: object
 ) -> Response:
-    """``call_next(request)``, bounded by the first-chunk limit when ``owner`` holds it."""
-    if limits is None or limits.first_chunk is None or limits.owner is not owner:
+    """``call_next(request)``, bounded by the first-chunk limit and the total deadline when
+    ``owner`` holds them (a resumed attempt opens outside any pull's scope, and providers
+    leave a guarded deadline to the layers)."""
+    if limits is None or limits.owner is not owner:
         return await call_next(request)
-    with anyio.CancelScope(deadline=anyio.current_time() + limits.first_chunk) as scope:
+    start = anyio.current_time()
+    until, phase = limits.total_deadline, "total"
+    if limits.first_chunk is not None and (until is None or start + limits.first_chunk < until):
+        until, phase = start + limits.first_chunk, "first_chunk"
+    if until is None:
+        return await call_next(request)
+    with anyio.CancelScope(deadline=until) as scope:
         limits.scope = scope
         response = await call_next(request)
     limits.scope = None
     if scope.cancelled_caught:
-        raise Timeout(f"no answer within {limits.first_chunk:.3g} s", phase="first_chunk")
+        raise Timeout(f"no answer within {until - start:.3g} s", phase=phase)
     return response
 
 

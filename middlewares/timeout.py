@@ -64,6 +64,10 @@ class Deadline(Layer):
         if context.deadline is None or deadline < context.deadline:
             context.deadline = deadline
         deadline = context.deadline
+        # This layer (or the retry/fallback it hands its phases to) cancels every pull at
+        # the deadline, so providers need no scope of their own for it (see
+        # ``onion.providers._http.DEADLINE_GUARDED``; a string here keeps httpx unimported).
+        context.state["deadline.guarded"] = deadline
         if not request.stream:
             with anyio.move_on_after(deadline - start) as scope:
                 response = await call_next(request)

@@ -33,6 +33,11 @@ stream in ``resume = "auto"`` mode: ``(sent_text, messages)``. A provider that c
 an assistant prefix (``HTTPProvider.prefill``) sends the text as one and replays it in
 front of the continuation, so its answer reads as a whole answer to the plain request."""
 
+# ``context.state`` key under which the timeout layer (``middlewares.timeout``) records the
+# deadline it enforces itself around every pull: a provider need not add its own cancel
+# scope for that deadline (one per read, the largest per-chunk cost of a guarded stream).
+DEADLINE_GUARDED = "deadline.guarded"
+
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _ERROR_BODY_LIMIT = 64 * 1024
 _perf = time.perf_counter
@@ -244,10 +249,11 @@ class HTTPProvider:
         )
 
     def _deadline(self, context: Context, start: float) -> tuple[float | None, bool]:
-        """The absolute deadline of this call and whether it is the request's own."""
+        """The absolute deadline of this call and whether it is the request's own (to be
+        enforced here with cancel scopes)."""
         own = context.deadline
         mine = start + self.total_timeout if self.total_timeout is not None else None
-        if own is not None and (mine is None or own <= mine):
+        if own is not None and (mine is None or own <= mine) and context.state.get(DEADLINE_GUARDED) != own:
             return own, True
         return mine, False
 

@@ -118,3 +118,35 @@ async def test_with_retry_and_fallback_inside_the_total_deadline_still_ends_a_lo
     assert info.value.phase == "total"
     assert provider.calls == 1  # out of time: neither a retry nor a fallback was started
     assert all(s.closed for s in provider.streams)
+
+
+@pytest.mark.parametrize("where", ["first attempt", "resumed attempt", "mid-stream"])
+async def test_the_total_deadline_holds_over_http_without_the_providers_own_scopes(where: str) -> None:
+    # Under a timeout layer the provider leaves the deadline to the layers (no cancel
+    # scope per read); every wait must still end at the deadline, including a resumed
+    # attempt that opens outside any pull.
+    import time
+
+    from onion.providers import OpenAIProvider
+    from onion.testing.upstream import FakeUpstream, Fault
+
+    async with FakeUpstream() as upstream:
+        if where == "first attempt":
+            upstream.push(Fault(delay=5))
+        elif where == "resumed attempt":
+            upstream.push(Fault(cut_after=2))
+            upstream.push(Fault(delay=5))
+        else:
+            upstream.push(Fault(stall_after=2, stall=5))
+        provider = OpenAIProvider(base_url=upstream.base_url, read_timeout=60)
+        stack = Stack([Deadline(seconds=0.6, first_token_seconds=None, idle_seconds=None), Retry()], provider)
+        request = Request(model="m", messages=[Message("user", "a b c d e f")], stream=True)
+        began = time.perf_counter()
+        try:
+            with pytest.raises(Timeout) as caught:
+                await (await stack(request)).result()
+        finally:
+            await provider.aclose()
+        assert time.perf_counter() - began < 2.0
+        assert caught.value.phase == "total"
+        assert request.context.state["deadline.guarded"] == request.context.deadline
