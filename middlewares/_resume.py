@@ -44,6 +44,7 @@ import anyio
 import msgspec
 
 from onion import Chunk, Message, ProviderError, Request, Response, Timeout
+from onion._types import RESUME_PREFIX
 
 __all__ = [
     "PHASES_KEY",
@@ -63,9 +64,6 @@ __all__ = [
 
 ResumeMode = Literal["auto", "reissue", "continue", "off"]
 PHASES_KEY = "timeout.phases"
-# The same key as ``onion.providers._http.RESUME_PREFIX`` (not imported: the providers
-# are not loaded by a stack that does not use them).
-RESUME_PREFIX = "resume.prefix"
 _MODES = frozenset({"auto", "reissue", "continue", "off"})
 
 Reopen = Callable[[BaseException, str], Awaitable[Response]]

@@ -4,7 +4,6 @@ and the cost is one dictionary lookup."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -13,11 +12,18 @@ from onion import Request
 _STATE_KEY = "tracing"  # where middlewares.tracing keeps the request span
 
 
-def work_span(request: Request, name: str, attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Any]:
-    """``middlewares.tracing.layer_span`` when the request is traced, else a context that
-    yields ``None``."""
+# Reusable: the untraced path allocates nothing per call.
+_UNTRACED: AbstractContextManager[Any] = nullcontext(None)
+
+
+def work_span(request: Request, name: str, layer: str, *, stream: bool = False) -> AbstractContextManager[Any]:
+    """``middlewares.tracing.layer_span`` named ``name`` with ``onion.layer = layer`` (and
+    ``onion.stream``) when the request is traced, else a context that yields ``None``."""
     if _STATE_KEY not in request.context.state:
-        return nullcontext(None)
+        return _UNTRACED
     from .tracing import layer_span
 
+    attributes: dict[str, Any] = {"onion.layer": layer}
+    if stream:
+        attributes["onion.stream"] = True
     return layer_span(request, name, attributes)

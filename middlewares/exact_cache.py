@@ -156,7 +156,7 @@ class ExactCache(Layer):
             self.stats.bypassed += 1
             return await call_next(request)
         key = request_key(request, caller_scope(request, self.policy))
-        with work_span(request, "exact_cache lookup", {"onion.layer": self.name}) as span:
+        with work_span(request, "exact_cache lookup", self.name) as span:
             data = await self._get(key)
             if span is not None:
                 span.set_attribute("onion.cache.hit", data is not None)

@@ -83,15 +83,14 @@ class Fallback(Layer):
         if response.is_stream:
             chain.outer = response
             phases = owned(chain.phases, self)
-            mode = resume_mode(request, self.resume)
-            response.wrap(lambda chunks: recover_stream(chunks, chain.reopen, mode=mode, phases=phases))
+            response.wrap(lambda chunks: recover_stream(chunks, chain.reopen, mode=chain.mode, phases=phases))
         return response
 
 
 class _Chain:
     """The progress of one call along the chain, shared with its stream recovery."""
 
-    __slots__ = ("call_next", "causes", "index", "layer", "models", "outer", "phases", "request")
+    __slots__ = ("call_next", "causes", "index", "layer", "mode", "models", "outer", "phases", "request")
 
     def __init__(self, layer: Fallback, request: Request, call_next: CallNext) -> None:
         self.layer = layer
@@ -101,13 +100,13 @@ class _Chain:
         self.index = 0
         self.causes: list[BaseException] = []
         self.phases = claim_phases(request, layer) if request.stream else None
+        self.mode = resume_mode(request, layer.resume)
         # The response the caller holds: a stream resumed on another model says so there.
         self.outer: Response | None = None
 
     async def _call(self, model: str, sent: str) -> Response:
         request = self.request if model == self.request.model else msgspec.structs.replace(self.request, model=model)
-        mode = resume_mode(self.request, self.layer.resume)
-        response = await open_resumed(request, sent, mode, self.call_next, self.phases, self.layer)
+        response = await open_resumed(request, sent, self.mode, self.call_next, self.phases, self.layer)
         response.model = response.model or model
         if self.index:
             response.attrs["fallback"] = model
@@ -144,5 +143,5 @@ class _Chain:
             if self.outer is not None:
                 self.outer.model = response.model
                 self.outer.attrs["fallback"] = model
-                note_resumed(self.outer, response, sent, resume_mode(self.request, self.layer.resume))
+                note_resumed(self.outer, response, sent, self.mode)
             return response

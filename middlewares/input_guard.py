@@ -335,7 +335,7 @@ class InputGuard(Layer):
         return remember
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
-        with work_span(request, "input_guard check", {"onion.layer": self.name}) as span:
+        with work_span(request, "input_guard check", self.name) as span:
             checked, flags = self.check(request)
             if span is not None and flags:
                 span.set_attribute("onion.guard.flags", list(dict.fromkeys(flags)))

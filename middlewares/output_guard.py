@@ -229,7 +229,7 @@ class OutputGuard(Layer):
         completion = response.completion
         if completion is None:
             return response.wrap(lambda source: _guard_stream(source, scanner, request))
-        with work_span(request, "output_guard scan", {"onion.layer": self.name}) as span:
+        with work_span(request, "output_guard scan", self.name) as span:
             try:
                 content = scanner.feed(completion.content) + scanner.finish()
             finally:
@@ -260,7 +260,7 @@ async def _guard_stream(
     source: AsyncIterator[Chunk], scanner: Scanner, request: Request
 ) -> AsyncGenerator[Chunk, None]:
     # For a stream the span covers the whole answer the guard watched, chunk by chunk.
-    span_context = work_span(request, "output_guard scan", {"onion.layer": "output_guard", "onion.stream": True})
+    span_context = work_span(request, "output_guard scan", "output_guard", stream=True)
     span = span_context.__enter__()
     failure: BaseException | None = None
     try:

@@ -304,7 +304,7 @@ class SemanticCache(Layer):
             self.stats.ineligible += 1
             return await call_next(request)
         text, scope = prepared
-        with work_span(request, "semantic_cache lookup", {"onion.layer": self.name}) as span:
+        with work_span(request, "semantic_cache lookup", self.name) as span:
             vector = await self._embed(text)
             completion = None if vector is None else await self._lookup(vector, scope, signature(text))
             if span is not None:

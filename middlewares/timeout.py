@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 import anyio
 
 from onion import CallNext, Chunk, Layer, Order, Request, Response, Timeout
+from onion._types import DEADLINE_GUARDED
 
 from ._resume import PHASES_KEY, PhaseLimits, close_source
 
@@ -65,9 +66,8 @@ class Deadline(Layer):
             context.deadline = deadline
         deadline = context.deadline
         # This layer (or the retry/fallback it hands its phases to) cancels every pull at
-        # the deadline, so providers need no scope of their own for it (see
-        # ``onion.providers._http.DEADLINE_GUARDED``; a string here keeps httpx unimported).
-        context.state["deadline.guarded"] = deadline
+        # the deadline, so providers need no scope of their own for it.
+        context.state[DEADLINE_GUARDED] = deadline
         if not request.stream:
             with anyio.move_on_after(deadline - start) as scope:
                 response = await call_next(request)

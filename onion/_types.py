@@ -74,6 +74,18 @@ def _new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
+# ``Context.state`` keys that layers write and providers read: part of the core so that
+# neither side imports the other (a stack need not load the providers, nor they the layers).
+RESUME_PREFIX = "resume.prefix"
+"""Set by a recovering retry/fallback layer only while it reopens a stream in
+``resume = "auto"`` mode: ``(sent_text, messages)``. A provider that can continue an
+assistant prefix sends the text as one and replays it in front of the continuation, so
+its answer reads as a whole answer to the plain request."""
+DEADLINE_GUARDED = "deadline.guarded"
+"""Set by the timeout layer to the deadline it enforces around every pull itself: a
+provider need not add a cancel scope of its own per read for that deadline."""
+
+
 class Context(msgspec.Struct):
     """Per-request state that travels with a request but is never sent upstream.
 

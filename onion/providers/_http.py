@@ -20,23 +20,12 @@ import httpx
 import msgspec
 
 from .._response import Response
-from .._types import Chunk, Completion, Context, Message, Request
+from .._types import DEADLINE_GUARDED, RESUME_PREFIX, Chunk, Completion, Context, Message, Request
 from ..errors import ProviderError, Timeout
 from ._sse import SSEDecoder, SSEOverflow
 from ._transport import pooled_transport
 
 __all__ = ["RESUME_PREFIX", "HTTPProvider", "StreamDecoder", "classify_status", "parse_retry_after", "with_prefix"]
-
-RESUME_PREFIX = "resume.prefix"
-"""``context.state`` key a recovering retry/fallback layer sets, only while it reopens a
-stream in ``resume = "auto"`` mode: ``(sent_text, messages)``. A provider that can continue
-an assistant prefix (``HTTPProvider.prefill``) sends the text as one and replays it in
-front of the continuation, so its answer reads as a whole answer to the plain request."""
-
-# ``context.state`` key under which the timeout layer (``middlewares.timeout``) records the
-# deadline it enforces itself around every pull: a provider need not add its own cancel
-# scope for that deadline (one per read, the largest per-chunk cost of a guarded stream).
-DEADLINE_GUARDED = "deadline.guarded"
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _ERROR_BODY_LIMIT = 64 * 1024
