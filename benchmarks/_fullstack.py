@@ -84,7 +84,7 @@ def _logs_to_devnull() -> None:
     if _DEVNULL is not None:
         return
     try:
-        from middlewares.logs import configure_logging
+        from onion.telemetry import configure_logging
     except ImportError:
         return
     _DEVNULL = open(os.devnull, "w")  # noqa: SIM115 - kept open for the process's life

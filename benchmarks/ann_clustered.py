@@ -46,7 +46,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def measure(entries: int) -> list[dict[str, Any]]:
     """The numpy index (exact: the truth) and the ANN index, as the semantic cache builds them."""
-    from middlewares.vector_index import UsearchIndex, VectorIndex
+    from middlewares.cache.vector_index import UsearchIndex, VectorIndex
 
     vectors, queries = dataset(entries)
     keys = [str(i) for i in range(entries)]

@@ -27,11 +27,11 @@ import anyio
 import bpe_openai
 from faker import Faker
 
-from middlewares.input_guard import InputGuard
-from middlewares.normalize import normalize
-from middlewares.output_guard import OutputGuard
-from middlewares.pii import DETECTORS
-from middlewares.trim_context import TrimContext
+from middlewares.context.trim import TrimContext
+from middlewares.guard.input import InputGuard
+from middlewares.guard.normalize import normalize
+from middlewares.guard.output import OutputGuard
+from middlewares.guard.pii import DETECTORS
 from onion import Chunk, Message, Request, Response
 
 RESULTS = Path(__file__).parent / "results" / "guards.json"

@@ -34,10 +34,11 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from middlewares.logs import RequestLog, configure_logging
-from middlewares.metrics import Metrics
-from middlewares.tracing import Tracing
+from middlewares.observe.metrics import Metrics
+from middlewares.observe.request_log import RequestLog
+from middlewares.observe.tracing import Tracing
 from onion import Chunk, Completion, Message, Request, Response, Stack, Usage
+from onion.telemetry import configure_logging
 
 RESULTS = Path(__file__).parent / "results" / "observability.json"
 MESSAGES = [Message("user", "hello")]

@@ -34,12 +34,12 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from middlewares.circuit_breaker import CircuitBreaker
-from middlewares.fallback import Fallback
-from middlewares.mask_errors import MaskErrors
-from middlewares.rate_limit import RateLimit
-from middlewares.retry import Retry
-from middlewares.timeout import Deadline
+from middlewares.guard.mask_errors import MaskErrors
+from middlewares.limit.rate_limit import RateLimit
+from middlewares.resilience.circuit_breaker import CircuitBreaker
+from middlewares.resilience.fallback import Fallback
+from middlewares.resilience.retry import Retry
+from middlewares.resilience.timeout import Deadline
 from onion import Completion, Message, Request, Response, Stack, Usage
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reliability.json"

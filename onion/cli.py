@@ -34,7 +34,7 @@ def _metrics_renderer(stack: Stack) -> Any:
     if not any("metrics" in info.provides for info in stack.infos):
         return None
     try:
-        from middlewares._otel import render_prometheus
+        from .telemetry import render_prometheus
     except ImportError:
         return None
     return render_prometheus

@@ -386,8 +386,7 @@ def configure_telemetry(telemetry: TelemetryConfig) -> None:
     Call it before ``build_gateway``: the metrics and tracing layers take the default
     providers when they are built.
     """
-    from middlewares._otel import configure_otel
-    from middlewares.logs import configure_logging
+    from .telemetry import configure_logging, configure_otel
 
     json = None if telemetry.log_format == "auto" else telemetry.log_format == "json"
     configure_logging(json=json, level=telemetry.log_level)

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import anyio
+
 __all__ = [
+    "CANCELLED",
     "AllProvidersFailed",
     "BadRequest",
     "CircuitOpen",
@@ -33,6 +36,8 @@ __all__ = [
     "ProviderError",
     "RateLimited",
     "Timeout",
+    "error_type",
+    "outcome",
 ]
 
 
@@ -191,3 +196,45 @@ class ConfigError(OnionError, ValueError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, public_message="the gateway is misconfigured")
+
+
+# -- classification, shared by metrics, traces and logs -------------------------------
+
+CANCELLED = "cancelled"
+"""Outcome (and ``error.type``) of a request whose caller went away or was cancelled."""
+
+
+def _is_cancellation(error: BaseException) -> bool:
+    return isinstance(error, (GeneratorExit, anyio.get_cancelled_exc_class()))
+
+
+def outcome(error: BaseException | None) -> str:
+    """How a request ended, in a few words: ``ok``, ``blocked``, ``rate_limited``,
+    ``timeout``, ``error`` or ``cancelled``. Shared by metrics, traces and logs."""
+    if error is None:
+        return "ok"
+    if isinstance(error, GuardrailViolation):
+        return "blocked"
+    if isinstance(error, RateLimited):
+        return "rate_limited"
+    if isinstance(error, Timeout):
+        return "timeout"
+    if isinstance(error, OnionError):
+        return "error"
+    if _is_cancellation(error):
+        return CANCELLED
+    return "error"
+
+
+def error_type(error: BaseException) -> str:
+    """A low-cardinality ``error.type``: the upstream's HTTP status for provider errors
+    (as the conventions' example ``500``), onion's error code for other onion errors,
+    ``cancelled``, else the exception's qualified class name."""
+    if isinstance(error, ProviderError) and error.upstream_status is not None:
+        return str(error.upstream_status)
+    if isinstance(error, OnionError):
+        return error.code
+    if _is_cancellation(error):
+        return CANCELLED
+    cls = type(error)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"

@@ -10,10 +10,10 @@ import random
 import anyio
 import pytest
 
-from middlewares.circuit_breaker import CircuitBreaker
-from middlewares.fallback import Fallback
-from middlewares.retry import Retry
-from middlewares.timeout import Deadline
+from middlewares.resilience.circuit_breaker import CircuitBreaker
+from middlewares.resilience.fallback import Fallback
+from middlewares.resilience.retry import Retry
+from middlewares.resilience.timeout import Deadline
 from onion import Message, Request, Stack
 from onion.providers import OpenAIProvider, Router
 from onion.testing.upstream import FakeUpstream, Fault

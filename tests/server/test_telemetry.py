@@ -62,8 +62,10 @@ async def test_otlp_export_reaches_a_collector_and_logs_are_json(
     monkeypatch: pytest.MonkeyPatch, anyio_backend: str
 ) -> None:
     pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
-    from middlewares import Metrics, Tracing, _otel
-    from middlewares.logs import RequestLog, reset_logging
+    from middlewares import Metrics, Tracing
+    from onion.telemetry import _otel
+    from middlewares.observe.request_log import RequestLog
+    from onion.telemetry import reset_logging
 
     for name in ("_meter_provider", "_tracer_provider", "_prometheus_registry"):
         monkeypatch.setattr(_otel, name, getattr(_otel, name))  # restored after the test

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from middlewares.circuit_breaker import CircuitBreaker
-from middlewares.exact_cache import ExactCache
-from middlewares.input_guard import InputGuard
-from middlewares.metrics import Metrics
-from middlewares.output_guard import OutputGuard
-from middlewares.rate_limit import RateLimit
-from middlewares.retry import Retry
+from middlewares.cache.exact import ExactCache
+from middlewares.guard.input import InputGuard
+from middlewares.guard.output import OutputGuard
+from middlewares.limit.rate_limit import RateLimit
+from middlewares.observe.metrics import Metrics
+from middlewares.resilience.circuit_breaker import CircuitBreaker
+from middlewares.resilience.retry import Retry
 from onion.errors import CircuitOpen, RateLimited
 from onion.testing import (
     DEFAULT_LAWS,

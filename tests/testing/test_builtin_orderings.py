@@ -20,17 +20,17 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from middlewares.circuit_breaker import CircuitBreaker
-from middlewares.exact_cache import ExactCache
-from middlewares.fallback import Fallback
-from middlewares.input_guard import InputGuard
-from middlewares.mask_errors import MaskErrors
-from middlewares.metrics import Metrics
-from middlewares.output_guard import OutputGuard
-from middlewares.rate_limit import RateLimit
-from middlewares.retry import Retry
-from middlewares.semantic_cache import SemanticCache
-from middlewares.timeout import Deadline
+from middlewares.cache.exact import ExactCache
+from middlewares.cache.semantic import SemanticCache
+from middlewares.guard.input import InputGuard
+from middlewares.guard.mask_errors import MaskErrors
+from middlewares.guard.output import OutputGuard
+from middlewares.limit.rate_limit import RateLimit
+from middlewares.observe.metrics import Metrics
+from middlewares.resilience.circuit_breaker import CircuitBreaker
+from middlewares.resilience.fallback import Fallback
+from middlewares.resilience.retry import Retry
+from middlewares.resilience.timeout import Deadline
 from onion import CallNext, Message, Request, Response, layer_info
 from onion.testing import (
     BoundedUpstreamCalls,

@@ -1,0 +1,203 @@
+"""Exact cache: answer a request that was already answered, word for word.
+
+Sits inside the input guard (a blocked request is never looked up or stored) and outside
+the output guard (only what the output guard let through is stored)::
+
+    guard.input ─▶ exact_cache ─▶ semantic_cache ─▶ guard.output ─▶ … ─▶ provider
+
+The key is a BLAKE2b hash of every field that changes the answer (model, messages,
+tools, sampling parameters, ``extra`` …; not ``stream``, ``stream_options``, ``user`` or
+the context) plus a scope: the caller by default, so an answer never crosses from one
+API key to another unless the policy says ``shared``. By default only deterministic
+requests are cached (temperature 0 or unset, ``n`` unset or 1). A streamed miss passes
+through chunk by chunk and is stored only when it ended cleanly; a hit is replayed as a
+stream to a streaming caller and returned complete otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import msgspec
+import structlog
+
+from onion import CallNext, Clock, Completion, Layer, Order, Request, Response
+
+from ..observe._spans import work_span
+from .stores import CacheStats, MemoryStore, decode_completion, encode_completion, make_store
+
+__all__ = ["CachePolicy", "ExactCache", "caller_scope", "request_key", "serve_cached", "store_when_clean"]
+
+log = structlog.get_logger("onion.cache")
+
+# Fields that never change the answer: transport (stream, stream_options), identity
+# (user: it is part of the scope instead) and the per-request context.
+_NOT_ANSWER_CHANGING = frozenset({"stream", "stream_options", "user", "context"})
+_KEY_FIELDS = tuple(f for f in Request.__struct_fields__ if f not in _NOT_ANSWER_CHANGING)
+# JSON rather than msgpack because it takes ints of any size; sorted keys make the
+# encoding canonical: {"a":1,"b":2} and {"b":2,"a":1} hash alike.
+_KEY_ENCODER = msgspec.json.Encoder(order="sorted")
+_KEY_VERSION = b"onion-exact-v1\0"
+
+
+class CachePolicy(msgspec.Struct, frozen=True):
+    """Which requests a cache may answer and store.
+
+    - ``max_temperature``: requests sampled hotter than this are not cached (unset counts
+      as cacheable, like 0, because most callers who leave it unset want one answer).
+    - ``allow_n``: cache requests that ask for several choices (``n`` > 1).
+    - ``scope``: ``"caller"`` (default) keys entries by ``context.caller`` or ``user``;
+      ``"shared"`` lets every caller share answers.
+    - ``store_empty``: store answers with no text and no tool calls.
+    """
+
+    max_temperature: float = 0.0
+    allow_n: bool = False
+    scope: Literal["caller", "shared"] = "caller"
+    store_empty: bool = False
+
+    def cacheable(self, request: Request) -> bool:
+        """Whether this request may be looked up and stored."""
+        if request.context.options.get("cache") is False:
+            return False
+        if request.temperature is not None and request.temperature > self.max_temperature:
+            return False
+        return self.allow_n or request.n is None or request.n <= 1
+
+    def storable(self, completion: Completion) -> bool:
+        """Whether an answer that ended cleanly is worth keeping."""
+        if completion.finish_reason == "content_filter":
+            return False
+        return self.store_empty or bool(completion.content or completion.tool_calls)
+
+
+def caller_scope(request: Request, policy: CachePolicy) -> str:
+    """The tenant an entry belongs to: the caller (or ``user``), or ``""`` when shared."""
+    if policy.scope == "shared":
+        return ""
+    return request.context.caller or request.user or ""
+
+
+def request_key(request: Request, scope: str) -> str:
+    """The canonical hash of everything in ``request`` that changes the answer, in ``scope``."""
+    payload = _KEY_ENCODER.encode(tuple(getattr(request, f) for f in _KEY_FIELDS))
+    digest = hashlib.blake2b(_KEY_VERSION, digest_size=20)
+    digest.update(scope.encode())
+    digest.update(b"\0")
+    digest.update(payload)
+    return digest.hexdigest()
+
+
+def serve_cached(request: Request, completion: Completion, served_by: str) -> Response:
+    """A stored answer as the caller asked for it: replayed as a stream, or complete."""
+    if request.stream:
+        response = Response.replay(completion, served_by=served_by)
+    else:
+        response = Response.complete(completion, served_by=served_by)
+    response.attrs["cache"] = "hit"
+    response.headers["x-onion-cache"] = "hit"
+    return response
+
+
+async def store_when_clean(response: Response, store: Any) -> Response:
+    """Arrange for ``store(completion)`` to run only if the answer ends cleanly.
+
+    A complete answer is stored at once; a stream when its last chunk has been read.
+    A stream that fails (an upstream error, a ``GuardrailViolation`` from an inner
+    output guard), is closed early or is cancelled is not stored.
+    """
+
+    async def on_end(completion: Completion | None, error: BaseException | None) -> None:
+        if completion is not None and error is None:
+            await store(completion)
+
+    return await response.on_end(on_end)
+
+
+class ExactCache(Layer):
+    """Answers repeated requests from a store (memory LRU bounded in bytes, or Redis).
+
+    Parameters (TOML names): ``ttl_seconds``, ``max_bytes`` (memory backend),
+    ``backend = "memory" | "redis"``, ``redis_url``; in code also ``policy`` and ``clock``.
+    A request skips the cache when ``request.context.options["cache"]`` is ``False``.
+    ``stats`` counts hits, misses, stores, evictions, expirations, bypasses and errors.
+    """
+
+    name = "exact_cache"
+    provides = frozenset({"cache", "cache.exact"})
+    ordering = (
+        Order("guard.input", "inside", "a request the input guard blocks must never be looked up or stored"),
+        Order("guard.output", "outside", "only answers the output guard let through may be stored"),
+    )
+    short_circuit = "on a hit: the same answer-changing fields in the same scope, within the TTL"
+
+    def __init__(
+        self,
+        ttl_seconds: float | None = 3600.0,
+        max_bytes: int = 64 * 1024 * 1024,
+        backend: Literal["memory", "redis"] = "memory",
+        redis_url: str | None = None,
+        scope: Literal["caller", "shared"] = "caller",
+        *,
+        policy: CachePolicy | None = None,
+        prefix: str = "onion:exact:",
+        clock: Clock | None = None,
+    ) -> None:
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive")
+        self.ttl_seconds = ttl_seconds
+        self.policy = policy or CachePolicy(scope=scope)
+        self.store = make_store(backend, max_bytes=max_bytes, redis_url=redis_url, prefix=prefix, clock=clock)
+        self.stats: CacheStats = self.store.stats
+
+    async def __call__(self, request: Request, call_next: CallNext) -> Response:
+        if not self.policy.cacheable(request):
+            self.stats.bypassed += 1
+            return await call_next(request)
+        key = request_key(request, caller_scope(request, self.policy))
+        with work_span(request, "exact_cache lookup", self.name) as span:
+            data = await self._get(key)
+            if span is not None:
+                span.set_attribute("onion.cache.hit", data is not None)
+        if data is not None:
+            self.stats.hits += 1
+            return serve_cached(request, decode_completion(data), self.name)
+        self.stats.misses += 1
+        response = await call_next(request)
+        if response.attrs.get("cache") == "hit":
+            # An inner (semantic) cache answered: an approximate answer is not pinned
+            # under this exact key.
+            return response
+        response.attrs["cache"] = "miss"
+        response.headers["x-onion-cache"] = "miss"
+
+        async def store(completion: Completion) -> None:
+            if self.policy.storable(completion):
+                await self._set(key, encode_completion(completion))
+
+        return await store_when_clean(response, store)
+
+    async def _get(self, key: str) -> bytes | None:
+        if isinstance(self.store, MemoryStore):
+            return self.store.get_now(key)
+        try:
+            return await self.store.get(key)
+        except Exception as error:
+            # A broken cache must not fail the request: answer from upstream instead.
+            self.stats.errors += 1
+            log.warning("exact_cache.get_failed", error=type(error).__name__)
+            return None
+
+    async def _set(self, key: str, value: bytes) -> None:
+        try:
+            await self.store.set(key, value, self.ttl_seconds)
+        except Exception as error:
+            self.stats.errors += 1
+            log.warning("exact_cache.set_failed", error=type(error).__name__)
+            return
+        self.stats.stores += 1
+
+    async def aclose(self) -> None:
+        """Release the store's connections."""
+        await self.store.aclose()

@@ -1,0 +1,291 @@
+"""The output guard: keeps personal data and secrets in answers from reaching the client.
+
+It sits inside the caches (a cache stores only what the guard let through) and
+outside the providers and reliability layers. Each detector (``middlewares.guard.pii``) has
+a mode: ``redact`` replaces a match with its placeholder (``[CARD]``), ``block`` ends
+the answer with ``GuardrailViolation(stage="output", rule=detector)`` (HTTP 400
+``guardrail_violation``; in a stream the server turns it into an SSE error event, and
+no part of the blocked match has been sent).
+
+Streams are scanned incrementally with a bounded hold-back window. A match is a run of
+its detector's characters (``Detector.chars``), so once a character outside that set
+arrives, every match before it is final. The guard therefore holds back only the
+trailing run that could still grow into (or be) a match, at most ``max_length``
+characters of the longest detector; everything before it is decided and goes out at
+once. With the default detectors that is usually the last word or number of the text
+so far: added latency is at most one chunk for words, until the next non-digit for
+numbers, never more than 345 characters.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+from onion import CallNext, Chunk, GuardrailViolation, Layer, Order, Request, Response
+
+from ..observe._spans import work_span
+from .pii import DETECTORS, Detector
+
+__all__ = ["Mode", "OutputGuard", "Scanner"]
+
+Mode = Literal["block", "redact"]
+
+_DEFAULT_DETECTORS = ("card", "email", "phone", "iban", "secret", "my_number")
+
+
+def _detector(spec: str | Detector) -> Detector:
+    if not isinstance(spec, str):
+        return spec
+    cls = DETECTORS.get(spec)
+    if cls is not None:
+        return cls()
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            found = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"detector {spec!r} cannot be imported: {error}") from None
+        return found() if isinstance(found, type) else found
+    raise ValueError(f"unknown detector {spec!r}; built-in: {', '.join(DETECTORS)}; or 'package.module:Class'")
+
+
+class _Plan:
+    """The detectors with their modes, shared by every scan of one guard."""
+
+    __slots__ = ("block", "detectors", "horizon", "steps")
+
+    def __init__(self, detectors: Sequence[Detector], block: frozenset[str]) -> None:
+        self.detectors = tuple(detectors)
+        self.block = block
+        # What the scan loop needs, looked up once, with detectors of the same character
+        # set and bound sharing one pass over the runs: the set as a string (str.rstrip
+        # takes it and runs at C speed), the bound, and each detector's bound ``find``.
+        groups: dict[tuple[str, int], list[tuple[Detector, Any]]] = {}
+        for d in detectors:
+            groups.setdefault(("".join(sorted(d.chars)), d.max_length), []).append((d, d.find))
+        self.steps = tuple((chars, length, tuple(finders)) for (chars, length), finders in groups.items())
+        # Context kept for look-behinds and for finding where a run began.
+        self.horizon = max((d.max_length for d in detectors), default=0) + 1
+
+
+class Scanner:
+    """Scans one answer: ``feed(text)`` returns what may go out now, ``finish()`` the
+    rest. Raises ``GuardrailViolation`` when a block-mode detector matches; redacts the
+    others. ``found`` counts matches per detector."""
+
+    __slots__ = ("_context", "_pending", "_plan", "found")
+
+    def __init__(self, plan: _Plan) -> None:
+        self._plan = plan
+        self._context = ""  # the last emitted original text (never placeholders)
+        self._pending = ""  # received, not yet emitted
+        self.found: dict[str, int] = {}
+
+    @property
+    def held(self) -> int:
+        """Characters currently held back."""
+        return len(self._pending)
+
+    def feed(self, text: str) -> str:
+        """Add ``text``; return the part of the answer that is now safe to send."""
+        if not text:
+            return ""
+        self._pending += text
+        return self._scan(final=False)
+
+    def finish(self) -> str:
+        """The end of the answer: everything still held, checked as final."""
+        return self._scan(final=True) if self._pending else ""
+
+    def _scan(self, *, final: bool) -> str:
+        context = self._context
+        offset = len(context)
+        window = context + self._pending
+        end = len(window)
+        cut = end
+        spans: list[tuple[int, int, Detector]] = []
+        for chars, max_length, finders in self._plan.steps:
+            # Where the run holding the first pending character began (look-behinds
+            # and grouped numbers need the whole run).
+            start = len(context.rstrip(chars)) if offset else 0
+            # Where the trailing run, which may still grow, begins.
+            if final:
+                settled = end
+            else:
+                floor = end - max_length
+                if floor < offset:
+                    floor = offset
+                settled = floor + len(window[floor:].rstrip(chars))
+            for detector, find in finders:
+                for begin, stop in find(window, start):
+                    if stop <= offset:
+                        continue
+                    if begin < offset:
+                        begin = offset
+                    if stop > settled:
+                        # Not final: it may grow or vanish; hold it whole.
+                        if begin < cut:
+                            cut = begin
+                    else:
+                        spans.append((begin, stop, detector))
+            if settled < cut:
+                cut = settled
+        if spans:
+            spans.sort(key=lambda s: (s[0], -s[1]))
+            # A final match must not straddle the cut (another detector may hold text
+            # from inside it): move the cut to its start, until nothing straddles.
+            moved = True
+            while moved:
+                moved = False
+                for begin, stop, _ in spans:
+                    if begin < cut < stop:
+                        cut = begin
+                        moved = True
+            out = self._redact(window, offset, cut, [s for s in spans if s[1] <= cut])
+        else:
+            out = window[offset:cut]
+        self._pending = window[cut:]
+        horizon = self._plan.horizon
+        self._context = window[max(0, cut - horizon) : cut]
+        return out
+
+    def _redact(self, window: str, offset: int, cut: int, spans: list[tuple[int, int, Detector]]) -> str:
+        pieces: list[str] = []
+        position = offset
+        block = self._plan.block
+        for begin, stop, detector in spans:
+            if stop <= position:
+                continue  # inside an earlier, overlapping match
+            found = self.found
+            found[detector.name] = found.get(detector.name, 0) + 1
+            if detector.name in block:
+                raise GuardrailViolation(f"a {detector.name} match in the answer", stage="output", rule=detector.name)
+            if begin >= position:
+                pieces.append(window[position:begin])
+                pieces.append(detector.placeholder)
+            # else it overlaps the previous match: that placeholder covers both.
+            position = stop
+        pieces.append(window[position:cut])
+        return "".join(pieces)
+
+
+class OutputGuard(Layer):
+    """Redacts or blocks personal data and secrets in answers, complete or streamed.
+
+    ``detectors`` are built-in names (``card``, ``email``, ``phone``, ``iban``,
+    ``secret``, ``my_number``), import paths ``package.module:Class`` or ``Detector``
+    objects; ``mode`` is the default action and ``modes`` overrides it per detector
+    (``{card = "block"}``). Counts of matches per detector are recorded in
+    ``request.context.state["output_guard"]``.
+    """
+
+    name = "output_guard"
+    provides = frozenset({"guard.output"})
+    ordering = (Order("cache", "inside", "the cache must store only what the output guard let through"),)
+    short_circuit: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        *,
+        detectors: Sequence[Any] = _DEFAULT_DETECTORS,
+        mode: Mode = "redact",
+        modes: dict[str, Mode] | None = None,
+    ) -> None:
+        built = [_detector(d) for d in detectors]
+        names = {d.name for d in built}
+        unknown = set(modes or {}) - names
+        if unknown:
+            raise ValueError(f"modes name detectors that are not enabled: {sorted(unknown)}")
+        block = frozenset(d.name for d in built if (modes or {}).get(d.name, mode) == "block")
+        self._plan = _Plan(built, block)
+        longest = self._plan.horizon - 1
+        # An instance attribute: the bound depends on the detectors chosen.
+        self.buffers = (
+            f"at most {longest} characters of a stream (the trailing run that could still be "
+            "a match; usually the last word or number), sent with the chunk that completes it"
+        )
+
+    @property
+    def detectors(self) -> tuple[Detector, ...]:
+        """The detectors in use."""
+        return self._plan.detectors
+
+    def scanner(self) -> Scanner:
+        """A fresh scanner for one answer (what the layer uses per response)."""
+        return Scanner(self._plan)
+
+    def check_text(self, text: str) -> str:
+        """``text`` with redactions applied; raises ``GuardrailViolation`` on a block."""
+        scanner = self.scanner()
+        return scanner.feed(text) + scanner.finish()
+
+    async def __call__(self, request: Request, call_next: CallNext) -> Response:
+        response = await call_next(request)
+        scanner = Scanner(self._plan)
+        completion = response.completion
+        if completion is None:
+            return response.wrap(lambda source: _guard_stream(source, scanner, request))
+        with work_span(request, "output_guard scan", self.name) as span:
+            try:
+                content = scanner.feed(completion.content) + scanner.finish()
+            finally:
+                _record(request, scanner)
+                _annotate(span, scanner)
+        if content == completion.content:
+            return response
+        guarded = Response.complete(msgspec.structs.replace(completion, content=content), served_by=response.served_by)
+        guarded.model = response.model
+        guarded.headers.update(response.headers)
+        guarded.attrs.update(response.attrs)
+        return guarded
+
+
+def _annotate(span: Any, scanner: Scanner) -> None:
+    if span is not None and scanner.found:
+        span.set_attribute("onion.guard.found", sorted(scanner.found))
+
+
+def _record(request: Request, scanner: Scanner) -> None:
+    if scanner.found:
+        record = request.context.state.setdefault("output_guard", {})
+        for name, count in scanner.found.items():
+            record[name] = record.get(name, 0) + count
+
+
+async def _guard_stream(
+    source: AsyncIterator[Chunk], scanner: Scanner, request: Request
+) -> AsyncGenerator[Chunk, None]:
+    # For a stream the span covers the whole answer the guard watched, chunk by chunk.
+    span_context = work_span(request, "output_guard scan", "output_guard", stream=True)
+    span = span_context.__enter__()
+    failure: BaseException | None = None
+    try:
+        async for chunk in source:
+            if chunk.finish_reason is not None:
+                text = scanner.feed(chunk.content) + scanner.finish()
+            else:
+                text = scanner.feed(chunk.content)
+            if text != chunk.content:
+                chunk = msgspec.structs.replace(chunk, content=text)
+            if text or chunk.role or chunk.tool_calls or chunk.finish_reason is not None or chunk.usage:
+                yield chunk
+        rest = scanner.finish()
+        if rest:
+            yield Chunk(content=rest)
+    except BaseException as error:
+        failure = error
+        raise
+    finally:
+        _record(request, scanner)
+        _annotate(span, scanner)
+        if failure is None:
+            span_context.__exit__(None, None, None)
+        else:
+            span_context.__exit__(type(failure), failure, failure.__traceback__)
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,0 +1,32 @@
+"""Limits: what a caller may spend, checked before anything is sent upstream.
+
+``rate_limit`` (requests and tokens per window) and its backends (memory, Redis).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from onion import lazy_getattr
+
+if TYPE_CHECKING:
+    # Static twins of the lazy names below (``X as X`` marks a re-export).
+    from .rate_backends import MemoryBackend as MemoryBackend
+    from .rate_backends import RateBackend as RateBackend
+    from .rate_backends import RedisBackend as RedisBackend
+    from .rate_limit import RateLimit as RateLimit
+
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "rate_limit": ("RateLimit",),
+    "rate_backends": ("MemoryBackend", "RateBackend", "RedisBackend"),
+}
+
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+__getattr__ = lazy_getattr(__name__, _MODULE_OF, globals())
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

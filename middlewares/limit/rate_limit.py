@@ -1,0 +1,173 @@
+"""``rate_limit``: requests per minute and tokens per minute, per caller or global.
+
+Sits near the outside of the onion (inside ``mask_errors`` and the logging/metrics
+layers, outside caches only if cached answers should count too). A call that would go
+over a limit is rejected with ``RateLimited`` and a ``retry_after`` that is exact: the
+time until enough of the window's earlier admissions expire.
+
+Algorithm: a **sliding-window log** (each admission is an entry ``(time, weight)``;
+the window's total is kept as a running sum). We chose it over GCRA because
+"N per minute" then means what users read: in *any* 60-second window, at most N
+requests (and at most the token limit's worth of token reservations) are admitted. GCRA
+stores one timestamp per key and is cheaper, but with a burst of N it admits up to ~2N
+in some 60-second windows, and it cannot *refund* part of a weighted reservation, which
+token reconciliation needs. The log costs one entry per admitted request per window.
+
+Tokens: before the call, an estimate (prompt characters / 4 plus the request's
+completion limit, or ``default_completion_tokens``) is reserved; when the answer ends
+(streams included, via ``on_end``) the entry is reconciled to the real
+``usage.total_tokens``. A call that fails before any answer is refunded. Overruns are
+charged after the fact (they delay later calls); only reservations are checked.
+
+Backends: ``"memory"`` (one process) and ``"redis"`` (several gateway processes share
+one limit; one atomic Lua script checks and reserves every limit of a call; time is the
+Redis server's clock, so the processes agree on it). The Redis backend runs the
+synchronous redis client in a worker thread (one hop per check), so it works the same
+under asyncio and trio. If Redis is unreachable the layer fails open (admits, logs a
+warning) or closed (rejects with ``RateLimited``) as configured, on either event loop;
+the choice is logged when the layer is built.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Literal
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from onion import CallNext, Clock, Completion, Layer, RateLimited, Request, Response
+
+from .rate_backends import BACKEND_DOWN, MemoryBackend, RateBackend, RedisBackend
+
+__all__ = ["RateLimit", "estimate_tokens"]
+
+_log = structlog.get_logger("onion.rate_limit")
+
+
+def estimate_tokens(request: Request, default_completion_tokens: int = 256) -> int:
+    """A cheap upper-leaning estimate: ~4 characters a token, plus the answer's limit."""
+    prompt = sum(len(m.text) for m in request.messages) // 4 + 4 * len(request.messages)
+    answer = request.answer_tokens_limit
+    return prompt + (answer if answer is not None else default_completion_tokens)
+
+
+class RateLimit(Layer):
+    """Reject calls over ``requests_per_minute`` / ``tokens_per_minute``.
+
+    TOML: ``requests_per_minute``, ``tokens_per_minute``, ``per`` (``"caller"``: one
+    window per ``context.caller`` or ``request.user``; ``"global"``: one for all),
+    ``backend`` (``"memory"`` | ``"redis"``), ``redis_url``, ``fail_open``,
+    ``window_seconds`` (60), ``default_completion_tokens``, ``key_prefix``. For both a
+    per-caller and a global limit, stack two ``rate_limit`` layers.
+    """
+
+    name = "rate_limit"
+    provides = frozenset({"rate_limit"})
+    short_circuit = "over a limit (RateLimited with retry_after; nothing sent upstream)"
+
+    def __init__(
+        self,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+        per: Literal["caller", "global"] = "caller",
+        backend: Literal["memory", "redis"] = "memory",
+        redis_url: str | None = None,
+        fail_open: bool = False,
+        window_seconds: float = 60.0,
+        default_completion_tokens: int = 256,
+        key_prefix: str = "onion:rl",
+        *,
+        store: RateBackend | None = None,
+        estimate: Callable[[Request], int] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if requests_per_minute is None and tokens_per_minute is None:
+            raise ValueError("set requests_per_minute and/or tokens_per_minute")
+        if (requests_per_minute is not None and requests_per_minute < 1) or (
+            tokens_per_minute is not None and tokens_per_minute < 1
+        ):
+            raise ValueError("limits must be positive")
+        if store is None and backend == "redis":
+            if not redis_url:
+                raise ValueError("backend 'redis' needs redis_url")
+            store = RedisBackend(redis_url)
+        self.store: RateBackend = store if store is not None else MemoryBackend(clock)
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self.per = per
+        self.fail_open = fail_open
+        self.window = window_seconds
+        self.prefix = f"{key_prefix}:{per}"
+        self._estimate = estimate or (lambda r: estimate_tokens(r, default_completion_tokens))
+        self._ids = itertools.count()
+        _log.info(
+            "rate limit ready",
+            backend=type(self.store).__name__,
+            per=per,
+            on_backend_down="admit (fail open)" if fail_open else "reject (fail closed)",
+        )
+
+    async def aclose(self) -> None:
+        """Release the backend's connections (the Redis pool), if it has any."""
+        close = getattr(self.store, "aclose", None)
+        if close is not None:
+            await close()
+
+    def _key(self, request: Request) -> str:
+        if self.per == "global":
+            return self.prefix
+        caller = request.context.caller or request.user or "anonymous"
+        return f"{self.prefix}:{caller}"
+
+    async def __call__(self, request: Request, call_next: CallNext) -> Response:
+        key = self._key(request)
+        member = f"{request.context.request_id}:{next(self._ids)}"
+        limits: list[tuple[str, int, int]] = []
+        if self.requests_per_minute is not None:
+            limits.append((key + ":req", self.requests_per_minute, 1))
+        tokens_key = None
+        if self.tokens_per_minute is not None:
+            tokens_key = key + ":tok"
+            # A reservation larger than the whole limit could never pass; cap it.
+            limits.append((tokens_key, self.tokens_per_minute, min(self._estimate(request), self.tokens_per_minute)))
+        try:
+            wait, refused = await self.store.acquire(limits, member, self.window)
+        except BACKEND_DOWN as error:
+            _log.warning(
+                "rate limit backend unreachable",
+                error=type(error).__name__,
+                action="admitted (fail open)" if self.fail_open else "rejected (fail closed)",
+            )
+            if not self.fail_open:
+                raise RateLimited("rate limit backend unreachable; failing closed", retry_after=1.0) from None
+            return await call_next(request)
+        if refused >= 0:
+            kind = "requests" if limits[refused][0].endswith(":req") else "tokens"
+            raise RateLimited(f"{self.per} {kind} per minute limit reached", retry_after=wait, limit=kind)
+        if tokens_key is None:
+            return await call_next(request)
+        try:
+            response = await call_next(request)
+        except BaseException:
+            # Refund: nothing was answered. Shielded, so a cancelled call still refunds.
+            with anyio.CancelScope(shield=True):
+                await self._reconcile(tokens_key, member, 0)
+            raise
+        completion = response.completion
+        if completion is not None:  # complete: reconcile now, without wrapping anything
+            await self._settle(tokens_key, member, completion)
+            return response
+        return await response.on_end(lambda completion, error: self._settle(tokens_key, member, completion))
+
+    async def _settle(self, key: str, member: str, completion: Completion | None) -> None:
+        if completion is not None and completion.usage is not None and completion.usage.total_tokens:
+            await self._reconcile(key, member, completion.usage.total_tokens)
+
+    async def _reconcile(self, key: str, member: str, tokens: int) -> None:
+        try:
+            await self.store.adjust(key, member, tokens)
+        except BACKEND_DOWN as error:
+            _log.warning("rate limit backend unreachable while reconciling", error=type(error).__name__)

@@ -1,0 +1,381 @@
+"""``metrics``: OpenTelemetry metrics for every request that passes, and onion's overhead.
+
+Where it sits decides what it counts. Outermost, it sees every request the gateway
+answered — cache hits, guard blocks, rate limits included — and its duration is what
+the caller waited. Innermost (just above the provider) it sees each upstream attempt:
+a retry or a fallback is two operations there, and a cache hit is none. Both placements
+work at once; the ``scope`` attribute (``gateway`` / ``upstream``, you choose) keeps
+their series apart.
+
+Recorded per request, exactly once (at the end of the stream for a streamed answer):
+
+- GenAI semantic conventions (version pinned in ``middlewares/_otel.py``):
+  ``gen_ai.client.operation.duration``, ``gen_ai.client.token.usage`` (by
+  ``gen_ai.token.type``), and for streams ``gen_ai.client.operation.time_to_first_chunk``
+  and ``gen_ai.client.operation.time_per_output_chunk``; attributes
+  ``gen_ai.operation.name`` (``chat``), ``gen_ai.provider.name``,
+  ``gen_ai.request.model``, ``gen_ai.response.model``, ``error.type``.
+- ``onion.requests``: by ``onion.outcome`` (ok, blocked, rate_limited, timeout, error,
+  cancelled) and ``onion.served_by`` (the layer or provider that answered: a cache, a
+  guard, the upstream); ``onion.fallback = true`` marks answers from a later model of a
+  fallback chain.
+- ``onion.cost``: estimated dollars by model, from ``middlewares.observe.prices``; a model with
+  no price is counted in ``onion.cost.unpriced`` instead, never guessed. Answers served
+  from a cache cost nothing and use no tokens, so they add to neither.
+- ``onion.overhead``: time spent in the gateway minus time waiting for upstreams
+  (``request.context.upstream_seconds``), also sent as the ``x-onion-overhead-ms``
+  response header. A stream's headers leave before it ends, so its header carries the
+  overhead measured up to the first chunk (the header is set when ``call_next`` returns
+  and updated when the first chunk passes); the histogram gets the full value at the end.
+  For a stream, time the consumer holds a chunk (the server writing to a slow client) is
+  not counted as overhead.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from onion import (
+    CallNext,
+    Chunk,
+    CircuitOpen,
+    Clock,
+    GuardrailViolation,
+    Layer,
+    ProviderError,
+    RateLimited,
+    Request,
+    Response,
+    Usage,
+    error_type,
+    outcome,
+)
+from onion.telemetry import (
+    CHUNK_BUCKETS,
+    DURATION_BUCKETS,
+    OVERHEAD_BUCKETS,
+    SCOPE,
+    TOKEN_BUCKETS,
+    default_meter_provider,
+)
+
+from .prices import PriceTable
+
+__all__ = ["OVERHEAD_HEADER", "Metrics"]
+
+OVERHEAD_HEADER = "x-onion-overhead-ms"
+"""Response header with the gateway's own time for the request, in milliseconds."""
+
+
+def _billable(response: Response | None) -> bool:
+    # A cached answer carries the usage of the call that produced it; it was not spent again.
+    if response is None:
+        return True
+    return response.attrs.get("cache") != "hit" and "cache" not in response.served_by
+
+
+class _Totals:
+    """Running sums by attribute values, reported through an observable counter.
+
+    A synchronous OpenTelemetry counter costs several microseconds per ``add`` (it
+    validates and hashes the attributes every time); a dict update costs a fraction of
+    one. The SDK reads the sums when it collects (a scrape, an export), so the exported
+    series are the same. At most ``limit`` distinct attribute sets are kept; the rest
+    are summed under ``otel.metric.overflow = true``, as the SDK itself does.
+    """
+
+    __slots__ = ("attrs", "limit", "names", "values")
+
+    def __init__(self, names: tuple[str, ...], limit: int = 2000) -> None:
+        self.names = names
+        self.limit = limit
+        self.values: dict[tuple[Any, ...], float] = {}
+        self.attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def add(self, key: tuple[Any, ...], amount: float) -> None:
+        """Add ``amount`` to the series whose attribute values are ``key`` (in ``names`` order)."""
+        values = self.values
+        current = values.get(key)
+        if current is not None:
+            values[key] = current + amount
+            return
+        if len(values) >= self.limit:
+            key = ("__overflow__",)
+            self.attrs.setdefault(key, {"otel.metric.overflow": True})
+            values[key] = values.get(key, 0.0) + amount
+            return
+        # Attributes are built once per series; False flags are left out (e.g. onion.fallback).
+        self.attrs[key] = {name: value for name, value in zip(self.names, key, strict=True) if value is not False}
+        values[key] = amount
+
+    def observe(self, options: CallbackOptions) -> list[Observation]:
+        """The callback the SDK calls when it collects."""
+        attrs = self.attrs
+        return [Observation(value, attrs[key]) for key, value in list(self.values.items())]
+
+
+# One set of sums per meter provider, shared by every Metrics layer on it: an observable
+# instrument is registered once per name, so two layers (outermost and innermost) must
+# feed the same callback; their series differ by ``onion.scope``.
+_TOTALS: weakref.WeakKeyDictionary[Any, tuple[_Totals, _Totals, _Totals, _Totals]] = weakref.WeakKeyDictionary()
+_TOTALS_LOCK = threading.Lock()
+
+
+def _counters_of(provider: Any, meter: Any) -> tuple[_Totals, _Totals, _Totals, _Totals]:
+    with _TOTALS_LOCK:
+        found = _TOTALS.get(provider)
+        if found is not None:
+            return found
+        requests = _Totals(
+            ("onion.outcome", "onion.served_by", "gen_ai.request.model", "onion.scope", "onion.fallback")
+        )
+        cost = _Totals(("gen_ai.response.model", "onion.scope"))
+        unpriced = _Totals(("gen_ai.response.model", "onion.scope"))
+        findings = _Totals(("onion.guard", "onion.rule", "onion.scope"))
+        meter.create_observable_counter(
+            "onion.requests",
+            [requests.observe],
+            unit="{request}",
+            description="Requests by outcome and by what answered them.",
+        )
+        meter.create_observable_counter(
+            "onion.cost", [cost.observe], unit="USD", description="Estimated cost of answers, by model."
+        )
+        meter.create_observable_counter(
+            "onion.cost.unpriced",
+            [unpriced.observe],
+            unit="{request}",
+            description="Answers whose model has no price in the table.",
+        )
+        meter.create_observable_counter(
+            "onion.guard.findings",
+            [findings.observe],
+            unit="{finding}",
+            description="What the guards found: input rules set to flag, output detectors (redacted or blocked).",
+        )
+        _TOTALS[provider] = found = (requests, cost, unpriced, findings)
+        return found
+
+
+class Metrics(Layer):
+    """Counts requests, tokens, cost, latency and overhead with OpenTelemetry instruments.
+
+    - ``meter_provider``: where the instruments live (default: onion's, which
+      ``GET /metrics`` renders; tests pass one with an ``InMemoryMetricReader``).
+    - ``prices`` / ``prices_file``: extend or override the default price table
+      (``{model = {input = $/1M, output = $/1M}}``); ``default_prices = false`` drops it.
+    - ``provider``: ``gen_ai.provider.name`` when the response does not name one
+      (a provider may set ``response.attrs["provider"]``).
+    - ``scope``: value of the ``onion.scope`` attribute, to tell placements apart.
+    - ``overhead_header``: set ``x-onion-overhead-ms`` on responses.
+    - ``chunk_timing``: record ``time_per_output_chunk`` (one histogram point per chunk).
+    """
+
+    name = "metrics"
+    provides = frozenset({"metrics"})
+
+    def __init__(
+        self,
+        *,
+        meter_provider: Any = None,
+        prices: dict[str, Any] | None = None,
+        prices_file: str | None = None,
+        default_prices: bool = True,
+        provider: str = "openai",
+        scope: str = "gateway",
+        overhead_header: bool = True,
+        chunk_timing: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
+        meters = meter_provider or default_meter_provider()
+        meter = meters.get_meter(SCOPE)
+        self.prices = PriceTable.build(prices, prices_file, defaults=default_prices)
+        self.provider = provider
+        self.scope = scope
+        self.overhead_header = overhead_header
+        self.chunk_timing = chunk_timing
+        self._now: Callable[[], float] = clock.now if clock is not None else time.perf_counter
+        self._duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="GenAI operation duration.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._tokens = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Number of input and output tokens used.",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        self._first_chunk = meter.create_histogram(
+            "gen_ai.client.operation.time_to_first_chunk",
+            unit="s",
+            description="Time from the request to the first chunk of a streamed answer.",
+            explicit_bucket_boundaries_advisory=CHUNK_BUCKETS,
+        )
+        self._per_chunk = meter.create_histogram(
+            "gen_ai.client.operation.time_per_output_chunk",
+            unit="s",
+            description="Time between consecutive chunks of a streamed answer.",
+            explicit_bucket_boundaries_advisory=CHUNK_BUCKETS,
+        )
+        self._requests, self._cost, self._unpriced, self._findings = _counters_of(meters, meter)
+        self._overhead = meter.create_histogram(
+            "onion.overhead",
+            unit="s",
+            description="Time spent in the gateway itself: total minus time waiting for upstreams.",
+            explicit_bucket_boundaries_advisory=OVERHEAD_BUCKETS,
+        )
+
+    async def __call__(self, request: Request, call_next: CallNext) -> Response:
+        start = self._now()
+        context = request.context
+        upstream_before = context.upstream_seconds
+        try:
+            response = await call_next(request)
+        except BaseException as error:
+            elapsed = self._now() - start
+            overhead = elapsed - (context.upstream_seconds - upstream_before)
+            self._record(request, None, None, None, error, elapsed, overhead)
+            raise
+        if response.is_stream:
+            if self.overhead_header:
+                overhead = self._now() - start - (context.upstream_seconds - upstream_before)
+                response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"
+            return response.wrap(lambda source: self._watch(source, request, response, start, upstream_before))
+        elapsed = self._now() - start
+        overhead = elapsed - (context.upstream_seconds - upstream_before)
+        if self.overhead_header:
+            response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"
+        completion = response.completion
+        usage = completion.usage if completion is not None else None
+        model = response.model or (completion.model if completion is not None else "")
+        self._record(request, response, usage, model, None, elapsed, overhead)
+        return response
+
+    def _base(self, request: Request, response: Response | None, error: BaseException | None) -> dict[str, Any]:
+        provider = self.provider
+        if response is not None:
+            provider = response.attrs.get("provider") or provider
+        elif isinstance(error, ProviderError) and error.provider_kind:
+            # The API spoken, as on success; the configured name is not a conventional value.
+            provider = error.provider_kind
+        return {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": request.model,
+            "onion.scope": self.scope,
+        }
+
+    def _record(
+        self,
+        request: Request,
+        response: Response | None,
+        usage: Usage | None,
+        model: str | None,
+        error: BaseException | None,
+        elapsed: float,
+        overhead: float,
+    ) -> None:
+        attrs = self._base(request, response, error)
+        if model:
+            attrs["gen_ai.response.model"] = model
+        if error is not None:
+            attrs["error.type"] = error_type(error)
+        self._duration.record(elapsed, attrs)
+        served_by = response.served_by if response is not None else _stopped_by(error)
+        # A later model of a fallback chain answered.
+        fallback = response is not None and bool(response.attrs.get("fallback"))
+        self._requests.add((outcome(error), served_by, request.model, self.scope, fallback), 1)
+        self._overhead.record(overhead, {"onion.served_by": served_by, "onion.scope": self.scope})
+        if usage is not None and _billable(response):
+            self._count_usage(attrs, usage, model or request.model)
+        state = request.context.state
+        if "input_guard" in state or "output_guard" in state:
+            self._count_findings(state)
+
+    def _count_findings(self, state: dict[str, Any]) -> None:
+        # Flags pass the request on and redactions the answer: this is where they show.
+        for rule in state.get("input_guard", {}).get("flags", ()):
+            self._findings.add(("input", rule, self.scope), 1)
+        for detector, found in state.get("output_guard", {}).items():
+            self._findings.add(("output", detector, self.scope), found)
+
+    def _count_usage(self, attrs: dict[str, Any], usage: Usage, model: str) -> None:
+        attrs.pop("error.type", None)
+        self._tokens.record(usage.prompt_tokens, {**attrs, "gen_ai.token.type": "input"})
+        self._tokens.record(usage.completion_tokens, {**attrs, "gen_ai.token.type": "output"})
+        cost = self.prices.cost(model, usage)
+        if cost is None:
+            self._unpriced.add((model, self.scope), 1)
+        else:
+            self._cost.add((model, self.scope), cost)
+
+    async def _watch(
+        self, source: AsyncIterator[Chunk], request: Request, response: Response, start: float, upstream_before: float
+    ) -> AsyncIterator[Chunk]:
+        now = self._now
+        context = request.context
+        chunk_attrs = self._base(request, response, None)
+        if response.model:
+            chunk_attrs["gen_ai.response.model"] = response.model
+        usage: Usage | None = None
+        model = response.model
+        first = True
+        last = start
+        # Time the consumer held a chunk (between our yield and its next pull) is not the
+        # gateway's: a slow client reading the socket must not show up as onion overhead.
+        held = 0.0
+        yielded_at: float | None = None
+        error: BaseException | None = None
+        try:
+            async for chunk in source:
+                received = now()
+                if first:
+                    first = False
+                    self._first_chunk.record(received - start, chunk_attrs)
+                    if self.overhead_header:
+                        overhead = received - start - (context.upstream_seconds - upstream_before)
+                        response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"
+                elif self.chunk_timing:
+                    self._per_chunk.record(received - last, chunk_attrs)
+                last = received
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if chunk.model:
+                    model = chunk.model
+                yielded_at = now()
+                yield chunk
+                held += now() - yielded_at
+                yielded_at = None
+        except BaseException as caught:
+            error = caught
+            raise
+        finally:
+            if yielded_at is not None:  # closed while the consumer held a chunk
+                held += now() - yielded_at
+            try:
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:
+                elapsed = now() - start
+                overhead = elapsed - (context.upstream_seconds - upstream_before) - held
+                self._record(request, response, usage, model, error, elapsed, overhead)
+
+
+def _stopped_by(error: BaseException | None) -> str:
+    """The layer that ended a request without an answer, for ``onion.served_by``."""
+    if isinstance(error, GuardrailViolation):
+        return f"{error.stage}_guard" if error.stage in ("input", "output") else "guard"
+    if isinstance(error, RateLimited):
+        return "rate_limit"
+    if isinstance(error, CircuitOpen):
+        return "circuit_breaker"
+    return "none"

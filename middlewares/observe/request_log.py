@@ -1,0 +1,259 @@
+"""``logging``: one structured log line per request, and the structlog setup for onion.
+
+``RequestLog`` writes, when a request ends (at the end of the stream for a streamed
+answer), one event ``request`` with: request id, caller, model (asked and answered),
+``served_by``, stream, tokens, latency (and time to first chunk), estimated cost,
+outcome, and the error type on failure. Expected refusals (blocked, rate limited) are
+info; failures are warnings and carry the error's detail for operators. Placed
+outermost it logs what callers saw; the reliability layers log their own warnings
+(``falling back…``, retries) through the same structlog configuration.
+
+Prompt and answer text are not logged unless ``log_content = true``; then they pass
+through a redactor first: the output guard's detectors (``middlewares.guard.pii``: cards,
+e-mails, phones, IBANs, secrets) when that module is present, else the ``redactor``
+you name (``"package.module:function"``, ``str -> str``). Secrets never appear: the
+``configure_logging`` processors blank fields named like keys and mask key-shaped
+values in every event, from any layer.
+
+Hot path: when the logger's level filters the line out, the layer passes the request
+through untouched — nothing is measured, gathered or formatted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import structlog
+
+from onion import (
+    Accumulator,
+    CallNext,
+    Chunk,
+    Clock,
+    ConfigError,
+    Layer,
+    OnionError,
+    Request,
+    Response,
+    Usage,
+    error_type,
+    outcome,
+)
+from onion.telemetry import LOG_LEVELS, scrub_text
+
+from .prices import PriceTable
+
+__all__ = ["RequestLog", "pii_redactor"]
+
+
+def pii_redactor() -> Callable[[str], str] | None:
+    """A redactor from the output guard's detectors (``middlewares.guard.pii``), or ``None``
+    when that module is not available."""
+    try:
+        pii = importlib.import_module("middlewares.guard.pii")
+        detectors = [cls() for cls in pii.DETECTORS.values()]
+    except (ImportError, AttributeError, TypeError):
+        return None
+
+    def redact(text: str) -> str:
+        spans = sorted(
+            (begin, end, detector.placeholder) for detector in detectors for begin, end in detector.find(text)
+        )
+        if not spans:
+            return scrub_text(text)
+        parts, position = [], 0
+        for begin, end, placeholder in spans:
+            if begin < position:
+                continue  # overlapping matches: the earlier one already covers it
+            parts += (text[position:begin], placeholder)
+            position = end
+        parts.append(text[position:])
+        return scrub_text("".join(parts))
+
+    return redact
+
+
+def _load_redactor(redactor: Any) -> Callable[[str], str]:
+    if callable(redactor):
+        return redactor
+    if isinstance(redactor, str):
+        module, _, attr = redactor.partition(":")
+        try:
+            found = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError, ValueError) as error:
+            raise ConfigError(f"redactor {redactor!r} cannot be imported: {error}") from None
+        if not callable(found):
+            raise ConfigError(f"redactor {redactor!r} is not a function str -> str")
+        return found
+    return pii_redactor() or scrub_text
+
+
+class RequestLog(Layer):
+    """Logs one line per request (short name ``logging``).
+
+    - ``logger``: a structlog logger (default ``structlog.get_logger("onion.request")``).
+    - ``level``: level of the line for answered, blocked and rate-limited requests;
+      failures are logged at ``warning``.
+    - ``log_content``: also log the last prompt message and the answer, redacted and cut
+      to ``content_max_chars``.
+    - ``redactor``: ``"package.module:function"`` used when ``log_content`` is on
+      (default: ``middlewares.guard.pii`` detectors, else secrets only).
+    - ``prices`` / ``prices_file`` / ``default_prices``: the price table for ``cost_usd``.
+    """
+
+    name = "logging"
+    provides = frozenset({"logging"})
+
+    def __init__(
+        self,
+        *,
+        logger: Any = None,
+        level: str = "info",
+        log_content: bool = False,
+        content_max_chars: int = 2000,
+        redactor: Any = None,
+        prices: dict[str, Any] | None = None,
+        prices_file: str | None = None,
+        default_prices: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"level must be one of {sorted(LOG_LEVELS)}, not {level!r}")
+        self._log = logger if logger is not None else structlog.get_logger("onion.request")
+        self._bound: Any = None
+        self.level = level
+        self._level_number = LOG_LEVELS[level]
+        self.log_content = log_content
+        self.content_max_chars = content_max_chars
+        self._redact = _load_redactor(redactor) if log_content else scrub_text
+        self.prices = PriceTable.build(prices, prices_file, defaults=default_prices)
+        self._now: Callable[[], float] = clock.now if clock is not None else time.perf_counter
+
+    def _logger(self) -> Any:
+        # structlog's default logger is a lazy proxy that rebuilds itself on every call;
+        # bind it once, at the first request (after the application configured logging).
+        log = self._bound
+        if log is None:
+            bind = getattr(self._log, "bind", None)
+            log = self._bound = bind() if bind is not None else self._log
+        return log
+
+    def _enabled(self, level: int) -> bool:
+        is_enabled_for = getattr(self._logger(), "is_enabled_for", None)
+        return True if is_enabled_for is None else is_enabled_for(level)
+
+    async def __call__(self, request: Request, call_next: CallNext) -> Response:
+        # Failures are warnings: while those are on, the layer has to watch the request.
+        if not self._enabled(max(self._level_number, logging.WARNING)):
+            return await call_next(request)
+        start = self._now()
+        try:
+            response = await call_next(request)
+        except BaseException as error:
+            self._emit(request, None, None, None, error, self._now() - start, None)
+            raise
+        if response.is_stream:
+            return response.wrap(lambda source: self._watch(source, request, response, start))
+        completion = response.completion
+        usage = completion.usage if completion is not None else None
+        answer = completion.content if completion is not None and self.log_content else None
+        model = response.model or (completion.model if completion is not None else "")
+        self._emit(request, response, usage, model, None, self._now() - start, None, answer)
+        return response
+
+    def _emit(
+        self,
+        request: Request,
+        response: Response | None,
+        usage: Usage | None,
+        model: str | None,
+        error: BaseException | None,
+        latency: float,
+        first_chunk: float | None,
+        answer: str | None = None,
+    ) -> None:
+        result = outcome(error)
+        routine = error is None or result in ("blocked", "rate_limited", "cancelled")
+        if routine and not self._enabled(self._level_number):
+            return
+        context = request.context
+        fields: dict[str, Any] = {
+            "request_id": context.request_id,
+            "caller": context.caller,
+            "model": request.model,
+            "served_by": response.served_by if response is not None else None,
+            "stream": request.stream,
+            "outcome": result,
+            "latency_ms": round(latency * 1000, 3),
+        }
+        if model and model != request.model:
+            fields["response_model"] = model
+        if response is not None and response.attrs.get("fallback"):
+            fields["fallback"] = response.attrs["fallback"]
+        if first_chunk is not None:
+            fields["ttfc_ms"] = round(first_chunk * 1000, 3)
+        if usage is not None:
+            fields["prompt_tokens"] = usage.prompt_tokens
+            fields["completion_tokens"] = usage.completion_tokens
+            cached = response is not None and (response.attrs.get("cache") == "hit" or "cache" in response.served_by)
+            cost = 0.0 if cached else self.prices.cost(model or request.model, usage)
+            fields["cost_usd"] = cost  # None: the model has no price (unknown, not zero)
+        state = context.state
+        if "input_guard" in state:
+            fields["guard_flags"] = list(state["input_guard"].get("flags", ()))
+        if "output_guard" in state:
+            fields["redacted"] = dict(state["output_guard"])
+        if self.log_content:
+            fields["prompt"] = self._content(request.messages[-1].text if request.messages else "")
+            if answer is not None:
+                fields["answer"] = self._content(answer)
+        if routine:
+            if error is not None:
+                fields["error_type"] = error_type(error)
+            self._logger().log(self._level_number, "request", **fields)
+            return
+        fields["error_type"] = error_type(error)
+        # The detail is for operators (never shown to users); secrets are masked by the
+        # configured processors and again here in case another configuration is used.
+        fields["detail"] = scrub_text(str(error) if isinstance(error, OnionError) else repr(error))
+        self._logger().warning("request failed", **fields)
+
+    def _content(self, text: str) -> str:
+        text = text[: self.content_max_chars]
+        return self._redact(text)
+
+    async def _watch(
+        self, source: AsyncIterator[Chunk], request: Request, response: Response, start: float
+    ) -> AsyncIterator[Chunk]:
+        now = self._now
+        first_chunk: float | None = None
+        usage: Usage | None = None
+        model = response.model
+        answer = Accumulator() if self.log_content else None
+        error: BaseException | None = None
+        try:
+            async for chunk in source:
+                if first_chunk is None:
+                    first_chunk = now() - start
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if chunk.model:
+                    model = chunk.model
+                if answer is not None:
+                    answer.add(chunk)
+                yield chunk
+        except BaseException as caught:
+            error = caught
+            raise
+        finally:
+            try:
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:
+                text = answer.text if answer is not None else None
+                self._emit(request, response, usage, model, error, now() - start, first_chunk, text)

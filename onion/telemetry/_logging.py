@@ -1,0 +1,162 @@
+"""Process-wide logging for the gateway: structlog configured once, secrets scrubbed.
+
+``configure_logging`` renders onion's structlog lines and the standard library's records
+(uvicorn, httpx) through one root handler, as JSON lines in production or pretty in a
+terminal. Every emitted line passes ``scrub_secrets``; ``scrub_text`` masks key-shaped
+values in one string (what the request-log layer uses for error details).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import msgspec
+import structlog
+
+from ..errors import ConfigError
+
+__all__ = ["LOG_LEVELS", "configure_logging", "reset_logging", "scrub_secrets", "scrub_text"]
+
+LOG_LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+# Field names whose values are credentials, whatever they hold.
+_SECRET_FIELDS = frozenset(
+    {"api_key", "apikey", "authorization", "proxy-authorization", "x-api-key", "password", "secret", "cookie"}
+)
+_SECRET_SUFFIXES = ("_key", "-key", "_secret", "_password", "_token")
+# Values shaped like provider keys or bearer credentials, wherever they appear in a line.
+_SECRET_VALUE = re.compile(
+    r"(?:sk-(?:proj-|ant-(?:api03-)?)?[A-Za-z0-9_-]{16,}"
+    r"|[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}"
+    r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{35}|hf_[A-Za-z0-9]{30,}"
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,})"
+)
+_REDACTED = "[REDACTED]"
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with every key-shaped value (provider keys, bearer tokens) masked."""
+    return _SECRET_VALUE.sub(_REDACTED, text)
+
+
+def _secret_field(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in _SECRET_FIELDS or lowered.endswith(_SECRET_SUFFIXES)
+
+
+def _scrub(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return _SECRET_VALUE.sub(_REDACTED, value) if value else value
+    if depth and isinstance(value, dict):
+        return {k: _REDACTED if _secret_field(str(k)) else _scrub(v, depth - 1) for k, v in value.items()}
+    if depth and isinstance(value, (list, tuple)):
+        return [_scrub(v, depth - 1) for v in value]
+    return value
+
+
+def scrub_secrets(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: blank credential fields and mask key-shaped values.
+
+    Runs only for lines that are emitted. Stack traces are kept for ``error`` and above
+    only (they can hold URLs and internal detail).
+    """
+    for key, value in event_dict.items():
+        if _secret_field(key):
+            event_dict[key] = _REDACTED
+        elif value is not None and not isinstance(value, (int, float, bool)):
+            event_dict[key] = _scrub(value, 3)
+    if method not in ("error", "critical", "exception"):
+        event_dict.pop("exc_info", None)
+        event_dict.pop("stack_info", None)
+    return event_dict
+
+
+def _json_serializer(obj: Any, **_: Any) -> str:
+    return msgspec.json.encode(obj, enc_hook=str).decode()
+
+
+def configure_logging(
+    *,
+    json: bool | None = None,
+    level: str = "info",
+    stream: TextIO | None = None,
+    stdlib: bool = True,
+    cache: bool = True,
+) -> None:
+    """Configure structlog for the gateway: JSON lines in production, pretty in a terminal.
+
+    ``json=None`` picks JSON unless ``stream`` (default ``sys.stderr``) is a terminal.
+    ``level`` filters before anything is formatted. Every event goes through
+    ``scrub_secrets``. With ``stdlib`` the standard ``logging`` records (uvicorn, httpx,
+    modules that use ``logging.getLogger``) are rendered the same way, through one root
+    handler. Call once at startup; ``cache=False`` lets tests reconfigure.
+    """
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"log level must be one of {sorted(LOG_LEVELS)}, not {level!r}")
+    stream = stream if stream is not None else sys.stderr
+    if json is None:
+        json = not (hasattr(stream, "isatty") and stream.isatty())
+    shared: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        scrub_secrets,
+    ]
+    renderer: list[Any] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer(_json_serializer)]
+        if json
+        else [structlog.dev.ConsoleRenderer()]
+    )
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, *shared, *renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(LOG_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=cache,
+    )
+    if stdlib:
+        _route_stdlib(stream, LOG_LEVELS[level], shared, renderer[-1])
+
+
+_previous_root_level: list[int] = []
+
+
+class _OnionHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root handler ``configure_logging`` installs (found again to be replaced)."""
+
+
+def _route_stdlib(stream: TextIO, level: int, shared: list[Any], renderer: Any) -> None:
+    handler = _OnionHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    installed = [h for h in root.handlers if isinstance(h, _OnionHandler)]
+    if not installed and not _previous_root_level:
+        _previous_root_level.append(root.level)  # what reset_logging restores
+    for old in installed:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def reset_logging() -> None:
+    """Undo ``configure_logging`` (structlog defaults, the root handler removed); for tests."""
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _OnionHandler)]:
+        root.removeHandler(old)
+    if _previous_root_level:
+        root.setLevel(_previous_root_level[0])
+        _previous_root_level.clear()
