@@ -25,6 +25,7 @@ import numpy as np
 from _fullstack import CompleteHandler, StreamHandler, build_full_stack, print_table, write_results
 
 from onion import CallNext, Chunk, Layer, Message, Request, Response, Stack
+from onion.testing import each_chunk
 
 DEPTHS = [0, 1, 2, 4, 8, 16, 32]
 HISTORY = [1, 10, 100, 500, 2000]
@@ -46,11 +47,15 @@ def _count(chunk: Chunk) -> None:
     pass
 
 
+_EACH = each_chunk(_count)
+
+
 class Observer(Layer):
-    """Sees every chunk go by, as metrics or an output guard do."""
+    """Sees every chunk go by, as an output guard does."""
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
-        return (await call_next(request)).observe(_count)
+        response = await call_next(request)
+        return response if response.completion is not None else response.wrap(_EACH)
 
 
 async def _per_call_us(stack: Stack, make: Callable[[int], Request], calls: int) -> float:

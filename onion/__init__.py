@@ -17,12 +17,33 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._clock import Clock, SystemClock, system_clock
+from ._context import (
+    Context,
+    GuardFindings,
+    PhaseLimits,
+    RequestOptions,
+    ResumeMode,
+    ResumePrefix,
+    SpanHook,
+    TrimReport,
+)
 from ._lazy import lazy_getattr
-from ._registry import ENTRY_POINT_GROUP, available_layers, build_layer, resolve_layer
-from ._response import Accumulator, EndCallback, Response
+from ._registry import ENTRY_POINT_GROUP, available_layers, build_layer, resolve_import, resolve_layer
+from ._response import Accumulator, AnswerEnd, EndCallback, Response
 from ._stack import PROTOCOL_VERSION, CallNext, Handler, Layer, LayerInfo, Middleware, Order, Stack, layer_info
-from ._tokens import BpeCounter, EstimateCounter, TokenCounter, counter_for, counter_named, register_counter
-from ._types import Chunk, Completion, Context, Message, Request, Usage, decode_request, request_to_wire
+from ._tokens import (
+    PER_MESSAGE_TOKENS,
+    REPLY_PRIMING_TOKENS,
+    BpeCounter,
+    EstimateCounter,
+    TokenCounter,
+    counter_for,
+    counter_named,
+    message_tokens,
+    prompt_tokens,
+    register_counter,
+)
+from ._types import Chunk, Completion, Message, Request, Usage, decode_request, request_to_wire
 from .errors import (
     CANCELLED,
     AllProvidersFailed,
@@ -82,8 +103,11 @@ def __dir__() -> list[str]:
 __all__ = [
     "CANCELLED",
     "ENTRY_POINT_GROUP",
+    "PER_MESSAGE_TOKENS",
     "PROTOCOL_VERSION",
+    "REPLY_PRIMING_TOKENS",
     "Accumulator",
+    "AnswerEnd",
     "AllProvidersFailed",
     "BadRequest",
     "BpeCounter",
@@ -97,6 +121,7 @@ __all__ = [
     "EndCallback",
     "EstimateCounter",
     "GuardrailViolation",
+    "GuardFindings",
     "Handler",
     "Layer",
     "LayerInfo",
@@ -105,13 +130,19 @@ __all__ = [
     "ModelNotFound",
     "OnionError",
     "Order",
+    "PhaseLimits",
     "ProviderError",
     "RateLimited",
     "Request",
+    "RequestOptions",
+    "ResumeMode",
+    "ResumePrefix",
     "Response",
     "Stack",
+    "SpanHook",
     "SystemClock",
     "Timeout",
+    "TrimReport",
     "TokenCounter",
     "Usage",
     "available_layers",
@@ -122,9 +153,12 @@ __all__ = [
     "error_type",
     "layer_info",
     "lazy_getattr",
+    "message_tokens",
     "outcome",
+    "prompt_tokens",
     "register_counter",
     "request_to_wire",
+    "resolve_import",
     "resolve_layer",
     "system_clock",
     *_LAZY,

@@ -22,7 +22,7 @@ import msgspec
 
 from .errors import ConfigError
 
-__all__ = ["ENTRY_POINT_GROUP", "available_layers", "build_layer", "resolve_layer"]
+__all__ = ["ENTRY_POINT_GROUP", "available_layers", "build_layer", "resolve_import", "resolve_layer"]
 
 ENTRY_POINT_GROUP = "onion.middlewares"
 
@@ -32,17 +32,28 @@ def available_layers() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def resolve_import(path: str) -> Any:
+    """The object at the import path ``package.module:attr`` (``attr`` may be dotted).
+
+    The one resolver for everything a config names by path (layers, embedders, guard
+    rules, detectors, redactors); raises ``ConfigError`` naming the path.
+    """
+    module_name, colon, attr = path.partition(":")
+    if not colon or not module_name or not attr:
+        raise ConfigError(f"{path!r} is not an import path 'package.module:attr'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"cannot import {path!r}: {error}") from None
+    return obj
+
+
 def resolve_layer(name: str) -> Any:
     """The class, factory or function registered as ``name`` (or at that import path)."""
     if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            obj: Any = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as error:
-            raise ConfigError(f"cannot import {name!r}: {error}") from None
-        return obj
+        return resolve_import(name)
     matches = entry_points(group=ENTRY_POINT_GROUP, name=name)
     for ep in matches:
         try:

@@ -3,30 +3,29 @@
 A ``Response`` holds either a finished ``Completion`` or an async iterator of
 ``Chunk``\\ s. Both are read the same way: ``await response.result()`` gives the final
 completion (consuming a stream), ``async for chunk in response`` gives chunks (a complete
-answer is one chunk). Layers wrap the chunk iterator in place with ``wrap``, ``observe``,
-``map`` and ``on_end``; none of them buffers. Every wrapper owns its input and closes it
-in ``finally``, so closing the outermost response (or cancelling the task reading it)
-runs the producer's cleanup and releases the upstream connection. A response closed
-before anyone read it still runs every wrapper's cleanup, as for a cancelled stream.
+answer is one chunk). A layer changes the chunks with ``wrap`` and runs code when the
+answer ends with ``on_end``, the one lifecycle hook: it reports the final answer, how it
+ended (finished, failed, cut, cancelled, closed before its first read) and when its first
+chunk passed. Neither buffers. Every wrapper owns its input and closes it in
+``finally``, so closing the outermost response (or cancelling the task reading it) runs
+the producer's cleanup and releases the upstream connection. A response closed before
+anyone read it still runs every wrapper's cleanup, as for a cancelled stream.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
 from ._types import Chunk, Completion, Usage
+from .errors import CANCELLED, outcome
 
-__all__ = ["Accumulator", "EndCallback", "Response"]
-
-EndCallback = Callable[[Completion | None, BaseException | None], Awaitable[None] | None]
-"""Called once when an answer ends: ``(completion, None)`` when it finished cleanly,
-``(None, error)`` when the producer failed, ``(None, None)`` when the consumer closed it
-early or was cancelled."""
+__all__ = ["Accumulator", "AnswerEnd", "EndCallback", "Response"]
 
 
 class Accumulator:
@@ -167,62 +166,172 @@ async def _replay(completion: Completion, piece_chars: int) -> AsyncGenerator[Ch
     yield Chunk(tool_calls=completion.tool_calls, finish_reason=completion.finish_reason, usage=completion.usage)
 
 
-async def _observe(source: AsyncIterator[Chunk], fn: Callable[[Chunk], object]) -> AsyncGenerator[Chunk, None]:
-    try:
-        async for chunk in source:
-            fn(chunk)
-            yield chunk
-    finally:
+class AnswerEnd:
+    """How an answer ended, as ``Response.on_end`` reports it (once per answer).
+
+    - ``completion``: the answer as it passed this point: whole when ``ok``; what had
+      arrived when the stream failed, was cut or was cancelled (possibly empty).
+    - ``error``: the failure; ``None`` when the answer finished or the consumer stopped.
+    - ``cancelled``: the consumer closed the stream early or its task was cancelled
+      (also when it was closed before its first read).
+    - ``first_chunk_at``: clock time the first chunk passed (``None`` for a complete
+      answer, or when no chunk passed); ``ended_at``: clock time the answer ended.
+    - ``chunks``: how many chunks passed.
+    - ``held``: seconds the consumer held chunks (from handing one out to asking for the
+      next): time that was neither the gateway's nor the upstream's.
+    - ``chunk_times``: each chunk's arrival time, when ``on_end(..., chunk_times=True)``.
+    """
+
+    __slots__ = ("cancelled", "chunk_times", "chunks", "completion", "ended_at", "error", "first_chunk_at", "held")
+
+    def __init__(
+        self,
+        completion: Completion,
+        error: BaseException | None = None,
+        *,
+        cancelled: bool = False,
+        first_chunk_at: float | None = None,
+        ended_at: float = 0.0,
+        chunks: int = 0,
+        held: float = 0.0,
+        chunk_times: list[float] | None = None,
+    ) -> None:
+        self.completion = completion
+        self.error = error
+        self.cancelled = cancelled
+        self.first_chunk_at = first_chunk_at
+        self.ended_at = ended_at
+        self.chunks = chunks
+        self.held = held
+        self.chunk_times = chunk_times
+
+    @property
+    def ok(self) -> bool:
+        """The answer finished cleanly (a complete answer, or a stream read to its end)."""
+        return self.error is None and not self.cancelled
+
+    @property
+    def outcome(self) -> str:
+        """``ok``, ``cancelled``, or the error's class (``onion.outcome``): ``timeout`` …"""
+        return CANCELLED if self.cancelled else outcome(self.error)
+
+    def __repr__(self) -> str:
+        return f"<AnswerEnd {self.outcome} chunks={self.chunks}>"
+
+
+EndCallback = Callable[[AnswerEnd], Awaitable[None] | None]
+"""What ``Response.on_end`` calls, once, when the answer ends (it may be async)."""
+
+
+async def _report(callbacks: list[EndCallback], end: AnswerEnd) -> None:
+    # Every callback runs even if one fails (each is a different layer's bookkeeping);
+    # the first failure is raised after the others ran.
+    failure: Exception | None = None
+    for fn in callbacks:
+        try:
+            result = fn(end)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as error:
+            failure = failure or error
+    if failure is not None:
+        raise failure
+
+
+class _Watch:
+    """The state of one ``on_end`` wrapper. Layers that call ``on_end`` one after another
+    with nothing wrapped in between share it: they would see the same chunks, so one
+    pass over them serves every callback."""
+
+    __slots__ = ("callbacks", "chunk_times", "model", "now", "top")
+
+    def __init__(self, now: Callable[[], float], model: str) -> None:
+        self.callbacks: list[EndCallback] = []
+        self.now = now
+        self.model = model
+        self.chunk_times = False
+        self.top: AsyncIterator[Chunk] | None = None
+
+    async def run(self, source: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
+        now = self.now
+        acc = Accumulator()
+        times: list[float] | None = [] if self.chunk_times else None
+        first_at: float | None = None
+        held = 0.0
+        pending: float | None = None  # when the chunk the consumer holds was handed out
+        try:
+            async for chunk in source:
+                at = now()
+                if first_at is None:
+                    first_at = at
+                if times is not None:
+                    times.append(at)
+                acc.add(chunk)
+                pending = at
+                yield chunk
+                held += now() - pending
+                pending = None
+        except BaseException as caught:
+            if pending is not None:  # closed while the consumer held a chunk
+                held += now() - pending
+            stopped = isinstance(caught, (GeneratorExit, anyio.get_cancelled_exc_class()))
+            with anyio.CancelScope(shield=True):
+                await _aclose(source)
+                end = AnswerEnd(acc.completion(self.model), None if stopped else caught, cancelled=stopped)
+                await _report(self.callbacks, self._timed(end, first_at, acc.chunks, held, times))
+            raise
         await _aclose(source)
+        # Outside the try: a failing callback is not reported to the others as a stream error.
+        end = AnswerEnd(acc.completion(self.model))
+        await _report(self.callbacks, self._timed(end, first_at, acc.chunks, held, times))
 
-
-async def _map(source: AsyncIterator[Chunk], fn: Callable[[Chunk], Chunk | None]) -> AsyncGenerator[Chunk, None]:
-    try:
-        async for chunk in source:
-            mapped = fn(chunk)
-            if mapped is not None:
-                yield mapped
-    finally:
-        await _aclose(source)
-
-
-async def _call_end(fn: EndCallback, completion: Completion | None, error: BaseException | None) -> None:
-    result = fn(completion, error)
-    if inspect.isawaitable(result):
-        await result
-
-
-async def _on_end(source: AsyncIterator[Chunk], fn: EndCallback, model: str) -> AsyncGenerator[Chunk, None]:
-    acc = Accumulator()
-    finished = False
-    try:
-        async for chunk in source:
-            acc.add(chunk)
-            yield chunk
-        finished = True
-    except BaseException as error:
-        with anyio.CancelScope(shield=True):
-            await _call_end(
-                fn, None, None if isinstance(error, (GeneratorExit, anyio.get_cancelled_exc_class())) else error
-            )
-        raise
-    finally:
-        await _aclose(source)
-    if finished:
-        # Outside the try: a failing callback must not be reported to itself as a
-        # stream error.
-        await _call_end(fn, acc.completion(model), None)
+    def _timed(
+        self, end: AnswerEnd, first_at: float | None, chunks: int, held: float, times: list[float] | None
+    ) -> AnswerEnd:
+        end.first_chunk_at, end.ended_at, end.chunks, end.held, end.chunk_times = (
+            first_at,
+            self.now(),
+            chunks,
+            held,
+            times,
+        )
+        return end
 
 
 class Response:
     """An answer, complete or streaming, behind one interface.
 
-    ``served_by`` names the layer or provider that produced it; ``model`` the model that
-    answered; ``headers`` are extra HTTP headers the server adds; ``attrs`` holds notes
-    from layers (for example ``{"cache": "hit"}``).
+    What layers record about an answer, each a declared field:
+
+    - ``served_by``: the layer or provider that produced it (``exact_cache``,
+      ``input_guard``, a provider's name);
+    - ``model``: the model that answered (after a fallback, the model that did);
+    - ``provider``: the API the upstream spoke (``openai``, ``anthropic``; set by the
+      provider, ``gen_ai.provider.name`` in metrics and traces);
+    - ``cache``: ``"hit"`` when a cache answered, ``"miss"`` when one looked and stored,
+      ``None`` when no cache was asked;
+    - ``fallback``: the later model of a fallback chain that answered, else ``None``;
+    - ``resumed``: how a cut stream was recovered (``"continue"`` or ``"reissue"``);
+    - ``headers``: extra HTTP headers the server adds to the answer.
+
+    ``attrs`` is free-form room for third-party layers' notes; no built-in uses it.
     """
 
-    __slots__ = ("_chunks", "_completion", "_consumed", "_producer", "attrs", "headers", "model", "served_by")
+    __slots__ = (
+        "_chunks",
+        "_completion",
+        "_consumed",
+        "_producer",
+        "_watch",
+        "attrs",
+        "cache",
+        "fallback",
+        "headers",
+        "model",
+        "provider",
+        "resumed",
+        "served_by",
+    )
 
     def __init__(
         self,
@@ -239,8 +348,13 @@ class Response:
         self._producer = _Producer(chunks, on_close) if chunks is not None else None
         self._chunks: AsyncIterator[Chunk] | None = self._producer
         self._consumed = False
+        self._watch: _Watch | None = None
         self.served_by = served_by
         self.model = model or (completion.model if completion is not None else "")
+        self.provider = ""
+        self.cache: Literal["hit", "miss"] | None = None
+        self.fallback: str | None = None
+        self.resumed: str | None = None
         self.headers: dict[str, str] = {}
         self.attrs: dict[str, Any] = {}
 
@@ -324,24 +438,35 @@ class Response:
         self._completion = None
         return self
 
-    def observe(self, fn: Callable[[Chunk], object]) -> Response:
-        """Call ``fn(chunk)`` for each chunk as it passes (a complete answer is one chunk)."""
-        if self._completion is not None:
-            fn(completion_chunk(self._completion))
-            return self
-        self._chunks = _observe(self._source(), fn)
+    def replace_completion(self, completion: Completion) -> Response:
+        """Put ``completion`` in place of a complete answer (a layer that rewrites it, as a
+        guard that redacts); every other field of the response stays."""
+        if self._completion is None:
+            raise RuntimeError("replace_completion needs a complete answer; wrap a stream instead")
+        self._completion = completion
         return self
 
-    def map(self, fn: Callable[[Chunk], Chunk | None]) -> Response:
-        """Replace each chunk with ``fn(chunk)``; ``None`` drops it."""
-        return self.wrap(lambda source: _map(source, fn))
+    async def on_end(
+        self, fn: EndCallback, *, now: Callable[[], float] | None = None, chunk_times: bool = False
+    ) -> Response:
+        """Run ``fn(end)`` once when the answer ends, with an ``AnswerEnd``: the answer,
+        how it ended and when its first chunk passed. A complete answer calls it at once.
 
-    async def on_end(self, fn: EndCallback) -> Response:
-        """Run ``fn(completion, error)`` when the answer ends (at once if complete)."""
+        ``now`` is the clock the times are read from (default ``time.perf_counter``; a
+        layer with an injectable clock passes its own); ``chunk_times`` also records each
+        chunk's arrival. Successive ``on_end`` calls with nothing wrapped in between share
+        one pass over the chunks.
+        """
+        clock = now or time.perf_counter
         if self._completion is not None:
-            await _call_end(fn, self._completion, None)
+            await _report([fn], AnswerEnd(self._completion, ended_at=clock()))
             return self
-        self._chunks = _on_end(self._source(), fn, self.model)
+        watch = self._watch
+        if watch is None or watch.top is not self._chunks or watch.now is not clock:
+            watch = self._watch = _Watch(clock, self.model)
+            self._chunks = watch.top = watch.run(self._source())
+        watch.callbacks.append(fn)
+        watch.chunk_times = watch.chunk_times or chunk_times
         return self
 
     async def aclose(self) -> None:

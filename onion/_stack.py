@@ -158,7 +158,9 @@ def _terminal(handler: Handler, name: str) -> Handler:
     # One frame per request (not per layer): an answer the handler left unnamed is named
     # here, so an unnamed answer reaching the stack's top is known to be a layer's.
     async def call_handler(request: Request) -> Response:
-        request.context.trace.append(name)
+        context = request.context
+        context.trace.append(name)
+        context.attempts += 1
         response = await handler(request)
         if not response.served_by:
             response.served_by = name

@@ -1,4 +1,4 @@
-"""Token counters for context trimming and the input guard's token limit.
+"""Token counters: one way to count a prompt, for trimming, guards, rate limits and budgets.
 
 A counter turns text into a token count. Two kinds ship:
 
@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+
+from ._types import Message
 
 __all__ = [
     "BpeCounter",
@@ -27,6 +31,8 @@ __all__ = [
     "TokenCounter",
     "counter_for",
     "counter_named",
+    "message_tokens",
+    "prompt_tokens",
     "register_counter",
 ]
 
@@ -172,3 +178,28 @@ def counter_for(model: str) -> TokenCounter:
         return _ESTIMATE
     choice = _BY_PREFIX[best]
     return counter_named(choice) if isinstance(choice, str) else choice
+
+
+# OpenAI's chat format adds a few tokens per message (role, separators) and primes the
+# reply with a few more; counting them keeps budgets honest.
+PER_MESSAGE_TOKENS = 3
+"""Framing tokens each chat message costs on top of its text."""
+REPLY_PRIMING_TOKENS = 3
+"""Tokens that prime the assistant's reply, once per prompt."""
+
+
+def message_tokens(message: Message, count: Callable[[str], int]) -> int:
+    """Tokens one message costs in a prompt: its text, name and tool calls (counted with
+    ``count``), plus the framing. Trimming, rate limits and budgets all count this way."""
+    tokens = PER_MESSAGE_TOKENS + (count(message.text) if message.content else 0)
+    if message.name:
+        tokens += 1 + count(message.name)
+    if message.tool_calls:
+        tokens += count(msgspec.json.encode(message.tool_calls).decode())
+    return tokens
+
+
+def prompt_tokens(messages: Sequence[Message], counter: TokenCounter | None = None) -> int:
+    """Tokens of a whole prompt (``counter`` defaults to the estimate, which errs high)."""
+    count = (counter or _ESTIMATE).count
+    return sum(message_tokens(message, count) for message in messages) + REPLY_PRIMING_TOKENS

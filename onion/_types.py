@@ -8,16 +8,15 @@ id, caller, deadline, the trace of layers) lives on ``Request.context``.
 
 from __future__ import annotations
 
-import itertools
-import os
 from typing import Any
 
 import msgspec
 
+from ._context import Context
+
 __all__ = [
     "Chunk",
     "Completion",
-    "Context",
     "Message",
     "Request",
     "Usage",
@@ -62,55 +61,6 @@ class Usage(msgspec.Struct, frozen=True, omit_defaults=True):
             self.completion_tokens + other.completion_tokens,
             self.total_tokens + other.total_tokens,
         )
-
-
-# A random per-process prefix and a counter: unique across processes, and far cheaper
-# per request than uuid4 (which reads the OS random source every time).
-_ID_PREFIX = "req_" + os.urandom(6).hex()
-_ID_COUNTER = itertools.count(1)
-
-
-def _new_request_id() -> str:
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
-
-
-# ``Context.state`` keys that layers write and providers read: part of the core so that
-# neither side imports the other (a stack need not load the providers, nor they the layers).
-RESUME_PREFIX = "resume.prefix"
-"""Set by a recovering retry/fallback layer only while it reopens a stream in
-``resume = "auto"`` mode: ``(sent_text, messages)``. A provider that can continue an
-assistant prefix sends the text as one and replays it in front of the continuation, so
-its answer reads as a whole answer to the plain request."""
-DEADLINE_GUARDED = "deadline.guarded"
-"""Set by the timeout layer to the deadline it enforces around every pull itself: a
-provider need not add a cancel scope of its own per read for that deadline."""
-
-
-class Context(msgspec.Struct):
-    """Per-request state that travels with a request but is never sent upstream.
-
-    A context is shared by every copy of a request made with
-    ``msgspec.structs.replace``, so a retry sees what outer layers recorded.
-
-    - ``request_id``: unique id, shown to users in safe error messages and in logs.
-    - ``caller``: identity of the client (API key name, ``user``), used for rate limits,
-      cache scopes and metrics.
-    - ``deadline``: absolute time in ``anyio.current_time()`` units, or ``None``.
-    - ``trace``: names of the layers entered, in order (a retry appears twice).
-    - ``options``: per-request switches set by the caller or the server
-      (for example ``{"cache": False}``).
-    - ``state``: scratch space for layers, keyed by layer name.
-    - ``upstream_seconds``: time spent waiting for upstreams (providers add to it), so
-      the gateway's own overhead is the total minus this.
-    """
-
-    request_id: str = msgspec.field(default_factory=_new_request_id)
-    caller: str | None = None
-    deadline: float | None = None
-    trace: list[str] = msgspec.field(default_factory=list)
-    options: dict[str, Any] = msgspec.field(default_factory=dict)
-    state: dict[str, Any] = msgspec.field(default_factory=dict)
-    upstream_seconds: float = 0.0
 
 
 class Request(msgspec.Struct, frozen=True, omit_defaults=True):

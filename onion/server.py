@@ -27,8 +27,9 @@ from typing import Any
 import anyio
 import msgspec
 
+from ._context import Context, RequestOptions
 from ._response import Response
-from ._types import Chunk, Completion, Context, Request, Usage, decode_request
+from ._types import Chunk, Completion, Request, Usage, decode_request
 from .errors import BadRequest, OnionError, ProviderError
 
 __all__ = ["GatewayApp", "create_app"]
@@ -50,6 +51,7 @@ _SSE_HEADERS = [
 ]
 _DONE = b"data: [DONE]\n\n"
 _CACHE_OFF = frozenset({"no", "false", "0", "off"})
+_NO_CACHE = RequestOptions(cache=False)
 _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
@@ -298,7 +300,7 @@ class GatewayApp:
             parts.append(piece)
         return b"".join(parts)
 
-    def _decode(self, body: bytes, caller: str | None, options: dict[str, Any] | None) -> Request:
+    def _decode(self, body: bytes, caller: str | None, options: RequestOptions | None) -> Request:
         if not body:
             raise _Reject(400, "the request body is empty; send a JSON object", "invalid_request_error")
         try:
@@ -308,8 +310,8 @@ class GatewayApp:
         if not isinstance(raw, dict):
             raise _Reject(400, "the request body must be a JSON object", "invalid_request_error")
         context = Context(caller=caller)
-        if options:
-            context.options.update(options)
+        if options is not None:
+            context.options = options
         try:
             request = decode_request(raw, context=context)
         except msgspec.ValidationError as error:
@@ -368,7 +370,7 @@ class GatewayApp:
         if (onion_cache is not None and onion_cache.strip().lower().decode("latin-1") in _CACHE_OFF) or (
             cache_control is not None and (b"no-cache" in cache_control.lower() or b"no-store" in cache_control.lower())
         ):
-            options = {"cache": False}
+            options = _NO_CACHE
         try:
             caller = self._caller(authorization)
             request = self._decode(await self._read_body(receive, declared), caller, options)
@@ -377,7 +379,7 @@ class GatewayApp:
             return
         context = request.context
         if trace_headers:
-            context.state["headers"] = trace_headers
+            context.trace_headers = trace_headers
         try:
             response = await self.handler(request)
             if not request.stream:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import anyio
 import anyio.lowlevel
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onion import Chunk, Completion, ProviderError, Response, Usage
+from onion import AnswerEnd, Chunk, Completion, ProviderError, Response, Usage
+from onion.testing import FakeClock
 
 
 async def _gen(pieces: list[str], log: list[str], fail_at: int | None = None):  # type: ignore[no-untyped-def]
@@ -54,7 +58,7 @@ async def test_a_complete_answer_reads_as_one_chunk() -> None:
 
 
 @pytest.mark.parametrize("streamed", [True, False])
-async def test_observe_map_and_on_end_work_for_both_kinds(streamed: bool) -> None:
+async def test_wrap_and_on_end_work_for_both_kinds(streamed: bool) -> None:
     log: list[str] = []
     make = (
         (lambda: Response.stream(_gen(["a", "b"], log), model="m"))
@@ -62,44 +66,116 @@ async def test_observe_map_and_on_end_work_for_both_kinds(streamed: bool) -> Non
         else (lambda: Response.complete(Completion(content="ab", model="m")))
     )
     seen: list[str] = []
-    ended: list[tuple[Completion | None, BaseException | None]] = []
-    response = make().observe(lambda chunk: seen.append(chunk.content))
-    response = response.map(lambda chunk: Chunk(content=chunk.content.upper(), finish_reason=chunk.finish_reason))
-    response = await response.on_end(lambda completion, error: ended.append((completion, error)))
+    ended: list[AnswerEnd] = []
+
+    async def upper(source: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+        async for chunk in source:
+            seen.append(chunk.content)
+            yield msgspec.structs.replace(chunk, content=chunk.content.upper())
+
+    response = await make().wrap(upper).on_end(ended.append)
     completion = await response.result()
     assert completion.content == "AB"
     assert "".join(seen) == "ab"
-    assert len(ended) == 1 and ended[0][0] is not None and ended[0][0].content == "AB" and ended[0][1] is None
+    [end] = ended
+    assert end.ok and end.outcome == "ok" and end.completion.content == "AB" and end.error is None
+    assert end.chunks == (3 if streamed else 1) and end.first_chunk_at is not None
+    assert end.first_chunk_at <= end.ended_at
+
+
+async def test_a_complete_answer_ends_at_once_without_chunks() -> None:
+    ended: list[AnswerEnd] = []
+    answer = Completion(content="done", model="m")
+    await Response.complete(answer).on_end(ended.append)
+    [end] = ended
+    assert end.ok and end.completion is answer and end.chunks == 0 and end.first_chunk_at is None
 
 
 async def test_on_end_reports_failure_and_early_close() -> None:
-    ended: list[tuple[Completion | None, BaseException | None]] = []
+    ended: list[AnswerEnd] = []
     log: list[str] = []
-    response = await Response.stream(_gen(["a", "b", "c"], log, fail_at=2)).on_end(lambda c, e: ended.append((c, e)))
+    response = await Response.stream(_gen(["a", "b", "c"], log, fail_at=2)).on_end(ended.append)
     with pytest.raises(ProviderError):
         await response.result()
-    assert ended[0][0] is None and isinstance(ended[0][1], ProviderError)
+    [failed] = ended
+    assert not failed.ok and isinstance(failed.error, ProviderError) and failed.outcome == "error"
+    assert failed.completion.content == "ab" and not failed.cancelled  # what had arrived
 
     ended.clear()
-    response = await Response.stream(_gen(["a", "b", "c"], log)).on_end(lambda c, e: ended.append((c, e)))
+    response = await Response.stream(_gen(["a", "b", "c"], log)).on_end(ended.append)
     async with response:
         async for _ in response:
             break
-    assert ended == [(None, None)]
+    [stopped] = ended
+    assert stopped.cancelled and stopped.error is None and stopped.outcome == "cancelled"
+    assert stopped.completion.content == "a"
     assert log == ["closed", "closed"]
+
+
+async def test_on_end_of_a_stream_closed_before_its_first_read_reports_cancelled() -> None:
+    ended: list[AnswerEnd] = []
+    log: list[str] = []
+    response = await Response.stream(_gen(["a"], log)).on_end(ended.append)
+    await response.aclose()
+    [end] = ended
+    assert end.cancelled and end.chunks == 0 and end.first_chunk_at is None
+
+
+async def test_successive_on_end_calls_share_one_pass_and_all_run() -> None:
+    ended: list[str] = []
+    response = Response.stream(_gen(["a", "b"], []))
+
+    def failing(end: AnswerEnd) -> None:
+        ended.append("failing")
+        raise RuntimeError("a callback's own bug")
+
+    await response.on_end(lambda end: ended.append("inner"), chunk_times=True)
+    watch = response._watch
+    await response.on_end(failing)
+    await response.on_end(lambda end: ended.append(f"outer {len(end.chunk_times or [])}"))
+    assert response._watch is watch  # one wrapper serves all three
+    with pytest.raises(RuntimeError, match="own bug"):
+        await response.result()
+    assert ended == ["inner", "failing", "outer 3"]
+
+
+async def test_held_time_is_the_consumers_time_between_chunks() -> None:
+    clock = FakeClock(start=0.0)
+    ended: list[AnswerEnd] = []
+    response = await Response.stream(_gen(["a", "b"], [])).on_end(ended.append, now=clock.now)
+    async for _ in response:
+        clock.advance(0.5)
+    [end] = ended
+    assert end.held == pytest.approx(1.5) and end.ended_at == pytest.approx(1.5)
 
 
 async def test_async_on_end_callback_is_awaited() -> None:
     stored: list[str] = []
 
-    async def store(completion: Completion | None, error: BaseException | None) -> None:
+    async def store(end: AnswerEnd) -> None:
         await anyio.lowlevel.checkpoint()
-        if completion is not None:
-            stored.append(completion.content)
+        if end.ok:
+            stored.append(end.completion.content)
 
     response = await Response.stream(_gen(["x", "y"], [])).on_end(store)
     assert [c.content async for c in response] == ["x", "y", ""]
     assert stored == ["xy"]
+
+
+async def test_replace_completion_keeps_every_other_field() -> None:
+    response = Response.complete(Completion(content="secret", model="m"), served_by="p")
+    response.cache, response.provider, response.headers["x"] = "miss", "openai", "1"
+    response.replace_completion(Completion(content="[REDACTED]", model="m"))
+    assert (await response.result()).content == "[REDACTED]"
+    assert (response.cache, response.provider, response.headers, response.served_by) == (
+        "miss",
+        "openai",
+        {"x": "1"},
+        "p",
+    )
+    streamed = Response.stream(_gen(["a"], []))
+    with pytest.raises(RuntimeError, match="complete answer"):
+        streamed.replace_completion(Completion())
 
 
 async def test_tool_call_deltas_are_merged() -> None:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onion import CallNext, Completion, ConfigError, Layer, Message, Order, ProviderError, Request, Response, Stack
-from onion.testing import Fail, Reply, ScriptedProvider
+from onion.testing import Fail, Reply, ScriptedProvider, each_chunk
 
 
 def _request(stream: bool = False) -> Request:
@@ -90,11 +90,11 @@ async def test_exception_propagates_unchanged(n: int) -> None:
 
 
 class PassThroughStream(Layer):
-    """Wraps the stream without buffering (observe)."""
+    """Wraps the stream without buffering (a per-chunk watcher)."""
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         response = await call_next(request)
-        return response.observe(lambda chunk: None)
+        return response.wrap(each_chunk(lambda chunk: None))
 
 
 @pytest.mark.parametrize("n", [0, 1, 5, 20])
@@ -261,7 +261,7 @@ async def test_closing_before_the_first_read_runs_every_cleanup(n: int, take_ite
 
     async def watcher(request: Request, call_next: CallNext) -> Response:
         response = await call_next(request)
-        return await response.on_end(lambda completion, error: ended.append((completion, error)))
+        return await response.on_end(lambda end: ended.append((end.completion if end.ok else None, end.error)))
 
     provider = ScriptedProvider(default=Reply("a b c d e f"))
     stack = Stack([watcher, *(PassThroughStream() for _ in range(n))], handler=provider)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onion import Context, Message, Request, decode_request, request_to_wire
+from onion import Context, Message, Request, RequestOptions, decode_request, request_to_wire
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=20)
 json_values = st.recursive(
@@ -44,7 +44,8 @@ def test_unknown_fields_round_trip_untouched(
 def test_context_is_never_sent_upstream() -> None:
     request = decode_request(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}')
     request.context.caller = "alice"
-    request.context.options["cache"] = False
+    request.context.options = RequestOptions(cache=False)
+    request.context.trace_headers = {"traceparent": "00-alice"}
     wire = request_to_wire(request)
     assert "context" not in wire and "alice" not in msgspec.json.encode(wire).decode()
 

@@ -37,7 +37,7 @@ import anyio.to_thread
 import httpx
 import numpy as np
 
-from onion import resolve_layer
+from onion import resolve_import
 
 __all__ = [
     "Embedder",
@@ -288,7 +288,7 @@ def resolve_embedder(spec: str | Mapping[str, Any] | Embedder, params: Mapping[s
         if ":" not in spec:
             known = ", ".join(sorted(_SHORT_NAMES))
             raise ValueError(f"unknown embedder {spec!r}; known: {known}; or give 'package.module:Class'")
-        factory = resolve_layer(spec)
+        factory = resolve_import(spec)
     try:
         embedder = factory(**(params or {}))
     except TypeError as error:

@@ -22,9 +22,8 @@ from typing import Any, Literal
 import msgspec
 import structlog
 
-from onion import CallNext, Clock, Completion, Layer, Order, Request, Response
+from onion import AnswerEnd, CallNext, Clock, Completion, Layer, Order, Request, Response
 
-from ..observe._spans import work_span
 from .stores import CacheStats, MemoryStore, decode_completion, encode_completion, make_store
 
 __all__ = ["CachePolicy", "ExactCache", "caller_scope", "request_key", "serve_cached", "store_when_clean"]
@@ -59,7 +58,7 @@ class CachePolicy(msgspec.Struct, frozen=True):
 
     def cacheable(self, request: Request) -> bool:
         """Whether this request may be looked up and stored."""
-        if request.context.options.get("cache") is False:
+        if not request.context.options.cache:
             return False
         if request.temperature is not None and request.temperature > self.max_temperature:
             return False
@@ -95,7 +94,7 @@ def serve_cached(request: Request, completion: Completion, served_by: str) -> Re
         response = Response.replay(completion, served_by=served_by)
     else:
         response = Response.complete(completion, served_by=served_by)
-    response.attrs["cache"] = "hit"
+    response.cache = "hit"
     response.headers["x-onion-cache"] = "hit"
     return response
 
@@ -108,9 +107,9 @@ async def store_when_clean(response: Response, store: Any) -> Response:
     output guard), is closed early or is cancelled is not stored.
     """
 
-    async def on_end(completion: Completion | None, error: BaseException | None) -> None:
-        if completion is not None and error is None:
-            await store(completion)
+    async def on_end(end: AnswerEnd) -> None:
+        if end.ok:
+            await store(end.completion)
 
     return await response.on_end(on_end)
 
@@ -120,7 +119,7 @@ class ExactCache(Layer):
 
     Parameters (TOML names): ``ttl_seconds``, ``max_bytes`` (memory backend),
     ``backend = "memory" | "redis"``, ``redis_url``; in code also ``policy`` and ``clock``.
-    A request skips the cache when ``request.context.options["cache"]`` is ``False``.
+    A request skips the cache when ``request.context.options.cache`` is ``False``.
     ``stats`` counts hits, misses, stores, evictions, expirations, bypasses and errors.
     """
 
@@ -150,13 +149,14 @@ class ExactCache(Layer):
         self.policy = policy or CachePolicy(scope=scope)
         self.store = make_store(backend, max_bytes=max_bytes, redis_url=redis_url, prefix=prefix, clock=clock)
         self.stats: CacheStats = self.store.stats
+        self._span_attributes = {"onion.layer": self.name}
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         if not self.policy.cacheable(request):
             self.stats.bypassed += 1
             return await call_next(request)
         key = request_key(request, caller_scope(request, self.policy))
-        with work_span(request, "exact_cache lookup", self.name) as span:
+        with request.context.span("exact_cache lookup", self._span_attributes) as span:
             data = await self._get(key)
             if span is not None:
                 span.set_attribute("onion.cache.hit", data is not None)
@@ -165,11 +165,11 @@ class ExactCache(Layer):
             return serve_cached(request, decode_completion(data), self.name)
         self.stats.misses += 1
         response = await call_next(request)
-        if response.attrs.get("cache") == "hit":
+        if response.cache == "hit":
             # An inner (semantic) cache answered: an approximate answer is not pinned
             # under this exact key.
             return response
-        response.attrs["cache"] = "miss"
+        response.cache = "miss"
         response.headers["x-onion-cache"] = "miss"
 
         async def store(completion: Completion) -> None:

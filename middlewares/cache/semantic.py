@@ -53,7 +53,6 @@ import structlog
 
 from onion import CallNext, Clock, Completion, ConfigError, Layer, Order, Request, Response, system_clock
 
-from ..observe._spans import work_span
 from .embedders import Embedder, resolve_embedder
 from .exact import CachePolicy, caller_scope, serve_cached, store_when_clean
 from .vector_index import NearestIndex, make_index
@@ -276,6 +275,7 @@ class SemanticCache(Layer):
         self.failure_backoff = failure_backoff_seconds
         self.clock = clock or system_clock
         self.stats = SemanticStats()
+        self._span_attributes = {"onion.layer": self.name}
         self._index_kind = index
         self._index: NearestIndex | None = None  # built at the first vector: its dim is known then
         self._entries: dict[str, Entry] = {}
@@ -304,7 +304,7 @@ class SemanticCache(Layer):
             self.stats.ineligible += 1
             return await call_next(request)
         text, scope = prepared
-        with work_span(request, "semantic_cache lookup", self.name) as span:
+        with request.context.span("semantic_cache lookup", self._span_attributes) as span:
             vector = await self._embed(text)
             completion = None if vector is None else await self._lookup(vector, scope, signature(text))
             if span is not None:
@@ -316,9 +316,9 @@ class SemanticCache(Layer):
             return serve_cached(request, completion, self.name)
         self.stats.misses += 1
         response = await call_next(request)
-        if response.attrs.get("cache") == "hit":
+        if response.cache == "hit":
             return response
-        response.attrs["cache"] = "miss"
+        response.cache = "miss"
         response.headers.setdefault("x-onion-cache", "miss")
 
         async def store(answer: Completion) -> None:

@@ -17,11 +17,25 @@ fit, the request fails with ``BadRequest`` naming both numbers.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import msgspec
 
-from onion import BadRequest, CallNext, Layer, Message, Request, Response, TokenCounter, counter_for, counter_named
+from onion import (
+    REPLY_PRIMING_TOKENS,
+    BadRequest,
+    CallNext,
+    Layer,
+    Message,
+    Request,
+    Response,
+    TokenCounter,
+    TrimReport,
+    counter_for,
+    counter_named,
+    message_tokens,
+)
 
 __all__ = ["CONTEXT_WINDOWS", "TrimContext", "message_units"]
 
@@ -43,10 +57,6 @@ CONTEXT_WINDOWS: dict[str, int] = {
 
 _COUNTED_CHARS_KEPT = 4_000_000
 _PINNED_ROLES = frozenset({"system", "developer"})
-# OpenAI's chat format adds a few tokens per message (role, separators) and primes the
-# reply with a few more; counting them keeps the budget honest.
-_PER_MESSAGE = 3
-_REPLY_PRIMING = 3
 
 
 def _prefix_lookup(table: dict[str, Any], model: str) -> Any:
@@ -160,13 +170,8 @@ class TrimContext(Layer):
         return cached
 
     def message_tokens(self, message: Message, counter: TokenCounter) -> int:
-        """Tokens one message costs in the prompt (text, name, tool calls, framing)."""
-        tokens = _PER_MESSAGE + self._count(counter, message.text)
-        if message.name:
-            tokens += 1 + self._count(counter, message.name)
-        if message.tool_calls:
-            tokens += self._count(counter, msgspec.json.encode(message.tool_calls).decode())
-        return tokens
+        """Tokens one message costs in the prompt (``onion.message_tokens``, counts cached)."""
+        return message_tokens(message, partial(self._count, counter))
 
     def trim(self, request: Request) -> tuple[Request, int, int]:
         """The trimmed request, how many messages were dropped, and its token count.
@@ -179,7 +184,7 @@ class TrimContext(Layer):
             return request, 0, -1
         counter = self.counter(request.model)
         costs = [self.message_tokens(m, counter) for m in messages]
-        total = sum(costs) + _REPLY_PRIMING
+        total = sum(costs) + REPLY_PRIMING_TOKENS
         if total <= budget:
             return request, 0, total
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=len(messages) - 1)
@@ -204,5 +209,5 @@ class TrimContext(Layer):
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         trimmed, dropped, tokens = self.trim(request)
         if dropped:
-            request.context.state["trim_context"] = {"dropped": dropped, "prompt_tokens": tokens}
+            request.context.trimmed = TrimReport(dropped, tokens)
         return await call_next(trimmed)

@@ -7,7 +7,7 @@ itself in the violation and has an outcome:
 - ``block``: raise ``GuardrailViolation(stage="input", rule=name)`` (HTTP 400,
   ``guardrail_violation``) with a safe message; nothing is sent upstream;
 - ``flag``: let the request pass and record the rule's name in
-  ``request.context.state["input_guard"]["flags"]`` for metrics and logs;
+  ``request.context.findings.flags`` for metrics and logs;
 - ``sanitise``: rewrite the message (for example strip control characters) and pass
   the cleaned request inward.
 
@@ -21,7 +21,6 @@ collapsed), so ``ＩＧＮＯＲＥ  prev\\u200bious instructions`` is caught.
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -40,9 +39,9 @@ from onion import (
     Response,
     TokenCounter,
     counter_named,
+    resolve_import,
 )
 
-from ..observe._spans import work_span
 from .normalize import normalize, strip_control
 
 __all__ = ["INJECTION_PATTERNS", "InputGuard", "Outcome", "Rule", "RuleSpec"]
@@ -177,13 +176,10 @@ def _rule_from_spec(spec: RuleSpec) -> Rule:
         raise ValueError(f"rule {spec.name!r}: give exactly one of 'pattern' or 'check'")
     if spec.pattern is not None:
         return Rule.regex(spec.name, spec.pattern, spec.outcome, spec.replacement)
-    module_name, _, attr = (spec.check or "").partition(":")
     try:
-        fn: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            fn = getattr(fn, part)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise ValueError(f"rule {spec.name!r}: cannot import {spec.check!r}: {error}") from None
+        fn = resolve_import(spec.check or "")
+    except ConfigError as error:
+        raise ValueError(f"rule {spec.name!r}: {error}") from None
     return Rule.function(spec.name, fn, spec.outcome)
 
 
@@ -239,6 +235,7 @@ class InputGuard(Layer):
         # pays for its new messages only. Rule functions must therefore be pure.
         self._verdicts: dict[str, tuple[str, ...]] = {}
         self._verdict_chars = 0
+        self._span_attributes = {"onion.layer": self.name}
 
     @staticmethod
     def _user_rule(rule: Any, index: int) -> Rule:
@@ -346,14 +343,14 @@ class InputGuard(Layer):
         return remember
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
-        with work_span(request, "input_guard check", self.name) as span:
+        with request.context.span("input_guard check", self._span_attributes) as span:
             checked, flags = self.check(request)
             if span is not None and flags:
                 span.set_attribute("onion.guard.flags", list(dict.fromkeys(flags)))
         if flags:
             # Deduplicated but in order, so logs read like the rule list.
-            record = request.context.state.setdefault("input_guard", {"flags": []})
-            record["flags"].extend(f for f in dict.fromkeys(flags) if f not in record["flags"])
+            record = request.context.guard_findings().flags
+            record.extend(f for f in dict.fromkeys(flags) if f not in record)
         return await call_next(checked)
 
 

@@ -19,20 +19,21 @@ numbers, never more than 345 characters.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, ClassVar, Literal
 
 import msgspec
 
-from onion import CallNext, Chunk, GuardrailViolation, Layer, Order, Request, Response
+from onion import CallNext, Chunk, ConfigError, GuardrailViolation, Layer, Order, Request, Response, resolve_import
 
-from ..observe._spans import work_span
 from .pii import DETECTORS, Detector
 
 __all__ = ["Mode", "OutputGuard", "Scanner"]
 
 Mode = Literal["block", "redact"]
+# Built once: an untraced request then allocates nothing for its span.
+_SPAN_ATTRIBUTES = {"onion.layer": "output_guard"}
+_STREAM_SPAN_ATTRIBUTES = {"onion.layer": "output_guard", "onion.stream": True}
 
 _DEFAULT_DETECTORS = ("card", "email", "phone", "iban", "secret", "my_number")
 
@@ -44,11 +45,10 @@ def _detector(spec: str | Detector) -> Detector:
     if cls is not None:
         return cls()
     if ":" in spec:
-        module_name, _, attr = spec.partition(":")
         try:
-            found = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as error:
-            raise ValueError(f"detector {spec!r} cannot be imported: {error}") from None
+            found = resolve_import(spec)
+        except ConfigError as error:
+            raise ValueError(f"detector: {error}") from None
         return found() if isinstance(found, type) else found
     raise ValueError(f"unknown detector {spec!r}; built-in: {', '.join(DETECTORS)}; or 'package.module:Class'")
 
@@ -180,7 +180,7 @@ class OutputGuard(Layer):
     ``secret``, ``my_number``), import paths ``package.module:Class`` or ``Detector``
     objects; ``mode`` is the default action and ``modes`` overrides it per detector
     (``{card = "block"}``). Counts of matches per detector are recorded in
-    ``request.context.state["output_guard"]``.
+    ``request.context.findings.redactions``.
     """
 
     name = "output_guard"
@@ -229,7 +229,7 @@ class OutputGuard(Layer):
         completion = response.completion
         if completion is None:
             return response.wrap(lambda source: _guard_stream(source, scanner, request))
-        with work_span(request, "output_guard scan", self.name) as span:
+        with request.context.span("output_guard scan", _SPAN_ATTRIBUTES) as span:
             try:
                 content = scanner.feed(completion.content) + scanner.finish()
             finally:
@@ -237,11 +237,7 @@ class OutputGuard(Layer):
                 _annotate(span, scanner)
         if content == completion.content:
             return response
-        guarded = Response.complete(msgspec.structs.replace(completion, content=content), served_by=response.served_by)
-        guarded.model = response.model
-        guarded.headers.update(response.headers)
-        guarded.attrs.update(response.attrs)
-        return guarded
+        return response.replace_completion(msgspec.structs.replace(completion, content=content))
 
 
 def _annotate(span: Any, scanner: Scanner) -> None:
@@ -251,7 +247,7 @@ def _annotate(span: Any, scanner: Scanner) -> None:
 
 def _record(request: Request, scanner: Scanner) -> None:
     if scanner.found:
-        record = request.context.state.setdefault("output_guard", {})
+        record = request.context.guard_findings().redactions
         for name, count in scanner.found.items():
             record[name] = record.get(name, 0) + count
 
@@ -260,7 +256,7 @@ async def _guard_stream(
     source: AsyncIterator[Chunk], scanner: Scanner, request: Request
 ) -> AsyncGenerator[Chunk, None]:
     # For a stream the span covers the whole answer the guard watched, chunk by chunk.
-    span_context = work_span(request, "output_guard scan", "output_guard", stream=True)
+    span_context = request.context.span("output_guard scan", _STREAM_SPAN_ATTRIBUTES)
     span = span_context.__enter__()
     failure: BaseException | None = None
     try:

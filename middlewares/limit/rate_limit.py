@@ -13,8 +13,8 @@ stores one timestamp per key and is cheaper, but with a burst of N it admits up 
 in some 60-second windows, and it cannot *refund* part of a weighted reservation, which
 token reconciliation needs. The log costs one entry per admitted request per window.
 
-Tokens: before the call, an estimate (prompt characters / 4 plus the request's
-completion limit, or ``default_completion_tokens``) is reserved; when the answer ends
+Tokens: before the call, an estimate (the prompt as ``onion.prompt_tokens`` counts it,
+plus the request's completion limit, or ``default_completion_tokens``) is reserved; when the answer ends
 (streams included, via ``on_end``) the entry is reconciled to the real
 ``usage.total_tokens``. A call that fails before any answer is refunded. Overruns are
 charged after the fact (they delay later calls); only reservations are checked.
@@ -38,7 +38,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from onion import CallNext, Clock, Completion, Layer, RateLimited, Request, Response
+from onion import AnswerEnd, CallNext, Clock, Layer, RateLimited, Request, Response, prompt_tokens
 
 from .rate_backends import BACKEND_DOWN, MemoryBackend, RateBackend, RedisBackend
 
@@ -48,10 +48,11 @@ _log = structlog.get_logger("onion.rate_limit")
 
 
 def estimate_tokens(request: Request, default_completion_tokens: int = 256) -> int:
-    """A cheap upper-leaning estimate: ~4 characters a token, plus the answer's limit."""
-    prompt = sum(len(m.text) for m in request.messages) // 4 + 4 * len(request.messages)
+    """The tokens to reserve: the prompt counted as ``onion.prompt_tokens`` counts it (the
+    estimate, which errs high: Japanese and emoji count a token per character), plus the
+    answer's limit or ``default_completion_tokens``."""
     answer = request.answer_tokens_limit
-    return prompt + (answer if answer is not None else default_completion_tokens)
+    return prompt_tokens(request.messages) + (answer if answer is not None else default_completion_tokens)
 
 
 class RateLimit(Layer):
@@ -156,15 +157,14 @@ class RateLimit(Layer):
             with anyio.CancelScope(shield=True):
                 await self._reconcile(tokens_key, member, 0)
             raise
-        completion = response.completion
-        if completion is not None:  # complete: reconcile now, without wrapping anything
-            await self._settle(tokens_key, member, completion)
-            return response
-        return await response.on_end(lambda completion, error: self._settle(tokens_key, member, completion))
+        return await response.on_end(lambda end: self._settle(tokens_key, member, end))
 
-    async def _settle(self, key: str, member: str, completion: Completion | None) -> None:
-        if completion is not None and completion.usage is not None and completion.usage.total_tokens:
-            await self._reconcile(key, member, completion.usage.total_tokens)
+    async def _settle(self, key: str, member: str, end: AnswerEnd) -> None:
+        # A stream cut or cancelled before its usage arrived keeps its reservation: what it
+        # cost upstream is not known, and the estimate errs high.
+        usage = end.completion.usage
+        if usage is not None and usage.total_tokens:
+            await self._reconcile(key, member, usage.total_tokens)
 
     async def _reconcile(self, key: str, member: str, tokens: int) -> None:
         try:

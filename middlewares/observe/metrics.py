@@ -25,27 +25,29 @@ Recorded per request, exactly once (at the end of the stream for a streamed answ
 - ``onion.overhead``: time spent in the gateway minus time waiting for upstreams
   (``request.context.upstream_seconds``), also sent as the ``x-onion-overhead-ms``
   response header. A stream's headers leave before it ends, so its header carries the
-  overhead measured up to the first chunk (the header is set when ``call_next`` returns
-  and updated when the first chunk passes); the histogram gets the full value at the end.
+  overhead measured until ``call_next`` returned; the histogram gets the full value at
+  the end.
   For a stream, time the consumer holds a chunk (the server writing to a slow client) is
   not counted as overhead.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from onion import (
+    AnswerEnd,
     CallNext,
-    Chunk,
     CircuitOpen,
     Clock,
+    GuardFindings,
     GuardrailViolation,
     Layer,
     ProviderError,
@@ -75,9 +77,7 @@ OVERHEAD_HEADER = "x-onion-overhead-ms"
 
 def _billable(response: Response | None) -> bool:
     # A cached answer carries the usage of the call that produced it; it was not spent again.
-    if response is None:
-        return True
-    return response.attrs.get("cache") != "hit" and "cache" not in response.served_by
+    return response is None or response.cache != "hit"
 
 
 class _Totals:
@@ -171,7 +171,7 @@ class Metrics(Layer):
     - ``prices`` / ``prices_file``: extend or override the default price table
       (``{model = {input = $/1M, output = $/1M}}``); ``default_prices = false`` drops it.
     - ``provider``: ``gen_ai.provider.name`` when the response does not name one
-      (a provider may set ``response.attrs["provider"]``).
+      (providers set ``response.provider``).
     - ``scope``: value of the ``onion.scope`` attribute, to tell placements apart.
     - ``overhead_header``: set ``x-onion-overhead-ms`` on responses.
     - ``chunk_timing``: record ``time_per_output_chunk`` (one histogram point per chunk).
@@ -244,25 +244,48 @@ class Metrics(Layer):
             overhead = elapsed - (context.upstream_seconds - upstream_before)
             self._record(request, None, None, None, error, elapsed, overhead)
             raise
-        if response.is_stream:
-            if self.overhead_header:
-                overhead = self._now() - start - (context.upstream_seconds - upstream_before)
-                response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"
-            return response.wrap(lambda source: self._watch(source, request, response, start, upstream_before))
-        elapsed = self._now() - start
-        overhead = elapsed - (context.upstream_seconds - upstream_before)
         if self.overhead_header:
+            # A stream's headers leave before it ends: its header carries the overhead so far.
+            overhead = self._now() - start - (context.upstream_seconds - upstream_before)
             response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"
-        completion = response.completion
-        usage = completion.usage if completion is not None else None
-        model = response.model or (completion.model if completion is not None else "")
-        self._record(request, response, usage, model, None, elapsed, overhead)
-        return response
+        return await response.on_end(
+            lambda end: self._ended(request, response, end, start, upstream_before),
+            now=self._now,
+            chunk_times=self.chunk_timing and response.is_stream,
+        )
+
+    def _ended(
+        self, request: Request, response: Response, end: AnswerEnd, start: float, upstream_before: float
+    ) -> None:
+        elapsed = end.ended_at - start
+        # Time the consumer held a chunk is not the gateway's: a slow client reading the
+        # socket must not show up as onion overhead.
+        overhead = elapsed - (request.context.upstream_seconds - upstream_before) - end.held
+        completion = end.completion
+        model = completion.model or response.model
+        if end.first_chunk_at is not None:
+            self._record_chunks(request, response, end, start)
+        error = end.error if end.error is not None or not end.cancelled else GeneratorExit()
+        self._record(request, response, completion.usage, model, error, elapsed, overhead)
+
+    def _record_chunks(self, request: Request, response: Response, end: AnswerEnd, start: float) -> None:
+        attrs = self._base(request, response, None)
+        if response.model:
+            attrs["gen_ai.response.model"] = response.model
+        assert end.first_chunk_at is not None
+        self._first_chunk.record(end.first_chunk_at - start, attrs)
+        times = end.chunk_times
+        if times:
+            # Per the conventions, one point per chunk after the first: the time since the
+            # previous one arrived.
+            record = self._per_chunk.record
+            for previous, current in itertools.pairwise(times):
+                record(current - previous, attrs)
 
     def _base(self, request: Request, response: Response | None, error: BaseException | None) -> dict[str, Any]:
         provider = self.provider
         if response is not None:
-            provider = response.attrs.get("provider") or provider
+            provider = response.provider or provider
         elif isinstance(error, ProviderError) and error.provider_kind:
             # The API spoken, as on success; the configured name is not a conventional value.
             provider = error.provider_kind
@@ -291,20 +314,20 @@ class Metrics(Layer):
         self._duration.record(elapsed, attrs)
         served_by = response.served_by if response is not None else _stopped_by(error)
         # A later model of a fallback chain answered.
-        fallback = response is not None and bool(response.attrs.get("fallback"))
+        fallback = response is not None and bool(response.fallback)
         self._requests.add((outcome(error), served_by, request.model, self.scope, fallback), 1)
         self._overhead.record(overhead, {"onion.served_by": served_by, "onion.scope": self.scope})
         if usage is not None and _billable(response):
             self._count_usage(attrs, usage, model or request.model)
-        state = request.context.state
-        if "input_guard" in state or "output_guard" in state:
-            self._count_findings(state)
+        findings = request.context.findings
+        if findings is not None:
+            self._count_findings(findings)
 
-    def _count_findings(self, state: dict[str, Any]) -> None:
+    def _count_findings(self, findings: GuardFindings) -> None:
         # Flags pass the request on and redactions the answer: this is where they show.
-        for rule in state.get("input_guard", {}).get("flags", ()):
+        for rule in findings.flags:
             self._findings.add(("input", rule, self.scope), 1)
-        for detector, found in state.get("output_guard", {}).items():
+        for detector, found in findings.redactions.items():
             self._findings.add(("output", detector, self.scope), found)
 
     def _count_usage(self, attrs: dict[str, Any], usage: Usage, model: str) -> None:
@@ -316,58 +339,6 @@ class Metrics(Layer):
             self._unpriced.add((model, self.scope), 1)
         else:
             self._cost.add((model, self.scope), cost)
-
-    async def _watch(
-        self, source: AsyncIterator[Chunk], request: Request, response: Response, start: float, upstream_before: float
-    ) -> AsyncIterator[Chunk]:
-        now = self._now
-        context = request.context
-        chunk_attrs = self._base(request, response, None)
-        if response.model:
-            chunk_attrs["gen_ai.response.model"] = response.model
-        usage: Usage | None = None
-        model = response.model
-        first = True
-        last = start
-        # Time the consumer held a chunk (between our yield and its next pull) is not the
-        # gateway's: a slow client reading the socket must not show up as onion overhead.
-        held = 0.0
-        yielded_at: float | None = None
-        error: BaseException | None = None
-        try:
-            async for chunk in source:
-                received = now()
-                if first:
-                    first = False
-                    self._first_chunk.record(received - start, chunk_attrs)
-                    if self.overhead_header:
-                        overhead = received - start - (context.upstream_seconds - upstream_before)
-                        response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"
-                elif self.chunk_timing:
-                    self._per_chunk.record(received - last, chunk_attrs)
-                last = received
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                if chunk.model:
-                    model = chunk.model
-                yielded_at = now()
-                yield chunk
-                held += now() - yielded_at
-                yielded_at = None
-        except BaseException as caught:
-            error = caught
-            raise
-        finally:
-            if yielded_at is not None:  # closed while the consumer held a chunk
-                held += now() - yielded_at
-            try:
-                aclose = getattr(source, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-            finally:
-                elapsed = now() - start
-                overhead = elapsed - (context.upstream_seconds - upstream_before) - held
-                self._record(request, response, usage, model, error, elapsed, overhead)
 
 
 def _stopped_by(error: BaseException | None) -> str:

@@ -1,4 +1,4 @@
-"""``logging``: one structured log line per request, and the structlog setup for onion.
+"""``logging``: one structured log line per request.
 
 ``RequestLog`` writes, when a request ends (at the end of the stream for a streamed
 answer), one event ``request`` with: request id, caller, model (asked and answered),
@@ -21,18 +21,16 @@ through untouched — nothing is measured, gathered or formatted.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
 from onion import (
-    Accumulator,
+    AnswerEnd,
     CallNext,
-    Chunk,
     Clock,
     ConfigError,
     Layer,
@@ -42,6 +40,7 @@ from onion import (
     Usage,
     error_type,
     outcome,
+    resolve_import,
 )
 from onion.telemetry import LOG_LEVELS, scrub_text
 
@@ -50,14 +49,13 @@ from .prices import PriceTable
 __all__ = ["RequestLog", "pii_redactor"]
 
 
-def pii_redactor() -> Callable[[str], str] | None:
-    """A redactor from the output guard's detectors (``middlewares.guard.pii``), or ``None``
-    when that module is not available."""
-    try:
-        pii = importlib.import_module("middlewares.guard.pii")
-        detectors = [cls() for cls in pii.DETECTORS.values()]
-    except (ImportError, AttributeError, TypeError):
-        return None
+def pii_redactor() -> Callable[[str], str]:
+    """A redactor from the output guard's detectors (``middlewares.guard.pii``), secrets
+    masked too."""
+    # Imported here: the log layer loads the detectors only when content is logged.
+    from ..guard.pii import DETECTORS
+
+    detectors = [cls() for cls in DETECTORS.values()]
 
     def redact(text: str) -> str:
         spans = sorted(
@@ -81,15 +79,14 @@ def _load_redactor(redactor: Any) -> Callable[[str], str]:
     if callable(redactor):
         return redactor
     if isinstance(redactor, str):
-        module, _, attr = redactor.partition(":")
         try:
-            found = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError, ValueError) as error:
-            raise ConfigError(f"redactor {redactor!r} cannot be imported: {error}") from None
+            found = resolve_import(redactor)
+        except ConfigError as error:
+            raise ConfigError(f"redactor: {error}") from None
         if not callable(found):
             raise ConfigError(f"redactor {redactor!r} is not a function str -> str")
         return found
-    return pii_redactor() or scrub_text
+    return pii_redactor()
 
 
 class RequestLog(Layer):
@@ -156,14 +153,16 @@ class RequestLog(Layer):
         except BaseException as error:
             self._emit(request, None, None, None, error, self._now() - start, None)
             raise
-        if response.is_stream:
-            return response.wrap(lambda source: self._watch(source, request, response, start))
-        completion = response.completion
-        usage = completion.usage if completion is not None else None
-        answer = completion.content if completion is not None and self.log_content else None
-        model = response.model or (completion.model if completion is not None else "")
-        self._emit(request, response, usage, model, None, self._now() - start, None, answer)
-        return response
+        return await response.on_end(lambda end: self._ended(request, response, end, start), now=self._now)
+
+    def _ended(self, request: Request, response: Response, end: AnswerEnd, start: float) -> None:
+        completion = end.completion
+        answer = completion.content if self.log_content else None
+        first_chunk = end.first_chunk_at - start if end.first_chunk_at is not None else None
+        # A consumer that stopped early is logged as cancelled, as a cancelled task is.
+        error = end.error if end.error is not None or not end.cancelled else GeneratorExit()
+        model = completion.model or response.model
+        self._emit(request, response, completion.usage, model, error, end.ended_at - start, first_chunk, answer)
 
     def _emit(
         self,
@@ -192,21 +191,22 @@ class RequestLog(Layer):
         }
         if model and model != request.model:
             fields["response_model"] = model
-        if response is not None and response.attrs.get("fallback"):
-            fields["fallback"] = response.attrs["fallback"]
+        if response is not None and response.fallback:
+            fields["fallback"] = response.fallback
         if first_chunk is not None:
             fields["ttfc_ms"] = round(first_chunk * 1000, 3)
         if usage is not None:
             fields["prompt_tokens"] = usage.prompt_tokens
             fields["completion_tokens"] = usage.completion_tokens
-            cached = response is not None and (response.attrs.get("cache") == "hit" or "cache" in response.served_by)
+            cached = response is not None and response.cache == "hit"
             cost = 0.0 if cached else self.prices.cost(model or request.model, usage)
             fields["cost_usd"] = cost  # None: the model has no price (unknown, not zero)
-        state = context.state
-        if "input_guard" in state:
-            fields["guard_flags"] = list(state["input_guard"].get("flags", ()))
-        if "output_guard" in state:
-            fields["redacted"] = dict(state["output_guard"])
+        findings = context.findings
+        if findings is not None:
+            if findings.flags:
+                fields["guard_flags"] = list(findings.flags)
+            if findings.redactions:
+                fields["redacted"] = dict(findings.redactions)
         if self.log_content:
             fields["prompt"] = self._content(request.messages[-1].text if request.messages else "")
             if answer is not None:
@@ -225,35 +225,3 @@ class RequestLog(Layer):
     def _content(self, text: str) -> str:
         text = text[: self.content_max_chars]
         return self._redact(text)
-
-    async def _watch(
-        self, source: AsyncIterator[Chunk], request: Request, response: Response, start: float
-    ) -> AsyncIterator[Chunk]:
-        now = self._now
-        first_chunk: float | None = None
-        usage: Usage | None = None
-        model = response.model
-        answer = Accumulator() if self.log_content else None
-        error: BaseException | None = None
-        try:
-            async for chunk in source:
-                if first_chunk is None:
-                    first_chunk = now() - start
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                if chunk.model:
-                    model = chunk.model
-                if answer is not None:
-                    answer.add(chunk)
-                yield chunk
-        except BaseException as caught:
-            error = caught
-            raise
-        finally:
-            try:
-                aclose = getattr(source, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-            finally:
-                text = answer.text if answer is not None else None
-                self._emit(request, response, usage, model, error, now() - start, first_chunk, text)

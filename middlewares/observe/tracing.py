@@ -7,15 +7,15 @@ Two placements, one class:
   ``gen_ai.provider.name``, ``gen_ai.request.model``, ``gen_ai.response.model``,
   ``gen_ai.usage.*``, ``gen_ai.response.finish_reasons``, ``error.type``) and onion's
   (request id, caller, ``served_by``, outcome). It continues the trace of an incoming
-  W3C ``traceparent`` header, which the server leaves in
-  ``request.context.state["headers"]``.
+  W3C ``traceparent`` header, which the server leaves on ``request.context.trace_headers``.
 - ``Tracing(kind="attempt")``, innermost (just above the provider): one client span
   ``chat {model}`` per upstream call, so a retry or a fallback shows each attempt with the
   model it tried, as children of the request span.
 
-Layers that do work open a child span with ``layer_span(request, "cache lookup")``; it
-costs nothing when no ``Tracing`` layer is in the stack. The span of a streamed answer
-ends when the stream ends. The request span is found through ``request.context.state``
+The request layer puts a hook on ``request.context.tracer``; layers that do work open a
+child span with ``request.context.span("cache lookup", attributes)``, which costs
+nothing when no ``Tracing`` layer is in the stack. The span of a streamed answer ends
+when the stream ends (``Response.on_end``). The request span is found through the context
 rather than only the ambient OpenTelemetry context, because chunks are pulled after
 ``call_next`` returned, where a context attached by this layer is no longer current.
 Spans carry no prompt or answer text, and failures record ``error.type`` and the
@@ -25,71 +25,51 @@ error's public message only (upstream details can hold URLs).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from onion import (
     CANCELLED,
+    AnswerEnd,
     CallNext,
-    Chunk,
     Completion,
     Layer,
     OnionError,
     Request,
     Response,
-    Usage,
+    SpanHook,
     error_type,
     outcome,
 )
 from onion.telemetry import SCOPE, default_tracer_provider
 
-from ._spans import _STATE_KEY
+__all__ = ["Tracing"]
 
-__all__ = ["Tracing", "layer_span", "request_span"]
-
-_ATTEMPTS_KEY = "tracing.attempts"
 _propagator = TraceContextTextMapPropagator()
 
 
-class _Active:
-    """The request span and its tracer, kept in ``request.context.state``."""
+class _RequestSpans:
+    """The hook a request layer puts on ``context.tracer``: child spans of its span."""
 
-    __slots__ = ("span", "tracer")
+    __slots__ = ("root", "tracer")
 
-    def __init__(self, span: Span, tracer: Any) -> None:
-        self.span = span
+    def __init__(self, root: Span, tracer: Any) -> None:
+        self.root = root
         self.tracer = tracer
 
-
-def request_span(request: Request) -> Span:
-    """The span of ``request`` opened by a ``Tracing`` layer (a non-recording span if none),
-    for layers that want to add an event or an attribute."""
-    active = request.context.state.get(_STATE_KEY)
-    return active.span if active is not None else INVALID_SPAN
+    def span(self, name: str, attributes: Mapping[str, Any] | None) -> AbstractContextManager[Any]:
+        return _child(self, name, attributes)
 
 
 @contextmanager
-def layer_span(request: Request, name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[Span]:
-    """A child span of the request's span around a layer's work::
-
-        with layer_span(request, "cache lookup", {"onion.cache": "exact"}) as span:
-            hit = await store.get(key)
-            span.set_attribute("onion.cache.hit", hit is not None)
-
-    Without a ``Tracing`` layer in the stack it yields a non-recording span and records
-    nothing. An exception leaving the block marks the span as failed with ``error.type``.
-    """
-    active = request.context.state.get(_STATE_KEY)
-    if active is None:
-        yield INVALID_SPAN
-        return
-    span = active.tracer.start_span(name, context=trace.set_span_in_context(active.span), attributes=attributes)
+def _child(parent: _RequestSpans, name: str, attributes: Mapping[str, Any] | None) -> Iterator[Span]:
+    span = parent.tracer.start_span(name, context=trace.set_span_in_context(parent.root), attributes=attributes)
     try:
         yield span
     except BaseException as error:
@@ -107,23 +87,6 @@ def _mark_failed(span: Span, error: BaseException) -> None:
     span.set_attribute("error.type", kind)
     message = error.public_message if isinstance(error, OnionError) else kind
     span.set_status(Status(StatusCode.ERROR, message))
-
-
-def _carrier(headers: Any) -> Mapping[str, str] | None:
-    """Incoming headers as a lower-case mapping (ASGI gives lists of byte pairs)."""
-    if not headers:
-        return None
-    if isinstance(headers, Mapping):
-        if "traceparent" in headers:
-            return headers
-        items = headers.items()
-    else:
-        items = headers
-    out = {}
-    for key, value in items:
-        key = key.decode("latin-1") if isinstance(key, bytes) else str(key)
-        out[key.lower()] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-    return out
 
 
 class Tracing(Layer):
@@ -152,13 +115,14 @@ class Tracing(Layer):
             self.name = "tracing.attempt"
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
-        state = request.context.state
-        outer: _Active | None = state.get(_STATE_KEY)
+        context = request.context
+        outer = context.tracer
+        parent = outer if isinstance(outer, _RequestSpans) else None
         if self.kind == "request":
-            span = self._start_request(request, outer)
-            state[_STATE_KEY] = _Active(span, self._tracer)
+            span = self._start_request(request, parent)
+            context.tracer = _RequestSpans(span, self._tracer)
         else:
-            span = self._start_attempt(request, outer)
+            span = self._start_attempt(request, parent)
         started = time.perf_counter()
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
@@ -168,10 +132,16 @@ class Tracing(Layer):
             raise
         finally:
             otel_context.detach(token)
-        if response.is_stream:
-            return response.wrap(lambda source: self._watch(source, request, response, span, outer, started))
-        self._end(request, span, outer, response, response.completion, None)
-        return response
+        return await response.on_end(lambda end: self._ended(request, span, outer, response, end, started))
+
+    def _ended(
+        self, request: Request, span: Span, outer: SpanHook | None, response: Response, end: AnswerEnd, started: float
+    ) -> None:
+        if end.first_chunk_at is not None and span.is_recording():
+            span.set_attribute("gen_ai.response.time_to_first_chunk", end.first_chunk_at - started)
+        # A consumer that stopped is reported as a cancellation, as when it is cancelled.
+        error = end.error if end.error is not None or not end.cancelled else GeneratorExit()
+        self._end(request, span, outer, response, end.completion, error)
 
     def _attributes(self, request: Request) -> dict[str, Any]:
         attrs: dict[str, Any] = {
@@ -187,12 +157,12 @@ class Tracing(Layer):
             attrs["gen_ai.request.top_p"] = request.top_p
         return attrs
 
-    def _start_request(self, request: Request, outer: _Active | None) -> Span:
+    def _start_request(self, request: Request, outer: _RequestSpans | None) -> Span:
         context = request.context
         if outer is not None:  # a stack inside a stack: nest under the outer request
-            parent, kind = trace.set_span_in_context(outer.span), SpanKind.INTERNAL
+            parent, kind = trace.set_span_in_context(outer.root), SpanKind.INTERNAL
         else:
-            carrier = _carrier(context.state.get("headers"))
+            carrier = context.trace_headers
             parent = _propagator.extract(carrier) if carrier else None
             remote = parent is not None and trace.get_current_span(parent).get_span_context().is_valid
             kind = SpanKind.SERVER if remote else SpanKind.INTERNAL
@@ -203,43 +173,32 @@ class Tracing(Layer):
             attrs["onion.caller"] = context.caller
         return self._tracer.start_span(f"onion chat {request.model}", context=parent, kind=kind, attributes=attrs)
 
-    def _start_attempt(self, request: Request, outer: _Active | None) -> Span:
-        state = request.context.state
-        attempt = state.get(_ATTEMPTS_KEY, 0) + 1
-        state[_ATTEMPTS_KEY] = attempt
+    def _start_attempt(self, request: Request, outer: _RequestSpans | None) -> Span:
         attrs = self._attributes(request)
-        attrs["onion.attempt"] = attempt
-        parent = trace.set_span_in_context(outer.span) if outer is not None else None
+        # The handler counts the attempts that reached it; this is the next one.
+        attrs["onion.attempt"] = request.context.attempts + 1
+        parent = trace.set_span_in_context(outer.root) if outer is not None else None
         return self._tracer.start_span(f"chat {request.model}", context=parent, kind=SpanKind.CLIENT, attributes=attrs)
 
     def _end(
         self,
         request: Request,
         span: Span,
-        outer: _Active | None,
+        outer: SpanHook | None,
         response: Response | None,
         completion: Completion | None,
         error: BaseException | None,
-        usage: Usage | None = None,
     ) -> None:
         try:
             if span.is_recording():
-                self._finish_attributes(span, response, completion, error, usage)
+                self._finish_attributes(span, response, completion, error)
         finally:
             span.end()
             if self.kind == "request":
-                if outer is None:
-                    request.context.state.pop(_STATE_KEY, None)
-                else:
-                    request.context.state[_STATE_KEY] = outer
+                request.context.tracer = outer
 
     def _finish_attributes(
-        self,
-        span: Span,
-        response: Response | None,
-        completion: Completion | None,
-        error: BaseException | None,
-        usage: Usage | None,
+        self, span: Span, response: Response | None, completion: Completion | None, error: BaseException | None
     ) -> None:
         if error is not None:
             _mark_failed(span, error)
@@ -249,62 +208,18 @@ class Tracing(Layer):
         attrs: dict[str, Any] = {"onion.served_by": response.served_by}
         if error is None:
             attrs["onion.outcome"] = "ok"
-        provider = response.attrs.get("provider")
-        if provider:
-            attrs["gen_ai.provider.name"] = provider
-        fallback = response.attrs.get("fallback")
-        if fallback:
-            attrs["onion.fallback"] = fallback
+        if response.provider:
+            attrs["gen_ai.provider.name"] = response.provider
+        if response.fallback:
+            attrs["onion.fallback"] = response.fallback
         if completion is not None:
-            model = response.model or completion.model
+            model = completion.model or response.model
             if model:
                 attrs["gen_ai.response.model"] = model
-            usage = completion.usage
             if completion.finish_reason:
                 attrs["gen_ai.response.finish_reasons"] = (completion.finish_reason,)
-        if usage is not None:
-            attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
-            attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
+            usage = completion.usage
+            if usage is not None:
+                attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+                attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
         span.set_attributes(attrs)
-
-    async def _watch(
-        self,
-        source: AsyncIterator[Chunk],
-        request: Request,
-        response: Response,
-        span: Span,
-        outer: _Active | None,
-        started: float,
-    ) -> AsyncIterator[Chunk]:
-        first = True
-        usage: Usage | None = None
-        finish_reason: str | None = None
-        model = response.model
-        error: BaseException | None = None
-        try:
-            async for chunk in source:
-                if first:
-                    first = False
-                    span.set_attribute("gen_ai.response.time_to_first_chunk", time.perf_counter() - started)
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                if chunk.finish_reason is not None:
-                    finish_reason = chunk.finish_reason
-                if chunk.model:
-                    model = chunk.model
-                yield chunk
-        except BaseException as caught:
-            error = caught
-            raise
-        finally:
-            try:
-                aclose = getattr(source, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-            finally:
-                if span.is_recording():
-                    if finish_reason is not None:
-                        span.set_attribute("gen_ai.response.finish_reasons", (finish_reason,))
-                    if model:
-                        span.set_attribute("gen_ai.response.model", model)
-                self._end(request, span, outer, response, None, error, usage)

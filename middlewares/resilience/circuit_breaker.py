@@ -16,21 +16,21 @@ time. A failure is a ``ProviderError`` or a ``Timeout``; a bad request or a guar
 is the caller's doing and counts as neither failure nor success. A stream's outcome is
 known when it ends; a stream the caller closed early counts as neither.
 
-State is observable: ``breaker.state(model)`` and ``breaker.snapshot()``, and
-``on_transition(model, old, new)`` is called on every change.
+State is observable: ``breaker.state(model)``, and ``on_transition(model, old, new)``
+is called on every change.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Literal
 
 import msgspec
 import structlog
 
 from onion import (
+    AnswerEnd,
     CallNext,
-    Chunk,
     CircuitOpen,
     Clock,
     Layer,
@@ -158,10 +158,6 @@ class CircuitBreaker(Layer):
         calls, failures = circuit.totals(int(now // self._slot_seconds))
         return BreakerState(circuit.state, calls, failures, circuit.opened_at if circuit.state != "closed" else None)
 
-    def snapshot(self) -> dict[str, BreakerState]:
-        """Every known model's breaker."""
-        return {model: self.state(model) for model in list(self._circuits)}
-
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         model = request.model
         circuit = self._circuits.get(model)
@@ -173,10 +169,13 @@ class CircuitBreaker(Layer):
         except BaseException as error:
             self._finish(model, circuit, trial, error if isinstance(error, Exception) else None, ended=True)
             raise
-        if not response.is_stream:
-            self._finish(model, circuit, trial, None, ended=True)
-            return response
-        return response.wrap(lambda chunks: self._watch(chunks, model, circuit, trial))
+        return await response.on_end(lambda end: self._ended(model, circuit, trial, end))
+
+    def _ended(self, model: str, circuit: _Circuit, trial: bool, end: AnswerEnd) -> None:
+        # A consumer that stopped early gives no verdict; a failure that is not an
+        # Exception (a KeyboardInterrupt) neither.
+        error = end.error if isinstance(end.error, Exception) else None
+        self._finish(model, circuit, trial, error, ended=not end.cancelled and (end.error is None or error is not None))
 
     def _admit(self, model: str, circuit: _Circuit) -> bool:
         """Let the call through (returns whether it is a half-open trial) or raise."""
@@ -231,21 +230,3 @@ class CircuitBreaker(Layer):
         (_log.warning if new == "open" else _log.info)("circuit state changed", model=model, old=old, new=new)
         if self.on_transition is not None:
             self.on_transition(model, old, new)
-
-    async def _watch(
-        self, source: AsyncIterator[Chunk], model: str, circuit: _Circuit, trial: bool
-    ) -> AsyncGenerator[Chunk, None]:
-        error: Exception | None = None
-        ended = False
-        try:
-            async for chunk in source:
-                yield chunk
-            ended = True
-        except Exception as failed:
-            error, ended = failed, True
-            raise
-        finally:
-            self._finish(model, circuit, trial, error, ended=ended)
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                await aclose()

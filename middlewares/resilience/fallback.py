@@ -6,7 +6,7 @@ model when it is in ``models`` (and goes on with the models after it), else with
 requested model followed by all of ``models``. A failure the policy calls
 fallback-worthy (by default: provider errors, timeouts, open circuits; not bad requests,
 not guard blocks) moves to the next model, with a warning in the log naming it. The
-response's ``model`` and ``attrs["fallback"]`` record the model that answered. When
+response's ``model`` and ``fallback`` record the model that answered. When
 every model failed: ``AllProvidersFailed`` with each cause.
 
 A stream falls back freely until its first chunk reached the caller; after that only by
@@ -109,7 +109,7 @@ class _Chain:
         response = await open_resumed(request, sent, self.mode, self.call_next, self.phases, self.layer)
         response.model = response.model or model
         if self.index:
-            response.attrs["fallback"] = model
+            response.fallback = model
         return response
 
     async def first(self) -> Response:
@@ -142,6 +142,6 @@ class _Chain:
                 continue
             if self.outer is not None:
                 self.outer.model = response.model
-                self.outer.attrs["fallback"] = model
+                self.outer.fallback = model
                 note_resumed(self.outer, response, sent, self.mode)
             return response

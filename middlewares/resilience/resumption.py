@@ -6,11 +6,11 @@ failed attempt is simply replaced by a new one. After it, the only honest recove
 
 - ``"auto"`` (default): by continuation where the upstream can continue an assistant
   prefix, else by re-issue. The recovery request is the plain request; while it is being
-  opened, ``context.state[RESUME_PREFIX]`` holds ``(sent_text, messages)``. A provider
+  opened, ``context.resume`` holds the text sent and the request's messages. A provider
   that can continue a prefix (Anthropic; an OpenAI-compatible upstream configured with
   ``continue_final_message``, as vLLM) sends the text as the final assistant message,
   replays it in front of the continuation and marks its answer
-  ``attrs["resumed"] = "continue"``; any other provider ignores the marker and answers
+  ``response.resumed = "continue"``; any other provider ignores the marker and answers
   in full. Either way the new stream is a whole answer to the plain request, so it is
   spliced like a re-issue: what was sent must be reproduced exactly (it is, when
   replayed), and only what follows is forwarded. Layers in between (caches, guards,
@@ -27,10 +27,11 @@ failed attempt is simply replaced by a new one. After it, the only honest recove
 - ``"off"``: never resume; a cut after commit fails the stream with the error.
 
 The mode is the layer's ``resume`` parameter, overridden per request by
-``request.context.options["resume"]``. Chunks with tool calls are never resumed.
+``request.context.options.resume``. Chunks with tool calls are never resumed.
 
-The module also holds ``PhaseLimits``: the first-chunk and idle limits the ``timeout``
-layer puts on the request context. The innermost retry/fallback layer *claims* them and
+The module also hands over the ``PhaseLimits`` (``context.phases``): the first-chunk and
+idle limits the ``timeout`` layer puts on the request context. The innermost
+retry/fallback layer *claims* them and
 enforces them per attempt, so a stalled stream counts as a cut one and is recovered;
 ``timeout`` then enforces only the total deadline.
 """
@@ -38,19 +39,13 @@ enforces them per attempt, so a stalled stream counts as a cut one and is recove
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Literal
 
 import anyio
 import msgspec
 
-from onion import Chunk, Message, ProviderError, Request, Response, Timeout
-from onion._types import RESUME_PREFIX
+from onion import Chunk, Message, PhaseLimits, ProviderError, Request, Response, ResumeMode, ResumePrefix, Timeout
 
 __all__ = [
-    "PHASES_KEY",
-    "RESUME_PREFIX",
-    "PhaseLimits",
-    "ResumeMode",
     "claim_phases",
     "close_source",
     "open_attempt",
@@ -62,30 +57,10 @@ __all__ = [
     "resume_request",
 ]
 
-ResumeMode = Literal["auto", "reissue", "continue", "off"]
-PHASES_KEY = "timeout.phases"
 _MODES = frozenset({"auto", "reissue", "continue", "off"})
 
 Reopen = Callable[[BaseException, str], Awaitable[Response]]
 """``reopen(error, sent_text)``: the next attempt's response, or raise to give up."""
-
-
-class PhaseLimits:
-    """Per-attempt stream limits (seconds) written by ``timeout``; ``owner`` is the
-    innermost layer that enforces them, and the total deadline with them, on each chunk
-    (``None``: ``timeout`` enforces them itself)."""
-
-    __slots__ = ("first_chunk", "idle", "owner", "scope", "total_deadline")
-
-    def __init__(self, first_chunk: float | None, idle: float | None, total_deadline: float | None) -> None:
-        self.first_chunk = first_chunk
-        self.idle = idle
-        self.total_deadline = total_deadline
-        self.owner: object | None = None
-        # The cancel scope ``timeout`` holds around ``call_next`` with the first-chunk
-        # limit; a claiming layer widens it to the total deadline, since it now applies
-        # the first-chunk limit to each attempt itself.
-        self.scope: anyio.CancelScope | None = None
 
 
 def claim_phases(request: Request, owner: object) -> PhaseLimits | None:
@@ -94,7 +69,7 @@ def claim_phases(request: Request, owner: object) -> PhaseLimits | None:
     The outer owner's first-chunk scope, if one is open, is widened to the total
     deadline: the new owner applies the first-chunk limit to each of its attempts.
     """
-    limits: PhaseLimits | None = request.context.state.get(PHASES_KEY)
+    limits = request.context.phases
     if limits is not None and request.stream:
         limits.owner = owner
         if limits.scope is not None:
@@ -147,23 +122,19 @@ async def open_resumed(
     request = resume_request(request, sent, mode)
     if mode != "auto" or not sent:
         return await open_attempt(request, call_next, limits, owner)
-    state = request.context.state
-    previous = state.get(RESUME_PREFIX)
-    state[RESUME_PREFIX] = (sent, request.messages)
+    context = request.context
+    previous = context.resume
+    context.resume = ResumePrefix(sent, request.messages)
     try:
         return await open_attempt(request, call_next, limits, owner)
     finally:
-        if previous is None:
-            state.pop(RESUME_PREFIX, None)
-        else:
-            state[RESUME_PREFIX] = previous
+        context.resume = previous
 
 
 def note_resumed(outer: Response | None, reopened: Response, sent: str, mode: ResumeMode) -> None:
-    """Record on the caller's response how its stream was resumed (``attrs["resumed"]``)."""
+    """Record on the caller's response how its stream was resumed (``response.resumed``)."""
     if outer is not None and sent and outer is not reopened:
-        how = reopened.attrs.get("resumed") or ("continue" if mode == "continue" else "reissue")
-        outer.attrs["resumed"] = how
+        outer.resumed = reopened.resumed or ("continue" if mode == "continue" else "reissue")
 
 
 def resume_request(request: Request, sent: str, mode: ResumeMode) -> Request:
@@ -180,8 +151,8 @@ def resume_request(request: Request, sent: str, mode: ResumeMode) -> Request:
 
 def resume_mode(request: Request, default: ResumeMode) -> ResumeMode:
     """The per-request override, if valid, else the layer's mode."""
-    mode = request.context.options.get("resume", default)
-    return mode if isinstance(mode, str) and mode in _MODES else default
+    mode = request.context.options.resume
+    return mode if mode in _MODES else default
 
 
 async def _next(source: AsyncIterator[Chunk], until: float | None, phase: str) -> Chunk:

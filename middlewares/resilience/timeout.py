@@ -17,10 +17,9 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 import anyio
 
-from onion import CallNext, Chunk, Layer, Order, Request, Response, Timeout
-from onion._types import DEADLINE_GUARDED
+from onion import CallNext, Chunk, Layer, Order, PhaseLimits, Request, Response, Timeout
 
-from .resumption import PHASES_KEY, PhaseLimits, close_source
+from .resumption import close_source
 
 __all__ = ["Deadline"]
 
@@ -67,7 +66,7 @@ class Deadline(Layer):
         deadline = context.deadline
         # This layer (or the retry/fallback it hands its phases to) cancels every pull at
         # the deadline, so providers need no scope of their own for it.
-        context.state[DEADLINE_GUARDED] = deadline
+        context.deadline_guarded = deadline
         if not request.stream:
             with anyio.move_on_after(deadline - start) as scope:
                 response = await call_next(request)
@@ -77,7 +76,7 @@ class Deadline(Layer):
                 response.wrap(lambda chunks: self._guard(chunks, deadline, None, start))
             return response
         limits = PhaseLimits(self.first_token_seconds, self.idle_seconds, deadline)
-        context.state[PHASES_KEY] = limits
+        context.phases = limits
         first_deadline = deadline
         if self.first_token_seconds is not None:
             first_deadline = min(deadline, start + self.first_token_seconds)

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import anyio
 import httpx
 
-from .._types import Context, Message, Request
+from .._context import Context, RequestOptions
+from .._types import Message, Request
 from ..errors import OnionError
 from ._cases import Case
 from ._progress import ProgressBar
@@ -33,7 +34,7 @@ def build_request(case: Case, *, model: str | None, stream: bool = False, use_ca
     """The request for one sample of ``case`` (a new request, so a new context, per sample).
 
     Unless ``use_cache``, the request asks every cache to stand aside
-    (``context.options["cache"] = False``; over HTTP, ``Cache-Control: no-cache``): a
+    (``context.options.cache = False``; over HTTP, ``Cache-Control: no-cache``): a
     cached answer would hide a model or prompt change, and would make every sample of a
     case the same answer.
     """
@@ -46,7 +47,7 @@ def build_request(case: Case, *, model: str | None, stream: bool = False, use_ca
         temperature=case.temperature,
         max_tokens=case.max_tokens,
         stream=stream,
-        context=Context(options={} if use_cache else {"cache": False}),
+        context=Context(options=RequestOptions(cache=use_cache)),
     )
 
 

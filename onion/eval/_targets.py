@@ -73,7 +73,7 @@ class GatewayTarget:
     """An ``Ask`` over HTTP to an OpenAI-compatible gateway.
 
     ``api_key`` is sent as a bearer token and never written anywhere. A request whose
-    context says ``options["cache"] = False`` is sent with ``Cache-Control: no-cache`` and
+    context says ``options.cache = False`` is sent with ``Cache-Control: no-cache`` and
     ``x-onion-cache: off``. Pass ``client`` to
     share an ``httpx.AsyncClient``; otherwise use ``async with GatewayTarget(...)``.
     """
@@ -106,7 +106,7 @@ class GatewayTarget:
     async def __call__(self, request: Request) -> Answer:
         body = request_to_wire(request)
         # The request's "no cache" option crosses HTTP as the headers onion's gateway reads.
-        headers = self._headers if request.context.options.get("cache") is not False else self._no_cache
+        headers = self._headers if request.context.options.cache else self._no_cache
         if request.stream:
             return await self._stream(body, headers)
         response = await self._client.post(self.url, json=body, headers=headers)

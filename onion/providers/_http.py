@@ -19,13 +19,14 @@ import anyio
 import httpx
 import msgspec
 
+from .._context import Context
 from .._response import Response
-from .._types import DEADLINE_GUARDED, RESUME_PREFIX, Chunk, Completion, Context, Message, Request
+from .._types import Chunk, Completion, Message, Request
 from ..errors import ProviderError, Timeout
 from ._sse import SSEDecoder, SSEOverflow
 from ._transport import pooled_transport
 
-__all__ = ["RESUME_PREFIX", "HTTPProvider", "StreamDecoder", "classify_status", "parse_retry_after", "with_prefix"]
+__all__ = ["HTTPProvider", "StreamDecoder", "classify_status", "parse_retry_after", "with_prefix"]
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -217,11 +218,11 @@ class HTTPProvider:
 
     def _resumed(self, request: Request) -> tuple[Request, str]:
         """The request to send and the text to replay, for a stream being resumed in
-        ``auto`` mode (see ``RESUME_PREFIX``); ``(request, "")`` otherwise."""
-        marker = request.context.state.get(RESUME_PREFIX)
-        if not isinstance(marker, tuple) or len(marker) != 2:
+        ``auto`` mode (see ``onion.ResumePrefix``); ``(request, "")`` otherwise."""
+        marker = request.context.resume
+        if marker is None:
             return request, ""
-        text, messages = marker
+        text, messages = marker.text, marker.messages
         # Only for the request the marker was set for (not a side call sharing its context).
         if not isinstance(text, str) or not text.strip():
             return request, ""
@@ -242,7 +243,7 @@ class HTTPProvider:
         enforced here with cancel scopes)."""
         own = context.deadline
         mine = start + self.total_timeout if self.total_timeout is not None else None
-        if own is not None and (mine is None or own <= mine) and context.state.get(DEADLINE_GUARDED) != own:
+        if own is not None and (mine is None or own <= mine) and context.deadline_guarded != own:
             return own, True
         return mine, False
 
@@ -313,7 +314,7 @@ class HTTPProvider:
         start = anyio.current_time()
         deadline, own = self._deadline(context, start)
         replay = ""
-        if request.stream and RESUME_PREFIX in context.state:
+        if request.stream and context.resume is not None:
             request, replay = self._resumed(request)
         body = self.encode(request)
         began = _perf()
@@ -350,9 +351,9 @@ class HTTPProvider:
                 await response.aclose()
             raise
         # gen_ai.provider.name for the metrics and tracing layers (the API spoken, not our name).
-        answer.attrs["provider"] = self.kind
+        answer.provider = self.kind
         if replay:
-            answer.attrs["resumed"] = "continue"
+            answer.resumed = "continue"
         return answer
 
     async def _read_complete(

@@ -140,7 +140,7 @@ class SimulatedProvider:
             answer = Response.stream(
                 self._stream(request, words, usage, stall, cut), served_by=self.name, model=request.model
             )
-        answer.attrs["provider"] = self.kind
+        answer.provider = self.kind
         return answer
 
     async def _stream(

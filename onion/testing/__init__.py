@@ -2,7 +2,8 @@
 
 - ``ScriptedProvider`` (``Reply``/``Fail`` script) and ``planned_provider`` (follows a
   ``FaultPlan``: which attempt fails how) as the innermost handler; ``FakeClock`` for
-  every layer that waits or counts time.
+  every layer that waits or counts time; ``each_chunk`` for a test layer that checks
+  every chunk as it passes.
 - ``onion.testing.strategies``: hypothesis strategies for requests, stream chunkings,
   fault plans, PII values and constraint-respecting orderings of layers (import it
   only where hypothesis is installed).
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_getattr
 from ._clock import FakeClock
-from ._scripted import Fail, Reply, ScriptedProvider, StreamRecord
+from ._scripted import Fail, Reply, ScriptedProvider, StreamRecord, each_chunk
 from .construction import LawStatus, describe_law_status, law_status
 from .faults import Cut, Fault, FaultPlan, Slow, Status, TimedOut, answer_for, planned_provider, split_at
 from .laws import (
@@ -87,6 +88,7 @@ __all__ = [
     "answer_for",
     "check_laws",
     "check_pair",
+    "each_chunk",
     "describe_law_status",
     "law_status",
     "planned_provider",

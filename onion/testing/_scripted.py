@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -164,3 +164,20 @@ class ScriptedProvider:
             record.completed = True
         finally:
             record.closed = True
+
+
+def each_chunk(fn: Callable[[Chunk], object]) -> Callable[[AsyncIterator[Chunk]], AsyncIterator[Chunk]]:
+    """For ``response.wrap``: a wrapper that calls ``fn(chunk)`` on every chunk as it passes
+    (a test layer that checks or times chunks: ``return response.wrap(each_chunk(check))``)."""
+
+    async def wrapper(source: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
+        try:
+            async for chunk in source:
+                fn(chunk)
+                yield chunk
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    return wrapper

@@ -17,16 +17,17 @@ classes, only at what each layer declares it provides and at what it did.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
-import anyio
 import msgspec
 
-from .._response import Response
+from .._context import Context
+from .._response import AnswerEnd, Response
 from .._stack import Handler, LayerInfo, Stack, layer_info
-from .._types import Completion, Context, Request
+from .._types import Completion, Request
 from ..errors import GuardrailViolation, OnionError
 
 __all__ = ["Observation", "Outcome", "Probe", "Visit", "provides"]
@@ -172,36 +173,21 @@ class _Recorder:
         return visit
 
 
-async def _watch(source: AsyncIterator[Any], out: Outcome) -> AsyncGenerator[Any, None]:
-    # Same shape as every stream wrapper: owns its input and closes it in ``finally``.
-    try:
-        async for chunk in source:
-            if chunk.content:
-                out.parts.append(chunk.content)
-            if chunk.finish_reason is not None:
-                out.finish_reason = chunk.finish_reason
-            yield chunk
-    except (GeneratorExit, anyio.get_cancelled_exc_class()):
-        out.kind = "closed"
-        raise
-    except BaseException as error:
-        out.fail(error)
-        raise
-    else:
+async def _track(response: Response, out: Outcome) -> Response:
+    out.streamed = out.streamed or response.is_stream
+    return await response.on_end(partial(_ended, out))
+
+
+def _ended(out: Outcome, end: AnswerEnd) -> None:
+    completion = end.completion
+    out.parts = [completion.content] if completion.content else []
+    out.finish_reason = completion.finish_reason
+    if end.ok:
         out.kind = "answer"
-    finally:
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-def _track(response: Response, out: Outcome) -> Response:
-    if response.is_stream:
-        out.streamed = True
-        return response.wrap(lambda source: _watch(source, out))
-    if response.completion is not None:
-        out.finish(response.completion)
-    return response
+    elif end.cancelled:
+        out.kind = "closed"
+    else:
+        out.fail(end.error or RuntimeError("the stream failed"))
 
 
 class _Tapped:
@@ -230,14 +216,14 @@ class _Tapped:
             except BaseException as error:
                 out.fail(error)
                 raise
-            return _track(response, out)
+            return await _track(response, out)
 
         try:
             response = await self.layer(request, inward)
         except BaseException as error:
             visit.outcome.fail(error)
             raise
-        return _track(response, visit.outcome)
+        return await _track(response, visit.outcome)
 
 
 class _TappedHandler:
@@ -254,14 +240,14 @@ class _TappedHandler:
         except BaseException as error:
             visit.outcome.fail(error)
             raise
-        return _track(response, visit.outcome)
+        return await _track(response, visit.outcome)
 
 
 def fresh_context(request: Request) -> Request:
     """A copy of ``request`` with a new context (new id, empty trace and state) that keeps
     the caller, options and deadline: each send is a new request."""
     old = request.context
-    context = Context(caller=old.caller, deadline=old.deadline, options=dict(old.options))
+    context = Context(caller=old.caller, deadline=old.deadline, options=old.options)
     return msgspec.structs.replace(request, context=context)
 
 

@@ -85,7 +85,7 @@ async def test_every_call_is_answered_in_full_within_its_deadline_and_nothing_le
                 late.append(elapsed)
             if text != f"You said: {question}":
                 wrong.append(text)
-            fell_back += response.attrs.get("fallback") == "backup"
+            fell_back += response.fallback == "backup"
 
         async with anyio.create_task_group() as group:
             for i in range(CALLS):

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from onion import Message, ProviderError, Request
+from onion import Message, ProviderError, Request, ResumePrefix
 from onion.providers import AnthropicProvider
 from onion.testing.upstream import FakeUpstream, Fault
 
@@ -115,15 +115,15 @@ async def test_answers_name_the_api_for_gen_ai_provider_name(provider: Anthropic
 
     async with await provider(ask(stream=stream)) as response:
         await response.result()
-    assert response.attrs["provider"] == "anthropic"
+    assert response.provider == "anthropic"
     simulated = await SimulatedProvider(models=["m"], ttft=0, tokens_per_second=1e6)(ask(stream=stream))
     await simulated.result()
-    assert simulated.attrs["provider"] == "simulated"
+    assert simulated.provider == "simulated"
 
 
 def _stream_with_prefix(text: str, messages: list[Message] | None = None) -> Request:
     request = ask(stream=True)
-    request.context.state["resume.prefix"] = (text, request.messages if messages is None else messages)
+    request.context.resume = ResumePrefix(text, request.messages if messages is None else messages)
     return request
 
 
@@ -138,14 +138,14 @@ async def test_a_resume_marker_becomes_an_assistant_prefix_replayed_before_the_c
     assert upstream.requests[-1][2]["messages"][-1] == {"role": "assistant", "content": "You said:"}
     # ... and the answer reads as a whole answer: the sent text, then the continuation.
     assert "".join(c.content for c in chunks) == "You said: hello claude"
-    assert response.attrs["resumed"] == "continue"
+    assert response.resumed == "continue"
 
 
 async def test_a_resume_marker_extends_a_trailing_assistant_prefill(
     provider: AnthropicProvider, upstream: FakeUpstream
 ) -> None:
     request = Request(model="claude-x", messages=[Message("user", "hi"), Message("assistant", "Sure:")], stream=True)
-    request.context.state["resume.prefix"] = (" one two ", request.messages)
+    request.context.resume = ResumePrefix(" one two ", request.messages)
     upstream.reply = lambda body: "three"
     text = (await (await provider(request)).result()).content
     assert upstream.requests[-1][2]["messages"][-1] == {"role": "assistant", "content": "Sure: one two"}
@@ -160,10 +160,10 @@ async def test_a_resume_marker_for_another_request_is_ignored(
         request = _stream_with_prefix("You said:", [Message("user", "something else")])
     elif case == "not streamed":
         request = ask()
-        request.context.state["resume.prefix"] = ("You said:", request.messages)
+        request.context.resume = ResumePrefix("You said:", request.messages)
     else:
         request = _stream_with_prefix("  ")
     response = await provider(request)
     assert (await response.result()).content == "You said: hello claude"
     assert upstream.requests[-1][2]["messages"][-1]["role"] == "user"
-    assert "resumed" not in response.attrs
+    assert response.resumed is None

@@ -11,7 +11,7 @@ import anyio
 import msgspec
 import pytest
 
-from onion import Message, ProviderError, Request, Stack, Timeout
+from onion import Message, ProviderError, Request, ResumePrefix, Stack, Timeout
 from onion.providers import OpenAIProvider, classify_status, parse_retry_after
 from onion.testing.upstream import FakeUpstream, Fault
 
@@ -325,7 +325,7 @@ async def test_a_client_of_your_own_is_used_and_left_open(upstream: FakeUpstream
 
 def _resuming(text: str) -> Request:
     request = ask("one two three", stream=True)
-    request.context.state["resume.prefix"] = (text, request.messages)
+    request.context.resume = ResumePrefix(text, request.messages)
     return request
 
 
@@ -337,7 +337,7 @@ async def test_without_continue_final_message_a_resume_marker_is_ignored(
     assert (await response.result()).content == "You said: one two three"
     body = upstream.requests[-1][2]
     assert body["messages"] == [{"role": "user", "content": "one two three"}]
-    assert "continue_final_message" not in body and "resumed" not in response.attrs
+    assert "continue_final_message" not in body and response.resumed is None
 
 
 async def test_with_continue_final_message_a_resume_marker_is_continued_vllm_style(upstream: FakeUpstream) -> None:
@@ -346,7 +346,7 @@ async def test_with_continue_final_message_a_resume_marker_is_continued_vllm_sty
     try:
         response = await vllm(_resuming("You said: "))
         assert (await response.result()).content == "You said: one two three"
-        assert response.attrs["resumed"] == "continue"
+        assert response.resumed == "continue"
         body = upstream.requests[-1][2]
         assert body["messages"][-1] == {"role": "assistant", "content": "You said:"}
         assert body["continue_final_message"] is True and body["add_generation_prompt"] is False

@@ -262,12 +262,12 @@ async def test_caller_is_the_user_field_without_keys(http: httpx.AsyncClient, re
 
 
 CACHE_SWITCHES: list[tuple[dict[str, str], bool | None]] = [
-    ({}, None),
+    ({}, True),
     ({"x-onion-cache": "no"}, False),
     ({"x-onion-cache": "OFF"}, False),
     ({"cache-control": "no-cache"}, False),
     ({"cache-control": "max-age=0, no-store"}, False),
-    ({"x-onion-cache": "yes"}, None),
+    ({"x-onion-cache": "yes"}, True),
 ]
 
 
@@ -276,7 +276,7 @@ async def test_cache_switches(http: httpx.AsyncClient, recorder: Recorder) -> No
         body = {"model": "gpt-4o", "messages": HELLO}
         response = await http.post("/v1/chat/completions", json=body, headers=headers)
         assert response.status_code == 200
-        assert recorder.seen[-1].context.options.get("cache") is cache, headers
+        assert recorder.seen[-1].context.options.cache is cache, headers
 
 
 # -- failures -----------------------------------------------------------------------------
@@ -427,7 +427,7 @@ async def test_traceparent_over_http_continues_in_the_tracing_layer(
     assert reply.status_code == 200
     assert reply.text.endswith("data: [DONE]\n\n") if stream else "hello gateway" in reply.text
     # Only the W3C trace context reaches the layers; credentials stay in the server.
-    assert recorder.seen[-1].context.state["headers"] == {"traceparent": headers["traceparent"]}
+    assert recorder.seen[-1].context.trace_headers == {"traceparent": headers["traceparent"]}
     spans = [
         s for s in exporter.get_finished_spans() if s.parent is not None and f"{s.parent.span_id:016x}" == PARENT_ID
     ]

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 
 from onion import (
+    AnswerEnd,
     CallNext,
     Chunk,
     Clock,
@@ -242,7 +243,7 @@ class ToyMetrics(Layer):
             raise
         return await response.on_end(self._end)
 
-    def _end(self, completion: Completion | None, error: BaseException | None) -> None:
+    def _end(self, end: AnswerEnd) -> None:
         self.ended += 1
 
 

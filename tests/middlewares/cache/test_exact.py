@@ -21,11 +21,12 @@ from onion import (
     Message,
     ProviderError,
     Request,
+    RequestOptions,
     Response,
     Stack,
     Usage,
 )
-from onion.testing import Fail, FakeClock, Reply, ScriptedProvider
+from onion.testing import Fail, FakeClock, Reply, ScriptedProvider, each_chunk
 
 HEALTH = [HealthCheck.function_scoped_fixture]
 
@@ -52,7 +53,10 @@ class OutputGuard(Layer):
             if "bad" in chunk.content:
                 raise GuardrailViolation(stage="output", rule="bad-word")
 
-        return response.observe(check)
+        if response.completion is not None:  # a complete answer stays complete
+            check(Chunk(content=response.completion.content))
+            return response
+        return response.wrap(each_chunk(check))
 
 
 class InputGuard(Layer):
@@ -75,11 +79,11 @@ async def test_complete_miss_then_hit_returns_the_stored_answer() -> None:
     cache = ExactCache()
     stack = Stack([cache], provider)
     first = await stack(req())
-    assert first.attrs["cache"] == "miss"
+    assert first.cache == "miss"
     stored = await first.result()
     second = await stack(req())
     assert second.served_by == "exact_cache"
-    assert second.attrs["cache"] == "hit"
+    assert second.cache == "hit"
     assert await second.result() == stored
     assert provider.calls == 1
     assert (cache.stats.hits, cache.stats.misses, cache.stats.stores) == (1, 1, 1)
@@ -167,7 +171,7 @@ async def test_opt_out_option_skips_lookup_and_store() -> None:
     stack = Stack([cache], provider)
     await (await stack(req())).result()
     opted = req()
-    opted.context.options["cache"] = False
+    opted.context.options = RequestOptions(cache=False)
     response = await stack(opted)
     assert response.served_by == "scripted"
     assert provider.calls == 2 and cache.stats.bypassed == 1

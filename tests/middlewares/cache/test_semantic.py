@@ -28,10 +28,11 @@ from onion import (
     Message,
     ProviderError,
     Request,
+    RequestOptions,
     Response,
     Stack,
 )
-from onion.testing import Fail, FakeClock, Reply, ScriptedProvider
+from onion.testing import Fail, FakeClock, Reply, ScriptedProvider, each_chunk
 from onion.testing.upstream import FakeUpstream, Fault
 
 HEALTH = [HealthCheck.function_scoped_fixture]
@@ -81,7 +82,10 @@ class OutputGuard(Layer):
             if "bad" in chunk.content:
                 raise GuardrailViolation(stage="output", rule="bad-word")
 
-        return response.observe(check)
+        if response.completion is not None:  # a complete answer stays complete
+            check(Chunk(content=response.completion.content))
+            return response
+        return response.wrap(each_chunk(check))
 
 
 async def test_paraphrase_hits_complete_and_streamed() -> None:
@@ -89,10 +93,10 @@ async def test_paraphrase_hits_complete_and_streamed() -> None:
     semantic = cache()
     stack = Stack([semantic], provider)
     first = await stack(req("What is the capital of France?"))
-    assert first.attrs["cache"] == "miss"
+    assert first.cache == "miss"
     stored = await first.result()
     hit = await stack(req("what's the capital of france"))
-    assert hit.served_by == "semantic_cache" and hit.attrs["cache"] == "hit"
+    assert hit.served_by == "semantic_cache" and hit.cache == "hit"
     assert await hit.result() == stored
     streamed = await stack(req("Please tell me: what is the capital of France", stream=True))
     assert streamed.is_stream and (await streamed.result()).content == stored.content
@@ -165,7 +169,7 @@ async def test_ineligible_requests_skip_the_cache_without_embedding() -> None:
     tool = {"type": "function", "function": {"name": "f"}}
     long_chat = [Message("user", "hi"), Message("assistant", "hello"), Message("user", "a"), Message("assistant", "b")]
     opted = req("What is the capital of France?")
-    opted.context.options["cache"] = False
+    opted.context.options = RequestOptions(cache=False)
     requests = [
         req("What is the capital of France?", tools=[tool]),
         Request(model="m", messages=[Message("user", "q"), Message("tool", "42", tool_call_id="1")]),

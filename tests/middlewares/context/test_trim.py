@@ -159,8 +159,8 @@ async def test_in_a_stack_the_provider_gets_the_trimmed_request(stream: bool) ->
     sent = provider.requests[0].messages
     assert sent[0].text == "be brief" and sent[-1].text == "last question"
     assert 2 < len(sent) < len(messages)
-    state = request.context.state["trim_context"]
-    assert state["dropped"] == len(messages) - len(sent) and state["prompt_tokens"] <= 300
+    report = request.context.trimmed
+    assert report is not None and report.dropped == len(messages) - len(sent) and report.prompt_tokens <= 300
 
 
 def test_from_config_with_toml_names() -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from middlewares.guard.output import OutputGuard
 from middlewares.guard.pii import DETECTORS, IbanDetector, PatternDetector
-from onion import CallNext, Completion, ConfigError, GuardrailViolation, Layer, Request, Response, Stack
+from onion import AnswerEnd, CallNext, ConfigError, GuardrailViolation, Layer, Request, Response, Stack
 from onion.testing import Reply, ScriptedProvider
 
 CARD = "4111 1111 1111 1111"
@@ -265,7 +265,7 @@ async def test_redacts_complete_and_streamed_answers(stream: bool) -> None:
     response = await Stack([OutputGuard()], provider)(req)
     text = "".join(await read(response))
     assert text == "Sure: card [CARD], mail [EMAIL], call [PHONE]."
-    assert req.context.state["output_guard"] == {"card": 1, "email": 1, "phone": 1}
+    assert req.context.findings is not None and req.context.findings.redactions == {"card": 1, "email": 1, "phone": 1}
     if stream:
         assert provider.streams[0].closed
 
@@ -320,9 +320,9 @@ class RecordingCache(Layer):
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         response = await call_next(request)
 
-        async def store(completion: Completion | None, error: BaseException | None) -> None:
-            if completion is not None:
-                self.stored.append(completion.content)
+        async def store(end: AnswerEnd) -> None:
+            if end.ok:
+                self.stored.append(end.completion.content)
 
         return await response.on_end(store)
 

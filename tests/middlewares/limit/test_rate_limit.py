@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from middlewares.limit.rate_backends import MemoryBackend, RedisBackend
 from middlewares.limit.rate_limit import RateLimit, estimate_tokens
-from onion import ConfigError, Context, Message, RateLimited, Request, Stack, Usage
+from onion import ConfigError, Context, Message, RateLimited, Request, Stack, Usage, prompt_tokens
 from onion.testing import Fail, FakeClock, Reply, ScriptedProvider
 
 
@@ -58,12 +58,13 @@ async def test_callers_have_separate_windows_and_global_is_shared() -> None:
 
 async def test_tokens_are_reserved_then_reconciled_with_real_usage() -> None:
     clock = FakeClock(0.0)
-    estimate = estimate_tokens(_request())  # 40 chars / 4 + 4 + max_tokens 10 = 24
-    assert estimate == 24
+    # 40 ASCII chars / 4 + 3 framing + 3 reply priming (onion.prompt_tokens) + max_tokens 10.
+    estimate = estimate_tokens(_request())
+    assert estimate == 26 == prompt_tokens(_request().messages) + 10
     provider = ScriptedProvider(default=Reply("ok", usage=Usage(2, 3, 5)))
     stack = Stack([RateLimit(tokens_per_minute=50, clock=clock)], provider)
-    # Reserved 24 each, reconciled to 5 each: 6 calls fit (5 * 5 + 24 <= 50), not 50 // 24 = 2.
-    for _ in range(6):
+    # Reserved 26 each, reconciled to 5 each: 5 calls fit (4 * 5 + 26 <= 50), not 50 // 26 = 1.
+    for _ in range(5):
         await (await stack(_request())).result()
     with pytest.raises(RateLimited) as info:
         await stack(_request())
@@ -74,13 +75,13 @@ async def test_streams_are_reconciled_when_they_end() -> None:
     clock = FakeClock(0.0)
     provider = ScriptedProvider(default=Reply("a b", usage=Usage(1, 1, 2)))
     stack = Stack([RateLimit(tokens_per_minute=50, clock=clock)], provider)
-    for _ in range(13):  # each reserves 24 and is reconciled to 2 when its stream ends
+    for _ in range(12):  # each reserves 26 and is reconciled to 2 when its stream ends
         await (await stack(_request(stream=True))).result()
-    response = await stack(_request(stream=True))  # 13 * 2 + 24 = 50: fits exactly
+    response = await stack(_request(stream=True))  # 12 * 2 + 26 = 50: fits exactly
     # While that stream is open its whole estimate stays reserved: nothing else fits.
     with pytest.raises(RateLimited):
         await stack(_request(stream=True))
-    await response.result()  # reconciled to 2: 28 in use, room for a reservation of 22
+    await response.result()  # reconciled to 2: 26 in use, room for a reservation of 24
     await (await stack(_request(stream=True, max_tokens=8))).result()
 
 

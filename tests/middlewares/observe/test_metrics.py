@@ -33,7 +33,7 @@ from onion import (
     Usage,
 )
 from onion.telemetry import DURATION_BUCKETS, TOKEN_BUCKETS, render_prometheus
-from onion.testing import Fail, FakeClock, Reply, ScriptedProvider
+from onion.testing import Fail, FakeClock, Reply, ScriptedProvider, each_chunk
 
 
 def new_reader() -> tuple[InMemoryMetricReader, MeterProvider]:
@@ -179,7 +179,7 @@ async def test_stream_overhead_counts_work_of_inner_layers_per_chunk() -> None:
         def scan(chunk: Chunk) -> None:
             clock.advance(0.010)
 
-        return response.observe(scan)
+        return response.wrap(each_chunk(scan))
 
     stack = Stack([Metrics(meter_provider=provider, clock=clock), scanner], upstream)
     async for _ in await stack(ask(stream=True)):
@@ -306,7 +306,7 @@ async def test_cache_hits_are_counted_but_cost_nothing() -> None:
 
     async def exact_cache(request: Request, call_next: Any) -> Response:
         response = Response.complete(stored, served_by="exact_cache")
-        response.attrs["cache"] = "hit"
+        response.cache = "hit"
         return response
 
     stack = Stack([Metrics(meter_provider=provider), exact_cache], ScriptedProvider())

@@ -69,7 +69,7 @@ async def test_fallback_worthy_errors_move_on(error: Exception) -> None:
     provider = ScriptedProvider([Fail(error), Reply("b answered")])
     response = await Stack([Fallback(["a", "b"])], provider)(_request())
     assert (await response.result()).content == "b answered"
-    assert response.attrs["fallback"] == "b"
+    assert response.fallback == "b"
 
 
 @pytest.mark.parametrize("error", [BadRequest("bad"), GuardrailViolation(stage="input", rule="pii")])

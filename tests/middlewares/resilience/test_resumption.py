@@ -11,19 +11,17 @@ from hypothesis import strategies as st
 
 from middlewares.cache.exact import ExactCache
 from middlewares.resilience.fallback import Fallback
-from middlewares.resilience.resumption import RESUME_PREFIX
 from middlewares.resilience.retry import Retry
 from middlewares.resilience.timeout import Deadline
-from onion import AllProvidersFailed, Message, ProviderError, Request, Stack
+from onion import AllProvidersFailed, Message, ProviderError, Request, RequestOptions, Stack
 from onion.providers import AnthropicProvider, OpenAIProvider
-from onion.providers._http import RESUME_PREFIX as HTTP_RESUME_PREFIX
 from onion.testing import Fail, FakeClock, Reply, ScriptedProvider
 from onion.testing.upstream import FakeUpstream, Fault
 
 
-def _request(**options: object) -> Request:
+def _request(**options: Any) -> Request:
     request = Request(model="m", messages=[Message("user", "hi")], stream=True)
-    request.context.options.update(options)
+    request.context.options = RequestOptions(**options)
     return request
 
 
@@ -101,13 +99,13 @@ async def test_fallback_resumes_on_the_next_model_after_retries_are_spent() -> N
     stack = Stack([Fallback(["a", "b"]), Retry(attempts=2, clock=FakeClock())], provider)
     request = Request(model="a", messages=[Message("user", "hi")], stream=True)
     response = await stack(request)
-    assert response.model == "a" and "fallback" not in response.attrs
+    assert response.model == "a" and response.fallback is None
     pieces = [c.content async for c in response]
     assert "".join(pieces) == text
     assert [r.model for r in provider.requests] == ["a", "a", "b"]
     assert all(s.closed for s in provider.streams)
     # The caller's response names the model that finished the answer.
-    assert response.model == "b" and response.attrs["fallback"] == "b"
+    assert response.model == "b" and response.fallback == "b"
 
 
 async def test_when_every_model_cuts_the_stream_the_caller_gets_an_error_not_a_truncation() -> None:
@@ -178,10 +176,10 @@ async def test_auto_resumes_by_continuation_where_the_upstream_can_else_by_reiss
     assert first["messages"] == [{"role": "user", "content": "hi"}]
     if kind == "openai":  # no prefix support: the same request again, spliced after "the quick "
         assert second["messages"] == first["messages"] and "continue_final_message" not in second
-        assert response.attrs["resumed"] == "reissue"
+        assert response.resumed == "reissue"
     else:  # the sent text, without its trailing space, as the assistant prefix
         assert second["messages"] == [*first["messages"], {"role": "assistant", "content": "the quick"}]
-        assert response.attrs["resumed"] == "continue"
+        assert response.resumed == "continue"
         if kind == "vllm":
             assert second["continue_final_message"] is True and second["add_generation_prompt"] is False
         else:
@@ -215,7 +213,7 @@ async def test_explicit_modes_still_win_over_auto_with_a_prefix_capable_provider
         assert second["messages"] == [{"role": "user", "content": "hi"}]
     else:
         assert second["messages"][-1] == {"role": "assistant", "content": "the quick"}
-    assert response.attrs["resumed"] == mode
+    assert response.resumed == mode
 
 
 async def test_a_continued_stream_is_cached_as_the_whole_answer_under_the_plain_key(upstream: FakeUpstream) -> None:
@@ -229,7 +227,7 @@ async def test_a_continued_stream_is_cached_as_the_whole_answer_under_the_plain_
         assert upstream.requests[1][2]["messages"][-1]["role"] == "assistant"
         again = await stack(_request())
         assert (await again.result()).content == ANSWER
-        assert again.attrs["cache"] == "hit" and len(upstream.requests) == 2
+        assert again.cache == "hit" and len(upstream.requests) == 2
     finally:
         await provider.aclose()
 
@@ -247,6 +245,5 @@ async def test_auto_with_a_provider_that_cannot_continue_reissues_and_fails_expl
     assert provider.requests[1].messages == [Message("user", "hi")]
 
 
-def test_the_marker_key_is_the_one_providers_read() -> None:
-    assert RESUME_PREFIX == HTTP_RESUME_PREFIX
+def test_auto_is_the_default_resume_mode() -> None:
     assert Retry().resume == "auto" and Fallback(["a"]).resume == "auto"

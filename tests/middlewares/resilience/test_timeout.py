@@ -149,4 +149,4 @@ async def test_the_total_deadline_holds_over_http_without_the_providers_own_scop
             await provider.aclose()
         assert time.perf_counter() - began < 2.0
         assert caught.value.phase == "total"
-        assert request.context.state["deadline.guarded"] == request.context.deadline
+        assert request.context.deadline_guarded == request.context.deadline

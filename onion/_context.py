@@ -1,0 +1,202 @@
+"""What travels with a request but is never sent upstream: ``Context`` and the typed
+parts of the contract between layers.
+
+Layers share data through declared fields, never through string keys: the deadline and
+the per-attempt phase limits (set by ``timeout``), the resume prefix (set by a
+recovering ``retry``/``fallback`` for the provider), what the guards found, what
+trimming dropped, how many attempts reached the provider, the incoming trace context
+(set by the server) and the tracing hook (set by a tracing layer). ``state`` is left as
+scratch space for third-party layers; no built-in reads or writes another layer's data
+there.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import msgspec
+
+if TYPE_CHECKING:
+    import anyio
+
+__all__ = [
+    "Context",
+    "GuardFindings",
+    "PhaseLimits",
+    "RequestOptions",
+    "ResumeMode",
+    "ResumePrefix",
+    "SpanHook",
+    "TrimReport",
+]
+
+ResumeMode = Literal["auto", "reissue", "continue", "off"]
+"""How ``retry`` and ``fallback`` recover a stream after its first chunk went out."""
+
+# A random per-process prefix and a counter: unique across processes, and far cheaper
+# per request than uuid4 (which reads the OS random source every time).
+_ID_PREFIX = "req_" + os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
+
+
+class RequestOptions(msgspec.Struct, frozen=True):
+    """Per-request switches set by the caller or the server (frozen: replace, not mutate).
+
+    - ``cache``: ``False`` makes every cache pass the request by (no lookup, no store);
+      the server sets it for ``Cache-Control: no-cache`` and ``x-onion-cache: off``.
+    - ``resume``: overrides the ``resume`` mode of ``retry`` and ``fallback``.
+    """
+
+    cache: bool = True
+    resume: ResumeMode | None = None
+
+
+_DEFAULT_OPTIONS = RequestOptions()
+
+
+class PhaseLimits:
+    """Per-attempt stream limits (seconds) written by ``timeout`` on ``context.phases``.
+
+    ``owner`` is the innermost layer that enforces them, and the total deadline with
+    them, on each chunk (``None``: ``timeout`` enforces them itself). ``scope`` is the
+    cancel scope ``timeout`` holds around ``call_next`` with the first-chunk limit; a
+    claiming layer widens it to the total deadline, since it then applies the
+    first-chunk limit to each of its attempts itself.
+    """
+
+    __slots__ = ("first_chunk", "idle", "owner", "scope", "total_deadline")
+
+    def __init__(self, first_chunk: float | None, idle: float | None, total_deadline: float | None) -> None:
+        self.first_chunk = first_chunk
+        self.idle = idle
+        self.total_deadline = total_deadline
+        self.owner: object | None = None
+        self.scope: anyio.CancelScope | None = None
+
+
+class ResumePrefix(msgspec.Struct, frozen=True):
+    """Set on ``context.resume`` by a recovering ``retry``/``fallback`` only while it
+    reopens a stream in ``resume = "auto"`` mode: the ``text`` already sent and the
+    ``messages`` of the request it was sent for. A provider that can continue an
+    assistant prefix sends the text as one and replays it in front of the continuation,
+    so its answer reads as a whole answer to the plain request."""
+
+    text: str
+    messages: list[Any]  # the request's ``Message`` list (typed loosely: ``_types`` imports this module)
+
+
+class GuardFindings(msgspec.Struct):
+    """What the guards found in this request (``context.findings``), for metrics and logs.
+
+    - ``flags``: names of the input rules that matched with outcome ``flag``;
+    - ``redactions``: detector name -> how many matches the output guard redacted or
+      blocked.
+    """
+
+    flags: list[str] = msgspec.field(default_factory=list)
+    redactions: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class TrimReport(msgspec.Struct, frozen=True):
+    """What ``trim_context`` did (``context.trimmed``): messages dropped, prompt tokens kept."""
+
+    dropped: int
+    prompt_tokens: int
+
+
+class SpanHook(Protocol):
+    """What a tracing layer puts on ``context.tracer``: opens a child span of the request's
+    span around a layer's work."""
+
+    def span(self, name: str, attributes: Mapping[str, Any] | None) -> AbstractContextManager[Any]:
+        """A context manager around the work; it yields the span (``None`` if none)."""
+        ...
+
+
+# Reusable: the untraced path allocates nothing per call.
+_UNTRACED: AbstractContextManager[Any] = nullcontext(None)
+
+
+class Context(msgspec.Struct):
+    """Per-request state that travels with a request but is never sent upstream.
+
+    A context is shared by every copy of a request made with
+    ``msgspec.structs.replace``, so a retry sees what outer layers recorded.
+
+    Set by the caller or the server:
+
+    - ``request_id``: unique id, shown to users in safe error messages and in logs.
+    - ``caller``: identity of the client (API key name, ``user``), used for rate limits,
+      cache scopes and metrics.
+    - ``options``: per-request switches (``RequestOptions``: cache off, resume mode).
+    - ``trace_headers``: the incoming W3C trace context (``traceparent``,
+      ``tracestate``, ``baggage``), set by the server for a tracing layer to continue;
+      never other headers.
+
+    Set by layers, read by others:
+
+    - ``deadline``: absolute time in ``anyio.current_time()`` units, or ``None``
+      (``timeout``; the earliest deadline wins).
+    - ``deadline_guarded``: the deadline a layer enforces around every pull itself
+      (``timeout``): a provider need not add a cancel scope of its own for it.
+    - ``phases``: per-attempt first-chunk and idle limits (``PhaseLimits``, ``timeout``),
+      claimed by the innermost ``retry``/``fallback``.
+    - ``resume``: the prefix a provider may continue (``ResumePrefix``), only while a
+      recovering ``retry``/``fallback`` reopens a stream.
+    - ``findings``: what the guards found (``GuardFindings``; ``None`` until one did).
+    - ``trimmed``: what ``trim_context`` dropped (``TrimReport``; ``None`` if nothing).
+    - ``tracer``: the tracing hook (``SpanHook``); use ``context.span(...)``.
+
+    Kept by the core:
+
+    - ``trace``: names of the layers entered, in order (a retry appears twice).
+    - ``attempts``: how many times the stack's handler (the provider) was called.
+    - ``upstream_seconds``: time spent waiting for upstreams (providers add to it), so
+      the gateway's own overhead is the total minus this.
+    - ``state``: free-form scratch space for third-party layers, keyed by layer name.
+    """
+
+    request_id: str = msgspec.field(default_factory=_new_request_id)
+    caller: str | None = None
+    deadline: float | None = None
+    trace: list[str] = msgspec.field(default_factory=list)
+    options: RequestOptions = _DEFAULT_OPTIONS
+    state: dict[str, Any] = msgspec.field(default_factory=dict)
+    upstream_seconds: float = 0.0
+    attempts: int = 0
+    trace_headers: dict[str, str] | None = None
+    deadline_guarded: float | None = None
+    phases: PhaseLimits | None = None
+    resume: ResumePrefix | None = None
+    findings: GuardFindings | None = None
+    trimmed: TrimReport | None = None
+    tracer: SpanHook | None = None
+
+    def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Any]:
+        """A child span of the request's span around a layer's work::
+
+            with request.context.span("cache lookup", self._span_attributes) as span:
+                hit = await store.get(key)
+                if span is not None:
+                    span.set_attribute("onion.cache.hit", hit is not None)
+
+        Without a tracing layer around it, a reusable no-op that yields ``None``: pass
+        ``attributes`` built once (not per call) and the untraced path allocates nothing.
+        """
+        tracer = self.tracer
+        return _UNTRACED if tracer is None else tracer.span(name, attributes)
+
+    def guard_findings(self) -> GuardFindings:
+        """``findings``, created on first use (a guard that found something calls this)."""
+        findings = self.findings
+        if findings is None:
+            findings = self.findings = GuardFindings()
+        return findings
