@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from middlewares.cache.embedders import HashedEmbedder
-from middlewares.cache.semantic import SemanticCache, guards_pass, signature
+from middlewares.cache.precision import guards_pass, signature
+from middlewares.cache.semantic import SemanticCache
 from middlewares.cache.vector_index import UsearchIndex, VectorIndex
 from onion import Context, Message, Request, Stack
 from onion.testing import ScriptedProvider

@@ -62,6 +62,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     # Static twins of the lazy names below (``X as X`` marks a re-export).
+    from ._redis import RedisClient as RedisClient
     from .config import Gateway as Gateway
     from .config import GatewayConfig as GatewayConfig
     from .config import build_gateway as build_gateway
@@ -88,6 +89,7 @@ _LAZY: dict[str, str] = {
     "Router": "providers",
     "SimulatedProvider": "providers",
     "build_provider": "providers",
+    "RedisClient": "_redis",
     "GatewayApp": "server",
     "create_app": "server",
 }

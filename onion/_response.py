@@ -166,6 +166,9 @@ async def _replay(completion: Completion, piece_chars: int) -> AsyncGenerator[Ch
     yield Chunk(tool_calls=completion.tool_calls, finish_reason=completion.finish_reason, usage=completion.usage)
 
 
+_NOTHING = Completion(finish_reason=None)
+
+
 class AnswerEnd:
     """How an answer ended, as ``Response.on_end`` reports it (once per answer).
 
@@ -204,6 +207,19 @@ class AnswerEnd:
         self.chunks = chunks
         self.held = held
         self.chunk_times = chunk_times
+
+    @classmethod
+    def failed(cls, error: BaseException, at: float) -> AnswerEnd:
+        """The end of a call that raised before any answer (``call_next`` failed)."""
+        return cls(_NOTHING, error, ended_at=at)
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What ended the answer, for ``onion.outcome`` and ``onion.error_type``: the error,
+        a ``GeneratorExit`` standing for a consumer that stopped, ``None`` when ok."""
+        if self.error is not None or not self.cancelled:
+            return self.error
+        return GeneratorExit()
 
     @property
     def ok(self) -> bool:

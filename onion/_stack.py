@@ -177,8 +177,8 @@ class Stack:
     layer's ordering constraints and raises ``ConfigError`` naming both layers.
     """
 
-    def __init__(self, layers: Sequence[Any], handler: Handler, *, name: str = "stack") -> None:
-        self.layers: tuple[Any, ...] = tuple(layers)
+    def __init__(self, layers: Sequence[Middleware], handler: Handler, *, name: str = "stack") -> None:
+        self.layers: tuple[Middleware, ...] = tuple(layers)
         self.handler = handler
         self.name = name
         self.infos: tuple[LayerInfo, ...] = tuple(layer_info(layer) for layer in self.layers)
@@ -186,7 +186,7 @@ class Stack:
         self.handler_name = _name_of(handler)
         entry = _terminal(handler, self.handler_name)
         for layer, info in zip(reversed(self.layers), reversed(self.infos), strict=True):
-            call = layer.__call__ if not _is_function(layer) else layer
+            call: Callable[..., Awaitable[Response]] = layer if _is_function(layer) else layer.__call__
             entry = _link(call, entry, info.name)
         self._entry = entry
 

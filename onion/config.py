@@ -20,11 +20,16 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    # Loaded by build_gateway only: validating a config needs neither httpx nor the layers.
+    from ._stack import Stack
+    from .providers import Provider, Router
 
 __all__ = [
     "DEFAULT_STACK",
@@ -357,7 +362,7 @@ def default_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
 class Gateway:
     """A config made real: providers, the router, the stack, and the key table."""
 
-    def __init__(self, config: GatewayConfig, providers: list[Any], router: Any, stack: Any) -> None:
+    def __init__(self, config: GatewayConfig, providers: list[Provider], router: Router, stack: Stack) -> None:
         self.config = config
         self.providers = providers
         self.router = router

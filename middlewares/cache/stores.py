@@ -14,12 +14,11 @@ so what is counted against the byte budget is exactly what is kept.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-import anyio.to_thread
 import msgspec
 
-from onion import Clock, Completion, system_clock
+from onion import Clock, Completion, RedisClient, system_clock
 
 __all__ = ["CacheStats", "CacheStore", "MemoryStore", "RedisStore", "decode_completion", "encode_completion"]
 
@@ -162,33 +161,27 @@ class RedisStore:
     an ``allkeys-lru`` (or ``volatile-lru``) policy.
     """
 
-    def __init__(self, url: str, *, prefix: str = "onion:cache:") -> None:
-        import redis
-
-        self.url = url
+    def __init__(self, url: str, *, prefix: str = "onion:cache:", client: RedisClient | None = None) -> None:
         self.prefix = prefix
         self.stats = CacheStats()
-        self.client: Any = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+        self.redis = client or RedisClient(url, timeout=2.0)
 
     async def get(self, key: str) -> bytes | None:
         """The value under ``key`` (Redis drops expired keys itself)."""
-        return await self._run(self.client.get, self.prefix + key)
+        return await self.redis.run(self.redis.sync.get, self.prefix + key)
 
     async def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
         """Store ``value`` with a millisecond TTL."""
         px = max(1, int(ttl_seconds * 1000)) if ttl_seconds is not None else None
-        await self._run(lambda: self.client.set(self.prefix + key, value, px=px))
+        await self.redis.run(lambda: self.redis.sync.set(self.prefix + key, value, px=px))
 
     async def delete(self, key: str) -> None:
         """Remove ``key``."""
-        await self._run(self.client.delete, self.prefix + key)
+        await self.redis.run(self.redis.sync.delete, self.prefix + key)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._run(self.client.close)
+        await self.redis.aclose()
 
 
 def make_store(

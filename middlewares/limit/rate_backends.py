@@ -11,12 +11,9 @@ several processes agree on one limit.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from typing import Any, Protocol
 
-import anyio.to_thread
-
-from onion import Clock, system_clock
+from onion import Clock, RedisClient, system_clock
 
 __all__ = ["BACKEND_DOWN", "MemoryBackend", "RateBackend", "RedisBackend"]
 
@@ -186,29 +183,22 @@ return 1
 
 
 class RedisBackend:
-    """Shared windows in Redis, through the synchronous redis client in a worker thread.
+    """Shared windows in Redis, through ``onion.RedisClient`` (a worker thread per call).
 
     Each ``acquire`` / ``adjust`` is one Lua script call (``EVALSHA``, reloaded if the
     server lost it), so one thread hop per call, and it works the same under asyncio and
-    trio. ``client`` may be any synchronous ``redis.Redis`` (thread-safe connection pool).
+    trio. ``client`` may be a ``RedisClient`` shared with other layers.
     """
 
-    def __init__(self, url: str, *, client: Any = None) -> None:
-        import redis
-
-        self.client = client or redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        self._acquire = self.client.register_script(_ACQUIRE)
-        self._adjust = self.client.register_script(_ADJUST)
+    def __init__(self, url: str, *, client: RedisClient | None = None) -> None:
+        self.redis = client or RedisClient(url, timeout=1.0)
+        self._acquire = self.redis.script(_ACQUIRE)
+        self._adjust = self.redis.script(_ADJUST)
 
     @staticmethod
     def _keys(key: str) -> list[str]:
         # One hash tag per limit key keeps its three keys in one Redis Cluster slot.
         return [f"{{{key}}}:log", f"{{{key}}}:w", f"{{{key}}}:total"]
-
-    @staticmethod
-    async def _run(fn: Callable[..., Any], *args: Any) -> Any:
-        # Abandoned on cancel (like the caches' RedisStore): the socket timeout ends the thread.
-        return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
 
     async def acquire(self, limits: list[tuple[str, int, int]], member: str, window: float) -> tuple[float, int]:
         keys: list[str] = []
@@ -216,15 +206,15 @@ class RedisBackend:
         for key, limit, cost in limits:
             keys.extend(self._keys(key))
             args.extend((limit, cost))
-        wait_ms, refused = await self._run(self._acquire, keys, args)
+        wait_ms, refused = await self.redis.run(self._acquire, keys, args)
         return int(wait_ms) / 1000, int(refused)
 
     async def adjust(self, key: str, member: str, weight: int) -> None:
-        await self._run(self._adjust, self._keys(key), [member, weight])
+        await self.redis.run(self._adjust, self._keys(key), [member, weight])
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._run(self.client.close)
+        await self.redis.aclose()
 
 
 BACKEND_DOWN: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, OSError)

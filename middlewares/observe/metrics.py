@@ -240,9 +240,7 @@ class Metrics(Layer):
         try:
             response = await call_next(request)
         except BaseException as error:
-            elapsed = self._now() - start
-            overhead = elapsed - (context.upstream_seconds - upstream_before)
-            self._record(request, None, None, None, error, elapsed, overhead)
+            self._ended(request, None, AnswerEnd.failed(error, self._now()), start, upstream_before)
             raise
         if self.overhead_header:
             # A stream's headers leave before it ends: its header carries the overhead so far.
@@ -255,18 +253,33 @@ class Metrics(Layer):
         )
 
     def _ended(
-        self, request: Request, response: Response, end: AnswerEnd, start: float, upstream_before: float
+        self, request: Request, response: Response | None, end: AnswerEnd, start: float, upstream_before: float
     ) -> None:
         elapsed = end.ended_at - start
         # Time the consumer held a chunk is not the gateway's: a slow client reading the
         # socket must not show up as onion overhead.
         overhead = elapsed - (request.context.upstream_seconds - upstream_before) - end.held
-        completion = end.completion
-        model = completion.model or response.model
-        if end.first_chunk_at is not None:
+        error = end.failure
+        attrs = self._base(request, response, error)
+        model = end.completion.model or (response.model if response is not None else "")
+        if model:
+            attrs["gen_ai.response.model"] = model
+        if error is not None:
+            attrs["error.type"] = error_type(error)
+        self._duration.record(elapsed, attrs)
+        if response is not None and end.first_chunk_at is not None:
             self._record_chunks(request, response, end, start)
-        error = end.error if end.error is not None or not end.cancelled else GeneratorExit()
-        self._record(request, response, completion.usage, model, error, elapsed, overhead)
+        served_by = response.served_by if response is not None else _stopped_by(error)
+        # A later model of a fallback chain answered.
+        fallback = response is not None and bool(response.fallback)
+        self._requests.add((outcome(error), served_by, request.model, self.scope, fallback), 1)
+        self._overhead.record(overhead, {"onion.served_by": served_by, "onion.scope": self.scope})
+        usage = end.completion.usage
+        if usage is not None and _billable(response):
+            self._count_usage(attrs, usage, model or request.model)
+        findings = request.context.findings
+        if findings is not None:
+            self._count_findings(findings)
 
     def _record_chunks(self, request: Request, response: Response, end: AnswerEnd, start: float) -> None:
         attrs = self._base(request, response, None)
@@ -295,33 +308,6 @@ class Metrics(Layer):
             "gen_ai.request.model": request.model,
             "onion.scope": self.scope,
         }
-
-    def _record(
-        self,
-        request: Request,
-        response: Response | None,
-        usage: Usage | None,
-        model: str | None,
-        error: BaseException | None,
-        elapsed: float,
-        overhead: float,
-    ) -> None:
-        attrs = self._base(request, response, error)
-        if model:
-            attrs["gen_ai.response.model"] = model
-        if error is not None:
-            attrs["error.type"] = error_type(error)
-        self._duration.record(elapsed, attrs)
-        served_by = response.served_by if response is not None else _stopped_by(error)
-        # A later model of a fallback chain answered.
-        fallback = response is not None and bool(response.fallback)
-        self._requests.add((outcome(error), served_by, request.model, self.scope, fallback), 1)
-        self._overhead.record(overhead, {"onion.served_by": served_by, "onion.scope": self.scope})
-        if usage is not None and _billable(response):
-            self._count_usage(attrs, usage, model or request.model)
-        findings = request.context.findings
-        if findings is not None:
-            self._count_findings(findings)
 
     def _count_findings(self, findings: GuardFindings) -> None:
         # Flags pass the request on and redactions the answer: this is where they show.

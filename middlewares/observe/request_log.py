@@ -37,7 +37,6 @@ from onion import (
     OnionError,
     Request,
     Response,
-    Usage,
     error_type,
     outcome,
     resolve_import,
@@ -151,50 +150,50 @@ class RequestLog(Layer):
         try:
             response = await call_next(request)
         except BaseException as error:
-            self._emit(request, None, None, None, error, self._now() - start, None)
+            self._emit(request, None, AnswerEnd.failed(error, self._now()), start)
             raise
-        return await response.on_end(lambda end: self._ended(request, response, end, start), now=self._now)
+        return await response.on_end(lambda end: self._emit(request, response, end, start), now=self._now)
 
-    def _ended(self, request: Request, response: Response, end: AnswerEnd, start: float) -> None:
-        completion = end.completion
-        answer = completion.content if self.log_content else None
-        first_chunk = end.first_chunk_at - start if end.first_chunk_at is not None else None
+    def _emit(self, request: Request, response: Response | None, end: AnswerEnd, start: float) -> None:
         # A consumer that stopped early is logged as cancelled, as a cancelled task is.
-        error = end.error if end.error is not None or not end.cancelled else GeneratorExit()
-        model = completion.model or response.model
-        self._emit(request, response, completion.usage, model, error, end.ended_at - start, first_chunk, answer)
-
-    def _emit(
-        self,
-        request: Request,
-        response: Response | None,
-        usage: Usage | None,
-        model: str | None,
-        error: BaseException | None,
-        latency: float,
-        first_chunk: float | None,
-        answer: str | None = None,
-    ) -> None:
+        error = end.failure
         result = outcome(error)
         routine = error is None or result in ("blocked", "rate_limited", "cancelled")
         if routine and not self._enabled(self._level_number):
             return
+        fields = self._fields(request, response, end, start)
+        fields["outcome"] = result
+        if routine:
+            if error is not None:
+                fields["error_type"] = error_type(error)
+            self._logger().log(self._level_number, "request", **fields)
+            return
+        assert error is not None
+        fields["error_type"] = error_type(error)
+        # The detail is for operators (never shown to users); secrets are masked by the
+        # configured processors and again here in case another configuration is used.
+        fields["detail"] = scrub_text(str(error) if isinstance(error, OnionError) else repr(error))
+        self._logger().warning("request failed", **fields)
+
+    def _fields(self, request: Request, response: Response | None, end: AnswerEnd, start: float) -> dict[str, Any]:
         context = request.context
+        completion = end.completion
+        model = completion.model or (response.model if response is not None else "")
         fields: dict[str, Any] = {
             "request_id": context.request_id,
             "caller": context.caller,
             "model": request.model,
             "served_by": response.served_by if response is not None else None,
             "stream": request.stream,
-            "outcome": result,
-            "latency_ms": round(latency * 1000, 3),
+            "latency_ms": round((end.ended_at - start) * 1000, 3),
         }
         if model and model != request.model:
             fields["response_model"] = model
         if response is not None and response.fallback:
             fields["fallback"] = response.fallback
-        if first_chunk is not None:
-            fields["ttfc_ms"] = round(first_chunk * 1000, 3)
+        if end.first_chunk_at is not None:
+            fields["ttfc_ms"] = round((end.first_chunk_at - start) * 1000, 3)
+        usage = completion.usage
         if usage is not None:
             fields["prompt_tokens"] = usage.prompt_tokens
             fields["completion_tokens"] = usage.completion_tokens
@@ -209,18 +208,9 @@ class RequestLog(Layer):
                 fields["redacted"] = dict(findings.redactions)
         if self.log_content:
             fields["prompt"] = self._content(request.messages[-1].text if request.messages else "")
-            if answer is not None:
-                fields["answer"] = self._content(answer)
-        if routine:
-            if error is not None:
-                fields["error_type"] = error_type(error)
-            self._logger().log(self._level_number, "request", **fields)
-            return
-        fields["error_type"] = error_type(error)
-        # The detail is for operators (never shown to users); secrets are masked by the
-        # configured processors and again here in case another configuration is used.
-        fields["detail"] = scrub_text(str(error) if isinstance(error, OnionError) else repr(error))
-        self._logger().warning("request failed", **fields)
+            if response is not None:
+                fields["answer"] = self._content(completion.content)
+        return fields
 
     def _content(self, text: str) -> str:
         text = text[: self.content_max_chars]

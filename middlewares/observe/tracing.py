@@ -140,7 +140,7 @@ class Tracing(Layer):
         if end.first_chunk_at is not None and span.is_recording():
             span.set_attribute("gen_ai.response.time_to_first_chunk", end.first_chunk_at - started)
         # A consumer that stopped is reported as a cancellation, as when it is cancelled.
-        error = end.error if end.error is not None or not end.cancelled else GeneratorExit()
+        error = end.failure
         self._end(request, span, outer, response, end.completion, error)
 
     def _attributes(self, request: Request) -> dict[str, Any]:

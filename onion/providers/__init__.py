@@ -39,7 +39,7 @@ KINDS: dict[str, type[Any]] = {
 """Provider classes by the ``kind`` a configuration names."""
 
 
-def build_provider(kind: str, **params: Any) -> Any:
+def build_provider(kind: str, **params: Any) -> Provider:
     """A provider of ``kind`` (``openai``, ``anthropic``, ``simulated``) built from ``params``."""
     try:
         cls = KINDS[kind]

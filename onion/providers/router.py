@@ -9,7 +9,7 @@ naming the model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -38,12 +38,12 @@ class Router:
 
     name = "router"
 
-    def __init__(self, providers: Sequence[Any]) -> None:
+    def __init__(self, providers: Sequence[Provider]) -> None:
         if not providers:
             raise ConfigError("the router needs at least one provider")
-        self.providers: dict[str, Any] = {}
-        self._by_model: dict[str, Any] = {}
-        self._catch_all: Any = None
+        self.providers: dict[str, Provider] = {}
+        self._by_model: dict[str, Provider] = {}
+        self._catch_all: Provider | None = None
         for provider in providers:
             if provider.name in self.providers:
                 raise ConfigError(f"two providers are named {provider.name!r}")
@@ -53,7 +53,7 @@ class Router:
             if not provider.models and self._catch_all is None:
                 self._catch_all = provider
 
-    def route(self, model: str) -> tuple[Any, str]:
+    def route(self, model: str) -> tuple[Provider, str]:
         """The provider for ``model`` and the model name to send it."""
         provider = self._by_model.get(model)
         if provider is not None:

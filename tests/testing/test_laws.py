@@ -109,7 +109,7 @@ def _violation(test: Any) -> LawViolation:
 
 
 def test_pii_split_across_chunks_is_found() -> None:
-    @settings(max_examples=100, deadline=None, database=None)
+    @settings(max_examples=100, deadline=None, database=None, derandomize=True)
     @given(cuts=chunk_cuts(max_offset=120), email=st.sampled_from(EMAILS))
     def stream_through(cuts: tuple[int, ...], email: str) -> None:
         provider = planned_provider(answer=with_email(email), chunk_cuts=cuts)
@@ -121,7 +121,7 @@ def test_pii_split_across_chunks_is_found() -> None:
 
 
 def test_cache_outside_the_input_guard_is_found() -> None:
-    @settings(max_examples=50, deadline=None, database=None)
+    @settings(max_examples=50, deadline=None, database=None, derandomize=True)
     @given(requests=REQUESTS)
     def send(requests: list[Request]) -> None:
         law = InputGuardBlocksBeforeCacheAndUpstream()
@@ -131,7 +131,7 @@ def test_cache_outside_the_input_guard_is_found() -> None:
 
 
 def test_cache_storing_a_cut_stream_is_found() -> None:
-    @settings(max_examples=60, deadline=None, database=None)
+    @settings(max_examples=60, deadline=None, database=None, derandomize=True)
     @given(requests=REQUESTS, plan=fault_plans(["m"], max_attempts=2))
     def send(requests: list[Request], plan: FaultPlan) -> None:
         requests = [msgspec.structs.replace(r, stream=True) for r in requests]
@@ -169,7 +169,7 @@ def test_metrics_inside_retry_or_cache_is_found() -> None:
 
 
 def test_nested_retries_exceed_the_call_bound() -> None:
-    @settings(max_examples=60, deadline=None, database=None)
+    @settings(max_examples=60, deadline=None, database=None, derandomize=True)
     @given(plan=fault_plans(["m"], max_attempts=6, statuses=(503,)))
     def send(plan: FaultPlan) -> None:
         clock = FakeClock()
@@ -190,7 +190,7 @@ def test_a_leaking_stream_wrapper_is_found() -> None:
 
 
 def test_stream_and_complete_disagree_under_a_chunkwise_guard() -> None:
-    @settings(max_examples=100, deadline=None, database=None)
+    @settings(max_examples=100, deadline=None, database=None, derandomize=True)
     @given(cuts=chunk_cuts(max_offset=120))
     def both(cuts: tuple[int, ...]) -> None:
         provider = planned_provider(answer=with_email(EMAILS[0]), chunk_cuts=cuts)

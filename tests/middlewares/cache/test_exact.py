@@ -7,17 +7,16 @@ from typing import Any
 
 import msgspec
 import pytest
+from cache_toys import BadWordGuard, ForbiddenWordGuard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from middlewares.cache.exact import CachePolicy, ExactCache, request_key
 from onion import (
-    CallNext,
     Chunk,
     ConfigError,
     Context,
     GuardrailViolation,
-    Layer,
     Message,
     ProviderError,
     Request,
@@ -26,7 +25,7 @@ from onion import (
     Stack,
     Usage,
 )
-from onion.testing import Fail, FakeClock, Reply, ScriptedProvider, each_chunk
+from onion.testing import Fail, FakeClock, Reply, ScriptedProvider
 
 HEALTH = [HealthCheck.function_scoped_fixture]
 
@@ -38,35 +37,6 @@ def req(text: str = "What is 2+2?", *, stream: bool = False, caller: str | None 
 def fresh(request: Request) -> Request:
     """The same request with a new context (as a new HTTP call would have)."""
     return msgspec.structs.replace(request, context=Context(caller=request.context.caller))
-
-
-class OutputGuard(Layer):
-    """A test output guard: raises on any chunk containing ``bad``."""
-
-    name = "test_output_guard"
-    provides = frozenset({"guard.output"})
-
-    async def __call__(self, request: Request, call_next: CallNext) -> Response:
-        response = await call_next(request)
-
-        def check(chunk: Chunk) -> None:
-            if "bad" in chunk.content:
-                raise GuardrailViolation(stage="output", rule="bad-word")
-
-        if response.completion is not None:  # a complete answer stays complete
-            check(Chunk(content=response.completion.content))
-            return response
-        return response.wrap(each_chunk(check))
-
-
-class InputGuard(Layer):
-    name = "test_input_guard"
-    provides = frozenset({"guard.input"})
-
-    async def __call__(self, request: Request, call_next: CallNext) -> Response:
-        if "forbidden" in request.messages[-1].text:
-            raise GuardrailViolation(stage="input", rule="forbidden")
-        return await call_next(request)
 
 
 async def read(response: Response) -> tuple[list[Chunk], str]:
@@ -139,7 +109,7 @@ async def test_stream_closed_early_is_not_stored() -> None:
 
 async def test_output_guard_violation_mid_stream_is_not_stored() -> None:
     provider = ScriptedProvider([Reply("fine then bad words"), Reply("clean")])
-    stack = Stack([ExactCache(), OutputGuard()], provider)
+    stack = Stack([ExactCache(), BadWordGuard()], provider)
     with pytest.raises(GuardrailViolation):
         await read(await stack(req(stream=True)))
     assert provider.streams[0].closed
@@ -150,7 +120,7 @@ async def test_output_guard_violation_mid_stream_is_not_stored() -> None:
 async def test_blocked_input_is_never_looked_up_or_stored() -> None:
     provider = ScriptedProvider()
     cache = ExactCache()
-    stack = Stack([InputGuard(), cache], provider)
+    stack = Stack([ForbiddenWordGuard(), cache], provider)
     for _ in range(2):
         with pytest.raises(GuardrailViolation):
             await stack(req("forbidden thing"))
@@ -160,9 +130,9 @@ async def test_blocked_input_is_never_looked_up_or_stored() -> None:
 
 def test_cache_must_sit_inside_the_input_guard_and_outside_the_output_guard() -> None:
     with pytest.raises(ConfigError, match=r"guard\.input"):
-        Stack([ExactCache(), InputGuard()], ScriptedProvider())
+        Stack([ExactCache(), ForbiddenWordGuard()], ScriptedProvider())
     with pytest.raises(ConfigError, match=r"guard\.output"):
-        Stack([OutputGuard(), ExactCache()], ScriptedProvider())
+        Stack([BadWordGuard(), ExactCache()], ScriptedProvider())
 
 
 async def test_opt_out_option_skips_lookup_and_store() -> None:
@@ -318,7 +288,7 @@ async def test_law_nothing_blocked_or_failed_is_ever_stored(outcomes: list[tuple
     stored: set[int] = set()
     for outcome, stream, prompt in outcomes:
         provider = ScriptedProvider([step_for[outcome]])
-        stack = Stack([cache, OutputGuard()], provider)
+        stack = Stack([cache, BadWordGuard()], provider)
         hit_expected = prompt in stored
         try:
             response = await stack(req(f"question {prompt}", stream=stream))

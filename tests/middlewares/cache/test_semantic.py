@@ -12,27 +12,26 @@ import msgspec
 import numpy as np
 import pytest
 import structlog
+from cache_toys import BadWordGuard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from middlewares.cache.embedders import HashedEmbedder, OpenAIEmbedder
 from middlewares.cache.exact import ExactCache
-from middlewares.cache.semantic import SemanticCache, guards_pass, signature
+from middlewares.cache.precision import guards_pass, signature
+from middlewares.cache.semantic import SemanticCache
+from middlewares.cache.semantic_entries import MemoryEntries
 from onion import (
-    CallNext,
-    Chunk,
     ConfigError,
     Context,
     GuardrailViolation,
-    Layer,
     Message,
     ProviderError,
     Request,
     RequestOptions,
-    Response,
     Stack,
 )
-from onion.testing import Fail, FakeClock, Reply, ScriptedProvider, each_chunk
+from onion.testing import Fail, FakeClock, Reply, ScriptedProvider
 from onion.testing.upstream import FakeUpstream, Fault
 
 HEALTH = [HealthCheck.function_scoped_fixture]
@@ -69,23 +68,6 @@ def req(
 def cache(**params: Any) -> SemanticCache:
     params.setdefault("threshold", 0.7)
     return SemanticCache(**params)
-
-
-class OutputGuard(Layer):
-    name = "test_output_guard"
-    provides = frozenset({"guard.output"})
-
-    async def __call__(self, request: Request, call_next: CallNext) -> Response:
-        response = await call_next(request)
-
-        def check(chunk: Chunk) -> None:
-            if "bad" in chunk.content:
-                raise GuardrailViolation(stage="output", rule="bad-word")
-
-        if response.completion is not None:  # a complete answer stays complete
-            check(Chunk(content=response.completion.content))
-            return response
-        return response.wrap(each_chunk(check))
 
 
 async def test_paraphrase_hits_complete_and_streamed() -> None:
@@ -242,7 +224,7 @@ async def test_streams_are_stored_only_when_they_end_cleanly() -> None:
     provider = ScriptedProvider(
         [Fail(ProviderError("cut"), after_chunks=1, reply=Reply("one two")), Reply("a bad answer"), Reply("a b c")]
     )
-    stack = Stack([cache(), OutputGuard()], provider)
+    stack = Stack([cache(), BadWordGuard()], provider)
     with pytest.raises(ProviderError):
         await (await stack(req("What is the capital of France?", stream=True))).result()
     with pytest.raises(GuardrailViolation):
@@ -379,8 +361,8 @@ async def test_law_capacity_bound_holds(max_entries: int, prompts: list[tuple[in
     for topic, wait in prompts:
         await (await stack(req(f"Tell me a fact about topic {topic}"))).result()
         clock.advance(wait)
-        assert len(semantic._entries) <= max_entries
-        assert set(semantic._entries) == set(semantic._index._rows)
+        assert isinstance(semantic.entries, MemoryEntries) and len(semantic.entries) <= max_entries
+        assert semantic.entries.keys() == set(semantic._index._rows)
 
 
 # --- Redis: entries shared between processes ------------------------------------------
@@ -419,7 +401,7 @@ async def test_redis_entry_gone_means_miss_and_local_drop(redis_url: str) -> Non
         await (await Stack([one], provider)(req("What is the capital of France?"))).result()
         assert (await Stack([two], provider)(req("what is the capital of France"))).served_by == "semantic_cache"
         (old,) = list(two._index._rows)
-        one._redis.delete(one._prefix + "e:" + old)
+        one.entries.redis.sync.delete(one.entries.prefix + "e:" + old)
         assert (await Stack([two], provider)(req("what is the capital of France"))).served_by == "scripted"
         assert old not in two._index and len(two._index) == 1  # the new answer replaced it
     finally:
@@ -434,7 +416,7 @@ async def test_redis_peer_reloads_after_a_gap_in_the_log(redis_url: str) -> None
         await Stack([two], provider)(req("Warm up the index of process two"))
         for topic in ("France", "Japan", "Kenya"):
             await (await Stack([one], provider)(req(f"What is the capital of {topic}?"))).result()
-        one._redis.xtrim(one._prefix + "log", maxlen=1, approximate=False)
+        one.entries.redis.sync.xtrim(one.entries.prefix + "log", maxlen=1, approximate=False)
         calls = provider.calls
         for topic in ("France", "Japan", "Kenya"):
             hit = await Stack([two], provider)(req(f"what is the capital of {topic}"))
@@ -476,7 +458,7 @@ async def test_usearch_index_behind_the_same_layer() -> None:
     stack = Stack([semantic], provider)
     for topic in ("France", "Japan", "Kenya", "Peru"):
         await (await stack(req(f"What is the capital of {topic}?"))).result()
-    assert len(semantic._index) == 3 and len(semantic._entries) == 3  # France evicted, first in
+    assert len(semantic._index) == 3 and len(semantic.entries) == 3  # France evicted, first in
     assert (await stack(req("what is the capital of Japan"))).served_by == "semantic_cache"
     assert (await stack(req("what is the capital of France"))).served_by == "scripted"
 

@@ -118,12 +118,12 @@ async def test_redis_store_round_trip_ttl_and_delete(redis_url: str) -> None:
     try:
         await store.set("k", b"value", 60)
         assert await other.get("k") == b"value"
-        ttl_ms = store.client.pttl(store.prefix + "k")
+        ttl_ms = store.redis.sync.pttl(store.prefix + "k")
         assert 0 < ttl_ms <= 60_000
         await other.delete("k")
         assert await store.get("k") is None
         await store.set("forever", b"v", None)
-        assert store.client.pttl(store.prefix + "forever") == -1
+        assert store.redis.sync.pttl(store.prefix + "forever") == -1
     finally:
         await store.aclose()
         await other.aclose()

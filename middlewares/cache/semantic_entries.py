@@ -1,0 +1,247 @@
+"""Where the semantic cache keeps its entries: in this process, or in Redis shared by
+every gateway process (each keeping its own vector index in sync).
+
+Redis, step by step:
+
+1. a store runs one Lua script that increments ``{prefix}version`` to ``n``, writes the
+   entry (answer, text, scope, vector, wall-clock expiry) under ``{prefix}e:{key}`` with
+   a TTL, and appends ``(n, key)`` to the stream ``{prefix}log`` (trimmed to about
+   twice ``max_entries``);
+2. before a lookup a process reads the stream after the last id it saw (non-blocking
+   ``XREAD``), fetches the new entries with one ``MGET`` and adds their vectors to its
+   index; if the ``n`` it reads is not one past the last it saw, the stream was trimmed
+   past it and it reloads everything with ``SCAN``;
+3. a hit is confirmed with ``GET``: an entry that Redis expired or evicted is dropped
+   from the local index and the lookup counts as a miss. So Redis is the truth, the
+   local index only a fast way to find a candidate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import msgspec
+import numpy as np
+import structlog
+
+from onion import Completion, RedisClient
+
+from .vector_index import NearestIndex
+
+__all__ = ["Entry", "MemoryEntries", "RedisEntries", "SemanticStats"]
+
+log = structlog.get_logger("onion.cache")
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """A stored answer with what is needed to match it again."""
+
+    completion: Completion
+    text: str
+    scope: str
+    vector: bytes = b""
+    expires_at: float | None = None  # wall clock (time.time()), for Redis peers
+
+
+_ENTRY_ENCODER = msgspec.msgpack.Encoder()
+_ENTRY_DECODER = msgspec.msgpack.Decoder(Entry)
+
+
+class SemanticStats(msgspec.Struct):
+    """Counters: hits, misses, rejected by guard or threshold, bypassed, embedder failures,
+    Redis errors and full reloads of the local index (``resyncs``)."""
+
+    hits: int = 0
+    misses: int = 0
+    stores: int = 0
+    below_threshold: int = 0
+    guard_rejections: int = 0
+    bypassed: int = 0
+    ineligible: int = 0
+    embed_failures: int = 0
+    errors: int = 0
+    resyncs: int = 0
+
+
+class MemoryEntries:
+    """Entries in this process's memory, beside its index (which bounds and expires them)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def keys(self) -> set[str]:
+        """The keys held now."""
+        return set(self._entries)
+
+    def forget(self, key: str) -> None:
+        """Drop ``key`` (the index evicted or expired it)."""
+        self._entries.pop(key, None)
+
+    async def sync(self, index: NearestIndex) -> None:
+        """Nothing to do: no other process adds entries."""
+
+    async def get(self, key: str) -> Entry | None:
+        """The entry under ``key``, if the index still holds it."""
+        return self._entries.get(key)
+
+    async def put(self, key: str, completion: Completion, text: str, scope: str, vector: np.ndarray) -> bool:
+        """Keep an entry; always succeeds."""
+        self._entries[key] = Entry(completion, text, scope)
+        return True
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+_STORE_SCRIPT = """
+local n = redis.call('INCR', KEYS[2])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('SET', KEYS[3], ARGV[1])
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'n', n, 'k', ARGV[4])
+return n
+"""
+
+
+class RedisEntries:
+    """Entries in Redis, shared with every process on the same ``prefix`` (see module doc).
+
+    Failures are counted in ``stats.errors`` and logged; the lookup or store is skipped,
+    never the request.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        ttl_seconds: float | None,
+        max_entries: int,
+        stats: SemanticStats,
+        sync_interval_seconds: float = 0.0,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = RedisClient(url, timeout=2.0)
+        self.prefix = prefix
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self.stats = stats
+        self.sync_interval = sync_interval_seconds
+        self._now = now
+        self._store_script = self.redis.script(_STORE_SCRIPT)
+        self._last_id: str | None = None
+        self._last_n = 0
+        self._syncing = False
+        self._synced_at = float("-inf")
+
+    def forget(self, key: str) -> None:
+        """Nothing to drop locally: Redis expires entries itself."""
+
+    def _failed(self, what: str, error: Exception) -> None:
+        self.stats.errors += 1
+        log.warning("semantic_cache.redis_failed", op=what, error=type(error).__name__)
+
+    async def get(self, key: str) -> Entry | None:
+        """The entry under ``key``, or ``None`` if Redis expired or evicted it (or failed)."""
+        try:
+            data = await self.redis.run(self.redis.sync.get, self.prefix + "e:" + key)
+        except Exception as error:
+            self._failed("get", error)
+            return None
+        return _ENTRY_DECODER.decode(data) if data is not None else None
+
+    async def put(self, key: str, completion: Completion, text: str, scope: str, vector: np.ndarray) -> bool:
+        """Store an entry and log it for the peers; ``False`` if Redis failed."""
+        ttl = self.ttl_seconds
+        expires = time.time() + ttl if ttl is not None else None
+        entry = Entry(completion, text, scope, vector.astype(np.float32).tobytes(), expires)
+        ttl_ms = int(ttl * 1000) if ttl is not None else 0
+        keys = [self.prefix + "log", self.prefix + "version", self.prefix + "e:" + key]
+        args = [_ENTRY_ENCODER.encode(entry), ttl_ms, 2 * self.max_entries, key]
+        try:
+            await self.redis.run(lambda: self._store_script(keys=keys, args=args))
+        except Exception as error:
+            self._failed("store", error)
+            return False
+        return True
+
+    async def sync(self, index: NearestIndex) -> None:
+        """Add the peers' new entries to ``index`` (at most every ``sync_interval``)."""
+        now = self._now()
+        if self._syncing or now - self._synced_at < self.sync_interval:
+            # Another task of this process is already fetching, or one did a moment ago:
+            # looking up against an index a few milliseconds stale is fine.
+            return
+        self._syncing = True
+        self._synced_at = now
+        try:
+            fetched = await self.redis.run(self._fetch_updates, index)
+        except Exception as error:
+            self._failed("sync", error)
+            return
+        finally:
+            self._syncing = False
+        # The index is changed here, in the event loop's thread, never in the worker.
+        wall = time.time()
+        for key, data in fetched:
+            if data is None or key in index:
+                continue
+            entry = _ENTRY_DECODER.decode(data)
+            if len(entry.vector) != 4 * index.dim:
+                continue  # written by a peer with another embedder under the same prefix
+            ttl = entry.expires_at - wall if entry.expires_at is not None else None
+            if ttl is None or ttl > 0:
+                index.add(key, np.frombuffer(entry.vector, dtype=np.float32), entry.scope, ttl)
+
+    def _fetch_updates(self, index: NearestIndex) -> list[tuple[str, bytes | None]]:
+        """Worker thread, Redis I/O only: the entries logged since the last id seen
+        (all entries after a gap in the log), as ``(key, encoded entry)``."""
+        keys = self._logged_keys(index)
+        if keys is None:
+            keys = self._all_keys(index)
+        client = self.redis.sync
+        fetched: list[tuple[str, bytes | None]] = []
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+            fetched.extend(zip(batch, client.mget([self.prefix + "e:" + k for k in batch]), strict=True))
+        return fetched
+
+    def _logged_keys(self, index: NearestIndex) -> list[str] | None:
+        """The keys logged since the last id seen; ``None`` after a gap in the log."""
+        if self._last_id is None:
+            return None
+        stream = self.prefix + "log"
+        keys: list[str] = []
+        while True:
+            found = self.redis.sync.xread({stream: self._last_id}, count=1000)
+            messages = found[0][1] if found else []
+            for message_id, fields in messages:
+                n = int(fields[b"n"])
+                if n != self._last_n + 1:
+                    return None
+                self._last_id, self._last_n = message_id.decode(), n
+                key = fields[b"k"].decode()
+                if key not in index:
+                    keys.append(key)
+            if len(messages) < 1000:
+                return keys
+
+    def _all_keys(self, index: NearestIndex) -> list[str]:
+        """Every entry's key not in ``index`` (after a gap: the log was trimmed past us)."""
+        self.stats.resyncs += 1
+        client = self.redis.sync
+        last = client.xrevrange(self.prefix + "log", count=1)
+        self._last_id, self._last_n = (last[0][0].decode(), int(last[0][1][b"n"])) if last else ("0-0", 0)
+        prefix = self.prefix + "e:"
+        scanned = (k.decode()[len(prefix) :] for k in client.scan_iter(match=prefix + "*", count=1000))
+        return [k for k in scanned if k not in index]
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.redis.aclose()
