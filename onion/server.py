@@ -29,7 +29,7 @@ import msgspec
 
 from ._response import Response
 from ._types import Chunk, Completion, Context, Request, Usage, decode_request
-from .errors import BadRequest, OnionError, ProviderError
+from .errors import BadRequest, OnionError, ProviderError, RequestTooLarge, Unauthorized
 
 __all__ = ["GatewayApp", "create_app"]
 
@@ -111,17 +111,6 @@ def _usage(usage: Usage | None) -> _OutUsage | None:
 def _error_json(status: int, message: str, code: str | None, param: str | None = None) -> bytes:
     kind = _ERROR_TYPES.get(status) or ("invalid_request_error" if status < 500 else "server_error")
     return _encode(_ErrorBody(_OutError(message, kind, param, code)))
-
-
-class _Reject(Exception):
-    """A request refused before it reached the stack (bad body, bad key, too large)."""
-
-    def __init__(self, status: int, message: str, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
 
 
 def _explain(error: msgspec.ValidationError) -> tuple[str, str | None]:
@@ -259,7 +248,7 @@ class GatewayApp:
         if not self.api_keys:
             return None
         if not authorization or not authorization[:7].lower() == b"bearer ":
-            raise _Reject(401, "missing API key: send 'Authorization: Bearer <key>'", "invalid_api_key")
+            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
         given = authorization[7:].strip()
         identity = None
         for key, name in self.api_keys:
@@ -267,46 +256,45 @@ class GatewayApp:
             if hmac.compare_digest(given, key):
                 identity = name
         if identity is None:
-            raise _Reject(401, "incorrect API key provided", "invalid_api_key")
+            raise Unauthorized("incorrect API key provided")
         return identity
 
     async def _read_body(self, receive: Receive, declared: bytes | None) -> bytes:
         limit = self.max_body_bytes
-        too_large = _Reject(413, f"the request body is larger than {limit} bytes", "request_too_large")
         if declared is not None:
             try:
                 if int(declared) > limit:
-                    raise too_large
+                    raise RequestTooLarge(limit)
             except ValueError:
-                raise _Reject(400, "invalid Content-Length header", "invalid_request_error") from None
+                raise BadRequest("invalid Content-Length header") from None
         message = await receive()
         body = message.get("body", b"")
         if not message.get("more_body", False):
             if len(body) > limit:
-                raise too_large
+                raise RequestTooLarge(limit)
             return body
         parts = [body]
         size = len(body)
         while message.get("more_body", False):
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise _Reject(400, "the client went away", "client_closed")
+                raise BadRequest("the client went away", code="client_closed")
             piece = message.get("body", b"")
             size += len(piece)
             if size > limit:
-                raise too_large
+                raise RequestTooLarge(limit)
             parts.append(piece)
         return b"".join(parts)
 
     def _decode(self, body: bytes, caller: str | None, options: dict[str, Any] | None) -> Request:
         if not body:
-            raise _Reject(400, "the request body is empty; send a JSON object", "invalid_request_error")
+            raise BadRequest("the request body is empty; send a JSON object")
         try:
             raw = msgspec.json.decode(body)
         except (msgspec.DecodeError, UnicodeDecodeError):
-            raise _Reject(400, "the request body is not valid JSON (UTF-8)", "invalid_json") from None
+            raise BadRequest("the request body is not valid JSON (UTF-8)", code="invalid_json") from None
         if not isinstance(raw, dict):
-            raise _Reject(400, "the request body must be a JSON object", "invalid_request_error")
+            raise BadRequest("the request body must be a JSON object")
         context = Context(caller=caller)
         if options:
             context.options.update(options)
@@ -314,13 +302,13 @@ class GatewayApp:
             request = decode_request(raw, context=context)
         except msgspec.ValidationError as error:
             message, param = _explain(error)
-            raise _Reject(400, f"invalid request: {message}", "invalid_request_error", param) from None
+            raise BadRequest(f"invalid request: {message}", param=param) from None
         if not request.model:
-            raise _Reject(400, "'model' must name a model", "invalid_request_error", "model")
+            raise BadRequest("'model' must name a model", param="model")
         if not request.messages:
-            raise _Reject(400, "'messages' must hold at least one message", "invalid_request_error", "messages")
+            raise BadRequest("'messages' must hold at least one message", param="messages")
         if request.n is not None and request.n != 1:
-            raise _Reject(400, "n > 1 is not supported by this gateway", "unsupported_value", "n")
+            raise BadRequest("n > 1 is not supported by this gateway", param="n", code="unsupported_value")
         if caller is None and request.user:
             context.caller = request.user
         return request
@@ -330,8 +318,8 @@ class GatewayApp:
     async def _models(self, scope: Scope, send: Send) -> None:
         try:
             self._caller(_header(scope, b"authorization"))
-        except _Reject as reject:
-            await self._plain_error(send, reject.status, reject.message, reject.code)
+        except Unauthorized as reject:
+            await self._plain_error(send, reject.status, reject.public_message, reject.code)
             return
         pairs = list(self.models)
         if self.list_models is not None:
@@ -372,8 +360,8 @@ class GatewayApp:
         try:
             caller = self._caller(authorization)
             request = self._decode(await self._read_body(receive, declared), caller, options)
-        except _Reject as reject:
-            await self._plain_error(send, reject.status, reject.message, reject.code, reject.param)
+        except OnionError as reject:
+            await self._plain_error(send, reject.status, reject.public_message, reject.code, reject.param)
             return
         context = request.context
         if trace_headers:

@@ -63,9 +63,8 @@ async def test_otlp_export_reaches_a_collector_and_logs_are_json(
 ) -> None:
     pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
     from middlewares import Metrics, Tracing
-    from onion.telemetry import _otel
     from middlewares.observe.request_log import RequestLog
-    from onion.telemetry import reset_logging
+    from onion.telemetry import _otel, reset_logging
 
     for name in ("_meter_provider", "_tracer_provider", "_prometheus_registry"):
         monkeypatch.setattr(_otel, name, getattr(_otel, name))  # restored after the test
