@@ -99,6 +99,9 @@ class Context(msgspec.Struct):
     - ``trace``: names of the layers entered, in order (a retry appears twice).
     - ``options``: per-request switches set by the caller or the server
       (for example ``{"cache": False}``).
+    - ``trace_headers``: the incoming W3C trace context (``traceparent``,
+      ``tracestate``, ``baggage``), set by the server for a tracing layer to continue;
+      never other headers.
     - ``state``: scratch space for layers, keyed by layer name.
     - ``upstream_seconds``: time spent waiting for upstreams (providers add to it), so
       the gateway's own overhead is the total minus this.
@@ -111,6 +114,7 @@ class Context(msgspec.Struct):
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     state: dict[str, Any] = msgspec.field(default_factory=dict)
     upstream_seconds: float = 0.0
+    trace_headers: dict[str, str] | None = None
 
 
 class Request(msgspec.Struct, frozen=True, omit_defaults=True):

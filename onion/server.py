@@ -365,7 +365,7 @@ class GatewayApp:
             return
         context = request.context
         if trace_headers:
-            context.state["headers"] = trace_headers
+            context.trace_headers = trace_headers
         try:
             response = await self.handler(request)
             if not request.stream:

@@ -8,7 +8,7 @@ Two placements, one class:
   ``gen_ai.usage.*``, ``gen_ai.response.finish_reasons``, ``error.type``) and onion's
   (request id, caller, ``served_by``, outcome). It continues the trace of an incoming
   W3C ``traceparent`` header, which the server leaves in
-  ``request.context.state["headers"]``.
+  ``request.context.trace_headers``.
 - ``Tracing(kind="attempt")``, innermost (just above the provider): one client span
   ``chat {model}`` per upstream call, so a retry or a fallback shows each attempt with the
   model it tried, as children of the request span.
@@ -192,7 +192,7 @@ class Tracing(Layer):
         if outer is not None:  # a stack inside a stack: nest under the outer request
             parent, kind = trace.set_span_in_context(outer.span), SpanKind.INTERNAL
         else:
-            carrier = _carrier(context.state.get("headers"))
+            carrier = _carrier(context.trace_headers)
             parent = _propagator.extract(carrier) if carrier else None
             remote = parent is not None and trace.get_current_span(parent).get_span_context().is_valid
             kind = SpanKind.SERVER if remote else SpanKind.INTERNAL

@@ -427,7 +427,7 @@ async def test_traceparent_over_http_continues_in_the_tracing_layer(
     assert reply.status_code == 200
     assert reply.text.endswith("data: [DONE]\n\n") if stream else "hello gateway" in reply.text
     # Only the W3C trace context reaches the layers; credentials stay in the server.
-    assert recorder.seen[-1].context.state["headers"] == {"traceparent": headers["traceparent"]}
+    assert recorder.seen[-1].context.trace_headers == {"traceparent": headers["traceparent"]}
     spans = [
         s for s in exporter.get_finished_spans() if s.parent is not None and f"{s.parent.span_id:016x}" == PARENT_ID
     ]

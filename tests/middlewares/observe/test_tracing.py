@@ -68,13 +68,16 @@ async def test_one_span_per_request_with_genai_attributes() -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}, [(b"Traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01".encode())]],
+    [
+        {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"},
+        {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01", "tracestate": "vendor=1", "baggage": "k=v"},
+    ],
 )
-async def test_incoming_traceparent_is_continued(headers: Any) -> None:
+async def test_incoming_traceparent_is_continued(headers: dict[str, str]) -> None:
     exporter, provider = new_exporter()
     stack = Stack([Tracing(tracer_provider=provider)], ScriptedProvider())
     request = ask()
-    request.context.state["headers"] = headers
+    request.context.trace_headers = headers
     await stack(request)
     [span] = exporter.get_finished_spans()
     assert format(span.context.trace_id, "032x") == TRACE_ID
@@ -86,7 +89,7 @@ async def test_incoming_traceparent_is_continued(headers: Any) -> None:
 async def test_malformed_traceparent_starts_a_new_trace() -> None:
     exporter, provider = new_exporter()
     request = ask()
-    request.context.state["headers"] = {"traceparent": "not-a-trace"}
+    request.context.trace_headers = {"traceparent": "not-a-trace"}
     await Stack([Tracing(tracer_provider=provider)], ScriptedProvider())(request)
     [span] = exporter.get_finished_spans()
     assert span.parent is None
