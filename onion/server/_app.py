@@ -1,166 +1,59 @@
-"""The HTTP gateway: a raw ASGI app that puts the onion behind an OpenAI-compatible API.
+"""The gateway's ASGI app: dispatch by route, lifespan, and one call of the stack.
 
-It sits outside the outermost layer: it checks the API key, reads the body, lets the
-route's dialect (``onion.wire``: ``openai_chat`` for ``POST /v1/chat/completions``)
-decode it into a ``Request``, calls the stack, and writes back the bytes the dialect
-encodes from the ``Response``: JSON for a complete answer, Server-Sent Events for a
-stream. No framework: JSON goes through msgspec, headers are prebuilt bytes, a streamed
-chunk costs one small encode and one ``send``, and ``call_next`` runs in the request's
-own task.
+Routes: ``POST /v1/chat/completions`` (and ``/chat/completions``) in the
+``openai_chat`` dialect, ``GET /v1/models``, ``GET /healthz``, and ``GET /metrics`` when
+a ``metrics_renderer`` is given. A dialect route reads the request (``_http``), has the
+dialect decode it, awaits the stack and writes the dialect's bytes; a second dialect is
+a module in ``onion.wire`` and one line in ``_DIALECTS``.
 
-Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /healthz``, and
-``GET /metrics`` when a ``metrics_renderer`` is given. Every answer carries
-``x-onion-served-by`` and ``x-request-id``. Errors are typed (``onion.errors``) and the
-dialect shapes them with a safe message; the detail goes to the log. A client that
-disconnects mid-stream cancels the upstream call.
+Every answer carries ``x-onion-served-by``; one from the stack also ``x-request-id``.
+Errors are typed (``onion.errors``) and shaped by the dialect with a safe message; the
+detail goes to the log (a request refused before the stack is the caller's own mistake
+and is not logged). A stream that fails after its first chunk ends with the dialect's
+error event; a client that disconnects mid-stream cancels the upstream call.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
 import msgspec
 
-from ._response import Response
-from ._types import Chunk, Completion, Context, Request
-from .errors import BadRequest, OnionError, RequestTooLarge, Unauthorized
-from .wire import Dialect, openai_chat
+from .._response import Response
+from .._types import Chunk, Completion, Context, Request
+from ..errors import BadRequest, OnionError, Unauthorized
+from ..wire import Dialect, openai_chat
+from ._http import (
+    JSON,
+    SSE_HEADERS,
+    ApiKeys,
+    Receive,
+    Scope,
+    Send,
+    answer_headers,
+    cancel_on_disconnect,
+    header,
+    read_body,
+    read_headers,
+    respond,
+)
 
 __all__ = ["GatewayApp", "create_app"]
 
 logger = logging.getLogger("onion.server")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 MetricsRenderer = Callable[[], tuple[bytes, str]]
 
 _encode = msgspec.json.Encoder().encode
-_JSON = (b"content-type", b"application/json")
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
-_CACHE_OFF = frozenset({b"no", b"false", b"0", b"off"})
 
 # The dialect each route speaks: a new API is a module in onion.wire and a line here.
 _DIALECTS: dict[str, Dialect] = {
     "/v1/chat/completions": openai_chat,
     "/chat/completions": openai_chat,
 }
-
-
-# -- HTTP mechanics -----------------------------------------------------------------
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    headers: list[tuple[bytes, bytes]],
-    served_by: bytes = b"onion",
-    request_id: str | None = None,
-) -> None:
-    headers = [*headers, (b"content-length", str(len(body)).encode()), (b"x-onion-served-by", served_by)]
-    if request_id is not None:
-        headers.append((b"x-request-id", request_id.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _read_headers(
-    headers: Iterable[tuple[bytes, bytes]],
-) -> tuple[bytes | None, bytes | None, bool, dict[str, str] | None]:
-    """``(authorization, content_length, cache_off, trace_headers)`` in one pass; a plain
-    tuple, as a named one costs ten times more to build per request."""
-    authorization = declared = onion_cache = cache_control = None
-    trace_headers: dict[str, str] | None = None
-    for name, value in headers:
-        if name in _TRACE_HEADERS:
-            # Only the W3C trace context reaches the layers (the tracing layer continues
-            # it); the rest, credentials included, stays here.
-            if trace_headers is None:
-                trace_headers = {}
-            trace_headers[name.decode("latin-1")] = value.decode("latin-1")
-        elif name == b"authorization":
-            authorization = value
-        elif name == b"content-length":
-            declared = value
-        elif name == b"x-onion-cache":
-            onion_cache = value
-        elif name == b"cache-control":
-            cache_control = value
-    cache_off = (onion_cache is not None and onion_cache.strip().lower() in _CACHE_OFF) or (
-        cache_control is not None and (b"no-cache" in cache_control.lower() or b"no-store" in cache_control.lower())
-    )
-    return authorization, declared, cache_off, trace_headers
-
-
-class _ApiKeys:
-    def __init__(self, keys: Mapping[str, str] | None) -> None:
-        self._keys = [(key.encode(), identity) for key, identity in (keys or {}).items()]
-
-    def caller(self, authorization: bytes | None) -> str | None:
-        if not self._keys:
-            return None
-        if not authorization or not authorization[:7].lower() == b"bearer ":
-            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-        given = authorization[7:].strip()
-        identity = None
-        for key, name in self._keys:
-            # Compare with every key, in constant time, so timing reveals nothing.
-            if hmac.compare_digest(given, key):
-                identity = name
-        if identity is None:
-            raise Unauthorized("incorrect API key provided")
-        return identity
-
-
-async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
-    if declared is not None:
-        try:
-            too_large = int(declared) > limit
-        except ValueError:
-            raise BadRequest("invalid Content-Length header") from None
-        if too_large:
-            raise RequestTooLarge(limit)
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit:
-            raise RequestTooLarge(limit)
-        return body
-    parts = [body]
-    size = len(body)
-    while message.get("more_body", False):
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise BadRequest("the client went away", code="client_closed")
-        piece = message.get("body", b"")
-        size += len(piece)
-        if size > limit:
-            raise RequestTooLarge(limit)
-        parts.append(piece)
-    return b"".join(parts)
-
-
-def _header_pairs(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-    pairs = []
-    for name, value in headers.items():
-        try:
-            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-                continue
-            pairs.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-        except (UnicodeEncodeError, TypeError, AttributeError):
-            # A layer's header that HTTP cannot carry is dropped rather than failing the answer.
-            continue
-    return pairs
 
 
 class GatewayApp:
@@ -187,7 +80,7 @@ class GatewayApp:
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.handler = handler
-        self.api_keys = _ApiKeys(api_keys)
+        self.api_keys = ApiKeys(api_keys)
         self.models = list(models or [])
         self.list_models = list_models
         self.max_body_bytes = max_body_bytes
@@ -209,7 +102,7 @@ class GatewayApp:
             elif path == "/v1/models" or path == "/models":
                 await self._models(scope, send)
             elif path == "/healthz":
-                await _respond(send, 200, b'{"status":"ok"}', [_JSON])
+                await respond(send, 200, b'{"status":"ok"}', [JSON])
             elif path == "/metrics" and self.metrics_renderer is not None:
                 await self._metrics(send)
             else:
@@ -242,11 +135,11 @@ class GatewayApp:
             message = "metrics in Prometheus format need: pip install 'onion-llm[prometheus]'"
             await _plain_error(send, 501, message, "not_implemented")
             return
-        await _respond(send, 200, body, [(b"content-type", content_type.encode("latin-1"))])
+        await respond(send, 200, body, [(b"content-type", content_type.encode("latin-1"))])
 
     async def _models(self, scope: Scope, send: Send) -> None:
         try:
-            self.api_keys.caller(_header(scope, b"authorization"))
+            self.api_keys.caller(header(scope, b"authorization"))
         except Unauthorized as refusal:
             await _refuse(send, openai_chat, refusal)
             return
@@ -263,14 +156,14 @@ class GatewayApp:
             if model not in seen:
                 seen.add(model)
                 data.append({"id": model, "object": "model", "created": 0, "owned_by": owner})
-        await _respond(send, 200, _encode({"object": "list", "data": data}), [_JSON])
+        await respond(send, 200, _encode({"object": "list", "data": data}), [JSON])
 
     async def _call(self, scope: Scope, receive: Receive, send: Send, dialect: Dialect) -> None:
         """One call of the stack in the route's dialect, in this (the request's) task."""
-        authorization, declared, cache_off, trace_headers = _read_headers(scope["headers"])
+        authorization, declared, cache_off, trace_headers = read_headers(scope["headers"])
         try:
             caller = self.api_keys.caller(authorization)
-            body = await _read_body(receive, declared, self.max_body_bytes)
+            body = await read_body(receive, declared, self.max_body_bytes)
             context = Context(caller=caller, trace_headers=trace_headers)
             if cache_off:
                 context.options["cache"] = False
@@ -296,13 +189,13 @@ class GatewayApp:
 
 async def _plain_error(send: Send, status: int, message: str, code: str) -> None:
     # Routes the gateway does not serve answer in the OpenAI shape, its default API.
-    await _respond(send, status, openai_chat.error_body(status, message, code), [_JSON])
+    await respond(send, status, openai_chat.error_body(status, message, code), [JSON])
 
 
 async def _refuse(send: Send, dialect: Dialect, refusal: OnionError) -> None:
     # Refused before the stack: the caller's own mistake, so no log line and no request id.
     answer = dialect.encode_error(refusal)
-    await _respond(send, answer.status, answer.body, [_JSON, *answer.headers])
+    await respond(send, answer.status, answer.body, [JSON, *answer.headers])
 
 
 def _log_failure(error: Exception, request_id: str) -> None:
@@ -316,23 +209,12 @@ async def _failure(send: Send, dialect: Dialect, error: Exception, context: Cont
     _log_failure(error, context.request_id)
     answer = dialect.encode_error(error, context.request_id)
     served_by = (context.trace[-1] if context.trace else "onion").encode("latin-1", "replace")
-    await _respond(send, answer.status, answer.body, [_JSON, *answer.headers], served_by, context.request_id)
-
-
-def _answer_headers(response: Response, context: Context, base: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    headers = [
-        *base,
-        (b"x-onion-served-by", (response.served_by or "onion").encode("latin-1", "replace")),
-        (b"x-request-id", context.request_id.encode()),
-    ]
-    if response.headers:
-        headers += _header_pairs(response.headers)
-    return headers
+    await respond(send, answer.status, answer.body, [JSON, *answer.headers], served_by, context.request_id)
 
 
 async def _complete(send: Send, dialect: Dialect, request: Request, response: Response, completion: Completion) -> None:
     body = dialect.encode_completion(completion, request, response.model or request.model)
-    headers = _answer_headers(response, request.context, [_JSON, (b"content-length", str(len(body)).encode())])
+    headers = answer_headers(response, request.context, [JSON, (b"content-length", str(len(body)).encode())])
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -341,7 +223,7 @@ async def _stream(receive: Receive, send: Send, dialect: Dialect, request: Reque
     chunks = response.__aiter__()
     try:
         async with anyio.create_task_group() as group:
-            group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+            group.start_soon(cancel_on_disconnect, receive, group.cancel_scope)
             await _pump(send, dialect, request, response, chunks)
             group.cancel_scope.cancel()
     finally:
@@ -360,7 +242,7 @@ async def _pump(
     try:
         async for chunk in chunks:
             if not started:
-                headers = _answer_headers(response, context, _SSE_HEADERS)
+                headers = answer_headers(response, context, SSE_HEADERS)
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 started = True
             event = encoder.event(chunk)
@@ -375,22 +257,9 @@ async def _pump(
         await send({"type": "http.response.body", "body": encoder.error(error), "more_body": False})
         return
     if not started:
-        headers = _answer_headers(response, context, _SSE_HEADERS)
+        headers = answer_headers(response, context, SSE_HEADERS)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": encoder.end(), "more_body": False})
-
-
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    scope.cancel()
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value
-    return None
 
 
 def create_app(
