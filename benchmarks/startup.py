@@ -6,7 +6,8 @@ in the process; the OS file cache is warm after the first run for both sides ali
 
 - ``import onion``: the core a Python service imports;
 - ``onion + built-in layers``: also every layer registered in ``onion.middlewares``;
-- ``onion serve modules``: what the gateway imports (config, server, providers, uvicorn);
+- ``onion serve modules``: what the gateway imports (config, the server, which loads its
+  wire dialects, providers, uvicorn);
 - ``import litellm``: the peer, in an interpreter that has it (this one, or
   ``--litellm-python`` / ``$ONION_BENCH_LITELLM_PYTHON``, e.g. a venv made with
   ``python -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install litellm``);

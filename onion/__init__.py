@@ -8,8 +8,10 @@
 
 The providers (``OpenAIProvider``, ``AnthropicProvider``, ``SimulatedProvider``,
 ``Router``), the gateway's configuration (``load_config``, ``build_gateway``) and its
-ASGI app (``create_app``) are re-exported here too, but loaded on first use: they pull
-in httpx and the server, which a stack in code may not need.
+ASGI app (``create_app``, ``GatewayApp`` from ``onion.server``) are re-exported here too,
+but loaded on first use: they pull in httpx and the server, which a stack in code may
+not need. The JSON and Server-Sent Events of each HTTP API the server speaks live in
+``onion.wire`` (``onion.wire.openai_chat``), apart from the HTTP plumbing.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ from .errors import (
     OnionError,
     ProviderError,
     RateLimited,
+    RequestTooLarge,
     Timeout,
+    Unauthorized,
     error_type,
     outcome,
 )
@@ -137,6 +141,7 @@ __all__ = [
     "RateLimited",
     "Request",
     "RequestOptions",
+    "RequestTooLarge",
     "ResumeMode",
     "ResumePrefix",
     "Response",
@@ -146,6 +151,7 @@ __all__ = [
     "Timeout",
     "TrimReport",
     "TokenCounter",
+    "Unauthorized",
     "Usage",
     "available_layers",
     "build_layer",

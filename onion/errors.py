@@ -2,13 +2,17 @@
 
 Every error carries two texts: ``public_message``, safe to show an end user (no keys,
 URLs, stack traces or upstream bodies), and ``detail`` (``str(error)``), for logs. The
-server maps ``status`` and ``code`` to an OpenAI-style error body.
+server maps ``status``, ``code`` and ``param`` to the error body of the client's API
+(OpenAI's for chat completions). A request the server refuses before it reaches the
+stack (a bad body or key, a body too large) raises one of these too.
 
 ::
 
     OnionError
     ├── BadRequest              400  the request itself is wrong
-    │   └── ModelNotFound       404  no provider serves the model
+    │   ├── ModelNotFound       404  no provider serves the model
+    │   └── RequestTooLarge     413  the body is over the server's max_body_bytes
+    ├── Unauthorized            401  no API key, or one the gateway does not know
     ├── GuardrailViolation      400  an input or output guard blocked the call
     ├── RateLimited             429  over a limit; carries retry_after
     ├── ProviderError           502  an upstream failed; status, retryable, retry_after
@@ -35,7 +39,9 @@ __all__ = [
     "OnionError",
     "ProviderError",
     "RateLimited",
+    "RequestTooLarge",
     "Timeout",
+    "Unauthorized",
     "error_type",
     "outcome",
 ]
@@ -45,10 +51,13 @@ class OnionError(Exception):
     """Base of every error onion raises on purpose.
 
     ``str(error)`` is the detail for logs; ``public_message`` is what a user may see.
+    ``status`` and ``code`` say what the server answers; ``param`` names the request
+    field at fault, when one is (``"model"``, ``"messages"``).
     """
 
     status: int = 500
     code: str = "internal_error"
+    param: str | None = None
     default_public_message: str = "the request could not be completed"
 
     def __init__(self, detail: str = "", *, public_message: str | None = None) -> None:
@@ -62,17 +71,34 @@ class OnionError(Exception):
 
 
 class BadRequest(OnionError):
-    """The request is malformed or asks for something onion cannot do."""
+    """The request is malformed or asks for something onion cannot do.
+
+    Raised by the server for a body it cannot decode (``code="invalid_json"``), a field
+    that is missing or of the wrong type (``param`` names it), an unsupported value
+    (``code="unsupported_value"``), or a client that went away while sending
+    (``code="client_closed"``); and by layers for a request they cannot serve.
+    """
 
     status = 400
     code = "invalid_request_error"
     default_public_message = "the request is invalid"
 
-    def __init__(self, detail: str = "", *, public_message: str | None = None, param: str | None = None) -> None:
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        public_message: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         # A bad request's explanation is about the caller's own input, so by default it is
         # safe to show them.
         super().__init__(detail, public_message=public_message or detail or None)
         self.param = param
+        if code is not None:
+            # One class, several machine-readable reasons: the instance names its case and
+            # the class default stays for everyone else.
+            self.code = code
 
 
 class ModelNotFound(BadRequest):
@@ -84,6 +110,31 @@ class ModelNotFound(BadRequest):
     def __init__(self, model: str) -> None:
         super().__init__(f"the model {model!r} does not exist or is not served here", param="model")
         self.model = model
+
+
+class RequestTooLarge(BadRequest):
+    """The request body is larger than the server's ``max_body_bytes`` (``limit``):
+    raised from its ``Content-Length`` before the body is read, or while reading it."""
+
+    status = 413
+    code = "request_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body is larger than {limit} bytes")
+        self.limit = limit
+
+
+class Unauthorized(OnionError):
+    """The gateway requires an API key and the request sent none, or one it does not
+    know. Raised by the server before the request reaches the stack."""
+
+    status = 401
+    code = "invalid_api_key"
+    default_public_message = "incorrect API key provided"
+
+    def __init__(self, detail: str = "") -> None:
+        # The explanation is about the caller's own header, so it is safe to show them.
+        super().__init__(detail, public_message=detail or None)
 
 
 class GuardrailViolation(OnionError):

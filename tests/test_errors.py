@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from onion import AllProvidersFailed, GuardrailViolation, ModelNotFound, ProviderError, RateLimited, Timeout
+from onion import (
+    AllProvidersFailed,
+    BadRequest,
+    GuardrailViolation,
+    ModelNotFound,
+    OnionError,
+    ProviderError,
+    RateLimited,
+    RequestTooLarge,
+    Timeout,
+    Unauthorized,
+)
 
 
 def test_public_messages_hide_details() -> None:
@@ -30,3 +41,24 @@ def test_guardrail_and_model_errors_say_what_is_wrong() -> None:
     assert violation.code == "guardrail_violation" and "injection.en" in violation.public_message
     missing = ModelNotFound("gpt-9")
     assert missing.status == 404 and "gpt-9" in missing.public_message
+
+
+def test_a_bad_request_may_name_its_case_and_keeps_the_class_default() -> None:
+    named = BadRequest("n > 1 is not supported", param="n", code="unsupported_value")
+    assert (named.status, named.code, named.param) == (400, "unsupported_value", "n")
+    assert named.public_message == "n > 1 is not supported"  # the caller's own input: safe to show
+    plain = BadRequest("'model' must name a model", param="model")
+    assert plain.code == BadRequest.code == "invalid_request_error"
+
+
+def test_refusals_before_the_stack_are_typed_errors() -> None:
+    key = Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    assert isinstance(key, OnionError) and not isinstance(key, BadRequest)
+    assert (key.status, key.code, key.param) == (401, "invalid_api_key", None)
+    assert key.public_message == key.detail
+    assert Unauthorized().public_message == "incorrect API key provided"
+    large = RequestTooLarge(4096)
+    assert isinstance(large, BadRequest)
+    assert (large.status, large.code, large.param, large.limit) == (413, "request_too_large", None, 4096)
+    assert large.public_message == "the request body is larger than 4096 bytes"
+    assert OnionError().param is None

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["onion", "onion.testing", "middlewares"]
+PACKAGES = ["onion", "onion.testing", "onion.wire", "onion.wire.openai_chat", "onion.server", "middlewares"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

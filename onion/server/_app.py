@@ -1,0 +1,295 @@
+"""The gateway's ASGI app: dispatch by route, lifespan, and one call of the stack.
+
+Routes: ``POST /v1/chat/completions`` (and ``/chat/completions``) in the
+``openai_chat`` dialect, ``GET /v1/models``, ``GET /healthz``, and ``GET /metrics`` when
+a ``metrics_renderer`` is given. A dialect route reads the request (``_http``), has the
+dialect decode it, awaits the stack and writes the dialect's bytes; a second dialect is
+a module in ``onion.wire`` and one line in ``_DIALECTS``.
+
+Every answer carries ``x-onion-served-by``; one from the stack also ``x-request-id``.
+Errors are typed (``onion.errors``) and shaped by the dialect with a safe message; the
+detail goes to the log (a request refused before the stack is the caller's own mistake
+and is not logged). A stream that fails after its first chunk ends with the dialect's
+error event; a client that disconnects mid-stream cancels the upstream call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
+
+import anyio
+import msgspec
+
+if TYPE_CHECKING:
+    from ..config import Gateway
+
+from .._context import Context, RequestOptions
+from .._response import Response
+from .._stack import Handler
+from .._types import Chunk, Completion, Request
+from ..errors import BadRequest, OnionError, Unauthorized
+from ..wire import Dialect, openai_chat
+from ._http import (
+    JSON,
+    SSE_HEADERS,
+    ApiKeys,
+    Receive,
+    Scope,
+    Send,
+    answer_headers,
+    cancel_on_disconnect,
+    header,
+    read_body,
+    read_headers,
+    respond,
+)
+
+__all__ = ["GatewayApp", "create_app"]
+
+_NO_CACHE = RequestOptions(cache=False)
+
+logger = logging.getLogger("onion.server")
+
+MetricsRenderer = Callable[[], tuple[bytes, str]]
+
+_encode = msgspec.json.Encoder().encode
+
+# The dialect each route speaks: a new API is a module in onion.wire and a line here.
+_DIALECTS: dict[str, Dialect] = {
+    "/v1/chat/completions": openai_chat,
+    "/chat/completions": openai_chat,
+}
+
+
+class GatewayApp:
+    """The ASGI app. ``handler`` is the stack (or any handler).
+
+    - ``api_keys``: ``{key: identity}``; when non-empty, requests need
+      ``Authorization: Bearer <key>`` and the identity becomes ``context.caller``.
+    - ``models``: ``(model, owner)`` pairs for ``GET /v1/models``; ``list_models`` is
+      awaited too, for upstreams that serve any model.
+    - ``max_body_bytes``: larger bodies get 413.
+    - ``metrics_renderer``: returns ``(body, content_type)`` for ``GET /metrics``.
+    - ``on_shutdown``: awaited at ASGI lifespan shutdown (close connection pools).
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        api_keys: Mapping[str, str] | None = None,
+        models: list[tuple[str, str]] | None = None,
+        list_models: Callable[[], Awaitable[list[tuple[str, str]]]] | None = None,
+        max_body_bytes: int = 4 * 1024 * 1024,
+        metrics_renderer: MetricsRenderer | None = None,
+        on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.handler = handler
+        self.api_keys = ApiKeys(api_keys)
+        self.models = list(models or [])
+        self.list_models = list_models
+        self.max_body_bytes = max_body_bytes
+        self.metrics_renderer = metrics_renderer
+        self.on_shutdown = on_shutdown
+
+    # -- dispatch ------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path = scope["path"]
+            dialect = _DIALECTS.get(path)
+            if dialect is not None:
+                if scope["method"] == "POST":
+                    await self._call(scope, receive, send, dialect)
+                else:
+                    await _plain_error(send, 405, f"use POST for {path}", "method_not_allowed")
+            elif path == "/v1/models" or path == "/models":
+                await self._models(scope, send)
+            elif path == "/healthz":
+                await respond(send, 200, b'{"status":"ok"}', [JSON])
+            elif path == "/metrics" and self.metrics_renderer is not None:
+                await self._metrics(send)
+            else:
+                await _plain_error(send, 404, "no such endpoint; try POST /v1/chat/completions", "not_found")
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.on_shutdown is not None:
+                    try:
+                        await self.on_shutdown()
+                    except Exception:
+                        logger.exception("closing the providers failed")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- routes --------------------------------------------------------------------
+
+    async def _metrics(self, send: Send) -> None:
+        assert self.metrics_renderer is not None
+        try:
+            body, content_type = self.metrics_renderer()
+        except ImportError:
+            # Installed without the exporter: say what to install, not a bare 500.
+            message = "metrics in Prometheus format need: pip install 'onion-llm[prometheus]'"
+            await _plain_error(send, 501, message, "not_implemented")
+            return
+        await respond(send, 200, body, [(b"content-type", content_type.encode("latin-1"))])
+
+    async def _models(self, scope: Scope, send: Send) -> None:
+        try:
+            self.api_keys.caller(header(scope, b"authorization"))
+        except Unauthorized as refusal:
+            await _refuse(send, openai_chat, refusal)
+            return
+        pairs = list(self.models)
+        if self.list_models is not None:
+            with anyio.move_on_after(5):
+                try:
+                    pairs += await self.list_models()
+                except Exception as error:
+                    logger.warning("listing upstream models failed: %s", type(error).__name__)
+        seen: set[str] = set()
+        data = []
+        for model, owner in pairs:
+            if model not in seen:
+                seen.add(model)
+                data.append({"id": model, "object": "model", "created": 0, "owned_by": owner})
+        await respond(send, 200, _encode({"object": "list", "data": data}), [JSON])
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send, dialect: Dialect) -> None:
+        """One call of the stack in the route's dialect, in this (the request's) task."""
+        authorization, declared, cache_off, trace_headers = read_headers(scope["headers"])
+        try:
+            caller = self.api_keys.caller(authorization)
+            body = await read_body(receive, declared, self.max_body_bytes)
+            context = Context(caller=caller, trace_headers=trace_headers)
+            if cache_off:
+                context.options = _NO_CACHE
+            request = dialect.decode(body, context)
+        except OnionError as refusal:
+            await _refuse(send, dialect, refusal)
+            return
+        try:
+            response = await self.handler(request)
+            if not request.stream:
+                completion = await response.result()
+        except Exception as error:
+            await _failure(send, dialect, error, context)
+            return
+        if request.stream:
+            await _stream(receive, send, dialect, request, response)
+        else:
+            await _complete(send, dialect, request, response, completion)
+
+
+# -- answers --------------------------------------------------------------------------
+
+
+async def _plain_error(send: Send, status: int, message: str, code: str) -> None:
+    # Routes the gateway does not serve answer in the OpenAI shape, its default API.
+    await respond(send, status, openai_chat.error_body(status, message, code), [JSON])
+
+
+async def _refuse(send: Send, dialect: Dialect, refusal: OnionError) -> None:
+    # Refused before the stack: the caller's own mistake, so no log line and no request id.
+    answer = dialect.encode_error(refusal)
+    await respond(send, answer.status, answer.body, [JSON, *answer.headers])
+
+
+def _log_failure(error: Exception, request_id: str) -> None:
+    if not isinstance(error, OnionError):
+        logger.error("request %s failed", request_id, exc_info=error)
+    elif error.status >= 500 or not isinstance(error, BadRequest):
+        logger.warning("request %s: %s: %s", request_id, type(error).__name__, error.detail)
+
+
+async def _failure(send: Send, dialect: Dialect, error: Exception, context: Context) -> None:
+    _log_failure(error, context.request_id)
+    answer = dialect.encode_error(error, context.request_id)
+    served_by = (context.trace[-1] if context.trace else "onion").encode("latin-1", "replace")
+    await respond(send, answer.status, answer.body, [JSON, *answer.headers], served_by, context.request_id)
+
+
+async def _complete(send: Send, dialect: Dialect, request: Request, response: Response, completion: Completion) -> None:
+    body = dialect.encode_completion(completion, request, response.model or request.model)
+    headers = answer_headers(response, request.context, [JSON, (b"content-length", str(len(body)).encode())])
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _stream(receive: Receive, send: Send, dialect: Dialect, request: Request, response: Response) -> None:
+    chunks = response.__aiter__()
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(cancel_on_disconnect, receive, group.cancel_scope)
+            await _pump(send, dialect, request, response, chunks)
+            group.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+async def _pump(
+    send: Send, dialect: Dialect, request: Request, response: Response, chunks: AsyncIterator[Chunk]
+) -> None:
+    context = request.context
+    encoder = dialect.encode_stream(request, response.model or request.model)
+    started = False
+    try:
+        async for chunk in chunks:
+            if not started:
+                headers = answer_headers(response, context, SSE_HEADERS)
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                started = True
+            event = encoder.event(chunk)
+            if event is not None:
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+    except Exception as error:
+        if not started:
+            await _failure(send, dialect, error, context)
+            return
+        # Committed: the status is out, so the failure is the stream's last event.
+        _log_failure(error, context.request_id)
+        await send({"type": "http.response.body", "body": encoder.error(error), "more_body": False})
+        return
+    if not started:
+        headers = answer_headers(response, context, SSE_HEADERS)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": encoder.end(), "more_body": False})
+
+
+def create_app(
+    gateway: Gateway,
+    *,
+    metrics_renderer: MetricsRenderer | None = None,
+) -> GatewayApp:
+    """The ASGI app for a built ``onion.config.Gateway`` (its stack, keys, models, limits)."""
+    router = gateway.router
+    catch_all = [p for p in router.providers.values() if not p.models and hasattr(p, "list_models")]
+
+    async def list_models() -> list[tuple[str, str]]:
+        pairs: list[tuple[str, str]] = []
+        for provider in catch_all:
+            pairs += [(model, provider.name) for model in await provider.list_models()]
+        return pairs
+
+    return GatewayApp(
+        gateway.stack,
+        api_keys=gateway.api_keys,
+        models=router.models(),
+        list_models=list_models if catch_all else None,
+        max_body_bytes=gateway.config.server.max_body_bytes,
+        metrics_renderer=metrics_renderer,
+        on_shutdown=gateway.aclose,
+    )

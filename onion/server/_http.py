@@ -1,0 +1,195 @@
+"""HTTP mechanics of the gateway: the parts of an exchange that are the same for every
+route and every dialect.
+
+Reading the headers once (the API key, ``Content-Length``, the cache switches, the W3C
+trace context), checking the key, reading a body under ``max_body_bytes``, writing an
+answer with prebuilt header bytes, turning a layer's headers into pairs HTTP can carry,
+and cancelling a stream when the client goes away. What the bodies say belongs to the
+dialects (``onion.wire``); what runs when belongs to ``_app``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import anyio
+
+from .._context import Context
+from .._response import Response
+from ..errors import BadRequest, RequestTooLarge, Unauthorized
+
+__all__ = [
+    "JSON",
+    "SSE_HEADERS",
+    "ApiKeys",
+    "Receive",
+    "Scope",
+    "Send",
+    "answer_headers",
+    "cancel_on_disconnect",
+    "header",
+    "header_pairs",
+    "read_body",
+    "read_headers",
+    "respond",
+]
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+JSON = (b"content-type", b"application/json")
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
+_CACHE_OFF = frozenset({b"no", b"false", b"0", b"off"})
+
+
+async def respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]],
+    served_by: bytes = b"onion",
+    request_id: str | None = None,
+) -> None:
+    """Send a whole answer: ``headers``, then ``content-length``, ``x-onion-served-by``
+    and (when given) ``x-request-id``, then ``body``."""
+    headers = [*headers, (b"content-length", str(len(body)).encode()), (b"x-onion-served-by", served_by)]
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def read_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+) -> tuple[bytes | None, bytes | None, bool, dict[str, str] | None]:
+    """``(authorization, content_length, cache_off, trace_headers)`` in one pass; a plain
+    tuple, as a named one costs ten times more to build per request."""
+    authorization = declared = onion_cache = cache_control = None
+    trace_headers: dict[str, str] | None = None
+    for name, value in headers:
+        if name in _TRACE_HEADERS:
+            # Only the W3C trace context reaches the layers (the tracing layer continues
+            # it); the rest, credentials included, stays here.
+            if trace_headers is None:
+                trace_headers = {}
+            trace_headers[name.decode("latin-1")] = value.decode("latin-1")
+        elif name == b"authorization":
+            authorization = value
+        elif name == b"content-length":
+            declared = value
+        elif name == b"x-onion-cache":
+            onion_cache = value
+        elif name == b"cache-control":
+            cache_control = value
+    cache_off = (onion_cache is not None and onion_cache.strip().lower() in _CACHE_OFF) or (
+        cache_control is not None and (b"no-cache" in cache_control.lower() or b"no-store" in cache_control.lower())
+    )
+    return authorization, declared, cache_off, trace_headers
+
+
+class ApiKeys:
+    """The gateway's API keys, ``{key: identity}``; none means every caller may call."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: Mapping[str, str] | None = None) -> None:
+        self._keys = [(key.encode(), identity) for key, identity in (keys or {}).items()]
+
+    def caller(self, authorization: bytes | None) -> str | None:
+        """The identity of the key in an ``Authorization: Bearer <key>`` header value
+        (``None`` when the gateway has no keys); raises ``Unauthorized``."""
+        if not self._keys:
+            return None
+        if not authorization or not authorization[:7].lower() == b"bearer ":
+            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        given = authorization[7:].strip()
+        identity = None
+        for key, name in self._keys:
+            # Compare with every key, in constant time, so timing reveals nothing.
+            if hmac.compare_digest(given, key):
+                identity = name
+        if identity is None:
+            raise Unauthorized("incorrect API key provided")
+        return identity
+
+
+async def read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes. Raises ``RequestTooLarge`` as soon as
+    the declared ``Content-Length`` or the bytes received pass it (so a huge body is
+    never buffered), and ``BadRequest`` for a malformed length or a client gone away."""
+    if declared is not None:
+        try:
+            too_large = int(declared) > limit
+        except ValueError:
+            raise BadRequest("invalid Content-Length header") from None
+        if too_large:
+            raise RequestTooLarge(limit)
+    message = await receive()
+    body = message.get("body", b"")
+    size = len(body)
+    if size > limit:
+        raise RequestTooLarge(limit)
+    if not message.get("more_body", False):
+        return body
+    parts = [body]
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest("the client went away", code="client_closed")
+        piece = message.get("body", b"")
+        size += len(piece)
+        if size > limit:
+            raise RequestTooLarge(limit)
+        parts.append(piece)
+    return b"".join(parts)
+
+
+def header_pairs(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """A layer's ``Response.headers`` as byte pairs, lower-cased, without any that could
+    inject a header line (CR or LF) or that Latin-1 cannot carry."""
+    pairs = []
+    for name, value in headers.items():
+        try:
+            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+                continue
+            pairs.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        except (UnicodeEncodeError, TypeError, AttributeError):
+            # A layer's header that HTTP cannot carry is dropped rather than failing the answer.
+            continue
+    return pairs
+
+
+def answer_headers(response: Response, context: Context, base: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The headers of a successful answer: ``base``, who served it, the request id, and
+    the headers layers set."""
+    headers = [
+        *base,
+        (b"x-onion-served-by", (response.served_by or "onion").encode("latin-1", "replace")),
+        (b"x-request-id", context.request_id.encode()),
+    ]
+    if response.headers:
+        headers += header_pairs(response.headers)
+    return headers
+
+
+async def cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` when the client disconnects (run beside a stream's pump)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The value of the request header ``name`` (lower-case bytes), if sent."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
