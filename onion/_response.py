@@ -475,7 +475,10 @@ class Response:
         """
         clock = now or time.perf_counter
         if self._completion is not None:
-            await _report([fn], AnswerEnd(self._completion, ended_at=clock()))
+            # The common case of a complete answer: one call, nothing wrapped.
+            result = fn(AnswerEnd(self._completion, ended_at=clock()))
+            if result is not None and inspect.isawaitable(result):
+                await result
             return self
         watch = self._watch
         if watch is None or watch.top is not self._chunks or watch.now is not clock:
