@@ -27,6 +27,7 @@ import structlog
 
 from onion import Completion, RedisClient
 
+from .stores import CacheStats
 from .vector_index import NearestIndex
 
 __all__ = ["Entry", "MemoryEntries", "RedisEntries", "SemanticStats"]
@@ -48,19 +49,15 @@ _ENTRY_ENCODER = msgspec.msgpack.Encoder()
 _ENTRY_DECODER = msgspec.msgpack.Decoder(Entry)
 
 
-class SemanticStats(msgspec.Struct):
-    """Counters: hits, misses, rejected by guard or threshold, bypassed, embedder failures,
-    Redis errors and full reloads of the local index (``resyncs``)."""
+class SemanticStats(CacheStats):
+    """A cache's counters, and the semantic cache's own: lookups below the threshold or
+    rejected by a precision guard, ineligible requests, embedder failures, and full
+    reloads of the local index from Redis (``resyncs``)."""
 
-    hits: int = 0
-    misses: int = 0
-    stores: int = 0
     below_threshold: int = 0
     guard_rejections: int = 0
-    bypassed: int = 0
     ineligible: int = 0
     embed_failures: int = 0
-    errors: int = 0
     resyncs: int = 0
 
 
