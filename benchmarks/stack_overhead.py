@@ -64,18 +64,26 @@ def floor(n: int, handler: CompleteHandler) -> Call:
 
 
 class OnionCase:
-    """One onion or floor case: calls ``call`` with a new or a repeated prompt."""
+    """One onion or floor case: calls ``call`` with a new or a repeated prompt, and checks
+    who answered every call (``expect``: the ``served_by`` every answer must carry).
 
-    def __init__(self, call: Call, path: str, stream: bool) -> None:
-        self.call, self.path, self.stream = call, path, stream
+    A miss prompt names its case (``complete 17``, ``stream 17``): the cache key ignores
+    ``stream``, so a shared counter would let the stream case be served the answers the
+    complete case just stored, and measure hits as misses.
+    """
+
+    def __init__(self, call: Call, path: str, stream: bool, expect: str) -> None:
+        self.call, self.path, self.stream, self.expect = call, path, stream, expect
         self.counter = 0
+        self.served: dict[str, int] = {}
 
     async def run(self, calls: int) -> list[float]:
         samples = []
         stream = self.stream
+        kind = "stream" if stream else "complete"
         for _ in range(calls):
             self.counter += 1
-            content = "hello hit" if self.path == "hit" else f"hello {self.counter}"
+            content = f"hello hit {kind}" if self.path == "hit" else f"hello {kind} {self.counter}"
             began = time.perf_counter_ns()
             response = await self.call(Request(model="gpt-4o", messages=[Message("user", content)], stream=stream))
             if stream:
@@ -85,7 +93,14 @@ class OnionCase:
             else:
                 await response.result()
             samples.append((time.perf_counter_ns() - began) / 1e3)
+            self.served[response.served_by] = self.served.get(response.served_by, 0) + 1
         return samples
+
+    def check(self, label: str) -> None:
+        """Fail loudly unless every answer (after the warm-up stored the hit) came from ``expect``."""
+        wrong = {who: n for who, n in self.served.items() if who != self.expect}
+        if wrong:
+            raise RuntimeError(f"{label}: expected every answer from {self.expect!r}, got {self.served}")
 
 
 class LiteLLMCase:
@@ -132,11 +147,16 @@ def percentile(values: list[float], q: float) -> float:
 async def measure(cases: dict[str, Any], calls: dict[str, int], rounds: int) -> dict[str, list[float]]:
     for label, case in cases.items():  # warm-up: first-call paths, the hit prompt stored
         await case.run(max(3, calls[label] // 20))
+        if isinstance(case, OnionCase):
+            case.served.clear()  # the hit case's first call was a miss that stored it
     samples: dict[str, list[float]] = {label: [] for label in cases}
     for _ in range(rounds):
         for label, case in cases.items():
             gc.collect()
             samples[label] += await case.run(calls[label])
+    for label, case in cases.items():
+        if isinstance(case, OnionCase):
+            case.check(label)
     return samples
 
 
@@ -156,9 +176,11 @@ def main() -> None:
     calls: dict[str, int] = {}
     for stream in (False, True):
         kind = "stream" if stream else "complete"
-        cases[f"floor|{kind}"] = OnionCase(bare, "miss", stream)
+        cases[f"floor|{kind}"] = OnionCase(bare, "miss", stream, handler.name)
         for path in ("miss", "hit"):
-            cases[f"onion|{kind}|{path}"] = OnionCase(stack, path, stream)
+            cases[f"onion|{kind}|{path}"] = OnionCase(
+                stack, path, stream, "exact_cache" if path == "hit" else handler.name
+            )
     calls.update(dict.fromkeys(cases, args.calls))
     if args.no_litellm:
         child, version, skipped = None, "", "--no-litellm given"

@@ -337,6 +337,8 @@ class Response:
         "_chunks",
         "_completion",
         "_consumed",
+        "_ended",
+        "_ended_clock",
         "_producer",
         "_watch",
         "attrs",
@@ -365,6 +367,8 @@ class Response:
         self._chunks: AsyncIterator[Chunk] | None = self._producer
         self._consumed = False
         self._watch: _Watch | None = None
+        self._ended: AnswerEnd | None = None
+        self._ended_clock: Callable[[], float] | None = None
         self.served_by = served_by
         self.model = model or (completion.model if completion is not None else "")
         self.provider = ""
@@ -475,8 +479,13 @@ class Response:
         """
         clock = now or time.perf_counter
         if self._completion is not None:
-            # The common case of a complete answer: one call, nothing wrapped.
-            result = fn(AnswerEnd(self._completion, ended_at=clock()))
+            # The common case of a complete answer: one call, nothing wrapped. It ended when
+            # it was first handed to a layer, so every layer on the same clock shares one end.
+            end = self._ended
+            if end is None or end.completion is not self._completion or self._ended_clock is not clock:
+                end = self._ended = AnswerEnd(self._completion, ended_at=clock())
+                self._ended_clock = clock
+            result = fn(end)
             if result is not None and inspect.isawaitable(result):
                 await result
             return self
