@@ -238,10 +238,25 @@ seconds = 5
 """
 
 
-def _run_check(*args: str) -> subprocess.CompletedProcess[str]:
+def _run_check(*args: str, unset: tuple[str, ...] = ("ONION_NO_",)) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "onion.cli", "check", *args]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ONION_NO_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(unset)}
     return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_the_readme_config_names_all_its_variables_in_one_run(tmp_path: Path) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("A config file declares the server")
+    example = re.search(r"```toml\n(.*?)\n```", readme[start:], flags=re.S)
+    assert example is not None
+    config = tmp_path / "readme.toml"
+    config.write_text(example.group(1))
+    done = _run_check(str(config), unset=("ONION_KEY_", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"))
+    assert done.returncode == 1
+    unset = re.findall(r"environment variable (\w+) is not set", done.stderr)
+    assert unset == ["ONION_KEY_ALICE", "ONION_KEY_BOB", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"]
 
 
 def test_onion_check_process_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
