@@ -22,7 +22,14 @@ import msgspec
 
 from .errors import ConfigError
 
-__all__ = ["ENTRY_POINT_GROUP", "available_layers", "build_layer", "resolve_import", "resolve_layer"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "available_layers",
+    "build_layer",
+    "convert_every_field",
+    "resolve_import",
+    "resolve_layer",
+]
 
 ENTRY_POINT_GROUP = "onion.middlewares"
 
@@ -94,51 +101,89 @@ def _params_struct(factory: Callable[..., Any]) -> type[msgspec.Struct] | None:
 
 
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
+_KEY = re.compile(r"^[A-Za-z_]\w*")
 
 
-def _explain(error: msgspec.ValidationError) -> str:
+def convert_every_field(
+    value: Any,
+    type_: Any,
+    explain: Callable[[msgspec.ValidationError], ConfigError],
+    problems: list[ConfigError],
+    *,
+    strict: bool = True,
+) -> Any:
+    """``msgspec.convert`` that reports every bad field of a table, not only the first.
+
+    msgspec stops at the first error; after each one the key at fault (the problem's
+    ``field``, up to its first ``.`` or ``[``) is dropped and the rest converted again.
+    Each problem ``explain`` makes is appended to ``problems``; the result is ``None``
+    when the table cannot be made valid.
+    """
+    data = dict(value) if isinstance(value, Mapping) else value
+    dropped: set[str] = set()
+    while True:
+        try:
+            return msgspec.convert(data, type_, strict=strict)
+        except msgspec.ValidationError as error:
+            problem = explain(error)
+            key = _KEY.match(problem.field or "")
+            if key and key.group() in dropped:  # "required": a field already reported as bad
+                return None
+            problems.append(problem)
+            if not key or not isinstance(data, dict) or key.group() not in data:
+                return None
+            del data[key.group()]
+            dropped.add(key.group())
+
+
+def _explain(error: msgspec.ValidationError, where: str, table: str) -> ConfigError:
     text = str(error)
     match = _PATH.search(text)
-    if match:
-        return f"field {match.group(1)!r}: {text[: match.start()].rstrip(' -')}"
     unknown = re.search(r"unknown field `([^`]*)`", text)
-    if unknown:
-        return f"field {unknown.group(1)!r}: no such parameter"
     missing = re.search(r"missing required field `([^`]*)`", text)
-    if missing:
-        return f"field {missing.group(1)!r}: required"
-    return text
+    if match:
+        field, message = match.group(1), text[: match.start()].rstrip(" -")
+    elif unknown:
+        field, message = unknown.group(1), "no such parameter"
+    elif missing:
+        field, message = missing.group(1), "required"
+    else:
+        return ConfigError(f"{where}: {text}", table=table)
+    return ConfigError(f"{where}: field {field!r}: {message}", table=table, field=field)
 
 
 def build_layer(table: Mapping[str, Any], where: str = "stack[0]") -> Any:
-    """Build one layer from a ``{use = NAME, **params}`` table."""
+    """Build one layer from a ``{use = NAME, **params}`` table.
+
+    Raises one ``ConfigError`` naming ``where`` and, for bad parameters, each of them."""
+    table_name = where
     if not isinstance(table, Mapping):
-        raise ConfigError(f"{where}: expected a table with a 'use' key, got {type(table).__name__}")
+        raise ConfigError(f"{where}: expected a table with a 'use' key, got {type(table).__name__}", table=table_name)
     params = dict(table)
     use = params.pop("use", None)
     if not isinstance(use, str) or not use:
-        raise ConfigError(f"{where}: field 'use' is required and must name a layer")
+        raise ConfigError(f"{where}: field 'use' is required and must name a layer", table=table_name, field="use")
     where = f"{where} (use = {use!r})"
     try:
         factory = resolve_layer(use)
     except ConfigError as error:
-        raise ConfigError(f"{where}: {error}") from None
+        raise ConfigError(f"{where}: {error}", table=table_name, field="use") from None
     if inspect.iscoroutinefunction(factory) or not callable(factory):
         if params:
-            raise ConfigError(f"{where}: this layer takes no parameters, got {sorted(params)}")
+            raise ConfigError(f"{where}: this layer takes no parameters, got {sorted(params)}", table=table_name)
         return factory
     struct = _params_struct(factory)
     if struct is None:
         try:
             return factory(**params)
         except TypeError as error:
-            raise ConfigError(f"{where}: {error}") from None
-    try:
-        checked = msgspec.convert(params, struct)
-    except msgspec.ValidationError as error:
-        raise ConfigError(f"{where}: {_explain(error)}") from None
+            raise ConfigError(f"{where}: {error}", table=table_name) from None
+    problems: list[ConfigError] = []
+    checked = convert_every_field(params, struct, lambda error: _explain(error, where, table_name), problems)
+    if problems:
+        raise ConfigError(problems=problems)
     kwargs = {field: getattr(checked, field) for field in struct.__struct_fields__}
     try:
         return factory(**kwargs)
     except (ValueError, TypeError) as error:
-        raise ConfigError(f"{where}: {error}") from None
+        raise ConfigError(f"{where}: {error}", table=table_name) from None

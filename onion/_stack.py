@@ -130,7 +130,9 @@ def layer_info(layer: Any) -> LayerInfo:
     )
 
 
-def _check_ordering(infos: Sequence[LayerInfo]) -> None:
+def _check_ordering(infos: Sequence[LayerInfo], name: str = "stack") -> None:
+    """Raise one ``ConfigError`` listing every ordering constraint the list breaks."""
+    problems = []
     for i, info in enumerate(infos):
         for order in info.ordering:
             for j, other in enumerate(infos):
@@ -138,10 +140,13 @@ def _check_ordering(infos: Sequence[LayerInfo]) -> None:
                     continue
                 wrong = (order.where == "inside" and j > i) or (order.where == "outside" and j < i)
                 if wrong:
-                    raise ConfigError(
+                    message = (
                         f"layer {info.name!r} (position {i + 1}) must sit {order.where} "
                         f"{other.name!r} (position {j + 1}), which provides {order.capability!r}: {order.reason}"
                     )
+                    problems.append(ConfigError(message, table=f"{name}[{i}]"))
+    if problems:
+        raise ConfigError(problems=problems)
 
 
 def _link(call: Callable[..., Awaitable[Response]], inner: Handler, name: str) -> Handler:
@@ -182,7 +187,7 @@ class Stack:
         self.handler = handler
         self.name = name
         self.infos: tuple[LayerInfo, ...] = tuple(layer_info(layer) for layer in self.layers)
-        _check_ordering(self.infos)
+        _check_ordering(self.infos, name)
         self.handler_name = _name_of(handler)
         entry = _terminal(handler, self.handler_name)
         for layer, info in zip(reversed(self.layers), reversed(self.infos), strict=True):
@@ -196,11 +201,20 @@ class Stack:
 
         ``use`` is a built-in's short name, an entry point in the group
         ``onion.middlewares``, or an import path ``package.module:attr``. Parameters are
-        validated against the layer's constructor; errors name the table and field.
+        validated against the layer's constructor; errors name the table and field, and
+        one ``ConfigError`` carries the problems of every table.
         """
         from ._registry import build_layer
 
-        layers = [build_layer(table, f"{name}[{index}]") for index, table in enumerate(tables)]
+        layers, problems = [], []
+        for index, table in enumerate(tables):
+            try:
+                layers.append(build_layer(table, f"{name}[{index}]"))
+            except ConfigError as error:
+                problems.extend(error.problems)
+        if problems:
+            # Ordering is checked once every layer is built: a missing one shifts the positions.
+            raise ConfigError(problems=problems)
         return cls(layers, handler, name=name)
 
     async def __call__(self, request: Request) -> Response:

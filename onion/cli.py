@@ -13,13 +13,33 @@ from .errors import ConfigError
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .config import build_gateway, load_config
+    """Exit 0 and print the onion when the config is valid; else list every problem, exit 1."""
+    import json
+
+    from .config import check_config
 
     try:
-        gateway = build_gateway(load_config(args.config))
+        gateway = check_config(args.config)
     except ConfigError as error:
-        print(f"onion check: {error}", file=sys.stderr)
-        return 2
+        problems = error.problems
+        if args.json:
+            found = [{"table": p.table, "field": p.field, "message": str(p)} for p in problems]
+            print(json.dumps({"config": args.config, "ok": False, "problems": found}, indent=2))
+        else:
+            for problem in problems:
+                print(f"onion check: {problem}", file=sys.stderr)
+            print(f"onion check: {args.config}: {_count(len(problems))}", file=sys.stderr)
+        return 1
+    if args.json:
+        summary = {
+            "config": args.config,
+            "ok": True,
+            "problems": [],
+            "providers": [{"name": p.name, "kind": p.kind, "models": p.models} for p in gateway.config.providers],
+            "stack": [info.name for info in gateway.stack.infos],
+        }
+        print(json.dumps(summary, indent=2))
+        return 0
     from .testing.construction import describe_law_status
 
     print("providers:")
@@ -27,6 +47,10 @@ def _check(args: argparse.Namespace) -> int:
     print(gateway.stack.describe())
     print(describe_law_status(gateway.stack))
     return 0
+
+
+def _count(problems: int) -> str:
+    return "1 problem" if problems == 1 else f"{problems} problems"
 
 
 def _metrics_renderer(stack: Stack) -> Any:
@@ -165,9 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.set_defaults(func=_serve)
     check = sub.add_parser(
-        "check", help="validate a TOML config; print its providers, stack, and which laws hold by construction"
+        "check",
+        help="validate a TOML config (every problem at once, exit 1); print its providers, stack, "
+        "and which laws hold by construction",
     )
     check.add_argument("config")
+    check.add_argument("--json", action="store_true", help="print the result (or every problem) as JSON on stdout")
     check.set_defaults(func=_check)
     # Listed for --help only: main() hands "eval" to onion.eval before parsing, so the
     # other commands never pay for importing it.

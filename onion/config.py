@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from ._registry import convert_every_field
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ __all__ = [
     "ServerConfig",
     "TelemetryConfig",
     "build_gateway",
+    "check_config",
     "configure_telemetry",
     "default_config",
     "load_config",
@@ -199,126 +201,193 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 # -- validation ----------------------------------------------------------------------
+#
+# Validation gathers every problem of a file before it raises, so one run of
+# ``onion check`` lists them all: a table that fails is left out of the result and the
+# others are still checked.
 
 _AT = re.compile(r"\s*-\s*at `\$([^`]*)`$")
-_TABLE_FIELD = re.compile(r"^((?:\.[A-Za-z_]\w*)?(?:\[\d+\])?)(?:\.([A-Za-z_]\w*))?(.*)$")
+_NAMED = re.compile(r"(unknown|missing required) field `([^`]*)`")
+_TOP_TABLES = ("server", "telemetry", "providers", "stack")
 
 
-def _where(path: str) -> tuple[str, str | None]:
-    match = _TABLE_FIELD.match(path)
-    if not match:
-        return path.lstrip(".") or "config", None
-    table, field, rest = match.groups()
-    field = (field or "") + rest if field or rest else None
-    return (table or "").lstrip(".") or "config", field
-
-
-def _explain(error: msgspec.ValidationError, origin: str) -> ConfigError:
+def _explain(error: msgspec.ValidationError, origin: str, table: str) -> ConfigError:
     text = str(error)
     match = _AT.search(text)
     message = text[: match.start()] if match else text
-    table, field = _where(match.group(1)) if match else ("config", None)
-    unknown = re.search(r"unknown field `([^`]*)`", message)
-    missing = re.search(r"missing required field `([^`]*)`", message)
-    if unknown:
-        field, message = unknown.group(1), "no such setting"
-    elif missing:
-        field, message = missing.group(1), "required"
+    field = match.group(1).lstrip(".") if match else None
+    named = _NAMED.search(message)
+    if named:
+        field, message = named.group(2), "no such setting" if named.group(1) == "unknown" else "required"
     where = f"{table}: field {field!r}" if field else table
-    return ConfigError(f"{origin}: {where}: {message}")
+    return ConfigError(f"{origin}: {where}: {message}", table=table, field=field or None)
 
 
-def _secret(value: str, where: str, env: Mapping[str, str]) -> str:
-    if not value.startswith("env:"):
-        return value
-    name = value[4:]
-    resolved = env.get(name)
-    if not resolved:
-        raise ConfigError(f"{where}: environment variable {name} is not set")
-    return resolved
+def _convert(value: Any, type_: Any, table: str, origin: str, problems: list[ConfigError]) -> Any:
+    """``value`` as ``type_``, or ``None`` after reporting each of its bad fields."""
+    return convert_every_field(value, type_, lambda error: _explain(error, origin, table), problems, strict=False)
 
 
-def _check_provider(provider: ProviderConfig, index: int, origin: str, env: Mapping[str, str]) -> ProviderConfig:
-    where = f"{origin}: providers[{index}] (name = {provider.name!r})"
+class _Table:
+    """Where problems of one table are reported: its name, how messages name it, the list."""
+
+    def __init__(self, table: str, where: str, problems: list[ConfigError]) -> None:
+        self.table, self.where, self.problems = table, where, problems
+
+    def problem(self, field: str, message: str) -> None:
+        self.problems.append(ConfigError(f"{self.where}: field {field!r}: {message}", table=self.table, field=field))
+
+    def secret(self, value: str, field: str, env: Mapping[str, str]) -> str | None:
+        """``value``, or the environment variable an ``env:NAME`` value names (``None`` if unset)."""
+        if not value.startswith("env:"):
+            return value
+        resolved = env.get(value[4:])
+        if not resolved:
+            self.problem(field, f"environment variable {value[4:]} is not set")
+        return resolved or None
+
+
+def _check_provider(
+    provider: ProviderConfig, index: int, origin: str, env: Mapping[str, str], problems: list[ConfigError]
+) -> ProviderConfig | None:
+    table = _Table(f"providers[{index}]", f"{origin}: providers[{index}] (name = {provider.name!r})", problems)
+    problem = table.problem
+    before = len(problems)
     given = set(msgspec.to_builtins(provider))
-    wrong = sorted(given - _KIND_FIELDS[provider.kind])
-    if wrong:
-        raise ConfigError(f"{where}: field {wrong[0]!r}: does not apply to kind = {provider.kind!r}")
+    for field in sorted(given - _KIND_FIELDS[provider.kind]):
+        problem(field, f"does not apply to kind = {provider.kind!r}")
     if provider.kind == "simulated":
         for status, rate in provider.error_rates.items():
             if not (400 <= status <= 599 and 0.0 <= rate <= 1.0):
-                raise ConfigError(f"{where}: field 'error_rates': expected {{status 400-599 = rate 0..1}}")
-        return provider
+                problem("error_rates", "expected {status 400-599 = rate 0..1}")
+                break
+        return provider if len(problems) == before else None
     changes: dict[str, Any] = {}
     if provider.api_key is not None:
-        changes["api_key"] = _secret(provider.api_key, f"{where}: field 'api_key'", env)
+        changes["api_key"] = table.secret(provider.api_key, "api_key", env)
     if provider.base_url is not None:
-        changes["base_url"] = _secret(provider.base_url, f"{where}: field 'base_url'", env)
-        if not changes["base_url"].startswith(("http://", "https://")):
-            raise ConfigError(f"{where}: field 'base_url': must start with http:// or https://")
+        base_url = changes["base_url"] = table.secret(provider.base_url, "base_url", env)
+        if base_url is not None and not base_url.startswith(("http://", "https://")):
+            problem("base_url", "must start with http:// or https://")
     if provider.headers:
-        changes["headers"] = {k: _secret(v, f"{where}: field 'headers.{k}'", env) for k, v in provider.headers.items()}
+        changes["headers"] = {k: table.secret(v, f"headers.{k}", env) for k, v in provider.headers.items()}
+    if len(problems) > before:
+        return None
     return msgspec.structs.replace(provider, **changes) if changes else provider
 
 
-def _check_keys(server: ServerConfig, origin: str, env: Mapping[str, str]) -> ServerConfig:
+def _check_keys(server: ServerConfig, origin: str, env: Mapping[str, str], problems: list[ConfigError]) -> ServerConfig:
+    table = _Table("server", f"{origin}: server", problems)
     keys: list[str | ApiKey] = []
     for index, entry in enumerate(server.api_keys):
-        where = f"{origin}: server: field 'api_keys[{index}]'"
         if isinstance(entry, ApiKey):
-            keys.append(ApiKey(entry.name, _secret(entry.key, where, env)))
+            name, value = entry.name, entry.key
         else:
             # A bare key is named after its variable (env:ONION_KEY_ALICE → ONION_KEY_ALICE),
             # or its position: the key itself must never become an identity that gets logged.
-            name = entry[4:] if entry.startswith("env:") else f"key-{index + 1}"
-            keys.append(ApiKey(name, _secret(entry, where, env)))
-    seen: set[str] = set()
-    for index, entry in enumerate(keys):
-        assert isinstance(entry, ApiKey)
-        if entry.key in seen:
-            raise ConfigError(f"{origin}: server: field 'api_keys[{index}]': the same key is listed twice")
-        seen.add(entry.key)
+            name, value = (entry[4:] if entry.startswith("env:") else f"key-{index + 1}"), entry
+        resolved = table.secret(value, f"api_keys[{index}]", env)
+        if resolved is not None:
+            if any(isinstance(key, ApiKey) and key.key == resolved for key in keys):
+                table.problem(f"api_keys[{index}]", "the same key is listed twice")
+            keys.append(ApiKey(name, resolved))
     if not 1 <= server.port <= 65535:
-        raise ConfigError(f"{origin}: server: field 'port': must be 1-65535")
+        table.problem("port", "must be 1-65535")
     if server.max_body_bytes < 1024:
-        raise ConfigError(f"{origin}: server: field 'max_body_bytes': must be at least 1024")
+        table.problem("max_body_bytes", "must be at least 1024")
     return msgspec.structs.replace(server, api_keys=keys)
+
+
+def _check_telemetry(telemetry: TelemetryConfig, origin: str, problems: list[ConfigError]) -> None:
+    problem = _Table("telemetry", f"{origin}: telemetry", problems).problem
+    if not telemetry.export_interval_seconds > 0:
+        problem("export_interval_seconds", "must be positive")
+    for field in ("otlp_metrics_endpoint", "otlp_traces_endpoint"):
+        value = getattr(telemetry, field)
+        if value is not None and not value.startswith(("http://", "https://")):
+            problem(field, "must start with http:// or https://")
+
+
+def _check_providers(
+    tables: list[Any], origin: str, env: Mapping[str, str], problems: list[ConfigError]
+) -> list[ProviderConfig]:
+    names: set[str] = set()
+    providers = []
+    for index, table in enumerate(tables):
+        provider = _convert(table, ProviderConfig, f"providers[{index}]", origin, problems)
+        if provider is None:
+            continue
+        if provider.name in names:
+            message = f"{origin}: providers[{index}]: field 'name': {provider.name!r} is used twice"
+            problems.append(ConfigError(message, table=f"providers[{index}]", field="name"))
+            continue
+        names.add(provider.name)
+        checked = _check_provider(provider, index, origin, env, problems)
+        if checked is not None:
+            providers.append(checked)
+    return providers
+
+
+def _check_stack(tables: list[Any], origin: str, problems: list[ConfigError]) -> list[dict[str, Any]]:
+    stack = []
+    for index, value in enumerate(tables):
+        table = _convert(value, dict[str, Any], f"stack[{index}]", origin, problems)
+        if table is None:
+            continue
+        if not isinstance(table.get("use"), str):
+            message = f"{origin}: stack[{index}]: field 'use': required, the name of a layer"
+            problems.append(ConfigError(message, table=f"stack[{index}]", field="use"))
+            continue
+        stack.append(table)
+    return stack
+
+
+def _validate(data: Mapping[str, Any], origin: str, env: Mapping[str, str]) -> tuple[GatewayConfig, list[ConfigError]]:
+    """The config with every table that passed, and every problem of the ones that did not."""
+    problems: list[ConfigError] = []
+    for key in data:
+        if key not in _TOP_TABLES:
+            problems.append(ConfigError(f"{origin}: config: field {key!r}: no such setting", table="config", field=key))
+    server = _convert(data.get("server", {}), ServerConfig, "server", origin, problems) or ServerConfig()
+    server = _check_keys(server, origin, env, problems)
+    telemetry = _convert(data.get("telemetry", {}), TelemetryConfig, "telemetry", origin, problems)
+    if telemetry is not None:
+        _check_telemetry(telemetry, origin, problems)
+    provider_tables = _convert(data.get("providers", []), list[Any], "providers", origin, problems)
+    if provider_tables == []:
+        problems.append(
+            ConfigError(f"{origin}: providers: at least one [[providers]] table is required", table="providers")
+        )
+    providers = _check_providers(provider_tables or [], origin, env, problems)
+    stack = _check_stack(_convert(data.get("stack", []), list[Any], "stack", origin, problems) or [], origin, problems)
+    config = GatewayConfig(
+        server=server,
+        telemetry=telemetry or TelemetryConfig(),
+        providers=providers,
+        stack=stack,
+        source=origin,
+    )
+    return config, problems
 
 
 def parse_config(
     data: Mapping[str, Any], *, origin: str = "config", env: Mapping[str, str] | None = None
 ) -> GatewayConfig:
-    """Validate a parsed TOML document and resolve its ``env:`` secrets."""
-    env = os.environ if env is None else env
-    try:
-        config = msgspec.convert(dict(data), GatewayConfig, strict=False)
-    except msgspec.ValidationError as error:
-        raise _explain(error, origin) from None
-    if not config.providers:
-        raise ConfigError(f"{origin}: providers: at least one [[providers]] table is required")
-    names: set[str] = set()
-    providers = []
-    for index, provider in enumerate(config.providers):
-        if provider.name in names:
-            raise ConfigError(f"{origin}: providers[{index}]: field 'name': {provider.name!r} is used twice")
-        names.add(provider.name)
-        providers.append(_check_provider(provider, index, origin, env))
-    for index, table in enumerate(config.stack):
-        if not isinstance(table.get("use"), str):
-            raise ConfigError(f"{origin}: stack[{index}]: field 'use': required, the name of a layer")
-    server = _check_keys(config.server, origin, env)
-    telemetry = config.telemetry
-    if not telemetry.export_interval_seconds > 0:
-        raise ConfigError(f"{origin}: telemetry: field 'export_interval_seconds': must be positive")
-    for field in ("otlp_metrics_endpoint", "otlp_traces_endpoint"):
-        value = getattr(telemetry, field)
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ConfigError(f"{origin}: telemetry: field {field!r}: must start with http:// or https://")
-    return msgspec.structs.replace(config, server=server, providers=providers, source=origin)
+    """Validate a parsed TOML document and resolve its ``env:`` secrets.
+
+    Raises one ``ConfigError`` carrying every problem found (``error.problems``)."""
+    config, problems = _validate(data, origin, os.environ if env is None else env)
+    if problems:
+        raise ConfigError(problems=problems)
+    return config
 
 
 def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read and validate a TOML config file."""
+    return parse_config(_read(path), origin=str(path), env=env)
+
+
+def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
     origin = str(path)
     try:
         with Path(path).open("rb") as file:
@@ -329,7 +398,7 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
         raise ConfigError(f"{origin}: not valid TOML: {error}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{origin}: not UTF-8 text") from None
-    return parse_config(data, origin=origin, env=env)
+    return data
 
 
 def default_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -409,19 +478,53 @@ def configure_telemetry(telemetry: TelemetryConfig) -> None:
 
 
 def build_gateway(config: GatewayConfig) -> Gateway:
-    """Build providers, router and stack from a validated config."""
+    """Build providers, router and stack from a validated config.
+
+    Raises one ``ConfigError`` carrying every provider and stack problem."""
+    problems: list[ConfigError] = []
+    gateway = _build(config, problems)
+    if gateway is None:
+        raise ConfigError(problems=problems)
+    return gateway
+
+
+def check_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Gateway:
+    """Load and build a config file as ``onion check`` does: one ``ConfigError`` carries
+    every problem at once, the file's own and those of building its providers and stack
+    (each table that passed validation is still built)."""
+    config, problems = _validate(_read(path), str(path), os.environ if env is None else env)
+    gateway = _build(config, problems)
+    if gateway is None or problems:
+        raise ConfigError(problems=problems)
+    return gateway
+
+
+async def _no_upstream(request: Any) -> Any:
+    # The handler of a stack built only to be checked, when no provider could be built.
+    raise ConfigError("no provider could be built")
+
+
+def _build(config: GatewayConfig, problems: list[ConfigError]) -> Gateway | None:
+    """The gateway, or ``None`` after appending what stopped it to ``problems``."""
     from ._stack import Stack
     from .providers import Router, build_provider
 
+    before = len(problems)
     providers = []
     for index, spec in enumerate(config.providers):
         try:
             providers.append(build_provider(spec.kind, **spec.params()))
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"{config.source}: providers[{index}] (name = {spec.name!r}): {error}") from None
-    router = Router(providers)
+            message = f"{config.source}: providers[{index}] (name = {spec.name!r}): {error}"
+            problems.append(ConfigError(message, table=f"providers[{index}]"))
+    # Without providers the router refuses to exist; when that is already reported,
+    # the stack is still built (on a stand-in) so its problems are listed too.
+    router = Router(providers) if providers or not problems else None
     try:
-        stack = Stack.from_config(config.stack, router, name="stack")
+        stack = Stack.from_config(config.stack, router or _no_upstream, name="stack")
     except ConfigError as error:
-        raise ConfigError(f"{config.source}: {error}") from None
+        for problem in error.problems:
+            problems.append(ConfigError(f"{config.source}: {problem}", table=problem.table, field=problem.field))
+    if router is None or len(problems) > before:
+        return None
     return Gateway(config, providers, router, stack)

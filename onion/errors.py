@@ -241,12 +241,29 @@ class Timeout(OnionError):
 
 
 class ConfigError(OnionError, ValueError):
-    """A stack or configuration is invalid; the message names the table and the field."""
+    """A stack or configuration is invalid; the message names the table and the field.
+
+    One error carries every problem found, so one run of ``onion check`` lists them all:
+    ``problems`` holds one ``ConfigError`` per problem (``(self,)`` for a single one), each
+    with its ``table`` (``"providers[1]"``, ``"stack[0]"``) and ``field`` when known, and
+    ``str(error)`` is their messages, one a line.
+    """
 
     code = "config_error"
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, public_message="the gateway is misconfigured")
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        table: str | None = None,
+        field: str | None = None,
+        problems: Sequence[ConfigError] = (),
+    ) -> None:
+        flat = tuple(inner for problem in problems for inner in problem.problems)
+        super().__init__(detail or "\n".join(map(str, flat)), public_message="the gateway is misconfigured")
+        self.table = table
+        self.field = field
+        self.problems: tuple[ConfigError, ...] = flat or (self,)
 
 
 # -- classification, shared by metrics, traces and logs -------------------------------

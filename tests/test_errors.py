@@ -5,6 +5,7 @@ from __future__ import annotations
 from onion import (
     AllProvidersFailed,
     BadRequest,
+    ConfigError,
     GuardrailViolation,
     ModelNotFound,
     OnionError,
@@ -62,3 +63,13 @@ def test_refusals_before_the_stack_are_typed_errors() -> None:
     assert (large.status, large.code, large.param, large.limit) == (413, "request_too_large", None, 4096)
     assert large.public_message == "the request body is larger than 4096 bytes"
     assert OnionError().param is None
+
+
+def test_a_config_error_carries_every_problem_flat() -> None:
+    single = ConfigError("gw.toml: server: field 'port': must be 1-65535", table="server", field="port")
+    assert single.problems == (single,) and (single.table, single.field) == ("server", "port")
+    stack = ConfigError(problems=[ConfigError("gw.toml: stack[0]: a", table="stack[0]"), ConfigError("gw.toml: b")])
+    both = ConfigError(problems=[single, stack])
+    assert [p.table for p in both.problems] == ["server", "stack[0]", None]  # nested errors are flattened
+    assert str(both).splitlines() == [str(p) for p in both.problems]
+    assert both.public_message == "the gateway is misconfigured" and "gw.toml" not in both.public_message

@@ -1,8 +1,9 @@
 """``onion eval``: run case files against a stack or a gateway, print, save, compare, gate.
 
-Exit status: 0 when the run meets ``--min-pass-rate`` (and, with
-``--fail-on-regression``, no case regressed), 1 when it does not, 2 when a case file,
-report or option is invalid (nothing is sent then).
+Exit status: 0 when every case meets its own ``min_pass_rate`` (or, with
+``--min-pass-rate``, the run's pass rate meets that instead) and, with
+``--fail-on-regression``, no case regressed; 1 when not, and the last line says why; 2
+when a case file, report or option is invalid (nothing is sent then).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .._registry import resolve_layer
 from ..errors import ConfigError
 from ._cases import Case, load_cases
 from ._progress import ProgressBar
-from ._report import Report, compare_reports, load_report, save_report
+from ._report import Comparison, Report, compare_reports, load_report, save_report
 from ._runner import run_eval
 from ._table import format_comparison, format_report
 from ._targets import Ask, GatewayTarget, handler_target
@@ -59,7 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", help="write the JSON report here")
     parser.add_argument("--compare", help="a previous JSON report: list the cases that regressed")
     parser.add_argument("--tolerance", type=float, default=0.0, help="pass-rate drop that is not a regression")
-    parser.add_argument("--min-pass-rate", type=float, default=None, help="exit 1 when the pass rate is below this")
+    parser.add_argument(
+        "--min-pass-rate",
+        type=float,
+        default=None,
+        help="gate on the run's pass rate instead of on every case: exit 1 only when it is below this "
+        "(0 reports without gating; default: exit 1 when any case is below its own min_pass_rate)",
+    )
     parser.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any case regressed")
     progress = parser.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="always draw it")
@@ -154,19 +161,40 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         save_report(report, args.report)
         print(f"report written to {args.report}")
-    status = 0
+    comparison = None
     if previous is not None:
         comparison = compare_reports(previous, report, tolerance=args.tolerance)
         print(format_comparison(comparison, previous=args.compare))
-        if args.fail_on_regression and comparison.regressed:
-            status = 1
-    if args.min_pass_rate is not None and report.totals.pass_rate < args.min_pass_rate:
-        print(
-            f"pass rate {report.totals.pass_rate:.1%} is below the minimum {args.min_pass_rate:.1%}",
-            file=sys.stderr,
-        )
-        status = 1
-    return status
+    failures = _failures(args, report, comparison)
+    if failures:
+        print("FAIL: " + "; ".join(failures), file=sys.stderr)
+        return 1
+    if args.min_pass_rate is None:
+        print(f"PASS: all {report.totals.cases} cases met their min_pass_rate")
+    else:
+        print(f"PASS: pass rate {report.totals.pass_rate:.1%} meets the minimum {args.min_pass_rate:.1%}")
+    return 0
+
+
+def _failures(args: argparse.Namespace, report: Report, comparison: Comparison | None) -> list[str]:
+    """Why the run fails its gate, one reason per gate it fails (none: it passes)."""
+    reasons = []
+    if args.min_pass_rate is None:
+        failing = [case for case in report.cases if not case.passed]
+        if failing:
+            shown = ", ".join(
+                f"{case.id} ({case.passed_samples}/{len(case.samples)} passed, needs {case.min_pass_rate:.0%})"
+                for case in failing[:5]
+            )
+            more = f" and {len(failing) - 5} more" if len(failing) > 5 else ""
+            noun = "case is below its" if len(failing) == 1 else "cases are below their"
+            reasons.append(f"{len(failing)} {noun} min_pass_rate: {shown}{more}")
+    elif report.totals.pass_rate < args.min_pass_rate:
+        reasons.append(f"pass rate {report.totals.pass_rate:.1%} is below the minimum {args.min_pass_rate:.1%}")
+    if comparison is not None and args.fail_on_regression and comparison.regressed:
+        ids = ", ".join(change.id for change in comparison.regressed)
+        reasons.append(f"{len(comparison.regressed)} regressed since {args.compare}: {ids}")
+    return reasons
 
 
 def main(argv: Sequence[str] | None = None) -> int:

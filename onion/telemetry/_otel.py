@@ -158,12 +158,16 @@ def default_tracer_provider() -> Any:
 def render_prometheus() -> tuple[bytes, str]:
     """The default meter provider's metrics as Prometheus text: ``(body, content_type)``.
 
-    The server calls this for ``GET /metrics``. Raises ``ImportError`` when the
-    Prometheus exporter is not installed (``pip install onion-llm[prometheus]``).
+    The server calls this for ``GET /metrics``. Raises ``ImportError`` when there is no
+    Prometheus reader: ``configure_otel(prometheus=False)``, or an install that lost the
+    exporter (a dependency of onion-llm since it is small).
     """
     default_meter_provider()
     if _prometheus_registry is None:
-        raise ImportError("GET /metrics needs: pip install onion-llm[prometheus]")
+        raise ImportError(
+            "GET /metrics needs the Prometheus exporter ([telemetry] prometheus = true; it ships with onion-llm: "
+            "pip install --force-reinstall onion-llm)"
+        )
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     return generate_latest(_prometheus_registry), CONTENT_TYPE_LATEST

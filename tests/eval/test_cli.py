@@ -65,13 +65,31 @@ def test_regression_against_a_previous_report_gates(cases_file, handler_module, 
     assert main([str(cases_file), "--handler", handler_module, "--model", "m", "--report", str(before)]) == 0
     eval_target_mod.ANSWERS["count to three"] = "three, two, one"
     args = [str(cases_file), "--handler", handler_module, "--model", "m", "--compare", str(before)]
-    assert main(args) == 0  # a comparison alone reports, it does not gate
-    assert main([*args, "--fail-on-regression"]) == 1
-    out = capsys.readouterr().out
-    assert "regressed (1): count 100% -> 0%" in out
+    # A comparison alone reports, it does not gate (--min-pass-rate 0: no gate on cases either).
+    assert main([*args, "--min-pass-rate", "0"]) == 0
+    assert main([*args, "--min-pass-rate", "0", "--fail-on-regression"]) == 1
+    captured = capsys.readouterr()
+    assert "regressed (1): count 100% -> 0%" in captured.out
+    assert captured.err.splitlines()[-1] == f"FAIL: 1 regressed since {before}: count"
     assert main([*args, "--min-pass-rate", "0.5"]) == 0
     assert main([*args, "--min-pass-rate", "0.9"]) == 1
-    assert "below the minimum" in capsys.readouterr().err
+    assert "FAIL: pass rate 50.0% is below the minimum 90.0%" in capsys.readouterr().err
+
+
+def test_a_case_below_its_own_min_pass_rate_fails_the_run(cases_file, handler_module, capsys, monkeypatch) -> None:
+    import eval_target_mod
+
+    # The module outlives one test (sys.modules): its answers are set here and put back after.
+    monkeypatch.setitem(eval_target_mod.ANSWERS, "count to three", "1, 2, 3")
+    args = [str(cases_file), "--handler", handler_module, "--model", "m"]
+    assert main(args) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "PASS: all 2 cases met their min_pass_rate"
+    monkeypatch.setitem(eval_target_mod.ANSWERS, "count to three", "three, two, one")
+    assert main(args) == 1  # no option needed: a failing case is a failing run
+    captured = capsys.readouterr()
+    assert "1/2 cases passed" in captured.out
+    assert captured.err.splitlines()[-1] == "FAIL: 1 case is below its min_pass_rate: count (0/1 passed, needs 100%)"
+    assert main([*args, "--min-pass-rate", "0"]) == 0  # told otherwise: report only
 
 
 def test_tags_select_cases(cases_file, handler_module, capsys) -> None:
@@ -188,6 +206,66 @@ def test_python_dash_m_onion_eval_runs(cases_file, handler_module, tmp_path) -> 
         [*args, "--min-pass-rate", "1.0", "--tag", "nope"], capture_output=True, text=True, env=env
     )
     assert failing.returncode == 2 and "no cases to run" in failing.stderr
+
+
+SAMPLED = "\n".join(
+    [
+        '{"id": "capital", "input": "capital of France?", "expect": ["paris"]}',
+        '{"id": "flaky", "input": "count to three", "temperature": 0.7, "samples": 4, "min_pass_rate": 0.5,'
+        ' "regex": ["1.*2.*3"]}',
+    ]
+)
+
+
+def _flaky_module(tmp_path: Path, count_answers: list[str]) -> str:
+    (tmp_path / "flaky_target_mod.py").write_text(
+        textwrap.dedent(
+            f"""
+            from onion import Stack
+            from onion.testing import Reply, ScriptedProvider
+
+            COUNT = {count_answers!r}
+
+            def make_stack():
+                def reply(request, i):
+                    text = request.messages[-1].text
+                    return Reply("Paris" if "France" in text else COUNT[i % len(COUNT)])
+                return Stack([], handler=ScriptedProvider(reply))
+            """
+        )
+    )
+    return "flaky_target_mod:make_stack"
+
+
+@pytest.mark.parametrize(
+    ("count_answers", "status", "last_line"),
+    [
+        (["1 2 3", "1 2 3", "no", "no"], 0, "PASS: all 2 cases met their min_pass_rate"),
+        (
+            ["1 2 3", "no", "no", "no"],
+            1,
+            "FAIL: 1 case is below its min_pass_rate: flaky (1/4 passed, needs 50%)",
+        ),
+    ],
+)
+def test_onion_eval_process_exit_status_follows_each_cases_min_pass_rate(
+    tmp_path: Path, count_answers: list[str], status: int, last_line: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    cases = tmp_path / "sampled.jsonl"
+    cases.write_text(SAMPLED + "\n")
+    handler = _flaky_module(tmp_path, count_answers)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    args = [sys.executable, "-m", "onion.cli", "eval", str(cases), "--handler", handler, "--model", "m"]
+    done = subprocess.run([*args, "--no-progress"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == status, done.stdout + done.stderr
+    assert (done.stdout if status == 0 else done.stderr).splitlines()[-1] == last_line
+    told = subprocess.run([*args, "--min-pass-rate", "0.3"], capture_output=True, text=True, env=env, timeout=60)
+    assert told.returncode == 0, told.stderr
+    assert told.stdout.splitlines()[-1].startswith("PASS: pass rate ")
 
 
 def test_the_onion_command_runs_eval(cases_file, handler_module, tmp_path) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,8 +156,141 @@ def test_onion_check(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeyp
     assert "1. timeout" in out and "2. retry" in out and "handler: router" in out
     assert "laws:" in out.lower()
     monkeypatch.delenv("ONION_TEST_KEY")
-    assert main(["check", str(good)]) == 2
+    assert main(["check", str(good)]) == 1
     assert "server: field 'api_keys[0]': environment variable ONION_TEST_KEY is not set" in capsys.readouterr().err
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = {
+        "servers": {},
+        "server": {"port": 70000, "prot": 1, "api_keys": ["env:KEY_A", "env:KEY_B"]},
+        "providers": [
+            {"name": "up", "kind": "openai", "api_key": "env:UP_KEY", "base_url": "env:UP_BASE", "ttft": 1.0},
+            {"name": "sim", "kind": "simulated", "models": [1], "seed": "x"},
+        ],
+        "stack": [{"use_": "retry"}, 5],
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, origin="gw.toml", env={})
+    found = [(p.table, p.field) for p in caught.value.problems]
+    assert found == [
+        ("config", "servers"),
+        ("server", "prot"),
+        ("server", "api_keys[0]"),
+        ("server", "api_keys[1]"),
+        ("server", "port"),
+        ("providers[0]", "ttft"),
+        ("providers[0]", "api_key"),
+        ("providers[0]", "base_url"),
+        ("providers[1]", "models[0]"),
+        ("providers[1]", "seed"),
+        ("stack[0]", "use"),
+        ("stack[1]", None),
+    ]
+    lines = str(caught.value).splitlines()
+    assert lines == [str(p) for p in caught.value.problems] and all(line.startswith("gw.toml: ") for line in lines)
+    for name in ("KEY_A", "KEY_B", "UP_KEY", "UP_BASE"):
+        assert f"environment variable {name} is not set" in str(caught.value)
+
+
+def test_a_field_dropped_as_bad_is_not_reported_again_as_missing() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"providers": [{"name": 3, "kind": "opnai"}]}, origin="gw.toml", env={})
+    assert [(p.table, p.field) for p in caught.value.problems] == [("providers[0]", "name"), ("providers[0]", "kind")]
+
+
+def test_build_gateway_reports_every_layer_and_ordering_problem() -> None:
+    bad_tables = [{"use": "retry", "attempts": "three", "bogus": 1}, {"use": "no_such_layer"}]
+    config = parse_config({"providers": [SIM], "stack": bad_tables}, origin="gw.toml")
+    with pytest.raises(ConfigError) as caught:
+        build_gateway(config)
+    assert [(p.table, p.field) for p in caught.value.problems] == [
+        ("stack[0]", "attempts"),
+        ("stack[0]", "bogus"),
+        ("stack[1]", "use"),
+    ]
+    assert "gw.toml: stack[0] (use = 'retry'): field 'bogus': no such parameter" in str(caught.value)
+    misordered = [{"use": "retry"}, {"use": "fallback", "models": ["a"]}, {"use": "timeout", "seconds": 5}]
+    with pytest.raises(ConfigError) as caught:
+        build_gateway(parse_config({"providers": [SIM], "stack": misordered}, origin="gw.toml"))
+    assert [p.table for p in caught.value.problems] == ["stack[1]", "stack[2]", "stack[2]"]
+    assert "gw.toml: layer 'fallback' (position 2) must sit outside 'retry' (position 1)" in str(caught.value)
+
+
+BROKEN = """
+[server]
+api_keys = ["env:ONION_NO_KEY_A", "env:ONION_NO_KEY_B"]
+
+[[providers]]
+name = "up"
+kind = "openai"
+api_key = "env:ONION_NO_UP_KEY"
+base_url = "env:ONION_NO_UP_BASE"
+
+[[stack]]
+use = "retry"
+[[stack]]
+use = "fallback"
+models = ["a"]
+[[stack]]
+use = "timeout"
+seconds = 5
+"""
+
+
+def _run_check(*args: str, unset: tuple[str, ...] = ("ONION_NO_",)) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "onion.cli", "check", *args]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(unset)}
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_the_readme_config_names_all_its_variables_in_one_run(tmp_path: Path) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("A config file declares the server")
+    example = re.search(r"```toml\n(.*?)\n```", readme[start:], flags=re.S)
+    assert example is not None
+    config = tmp_path / "readme.toml"
+    config.write_text(example.group(1))
+    done = _run_check(str(config), unset=("ONION_KEY_", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"))
+    assert done.returncode == 1
+    unset = re.findall(r"environment variable (\w+) is not set", done.stderr)
+    assert unset == ["ONION_KEY_ALICE", "ONION_KEY_BOB", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"]
+
+
+def test_onion_check_process_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text(BROKEN)
+    done = _run_check(str(broken))
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    for name in ("ONION_NO_KEY_A", "ONION_NO_KEY_B", "ONION_NO_UP_KEY", "ONION_NO_UP_BASE"):
+        assert sum(f"environment variable {name} is not set" in line for line in lines) == 1
+    assert sum("must sit outside" in line for line in lines) == 3
+    assert lines[-1] == f"onion check: {broken}: 7 problems"
+    done = _run_check("--json", str(broken))
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["ok"] is False and len(report["problems"]) == 7
+    assert report["problems"][0] == {
+        "table": "server",
+        "field": "api_keys[0]",
+        "message": f"{broken}: server: field 'api_keys[0]': environment variable ONION_NO_KEY_A is not set",
+    }
+    assert {p["table"] for p in report["problems"]} == {"server", "providers[0]", "stack[1]", "stack[2]"}
+
+
+def test_onion_check_process_passes_a_good_config(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD.replace('api_keys = ["env:ONION_TEST_KEY"]', 'api_keys = ["literal"]'))
+    done = _run_check("--json", str(good))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is True and report["problems"] == [] and report["stack"] == ["timeout", "retry"]
+    assert _run_check(str(good)).returncode == 0
+    missing = _run_check(str(tmp_path / "missing.toml"))
+    assert missing.returncode == 1 and "missing.toml: no such file" in missing.stderr
 
 
 @settings(max_examples=60, deadline=None)

@@ -360,3 +360,27 @@ def test_shutdown_grace_limit_cancels_a_long_stream(tmp_path: Path, upstream: Fa
     assert upstream.stats.streams_started == 1
     assert upstream.stats.streams_disconnected == 1 and upstream.stats.streams_completed == 0, upstream.stats
     assert upstream.stats.open_streams == 0 and upstream.stats.open_connections == 0, upstream.stats
+
+
+def test_metrics_scrape_of_a_plain_install_matches_the_readme() -> None:
+    # The exporter is a core dependency: the default onion serve answers GET /metrics, and
+    # the README's scrape shows what it really prints.
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    core = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {"opentelemetry-exporter-prometheus", "prometheus-client"} <= {re.split(r"[<>=;\[ ]", d)[0] for d in core}
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    shown = re.search(r"\$ (curl -s http://127.0.0.1:8000/metrics \| grep '\^(\w+)')\n(.*)\n", readme)
+    assert shown is not None
+    metric, expected = shown.group(2), shown.group(3)
+    served = start([], clean_env())
+    try:
+        body = {"model": "sim-small", "messages": [{"role": "user", "content": "hello"}]}
+        assert httpx.post(served.url + "/v1/chat/completions", json=body, timeout=10).status_code == 200
+        scrape = httpx.get(served.url + "/metrics", timeout=10)
+        assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
+        assert expected in [line for line in scrape.text.splitlines() if line.startswith(metric)]
+    finally:
+        assert stop(served) in CLEAN_EXIT
