@@ -1,0 +1,394 @@
+"""Where ``budget`` keeps spend: in process memory, in a local SQLite file, or in Redis.
+
+Each budget is one row: the calendar window it counts (``period``: the UTC day or month
+number), what was ``spent`` in it (reconciled, real costs) and what is ``reserved`` by
+calls still running. Amounts are integer **nano-dollars** (1e-9 USD), so a reservation
+and its refund cancel exactly and a spend is the exact sum of its costs.
+
+- ``reserve(lines, amount)``: for every budget line ``(id, limit, window)`` at once,
+  admit only if ``spent + reserved + amount <= limit`` for all of them, then add
+  ``amount`` to each one's ``reserved``. All or nothing, atomically.
+- ``settle(lines, periods, amount, cost)``: the call ended; take its ``amount`` back out
+  of ``reserved`` (if its window is still the current one) and add the real ``cost`` to
+  ``spent``. A call that outlived its window is charged to the new one: money spent is
+  never dropped.
+
+``MemoryBudgetStore``: one process, lost on restart. ``SQLiteBudgetStore``: a local
+file, survives restarts (one transaction per reserve and per settle). ``RedisBudgetStore``:
+shared by every gateway process; one Lua script per reserve and per settle, on the Redis
+server's clock, so the processes agree on the window.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, Protocol
+
+import anyio.to_thread
+
+from onion import RedisClient
+
+__all__ = [
+    "Admission",
+    "BudgetLine",
+    "BudgetStore",
+    "MemoryBudgetStore",
+    "RedisBudgetStore",
+    "SQLiteBudgetStore",
+    "Window",
+    "window_of",
+]
+
+Window = Literal["day", "month"]
+"""A budget's window: the UTC calendar day or month."""
+
+BudgetLine = tuple[str, int, Window]
+"""One budget a call is charged against: ``(id, limit in nano-dollars, window)``."""
+
+
+def window_of(window: str, now: float) -> tuple[int, float]:
+    """The calendar window holding Unix time ``now``: its number (days since the epoch,
+    or ``year * 12 + month - 1``) and the Unix time it ends (UTC midnight)."""
+    if window == "day":
+        day = int(now // 86400)
+        return day, (day + 1) * 86400.0
+    moment = datetime.fromtimestamp(now, UTC)
+    month = moment.year * 12 + moment.month - 1
+    year, index = divmod(month + 1, 12)
+    return month, datetime(year, index + 1, 1, tzinfo=UTC).timestamp()
+
+
+class Admission:
+    """What ``reserve`` answers. Admitted: ``refused == -1`` and ``periods`` holds each
+    line's window number (``settle`` needs them). Refused: ``refused`` is the index of
+    the line that refused, ``resets_at`` when its window ends, ``retry_after`` the
+    seconds until then."""
+
+    __slots__ = ("periods", "refused", "resets_at", "retry_after")
+
+    def __init__(
+        self, periods: Sequence[int], refused: int = -1, retry_after: float = 0.0, resets_at: float = 0.0
+    ) -> None:
+        self.periods = periods
+        self.refused = refused
+        self.retry_after = retry_after
+        self.resets_at = resets_at
+
+
+class BudgetStore(Protocol):
+    """Where the budgets live (see the module docstring for the two operations)."""
+
+    async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> Admission: ...
+
+    async def settle(self, lines: Sequence[BudgetLine], periods: Sequence[int], amount: int, cost: int) -> None: ...
+
+    async def status(self, budget_id: str, window: Window) -> tuple[int, int, float]:
+        """``(spent, reserved, resets_at)`` of one budget's current window."""
+        ...
+
+
+Row = list[int]  # [period, spent, reserved]
+
+
+def _current(row: Row | None, period: int) -> Row:
+    # A row from an earlier window starts over: its spend belonged to that window.
+    return row if row is not None and row[0] == period else [period, 0, 0]
+
+
+def _reserve(
+    rows: list[Row | None], lines: Sequence[BudgetLine], amount: int, now: float
+) -> tuple[list[Row], Admission]:
+    """The decision, shared by the memory and SQLite stores (Redis runs it in Lua)."""
+    current: list[Row] = []
+    refused, wait, resets_at = -1, 0.0, 0.0
+    for index, ((_, limit, window), row) in enumerate(zip(lines, rows, strict=True)):
+        period, ends = window_of(window, now)
+        fresh = _current(row, period)
+        current.append(fresh)
+        if fresh[1] + fresh[2] + amount > limit and ends - now > wait:
+            # Every budget must have room, so the caller waits for the latest reset.
+            refused, wait, resets_at = index, ends - now, ends
+    if refused >= 0:
+        return current, Admission((), refused, wait, resets_at)
+    for row in current:
+        row[2] += amount
+    return current, Admission([row[0] for row in current])
+
+
+def _settle(
+    rows: list[Row | None], lines: Sequence[BudgetLine], periods: Sequence[int], amount: int, cost: int, now: float
+) -> list[Row]:
+    current: list[Row] = []
+    for (_, _, window), row, reserved_in in zip(lines, rows, periods, strict=True):
+        fresh = _current(row, window_of(window, now)[0])
+        if fresh[0] == reserved_in:
+            fresh[2] = max(0, fresh[2] - amount)
+        fresh[1] += cost
+        current.append(fresh)
+    return current
+
+
+class MemoryBudgetStore:
+    """Budgets in this process's memory (the default for a stack built in code): exact,
+    no I/O, **lost on restart**. ``clock`` returns Unix time (default ``time.time``)."""
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self.now = clock or time.time
+        self._rows: dict[str, Row] = {}
+
+    async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> Admission:
+        rows = self._rows
+        current, admission = _reserve([rows.get(line[0]) for line in lines], lines, amount, self.now())
+        for line, row in zip(lines, current, strict=True):
+            rows[line[0]] = row
+        return admission
+
+    async def settle(self, lines: Sequence[BudgetLine], periods: Sequence[int], amount: int, cost: int) -> None:
+        rows = self._rows
+        current = _settle([rows.get(line[0]) for line in lines], lines, periods, amount, cost, self.now())
+        for line, row in zip(lines, current, strict=True):
+            rows[line[0]] = row
+
+    async def status(self, budget_id: str, window: Window) -> tuple[int, int, float]:
+        now = self.now()
+        period, ends = window_of(window, now)
+        _, spent, reserved = _current(self._rows.get(budget_id), period)
+        return spent, reserved, ends
+
+
+class SQLiteBudgetStore:
+    """Budgets in a local SQLite file (the embedded default for ``onion serve``): spend
+    survives restarts. Each reserve and settle is one ``BEGIN IMMEDIATE`` transaction,
+    run in a worker thread, so processes sharing the file stay atomic too.
+
+    Reservations of calls that were running when the process stopped are released when
+    the file is opened (``release_on_open``, the default for the one-process gateway):
+    they belonged to calls that no longer exist. Several processes should share Redis.
+    """
+
+    def __init__(
+        self, path: str | Path, *, clock: Callable[[], float] | None = None, release_on_open: bool = True
+    ) -> None:
+        self.now = clock or time.time
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS budget "
+            "(id TEXT PRIMARY KEY, period INTEGER NOT NULL, spent INTEGER NOT NULL, reserved INTEGER NOT NULL)"
+        )
+        if release_on_open:
+            self._db.execute("UPDATE budget SET reserved = 0 WHERE reserved != 0")
+
+    def _rows(self, ids: list[str]) -> list[Row | None]:
+        marks = ",".join("?" * len(ids))
+        found = {
+            row[0]: [row[1], row[2], row[3]]
+            for row in self._db.execute(f"SELECT id, period, spent, reserved FROM budget WHERE id IN ({marks})", ids)
+        }
+        return [found.get(budget_id) for budget_id in ids]
+
+    def _write(self, ids: list[str], rows: list[Row]) -> None:
+        self._db.executemany(
+            "INSERT INTO budget (id, period, spent, reserved) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET period = excluded.period, spent = excluded.spent, "
+            "reserved = excluded.reserved",
+            [(budget_id, *row) for budget_id, row in zip(ids, rows, strict=True)],
+        )
+
+    def _transaction(self, fn: Callable[[list[str], list[Row | None]], tuple[list[Row], bool]], ids: list[str]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows, changed = fn(ids, self._rows(ids))
+                if changed:
+                    self._write(ids, rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _reserve_sync(self, lines: Sequence[BudgetLine], amount: int) -> Admission:
+        result: list[Admission] = []
+
+        def decide(ids: list[str], rows: list[Row | None]) -> tuple[list[Row], bool]:
+            current, admission = _reserve(rows, lines, amount, self.now())
+            result.append(admission)
+            return current, admission.refused < 0
+
+        self._transaction(decide, [line[0] for line in lines])
+        return result[0]
+
+    def _settle_sync(self, lines: Sequence[BudgetLine], periods: Sequence[int], amount: int, cost: int) -> None:
+        def apply(ids: list[str], rows: list[Row | None]) -> tuple[list[Row], bool]:
+            return _settle(rows, lines, periods, amount, cost, self.now()), True
+
+        self._transaction(apply, [line[0] for line in lines])
+
+    async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> Admission:
+        return await anyio.to_thread.run_sync(self._reserve_sync, lines, amount)
+
+    async def settle(self, lines: Sequence[BudgetLine], periods: Sequence[int], amount: int, cost: int) -> None:
+        await anyio.to_thread.run_sync(self._settle_sync, lines, periods, amount, cost)
+
+    async def status(self, budget_id: str, window: Window) -> tuple[int, int, float]:
+        period, ends = window_of(window, self.now())
+        with self._lock:
+            (row,) = self._rows([budget_id])
+        _, spent, reserved = _current(row, period)
+        return spent, reserved, ends
+
+    async def aclose(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._db.close()
+
+
+# The calendar in Lua (Redis 5+ runs Lua 5.1: numbers are doubles, exact for integers
+# below 2^53, so nano-dollars up to $9M). Howard Hinnant's civil-date algorithms.
+_CALENDAR = """
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = m > 2 and m - 3 or m + 9
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+local function window_of(window, now)
+  local days = math.floor(now / 86400)
+  if window == 'day' then return days, (days + 1) * 86400 end
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  local month = y * 12 + m - 1
+  local next_month = month + 1
+  return month, days_from_civil(math.floor(next_month / 12), next_month % 12 + 1, 1) * 86400
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local function row(key, period, ends)
+  local r = redis.call('HMGET', key, 'p', 's', 'r')
+  if tonumber(r[1]) == period then return tonumber(r[2]), tonumber(r[3]) end
+  redis.call('HSET', key, 'p', period, 's', 0, 'r', 0)
+  redis.call('EXPIREAT', key, ends + 86400)
+  return 0, 0
+end
+"""
+
+# KEYS: one hash per budget (p: window number, s: spent, r: reserved).
+# ARGV: amount, then per budget: limit, window. Returns {-1, 0, 0, period...} when
+# admitted, else {refused index, ms to wait, resets_at in s}.
+_RESERVE = (
+    _CALENDAR
+    + """
+local amount = tonumber(ARGV[1])
+local periods = {}
+local refused, wait, resets_at = -1, 0, 0
+for i = 1, #KEYS do
+  local limit, window = tonumber(ARGV[2 * i]), ARGV[2 * i + 1]
+  local period, ends = window_of(window, now)
+  local spent, reserved = row(KEYS[i], period, ends)
+  periods[i] = period
+  if spent + reserved + amount > limit and ends - now > wait then
+    refused, wait, resets_at = i - 1, ends - now, ends
+  end
+end
+if refused >= 0 then return {refused, math.ceil(wait * 1000), resets_at} end
+for i = 1, #KEYS do redis.call('HINCRBY', KEYS[i], 'r', amount) end
+return {-1, 0, 0, unpack(periods)}
+"""
+)
+
+# KEYS: the budgets. ARGV: amount, cost, then per budget: the period it was reserved in, window.
+_SETTLE = (
+    _CALENDAR
+    + """
+local amount, cost = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 1, #KEYS do
+  local period, ends = window_of(ARGV[2 * i + 2], now)
+  local _, reserved = row(KEYS[i], period, ends)
+  if tonumber(ARGV[2 * i + 1]) == period then
+    redis.call('HSET', KEYS[i], 'r', math.max(0, reserved - amount))
+  end
+  redis.call('HINCRBY', KEYS[i], 's', cost)
+end
+return 1
+"""
+)
+
+# KEYS: one budget. ARGV: window. Returns {spent, reserved, resets_at}.
+_STATUS = (
+    _CALENDAR
+    + """
+local period, ends = window_of(ARGV[1], now)
+local r = redis.call('HMGET', KEYS[1], 'p', 's', 'r')
+if tonumber(r[1]) ~= period then return {0, 0, ends} end
+return {tonumber(r[2]), tonumber(r[3]), ends}
+"""
+)
+
+# Tests check the Lua calendar against ``window_of`` at given times.
+_CALENDAR_AT = _CALENDAR + "\nlocal p, e = window_of(ARGV[1], tonumber(ARGV[2]))\nreturn {p, e}\n"
+
+
+class RedisBudgetStore:
+    """Budgets in Redis, shared by every gateway process and machine, through
+    ``onion.RedisClient`` (a worker thread per call). Reserve and settle are each one Lua
+    script (atomic on the server), and the window is read from the Redis server's clock,
+    so every process agrees on when it resets. Each budget is one hash (``{id}``); it
+    expires a day after its window ends.
+
+    A process killed mid-call leaves its reservation held until the window resets: the
+    budget errs on the side of never overshooting.
+    """
+
+    def __init__(self, url: str, *, client: RedisClient | None = None) -> None:
+        self.redis = client or RedisClient(url, timeout=1.0)
+        self._reserve = self.redis.script(_RESERVE)
+        self._settle = self.redis.script(_SETTLE)
+        self._status = self.redis.script(_STATUS)
+
+    @staticmethod
+    def _key(budget_id: str) -> str:
+        return f"{{{budget_id}}}"
+
+    async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> Admission:
+        keys = [self._key(line[0]) for line in lines]
+        args: list[object] = [amount]
+        for _, limit, window in lines:
+            args.extend((limit, window))
+        answer = await self.redis.run(self._reserve, keys, args)
+        refused = int(answer[0])
+        if refused >= 0:
+            return Admission((), refused, int(answer[1]) / 1000, float(answer[2]))
+        return Admission([int(period) for period in answer[3:]])
+
+    async def settle(self, lines: Sequence[BudgetLine], periods: Sequence[int], amount: int, cost: int) -> None:
+        keys = [self._key(line[0]) for line in lines]
+        args: list[object] = [amount, cost]
+        for (_, _, window), period in zip(lines, periods, strict=True):
+            args.extend((period, window))
+        await self.redis.run(self._settle, keys, args)
+
+    async def status(self, budget_id: str, window: Window) -> tuple[int, int, float]:
+        spent, reserved, ends = await self.redis.run(self._status, [self._key(budget_id)], [window])
+        return int(spent), int(reserved), float(ends)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.redis.aclose()
