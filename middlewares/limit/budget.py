@@ -19,10 +19,17 @@ When the answer ends the reservation is **settled** to the real cost: the ``usag
 reported, at the price of the model that answered. Without usage (a stream cancelled
 before its usage chunk, a provider that reports none) the cost is the prompt estimate
 plus the answer's text as counted. A call that raised before any answer is refunded;
-a cache hit costs nothing. A stream whose caller gave no ``max_tokens`` is counted as it
-passes and **cut** before the chunk that would outgrow its reservation (the server ends
-it with an SSE error event, ``budget_exceeded``); it is charged its whole reservation.
-With ``max_tokens`` the provider stops the answer inside the reservation.
+a cache hit costs nothing.
+
+The answer must stay inside its reservation. With ``max_tokens`` (or
+``max_completion_tokens``) the provider stops it there. A caller who set neither gets
+``max_completion_tokens = default_completion_tokens`` on the request sent inward
+(``cap_answer``, the default): again the provider stops it, exactly. With ``cap_answer =
+false`` the request goes unchanged (for an upstream that rejects the field): a stream is
+then counted as it passes and **cut** before the chunk that would outgrow its
+reservation (the server ends it with an SSE error event, ``budget_exceeded``) and is
+charged its whole reservation; a complete answer cannot be cut, so that one case is
+charged its real cost even when that is more than was reserved.
 
 **Windows** are calendar-aligned in UTC (``"day"``: from midnight, ``"month"``: from the
 1st), not rolling: a budget then means what an invoice means, it resets at one instant
@@ -49,6 +56,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, M
 from typing import Any, Literal
 
 import anyio
+import msgspec
 import structlog
 
 from onion import (
@@ -173,7 +181,7 @@ class Budget(Layer):
     ``window`` (``"day"`` | ``"month"``, the default for the budgets above),
     ``backend`` (``"memory"`` | ``"sqlite"`` | ``"redis"``), ``path`` (SQLite),
     ``redis_url``, ``key_prefix``, ``prices``, ``prices_file``, ``models`` (checked
-    for a price at build), ``default_completion_tokens``, ``fail_open``.
+    for a price at build), ``default_completion_tokens``, ``cap_answer``, ``fail_open``.
 
     ``keys``, ``teams`` and ``team_of`` are read per call, so a live mapping (a key
     store that issues and revokes keys) can be passed in code.
@@ -199,6 +207,7 @@ class Budget(Layer):
         models: Iterable[str] = (),
         default_completion_tokens: int = 1024,
         fail_open: bool = False,
+        cap_answer: bool = True,
         *,
         store: BudgetStore | None = None,
         price_table: PriceTable | None = None,
@@ -229,6 +238,7 @@ class Budget(Layer):
             )
         self.default_completion_tokens = default_completion_tokens
         self.fail_open = fail_open
+        self.cap_answer = cap_answer
         self.store: BudgetStore = store or self._store(backend, path, redis_url, clock)
         _log.info(
             "budget ready",
@@ -316,6 +326,10 @@ class Budget(Layer):
             )
         charge = _Charge(self, lines, admission.periods, amount, price)
         charge.prompt = prompt
+        uncapped = request.answer_tokens_limit is None
+        if uncapped and self.cap_answer:
+            request = msgspec.structs.replace(request, max_completion_tokens=self.default_completion_tokens)
+            uncapped = False
         try:
             response = await call_next(request)
         except BaseException:
@@ -325,7 +339,7 @@ class Budget(Layer):
         if response.cache == "hit":
             await self._settle(charge, 0)
             return response
-        if response.is_stream and request.answer_tokens_limit is None:
+        if response.is_stream and uncapped:
             charge.counter = counter_for(request.model)
             charge.allowance = (amount - prompt * _rate(price.input)) // max(1, _rate(price.output))
             response.wrap(charge.guard)

@@ -10,6 +10,8 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from middlewares.limit.budget import Budget, nano_usd
 from middlewares.limit.budget_stores import MemoryBudgetStore, RedisBudgetStore, SQLiteBudgetStore, window_of
@@ -27,6 +29,7 @@ from onion import (
     Stack,
     Usage,
     build_layer,
+    counter_for,
     prompt_tokens,
 )
 from onion.testing import Fail, Reply, ScriptedProvider
@@ -179,7 +182,7 @@ async def test_a_cache_hit_costs_nothing() -> None:
 
 
 async def test_a_stream_that_outgrows_its_reservation_is_cut() -> None:
-    layer = _budget(default_completion_tokens=5)
+    layer = _budget(default_completion_tokens=5, cap_answer=False)
     provider = ScriptedProvider(default=Reply(" ".join(["word"] * 30)))
     response = await Stack([layer], provider)(_request(max_tokens=None, stream=True))
     passed = []
@@ -191,6 +194,20 @@ async def test_a_stream_that_outgrows_its_reservation_is_cut() -> None:
     assert provider.streams[0].closed
     worst = PROMPT * IN + 5 * OUT
     assert (await layer.status("onion:budget:key:alice"))[:2] == (worst, 0)  # charged the whole reservation
+
+
+async def test_a_call_without_an_answer_limit_is_capped_at_its_reservation() -> None:
+    layer = _budget(default_completion_tokens=7)
+    provider = ScriptedProvider()
+    await Stack([layer], provider)(_request(max_tokens=None))
+    assert provider.requests[0].max_completion_tokens == 7 and provider.requests[0].max_tokens is None
+    # Without the cap the request goes unchanged, and a complete answer over its
+    # reservation (it cannot be cut) is charged what it cost: the documented overshoot.
+    uncapped = _budget(default_completion_tokens=7, cap_answer=False)
+    provider = ScriptedProvider(default=Reply("long", usage=Usage(PROMPT, 50, PROMPT + 50)))
+    await Stack([uncapped], provider)(_request(max_tokens=None))
+    assert provider.requests[0].answer_tokens_limit is None
+    assert (await uncapped.status("onion:budget:key:alice"))[:2] == (PROMPT * IN + 50 * OUT, 0)
 
 
 async def test_a_cancelled_stream_is_charged_what_passed() -> None:
@@ -305,3 +322,121 @@ async def test_sqlite_spend_survives_a_restart(tmp_path: Path) -> None:
     second = Budget(keys={"alice": 1.0}, price_table=PRICES, backend="sqlite", path=str(path), clock=clock)
     assert (await second.status("onion:budget:key:alice"))[:2] == (100 * IN + 50 * OUT, 0)
     await second.aclose()
+
+
+class Recording:
+    """A store wrapper that checks, at every reserve and settle, that the budget is never
+    overshot (spent + reserved <= limit) and that no call costs more than it reserved."""
+
+    def __init__(self, store: object, budget_id: str, limit: int) -> None:
+        self.store, self.budget_id, self.limit = store, budget_id, limit
+        self.costs: list[int] = []
+
+    async def _check(self) -> None:
+        spent, reserved, _ = await self.store.status(self.budget_id, "month")  # type: ignore[attr-defined]
+        assert reserved >= 0 and spent + reserved <= self.limit
+
+    async def reserve(self, lines, amount):  # type: ignore[no-untyped-def]
+        admission = await self.store.reserve(lines, amount)  # type: ignore[attr-defined]
+        await self._check()
+        return admission
+
+    async def settle(self, lines, periods, amount, cost):  # type: ignore[no-untyped-def]
+        assert cost <= amount, "a call spent more than it reserved"
+        self.costs.append(cost)
+        await self.store.settle(lines, periods, amount, cost)  # type: ignore[attr-defined]
+        await self._check()
+
+    async def status(self, budget_id, window):  # type: ignore[no-untyped-def]
+        return await self.store.status(budget_id, window)  # type: ignore[attr-defined]
+
+
+# One call of the property test: prompt size, answer words, max_tokens (None: the budget
+# caps it at default_completion_tokens), streamed or not, how it ends, where it ends.
+CALL = st.tuples(
+    st.integers(1, 400),
+    st.integers(1, 40),
+    st.one_of(st.none(), st.integers(1, 60)),
+    st.booleans(),
+    st.sampled_from(["complete", "upstream_cut", "consumer_stops", "fails_before"]),
+    st.integers(0, 12),
+)
+
+
+def _upstream(calls: list[tuple[int, int, int | None, bool, str, int]]) -> ScriptedProvider:
+    """An upstream that honours the answer limit it receives and reports real usage."""
+
+    def script(request: Request, index: int) -> Reply | Fail:
+        _, words, _, _, end, k = calls[int(request.messages[0].text.split(":")[0])]
+        words = min(words, request.answer_tokens_limit or words)
+        usage = Usage(prompt_tokens(request.messages), words, 0)
+        reply = Reply(" ".join(["w"] * words), usage=usage)
+        if end == "fails_before":
+            return Fail(RuntimeError("upstream down"))
+        if end == "upstream_cut" and request.stream:
+            return Fail(RuntimeError("cut"), after_chunks=k, reply=reply)
+        return reply
+
+    return ScriptedProvider(script)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(CALL, min_size=1, max_size=25), worst_cases=st.integers(1, 8))
+async def test_law_never_overshoots_and_spend_is_the_sum_of_real_costs(make_store, calls, worst_cases) -> None:  # type: ignore[no-untyped-def]
+    prefix = _prefix()
+    limit = worst_cases * 150_000
+    budget_id = f"{prefix}:key:alice"
+    store = Recording(make_store(WallClock()), budget_id, limit)
+    layer = Budget(
+        keys={"alice": limit / 1e9}, price_table=PRICES, store=store, key_prefix=prefix, default_completion_tokens=20
+    )
+    stack = Stack([layer], _upstream(calls))
+    count = counter_for("m").count
+    real_costs: list[int] = []  # what each admitted call really cost, as the caller saw it
+
+    async def one(index: int) -> None:
+        chars, _, max_tokens, stream, end, k = calls[index]
+        request = Request(
+            model="m",
+            messages=[Message("user", f"{index}:" + "x" * chars)],
+            max_tokens=max_tokens,
+            stream=stream,
+            context=Context(caller="alice"),
+        )
+        prompt = prompt_tokens(request.messages)
+        try:
+            response = await stack(request)
+        except BudgetExceeded:
+            return
+        except RuntimeError:
+            real_costs.append(0)  # failed before any answer: refunded
+            return
+        if not stream:
+            usage = (await response.result()).usage
+            assert usage is not None
+            real_costs.append(usage.prompt_tokens * IN + usage.completion_tokens * OUT)
+            return
+        passed, chunks = "", 0
+        try:
+            async for chunk in response:
+                passed += chunk.content
+                chunks += 1
+                if chunk.usage is not None:  # the whole answer arrived with its usage
+                    real_costs.append(chunk.usage.prompt_tokens * IN + chunk.usage.completion_tokens * OUT)
+                    return
+                if end == "consumer_stops" and chunks > k:
+                    break
+        except RuntimeError:
+            pass
+        finally:
+            await response.aclose()
+        real_costs.append(prompt * IN + count(passed) * OUT)  # no usage: what passed, as counted
+
+    async with anyio.create_task_group() as tg:
+        for index in range(len(calls)):
+            tg.start_soon(one, index)
+    spent, reserved, _ = await layer.status(budget_id)
+    assert reserved == 0
+    assert sorted(store.costs) == sorted(real_costs)
+    assert spent == sum(real_costs)
+    await layer.aclose()
