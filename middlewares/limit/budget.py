@@ -230,7 +230,7 @@ class Budget(Layer):
             self.global_line = (f"{key_prefix}:global", *_limit("global", global_usd, window))
         self.prefix = key_prefix
         self.prices = price_table or PriceTable.build(prices, prices_file)
-        unpriced = sorted(model for model in models if model not in self.prices)
+        unpriced = self.unpriced(models)
         if unpriced:
             raise ConfigError(
                 f"budget: no price for model(s) {', '.join(map(repr, unpriced))}; "
@@ -260,6 +260,10 @@ class Budget(Layer):
                 raise ConfigError("budget backend 'redis' needs redis_url")
             return RedisBudgetStore(redis_url)
         raise ConfigError(f"budget backend must be 'memory', 'sqlite' or 'redis', not {backend!r}")
+
+    def unpriced(self, models: Iterable[str]) -> list[str]:
+        """The ``models`` the price table has no price for (``onion check`` can name them)."""
+        return sorted({model for model in models if model not in self.prices})
 
     async def aclose(self) -> None:
         """Release the store's connections, if it has any."""

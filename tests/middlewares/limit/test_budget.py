@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -146,6 +150,12 @@ async def test_no_budget_no_charge_and_no_price_needed() -> None:
 async def test_a_model_without_a_price_is_refused_at_build_and_per_call() -> None:
     with pytest.raises(ConfigError, match="'mystery'"):
         _budget(models=["m", "mystery"])
+    # Config adds prices; a price of zero is free on purpose (a self-hosted model), not by omission.
+    layer = Budget(keys={"alice": 1}, prices={"mystery": (1, 1), "local": {"input": 0, "output": 0}}, models=["local"])
+    assert layer.unpriced(["mystery", "local", "gpt-4o", "nope", "nope"]) == ["nope"]
+    local = Request(model="local", messages=[Message("user", "hi")], context=Context(caller="alice"))
+    await Stack([layer], ScriptedProvider())(local)
+    assert (await layer.status("onion:budget:key:alice"))[:2] == (0, 0)
     stack = Stack([_budget()], ScriptedProvider())
     with pytest.raises(BadRequest) as info:
         await stack(Request(model="mystery", messages=[Message("user", "hi")], context=Context(caller="alice")))
@@ -440,3 +450,97 @@ async def test_law_never_overshoots_and_spend_is_the_sum_of_real_costs(make_stor
     assert sorted(store.costs) == sorted(real_costs)
     assert spent == sum(real_costs)
     await layer.aclose()
+
+
+async def test_a_call_that_outlives_its_window_is_charged_to_the_next(make_store, store_kind: str) -> None:  # type: ignore[no-untyped-def]
+    if store_kind == "redis":
+        pytest.skip("the Redis store reads the server's clock")
+    clock = WallClock(datetime(2026, 12, 2, 23, 59, 59, tzinfo=UTC).timestamp())
+    store = make_store(clock)
+    line = (f"{_prefix()}:key:alice", 100_000, "day")
+    admission = await store.reserve([line], 60_000)
+    assert (await store.status(line[0], "day"))[:2] == (0, 60_000)
+    clock.t += 2  # past midnight: the new day starts empty, the reservation went with the old one
+    assert (await store.status(line[0], "day"))[:2] == (0, 0)
+    await store.settle([line], admission.periods, 60_000, 25_000)
+    assert (await store.status(line[0], "day"))[:2] == (25_000, 0)  # money spent is never dropped
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    moment=st.one_of(
+        st.floats(0, 4_102_444_800),  # 1970 .. 2100
+        st.builds(
+            lambda y, m, s: datetime(y, m, 1, tzinfo=UTC).timestamp() + s,
+            st.integers(1971, 2099),
+            st.integers(1, 12),
+            st.sampled_from([-1.0, -0.001, 0.0, 0.5, 86399.5]),
+        ),
+    ),
+    window=st.sampled_from(["day", "month"]),
+)
+def test_law_the_lua_calendar_is_the_python_one(redis_url: str, moment: float, window: str) -> None:
+    import redis
+
+    from middlewares.limit.budget_stores import _CALENDAR_AT
+
+    client = redis.Redis.from_url(redis_url)
+    period, ends = client.eval(_CALENDAR_AT, 0, window, repr(moment))
+    assert (int(period), float(ends)) == window_of(window, moment)
+    client.close()
+
+
+async def test_redis_refusal_waits_for_the_server_windows_end(redis_url: str) -> None:
+    store = RedisBudgetStore(redis_url)
+    line = (f"{_prefix()}:team:red", 1000, "day")
+    assert (await store.reserve([line], 600)).refused == -1
+    refused = await store.reserve([line, (f"{_prefix()}:global", 10**9, "month")], 600)
+    _, ends = window_of("day", time.time())
+    assert refused.refused == 0 and refused.resets_at == ends
+    assert refused.retry_after == pytest.approx(ends - time.time(), abs=2)
+    await store.aclose()
+
+
+_WORKER = """
+import sys, anyio
+from middlewares.limit.budget import Budget
+from middlewares.observe.prices import PriceTable
+from onion import BudgetExceeded, Completion, Context, Message, Request, Response, Stack, Usage
+
+async def main(url, prefix, usd):
+    layer = Budget(keys={"alice": float(usd)}, price_table=PriceTable({"m": (1.0, 2.0)}),
+                   backend="redis", redis_url=url, key_prefix=prefix)
+    async def upstream(request):
+        await anyio.sleep(0.05)
+        return Response.complete(Completion(content="ok", model="m", usage=Usage(16, 10, 26)))
+    stack = Stack([layer], upstream)
+    ok = 0
+    async def one():
+        nonlocal ok
+        try:
+            await stack(Request(model="m", messages=[Message("user", "x" * 40)], max_tokens=10,
+                                context=Context(caller="alice")))
+            ok += 1
+        except BudgetExceeded:
+            pass
+    async with anyio.create_task_group() as tg:
+        for _ in range(100):
+            tg.start_soon(one)
+    print(ok)
+    await layer.aclose()
+
+anyio.run(main, *sys.argv[1:])
+"""
+
+
+def test_redis_two_processes_sharing_a_budget_admit_at_most_its_worth(redis_url: str, tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    prefix = _prefix()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    args = [sys.executable, str(script), redis_url, prefix, repr(WORST * 10 / 1e9)]
+    workers = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    admitted = [int(worker.communicate(timeout=60)[0].strip().splitlines()[-1]) for worker in workers]
+    assert sum(admitted) == 10, admitted  # 200 calls in two processes; a budget of 10 calls' worth
+    spent, reserved, _ = anyio.run(RedisBudgetStore(redis_url).status, f"{prefix}:key:alice", "month")
+    assert (spent, reserved) == (10 * WORST, 0)
