@@ -163,7 +163,7 @@ class _Charge:
             return self.amount
         usage = end.completion.usage
         price = (self.layer.prices.lookup(model) or self.price) if model else self.price
-        rate_in, rate_out = _rate(price.input), _rate(price.output)
+        rate_in, rate_out = self.layer.rates(price)
         if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
             return usage.prompt_tokens * rate_in + usage.completion_tokens * rate_out
         counter = self.counter or counter_for(model)
@@ -229,6 +229,8 @@ class Budget(Layer):
         if global_usd is not None:
             self.global_line = (f"{key_prefix}:global", *_limit("global", global_usd, window))
         self.prefix = key_prefix
+        self._lines: dict[tuple[str, str], tuple[BudgetLimit, BudgetLine]] = {}
+        self._rates: dict[Price, tuple[int, int]] = {}
         self.prices = price_table or PriceTable.build(prices, prices_file)
         unpriced = self.unpriced(models)
         if unpriced:
@@ -271,6 +273,18 @@ class Budget(Layer):
         if close is not None:
             await close()
 
+    def _line(self, kind: str, name: str, spec: BudgetLimit) -> BudgetLine:
+        # Remembered per name while its spec is the same object: a live mapping that
+        # replaces a key's budget gets it checked and used from the next call on.
+        known = self._lines.get((kind, name))
+        if known is not None and known[0] is spec:
+            return known[1]
+        line = (f"{self.prefix}:{kind}:{name}", *_limit(f"{kind} {name!r}", spec, self.window))
+        if len(self._lines) >= 65536:
+            self._lines.clear()
+        self._lines[kind, name] = (spec, line)
+        return line
+
     def lines(self, request: Request) -> list[BudgetLine]:
         """The budgets ``request`` is charged against: its key's, its team's, the global one."""
         lines: list[BudgetLine] = []
@@ -279,22 +293,30 @@ class Budget(Layer):
         if caller is not None:
             spec = self.keys.get(caller)
             if spec is not None:
-                lines.append((f"{self.prefix}:key:{caller}", *_limit(f"key {caller!r}", spec, self.window)))
+                lines.append(self._line("key", caller, spec))
         team = context.team or (self.team_of.get(caller) if caller is not None else None)
         if team is not None:
             spec = self.teams.get(team)
             if spec is not None:
-                lines.append((f"{self.prefix}:team:{team}", *_limit(f"team {team!r}", spec, self.window)))
+                lines.append(self._line("team", team, spec))
         if self.global_line is not None:
             lines.append(self.global_line)
         return lines
+
+    def rates(self, price: Price) -> tuple[int, int]:
+        """Nano-dollars per input and per output token at ``price`` (rounded up)."""
+        rates = self._rates.get(price)
+        if rates is None:
+            rates = self._rates[price] = (_rate(price.input), _rate(price.output))
+        return rates
 
     def worst_case(self, request: Request, price: Price) -> tuple[int, int, int]:
         """``(nano-dollars, prompt tokens, answer tokens)`` the call may cost at most."""
         prompt = prompt_tokens(request.messages)
         answer = request.answer_tokens_limit
         answer = self.default_completion_tokens if answer is None else answer
-        return prompt * _rate(price.input) + answer * _rate(price.output), prompt, answer
+        rate_in, rate_out = self.rates(price)
+        return prompt * rate_in + answer * rate_out, prompt, answer
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         lines = self.lines(request)
@@ -345,7 +367,8 @@ class Budget(Layer):
             return response
         if response.is_stream and uncapped:
             charge.counter = counter_for(request.model)
-            charge.allowance = (amount - prompt * _rate(price.input)) // max(1, _rate(price.output))
+            rate_in, rate_out = self.rates(price)
+            charge.allowance = (amount - prompt * rate_in) // max(1, rate_out)
             response.wrap(charge.guard)
         return await response.on_end(charge.settle)
 

@@ -63,6 +63,29 @@ def window_of(window: str, now: float) -> tuple[int, float]:
     return month, datetime(year, index + 1, 1, tzinfo=UTC).timestamp()
 
 
+class _Calendar:
+    """``window_of`` remembered until the window ends: the per-call path reads a cached
+    pair instead of building datetimes."""
+
+    __slots__ = ("_current",)
+
+    def __init__(self) -> None:
+        self._current: dict[str, tuple[float, float, int]] = {}  # window -> (starts, ends, number)
+
+    def __call__(self, window: str, now: float) -> tuple[int, float]:
+        known = self._current.get(window)
+        if known is not None and known[0] <= now < known[1]:
+            return known[2], known[1]
+        number, ends = window_of(window, now)
+        if window == "day":
+            starts = number * 86400.0
+        else:
+            year, index = divmod(number, 12)
+            starts = datetime(year, index + 1, 1, tzinfo=UTC).timestamp()
+        self._current[window] = (starts, ends, number)
+        return number, ends
+
+
 class Admission:
     """What ``reserve`` answers. Admitted: ``refused == -1`` and ``periods`` holds each
     line's window number (``settle`` needs them). Refused: ``refused`` is the index of
@@ -101,13 +124,13 @@ def _current(row: Row | None, period: int) -> Row:
 
 
 def _reserve(
-    rows: list[Row | None], lines: Sequence[BudgetLine], amount: int, now: float
+    rows: list[Row | None], lines: Sequence[BudgetLine], amount: int, now: float, calendar: _Calendar
 ) -> tuple[list[Row], Admission]:
     """The decision, shared by the memory and SQLite stores (Redis runs it in Lua)."""
     current: list[Row] = []
     refused, wait, resets_at = -1, 0.0, 0.0
     for index, ((_, limit, window), row) in enumerate(zip(lines, rows, strict=True)):
-        period, ends = window_of(window, now)
+        period, ends = calendar(window, now)
         fresh = _current(row, period)
         current.append(fresh)
         if fresh[1] + fresh[2] + amount > limit and ends - now > wait:
@@ -121,11 +144,17 @@ def _reserve(
 
 
 def _settle(
-    rows: list[Row | None], lines: Sequence[BudgetLine], periods: Sequence[int], amount: int, cost: int, now: float
+    rows: list[Row | None],
+    lines: Sequence[BudgetLine],
+    periods: Sequence[int],
+    amount: int,
+    cost: int,
+    now: float,
+    calendar: _Calendar,
 ) -> list[Row]:
     current: list[Row] = []
     for (_, _, window), row, reserved_in in zip(lines, rows, periods, strict=True):
-        fresh = _current(row, window_of(window, now)[0])
+        fresh = _current(row, calendar(window, now)[0])
         if fresh[0] == reserved_in:
             fresh[2] = max(0, fresh[2] - amount)
         fresh[1] += cost
@@ -140,17 +169,19 @@ class MemoryBudgetStore:
     def __init__(self, clock: Callable[[], float] | None = None) -> None:
         self.now = clock or time.time
         self._rows: dict[str, Row] = {}
+        self._calendar = _Calendar()
 
     async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> Admission:
         rows = self._rows
-        current, admission = _reserve([rows.get(line[0]) for line in lines], lines, amount, self.now())
+        current, admission = _reserve([rows.get(line[0]) for line in lines], lines, amount, self.now(), self._calendar)
         for line, row in zip(lines, current, strict=True):
             rows[line[0]] = row
         return admission
 
     async def settle(self, lines: Sequence[BudgetLine], periods: Sequence[int], amount: int, cost: int) -> None:
         rows = self._rows
-        current = _settle([rows.get(line[0]) for line in lines], lines, periods, amount, cost, self.now())
+        found = [rows.get(line[0]) for line in lines]
+        current = _settle(found, lines, periods, amount, cost, self.now(), self._calendar)
         for line, row in zip(lines, current, strict=True):
             rows[line[0]] = row
 
@@ -175,6 +206,7 @@ class SQLiteBudgetStore:
         self, path: str | Path, *, clock: Callable[[], float] | None = None, release_on_open: bool = True
     ) -> None:
         self.now = clock or time.time
+        self._calendar = _Calendar()
         self.path = str(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
@@ -219,7 +251,7 @@ class SQLiteBudgetStore:
         result: list[Admission] = []
 
         def decide(ids: list[str], rows: list[Row | None]) -> tuple[list[Row], bool]:
-            current, admission = _reserve(rows, lines, amount, self.now())
+            current, admission = _reserve(rows, lines, amount, self.now(), self._calendar)
             result.append(admission)
             return current, admission.refused < 0
 
@@ -228,7 +260,7 @@ class SQLiteBudgetStore:
 
     def _settle_sync(self, lines: Sequence[BudgetLine], periods: Sequence[int], amount: int, cost: int) -> None:
         def apply(ids: list[str], rows: list[Row | None]) -> tuple[list[Row], bool]:
-            return _settle(rows, lines, periods, amount, cost, self.now()), True
+            return _settle(rows, lines, periods, amount, cost, self.now(), self._calendar), True
 
         self._transaction(apply, [line[0] for line in lines])
 
