@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -51,13 +51,18 @@ BudgetLine = tuple[str, int, Window]
 """One budget a call is charged against: ``(id, limit in nano-dollars, window)``."""
 
 
+_EPOCH = date(1970, 1, 1)
+
+
 def window_of(window: str, now: float) -> tuple[int, float]:
     """The calendar window holding Unix time ``now``: its number (days since the epoch,
     or ``year * 12 + month - 1``) and the Unix time it ends (UTC midnight)."""
+    day = int(now // 86400)
     if window == "day":
-        day = int(now // 86400)
         return day, (day + 1) * 86400.0
-    moment = datetime.fromtimestamp(now, UTC)
+    # From the day number, not datetime.fromtimestamp: that rounds to the microsecond and
+    # would put the last half-microsecond of a month in the next one.
+    moment = _EPOCH + timedelta(days=day)
     month = moment.year * 12 + moment.month - 1
     year, index = divmod(month + 1, 12)
     return month, datetime(year, index + 1, 1, tzinfo=UTC).timestamp()

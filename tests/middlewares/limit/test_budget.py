@@ -542,5 +542,74 @@ def test_redis_two_processes_sharing_a_budget_admit_at_most_its_worth(redis_url:
     workers = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     admitted = [int(worker.communicate(timeout=60)[0].strip().splitlines()[-1]) for worker in workers]
     assert sum(admitted) == 10, admitted  # 200 calls in two processes; a budget of 10 calls' worth
-    spent, reserved, _ = anyio.run(RedisBudgetStore(redis_url).status, f"{prefix}:key:alice", "month")
+    store = RedisBudgetStore(redis_url)
+    spent, reserved, _ = anyio.run(store.status, f"{prefix}:key:alice", "month")
+    anyio.run(store.aclose)
     assert (spent, reserved) == (10 * WORST, 0)
+
+
+# -- over HTTP: the 429 and the cut stream as a client sees them -------------------------
+
+
+class Caller:
+    """Sets the caller as the server does for an API key (the test app has none)."""
+
+    name = "caller"
+
+    async def __call__(self, request: Request, call_next):  # type: ignore[no-untyped-def]
+        request.context.caller = "alice"
+        return await call_next(request)
+
+
+async def test_over_http_a_refusal_is_429_budget_exceeded_with_retry_after() -> None:
+    import httpx
+
+    from onion.server import GatewayApp
+    from onion.testing.upstream import ThreadedServer
+
+    layer = Budget(keys={"alice": 0.000001}, price_table=PRICES)  # $1e-6: less than one call's worst case
+    provider = ScriptedProvider()
+    app = GatewayApp(Stack([Caller(), layer], provider))
+    async with ThreadedServer(app) as server, httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}
+        response = await http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 429 and provider.calls == 0
+    assert response.json()["error"]["code"] == "budget_exceeded"
+    _, resets = window_of("month", time.time())
+    assert abs(int(response.headers["retry-after"]) - (resets - time.time())) < 5
+
+
+async def test_over_http_a_stream_that_outgrows_its_reservation_ends_with_an_error_event() -> None:
+    import httpx
+
+    from onion.server import GatewayApp
+    from onion.testing.upstream import ThreadedServer
+
+    layer = Budget(keys={"alice": 1.0}, price_table=PRICES, cap_answer=False, default_completion_tokens=8)
+    provider = ScriptedProvider(default=Reply(" ".join(["word"] * 50)))
+    app = GatewayApp(Stack([Caller(), layer], provider))
+    async with ThreadedServer(app) as server, httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        response = await http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200
+    events = [line.removeprefix("data: ") for line in response.text.splitlines() if line.startswith("data: ")]
+    assert '"content":"word ' in events[0]
+    assert "budget_exceeded" in events[-1] or "budget_exceeded" in events[-2]
+    assert all(record.closed for record in provider.streams)
+    spent, reserved, _ = await layer.status("onion:budget:key:alice")
+    hi = Request(model="m", messages=[Message("user", "hi")])
+    assert reserved == 0 and spent == layer.worst_case(hi, PRICES.lookup("m"))[0]  # type: ignore[arg-type]
+
+
+async def test_a_store_that_is_down_fails_closed_or_open_as_configured(tmp_path: Path) -> None:
+    url = "redis://127.0.0.1:1/0"
+    closed = Budget(keys={"alice": 1.0}, price_table=PRICES, backend="redis", redis_url=url)
+    with pytest.raises(RateLimited) as info:
+        await Stack([closed], ScriptedProvider())(_request())
+    assert not isinstance(info.value, BudgetExceeded)
+    opened = Budget(keys={"alice": 1.0}, price_table=PRICES, backend="redis", redis_url=url, fail_open=True)
+    provider = ScriptedProvider()
+    await Stack([opened], provider)(_request())
+    assert provider.calls == 1
+    await closed.aclose()
+    await opened.aclose()
