@@ -76,7 +76,15 @@ from onion import (
 )
 
 from ..observe.prices import Price, PriceSpec, PriceTable
-from .budget_stores import BudgetLine, BudgetStore, MemoryBudgetStore, RedisBudgetStore, SQLiteBudgetStore, Window
+from .budget_stores import (
+    Admission,
+    BudgetLine,
+    BudgetStore,
+    MemoryBudgetStore,
+    RedisBudgetStore,
+    SQLiteBudgetStore,
+    Window,
+)
 from .rate_backends import BACKEND_DOWN
 
 __all__ = ["Budget", "BudgetLimit", "nano_usd"]
@@ -121,12 +129,12 @@ def _limit(where: str, spec: Any, window: Window) -> tuple[int, Window]:
 class _Charge:
     """One admitted call: what it reserved, against which budgets, and how to settle it."""
 
-    __slots__ = ("allowance", "amount", "counted", "counter", "cut", "layer", "lines", "periods", "price", "prompt")
+    __slots__ = ("admission", "allowance", "amount", "counted", "counter", "cut", "layer", "lines", "price", "prompt")
 
-    def __init__(self, layer: Budget, lines: list[BudgetLine], periods: Any, amount: int, price: Price) -> None:
+    def __init__(self, layer: Budget, lines: list[BudgetLine], admission: Admission, amount: int, price: Price) -> None:
         self.layer = layer
         self.lines = lines
-        self.periods = periods
+        self.admission = admission
         self.amount = amount
         self.price = price
         self.prompt = 0
@@ -350,7 +358,7 @@ class Budget(Layer):
                 retry_after=admission.retry_after,
                 resets_at=admission.resets_at,
             )
-        charge = _Charge(self, lines, admission.periods, amount, price)
+        charge = _Charge(self, lines, admission, amount, price)
         charge.prompt = prompt
         uncapped = request.answer_tokens_limit is None
         if uncapped and self.cap_answer:
@@ -374,7 +382,7 @@ class Budget(Layer):
 
     async def _settle(self, charge: _Charge, cost: int) -> None:
         try:
-            await self.store.settle(charge.lines, charge.periods, charge.amount, cost)
+            await self.store.settle(charge.lines, charge.admission, charge.amount, cost)
         except STORE_DOWN as error:
             _log.warning("budget store unreachable while settling", error=type(error).__name__)
 

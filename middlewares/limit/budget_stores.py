@@ -8,7 +8,7 @@ and its refund cancel exactly and a spend is the exact sum of its costs.
 - ``reserve(lines, amount)``: for every budget line ``(id, limit, window)`` at once,
   admit only if ``spent + reserved + amount <= limit`` for all of them, then add
   ``amount`` to each one's ``reserved``. All or nothing, atomically.
-- ``settle(lines, periods, amount, cost)``: the call ended; take its ``amount`` back out
+- ``settle(lines, admission, amount, cost)``: the call ended; take its ``amount`` back out
   of ``reserved`` (if its window is still the current one) and add the real ``cost`` to
   ``spent``. A call that outlived its window is charged to the new one: money spent is
   never dropped.
@@ -16,11 +16,14 @@ and its refund cancel exactly and a spend is the exact sum of its costs.
 ``MemoryBudgetStore``: one process, lost on restart. ``SQLiteBudgetStore``: a local
 file, survives restarts (one transaction per reserve and per settle). ``RedisBudgetStore``:
 shared by every gateway process; one Lua script per reserve and per settle, on the Redis
-server's clock, so the processes agree on the window.
+server's clock, so the processes agree on the window; a reservation is a hold that
+expires, so a worker that dies mid-call does not keep it until the window resets.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import sqlite3
 import threading
 import time
@@ -92,17 +95,25 @@ class _Calendar:
 
 
 class Admission:
-    """What ``reserve`` answers. Admitted: ``refused == -1`` and ``periods`` holds each
-    line's window number (``settle`` needs them). Refused: ``refused`` is the index of
-    the line that refused, ``resets_at`` when its window ends, ``retry_after`` the
-    seconds until then."""
+    """What ``reserve`` answers, and ``settle`` is given back.
 
-    __slots__ = ("periods", "refused", "resets_at", "retry_after")
+    Admitted: ``refused == -1``, ``periods`` holds each line's window number and ``hold``
+    names the reservation (Redis). Refused: ``refused`` is the index of the line that
+    refused, ``resets_at`` when its window ends, ``retry_after`` the seconds until then.
+    """
+
+    __slots__ = ("hold", "periods", "refused", "resets_at", "retry_after")
 
     def __init__(
-        self, periods: Sequence[int], refused: int = -1, retry_after: float = 0.0, resets_at: float = 0.0
+        self,
+        periods: Sequence[int],
+        refused: int = -1,
+        retry_after: float = 0.0,
+        resets_at: float = 0.0,
+        hold: str = "",
     ) -> None:
         self.periods = periods
+        self.hold = hold
         self.refused = refused
         self.retry_after = retry_after
         self.resets_at = resets_at
@@ -113,7 +124,7 @@ class BudgetStore(Protocol):
 
     async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> Admission: ...
 
-    async def settle(self, lines: Sequence[BudgetLine], periods: Sequence[int], amount: int, cost: int) -> None: ...
+    async def settle(self, lines: Sequence[BudgetLine], admission: Admission, amount: int, cost: int) -> None: ...
 
     async def status(self, budget_id: str, window: Window) -> tuple[int, int, float]:
         """``(spent, reserved, resets_at)`` of one budget's current window."""
@@ -183,10 +194,10 @@ class MemoryBudgetStore:
             rows[line[0]] = row
         return admission
 
-    async def settle(self, lines: Sequence[BudgetLine], periods: Sequence[int], amount: int, cost: int) -> None:
+    async def settle(self, lines: Sequence[BudgetLine], admission: Admission, amount: int, cost: int) -> None:
         rows = self._rows
         found = [rows.get(line[0]) for line in lines]
-        current = _settle(found, lines, periods, amount, cost, self.now(), self._calendar)
+        current = _settle(found, lines, admission.periods, amount, cost, self.now(), self._calendar)
         for line, row in zip(lines, current, strict=True):
             rows[line[0]] = row
 
@@ -272,8 +283,8 @@ class SQLiteBudgetStore:
     async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> Admission:
         return await anyio.to_thread.run_sync(self._reserve_sync, lines, amount)
 
-    async def settle(self, lines: Sequence[BudgetLine], periods: Sequence[int], amount: int, cost: int) -> None:
-        await anyio.to_thread.run_sync(self._settle_sync, lines, periods, amount, cost)
+    async def settle(self, lines: Sequence[BudgetLine], admission: Admission, amount: int, cost: int) -> None:
+        await anyio.to_thread.run_sync(self._settle_sync, lines, admission.periods, amount, cost)
 
     async def status(self, budget_id: str, window: Window) -> tuple[int, int, float]:
         period, ends = window_of(window, self.now())
@@ -318,57 +329,87 @@ local function window_of(window, now)
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local function row(key, period, ends)
-  local r = redis.call('HMGET', key, 'p', 's', 'r')
-  if tonumber(r[1]) == period then return tonumber(r[2]), tonumber(r[3]) end
-  redis.call('HSET', key, 'p', period, 's', 0, 'r', 0)
-  redis.call('EXPIREAT', key, ends + 86400)
-  return 0, 0
+-- One budget is three keys: h (p: window number, s: spent, r: reserved), z (the holds of
+-- running calls, member -> expiry) and a (member -> amount held).
+local function row(h, z, a, period, ends)
+  local r = redis.call('HMGET', h, 'p', 's', 'r')
+  if tonumber(r[1]) ~= period then
+    -- A new window: the old one's spend and holds stay with it.
+    redis.call('HSET', h, 'p', period, 's', 0, 'r', 0)
+    redis.call('DEL', z, a)
+    redis.call('EXPIREAT', h, ends + 86400)
+    return 0, 0
+  end
+  local reserved = tonumber(r[3])
+  -- Holds past their expiry belong to calls whose process died: release them.
+  local old = redis.call('ZRANGEBYSCORE', z, '-inf', now, 'LIMIT', 0, 100)
+  if #old > 0 then
+    local amounts = redis.call('HMGET', a, unpack(old))
+    for j = 1, #old do reserved = reserved - tonumber(amounts[j] or '0') end
+    if reserved < 0 then reserved = 0 end
+    redis.call('ZREM', z, unpack(old))
+    redis.call('HDEL', a, unpack(old))
+    redis.call('HSET', h, 'r', reserved)
+  end
+  return tonumber(r[2]), reserved
 end
 """
 
-# KEYS: one hash per budget (p: window number, s: spent, r: reserved).
-# ARGV: amount, then per budget: limit, window. Returns {-1, 0, 0, period...} when
-# admitted, else {refused index, ms to wait, resets_at in s}.
+# KEYS: three per budget (see row). ARGV: amount, member, hold seconds, then per budget:
+# limit, window. Returns {-1, 0, 0, period...} when admitted, else {refused index, ms to
+# wait, resets_at in s}.
 _RESERVE = (
     _CALENDAR
     + """
-local amount = tonumber(ARGV[1])
-local periods = {}
+local amount, member, hold = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local n = #KEYS / 3
+local periods, ends_of = {}, {}
 local refused, wait, resets_at = -1, 0, 0
-for i = 1, #KEYS do
-  local limit, window = tonumber(ARGV[2 * i]), ARGV[2 * i + 1]
+for i = 1, n do
+  local limit, window = tonumber(ARGV[2 * i + 2]), ARGV[2 * i + 3]
   local period, ends = window_of(window, now)
-  local spent, reserved = row(KEYS[i], period, ends)
-  periods[i] = period
+  local spent, reserved = row(KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], period, ends)
+  periods[i], ends_of[i] = period, ends
   if spent + reserved + amount > limit and ends - now > wait then
     refused, wait, resets_at = i - 1, ends - now, ends
   end
 end
 if refused >= 0 then return {refused, math.ceil(wait * 1000), resets_at} end
-for i = 1, #KEYS do redis.call('HINCRBY', KEYS[i], 'r', amount) end
+for i = 1, n do
+  local h, z, a = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  redis.call('HINCRBY', h, 'r', amount)
+  redis.call('ZADD', z, now + hold, member)
+  redis.call('HSET', a, member, amount)
+  redis.call('EXPIREAT', z, ends_of[i] + 86400)
+  redis.call('EXPIREAT', a, ends_of[i] + 86400)
+end
 return {-1, 0, 0, unpack(periods)}
 """
 )
 
-# KEYS: the budgets. ARGV: amount, cost, then per budget: the period it was reserved in, window.
+# KEYS: three per budget. ARGV: amount, cost, member, then per budget: the window number
+# it was reserved in, window. A hold already released (expired, or its window ended)
+# takes nothing back out of reserved; the cost is charged either way.
 _SETTLE = (
     _CALENDAR
     + """
-local amount, cost = tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = 1, #KEYS do
-  local period, ends = window_of(ARGV[2 * i + 2], now)
-  local _, reserved = row(KEYS[i], period, ends)
-  if tonumber(ARGV[2 * i + 1]) == period then
-    redis.call('HSET', KEYS[i], 'r', math.max(0, reserved - amount))
+local amount, cost, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+for i = 1, #KEYS / 3 do
+  local h, z, a = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local period, ends = window_of(ARGV[2 * i + 3], now)
+  local _, reserved = row(h, z, a, period, ends)
+  local held = redis.call('ZREM', z, member)
+  redis.call('HDEL', a, member)
+  if held == 1 and tonumber(ARGV[2 * i + 2]) == period then
+    redis.call('HSET', h, 'r', math.max(0, reserved - amount))
   end
-  redis.call('HINCRBY', KEYS[i], 's', cost)
+  redis.call('HINCRBY', h, 's', cost)
 end
 return 1
 """
 )
 
-# KEYS: one budget. ARGV: window. Returns {spent, reserved, resets_at}.
+# KEYS: one budget's hash. ARGV: window. Returns {spent, reserved, resets_at}.
 _STATUS = (
     _CALENDAR
     + """
@@ -387,45 +428,60 @@ class RedisBudgetStore:
     """Budgets in Redis, shared by every gateway process and machine, through
     ``onion.RedisClient`` (a worker thread per call). Reserve and settle are each one Lua
     script (atomic on the server), and the window is read from the Redis server's clock,
-    so every process agrees on when it resets. Each budget is one hash (``{id}``); it
-    expires a day after its window ends.
+    so every process agrees on when it resets. Each budget is three keys under one hash
+    tag (``{id}``: totals, holds, held amounts); they expire a day after the window ends.
 
-    A process killed mid-call leaves its reservation held until the window resets: the
-    budget errs on the side of never overshooting.
+    Each running call's reservation is a **hold** that expires after ``hold_seconds``
+    (default an hour: longer than any call): a process killed mid-call does not keep
+    its reservations until the window resets. A call that outlives its hold is still
+    charged its real cost when it ends.
     """
 
-    def __init__(self, url: str, *, client: RedisClient | None = None) -> None:
+    def __init__(self, url: str, *, client: RedisClient | None = None, hold_seconds: float = 3600.0) -> None:
         self.redis = client or RedisClient(url, timeout=1.0)
+        self.hold_seconds = hold_seconds
         self._reserve = self.redis.script(_RESERVE)
         self._settle = self.redis.script(_SETTLE)
         self._status = self.redis.script(_STATUS)
 
     @staticmethod
-    def _key(budget_id: str) -> str:
-        return f"{{{budget_id}}}"
+    def _keys(lines: Sequence[BudgetLine]) -> list[str]:
+        keys: list[str] = []
+        for line in lines:
+            tag = f"{{{line[0]}}}"
+            keys.extend((tag, tag + ":holds", tag + ":held"))
+        return keys
 
     async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> Admission:
-        keys = [self._key(line[0]) for line in lines]
-        args: list[object] = [amount]
+        hold = _member()
+        args: list[object] = [amount, hold, self.hold_seconds]
         for _, limit, window in lines:
             args.extend((limit, window))
-        answer = await self.redis.run(self._reserve, keys, args)
+        answer = await self.redis.run(self._reserve, self._keys(lines), args)
         refused = int(answer[0])
         if refused >= 0:
             return Admission((), refused, int(answer[1]) / 1000, float(answer[2]))
-        return Admission([int(period) for period in answer[3:]])
+        return Admission([int(period) for period in answer[3:]], hold=hold)
 
-    async def settle(self, lines: Sequence[BudgetLine], periods: Sequence[int], amount: int, cost: int) -> None:
-        keys = [self._key(line[0]) for line in lines]
-        args: list[object] = [amount, cost]
-        for (_, _, window), period in zip(lines, periods, strict=True):
+    async def settle(self, lines: Sequence[BudgetLine], admission: Admission, amount: int, cost: int) -> None:
+        args: list[object] = [amount, cost, admission.hold]
+        for (_, _, window), period in zip(lines, admission.periods, strict=True):
             args.extend((period, window))
-        await self.redis.run(self._settle, keys, args)
+        await self.redis.run(self._settle, self._keys(lines), args)
 
     async def status(self, budget_id: str, window: Window) -> tuple[int, int, float]:
-        spent, reserved, ends = await self.redis.run(self._status, [self._key(budget_id)], [window])
+        spent, reserved, ends = await self.redis.run(self._status, [f"{{{budget_id}}}"], [window])
         return int(spent), int(reserved), float(ends)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self.redis.aclose()
+
+
+_MEMBERS = itertools.count()
+_PROCESS = os.urandom(6).hex()
+
+
+def _member() -> str:
+    # Unique across processes: a hold is named by the process and a counter.
+    return f"{_PROCESS}:{next(_MEMBERS)}"

@@ -351,10 +351,10 @@ class Recording:
         await self._check()
         return admission
 
-    async def settle(self, lines, periods, amount, cost):  # type: ignore[no-untyped-def]
+    async def settle(self, lines, admission, amount, cost):  # type: ignore[no-untyped-def]
         assert cost <= amount, "a call spent more than it reserved"
         self.costs.append(cost)
-        await self.store.settle(lines, periods, amount, cost)  # type: ignore[attr-defined]
+        await self.store.settle(lines, admission, amount, cost)  # type: ignore[attr-defined]
         await self._check()
 
     async def status(self, budget_id, window):  # type: ignore[no-untyped-def]
@@ -462,7 +462,7 @@ async def test_a_call_that_outlives_its_window_is_charged_to_the_next(make_store
     assert (await store.status(line[0], "day"))[:2] == (0, 60_000)
     clock.t += 2  # past midnight: the new day starts empty, the reservation went with the old one
     assert (await store.status(line[0], "day"))[:2] == (0, 0)
-    await store.settle([line], admission.periods, 60_000, 25_000)
+    await store.settle([line], admission, 60_000, 25_000)
     assert (await store.status(line[0], "day"))[:2] == (25_000, 0)  # money spent is never dropped
 
 
@@ -613,3 +613,18 @@ async def test_a_store_that_is_down_fails_closed_or_open_as_configured(tmp_path:
     assert provider.calls == 1
     await closed.aclose()
     await opened.aclose()
+
+
+async def test_redis_a_dead_workers_hold_expires(redis_url: str) -> None:
+    store = RedisBudgetStore(redis_url, hold_seconds=0.2)
+    line = (f"{_prefix()}:key:alice", 1000, "month")
+    orphan = await store.reserve([line], 800)  # its process "dies": never settled
+    assert (await store.reserve([line], 800)).refused == 0
+    await anyio.sleep(0.3)
+    late = await store.reserve([line], 800)  # the orphan's hold expired and was released
+    assert late.refused == -1
+    assert (await store.status(line[0], "month"))[:2] == (0, 800)
+    await store.settle([line], orphan, 800, 300)  # settled after all: charged, nothing double-released
+    await store.settle([line], late, 800, 500)
+    assert (await store.status(line[0], "month"))[:2] == (800, 0)
+    await store.aclose()
