@@ -65,6 +65,7 @@ from onion import (
     BudgetExceeded,
     CallNext,
     Chunk,
+    Completion,
     ConfigError,
     Layer,
     RateLimited,
@@ -166,19 +167,23 @@ class _Charge:
                 with anyio.CancelScope(shield=True):
                     await aclose()
 
-    def cost(self, end: AnswerEnd, model: str) -> int:
+    def cost(self, completion: Completion) -> int:
+        """What the answer cost: its usage at the price of the model that answered; without
+        usage, the prompt as counted and the answer's text as counted; a cut stream, all of
+        its reservation."""
         if self.cut:
             return self.amount
-        usage = end.completion.usage
+        usage = completion.usage
+        model = completion.model
         price = (self.layer.prices.lookup(model) or self.price) if model else self.price
         rate_in, rate_out = self.layer.rates(price)
         if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
             return usage.prompt_tokens * rate_in + usage.completion_tokens * rate_out
         counter = self.counter or counter_for(model)
-        return self.prompt * rate_in + counter.count(end.completion.content) * rate_out
+        return self.prompt * rate_in + counter.count(completion.content) * rate_out
 
     async def settle(self, end: AnswerEnd) -> None:
-        await self.layer._settle(self, self.cost(end, end.completion.model or ""))
+        await self.layer._settle(self, self.cost(end.completion))
 
 
 class Budget(Layer):
@@ -373,7 +378,11 @@ class Budget(Layer):
         if response.cache == "hit":
             await self._settle(charge, 0)
             return response
-        if response.is_stream and uncapped:
+        completion = response.completion
+        if completion is not None:  # a complete answer ends here: settle it now
+            await self._settle(charge, charge.cost(completion))
+            return response
+        if uncapped:
             charge.counter = counter_for(request.model)
             rate_in, rate_out = self.rates(price)
             charge.allowance = (amount - prompt * rate_in) // max(1, rate_out)
