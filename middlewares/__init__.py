@@ -80,6 +80,7 @@ if TYPE_CHECKING:
     from .limit import RateLimit as RateLimit
     from .limit import RedisBackend as RedisBackend
     from .limit import RedisBudgetStore as RedisBudgetStore
+    from .limit import SpendRecord as SpendRecord
     from .limit import SQLiteBudgetStore as SQLiteBudgetStore
     from .observe import DEFAULT_PRICES as DEFAULT_PRICES
     from .observe import OVERHEAD_HEADER as OVERHEAD_HEADER

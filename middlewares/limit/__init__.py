@@ -14,6 +14,7 @@ from onion import lazy_getattr
 if TYPE_CHECKING:
     # Static twins of the lazy names below (``X as X`` marks a re-export).
     from .budget import Budget as Budget
+    from .budget import SpendRecord as SpendRecord
     from .budget_stores import BudgetStore as BudgetStore
     from .budget_stores import MemoryBudgetStore as MemoryBudgetStore
     from .budget_stores import RedisBudgetStore as RedisBudgetStore
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "rate_limit": ("RateLimit",),
     "rate_backends": ("MemoryBackend", "RateBackend", "RedisBackend"),
-    "budget": ("Budget",),
+    "budget": ("Budget", "SpendRecord"),
     "budget_stores": ("BudgetStore", "MemoryBudgetStore", "RedisBudgetStore", "SQLiteBudgetStore"),
 }
 

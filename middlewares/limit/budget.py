@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -88,7 +89,7 @@ from .budget_stores import (
 )
 from .rate_backends import BACKEND_DOWN
 
-__all__ = ["Budget", "BudgetLimit", "nano_usd"]
+__all__ = ["Budget", "BudgetLimit", "SpendRecord", "nano_usd"]
 
 _log = structlog.get_logger("onion.budget")
 
@@ -127,10 +128,38 @@ def _limit(where: str, spec: Any, window: Window) -> tuple[int, Window]:
     return nano_usd(usd), window
 
 
+class SpendRecord(msgspec.Struct, frozen=True):
+    """One settled call, handed to ``on_spend`` (for a spend report, metrics, a log line):
+    who (``key``, ``team``), which ``model`` was asked for, what it ``cost`` and what was
+    ``reserved`` for it (USD), whether a cache answered it (``cached``: cost 0) and when it
+    was settled (``at``, Unix time)."""
+
+    key: str | None
+    team: str | None
+    model: str
+    cost: float
+    reserved: float
+    cached: bool
+    at: float
+
+
 class _Charge:
     """One admitted call: what it reserved, against which budgets, and how to settle it."""
 
-    __slots__ = ("admission", "allowance", "amount", "counted", "counter", "cut", "layer", "lines", "price", "prompt")
+    __slots__ = (
+        "admission",
+        "allowance",
+        "amount",
+        "cached",
+        "counted",
+        "counter",
+        "cut",
+        "layer",
+        "lines",
+        "price",
+        "prompt",
+        "request",
+    )
 
     def __init__(self, layer: Budget, lines: list[BudgetLine], admission: Admission, amount: int, price: Price) -> None:
         self.layer = layer
@@ -143,6 +172,8 @@ class _Charge:
         self.counted = 0
         self.counter: TokenCounter | None = None
         self.cut = False
+        self.cached = False
+        self.request: Request | None = None  # kept only for on_spend
 
     async def guard(self, source: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
         """The stream, cut before the chunk that would outgrow the reservation."""
@@ -197,7 +228,8 @@ class Budget(Layer):
     for a price at build), ``default_completion_tokens``, ``cap_answer``, ``fail_open``.
 
     ``keys``, ``teams`` and ``team_of`` are read per call, so a live mapping (a key
-    store that issues and revokes keys) can be passed in code.
+    store that issues and revokes keys) can be passed in code; ``on_spend`` receives a
+    ``SpendRecord`` for every settled call (a spend report's feed).
     """
 
     name = "budget"
@@ -222,6 +254,7 @@ class Budget(Layer):
         fail_open: bool = False,
         cap_answer: bool = True,
         *,
+        on_spend: Callable[[SpendRecord], object] | None = None,
         store: BudgetStore | None = None,
         price_table: PriceTable | None = None,
         clock: Callable[[], float] | None = None,
@@ -253,6 +286,7 @@ class Budget(Layer):
             )
         self.default_completion_tokens = default_completion_tokens
         self.fail_open = fail_open
+        self.on_spend = on_spend
         self.cap_answer = cap_answer
         self.store: BudgetStore = store or self._store(backend, path, redis_url, clock)
         _log.info(
@@ -365,6 +399,8 @@ class Budget(Layer):
             )
         charge = _Charge(self, lines, admission, amount, price)
         charge.prompt = prompt
+        if self.on_spend is not None:
+            charge.request = request
         uncapped = request.answer_tokens_limit is None
         if uncapped and self.cap_answer:
             request = msgspec.structs.replace(request, max_completion_tokens=self.default_completion_tokens)
@@ -376,6 +412,7 @@ class Budget(Layer):
                 await self._settle(charge, 0)
             raise
         if response.cache == "hit":
+            charge.cached = True
             await self._settle(charge, 0)
             return response
         completion = response.completion
@@ -394,6 +431,17 @@ class Budget(Layer):
             await self.store.settle(charge.lines, charge.admission, charge.amount, cost)
         except STORE_DOWN as error:
             _log.warning("budget store unreachable while settling", error=type(error).__name__)
+        on_spend, request = self.on_spend, charge.request
+        if on_spend is not None and request is not None:
+            context = request.context
+            team = context.team or (self.team_of.get(context.caller) if context.caller is not None else None)
+            record = SpendRecord(
+                context.caller, team, request.model, cost / NANO, charge.amount / NANO, charge.cached, time.time()
+            )
+            try:
+                on_spend(record)
+            except Exception:
+                _log.exception("budget on_spend failed")
 
     async def status(self, budget_id: str, window: Window | None = None) -> tuple[int, int, float]:
         """``(spent, reserved, resets_at)`` of one budget (nano-dollars; ids as ``lines``)."""

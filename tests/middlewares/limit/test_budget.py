@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from middlewares.limit.budget import Budget, nano_usd
+from middlewares.limit.budget import Budget, SpendRecord, nano_usd
 from middlewares.limit.budget_stores import MemoryBudgetStore, RedisBudgetStore, SQLiteBudgetStore, window_of
 from middlewares.observe.prices import PriceTable
 from onion import (
@@ -628,3 +628,23 @@ async def test_redis_a_dead_workers_hold_expires(redis_url: str) -> None:
     await store.settle([line], late, 800, 500)
     assert (await store.status(line[0], "month"))[:2] == (800, 0)
     await store.aclose()
+
+
+async def test_on_spend_reports_every_settled_call_and_cache_hits_cost_nothing() -> None:
+    records: list[SpendRecord] = []
+    layer = _budget(team_of={"alice": "red"}, on_spend=records.append)
+
+    async def upstream(request: Request) -> Response:
+        response = _complete(request, Usage(5, 2, 7))
+        response.cache = "hit" if len(records) == 1 else None
+        return response
+
+    stack = Stack([layer], upstream)
+    await stack(_request())
+    await stack(_request())
+    assert [(r.key, r.team, r.model, r.cached) for r in records] == [
+        ("alice", "red", "m", False),
+        ("alice", "red", "m", True),
+    ]
+    assert records[0].cost == pytest.approx((5 * IN + 2 * OUT) / 1e9) and records[1].cost == 0
+    assert records[0].reserved == pytest.approx(WORST / 1e9)
