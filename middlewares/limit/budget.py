@@ -390,12 +390,20 @@ class Budget(Layer):
                 raise RateLimited("budget store unreachable; failing closed", retry_after=1.0) from None
             return await call_next(request)
         if admission.refused >= 0:
-            kind = lines[admission.refused][0].removeprefix(self.prefix + ":").split(":", 1)[0]
+            budget_id, limit, _ = lines[admission.refused]
+            kind = budget_id.removeprefix(self.prefix + ":").split(":", 1)[0]
+            # A worst case larger than the whole budget would not fit after the reset either.
+            hint = (
+                f"this call's worst-case cost is more than the whole {kind} budget; lower max_tokens"
+                if amount > limit
+                else None
+            )
             raise BudgetExceeded(
-                f"{kind} budget {lines[admission.refused][0]!r} has no room for ${amount / NANO:.6f}",
+                f"{kind} budget {budget_id!r} has no room for ${amount / NANO:.6f}",
                 budget=kind,
                 retry_after=admission.retry_after,
                 resets_at=admission.resets_at,
+                public_message=hint,
             )
         charge = _Charge(self, lines, admission, amount, price)
         charge.prompt = prompt

@@ -575,6 +575,7 @@ async def test_over_http_a_refusal_is_429_budget_exceeded_with_retry_after() -> 
         response = await http.post("/v1/chat/completions", json=body)
     assert response.status_code == 429 and provider.calls == 0
     assert response.json()["error"]["code"] == "budget_exceeded"
+    assert "more than the whole key budget; lower max_tokens" in response.json()["error"]["message"]
     _, resets = window_of("month", time.time())
     assert abs(int(response.headers["retry-after"]) - (resets - time.time())) < 5
 
