@@ -14,7 +14,8 @@ and its refund cancel exactly and a spend is the exact sum of its costs.
   never dropped.
 
 ``MemoryBudgetStore``: one process, lost on restart. ``SQLiteBudgetStore``: a local
-file, survives restarts (one transaction per reserve and per settle). ``RedisBudgetStore``:
+file, survives restarts, shared by the worker processes of one machine (one transaction
+per reserve and per settle; reservations are expiring holds, as in Redis). ``RedisBudgetStore``:
 shared by every gateway process; one Lua script per reserve and per settle, on the Redis
 server's clock, so the processes agree on the window; a reservation is a hold that
 expires, so a worker that dies mid-call does not keep it until the window resets.
@@ -167,11 +168,13 @@ def _settle(
     cost: int,
     now: float,
     calendar: _Calendar,
+    held: Sequence[bool] | None = None,
 ) -> list[Row]:
+    # ``held[i]``: the call's hold on line i was still there (not released as expired).
     current: list[Row] = []
-    for (_, _, window), row, reserved_in in zip(lines, rows, periods, strict=True):
+    for index, ((_, _, window), row, reserved_in) in enumerate(zip(lines, rows, periods, strict=True)):
         fresh = _current(row, calendar(window, now)[0])
-        if fresh[0] == reserved_in:
+        if fresh[0] == reserved_in and (held is None or held[index]):
             fresh[2] = max(0, fresh[2] - amount)
         fresh[1] += cost
         current.append(fresh)
@@ -211,17 +214,19 @@ class MemoryBudgetStore:
 class SQLiteBudgetStore:
     """Budgets in a local SQLite file (the embedded default for ``onion serve``): spend
     survives restarts. Each reserve and settle is one ``BEGIN IMMEDIATE`` transaction,
-    run in a worker thread, so processes sharing the file stay atomic too.
+    run in a worker thread, so several worker processes sharing the file stay atomic.
 
-    Reservations of calls that were running when the process stopped are released when
-    the file is opened (``release_on_open``, the default for the one-process gateway):
-    they belonged to calls that no longer exist. Several processes should share Redis.
+    Each running call's reservation is also a row of ``budget_hold`` that expires after
+    ``hold_seconds`` (default an hour: longer than any call), so the reservations of a
+    process that stopped mid-call are released then, without one worker's restart
+    releasing another's live reservations.
     """
 
     def __init__(
-        self, path: str | Path, *, clock: Callable[[], float] | None = None, release_on_open: bool = True
+        self, path: str | Path, *, clock: Callable[[], float] | None = None, hold_seconds: float = 3600.0
     ) -> None:
         self.now = clock or time.time
+        self.hold_seconds = hold_seconds
         self._calendar = _Calendar()
         self.path = str(path)
         self._lock = threading.Lock()
@@ -232,8 +237,11 @@ class SQLiteBudgetStore:
             "CREATE TABLE IF NOT EXISTS budget "
             "(id TEXT PRIMARY KEY, period INTEGER NOT NULL, spent INTEGER NOT NULL, reserved INTEGER NOT NULL)"
         )
-        if release_on_open:
-            self._db.execute("UPDATE budget SET reserved = 0 WHERE reserved != 0")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS budget_hold (hold TEXT NOT NULL, id TEXT NOT NULL, period INTEGER NOT NULL, "
+            "amount INTEGER NOT NULL, expires REAL NOT NULL, PRIMARY KEY (hold, id))"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS budget_hold_expires ON budget_hold (expires)")
 
     def _rows(self, ids: list[str]) -> list[Row | None]:
         marks = ",".join("?" * len(ids))
@@ -251,40 +259,67 @@ class SQLiteBudgetStore:
             [(budget_id, *row) for budget_id, row in zip(ids, rows, strict=True)],
         )
 
-    def _transaction(self, fn: Callable[[list[str], list[Row | None]], tuple[list[Row], bool]], ids: list[str]) -> None:
+    def _release_expired(self, now: float) -> None:
+        # Holds past their expiry belong to calls whose process stopped (one indexed read,
+        # usually empty). A hold from an earlier window is only deleted: that window is over.
+        expired = self._db.execute("SELECT id, period, amount FROM budget_hold WHERE expires <= ?", (now,)).fetchall()
+        if expired:
+            self._db.executemany(
+                "UPDATE budget SET reserved = MAX(0, reserved - ?) WHERE id = ? AND period = ?",
+                [(amount, budget_id, period) for budget_id, period, amount in expired],
+            )
+            self._db.execute("DELETE FROM budget_hold WHERE expires <= ?", (now,))
+
+    def _reserve_sync(self, lines: Sequence[BudgetLine], amount: int) -> Admission:
+        ids = [line[0] for line in lines]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                rows, changed = fn(ids, self._rows(ids))
-                if changed:
-                    self._write(ids, rows)
+                now = self.now()
+                self._release_expired(now)
+                current, admission = _reserve(self._rows(ids), lines, amount, now, self._calendar)
+                if admission.refused < 0:
+                    self._write(ids, current)
+                    admission.hold = hold = _member()
+                    expires = now + self.hold_seconds
+                    self._db.executemany(
+                        "INSERT INTO budget_hold (hold, id, period, amount, expires) VALUES (?, ?, ?, ?, ?)",
+                        [
+                            (hold, budget_id, row[0], amount, expires)
+                            for budget_id, row in zip(ids, current, strict=True)
+                        ],
+                    )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return admission
+
+    def _settle_sync(self, lines: Sequence[BudgetLine], admission: Admission, amount: int, cost: int) -> None:
+        ids = [line[0] for line in lines]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                held = [
+                    self._db.execute(
+                        "DELETE FROM budget_hold WHERE hold = ? AND id = ?", (admission.hold, budget_id)
+                    ).rowcount
+                    == 1
+                    for budget_id in ids
+                ]
+                rows = self._rows(ids)
+                current = _settle(rows, lines, admission.periods, amount, cost, self.now(), self._calendar, held)
+                self._write(ids, current)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
-    def _reserve_sync(self, lines: Sequence[BudgetLine], amount: int) -> Admission:
-        result: list[Admission] = []
-
-        def decide(ids: list[str], rows: list[Row | None]) -> tuple[list[Row], bool]:
-            current, admission = _reserve(rows, lines, amount, self.now(), self._calendar)
-            result.append(admission)
-            return current, admission.refused < 0
-
-        self._transaction(decide, [line[0] for line in lines])
-        return result[0]
-
-    def _settle_sync(self, lines: Sequence[BudgetLine], periods: Sequence[int], amount: int, cost: int) -> None:
-        def apply(ids: list[str], rows: list[Row | None]) -> tuple[list[Row], bool]:
-            return _settle(rows, lines, periods, amount, cost, self.now(), self._calendar), True
-
-        self._transaction(apply, [line[0] for line in lines])
-
     async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> Admission:
         return await anyio.to_thread.run_sync(self._reserve_sync, lines, amount)
 
     async def settle(self, lines: Sequence[BudgetLine], admission: Admission, amount: int, cost: int) -> None:
-        await anyio.to_thread.run_sync(self._settle_sync, lines, admission.periods, amount, cost)
+        await anyio.to_thread.run_sync(self._settle_sync, lines, admission, amount, cost)
 
     async def status(self, budget_id: str, window: Window) -> tuple[int, int, float]:
         period, ends = window_of(window, self.now())

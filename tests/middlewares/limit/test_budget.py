@@ -326,12 +326,29 @@ async def test_sqlite_spend_survives_a_restart(tmp_path: Path) -> None:
     first = Budget(keys={"alice": 1.0}, price_table=PRICES, backend="sqlite", path=str(path), clock=clock)
     provider = ScriptedProvider(default=Reply("ok", usage=Usage(100, 50, 150)))
     await (await Stack([first], provider)(_request())).result()
-    # A call still running when the process stops: its reservation is released on reopen.
+    # A call still running when the process stops: its hold outlives the process.
     await first.store.reserve(first.lines(_request()), 12345)
     await first.aclose()
     second = Budget(keys={"alice": 1.0}, price_table=PRICES, backend="sqlite", path=str(path), clock=clock)
-    assert (await second.status("onion:budget:key:alice"))[:2] == (100 * IN + 50 * OUT, 0)
+    assert (await second.status("onion:budget:key:alice"))[:2] == (100 * IN + 50 * OUT, 12345)
     await second.aclose()
+
+
+async def test_sqlite_workers_share_a_file_and_a_dead_workers_hold_expires(tmp_path: Path) -> None:
+    path, clock = tmp_path / "spend.db", WallClock()
+    one = SQLiteBudgetStore(path, clock=clock, hold_seconds=60)
+    two = SQLiteBudgetStore(path, clock=clock, hold_seconds=60)  # another worker, same file
+    line = ("b", 1000, "month")
+    orphan = await one.reserve([line], 700)
+    await one.aclose()  # that worker dies mid-call
+    assert (await two.reserve([line], 700)).refused == 0  # its hold still counts
+    clock.t += 61
+    late = await two.reserve([line], 700)  # expired: released
+    assert late.refused == -1 and (await two.status("b", "month"))[:2] == (0, 700)
+    await two.settle([line], orphan, 700, 100)  # a late settle is charged, nothing double-released
+    await two.settle([line], late, 700, 200)
+    assert (await two.status("b", "month"))[:2] == (300, 0)
+    await two.aclose()
 
 
 class Recording:
