@@ -2,7 +2,7 @@
 
 Each row is a stack ``[Budget(...)]`` around an in-process handler that answers at once
 (a complete answer with usage, so the settle runs in the same call), minus the same
-stack without the layer, per call, median of interleaved repeats. Rows: the memory,
+stack without the layer, per call, median (and best) of interleaved repeats. Rows: the memory,
 SQLite and Redis stores, each with one budget (the key's) and with three (key, team,
 global: one atomic reserve over all three). Redis is a local ``redis-server`` started
 here on a free port (or ``--redis-url``), so its row is loopback round trips plus the
@@ -120,6 +120,7 @@ async def main(calls: int, repeats: int, redis_url: str | None) -> list[dict[str
                         "budgets": budgets,
                         "calls": n,
                         "budget_us_per_call": round(statistics.median(costs), 2),
+                        "budget_us_best": round(min(costs), 2),
                         "stack_us_per_call": round(statistics.median(totals), 2),
                     }
                 )
@@ -133,11 +134,11 @@ if __name__ == "__main__":
     parser.add_argument("--redis-url", default=None)
     args = parser.parse_args()
     rows = anyio.run(main, args.calls, args.repeats, args.redis_url)
-    print(f"{'store':<8} {'budgets':>7} {'calls':>6} {'budget µs/call':>15} {'stack µs/call':>14}")
+    print(f"{'store':<8} {'budgets':>7} {'calls':>6} {'budget µs/call':>15} {'best':>8} {'stack µs/call':>14}")
     for row in rows:
         print(
             f"{row['store']:<8} {row['budgets']:>7} {row['calls']:>6} "
-            f"{row['budget_us_per_call']:>15.2f} {row['stack_us_per_call']:>14.2f}"
+            f"{row['budget_us_per_call']:>15.2f} {row['budget_us_best']:>8.2f} {row['stack_us_per_call']:>14.2f}"
         )
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(
