@@ -14,7 +14,7 @@ The families, and each layer's short name (TOML ``use``) and class:
 
 - ``resilience/``: ``timeout`` ``Deadline``, ``fallback`` ``Fallback``, ``retry``
   ``Retry``, ``circuit_breaker`` ``CircuitBreaker``, and stream ``resumption``;
-- ``limit/``: ``rate_limit`` ``RateLimit`` (memory or Redis);
+- ``limit/``: ``rate_limit`` ``RateLimit`` (memory or Redis); ``budget`` ``Budget`` (memory, SQLite or Redis);
 - ``guard/``: ``mask_errors`` ``MaskErrors``, ``input_guard`` ``InputGuard``,
   ``output_guard`` ``OutputGuard``, and the ``pii`` detectors;
 - ``cache/``: ``exact_cache`` ``ExactCache``, ``semantic_cache`` ``SemanticCache``,
@@ -72,10 +72,16 @@ if TYPE_CHECKING:
     from .guard import Scanner as Scanner
     from .guard import SecretDetector as SecretDetector
     from .guard import mask as mask
+    from .limit import Budget as Budget
+    from .limit import BudgetStore as BudgetStore
     from .limit import MemoryBackend as MemoryBackend
+    from .limit import MemoryBudgetStore as MemoryBudgetStore
     from .limit import RateBackend as RateBackend
     from .limit import RateLimit as RateLimit
     from .limit import RedisBackend as RedisBackend
+    from .limit import RedisBudgetStore as RedisBudgetStore
+    from .limit import SpendRecord as SpendRecord
+    from .limit import SQLiteBudgetStore as SQLiteBudgetStore
     from .observe import DEFAULT_PRICES as DEFAULT_PRICES
     from .observe import OVERHEAD_HEADER as OVERHEAD_HEADER
     from .observe import Metrics as Metrics

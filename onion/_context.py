@@ -136,6 +136,7 @@ class Context(msgspec.Struct):
     - ``request_id``: unique id, shown to users in safe error messages and in logs.
     - ``caller``: identity of the client (API key name, ``user``), used for rate limits,
       cache scopes and metrics.
+    - ``team``: the caller's team (a virtual key's team), for team budgets and spend.
     - ``options``: per-request switches (``RequestOptions``: cache off, resume mode).
     - ``trace_headers``: the incoming W3C trace context (``traceparent``,
       ``tracestate``, ``baggage``), set by the server for a tracing layer to continue;
@@ -166,6 +167,7 @@ class Context(msgspec.Struct):
 
     request_id: str = msgspec.field(default_factory=_new_request_id)
     caller: str | None = None
+    team: str | None = None
     deadline: float | None = None
     trace: list[str] = msgspec.field(default_factory=list)
     options: RequestOptions = _DEFAULT_OPTIONS

@@ -15,6 +15,7 @@ stack (a bad body or key, a body too large) raises one of these too.
     ├── Unauthorized            401  no API key, or one the gateway does not know
     ├── GuardrailViolation      400  an input or output guard blocked the call
     ├── RateLimited             429  over a limit; carries retry_after
+    │   └── BudgetExceeded      429  a spend budget is used up until its window resets
     ├── ProviderError           502  an upstream failed; status, retryable, retry_after
     │   └── CircuitOpen         503  the breaker for that model is open
     ├── AllProvidersFailed      502  every model of a fallback chain failed
@@ -32,6 +33,7 @@ __all__ = [
     "CANCELLED",
     "AllProvidersFailed",
     "BadRequest",
+    "BudgetExceeded",
     "CircuitOpen",
     "ConfigError",
     "GuardrailViolation",
@@ -165,6 +167,33 @@ class RateLimited(OnionError):
         super().__init__(detail, public_message=f"too many requests, retry after {seconds} s")
         self.retry_after = retry_after
         self.limit = limit
+
+
+class BudgetExceeded(RateLimited):
+    """A spend budget (USD over a day or a month) has no room for the call's worst-case
+    cost, or a stream was cut because its answer outgrew what was reserved for it.
+
+    Raised by ``budget``. ``budget`` names the budget that refused (``"key"``,
+    ``"team"`` or ``"global"``; ``"reservation"`` for a cut stream), ``resets_at`` is the
+    Unix time its window resets and ``retry_after`` the seconds until then.
+    """
+
+    code = "budget_exceeded"
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        budget: str,
+        retry_after: float,
+        resets_at: float,
+        public_message: str | None = None,
+    ) -> None:
+        super().__init__(detail, retry_after=retry_after, limit="budget")
+        seconds = max(1, int(-(-retry_after // 1)))
+        self.public_message = public_message or f"the {budget} budget is used up; it resets in {seconds} s"
+        self.budget = budget
+        self.resets_at = resets_at
 
 
 class ProviderError(OnionError):

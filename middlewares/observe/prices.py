@@ -1,4 +1,4 @@
-"""Model prices, for the estimated cost that ``metrics`` and ``logging`` report.
+"""Model prices, for the cost that ``metrics`` and ``logging`` report and ``budget`` charges.
 
 Not a layer: a small table from model name to dollars per million input and output
 tokens. A default table for common models ships here as data; a deployment replaces or
@@ -26,60 +26,71 @@ __all__ = ["DEFAULT_PRICES", "Price", "PriceTable", "default_prices"]
 
 
 class Price(msgspec.Struct, frozen=True):
-    """Dollars per million tokens: ``input`` for the prompt, ``output`` for the answer."""
+    """Dollars per million tokens: ``input`` for the prompt, ``output`` for the answer;
+    ``as_of``: the date (ISO) the price took effect, when known."""
 
     input: float
     output: float
+    as_of: str = ""
 
     def cost(self, usage: Usage) -> float:
         """The dollars ``usage`` costs at this price."""
         return (usage.prompt_tokens * self.input + usage.completion_tokens * self.output) / 1_000_000
 
 
-# USD per 1M tokens (input, output), standard tier, as the vendors list them on their
-# pricing pages in mid-2025. Prices change: deployments that bill on these numbers
-# should load their own table.
-DEFAULT_PRICES: Mapping[str, tuple[float, float]] = {
+# USD per 1M tokens (input, output, the date the price took effect: the model's release
+# or its last price change), standard tier, as the vendors list them on their pricing
+# pages. It covers the models of the providers onion ships (OpenAI, Anthropic) and the
+# Gemini models behind Google's OpenAI-compatible endpoint. Prices change: deployments
+# that bill on these numbers should check them and override in ``[prices]``.
+DEFAULT_PRICES: Mapping[str, tuple[float, float, str]] = {
     # OpenAI
-    "gpt-5": (1.25, 10.00),
-    "gpt-5-mini": (0.25, 2.00),
-    "gpt-5-nano": (0.05, 0.40),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4-turbo": (10.00, 30.00),
-    "gpt-4": (30.00, 60.00),
-    "gpt-3.5-turbo": (0.50, 1.50),
-    "o1": (15.00, 60.00),
-    "o3": (2.00, 8.00),
-    "o3-mini": (1.10, 4.40),
-    "o4-mini": (1.10, 4.40),
+    "gpt-5.1": (1.25, 10.00, "2025-11-13"),
+    "gpt-5": (1.25, 10.00, "2025-08-07"),
+    "gpt-5-chat": (1.25, 10.00, "2025-08-07"),
+    "gpt-5-mini": (0.25, 2.00, "2025-08-07"),
+    "gpt-5-nano": (0.05, 0.40, "2025-08-07"),
+    "gpt-4.1": (2.00, 8.00, "2025-04-14"),
+    "gpt-4.1-mini": (0.40, 1.60, "2025-04-14"),
+    "gpt-4.1-nano": (0.10, 0.40, "2025-04-14"),
+    "gpt-4o": (2.50, 10.00, "2024-08-06"),
+    "gpt-4o-2024-05-13": (5.00, 15.00, "2024-05-13"),
+    "gpt-4o-mini": (0.15, 0.60, "2024-07-18"),
+    "gpt-4-turbo": (10.00, 30.00, "2024-04-09"),
+    "gpt-4": (30.00, 60.00, "2023-03-14"),
+    "gpt-3.5-turbo": (0.50, 1.50, "2024-01-25"),
+    "o1": (15.00, 60.00, "2024-12-17"),
+    "o1-mini": (1.10, 4.40, "2025-01-31"),
+    "o3-pro": (20.00, 80.00, "2025-06-10"),
+    "o3": (2.00, 8.00, "2025-06-10"),
+    "o3-mini": (1.10, 4.40, "2025-01-31"),
+    "o4-mini": (1.10, 4.40, "2025-04-16"),
     # Anthropic
-    "claude-opus-4-1": (15.00, 75.00),
-    "claude-opus-4": (15.00, 75.00),
-    "claude-sonnet-4-5": (3.00, 15.00),
-    "claude-sonnet-4": (3.00, 15.00),
-    "claude-3-7-sonnet": (3.00, 15.00),
-    "claude-3-5-sonnet": (3.00, 15.00),
-    "claude-haiku-4-5": (1.00, 5.00),
-    "claude-3-5-haiku": (0.80, 4.00),
-    "claude-3-opus": (15.00, 75.00),
-    "claude-3-haiku": (0.25, 1.25),
-    # Google
-    "gemini-2.5-pro": (1.25, 10.00),
-    "gemini-2.5-flash": (0.30, 2.50),
-    "gemini-2.0-flash": (0.10, 0.40),
-    "gemini-1.5-pro": (1.25, 5.00),
-    "gemini-1.5-flash": (0.075, 0.30),
+    "claude-opus-4-5": (5.00, 25.00, "2025-11-24"),
+    "claude-opus-4-1": (15.00, 75.00, "2025-08-05"),
+    "claude-opus-4": (15.00, 75.00, "2025-05-22"),
+    "claude-sonnet-4-5": (3.00, 15.00, "2025-09-29"),
+    "claude-sonnet-4": (3.00, 15.00, "2025-05-22"),
+    "claude-3-7-sonnet": (3.00, 15.00, "2025-02-24"),
+    "claude-3-5-sonnet": (3.00, 15.00, "2024-06-20"),
+    "claude-haiku-4-5": (1.00, 5.00, "2025-10-15"),
+    "claude-3-5-haiku": (0.80, 4.00, "2024-11-04"),
+    "claude-3-opus": (15.00, 75.00, "2024-03-04"),
+    "claude-3-haiku": (0.25, 1.25, "2024-03-07"),
+    # Google (OpenAI-compatible endpoint)
+    "gemini-2.5-pro": (1.25, 10.00, "2025-06-17"),
+    "gemini-2.5-flash": (0.30, 2.50, "2025-06-17"),
+    "gemini-2.0-flash": (0.10, 0.40, "2025-02-05"),
+    "gemini-1.5-pro": (1.25, 5.00, "2024-10-01"),
+    "gemini-1.5-flash": (0.075, 0.30, "2024-08-12"),
 }
 
 # A snapshot tag at the end of a model name: -2024-08-06, -20241022, -0613, -latest.
 _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|latest)$")
 
-PriceSpec = Price | tuple[float, float] | list[float] | Mapping[str, float]
-"""A price as config gives it: ``Price``, ``(input, output)`` or ``{input=…, output=…}``."""
+PriceSpec = Price | tuple[float, float] | tuple[float, float, str] | list[float] | Mapping[str, Any]
+"""A price as config gives it: ``Price``, ``(input, output[, as_of])`` or ``{input=…,
+output=…, as_of="2025-08-07"}``. A price of zero is allowed: it says free on purpose."""
 
 
 def _to_price(model: str, spec: Any) -> Price:
@@ -87,9 +98,13 @@ def _to_price(model: str, spec: Any) -> Price:
         if isinstance(spec, Price):
             return spec
         if isinstance(spec, (tuple, list)):
-            input_price, output_price = spec
-            return Price(float(input_price), float(output_price))
-        return msgspec.convert(dict(spec), Price, strict=False)
+            input_price, output_price, *as_of = spec
+            price = Price(float(input_price), float(output_price), *map(str, as_of))
+        else:
+            price = msgspec.convert(dict(spec), Price, strict=False)
+        if price.input < 0 or price.output < 0:
+            raise ValueError("a price cannot be negative")
+        return price
     except (TypeError, ValueError, msgspec.ValidationError) as error:
         raise ConfigError(
             f"price for model {model!r} must be {{input = <$ per 1M>, output = <$ per 1M>}}: {error}"
