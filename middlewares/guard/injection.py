@@ -37,20 +37,32 @@ _EN_BEFORE = (
     r"|every|old|current|existing|given|safety|content)"
 )
 _EN_IGNORE = (
-    r"(?:ignore|disregard|forget|skip|override|bypass|drop|discard|abandon|dismiss|neglect|overlook|erase|delete"
+    r"(?:ignore|disregard|forget|abandon|dismiss|neglect|overlook"
     r"|pay no (?:attention|heed|mind) to|set aside|throw out|put aside|stop following|no longer follow|do not follow)"
+)
+# Verbs with an everyday technical sense ("override the default rules in ESLint", "skip
+# the lint rules"): an attack only with an owner or a time ("your", "all", "previous").
+_EN_WEAK = r"(?:override|bypass|skip|drop|discard|erase|delete|scrap)"
+_EN_OWNED = (
+    r"(?:all(?: of)?(?: your| the| my)?|any|every|your|previous|prior|above|earlier|preceding|initial|original"
+    r"|system|safety)"
 )
 # "don't ignore the previous instructions" asks for the opposite of an injection.
 _EN_NOT = r"(?<!not )(?<!n't )(?<!never )(?<!how to )(?<!why )"
 _EN_WHAT = r"(?:typos?|mistakes?|errors?|lines?|sentences?|paragraphs?|parts?|sections?|comments?|notes?)"
 # Japanese verb endings that negate or narrate ("do not ignore", "I forgot", "was
 # ignored"): after them the phrase is not an instruction to the model.
-_JA_NOT = "(?!(?:し|す|さ)?(?:ない|なかっ|ません|ず|るな|てしま|ていま|ました|られ|た(?:$|[。、!?]|ので|けど|が|から)))"
+_JA_NOT = (
+    "(?!(?:し|す|さ)?(?:ない|なかっ|ません|ず|るな|る|てしま|ていま|ました|られ|た(?:$|[。、!?]|ので|けど|が|から)))"
+)
 _JA_VERB = "(?:無視|忘れ|わすれ|むし|取り消|破棄|捨て|なかったことに|気にせず)"
 
 INJECTION_PATTERNS: dict[str, str] = {
     # Override: "ignore (all) previous instructions" and its many wordings.
-    "ignore_previous": rf"{_EN_NOT}\b{_EN_IGNORE}\b(?: \w+){{0,3}}? {_EN_BEFORE}(?: \w+){{0,2}}? {_EN_OBJECT}\b",
+    "ignore_previous": rf"{_EN_NOT}\b{_EN_IGNORE}\b(?: \w+){{0,3}}? {_EN_BEFORE}(?: \w+){{0,2}}? {_EN_OBJECT}\b"
+    rf"|{_EN_NOT}\b{_EN_WEAK}\b(?: \w+){{0,2}}? {_EN_OWNED}(?: \w+){{0,2}}? {_EN_OBJECT}\b",
+    "ignore_rest": r"\b(?:ignore|disregard|forget) the rest of (?:this|the) (?:data|text|document|input|message|page)\b"
+    r"|\bstop everything\b",
     # "ignore the above and ...", "disregard everything above".
     "ignore_above": rf"{_EN_NOT}\b(?:ignore|disregard|forget|drop)\b(?: (?:all|everything|anything))?(?: of)?"
     rf"(?: (?:the|what(?:'s| is| was)(?: written| said)?))? (?:above|preceding)\b(?! {_EN_WHAT}\b)",
@@ -71,14 +83,23 @@ INJECTION_PATTERNS: dict[str, str] = {
     "fake_system": r"(?:^|\n|\]|\.|!) ?(?:new |updated )?(?:system|developer|admin(?:istrator)?) (?:message|prompt|"
     r"instructions?|override|note)\s?:|\[(?:system|admin|developer)\]|<\|?(?:im_start\|>system|system\|?>)|"
     r"#{2,} ?(?:system|instruction)s?\b|\badmin override\b",
+    "no_safety": r"\b(?:ignores?|ignoring|without|disregards?|free of|no) (?:all |any )?(?:safety|ethical|moral|content)"
+    r" (?:policies|guidelines|rules|filters|restrictions|constraints)\b",
     # Prompt extraction.
     "reveal_system_prompt": r"\b(?:reveal|show|print|repeat|output|leak|tell me|display|give me|write out|spell out|"
     r"recite|dump|copy|paste)\b(?: \w+){0,3}? (?:system prompt|system message|(?:initial|original|hidden|secret|first)"
     r" (?:instructions|prompt|message)|developer message|pre-?prompt)",
+    "own_prompt": r"\byour (?:initial|original|first|hidden|secret|starting|underlying) (?:instructions|prompt|"
+    r"configuration|message|text|directives)\b|\bsystem_?prompt\b|<system_?prompt>|\binitiali[sz]ation string\b"
+    r"|\b(?:see|read|share|dump|leak|get) (?:the |your )?system prompt\b"
+    r"|\bwhat (?:are|were) you (?:not supposed|told not|instructed not) to\b"
+    r"|\b(?:repeat|print|output|reproduce|recite)\b[^.!?\n]{0,60}\b(?:word for word|verbatim)\b",
     "told_before": r"\bwhat (?:were|was) you (?:told|given|instructed|programmed)\b|\b(?:repeat|print|output|show)\b"
     r"(?: \w+){0,3}? (?:everything|all|the text|the words|what(?:'s| is)?) (?:above|before this|so far)\b"
     r"|\bwhat (?:are|were) your (?:initial |original |first )?instructions\b",
     # Indirect: instructions addressed to the model inside content.
+    "ai_turn": r"(?:^|\n|<!--) ?(?:ai|assistant|chatbot|model|system) ?[:,] (?:\w+ ){0,2}?(?:say|send|print|ignore|"
+    r"recommend|reply|respond|tell|output|write|forward|email|reveal|override|skip|disregard|forget)\b",
     "to_the_ai": r"\b(?:note|message|instructions?) (?:to|for) (?:the |any )?(?:ai|assistant|llm|language model|"
     r"chatbot|model)\b|\bif you are an? (?:ai|llm|language model|assistant|bot)\b|\b(?:ai|assistant|llm)s? "
     r"(?:reading|processing|summari[sz]ing) this\b",
@@ -92,12 +113,13 @@ INJECTION_PATTERNS: dict[str, str] = {
     f"の?(?:指示|命令|指令|ルール|設定|制約|プロンプト|ガイドライン).{{0,8}}?{_JA_VERB}{_JA_NOT}",
     # "ignore the instructions!" as an order, with no "previous": imperative endings only,
     # so "I ignored my boss's orders" is not caught.
-    "ja_imperative": f"(?:指示|命令|指令|プロンプト|ガイドライン)(?:を|は)?(?:すべて|全て|全部)?{_JA_VERB}"
-    "(?:しろ|して|せよ|しなさい|ろ|て|なさい)",
+    "ja_imperative": f"(?:指示|命令|指令|プロンプト|ガイドライン|設定|ルール|制約)(?:を|は)?(?:すべて|全て|全部)?{_JA_VERB}"
+    "(?:しろ|して|せよ|しなさい|ろ|て|なさい)(?!しま|いま|いた|た|ない|る)",
     "ja_rules": f"(?:ルール|規則|制限|制約|ガイドライン|ポリシー).{{0,4}}?(?:{_JA_VERB}|解除|破っ|やぶっ){_JA_NOT}"
     "|(?:ルール|制限|制約)は(?:もう)?(?:適用されません|ありません|無効)",
     "ja_persona": "(?:あなたは|君は|これからは|今から)(?:今から|これから)?.{0,12}?(?:制限|検閲|倫理|フィルター)の?(?:ない|なし)"
-    "|(?:制限|検閲|倫理的な制約)(?:の|が)?(?:ない|なし)(?:で|に).{0,10}?(?:答え|回答|振る舞)|開発者モード|dan(?:として|に)",
+    "|(?:制限|検閲|倫理的な制約)(?:の|が)?(?:ない|なし)(?:で|に).{0,10}?(?:答え|回答|振る舞)|開発者モード|dan(?:として|に)"
+    "|(?:悪い|邪悪な|制限のない|検閲のない|何でも答える|ルールのない).{0,8}?ai(?:として|に|です|だ)",
     "ja_fake_system": "(?:新しい)?(?:システムメッセージ|管理者からの指示|【システム】|システム通知)[:：]?",
     "ja_extraction": "(?:最初に|事前に|会話の前に)(?:与えられた|言われた|受けた|設定された).{0,6}?(?:指示|こと|内容|命令)"
     ".{0,8}?(?:表示|出力|教え|繰り返|見せ)|(?:あなたの)?設定内容を.{0,6}?(?:教え|表示|出力)",
@@ -110,37 +132,49 @@ INJECTION_PATTERNS: dict[str, str] = {
 # survives normalisation; these phrases are matched against the text without spaces.
 _COMPACT = frozenset(name for name in INJECTION_PATTERNS if name.startswith("ja_"))
 
-_JA_VERBS = ("無", "忘", "わ", "む", "教", "表", "出", "取", "解", "破", "や", "捨", "気", "な", "見", "開")
+_JA_VERBS = ("無視", "忘れ", "わすれ", "むし", "取り消", "破棄", "捨て", "なかったことに", "気にせず")
 # Per phrase, groups of literal anchors: the phrase can only match if every group has a
-# member in the text. ``in`` runs at C speed, so ordinary text skips the regexes (the
-# Japanese ones, with optional spaces between characters, are the slow ones). Japanese
-# anchors are single characters because a space may sit inside any word.
+# member in the text. ``in`` runs at C speed, so ordinary text skips the regexes. The
+# Japanese phrases' anchors are looked for in the text without spaces, like the phrases.
 _ANCHORS: dict[str, tuple[tuple[str, ...], ...]] = {
     "ignore_previous": (("ignore", "disregard", "forget", "skip", "override", "bypass", "drop", "discard",
-                         "abandon", "dismiss", "neglect", "overlook", "erase", "delete", "pay no", "aside",
+                         "abandon", "dismiss", "neglect", "overlook", "erase", "delete", "scrap", "pay no", "aside",
                          "throw out", "follow"),),
+    "ignore_rest": (("rest of", "stop everything"),),
+    "no_safety": (("safety", "ethical", "moral", "content"),),
+    "own_prompt": (("your", "prompt", "initiali", "not supposed", "told not", "instructed not", "verbatim",
+                    "word for word"),),
+    "ai_turn": ((":", ","), ("ai", "assistant", "bot", "model", "system")),
     "ignore_above": (("ignore", "disregard", "forget", "drop"), ("above", "preceding")),
     "forget_everything": (("forget", "disregard", "ignore"),),
     "rules_void": (("your ",),),
-    "no_restrictions": (("no ", "without any"),),
+    "no_restrictions": (("no rules", "no restrictions", "no limits", "no filters", "no guidelines", "no more",
+                         "without any"),),
     "new_instructions": (("from now on", "starting now", "henceforth", "your new"),),
     "jailbreak_persona": (("you are now", "you're now", "act as", "pretend", "roleplay", "you will be", " mode",
                            "do anything now"),),
-    "fake_system": (("system", "developer", "admin", "##"),),
-    "reveal_system_prompt": (("system", "instructions", "prompt", "message"),),
+    "fake_system": (("system message", "system prompt", "system instruction", "system override", "system note",
+                     "developer message", "developer prompt", "developer instruction", "developer override",
+                     "developer note", "admin", "[system]", "[developer]", "im_start", "system|>", "<system", "##"),),
+    "reveal_system_prompt": (("system prompt", "system message", "instructions", "prompt", "developer message"),
+                             ("reveal", "show", "print", "repeat", "output", "leak", "tell me", "display", "give me",
+                              "write out", "spell out", "recite", "dump", "copy", "paste")),
     "told_before": (("what", "repeat", "print", "output", "show"),),
-    "to_the_ai": (("ai", "assistant", "model", "llm", "bot"),),
-    "ja_system_prompt": (("シ", "system"), ("プ", "メ", "指", "設"), _JA_VERBS),
-    "ja_previous": (("指", "命", "ル", "設", "制", "プ", "ガ"), _JA_VERBS),
-    "ja_imperative": (("指", "命", "プ", "ガ"), _JA_VERBS),
-    "ja_rules": (("ル", "規", "制", "ガ", "ポ"),),
-    "ja_persona": (("制", "検", "倫", "フ", "開", "dan"),),
-    "ja_fake_system": (("シ", "管", "【"),),
-    "ja_extraction": (("最", "事", "会", "設"),),
-    "ja_to_the_ai": (("ai", "ア", "言"),),
+    "to_the_ai": (("to the", "for the", "to any", "for any", " to ai", " for ai", "if you are", "reading this",
+                   "processing this", "summarizing this", "summarising this"),),
+    "ja_system_prompt": (("システム", "system"), ("プロンプト", "メッセージ", "指示", "設定", "命令")),
+    "ja_previous": (("指示", "命令", "指令", "ルール", "設定", "制約", "プロンプト", "ガイドライン"), _JA_VERBS),
+    "ja_imperative": (("指示", "命令", "指令", "プロンプト", "ガイドライン", "設定", "ルール", "制約"), _JA_VERBS),
+    "ja_rules": (("ルール", "規則", "制限", "制約", "ガイドライン", "ポリシー"),),
+    "ja_persona": (("制限", "検閲", "倫理", "フィルター", "開発者モード", "dan", "ai"),),
+    "ja_fake_system": (("システムメッセージ", "管理者からの指示", "【システム】", "システム通知"),),
+    "ja_extraction": (("最初に", "事前に", "会話の前に", "設定内容"),),
+    "ja_to_the_ai": (("aiへ", "aiに", "aiアシスタント", "アシスタントへ", "アシスタントに", "言語モデル", "あなたがai",
+                      "読んでいるai", "処理しているai"),),
 }  # fmt: skip
 
 Phrase = tuple[str, tuple[tuple[str, ...], ...], re.Pattern[str], bool]
+_LATIN_WORD = re.compile("[a-z]{2}")
 
 
 def compile_phrases(patterns: dict[str, str] = INJECTION_PATTERNS) -> tuple[Phrase, ...]:
@@ -153,11 +187,18 @@ def compile_phrases(patterns: dict[str, str] = INJECTION_PATTERNS) -> tuple[Phra
 def find_injection(phrases: tuple[Phrase, ...], norm: str) -> str | None:
     """The name of the first injection phrase in ``norm`` (normalised text), or ``None``."""
     compact = None
+    # English phrases need Latin words and Japanese ones non-ASCII text: a message in one
+    # script skips the other's phrases.
+    latin = norm.isascii() or _LATIN_WORD.search(norm) is not None
+    japanese = not norm.isascii()
     for name, anchors, pattern, spaceless in phrases:
-        if not all(any(a in norm for a in group) for group in anchors):
+        if not (japanese if spaceless else latin):
             continue
-        if spaceless and compact is None:
-            compact = norm.replace(" ", "")
-        if pattern.search(compact if spaceless and compact is not None else norm) is not None:
+        text = norm
+        if spaceless:
+            if compact is None:
+                compact = norm.replace(" ", "")
+            text = compact
+        if all(any(a in text for a in group) for group in anchors) and pattern.search(text) is not None:
             return name
     return None

@@ -75,9 +75,10 @@ def _digits(text: str) -> list[int]:
 # ISBN, a reference: not a phone or a card, whatever its digits.
 LABEL_LOOKBEHIND = 28
 _LABEL = re.compile(
-    r"(?:order|tracking|invoice|isbn(?:-1[03])?|issn|sku|serial|ref(?:erence)?|confirmation|booking|ticket"
-    r"|part|model|case|claim|policy|bestellnummer|commande|注文番号|伝票番号|追跡番号|お問い合わせ番号|注文|伝票)"
-    r"[ \t]*(?:(?:no|nr|n°|number|num|id|code)\.?)?[ \t]*[#:：№]?[ \t]*$",
+    r"(?<![^\W\d_])(?:order|tracking|invoice|isbn(?:-1[03])?|issn|sku|serial|ref\.?|reference|confirmation|booking"
+    r"|bestellnummer|bestellung|rechnung(?:snummer)?|sendungsnummer|auftragsnummer|kundennummer|commande|facture"
+    r"|suivi|référence|注文番号|伝票番号|追跡番号|お問い合わせ番号|注文|伝票|請求書番号)"
+    r"[ \t]*(?:(?:no|nr|n°|number|num|id|code|de suivi)\.?)?[ \t]*[#:：№]?[ \t]*$",
     re.IGNORECASE,
 )
 
@@ -362,8 +363,10 @@ _PHONE_RUN = re.compile(
 # Dates and version strings are the digit groups most often mistaken for phones.
 _NOT_A_PHONE = re.compile(
     rf"{_D}{{4}}[-/. ]{_D}{{1,2}}[-/. ]{_D}{{1,2}}|{_D}{{1,2}}[-/. ]{_D}{{1,2}}[-/. ]{_D}{{2,4}}"
-    rf"|{_D}{{1,3}}\.{_D}{{1,3}}\.{_D}{{1,4}}"
+    rf"|{_D}{{1,2}}\.{_D}{{1,3}}\.{_D}{{1,4}}"
 )
+# A run that starts with an ISO date ("2024-05-12 22:58") is a timestamp.
+_DATED = re.compile(rf"{_D}{{4}}-{_D}{{1,2}}-{_D}{{1,2}}(?![0-9０-９])")
 
 
 class PhoneDetector(PatternDetector):
@@ -416,7 +419,7 @@ class PhoneDetector(PatternDetector):
     def valid(self, text: str, begin: int, end: int) -> bool:
         """Whether ``text[begin:end]`` is a phone number (see the class doc)."""
         candidate = unicodedata.normalize("NFKC", text[begin:end]).translate(_DASHES)
-        if _NOT_A_PHONE.fullmatch(candidate) or labelled(text, begin):
+        if _NOT_A_PHONE.fullmatch(candidate) or _DATED.match(candidate) or labelled(text, begin):
             return False
         digits = "".join(c for c in candidate if c.isdigit())
         if len(digits) == 12 and _MY_NUMBER_SHAPE.fullmatch(candidate) and my_number_valid(digits):
