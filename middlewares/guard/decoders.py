@@ -15,8 +15,10 @@ something:
 - ``url``: percent-encoded text (``%69%67%6E``), three escapes or more;
 - ``spaced``: letters spaced or interleaved with one separator (``i g n o r e``,
   ``i.g.n.o.r.e``, ``i-g-n-o-r-e``, ``i_g_n``), joined again;
-- ``leet``: digits and symbols standing for letters (``1gn0r3``, ``@ll``, ``pr3v10u5``);
-- ``reversed``: text written backwards (``snoitcurtsni suoiverp lla erongi``);
+- ``leet``: digits and symbols standing for letters (``1gn0r3``, ``@ll``, ``pr3v10u5``; not
+  ``!``, which is punctuation far more often);
+- ``reversed``: text written backwards (``snoitcurtsni suoiverp lla erongi``, 「視無を示指」),
+  when a backwards attack word is in it;
 - ``rot13``: the message mentions ROT13 or a Caesar shift.
 
 Decoding nests once (base64 of leetspeak is read), which is what published obfuscation
@@ -38,16 +40,21 @@ _HEX = re.compile(r"(?:(?:\\x)?[0-9a-fA-F]{2}){8,}")
 _URL = re.compile(r"(?:%[0-9A-Fa-f]{2}.{0,3}){3,}")
 # A letter, then two or more times: one separator and one letter. Separators are the
 # ones obfuscation uses; the run ends where two separators (a word break) meet.
-_SPACED = re.compile(r"(?<![^\W_])[^\W\d_](?P<s>[ .\-_*|/+~,])[^\W\d_](?:(?P=s)[^\W\d_])+(?![^\W_])")
+# One character, then once or more: one separator and one character, every character
+# standing alone (a word of spaced letters, its punctuation too: "[ S Y S T E M ]").
+# Word breaks are wider (three spaces) or another separator, so the words stay apart.
+_SPACED = re.compile(r"(?<!\S)\S(?P<s>[ .\-_*|/+~,])\S(?:(?P=s)\S)*(?!\S)")
 _SPACED_SEP = re.compile(r"[ .\-_*|/+~,]")
 _LEET_SIGN = re.compile(r"[a-z][0-9@$!|]|[0-9@$|][a-z]")
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
-                       "@": "a", "$": "s", "!": "i", "|": "l", "+": "t"})  # fmt: skip
-# Words English text is made of, forwards and backwards: text with many of the second
-# and few of the first was written backwards.
-_FORWARD = re.compile(r"\b(?:the|you|and|all|to|your|of|is)\b")
+                       "@": "a", "$": "s", "|": "l", "+": "t"})  # fmt: skip
+_FORWARD_WORDS = re.compile(r"\b(?:the|you|and|all|to|your|of|is)\b")
+_BACKWARD_WORDS = re.compile(r"\b(?:eht|uoy|dna|lla|ot|ruoy|fo|si)\b")
+# Words of attacks written backwards ("erongi" is "ignore"): their presence is what
+# makes reading the text backwards worth it.
 _BACKWARD = re.compile(
-    r"\b(?:eht|uoy|dna|lla|ot|ruoy|fo|si|erongi|snoitcurtsni|tpmorp)\b|いさだく|視無|示指|トプンロプ|てし"
+    r"erongi|dragersid|tegrof|snoitcurtsni|tpmorp|metsys|selur|won era uoy|laever|edom repoleved|suoiverp"
+    r"|視無|示指|令命|トプンロプ|ムテスシ|定設|約制|限制|棄破|れ忘|ンイラドイガ|て捨|とこたっかな|ルール|らなia|理倫|閲検"
 )
 
 
@@ -82,7 +89,7 @@ def _base64(raw: str) -> str | None:
         text = _bytes_text(data) if data is not None else None
         if text is not None:
             out.append(raw[position : m.start()])
-            out.append(" " + text + " ")
+            out.append("\n" + text + "\n")  # the payload reads as a message of its own
             position = m.end()
             changed = True
     return "".join(out) + raw[position:] if changed else None
@@ -95,7 +102,7 @@ def _hex(raw: str) -> str | None:
             text = _bytes_text(bytes.fromhex(digits[: len(digits) // 2 * 2]))
         except ValueError:
             text = None
-        return f" {text} " if text is not None else m.group()
+        return f"\n{text}\n" if text is not None else m.group()
 
     decoded = _HEX.sub(one, raw)
     return decoded if decoded != raw else None
@@ -120,12 +127,16 @@ def _leet(raw: str) -> str | None:
 
 
 def _reversed(raw: str) -> str | None:
-    lowered = raw.lower()
-    backward = len(_BACKWARD.findall(lowered))
-    forward = len(_FORWARD.findall(lowered)) + lowered.count("ください") + lowered.count("して")
-    if backward < 2 or backward <= forward:
-        return None
     return raw[::-1]
+
+
+def _backwards(lowered: str) -> bool:
+    """Whether text reads backwards: an attack word reversed, or more English function
+    words reversed ("eht", "uoy") than forwards."""
+    if _BACKWARD.search(lowered) is not None:
+        return True
+    backward = len(_BACKWARD_WORDS.findall(lowered))
+    return backward >= 2 and backward > len(_FORWARD_WORDS.findall(lowered))
 
 
 def _rot13(raw: str) -> str | None:
@@ -151,7 +162,7 @@ _SIGN = {
     "url": re.compile(r"%[0-9A-Fa-f]{2}"),
     "spaced": re.compile(r"(?:[ .\-_*|/+~,][^\W\d_]){3}[ .\-_*|/+~,]"),
     "leet": re.compile(r"[0-9@$|]"),
-    "reversed": re.compile(r"eht|uoy|erongi|snoitcurtsni|tpmorp|いさだく|視無|示指|トプンロプ"),
+    "reversed": re.compile(_BACKWARD.pattern + r"|eht|uoy|dna|lla|ruoy"),
     "rot13": re.compile(r"rot[- ]?13|caesar|シーザー"),
 }
 
@@ -166,6 +177,8 @@ def decode(raw: str, *, depth: int = 2) -> list[tuple[str, str]]:
             lowered = text.lower()
             for decoder, fn in DECODERS.items():
                 if _SIGN[decoder].search(lowered if decoder in _ON_LOWERED else text) is None:
+                    continue
+                if decoder == "reversed" and not _backwards(lowered):
                     continue
                 decoded = fn(text)
                 if decoded is not None and decoded != text:

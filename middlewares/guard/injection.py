@@ -80,8 +80,8 @@ INJECTION_PATTERNS: dict[str, str] = {
     r"(?: an?| my)? (?:dan|jailbroken|unrestricted|unfiltered|uncensored|evil|developer mode|an? ai (?:with(?:out)?|"
     r"that has) no)\b|\b(?:developer|god|dan|jailbreak) mode (?:enabled|on|activated)\b|\bdo anything now\b",
     # A fake system or developer message.
-    "fake_system": r"(?:^|\n|\]|\.|!) ?(?:new |updated )?(?:system|developer|admin(?:istrator)?) (?:message|prompt|"
-    r"instructions?|override|note)\s?:|\[(?:system|admin|developer)\]|<\|?(?:im_start\|>system|system\|?>)|"
+    "fake_system": r"(?:^|\n|\]|\.|!|:) ?(?:new |updated )?(?:system|developer|admin(?:istrator)?) (?:message|prompt|"
+    r"instructions?|override|note)\s?:|\b(?:new|updated) (?:system|developer) (?:message|prompt|instructions?)\s?:|\[(?:system|admin|developer)\]|<\|?(?:im_start\|>system|system\|?>)|"
     r"#{2,} ?(?:system|instruction)s?\b|\badmin override\b",
     "no_safety": r"\b(?:ignores?|ignoring|without|disregards?|free of|no) (?:all |any )?(?:safety|ethical|moral|content)"
     r" (?:policies|guidelines|rules|filters|restrictions|constraints)\b",
@@ -98,7 +98,7 @@ INJECTION_PATTERNS: dict[str, str] = {
     r"(?: \w+){0,3}? (?:everything|all|the text|the words|what(?:'s| is)?) (?:above|before this|so far)\b"
     r"|\bwhat (?:are|were) your (?:initial |original |first )?instructions\b",
     # Indirect: instructions addressed to the model inside content.
-    "ai_turn": r"(?:^|\n|<!--) ?(?:ai|assistant|chatbot|model|system) ?[:,] (?:\w+ ){0,2}?(?:say|send|print|ignore|"
+    "ai_turn": r"(?:^|\n|<!--|: ) ?(?:ai|assistant|chatbot|model|system) ?[:,] (?:\w+ ){0,2}?(?:say|send|print|ignore|"
     r"recommend|reply|respond|tell|output|write|forward|email|reveal|override|skip|disregard|forget)\b",
     "to_the_ai": r"\b(?:note|message|instructions?) (?:to|for) (?:the |any )?(?:ai|assistant|llm|language model|"
     r"chatbot|model)\b|\bif you are an? (?:ai|llm|language model|assistant|bot)\b|\b(?:ai|assistant|llm)s? "
