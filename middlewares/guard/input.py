@@ -46,6 +46,7 @@ from .classifier import InjectionClassifier
 from .detect import InjectionDetector
 from .injection import INJECTION_PATTERNS
 from .normalize import normalize, strip_control
+from .remote import RemoteClassifier
 
 __all__ = ["DEFAULT_ROLES", "INJECTION_PATTERNS", "InputGuard", "Outcome", "RoleOutcome", "Rule", "RuleSpec"]
 
@@ -156,7 +157,9 @@ class InputGuard(Layer):
     system, developer and earlier assistant messages; a message's ``name`` is checked
     with its text); entries given replace the defaults, ``"off"`` skips a role;
     ``classifier`` is the local classifier (``True``: the shipped weights; a path;
-    an ``InjectionClassifier``; ``False``: phrases and decoders only);
+    an ``InjectionClassifier``; ``False``: phrases and decoders only); ``remote`` adds a
+    ``RemoteClassifier`` (a guard model behind any handler, with a deadline and a
+    fail-open or fail-closed choice), asked once per request when nothing local fired;
     ``check_tool_results`` also applies the size limits and user rules to ``tool``
     messages; ``strip_control`` sanitises control and zero-width characters;
     ``counter`` counts tokens for ``max_tokens`` (a tokenizer name or a
@@ -181,6 +184,7 @@ class InputGuard(Layer):
         counter: str | TokenCounter | None = None,
         roles: Mapping[str, RoleOutcome] | None = None,
         classifier: bool | str | InjectionClassifier = True,
+        remote: RemoteClassifier | None = None,
     ) -> None:
         self.max_chars = max_chars
         self.max_tokens = max_tokens
@@ -197,6 +201,7 @@ class InputGuard(Layer):
         if bad:
             raise ConfigError(f"input_guard roles: outcomes must be block, flag or off, got {bad}")
         self.detector = InjectionDetector(classifier=classifier) if injection_outcome is not None else None
+        self.remote = remote if injection_outcome is not None else None
         self.rules: tuple[Rule, ...] = tuple(self._user_rule(r, i) for i, r in enumerate(rules))
         # Chat clients resend the whole history with every turn: the pattern rules'
         # verdict on a message text that passed is remembered (bounded), so each turn
@@ -306,6 +311,30 @@ class InputGuard(Layer):
                 remember = False  # the rewrite must happen again next time
         return remember
 
+    async def _ask_remote(self, request: Request, flags: list[str]) -> None:
+        """The remote classifier on the messages whose role blocks, joined, in one call."""
+        remote = self.remote
+        assert remote is not None
+        outcomes = self.role_outcomes
+        last = len(request.messages) - 1
+        texts = [
+            _text(m)
+            for i, m in enumerate(request.messages)
+            if outcomes.get("prefill" if i == last and m.role == "assistant" else m.role, outcomes["*"]) == "block"
+        ]
+        text = "\n\n".join(t for t in texts if t)
+        if not text:
+            return
+        verdict = await remote.verdict(text)
+        if verdict == "unsafe":
+            if self.injection_outcome == "block":
+                raise self._violation("injection", f"remote classifier {remote.model}: unsafe")
+            flags.append("injection")
+        elif verdict == "unavailable":
+            if remote.fail == "closed":
+                raise self._violation("injection_remote_unavailable", f"remote classifier {remote.model} unavailable")
+            flags.append("injection_remote_unavailable")
+
     def _check_injection(self, messages: list[Message], changed: dict[int, Message], flags: list[str]) -> None:
         """Every message that reaches the model, each with its role's outcome."""
         detector = self.detector
@@ -335,6 +364,8 @@ class InputGuard(Layer):
             checked, flags = self.check(request)
             if span is not None and flags:
                 span.set_attribute("onion.guard.flags", list(dict.fromkeys(flags)))
+        if self.remote is not None and "injection" not in flags:
+            await self._ask_remote(checked, flags)
         if flags:
             # Deduplicated but in order, so logs read like the rule list.
             record = request.context.guard_findings().flags

@@ -26,7 +26,7 @@ import msgspec
 
 from onion import CallNext, Chunk, ConfigError, GuardrailViolation, Layer, Order, Request, Response, resolve_import
 
-from .pii import DETECTORS, Detector
+from .pii import DETECTORS, Detector, PhoneDetector
 
 __all__ = ["Mode", "OutputGuard", "Scanner"]
 
@@ -38,9 +38,11 @@ _STREAM_SPAN_ATTRIBUTES = {"onion.layer": "output_guard", "onion.stream": True}
 _DEFAULT_DETECTORS = ("card", "email", "phone", "iban", "secret", "my_number")
 
 
-def _detector(spec: str | Detector) -> Detector:
+def _detector(spec: str | Detector, phone_regions: Sequence[str] | None = None) -> Detector:
     if not isinstance(spec, str):
         return spec
+    if spec == "phone" and phone_regions is not None:
+        return PhoneDetector(regions=tuple(phone_regions))
     cls = DETECTORS.get(spec)
     if cls is not None:
         return cls()
@@ -181,7 +183,9 @@ class OutputGuard(Layer):
     ``detectors`` are built-in names (``card``, ``email``, ``phone``, ``iban``,
     ``secret``, ``my_number``), import paths ``package.module:Class`` or ``Detector``
     objects; ``mode`` is the default action and ``modes`` overrides it per detector
-    (``{card = "block"}``). The arguments of tool calls are scanned like the text
+    (``{card = "block"}``); ``phone_regions`` are the regions whose national numbers
+    the phone detector knows (ISO codes; default US, GB, DE, FR, JP; international
+    ``+`` numbers of every region are found anyway). The arguments of tool calls are scanned like the text
     (complete, or streamed fragment by fragment with one scanner per call). Counts of
     matches per detector are recorded in ``request.context.findings.redactions``.
     """
@@ -197,8 +201,9 @@ class OutputGuard(Layer):
         detectors: Sequence[Any] = _DEFAULT_DETECTORS,
         mode: Mode = "redact",
         modes: dict[str, Mode] | None = None,
+        phone_regions: Sequence[str] | None = None,
     ) -> None:
-        built = [_detector(d) for d in detectors]
+        built = [_detector(d, phone_regions) for d in detectors]
         names = {d.name for d in built}
         unknown = set(modes or {}) - names
         if unknown:

@@ -480,3 +480,8 @@ def test_streamed_tool_call_arguments_match_the_complete_scan_at_any_split(first
 
     assert anyio.run(run) == [guard.check_text(t) for t in texts]
     assert guard.check_text(texts[1]) == '{"mail": "[EMAIL]", "card": "[CARD]"}'
+
+
+def test_phone_regions_from_configuration() -> None:
+    assert OutputGuard().check_text("llame al 912 34 56 78") == "llame al 912 34 56 78"  # Spain: not a default
+    assert OutputGuard(phone_regions=["ES"]).check_text("llame al 912 34 56 78") == "llame al [PHONE]"
