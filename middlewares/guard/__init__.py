@@ -4,11 +4,8 @@ In the order a request meets them::
 
     mask_errors ─▶ input_guard ─▶ … caches … ─▶ output_guard ─▶ … ─▶ provider
 
-The input guard's injection check (``detect``) is built from ``normalize`` (the text
-folding it matches against), ``injection`` (the grammar of attack intents),
-``decoders`` (obfuscations read in clear) and ``classifier`` (the local model), with
-``remote`` (a guard model behind any handler) as an option; ``pii`` holds the output
-guard's detectors.
+``normalize`` (the text folding the input guard matches against) and ``pii`` (the
+output guard's detectors) are what the two guards are built from.
 """
 
 from __future__ import annotations
@@ -19,10 +16,6 @@ from onion import lazy_getattr
 
 if TYPE_CHECKING:
     # Static twins of the lazy names below (``X as X`` marks a re-export).
-    from .classifier import InjectionClassifier as InjectionClassifier
-    from .decoders import decode as decode
-    from .detect import InjectionDetector as InjectionDetector
-    from .input import DEFAULT_ROLES as DEFAULT_ROLES
     from .input import INJECTION_PATTERNS as INJECTION_PATTERNS
     from .input import InputGuard as InputGuard
     from .input import Rule as Rule
@@ -40,15 +33,10 @@ if TYPE_CHECKING:
     from .pii import PatternDetector as PatternDetector
     from .pii import PhoneDetector as PhoneDetector
     from .pii import SecretDetector as SecretDetector
-    from .remote import RemoteClassifier as RemoteClassifier
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "mask_errors": ("MaskErrors", "mask"),
-    "input": ("DEFAULT_ROLES", "INJECTION_PATTERNS", "InputGuard", "Rule", "RuleSpec"),
-    "detect": ("InjectionDetector",),
-    "decoders": ("decode",),
-    "classifier": ("InjectionClassifier",),
-    "remote": ("RemoteClassifier",),
+    "input": ("INJECTION_PATTERNS", "InputGuard", "Rule", "RuleSpec"),
     "output": ("OutputGuard", "Scanner"),
     "pii": (
         "DETECTORS",
