@@ -89,14 +89,17 @@ INJECTION_PATTERNS: dict[str, str] = {
     "reveal_system_prompt": r"\b(?:reveal|show|print|repeat|output|leak|tell me|display|give me|write out|spell out|"
     r"recite|dump|copy|paste)\b(?: \w+){0,3}? (?:system prompt|system message|(?:initial|original|hidden|secret|first)"
     r" (?:instructions|prompt|message)|developer message|pre-?prompt)",
-    "own_prompt": r"\byour (?:initial|original|first|hidden|secret|starting|underlying) (?:instructions|prompt|"
-    r"configuration|message|text|directives)\b|\bsystem_?prompt\b|<system_?prompt>|\binitiali[sz]ation string\b"
-    r"|\b(?:see|read|share|dump|leak|get) (?:the |your )?system prompt\b"
-    r"|\bwhat (?:are|were) you (?:not supposed|told not|instructed not) to\b"
-    r"|\b(?:repeat|print|output|reproduce|recite)\b[^.!?\n]{0,60}\b(?:word for word|verbatim)\b",
-    "told_before": r"\bwhat (?:were|was) you (?:told|given|instructed|programmed)\b|\b(?:repeat|print|output|show)\b"
-    r"(?: \w+){0,3}? (?:everything|all|the text|the words|what(?:'s| is)?) (?:above|before this|so far)\b"
-    r"|\bwhat (?:are|were) your (?:initial |original |first )?instructions\b",
+    # Patterns that start with a literal let the regex engine scan for it at C speed.
+    "own_prompt": r"your (?:initial|original|first|hidden|secret|starting|underlying) (?:instructions|prompt|"
+    r"configuration|message|text|directives)\b",
+    "code_prompt": r"system_?prompt\b|initiali[sz]ation string\b",
+    "see_prompt": r"\b(?:see|read|share|dump|leak|get) (?:the |your )?system prompt\b",
+    "not_supposed": r"\bwhat (?:are|were) you (?:not supposed|told not|instructed not) to\b",
+    "verbatim": r"\b(?:repeat|print|output|reproduce|recite)\b[^.!?\n]{0,60}\b(?:word for word|verbatim)\b",
+    "told_before": r"\bwhat (?:were|was) you (?:told|given|instructed|programmed)\b",
+    "repeat_above": r"\b(?:repeat|print|output|show)\b(?: \w+){0,3}? (?:everything|all|the text|the words|"
+    r"what(?:'s| is)?) (?:above|before this|so far)\b",
+    "your_instructions": r"\bwhat (?:are|were) your (?:initial |original |first )?instructions\b",
     # Indirect: instructions addressed to the model inside content.
     "ai_turn": r"(?:^|\n|<!--|: ) ?(?:ai|assistant|chatbot|model|system) ?[:,] (?:\w+ ){0,2}?(?:say|send|print|ignore|"
     r"recommend|reply|respond|tell|output|write|forward|email|reveal|override|skip|disregard|forget)\b",
@@ -132,6 +135,22 @@ INJECTION_PATTERNS: dict[str, str] = {
 # survives normalisation; these phrases are matched against the text without spaces.
 _COMPACT = frozenset(name for name in INJECTION_PATTERNS if name.startswith("ja_"))
 
+_EN_OBJECT_WORDS = (
+    "instruction",
+    "prompt",
+    "rules",
+    "direction",
+    "guideline",
+    "context",
+    "message",
+    "command",
+    "constraint",
+    "orders",
+    "programming",
+    "guardrail",
+    "restriction",
+    "polic",
+)
 _JA_VERBS = ("無視", "忘れ", "わすれ", "むし", "取り消", "破棄", "捨て", "なかったことに", "気にせず")
 # Per phrase, groups of literal anchors: the phrase can only match if every group has a
 # member in the text. ``in`` runs at C speed, so ordinary text skips the regexes. The
@@ -139,15 +158,24 @@ _JA_VERBS = ("無視", "忘れ", "わすれ", "むし", "取り消", "破棄", "
 _ANCHORS: dict[str, tuple[tuple[str, ...], ...]] = {
     "ignore_previous": (("ignore", "disregard", "forget", "skip", "override", "bypass", "drop", "discard",
                          "abandon", "dismiss", "neglect", "overlook", "erase", "delete", "scrap", "pay no", "aside",
-                         "throw out", "follow"),),
+                         "throw out", "follow"),
+                        _EN_OBJECT_WORDS),
     "ignore_rest": (("rest of", "stop everything"),),
-    "no_safety": (("safety", "ethical", "moral", "content"),),
-    "own_prompt": (("your", "prompt", "initiali", "not supposed", "told not", "instructed not", "verbatim",
-                    "word for word"),),
+    "no_safety": (("safety", "ethical", "moral", "content"),
+                  ("policies", "guidelines", "rules", "filters", "restrictions", "constraints")),
+    "own_prompt": (("your initial", "your original", "your first", "your hidden", "your secret", "your starting",
+                    "your underlying"),),
+    "code_prompt": (("systemprompt", "system_prompt", "initialization string", "initialisation string"),),
+    "see_prompt": (("system prompt",),),
+    "not_supposed": (("not supposed", "told not", "instructed not"),),
+    "verbatim": (("verbatim", "word for word"),),
+    "repeat_above": (("above", "before this", "so far"), ("repeat", "print", "output", "show")),
+    "your_instructions": (("your instructions", "your initial", "your original", "your first"),),
     "ai_turn": ((":", ","), ("ai", "assistant", "bot", "model", "system")),
     "ignore_above": (("ignore", "disregard", "forget", "drop"), ("above", "preceding")),
     "forget_everything": (("forget", "disregard", "ignore"),),
-    "rules_void": (("your ",),),
+    "rules_void": (("your ",), ("no longer apply", "void", "cancel", "revoked", "lifted", "disabled", "suspended",
+                               "gone", "removed", "null")),
     "no_restrictions": (("no rules", "no restrictions", "no limits", "no filters", "no guidelines", "no more",
                          "without any"),),
     "new_instructions": (("from now on", "starting now", "henceforth", "your new"),),
@@ -159,9 +187,10 @@ _ANCHORS: dict[str, tuple[tuple[str, ...], ...]] = {
     "reveal_system_prompt": (("system prompt", "system message", "instructions", "prompt", "developer message"),
                              ("reveal", "show", "print", "repeat", "output", "leak", "tell me", "display", "give me",
                               "write out", "spell out", "recite", "dump", "copy", "paste")),
-    "told_before": (("what", "repeat", "print", "output", "show"),),
+    "told_before": (("what were you", "what was you"),),
     "to_the_ai": (("to the", "for the", "to any", "for any", " to ai", " for ai", "if you are", "reading this",
-                   "processing this", "summarizing this", "summarising this"),),
+                   "processing this", "summarizing this", "summarising this"),
+                  ("ai", "assistant", "llm", "model", "chatbot", "bot")),
     "ja_system_prompt": (("システム", "system"), ("プロンプト", "メッセージ", "指示", "設定", "命令")),
     "ja_previous": (("指示", "命令", "指令", "ルール", "設定", "制約", "プロンプト", "ガイドライン"), _JA_VERBS),
     "ja_imperative": (("指示", "命令", "指令", "プロンプト", "ガイドライン", "設定", "ルール", "制約"), _JA_VERBS),
