@@ -1,13 +1,20 @@
-"""Cost of the guards: input guard and output guard per KB, output guard per streamed
-chunk, context trimming of a 200-turn history; and the detectors' false-positive rate
-on ordinary text with numbers.
+"""Accuracy and cost of the guards.
+
+Accuracy (``benchmarks/guard_accuracy.py``): injection recall and false alarms per
+language, source and obfuscation, ``InputGuard()`` beside ai-injection-guard; PII recall
+and precision per type and locale, ``OutputGuard()`` beside Presidio's pattern
+recognizers; all on the held-out ``test`` splits of ``benchmarks/data/``.
+
+Cost: input guard and output guard per KB, output guard per streamed chunk, context
+trimming of a 200-turn history; and the detectors' false-positive rate on ordinary
+text with numbers.
 
 Streamed chunks are 20 real tokens each (o200k_base boundaries), the size the target
 is stated for: the output guard should add < 20 µs per chunk. Timings are CPU time of
 this process (the machine is shared), the minimum over ``--repeats`` runs. Prints a table and writes
 ``benchmarks/results/guards.json``.
 
-    python benchmarks/guards.py [--repeats 5] [--corpus 5000]
+    python benchmarks/guards.py [--repeats 5] [--corpus 5000] [--accuracy-only]
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from typing import Any
 import anyio
 import bpe_openai
 from faker import Faker
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from middlewares.context.trim import TrimContext
 from middlewares.guard.input import InputGuard
@@ -90,6 +99,8 @@ def measure_text_costs(repeats: int) -> dict[str, float]:
 
     def check_new(req: Request) -> None:
         guard_in._verdicts.clear()
+        if guard_in.detector is not None:
+            guard_in.detector._verdicts.clear()
         guard_in.check(req)
 
     return {
@@ -196,6 +207,8 @@ def measure_trim(repeats: int) -> dict[str, Any]:
 
     def guard_cold() -> None:
         guard._verdicts.clear()  # a new conversation: every message checked
+        if guard.detector is not None:
+            guard.detector._verdicts.clear()
         guard.check(request)
 
     out["input_guard_cold_us"] = best_us(guard_cold, 20, repeats)
@@ -261,7 +274,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--corpus", type=int, default=5000)
+    parser.add_argument("--accuracy-only", action="store_true", help="skip the cost measurements")
+    parser.add_argument("--split", default="test", help="'train' while developing; the figures are on 'test'")
     args = parser.parse_args()
+    # Beside this file; imported here so that tests can load this module by path.
+    from guard_accuracy import measure_injection, measure_pii, print_injection, print_pii
+
+    injection = measure_injection(args.split)
+    print_injection(injection)
+    pii = measure_pii(args.split)
+    print_pii(pii)
+    if args.accuracy_only:
+        return
     text = measure_text_costs(args.repeats)
     chunks = measure_chunks(args.repeats)
     trim = measure_trim(args.repeats)
@@ -307,6 +331,8 @@ def main() -> None:
                 "target_chunk_us": TARGET_CHUNK_US,
                 "trim": trim,
                 "false_positives": fp,
+                "injection": injection,
+                "pii": pii,
             },
             indent=2,
         )

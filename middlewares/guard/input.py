@@ -42,74 +42,33 @@ from onion import (
     resolve_import,
 )
 
+from .classifier import InjectionClassifier
+from .detect import InjectionDetector
+from .injection import INJECTION_PATTERNS
 from .normalize import normalize, strip_control
+from .remote import RemoteClassifier
 
-__all__ = ["INJECTION_PATTERNS", "InputGuard", "Outcome", "Rule", "RuleSpec"]
+__all__ = ["DEFAULT_ROLES", "INJECTION_PATTERNS", "InputGuard", "Outcome", "RoleOutcome", "Rule", "RuleSpec"]
 
 Outcome = Literal["block", "flag", "sanitise"]
 
 
-_EN_OBJECT = r"(?:instructions?|prompts?|rules|directions|guidelines|context|messages?|commands?|constraints)"
-_EN_BEFORE = (
-    r"(?:previous|prior|above|earlier|preceding|foregoing|initial|original|system|all|any|the|your|those|these)"
-)
+RoleOutcome = Literal["block", "flag", "off"]
 
-# "don't ignore the previous instructions" asks for the opposite of an injection.
-_EN_NOT = r"(?<!not )(?<!n't )(?<!never )"
-_EN_WHAT = r"(?:typos?|mistakes?|errors?|lines?|sentences?|paragraphs?|parts?|sections?|comments?|notes?)"
-# Japanese verb endings that negate or narrate ("do not ignore", "I forgot", "was
-# ignored"): after them the phrase is not an instruction to the model.
-_JA_NOT = "(?!(?:し|す|さ)?(?:ない|なかっ|ません|ず|るな|てしま|ていま|ました|た(?:$|[。、!?]|ので|けど|が|から)))"
-_JA_VERB = "(?:無視|忘れ|わすれ|むし|取り消)"
-
-INJECTION_PATTERNS: dict[str, str] = {
-    # "ignore (all) previous instructions" and its many wordings.
-    "ignore_previous": rf"{_EN_NOT}\b(?:ignore|disregard|forget|skip|override|bypass)\b(?: \w+){{0,3}}? {_EN_BEFORE}"
-    rf"(?: \w+){{0,2}}? {_EN_OBJECT}\b",
-    # "ignore the above and ...", "disregard everything above".
-    "ignore_above": rf"{_EN_NOT}\b(?:ignore|disregard|forget)\b(?: (?:all|everything|anything))?(?: of)?"
-    rf"(?: (?:the|what(?:'s| is| was)(?: written| said)?))? (?:above|preceding)\b(?! {_EN_WHAT}\b)",
-    "new_instructions": r"\b(?:from now on|starting now),? (?:you are|you will|act as|ignore)\b",
-    "reveal_system_prompt": r"\b(?:reveal|show|print|repeat|output|leak|tell me|display)\b(?: \w+){0,3}? "
-    r"(?:system prompt|system message|initial instructions|hidden instructions|developer message)",
-    "jailbreak_persona": r"\b(?:you are now|act as|pretend to be|roleplay as)\b(?: an?)? "
-    r"(?:dan|jailbroken|unrestricted|unfiltered|developer mode)\b|\bdeveloper mode (?:enabled|on)\b",
-    # Japanese: "ignore the system prompt", "ignore the previous instructions", "ignore
-    # the rules", "forget the settings", written with or without particles. Matched
-    # against the text with every space removed (see ``_COMPACT``).
-    "ja_system_prompt": "(?:システム|system)(?:の|・)?(?:プロンプト|メッセージ|指示|設定|命令).{0,12}?"
-    f"(?:無視|忘れ|わすれ|むし|教えて|表示|出力){_JA_NOT}",
-    "ja_previous": "(?:以前|前回|前|これまで|今まで|上記|上|最初|元|先ほど|先程|さっき|先|すべて|全て|全部|あらゆる)"
-    f"の?(?:指示|命令|指令|ルール|設定|制約|プロンプト).{{0,8}}?{_JA_VERB}{_JA_NOT}",
-    # "ignore the instructions!" as an order, with no "previous": imperative endings only,
-    # so "I ignored my boss's orders" is not caught.
-    "ja_imperative": "(?:指示|命令|指令|プロンプト)(?:を|は)?(?:すべて|全て|全部)?(?:無視|忘れ)"
-    "(?:しろ|して|せよ|しなさい|ろ|て|なさい)",
-    "ja_rules": "(?:ルール|規則|制限|制約|ガイドライン|ポリシー).{0,4}?"
-    f"(?:無視|忘れ|わすれ|むし|解除|破っ|やぶっ){_JA_NOT}",
+DEFAULT_ROLES: dict[str, RoleOutcome] = {
+    "user": "block",
+    "tool": "block",
+    "function": "block",
+    "prefill": "block",
+    "assistant": "flag",
+    "system": "flag",
+    "developer": "flag",
+    "*": "block",
 }
-"""Prompt-injection phrases (regex over normalised text) by name."""
-
-# Japanese has no spaces between words, so a space an attacker puts inside a word
-# survives normalisation; these phrases are matched against the text without spaces.
-_COMPACT = frozenset({"ja_system_prompt", "ja_previous", "ja_imperative", "ja_rules"})
-
-_JA_VERBS = ("無", "忘", "わ", "む", "教", "表", "出", "取", "解", "破", "や")
-# Per phrase, groups of literal anchors: the phrase can only match if every group has a
-# member in the text. ``in`` runs at C speed, so ordinary text skips the regexes (the
-# Japanese ones, with optional spaces between characters, are the slow ones). Japanese
-# anchors are single characters because a space may sit inside any word.
-_ANCHORS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "ignore_previous": (("ignore", "disregard", "forget", "skip", "override", "bypass"),),
-    "ignore_above": (("ignore", "disregard", "forget"), ("above", "preceding")),
-    "new_instructions": (("from now on", "starting now"),),
-    "reveal_system_prompt": (("system", "instructions", "developer message"),),
-    "jailbreak_persona": (("you are now", "act as", "pretend", "roleplay", "developer mode"),),
-    "ja_system_prompt": (("シ", "system"), ("プ", "メ", "指", "設"), _JA_VERBS),
-    "ja_previous": (("指", "命", "ル", "設", "制", "プ"), _JA_VERBS),
-    "ja_imperative": (("指", "命", "プ"), ("無", "忘")),
-    "ja_rules": (("ル", "規", "制", "ガ", "ポ"), _JA_VERBS),
-}
+"""What the injection check does per role: ``prefill`` is an assistant message that ends
+the request (text the model is made to continue), ``assistant`` every earlier one,
+``*`` any role not named (an unknown role reaches the model too). System and developer
+messages are the operator's: they are flagged, not blocked, by default."""
 
 
 class RuleSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -188,12 +147,21 @@ class InputGuard(Layer):
 
     ``max_chars`` and ``max_tokens`` limit the total size of the checked messages
     (tokens estimated with ``counter``; ``size_outcome = "flag"`` only records it);
-    ``injection`` enables the prompt-injection phrases (``True``/``"block"``,
-    ``"flag"``, or ``False``); ``rules`` adds user rules (``Rule`` objects,
+    ``injection`` enables the prompt-injection check (``middlewares.guard.detect``:
+    phrases, decoders, classifier; ``True``/``"block"``, ``"flag"`` to only record it,
+    or ``False``); ``rules`` adds user rules (``Rule`` objects,
     ``{name, pattern|check, outcome}`` tables, or plain strings: a regex rule named
     after its pattern that blocks);
-    ``check_tool_results`` also checks ``tool`` messages (text a tool fetched can carry
-    an injection too); ``strip_control`` sanitises control and zero-width characters;
+    ``roles`` sets what the injection check does per role (``DEFAULT_ROLES``: block in
+    user, tool and function messages, an assistant prefill and unknown roles; flag in
+    system, developer and earlier assistant messages; a message's ``name`` is checked
+    with its text); entries given replace the defaults, ``"off"`` skips a role;
+    ``classifier`` is the local classifier (``True``: the shipped weights; a path;
+    an ``InjectionClassifier``; ``False``: phrases and decoders only); ``remote`` adds a
+    ``RemoteClassifier`` (a guard model behind any handler, with a deadline and a
+    fail-open or fail-closed choice), asked once per request when nothing local fired;
+    ``check_tool_results`` also applies the size limits and user rules to ``tool``
+    messages; ``strip_control`` sanitises control and zero-width characters;
     ``counter`` counts tokens for ``max_tokens`` (a tokenizer name or a
     ``TokenCounter``; default: the fast estimate).
     """
@@ -214,6 +182,9 @@ class InputGuard(Layer):
         check_tool_results: bool = False,
         strip_control: bool = True,
         counter: str | TokenCounter | None = None,
+        roles: Mapping[str, RoleOutcome] | None = None,
+        classifier: bool | str | InjectionClassifier = True,
+        remote: RemoteClassifier | None = None,
     ) -> None:
         self.max_chars = max_chars
         self.max_tokens = max_tokens
@@ -225,10 +196,12 @@ class InputGuard(Layer):
         self.strip_control = strip_control
         injection_outcome: Outcome | None = "block" if injection is True else (injection or None)
         self.injection_outcome = injection_outcome
-        self._injection = tuple(
-            (name, _ANCHORS.get(name, ()), re.compile(pattern), name in _COMPACT)
-            for name, pattern in INJECTION_PATTERNS.items()
-        )
+        self.role_outcomes: dict[str, RoleOutcome] = {**DEFAULT_ROLES, **(roles or {})}
+        bad = {r: o for r, o in self.role_outcomes.items() if o not in ("block", "flag", "off")}
+        if bad:
+            raise ConfigError(f"input_guard roles: outcomes must be block, flag or off, got {bad}")
+        self.detector = InjectionDetector(classifier=classifier) if injection_outcome is not None else None
+        self.remote = remote if injection_outcome is not None else None
         self.rules: tuple[Rule, ...] = tuple(self._user_rule(r, i) for i, r in enumerate(rules))
         # Chat clients resend the whole history with every turn: the pattern rules'
         # verdict on a message text that passed is remembered (bounded), so each turn
@@ -299,7 +272,9 @@ class InputGuard(Layer):
                         "max_tokens", f"about {total} tokens in user messages, limit {self.max_tokens}"
                     )
                 flags.append("max_tokens")
-        if self.injection_outcome is None and not self.rules:
+        if self.detector is not None:
+            self._check_injection(messages, changed, flags)
+        if not self.rules:
             return _replace(request, changed), flags
         verdicts = self._verdicts
         for position, i in enumerate(checked):
@@ -320,14 +295,8 @@ class InputGuard(Layer):
     def _check_message(
         self, i: int, raw: str, messages: list[Message], changed: dict[int, Message], flags: list[str]
     ) -> bool:
-        """The pattern rules on one message; True if its verdict may be remembered."""
+        """The user rules on one message; True if its verdict may be remembered."""
         norm = normalize(raw)
-        if self.injection_outcome is not None:
-            found = _injection(self._injection, norm)
-            if found is not None:
-                if self.injection_outcome == "block":
-                    raise self._violation("injection", f"message {i}: injection phrase {found}")
-                flags.append("injection")
         remember = True
         for rule in self.rules:
             if not rule.matches(raw, norm):
@@ -342,11 +311,61 @@ class InputGuard(Layer):
                 remember = False  # the rewrite must happen again next time
         return remember
 
+    async def _ask_remote(self, request: Request, flags: list[str]) -> None:
+        """The remote classifier on the messages whose role blocks, joined, in one call."""
+        remote = self.remote
+        assert remote is not None
+        outcomes = self.role_outcomes
+        last = len(request.messages) - 1
+        texts = [
+            _text(m)
+            for i, m in enumerate(request.messages)
+            if outcomes.get("prefill" if i == last and m.role == "assistant" else m.role, outcomes["*"]) == "block"
+        ]
+        text = "\n\n".join(t for t in texts if t)
+        if not text:
+            return
+        verdict = await remote.verdict(text)
+        if verdict == "unsafe":
+            if self.injection_outcome == "block":
+                raise self._violation("injection", f"remote classifier {remote.model}: unsafe")
+            flags.append("injection")
+        elif verdict == "unavailable":
+            if remote.fail == "closed":
+                raise self._violation("injection_remote_unavailable", f"remote classifier {remote.model} unavailable")
+            flags.append("injection_remote_unavailable")
+
+    def _check_injection(self, messages: list[Message], changed: dict[int, Message], flags: list[str]) -> None:
+        """Every message that reaches the model, each with its role's outcome."""
+        detector = self.detector
+        assert detector is not None
+        outcomes = self.role_outcomes
+        last = len(messages) - 1
+        for i, message in enumerate(messages):
+            role = "prefill" if i == last and message.role == "assistant" else message.role
+            outcome = outcomes.get(role, outcomes["*"])
+            if outcome == "off":
+                continue
+            text = _text(changed.get(i) or message)
+            if message.name:
+                text = f"{message.name}\n{text}"
+            if not text:
+                continue
+            found = detector.find(text)
+            if found is None:
+                continue
+            if outcome == "block" and self.injection_outcome == "block":
+                raise self._violation("injection", f"message {i} ({message.role}): {found}")
+            if "injection" not in flags:
+                flags.append("injection")
+
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         with request.context.span("input_guard check", self._span_attributes) as span:
             checked, flags = self.check(request)
             if span is not None and flags:
                 span.set_attribute("onion.guard.flags", list(dict.fromkeys(flags)))
+        if self.remote is not None and "injection" not in flags:
+            await self._ask_remote(checked, flags)
         if flags:
             # Deduplicated but in order, so logs read like the rule list.
             record = request.context.guard_findings().flags
@@ -357,21 +376,6 @@ class InputGuard(Layer):
 # Bounded by the characters kept (the texts are the keys), not by count: a few large
 # pasted documents must not hold much memory. Cleared at once when full.
 _VERDICT_CHARS_KEPT = 4_000_000
-
-_Phrase = tuple[str, tuple[tuple[str, ...], ...], re.Pattern[str], bool]
-
-
-def _injection(phrases: tuple[_Phrase, ...], norm: str) -> str | None:
-    """The name of the first injection phrase in ``norm``, or ``None``."""
-    compact = None
-    for name, anchors, pattern, spaceless in phrases:
-        if not all(any(a in norm for a in group) for group in anchors):
-            continue
-        if spaceless and compact is None:
-            compact = norm.replace(" ", "")
-        if pattern.search(compact if spaceless and compact is not None else norm) is not None:
-            return name
-    return None
 
 
 def _text(message: Message) -> str:

@@ -26,7 +26,7 @@ import msgspec
 
 from onion import CallNext, Chunk, ConfigError, GuardrailViolation, Layer, Order, Request, Response, resolve_import
 
-from .pii import DETECTORS, Detector
+from .pii import DETECTORS, Detector, PhoneDetector
 
 __all__ = ["Mode", "OutputGuard", "Scanner"]
 
@@ -38,9 +38,11 @@ _STREAM_SPAN_ATTRIBUTES = {"onion.layer": "output_guard", "onion.stream": True}
 _DEFAULT_DETECTORS = ("card", "email", "phone", "iban", "secret", "my_number")
 
 
-def _detector(spec: str | Detector) -> Detector:
+def _detector(spec: str | Detector, phone_regions: Sequence[str] | None = None) -> Detector:
     if not isinstance(spec, str):
         return spec
+    if spec == "phone" and phone_regions is not None:
+        return PhoneDetector(regions=tuple(phone_regions))
     cls = DETECTORS.get(spec)
     if cls is not None:
         return cls()
@@ -56,7 +58,7 @@ def _detector(spec: str | Detector) -> Detector:
 class _Plan:
     """The detectors with their modes, shared by every scan of one guard."""
 
-    __slots__ = ("block", "detectors", "horizon", "steps")
+    __slots__ = ("block", "detectors", "horizon", "longest", "steps")
 
     def __init__(self, detectors: Sequence[Detector], block: frozenset[str]) -> None:
         self.detectors = tuple(detectors)
@@ -68,8 +70,10 @@ class _Plan:
         for d in detectors:
             groups.setdefault(("".join(sorted(d.chars)), d.max_length), []).append((d, d.find))
         self.steps = tuple((chars, length, tuple(finders)) for (chars, length), finders in groups.items())
-        # Context kept for look-behinds and for finding where a run began.
-        self.horizon = max((d.max_length for d in detectors), default=0) + 1
+        # Context kept for look-behinds and for finding where a run began: a detector
+        # may look ``lookbehind`` characters before a match ("Order #", "ISBN").
+        self.longest = max((d.max_length for d in detectors), default=0)
+        self.horizon = max((d.max_length + getattr(d, "lookbehind", 0) for d in detectors), default=0) + 1
 
 
 class Scanner:
@@ -179,8 +183,11 @@ class OutputGuard(Layer):
     ``detectors`` are built-in names (``card``, ``email``, ``phone``, ``iban``,
     ``secret``, ``my_number``), import paths ``package.module:Class`` or ``Detector``
     objects; ``mode`` is the default action and ``modes`` overrides it per detector
-    (``{card = "block"}``). Counts of matches per detector are recorded in
-    ``request.context.findings.redactions``.
+    (``{card = "block"}``); ``phone_regions`` are the regions whose national numbers
+    the phone detector knows (ISO codes; default US, GB, DE, FR, JP; international
+    ``+`` numbers of every region are found anyway). The arguments of tool calls are scanned like the text
+    (complete, or streamed fragment by fragment with one scanner per call). Counts of
+    matches per detector are recorded in ``request.context.findings.redactions``.
     """
 
     name = "output_guard"
@@ -194,15 +201,16 @@ class OutputGuard(Layer):
         detectors: Sequence[Any] = _DEFAULT_DETECTORS,
         mode: Mode = "redact",
         modes: dict[str, Mode] | None = None,
+        phone_regions: Sequence[str] | None = None,
     ) -> None:
-        built = [_detector(d) for d in detectors]
+        built = [_detector(d, phone_regions) for d in detectors]
         names = {d.name for d in built}
         unknown = set(modes or {}) - names
         if unknown:
             raise ValueError(f"modes name detectors that are not enabled: {sorted(unknown)}")
         block = frozenset(d.name for d in built if (modes or {}).get(d.name, mode) == "block")
         self._plan = _Plan(built, block)
-        longest = self._plan.horizon - 1
+        longest = self._plan.longest
         # An instance attribute: the bound depends on the detectors chosen.
         self.buffers = (
             f"at most {longest} characters of a stream (the trailing run that could still be "
@@ -232,12 +240,74 @@ class OutputGuard(Layer):
         with request.context.span("output_guard scan", _SPAN_ATTRIBUTES) as span:
             try:
                 content = scanner.feed(completion.content) + scanner.finish()
+                calls = _scan_calls(completion.tool_calls, self._plan, scanner.found)
             finally:
                 _record(request, scanner)
                 _annotate(span, scanner)
-        if content == completion.content:
+        if content == completion.content and calls is completion.tool_calls:
             return response
-        return response.replace_completion(msgspec.structs.replace(completion, content=content))
+        return response.replace_completion(msgspec.structs.replace(completion, content=content, tool_calls=calls))
+
+
+def _scan_calls(calls: list[dict[str, Any]] | None, plan: _Plan, found: dict[str, int]) -> Any:
+    """Tool calls with their arguments scanned like the answer (the same list if clean)."""
+    if not calls:
+        return calls
+    out = []
+    for call in calls:
+        arguments = _arguments(call)
+        if arguments:
+            scanner = Scanner(plan)
+            try:
+                scanned = scanner.feed(arguments) + scanner.finish()
+            finally:
+                for name, count in scanner.found.items():
+                    found[name] = found.get(name, 0) + count
+            if scanned != arguments:
+                call = _with_arguments(call, scanned)
+        out.append(call)
+    return calls if all(a is b for a, b in zip(out, calls, strict=True)) else out
+
+
+def _arguments(call: Any) -> str:
+    function = call.get("function") if isinstance(call, dict) else None
+    arguments = function.get("arguments") if isinstance(function, dict) else None
+    return arguments if isinstance(arguments, str) else ""
+
+
+def _with_arguments(call: dict[str, Any], arguments: str) -> dict[str, Any]:
+    return {**call, "function": {**call["function"], "arguments": arguments}}
+
+
+class _CallScanners:
+    """Streamed tool calls: one scanner per call index, since OpenAI streams a call's
+    arguments as fragments of one string (``tool_calls[i].function.arguments``)."""
+
+    __slots__ = ("_plan", "found", "scanners")
+
+    def __init__(self, plan: _Plan, found: dict[str, int]) -> None:
+        self._plan = plan
+        self.found = found  # the answer's scanner's counts, shared
+        self.scanners: dict[Any, Scanner] = {}
+
+    def feed(self, deltas: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for delta in deltas:
+            arguments = _arguments(delta)
+            if arguments:
+                key = delta.get("index", 0)
+                scanner = self.scanners.get(key)
+                if scanner is None:
+                    scanner = self.scanners[key] = Scanner(self._plan)
+                    scanner.found = self.found
+                delta = _with_arguments(delta, scanner.feed(arguments))
+            out.append(delta)
+        return out
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The held-back ends of every call's arguments, as deltas."""
+        rests = [(key, scanner.finish()) for key, scanner in self.scanners.items()]
+        return [{"index": key, "function": {"arguments": rest}} for key, rest in rests if rest]
 
 
 def _annotate(span: Any, scanner: Scanner) -> None:
@@ -259,10 +329,16 @@ async def _guard_stream(
     span_context = request.context.span("output_guard scan", _STREAM_SPAN_ATTRIBUTES)
     span = span_context.__enter__()
     failure: BaseException | None = None
+    calls = _CallScanners(scanner._plan, scanner.found)
     try:
         async for chunk in source:
+            if chunk.tool_calls:
+                chunk = msgspec.structs.replace(chunk, tool_calls=calls.feed(chunk.tool_calls))
             if chunk.finish_reason is not None:
                 text = scanner.feed(chunk.content) + scanner.finish()
+                rests = calls.finish()
+                if rests:
+                    yield Chunk(tool_calls=rests)
             else:
                 text = scanner.feed(chunk.content)
             if text != chunk.content:
@@ -272,6 +348,9 @@ async def _guard_stream(
         rest = scanner.finish()
         if rest:
             yield Chunk(content=rest)
+        rests = calls.finish()
+        if rests:
+            yield Chunk(tool_calls=rests)
     except BaseException as error:
         failure = error
         raise

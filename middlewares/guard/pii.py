@@ -19,6 +19,7 @@ writing a class with these four members (the ``Detector`` protocol) or by subcla
 from __future__ import annotations
 
 import re
+import unicodedata
 from bisect import bisect_right
 from itertools import accumulate
 from typing import ClassVar, Protocol, runtime_checkable
@@ -33,7 +34,9 @@ __all__ = [
     "PatternDetector",
     "PhoneDetector",
     "SecretDetector",
+    "card_valid",
     "iban_valid",
+    "labelled",
     "luhn_valid",
     "my_number_valid",
 ]
@@ -66,6 +69,23 @@ _D = "[0-9０-９]"  # the same set as a regex class; never \d, which matches ev
 def _digits(text: str) -> list[int]:
     # int() reads full-width digits too.
     return [int(c) for c in text if c in _DIGITS]
+
+
+# A number right after one of these labels is an order, tracking or invoice number, an
+# ISBN, a reference: not a phone or a card, whatever its digits.
+LABEL_LOOKBEHIND = 28
+_LABEL = re.compile(
+    r"(?<![^\W\d_])(?:order|tracking|invoice|isbn(?:-1[03])?|issn|sku|serial|ref\.?|reference|confirmation|booking"
+    r"|bestellnummer|bestellung|rechnung(?:snummer)?|sendungsnummer|auftragsnummer|kundennummer|commande|facture"
+    r"|suivi|référence|注文番号|伝票番号|追跡番号|お問い合わせ番号|注文|伝票|請求書番号)"
+    r"[ \t]*(?:(?:no|nr|n°|number|num|id|code|de suivi)\.?)?[ \t]*[#:：№]?[ \t]*$",
+    re.IGNORECASE,
+)
+
+
+def labelled(text: str, begin: int) -> bool:
+    """Whether the number at ``begin`` follows a label such as "Order #" or "ISBN"."""
+    return _LABEL.search(text, max(0, begin - LABEL_LOOKBEHIND), begin) is not None
 
 
 def luhn_valid(number: str) -> bool:
@@ -150,12 +170,64 @@ class PatternDetector:
         return [m.span() for m in self.pattern.finditer(text, start) if validate(m.group())]
 
 
+# The issuer prefixes (IIN ranges) of the card networks and the lengths each issues:
+# Visa 4 (13, 16, 19), Mastercard 51-55 and 2221-2720 (16), American Express 34, 37
+# (15), Discover 6011, 644-649, 65 (16-19), JCB 35 (16-19; 3528-3589 assigned, the
+# rest of 35 kept for safety) and 2131, 1800 (15), Diners 300-305, 36,
+# 38, 39 (14-19), UnionPay 62 (16-19), Maestro 50, 56-69 (12-19), Mir 2200-2204
+# (16-19), RuPay 60, 81, 82 (16), Troy 9792 (16). A Luhn-valid number outside them is
+# an order id, an ISBN-13 (978, 979) or a tracking number, not a card.
+_NETWORKS: tuple[tuple[int, int, frozenset[int]], ...] = (
+    (4, 4, frozenset({13, 16, 19})),
+    (51, 55, frozenset({16})),
+    (2221, 2720, frozenset({16})),
+    (34, 34, frozenset({15})),
+    (37, 37, frozenset({15})),
+    (6011, 6011, frozenset(range(16, 20))),
+    (644, 649, frozenset(range(16, 20))),
+    (65, 65, frozenset(range(16, 20))),
+    (35, 35, frozenset(range(16, 20))),
+    (2131, 2131, frozenset({15})),
+    (1800, 1800, frozenset({15})),
+    (300, 305, frozenset(range(14, 20))),
+    (36, 36, frozenset(range(14, 20))),
+    (38, 39, frozenset(range(14, 20))),
+    (62, 62, frozenset(range(16, 20))),
+    (50, 50, frozenset(range(12, 20))),
+    (56, 69, frozenset(range(12, 20))),
+    (2200, 2204, frozenset(range(16, 20))),
+    (81, 82, frozenset({16})),
+    (9792, 9792, frozenset({16})),
+)
+
+
+def _issued(digits: list[int]) -> bool:
+    """Whether a network issues card numbers of this prefix and length."""
+    length = len(digits)
+    if length == 12 and my_number_valid("".join(map(str, digits))):
+        return False  # both would redact it; the Japanese check digit names it better
+    head = "".join(map(str, digits[:4]))
+    for low, high, lengths in _NETWORKS:
+        width = len(str(low))
+        if length in lengths and low <= int(head[:width]) <= high:
+            return True
+    return False
+
+
+def card_valid(number: str) -> bool:
+    """A payment-card number: an issued prefix and length (12 to 19 digits) and the
+    Luhn check; separators are ignored."""
+    digits = _digits(number)
+    return 12 <= len(digits) <= 19 and _issued(digits) and luhn_valid(number)
+
+
 def _cards_in_runs(text: str, start: int, runs: re.Pattern[str]) -> list[tuple[int, int]]:
     """Card numbers written as digit groups with spaces or dashes between them.
 
     A candidate is a whole run of groups. If the run as a whole fails, every sub-run
-    that starts and ends at a group boundary and has 13 to 19 digits is tried, longest
-    first (so "order 12345 4111 1111 1111 1111" still shows the card). The Luhn sum of
+    that starts and ends at a group boundary and has 12 to 19 digits is tried, longest
+    first (so "ref 12345 4111 1111 1111 1111" still shows the card). A number after a
+    label ("Order #", "ISBN", "tracking") is not a card. The Luhn sum of
     any sub-run comes from prefix sums in O(1), and the possible ends from a binary
     search, so even a 100 KB run of "1 1 1 ..." costs a few checks per group.
     """
@@ -164,7 +236,7 @@ def _cards_in_runs(text: str, start: int, runs: re.Pattern[str]) -> list[tuple[i
         groups = [g.span() for g in _GROUP.finditer(text, *run.span())]
         if len(groups) == 1:
             # One block of digits: a card only if it is one as a whole.
-            if 13 <= run.end() - run.start() <= 19 and luhn_valid(run.group()):
+            if card_valid(run.group()) and not labelled(text, run.start()):
                 spans.append(run.span())
             continue
         digits = list(map(int, "".join(text[b:e] for b, e in groups)))  # int() reads full-width digits
@@ -183,12 +255,12 @@ def _cards_in_runs(text: str, start: int, runs: re.Pattern[str]) -> list[tuple[i
             found = None
             first = counts[i]
             j = bisect_right(counts, first + 19) - 2
-            while j >= i and counts[j + 1] - first >= 13:
+            while j >= i and counts[j + 1] - first >= 12:
                 last = counts[j + 1]
                 # The rightmost digit is not doubled; every second one to its left is.
                 keep = (last - 1) & 1
                 total = plain[keep][last] - plain[keep][first] + doubled[1 - keep][last] - doubled[1 - keep][first]
-                if total % 10 == 0:
+                if total % 10 == 0 and _issued(digits[first:last]) and not labelled(text, groups[i][0]):
                     found = j
                     break
                 j -= 1
@@ -223,14 +295,17 @@ def _runs_of(at_least: int) -> re.Pattern[str]:
 
 
 class CardDetector(PatternDetector):
-    """Payment-card numbers: 13 to 19 digits, Luhn-checked, written as one block or in
-    groups separated by a dash or by one or two spaces (ordinary, U+00A0 or U+202F)."""
+    """Payment-card numbers: 12 to 19 digits with an issued prefix and length (see
+    ``card_valid``), Luhn-checked, written as one block or in groups separated by a dash
+    or by one or two spaces (ordinary, U+00A0 or U+202F); not after a label such as
+    "Order #" or "ISBN"."""
 
     name = "card"
     placeholder = "[CARD]"
     chars = frozenset(_DIGITS + "-" + _CARD_SPACES)
     max_length = 19 + 18 * 2
-    pattern = _runs_of(13)
+    lookbehind = LABEL_LOOKBEHIND
+    pattern = _runs_of(12)
 
     def find(self, text: str, start: int = 0) -> list[tuple[int, int]]:
         """Luhn-valid card numbers, also inside longer runs of digit groups."""
@@ -246,6 +321,13 @@ class MyNumberDetector(PatternDetector):
     chars = frozenset(_DIGITS + " -")
     max_length = 14
     pattern = re.compile(rf"{_D}(?<![0-9０-９]{_D}){_D}{{3}}[ -]?{_D}{{4}}[ -]?{_D}{{4}}(?![0-9０-９])")
+
+    lookbehind = LABEL_LOOKBEHIND
+
+    def find(self, text: str, start: int = 0) -> list[tuple[int, int]]:
+        """Numbers with a valid check digit, not after a label ("注文番号", "Order #")."""
+        found = self.pattern.finditer(text, start)
+        return [m.span() for m in found if self.validate(m.group()) and not labelled(text, m.start())]
 
     def validate(self, match: str) -> bool:
         """The check digit."""
@@ -266,57 +348,110 @@ class EmailDetector(PatternDetector):
 
 
 # What separates the groups of a phone number: spaces (ordinary, no-break U+00A0,
-# narrow no-break U+202F, ideographic U+3000: NFKC makes each a space) and hyphens:
-# ASCII, full-width U+FF0D (NFKC: ASCII), U+2010 and U+2011 (NFKC: U+2010), and what
-# Japanese text writes in their place (figure dash, en dash, minus sign, the long-vowel
-# mark ー and its half-width form, which NFKC maps to ー).
+# narrow no-break U+202F, ideographic U+3000), dots, slashes and hyphens: ASCII,
+# full-width U+FF0D, U+2010 and U+2011, and what Japanese text writes in their place
+# (figure dash, en dash, minus sign, the long-vowel mark ー and its half-width form).
 _PHONE_SPACES = " \u00a0\u202f\u3000"
 _PHONE_HYPHENS = "\u2010\u2011\u2012\u2013\u2212\uff0d\u30fc\uff70-"  # "-" last: literal in a class
-_PHONE_SEP = f"[{_PHONE_SPACES}{_PHONE_HYPHENS}]"
-_OPEN = "[(（]"
-_CLOSE = "[)）]"
+_PHONE_SEP = f"[{_PHONE_SPACES}./{_PHONE_HYPHENS}]"
+# A run of digit groups that may be a phone number: an optional "+" or "(", groups of
+# digits, each optionally in parentheses ("+49 (0) 30 …", "(212) 555-0123"), one or two
+# separators between them. It must not continue a word or a longer number.
+_PHONE_RUN = re.compile(
+    rf"(?<![0-9A-Za-z０-９+＋:.,])[+＋(（]?{_D}(?:{_D}|[)）]?{_PHONE_SEP}{{0,2}}[(（]?{_D}|[)）](?=[{_PHONE_SPACES}]|{_D}))*[)）]?"
+)
+# Dates and version strings are the digit groups most often mistaken for phones.
+_NOT_A_PHONE = re.compile(
+    rf"{_D}{{4}}[-/. ]{_D}{{1,2}}[-/. ]{_D}{{1,2}}|{_D}{{1,2}}[-/. ]{_D}{{1,2}}[-/. ]{_D}{{2,4}}"
+    rf"|{_D}{{1,2}}\.{_D}{{1,3}}\.{_D}{{1,4}}"
+)
+# A run that starts with an ISO date ("2024-05-12 22:58") is a timestamp.
+_DATED = re.compile(rf"{_D}{{4}}-{_D}{{1,2}}-{_D}{{1,2}}(?![0-9０-９])")
 
 
 class PhoneDetector(PatternDetector):
-    """Telephone numbers: international (``+44 20 7946 0958``, 8 to 15 digits) and
-    Japanese domestic numbers of 10 or 11 digits starting with ``0``: in groups
-    (``03-1234-5678``, ``045 123 4567``, ``0466-12-3456``, ``080 1234 5678``,
-    ``(03) 1234-5678``; the separators are spaces or hyphens, full-width and look-alike
-    ones included) or as one block (``0312345678``, ``09012345678``). Bare digit strings
-    without a leading ``+`` or ``0`` are not phones, nor are groups that continue a
-    longer run of digit groups: that keeps dates, prices and order ids out."""
+    """Telephone numbers, recognised by libphonenumber (``phonenumbers``).
+
+    International numbers (``+`` or ``00`` then a country code) are checked for every
+    region libphonenumber knows; national numbers (``030 1234567``, ``(212) 555-0123``,
+    ``06 12 34 56 78``, ``090-1234-5678``) for the ``regions`` given (ISO codes; default
+    ``US GB DE FR JP``): a number must be a possible one for the region (its lengths),
+    start with the region's trunk prefix where it has one (``0`` in most of Europe and
+    Japan) and be a valid, allocated number. Dates, version strings, numbers after a
+    label ("Order #", "ISBN", "tracking") and groups inside a longer run of numbers
+    are not phones.
+    """
 
     name = "phone"
     placeholder = "[PHONE]"
-    chars = frozenset(_DIGITS + ".()+（）" + _PHONE_SPACES + _PHONE_HYPHENS)
-    # "+", at most 15 digits, and per group (at most 6) a separator and two parentheses.
-    max_length = 1 + 15 + 6 * 3
-    hint = re.compile("[+0０]")
-    pattern = re.compile(
-        # Every form starts with "+", "(" or "0": the look-ahead drops all other positions fast.
-        r"(?=[+(（0０])(?:"
-        # International: + country code, then 2-6 groups.
-        rf"(?<![0-9０-９+])\+[1-9]{_D}{{0,2}}(?:[.{_PHONE_SPACES}{_PHONE_HYPHENS}]?\(?{_D}{{1,4}}\)?){{2,6}}"
-        # Japanese domestic: not a digit, nor the next group of a run of digit groups.
-        rf"|(?<![0-9０-９+])(?<![0-9０-９]{_PHONE_SEP})(?:"
-        # 0 + area code, exchange, subscriber: separated by spaces or hyphens, or the
-        # first two run together and a hyphen before the subscriber number.
-        rf"{_OPEN}?[0０]{_D}{{1,4}}{_CLOSE}?{_PHONE_SEP}{_D}{{1,4}}{_PHONE_SEP}{_D}{{3,4}}"
-        rf"|{_OPEN}?[0０]{_D}{{1,4}}{_CLOSE}?{_D}{{1,4}}[{_PHONE_HYPHENS}]{_D}{{3,4}}"
-        # The area code in parentheses: the separators are optional.
-        rf"|{_OPEN}[0０]{_D}{{1,4}}{_CLOSE}{_PHONE_SEP}?{_D}{{1,4}}{_PHONE_SEP}?{_D}{{3,4}}"
-        # One block: a landline (10 digits, no "00": that is the international prefix),
-        # a mobile or IP phone (070, 080, 090, 050: 11 digits).
-        rf"|[0０][1-9１-９]{_D}{{8}}|[0０][5789５７８９][0０]{_D}{{8}}"
-        r"))(?![0-9０-９])"
-    )
+    chars = frozenset(_DIGITS + "()+（）＋" + _PHONE_SPACES + "./" + _PHONE_HYPHENS)
+    # "+", at most 17 digits ("00" + 15), and per group (at most 8) two separators and
+    # two parentheses.
+    max_length = 1 + 17 + 8 * 4
+    lookbehind = LABEL_LOOKBEHIND
+    hint = re.compile(_D)
+    pattern = _PHONE_RUN
 
-    def validate(self, match: str) -> bool:
-        """Digit counts: 8-15 for international numbers, 10-11 for Japanese ones."""
-        count = len(_digits(match))
-        if match.startswith("+"):
-            return 8 <= count <= 15
-        return 10 <= count <= 11
+    def __init__(self, regions: tuple[str, ...] | list[str] = ("US", "GB", "DE", "FR", "JP")) -> None:
+        import phonenumbers  # a dependency of the output guard only
+
+        self._phonenumbers = phonenumbers
+        self.regions = tuple(r.upper() for r in regions)
+        unknown = [r for r in self.regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"phone regions unknown to libphonenumber: {unknown}")
+        self._prefixes = {
+            r: phonenumbers.PhoneMetadata.metadata_for_region(r).national_prefix or "" for r in self.regions
+        }
+
+    def find(self, text: str, start: int = 0) -> list[tuple[int, int]]:
+        """Phone numbers: whole runs of digit groups at or after ``start`` (a group that
+        continues a longer run of numbers is not a phone on its own)."""
+        spans: list[tuple[int, int]] = []
+        for run in self.pattern.finditer(text, start):
+            begin, end = run.span()
+            if text[end - 1] in "(（":
+                end -= 1
+            if end - begin >= 7 and self.valid(text, begin, end):
+                spans.append((begin, end))
+        return spans
+
+    def valid(self, text: str, begin: int, end: int) -> bool:
+        """Whether ``text[begin:end]`` is a phone number (see the class doc)."""
+        candidate = unicodedata.normalize("NFKC", text[begin:end]).translate(_DASHES)
+        if _NOT_A_PHONE.fullmatch(candidate) or _DATED.match(candidate) or labelled(text, begin):
+            return False
+        digits = "".join(c for c in candidate if c.isdigit())
+        if len(digits) == 12 and _MY_NUMBER_SHAPE.fullmatch(candidate) and my_number_valid(digits):
+            return False  # a My Number (Japanese phones have 10 or 11 digits)
+        if candidate.startswith("+") or digits.startswith("00"):
+            return self._possible("+" + digits.removeprefix("00"), None)
+        for region in self.regions:
+            prefix = self._prefixes[region]
+            if prefix == "1":  # NANP: ten digits, area code and exchange start with 2-9
+                national = digits[1:] if len(digits) == 11 and digits[0] == "1" else digits
+                if len(national) != 10 or national[0] in "01" or national[3] in "01":
+                    continue
+            elif prefix and not digits.startswith(prefix):
+                continue
+            if self._possible(digits, region, valid=True):
+                return True
+        return False
+
+    def _possible(self, number: str, region: str | None, *, valid: bool = False) -> bool:
+        phonenumbers = self._phonenumbers
+        try:
+            parsed = phonenumbers.parse(number, region)
+        except phonenumbers.NumberParseException:
+            return False
+        if valid:
+            return phonenumbers.is_valid_number(parsed)
+        return phonenumbers.is_possible_number(parsed)
+
+
+_MY_NUMBER_SHAPE = re.compile(r"[0-9]{4}[ -]?[0-9]{4}[ -]?[0-9]{4}")
+# What NFKC leaves of the look-alike hyphens, mapped to "-" for libphonenumber.
+_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2212\u30fc", "-"))
 
 
 class IbanDetector(PatternDetector):

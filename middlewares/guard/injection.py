@@ -1,0 +1,233 @@
+"""The grammar of prompt-injection intents, in English and Japanese.
+
+The input guard (``middlewares.guard.input``) matches these phrases against the
+``normalize``\\ d text of a message and of every decoded reading of it
+(``middlewares.guard.decoders``), before its classifier (``classifier``). Each phrase is
+named for the intent it catches:
+
+- override: "ignore / disregard / drop / pay no attention to (all) (the) previous
+  instructions", "your rules no longer apply", "forget everything you were told";
+- role change: "you are now DAN", "act as an unrestricted AI", "developer mode enabled";
+- fake system or developer message: "new system message:", "[SYSTEM]", chat-template
+  tokens (``<|im_start|>system``), "ADMIN OVERRIDE:";
+- prompt extraction: "repeat / print / reveal your system prompt", "what were you told
+  before this conversation", "output everything above";
+- indirect: instructions addressed to an AI inside a document or a tool result
+  ("note to the AI assistant reading this", "if you are an AI model, …");
+- the same intents in Japanese, matched on the text without spaces.
+
+Negation and narration ("don't ignore the previous instructions", 「指示を無視しないで」,
+「無視されました」) are excluded, and so are requests *about* prompts ("how do I write a good
+system prompt", 「良いシステムプロンプトの書き方を教えて」).
+"""
+# ruff: noqa: RUF001, E501  (full-width punctuation is part of the Japanese phrases; they read best whole)
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["INJECTION_PATTERNS", "Phrase", "compile_phrases", "find_injection"]
+
+_EN_OBJECT = (
+    r"(?:instructions?|prompts?|rules|directions|guidelines|context|messages?|commands?|constraints|orders"
+    r"|programming|guardrails|restrictions|polic(?:y|ies))"
+)
+_EN_BEFORE = (
+    r"(?:previous|prior|above|earlier|preceding|foregoing|initial|original|system|all|any|the|your|those|these"
+    r"|every|old|current|existing|given|safety|content)"
+)
+_EN_IGNORE = (
+    r"(?:ignore|disregard|forget|abandon|dismiss|neglect|overlook"
+    r"|pay no (?:attention|heed|mind) to|set aside|throw out|put aside|stop following|no longer follow|do not follow)"
+)
+# Verbs with an everyday technical sense ("override the default rules in ESLint", "skip
+# the lint rules"): an attack only with an owner or a time ("your", "all", "previous").
+_EN_WEAK = r"(?:override|bypass|skip|drop|discard|erase|delete|scrap)"
+_EN_OWNED = (
+    r"(?:all(?: of)?(?: your| the| my)?|any|every|your|previous|prior|above|earlier|preceding|initial|original"
+    r"|system|safety)"
+)
+# "don't ignore the previous instructions" asks for the opposite of an injection.
+_EN_NOT = r"(?<!not )(?<!n't )(?<!never )(?<!how to )(?<!why )"
+_EN_WHAT = r"(?:typos?|mistakes?|errors?|lines?|sentences?|paragraphs?|parts?|sections?|comments?|notes?)"
+# Japanese verb endings that negate or narrate ("do not ignore", "I forgot", "was
+# ignored"): after them the phrase is not an instruction to the model.
+_JA_NOT = (
+    "(?!(?:し|す|さ)?(?:ない|なかっ|ません|ず|るな|る|てしま|ていま|ました|られ|た(?:$|[。、!?]|ので|けど|が|から)))"
+)
+_JA_VERB = "(?:無視|忘れ|わすれ|むし|取り消|破棄|捨て|なかったことに|気にせず)"
+
+INJECTION_PATTERNS: dict[str, str] = {
+    # Override: "ignore (all) previous instructions" and its many wordings.
+    "ignore_previous": rf"{_EN_NOT}\b{_EN_IGNORE}\b(?: \w+){{0,3}}? {_EN_BEFORE}(?: \w+){{0,2}}? {_EN_OBJECT}\b"
+    rf"|{_EN_NOT}\b{_EN_WEAK}\b(?: \w+){{0,2}}? {_EN_OWNED}(?: \w+){{0,2}}? {_EN_OBJECT}\b",
+    "ignore_rest": r"\b(?:ignore|disregard|forget) the rest of (?:this|the) (?:data|text|document|input|message|page)\b"
+    r"|\bstop everything\b",
+    # "ignore the above and ...", "disregard everything above".
+    "ignore_above": rf"{_EN_NOT}\b(?:ignore|disregard|forget|drop)\b(?: (?:all|everything|anything))?(?: of)?"
+    rf"(?: (?:the|what(?:'s| is| was)(?: written| said)?))? (?:above|preceding)\b(?! {_EN_WHAT}\b)",
+    "forget_everything": r"\b(?:forget|disregard|ignore) (?:everything|all|anything)(?: that)? (?:you(?:'ve| have)? "
+    r"(?:were|was|been|got|learned|know)|(?:you )?(?:were|was|have been) (?:told|given|taught))",
+    "rules_void": r"\byour (?:previous |old |original |current )?(?:rules|instructions|guidelines|restrictions|"
+    r"programming|policies|filters)(?: \w+){0,3}? (?:no longer apply|(?:are|is) (?:now )?(?:void|cancel+ed|revoked|"
+    r"lifted|disabled|suspended|gone|removed|null))",
+    "no_restrictions": r"\byou (?:have|are under) no (?:more )?(?:rules|restrictions|limits|filters|guidelines)\b"
+    r"|\bwithout any (?:rules|restrictions|filters|censorship|ethical (?:guidelines|constraints))\b",
+    "new_instructions": r"\b(?:from now on|starting now|henceforth),? (?:you are|you will|you(?:'ll| shall)|act as|"
+    r"ignore|respond|answer|pretend)\b|\byour new (?:task|instructions?|role|goal|objective) (?:is|are)\b",
+    # Role change.
+    "jailbreak_persona": r"\b(?:you are now|you're now|act as|pretend (?:to be|you are)|roleplay as|you will be)\b"
+    r"(?: an?| my)? (?:dan|jailbroken|unrestricted|unfiltered|uncensored|evil|developer mode|an? ai (?:with(?:out)?|"
+    r"that has) no)\b|\b(?:developer|god|dan|jailbreak) mode (?:enabled|on|activated)\b|\bdo anything now\b",
+    # A fake system or developer message.
+    "fake_system": r"(?:^|\n|\]|\.|!|:) ?(?:new |updated )?(?:system|developer|admin(?:istrator)?) (?:message|prompt|"
+    r"instructions?|override|note)\s?:|\b(?:new|updated) (?:system|developer) (?:message|prompt|instructions?)\s?:|\[(?:system|admin|developer)\]|<\|?(?:im_start\|>system|system\|?>)|"
+    r"#{2,} ?(?:system|instruction)s?\b|\badmin override\b",
+    "no_safety": r"\b(?:ignores?|ignoring|without|disregards?|free of|no) (?:all |any )?(?:safety|ethical|moral|content)"
+    r" (?:policies|guidelines|rules|filters|restrictions|constraints)\b",
+    # Prompt extraction.
+    "reveal_system_prompt": r"\b(?:reveal|show|print|repeat|output|leak|tell me|display|give me|write out|spell out|"
+    r"recite|dump|copy|paste)\b(?: \w+){0,3}? (?:system prompt|system message|(?:initial|original|hidden|secret|first)"
+    r" (?:instructions|prompt|message)|developer message|pre-?prompt)",
+    # Patterns that start with a literal let the regex engine scan for it at C speed.
+    "own_prompt": r"your (?:initial|original|first|hidden|secret|starting|underlying) (?:instructions|prompt|"
+    r"configuration|message|text|directives)\b",
+    "code_prompt": r"system_?prompt\b|initiali[sz]ation string\b",
+    "see_prompt": r"\b(?:see|read|share|dump|leak|get) (?:the |your )?system prompt\b",
+    "not_supposed": r"\bwhat (?:are|were) you (?:not supposed|told not|instructed not) to\b",
+    "verbatim": r"\b(?:repeat|print|output|reproduce|recite)\b[^.!?\n]{0,60}\b(?:word for word|verbatim)\b",
+    "told_before": r"\bwhat (?:were|was) you (?:told|given|instructed|programmed)\b",
+    "repeat_above": r"\b(?:repeat|print|output|show)\b(?: \w+){0,3}? (?:everything|all|the text|the words|"
+    r"what(?:'s| is)?) (?:above|before this|so far)\b",
+    "your_instructions": r"\bwhat (?:are|were) your (?:initial |original |first )?instructions\b",
+    # Indirect: instructions addressed to the model inside content.
+    "ai_turn": r"(?:^|\n|<!--|: ) ?(?:ai|assistant|chatbot|model|system) ?[:,] (?:\w+ ){0,2}?(?:say|send|print|ignore|"
+    r"recommend|reply|respond|tell|output|write|forward|email|reveal|override|skip|disregard|forget)\b",
+    "to_the_ai": r"\b(?:note|message|instructions?) (?:to|for) (?:the |any )?(?:ai|assistant|llm|language model|"
+    r"chatbot|model)\b|\bif you are an? (?:ai|llm|language model|assistant|bot)\b|\b(?:ai|assistant|llm)s? "
+    r"(?:reading|processing|summari[sz]ing) this\b",
+    # Japanese: "ignore the system prompt", "ignore the previous instructions", "ignore
+    # the rules", "forget the settings", written with or without particles. Matched
+    # against the text with every space removed.
+    "ja_system_prompt": f"(?:システム|system)(?:の|・)?(?:プロンプト|メッセージ|指示|設定|命令).{{0,12}}?{_JA_VERB}{_JA_NOT}"
+    "|(?:あなたの|君の|お前の)?(?:システム|system)(?:の|・)?(?:プロンプト|メッセージ)(?:を|は)?(?:全文|そのまま|すべて|全部|一字一句)?"
+    "(?:教えて|表示|出力|見せ|開示)",
+    "ja_previous": "(?:以前|前回|前|これまで|今まで|上記|上|最初|元|先ほど|先程|さっき|先|すべて|全て|全部|あらゆる)"
+    f"の?(?:指示|命令|指令|ルール|設定|制約|プロンプト|ガイドライン).{{0,8}}?{_JA_VERB}{_JA_NOT}",
+    # "ignore the instructions!" as an order, with no "previous": imperative endings only,
+    # so "I ignored my boss's orders" is not caught.
+    "ja_imperative": f"(?:指示|命令|指令|プロンプト|ガイドライン|設定|ルール|制約)(?:を|は)?(?:すべて|全て|全部)?{_JA_VERB}"
+    "(?:しろ|して|せよ|しなさい|ろ|て|なさい)(?!しま|いま|いた|た|ない|る)",
+    "ja_rules": f"(?:ルール|規則|制限|制約|ガイドライン|ポリシー).{{0,4}}?(?:{_JA_VERB}|解除|破っ|やぶっ){_JA_NOT}"
+    "|(?:ルール|制限|制約)は(?:もう)?(?:適用されません|ありません|無効)",
+    "ja_persona": "(?:あなたは|君は|これからは|今から)(?:今から|これから)?.{0,12}?(?:制限|検閲|倫理|フィルター)の?(?:ない|なし)"
+    "|(?:制限|検閲|倫理的な制約)(?:の|が)?(?:ない|なし)(?:で|に).{0,10}?(?:答え|回答|振る舞)|開発者モード|dan(?:として|に)"
+    "|(?:悪い|邪悪な|制限のない|検閲のない|何でも答える|ルールのない).{0,8}?ai(?:として|に|です|だ)",
+    "ja_fake_system": "(?:新しい)?(?:システムメッセージ|管理者からの指示|【システム】|システム通知)[:：]?",
+    "ja_extraction": "(?:最初に|事前に|会話の前に)(?:与えられた|言われた|受けた|設定された).{0,6}?(?:指示|こと|内容|命令)"
+    ".{0,8}?(?:表示|出力|教え|繰り返|見せ)|(?:あなたの)?設定内容を.{0,6}?(?:教え|表示|出力)",
+    "ja_to_the_ai": "(?:ai|aiアシスタント|アシスタント|言語モデル)(?:へ|に)(?:の)?(?:注意|指示|メッセージ|お願い)"
+    "|(?:もし)?あなたが(?:ai|言語モデル)なら|(?:読んでいる|処理している)(?:ai|aiアシスタント)",
+}
+"""Prompt-injection phrases (regex over normalised text) by name."""
+
+# Japanese has no spaces between words, so a space an attacker puts inside a word
+# survives normalisation; these phrases are matched against the text without spaces.
+_COMPACT = frozenset(name for name in INJECTION_PATTERNS if name.startswith("ja_"))
+
+_EN_OBJECT_WORDS = (
+    "instruction",
+    "prompt",
+    "rules",
+    "direction",
+    "guideline",
+    "context",
+    "message",
+    "command",
+    "constraint",
+    "orders",
+    "programming",
+    "guardrail",
+    "restriction",
+    "polic",
+)
+_JA_VERBS = ("無視", "忘れ", "わすれ", "むし", "取り消", "破棄", "捨て", "なかったことに", "気にせず")
+# Per phrase, groups of literal anchors: the phrase can only match if every group has a
+# member in the text. ``in`` runs at C speed, so ordinary text skips the regexes. The
+# Japanese phrases' anchors are looked for in the text without spaces, like the phrases.
+_ANCHORS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "ignore_previous": (("ignore", "disregard", "forget", "skip", "override", "bypass", "drop", "discard",
+                         "abandon", "dismiss", "neglect", "overlook", "erase", "delete", "scrap", "pay no", "aside",
+                         "throw out", "follow"),
+                        _EN_OBJECT_WORDS),
+    "ignore_rest": (("rest of", "stop everything"),),
+    "no_safety": (("safety", "ethical", "moral", "content"),
+                  ("policies", "guidelines", "rules", "filters", "restrictions", "constraints")),
+    "own_prompt": (("your initial", "your original", "your first", "your hidden", "your secret", "your starting",
+                    "your underlying"),),
+    "code_prompt": (("systemprompt", "system_prompt", "initialization string", "initialisation string"),),
+    "see_prompt": (("system prompt",),),
+    "not_supposed": (("not supposed", "told not", "instructed not"),),
+    "verbatim": (("verbatim", "word for word"),),
+    "repeat_above": (("above", "before this", "so far"), ("repeat", "print", "output", "show")),
+    "your_instructions": (("your instructions", "your initial", "your original", "your first"),),
+    "ai_turn": ((":", ","), ("ai", "assistant", "bot", "model", "system")),
+    "ignore_above": (("ignore", "disregard", "forget", "drop"), ("above", "preceding")),
+    "forget_everything": (("forget", "disregard", "ignore"),),
+    "rules_void": (("your ",), ("no longer apply", "void", "cancel", "revoked", "lifted", "disabled", "suspended",
+                               "gone", "removed", "null")),
+    "no_restrictions": (("no rules", "no restrictions", "no limits", "no filters", "no guidelines", "no more",
+                         "without any"),),
+    "new_instructions": (("from now on", "starting now", "henceforth", "your new"),),
+    "jailbreak_persona": (("you are now", "you're now", "act as", "pretend", "roleplay", "you will be", " mode",
+                           "do anything now"),),
+    "fake_system": (("system message", "system prompt", "system instruction", "system override", "system note",
+                     "developer message", "developer prompt", "developer instruction", "developer override",
+                     "developer note", "admin", "[system]", "[developer]", "im_start", "system|>", "<system", "##"),),
+    "reveal_system_prompt": (("system prompt", "system message", "instructions", "prompt", "developer message"),
+                             ("reveal", "show", "print", "repeat", "output", "leak", "tell me", "display", "give me",
+                              "write out", "spell out", "recite", "dump", "copy", "paste")),
+    "told_before": (("what were you", "what was you"),),
+    "to_the_ai": (("to the", "for the", "to any", "for any", " to ai", " for ai", "if you are", "reading this",
+                   "processing this", "summarizing this", "summarising this"),
+                  ("ai", "assistant", "llm", "model", "chatbot", "bot")),
+    "ja_system_prompt": (("システム", "system"), ("プロンプト", "メッセージ", "指示", "設定", "命令")),
+    "ja_previous": (("指示", "命令", "指令", "ルール", "設定", "制約", "プロンプト", "ガイドライン"), _JA_VERBS),
+    "ja_imperative": (("指示", "命令", "指令", "プロンプト", "ガイドライン", "設定", "ルール", "制約"), _JA_VERBS),
+    "ja_rules": (("ルール", "規則", "制限", "制約", "ガイドライン", "ポリシー"),),
+    "ja_persona": (("制限", "検閲", "倫理", "フィルター", "開発者モード", "dan", "ai"),),
+    "ja_fake_system": (("システムメッセージ", "管理者からの指示", "【システム】", "システム通知"),),
+    "ja_extraction": (("最初に", "事前に", "会話の前に", "設定内容"),),
+    "ja_to_the_ai": (("aiへ", "aiに", "aiアシスタント", "アシスタントへ", "アシスタントに", "言語モデル", "あなたがai",
+                      "読んでいるai", "処理しているai"),),
+}  # fmt: skip
+
+Phrase = tuple[str, tuple[tuple[str, ...], ...], re.Pattern[str], bool]
+_LATIN_WORD = re.compile("[a-z]{2}")
+
+
+def compile_phrases(patterns: dict[str, str] = INJECTION_PATTERNS) -> tuple[Phrase, ...]:
+    """The phrases ready to match: name, anchors, compiled pattern, spaceless or not."""
+    return tuple(
+        (name, _ANCHORS.get(name, ()), re.compile(pattern), name in _COMPACT) for name, pattern in patterns.items()
+    )
+
+
+def find_injection(phrases: tuple[Phrase, ...], norm: str) -> str | None:
+    """The name of the first injection phrase in ``norm`` (normalised text), or ``None``."""
+    compact = None
+    # English phrases need Latin words and Japanese ones non-ASCII text: a message in one
+    # script skips the other's phrases.
+    latin = norm.isascii() or _LATIN_WORD.search(norm) is not None
+    japanese = not norm.isascii()
+    for name, anchors, pattern, spaceless in phrases:
+        if not (japanese if spaceless else latin):
+            continue
+        text = norm
+        if spaceless:
+            if compact is None:
+                compact = norm.replace(" ", "")
+            text = compact
+        if all(any(a in text for a in group) for group in anchors) and pattern.search(text) is not None:
+            return name
+    return None
