@@ -55,6 +55,27 @@ def _single_threaded_blas(environ: MutableMapping[str, str]) -> None:
             environ[name] = "1"
 
 
+def _connection_limits(server: Any) -> Any:
+    """The ``[server]`` bounds for the protocol, after raising the open-file limit (said
+    on stdout: an operator should know what the process may hold)."""
+    from .server._protocol import ConnectionLimits
+    from .server._runner import fit_connection_cap, raise_open_file_limit
+
+    before, after = raise_open_file_limit()
+    if after != before:
+        print(f"open files: soft limit raised from {before} to {after}")
+    cap = fit_connection_cap(server.max_connections, after)
+    if cap != server.max_connections:
+        print(f"max_connections: {server.max_connections} lowered to {cap} to fit {after} open files")
+    return ConnectionLimits(
+        header_timeout=server.header_timeout_seconds,
+        body_timeout=server.body_timeout_seconds,
+        max_connections=cap,
+        max_headers=server.max_headers,
+        max_header_bytes=server.max_header_bytes,
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     import os
     import socket
@@ -62,10 +83,9 @@ def _serve(args: argparse.Namespace) -> int:
     if "numpy" not in sys.modules:
         _single_threaded_blas(os.environ)
 
-    import uvicorn
-
     from .config import build_gateway, configure_telemetry, default_config, load_config
     from .server import create_app
+    from .server._runner import run
 
     try:
         config = load_config(args.config) if args.config else default_config()
@@ -92,6 +112,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     port = sock.getsockname()[1]
     app = create_app(gateway, metrics_renderer=_metrics_renderer(gateway.stack))
+    limits = _connection_limits(server_config)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     model = next((m for p in config.providers for m in p.models), "gpt-4o-mini")
     auth = ' -H "Authorization: Bearer $YOUR_KEY"' if gateway.api_keys else ""
@@ -104,20 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
         f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "hello"}}]}}\'',
         flush=True,
     )
-    uvicorn_config = uvicorn.Config(
-        app,
-        interface="asgi3",
-        http="auto",  # httptools when installed (much faster than h11), else h11
-        loop="auto",  # uvloop when installed
-        lifespan="on",
-        proxy_headers=False,
-        server_header=False,
-        access_log=False,
-        log_config=None,  # uvicorn's records go through configure_logging's handler (JSON, scrubbed)
-        log_level=config.telemetry.log_level,
-        timeout_graceful_shutdown=server_config.shutdown_grace_seconds,  # type: ignore[arg-type]
-    )
-    uvicorn.Server(uvicorn_config).run(sockets=[sock])
+    run(app, sock, server_config, config.telemetry.log_level, limits)
     return 0
 
 
