@@ -11,6 +11,8 @@ dialects (``onion.wire``); what runs when belongs to ``_app``.
 from __future__ import annotations
 
 import hmac
+import json
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -29,6 +31,7 @@ __all__ = [
     "Send",
     "answer_headers",
     "cancel_on_disconnect",
+    "check_json",
     "header",
     "header_pairs",
     "read_body",
@@ -150,6 +153,88 @@ async def read_body(receive: Receive, declared: bytes | None, limit: int) -> byt
             raise RequestTooLarge(limit)
         parts.append(piece)
     return b"".join(parts)
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_MAX_NUMBER_CHARS = 100
+
+
+def check_json(body: bytes, max_depth: int) -> None:
+    """Refuse, with ``BadRequest``, a JSON body the dialect's decoder would crash on or
+    read ambiguously: arrays and objects nested deeper than ``max_depth``
+    (``code="json_too_deep"``; checked on the raw bytes before any decoding, so 100k
+    levels cost a scan, not a ``RecursionError``), numbers longer than 100 characters or
+    not finite, invalid UTF-8 (``code="invalid_json"``), and an object that names a key
+    twice (``code="duplicate_key"``: which one wins differs between parsers, so a guard
+    and the upstream could read different requests)."""
+    if body.count(b"[") + body.count(b"{") > max_depth and _depth(body, max_depth) > max_depth:
+        raise BadRequest(f"the JSON body nests arrays and objects deeper than {max_depth} levels", code="json_too_deep")
+    try:
+        json.loads(
+            body,
+            object_pairs_hook=_no_duplicates,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+            parse_constant=_no_constant,
+        )
+    except _DuplicateKey as error:
+        message = f"the JSON body names the key {error.args[0]!r} twice in one object"
+        raise BadRequest(message, code="duplicate_key") from None
+    except _BadNumber as error:
+        raise BadRequest(f"the JSON body has a number out of range: {error.args[0]}", code="invalid_json") from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise BadRequest("the request body is not valid JSON (UTF-8)", code="invalid_json") from None
+
+
+def _depth(body: bytes, limit: int) -> int:
+    # Brackets inside strings do not nest: drop the strings, keep only the brackets.
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        if byte == 91 or byte == 123:  # [ {
+            depth += 1
+            if depth > limit:
+                return depth
+        else:
+            depth -= 1
+    return depth
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _BadNumber(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return result
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > _MAX_NUMBER_CHARS:
+        raise _BadNumber(f"an integer of {len(text)} digits")
+    return int(text)
+
+
+def _no_constant(text: str) -> float:
+    raise _BadNumber(text)  # NaN, Infinity: not JSON
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if len(text) > _MAX_NUMBER_CHARS or value in (float("inf"), float("-inf")):
+        raise _BadNumber(f"{text[:20]}...")
+    return value
 
 
 def header_pairs(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
