@@ -98,6 +98,7 @@ _LAZY: dict[str, str] = {
     "SimulatedProvider": "providers",
     "build_provider": "providers",
     "RedisClient": "_redis",
+    "RedisUnavailable": "_redis",
     "GatewayApp": "server",
     "create_app": "server",
 }
