@@ -463,7 +463,10 @@ def build_gateway(config: GatewayConfig) -> Gateway:
     providers = []
     for index, spec in enumerate(config.providers):
         try:
-            providers.append(build_provider(spec.kind, **spec.params()))
+            params = spec.params()
+            if spec.kind != "simulated":
+                params["max_answer_bytes"] = config.server.max_answer_bytes
+            providers.append(build_provider(spec.kind, **params))
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{config.source}: providers[{index}] (name = {spec.name!r}): {error}") from None
     router = Router(providers)
