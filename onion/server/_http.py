@@ -49,6 +49,7 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+_TOKEN = re.compile(rb"[\x21-\x7e]+")  # one token of visible ASCII: no spaces, no controls
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 _CACHE_OFF = frozenset({b"no", b"false", b"0", b"off"})
 
@@ -74,7 +75,9 @@ def read_headers(
     headers: Iterable[tuple[bytes, bytes]],
 ) -> tuple[bytes | None, bytes | None, bool, dict[str, str] | None]:
     """``(authorization, content_length, cache_off, trace_headers)`` in one pass; a plain
-    tuple, as a named one costs ten times more to build per request."""
+    tuple, as a named one costs ten times more to build per request. Two
+    ``Authorization`` headers are a ``BadRequest``: which one counts would depend on the
+    server (and on every proxy in front of it)."""
     authorization = declared = onion_cache = cache_control = None
     trace_headers: dict[str, str] | None = None
     for name, value in headers:
@@ -85,6 +88,8 @@ def read_headers(
                 trace_headers = {}
             trace_headers[name.decode("latin-1")] = value.decode("latin-1")
         elif name == b"authorization":
+            if authorization is not None:
+                raise BadRequest("send one Authorization header, not several", code="invalid_authorization_header")
             authorization = value
         elif name == b"content-length":
             declared = value
@@ -108,12 +113,18 @@ class ApiKeys:
 
     def caller(self, authorization: bytes | None) -> str | None:
         """The identity of the key in an ``Authorization: Bearer <key>`` header value
-        (``None`` when the gateway has no keys); raises ``Unauthorized``."""
+        (``None`` when the gateway has no keys); raises ``Unauthorized`` for no key or an
+        unknown one, ``BadRequest`` for a header that is not ``Bearer <one token>``."""
         if not self._keys:
             return None
-        if not authorization or not authorization[:7].lower() == b"bearer ":
+        if not authorization or not authorization.strip():
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
         given = authorization[7:].strip()
+        if authorization[:7].lower() != b"bearer " or not _TOKEN.fullmatch(given):
+            raise BadRequest(
+                "malformed Authorization header: send 'Authorization: Bearer <key>'",
+                code="invalid_authorization_header",
+            )
         identity = None
         for key, name in self._keys:
             # Compare with every key, in constant time, so timing reveals nothing.

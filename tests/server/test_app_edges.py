@@ -174,3 +174,23 @@ def test_sigterm_past_the_grace_period_ends_calls_cleanly_and_exits_0(
     assert events[-1].startswith("data: {") and '"code":"shutting_down"' in events[-1], events[-3:]
     assert complete and complete[0].status_code == 503, complete
     assert complete[0].json()["error"]["code"] == "shutting_down"
+
+
+def test_metrics_need_a_key_and_authorization_is_one_well_formed_header(
+    tmp_path: Path, upstream: FakeUpstream, gateway: Callable[..., Any]
+) -> None:
+    served = gateway(write_config(tmp_path, upstream, server='api_keys = ["k-test"]', stack=METRICS_AND_BREAKER))
+    assert httpx.get(served.url + "/metrics").status_code == 401
+    assert httpx.get(served.url + "/metrics", headers={"authorization": "Bearer k-test"}).status_code == 200
+    twice = [(b"authorization", b"Bearer nope"), (b"authorization", b"Bearer k-test")]
+    reply = httpx.post(served.url + "/v1/chat/completions", content=chat(), headers=twice)
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == "invalid_authorization_header"
+    reply = httpx.post(served.url + "/v1/chat/completions", content=chat(), headers={"authorization": "k-test"})
+    assert reply.status_code == 400
+    reply = httpx.post(served.url + "/v1/chat/completions", content=chat(), headers={"authorization": "Bearer k-test"})
+    assert reply.status_code == 200, reply.text
+    open_metrics = tmp_path / "open"
+    open_metrics.mkdir()
+    server = 'api_keys = ["k-test"]\nmetrics_auth = false'
+    served = gateway(write_config(open_metrics, upstream, server=server, stack=METRICS_AND_BREAKER))
+    assert httpx.get(served.url + "/metrics").status_code == 200
