@@ -71,6 +71,7 @@ from .errors import (
 if TYPE_CHECKING:
     # Static twins of the lazy names below (``X as X`` marks a re-export).
     from ._redis import RedisClient as RedisClient
+    from ._redis import RedisUnavailable as RedisUnavailable
     from .config import Gateway as Gateway
     from .config import GatewayConfig as GatewayConfig
     from .config import build_gateway as build_gateway
