@@ -430,11 +430,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 # onion's GuardedProtocol costs. Takes the arguments ``onion serve`` takes here.
 _PLAIN_UVICORN = """
 import argparse, socket, sys, uvicorn
-from onion.config import build_gateway, load_config
+from onion.config import build_gateway, configure_telemetry, load_config
 from onion.server import create_app
 parser = argparse.ArgumentParser(); parser.add_argument("--config"); parser.add_argument("--port", type=int)
 args = parser.parse_args()
-gateway = build_gateway(load_config(args.config))
+config = load_config(args.config)
+configure_telemetry(config.telemetry)
+gateway = build_gateway(config)
 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
 sock.bind(("127.0.0.1", args.port))
 print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
@@ -492,15 +494,21 @@ def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0) -> 
         if table["use"] != "exact_cache"
     )
     quiet = '[telemetry]\nlog_level = "warning"\n\n'
+    # The same stack in front of the simulated provider (no upstream process): what the
+    # workers gain when the cores are not also running the upstream.
+    simulated = '[[providers]]\nname = "up"\nkind = "simulated"\nmodels = ["gpt-4o"]\nttft = 0.0\n'
+    simulated += "tokens_per_second = 0.0\nanswer_tokens = 16\n"
     result: dict[str, Any] = {"concurrency": 64, "seconds": seconds}
     runs = {
-        "workers_1": ([], None),
-        "workers_2": (["--workers", "2"], None),
-        "plain_uvicorn": ([], [sys.executable, "-c", _PLAIN_UVICORN]),
+        "workers_1": ([], None, provider),
+        "workers_2": (["--workers", "2"], None, provider),
+        "plain_uvicorn": ([], [sys.executable, "-c", _PLAIN_UVICORN], provider),
+        "workers_1_simulated": ([], None, simulated),
+        "workers_2_simulated": (["--workers", "2"], None, simulated),
     }
-    for name, (extra, command) in runs.items():
+    for name, (extra, command, upstream) in runs.items():
         print(f"measuring scale-out: {name}...", file=sys.stderr, flush=True)
-        process, url = start_gateway(quiet + provider + stack, workdir, name, extra, command)
+        process, url = start_gateway(quiet + upstream + stack, workdir, name, extra, command)
         try:
             time.sleep(1.5)  # every worker up
             rps, errors = _http_rps(url, seconds, 64)
@@ -509,15 +517,18 @@ def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0) -> 
             process.wait(timeout=20)
         result[name] = {"rps": round(rps, 1), "errors": errors}
     result["ratio_2_to_1"] = round(result["workers_2"]["rps"] / result["workers_1"]["rps"], 2)
+    result["ratio_2_to_1_simulated"] = round(
+        result["workers_2_simulated"]["rps"] / result["workers_1_simulated"]["rps"], 2
+    )
     result["guarded_vs_plain_uvicorn"] = round(result["workers_1"]["rps"] / result["plain_uvicorn"]["rps"], 3)
     return result
 
 
 def print_scale_out(scale: dict[str, Any]) -> None:
     print(f"\nscale-out, default stack (no cache), HTTP fake upstream, c={scale['concurrency']}:")
-    for name in ("workers_1", "workers_2", "plain_uvicorn"):
-        print(f"  {name:<16} {scale[name]['rps']:>9} req/s  ({scale[name]['errors']} errors)")
-    print(f"  2 workers / 1: {scale['ratio_2_to_1']}x")
+    for name in ("workers_1", "workers_2", "plain_uvicorn", "workers_1_simulated", "workers_2_simulated"):
+        print(f"  {name:<20} {scale[name]['rps']:>9} req/s  ({scale[name]['errors']} errors)")
+    print(f"  2 workers / 1: {scale['ratio_2_to_1']}x (simulated provider: {scale['ratio_2_to_1_simulated']}x)")
     print(f"  GuardedProtocol / plain uvicorn (1 worker): {scale['guarded_vs_plain_uvicorn']}")
 
 
