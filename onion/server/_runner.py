@@ -1,12 +1,14 @@
 """Running the gateway's ASGI app under uvicorn, with the limits of ``[server]``.
 
-Why uvicorn with a protocol wrapper rather than another server: uvicorn with httptools
-and uvloop is the fastest pure-Python option we measured (benchmarks/gateway.py), and
-what it lacks (header and body deadlines, header caps, a connection cap that refuses
-instead of starving) is one small subclass of its httptools protocol (``_protocol``).
-Hypercorn bounds fewer of these and is several times slower per request; granian is fast
-but its process model and disconnect signalling differ from what the app relies on
-(``http.disconnect`` as soon as the client leaves).
+Why uvicorn with a protocol wrapper rather than another server: what uvicorn lacks
+(header and body deadlines, header caps, a connection cap that refuses instead of
+starving; it has the keep-alive idle timeout) is one small subclass of its httptools
+protocol (``_protocol``), and everything else stays as measured and tested: httptools and
+uvloop, ``http.disconnect`` as soon as the client leaves (the app cancels its call on
+it), flow control on slow readers. benchmarks/gateway.py (``--scale-out``) runs the app
+under plain uvicorn and under the wrapper: within the noise of a shared two-core machine.
+Granian and Hypercorn were not measured (neither is installed here); switching servers
+would change those semantics for limits we could add in ~200 lines.
 
 Here: raising the soft open-file limit, fitting ``max_connections`` under it, and
 ``GatewayServer``, uvicorn's server with onion's shutdown (see ``GatewayApp.drain``) and
