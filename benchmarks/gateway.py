@@ -19,8 +19,12 @@ client (httpx). Measured in one run:
   with ``--workers 1`` and ``--workers 2``, and the server choice: the same app under
   plain uvicorn (httptools) and under onion's ``GuardedProtocol`` (its connection limits).
 
+- slowloris (``--slowloris`` runs only this): 1,100 slow sockets (a third trickling
+  headers, a third trickling a body, a third silent) against ``onion serve`` started with
+  a soft limit of 1,024 open files; probes of a normal request while they are open.
+
 Run: ``python benchmarks/gateway.py [--litellm-python PATH] [--no-litellm] [--scale 0.2]
-[--scale-out]`` (about 2.5 minutes; a third of that without LiteLLM). Writes
+[--scale-out] [--slowloris]`` (about 2.5 minutes; a third of that without LiteLLM). Writes
 benchmarks/results/gateway.json.
 LiteLLM is skipped, with the reason printed and recorded, when no interpreter has it.
 """
@@ -28,6 +32,7 @@ LiteLLM is skipped, with the reason printed and recorded, when no interpreter ha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -423,6 +428,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-litellm", action="store_true", help="measure onion only")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts (0.2 for a smoke run)")
     parser.add_argument("--scale-out", action="store_true", help="measure only workers 1 vs 2 and the HTTP server")
+    parser.add_argument("--slowloris", action="store_true", help="measure only 1,100 slow sockets against one gateway")
     return parser.parse_args(argv)
 
 
@@ -577,8 +583,94 @@ def measure_litellm_rest(
     }
 
 
+def measure_slowloris(sockets: int = 1100, seconds: float = 12.0) -> dict[str, Any]:
+    """Probes answered (and their latency) while ``sockets`` slow clients hold connections."""
+    import resource
+    import socket
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(4096, sockets + 256), hard))  # the attacker's own files
+    simulated = '[[providers]]\nname = "sim"\nkind = "simulated"\nmodels = ["sim"]\nttft = 0.0\n'
+    simulated += "tokens_per_second = 0.0\nanswer_tokens = 16\n"
+    with tempfile.TemporaryDirectory() as workdir:
+        # The gateway starts with the usual soft limit of 1,024 open files (and raises it).
+        command = ["prlimit", "--nofile=1024:", sys.executable, "-m", "onion.cli", "serve"]
+        process, url = start_gateway(
+            '[telemetry]\nlog_level = "warning"\n\n' + simulated, workdir, "slowloris", (), command
+        )
+        address, port, request = _target(url, {**BODY, "model": "sim"})
+        head = request[: request.index(b"\r\n\r\n") + 4]
+        attackers = []
+        try:
+            for i in range(sockets):
+                conn = socket.create_connection((address, port), timeout=2)
+                if i % 3 == 0:
+                    conn.sendall(head[: len(head) // 2])  # headers trickled
+                elif i % 3 == 1:
+                    conn.sendall(head + b"{")  # body trickled
+                attackers.append(conn)
+            latencies, probes = [], 0
+            stop_at = time.perf_counter() + seconds
+            while time.perf_counter() < stop_at:
+                probes += 1
+                began = time.perf_counter()
+                try:
+                    with socket.create_connection((address, port), timeout=1) as probe:
+                        probe.settimeout(1)
+                        probe.sendall(request)
+                        if probe.recv(65536).startswith(b"HTTP/1.1 200"):
+                            latencies.append(time.perf_counter() - began)
+                except OSError:
+                    pass
+                for conn in attackers[:60]:
+                    with contextlib.suppress(OSError):
+                        conn.send(b"x")
+                time.sleep(0.1)
+            closed = 0
+            for conn in attackers:
+                conn.setblocking(False)
+                try:
+                    closed += conn.recv(65536, socket.MSG_PEEK) is not None
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed += 1
+        finally:
+            for conn in attackers:
+                conn.close()
+            process.terminate()
+            process.wait(timeout=20)
+        logged = [x for x in (Path(workdir) / "slowloris.log").read_text().splitlines() if "broke a limit" in x]
+    return {
+        "sockets": sockets,
+        "seconds": seconds,
+        "probes": probes,
+        "probes_answered": len(latencies),
+        "probe_p50_ms": round(percentile(latencies, 50) * 1000, 1) if latencies else None,
+        "probe_max_ms": round(max(latencies) * 1000, 1) if latencies else None,
+        "slow_sockets_closed_by_gateway": closed,
+        "closure_log_lines": len(logged),
+    }
+
+
+def main_slowloris() -> None:
+    result = measure_slowloris()
+    print(
+        f"slowloris: {result['sockets']} slow sockets, {result['probes_answered']}/{result['probes']} probes answered "
+        f"(p50 {result['probe_p50_ms']} ms, max {result['probe_max_ms']} ms), "
+        f"{result['slow_sockets_closed_by_gateway']} slow sockets closed by the gateway, "
+        f"{result['closure_log_lines']} log lines"
+    )
+    report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    report["slowloris"] = result
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.slowloris:
+        main_slowloris()
+        return
     if args.scale_out:
         main_scale_out()
         return
