@@ -13,16 +13,26 @@ client (httpx). Measured in one run:
   64 (onion's simulated provider; LiteLLM's ``mock_response``); the client is one
   process, so on a small machine it is part of the limit;
 - the in-process cost of onion's ASGI app per request (no sockets), i.e. the ceiling of one core;
-- each gateway process's peak RSS (VmHWM).
+- each gateway process's peak RSS (VmHWM);
+- scale-out (``--scale-out`` runs only this, and merges it into the results file):
+  requests/s through the default stack (no cache) in front of the HTTP fake upstream
+  with ``--workers 1`` and ``--workers 2``, and the server choice: the same app under
+  plain uvicorn (httptools) and under onion's ``GuardedProtocol`` (its connection limits).
 
-Run: ``python benchmarks/gateway.py [--litellm-python PATH] [--no-litellm] [--scale 0.2]``
-(about 2.5 minutes; a third of that without LiteLLM). Writes benchmarks/results/gateway.json.
+- slowloris (``--slowloris`` runs only this): 1,100 slow sockets (a third trickling
+  headers, a third trickling a body, a third silent) against ``onion serve`` started with
+  a soft limit of 1,024 open files; probes of a normal request while they are open.
+
+Run: ``python benchmarks/gateway.py [--litellm-python PATH] [--no-litellm] [--scale 0.2]
+[--scale-out] [--slowloris]`` (about 2.5 minutes; a third of that without LiteLLM). Writes
+benchmarks/results/gateway.json.
 LiteLLM is skipped, with the reason printed and recorded, when no interpreter has it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -69,7 +79,9 @@ def start_upstream() -> tuple[subprocess.Popen[str], str]:
     return process, process.stdout.readline().strip()
 
 
-def start_gateway(config_text: str, workdir: str, name: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_gateway(
+    config_text: str, workdir: str, name: str, extra: Sequence[str] = (), command: Sequence[str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     path = Path(workdir) / f"{name}.toml"
     path.write_text(config_text)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
@@ -78,7 +90,7 @@ def start_gateway(config_text: str, workdir: str, name: str) -> tuple[subprocess
     out_path, log_path = Path(workdir) / f"{name}.out", Path(workdir) / f"{name}.log"
     with out_path.open("wb") as out, log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "onion.cli", "serve", "--config", str(path), "--port", "0"],
+            [*(command or [sys.executable, "-m", "onion.cli", "serve"]), "--config", str(path), "--port", "0", *extra],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=log,
@@ -415,7 +427,132 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-litellm", action="store_true", help="measure onion only")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts (0.2 for a smoke run)")
+    parser.add_argument("--scale-out", action="store_true", help="measure only workers 1 vs 2 and the HTTP server")
+    parser.add_argument("--slowloris", action="store_true", help="measure only 1,100 slow sockets against one gateway")
     return parser.parse_args(argv)
+
+
+# The same app under plain uvicorn (its httptools protocol, no connection limits): what
+# onion's GuardedProtocol costs. Takes the arguments ``onion serve`` takes here.
+_PLAIN_UVICORN = """
+import argparse, socket, sys, uvicorn
+from onion.config import build_gateway, configure_telemetry, load_config
+from onion.server import create_app
+parser = argparse.ArgumentParser(); parser.add_argument("--config"); parser.add_argument("--port", type=int)
+args = parser.parse_args()
+config = load_config(args.config)
+configure_telemetry(config.telemetry)
+gateway = build_gateway(config)
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+sock.bind(("127.0.0.1", args.port))
+print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+config = uvicorn.Config(create_app(gateway), http="httptools", loop="auto", lifespan="on", access_log=False,
+                        log_level="warning", server_header=False)
+uvicorn.Server(config).run(sockets=[sock])
+"""
+
+
+def _http_rps(url: str, seconds: float, concurrency: int) -> tuple[float, int]:
+    body = {**BODY, "model": "gpt-4o"}
+
+    async def run() -> tuple[float, int]:
+        address, port, request = _target(url, body)
+        done = errors = 0
+        stop_at = time.perf_counter() + 0.5
+
+        async def loop(connection: Connection) -> None:
+            nonlocal done, errors
+            while time.perf_counter() < stop_at:
+                try:
+                    await connection.exchange(request)
+                    done += 1
+                except FAILURES:
+                    errors += 1
+                    await connection.close()
+
+        connections = [Connection(address, port) for _ in range(concurrency)]
+        try:
+            async with anyio.create_task_group() as group:  # warm up
+                for connection in connections:
+                    group.start_soon(loop, connection)
+            done = errors = 0
+            began = time.perf_counter()
+            stop_at = began + seconds
+            async with anyio.create_task_group() as group:
+                for connection in connections:
+                    group.start_soon(loop, connection)
+        finally:
+            for connection in connections:
+                await connection.close()
+        return done / (time.perf_counter() - began), errors
+
+    return anyio.run(run)
+
+
+def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0) -> dict[str, Any]:
+    """Requests/s at c=64 through the default stack (no cache) over the HTTP upstream."""
+    from onion.config import DEFAULT_STACK
+
+    provider = f'[[providers]]\nname = "up"\nkind = "openai"\nbase_url = "{upstream_url}"\nmodels = ["gpt-4o"]\n'
+    stack = "".join(
+        "\n[[stack]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
+        for table in DEFAULT_STACK
+        if table["use"] != "exact_cache"
+    )
+    quiet = '[telemetry]\nlog_level = "warning"\n\n'
+    # The same stack in front of the simulated provider (no upstream process): what the
+    # workers gain when the cores are not also running the upstream.
+    simulated = '[[providers]]\nname = "up"\nkind = "simulated"\nmodels = ["gpt-4o"]\nttft = 0.0\n'
+    simulated += "tokens_per_second = 0.0\nanswer_tokens = 16\n"
+    result: dict[str, Any] = {"concurrency": 64, "seconds": seconds}
+    runs = {
+        "workers_1": ([], None, provider),
+        "workers_2": (["--workers", "2"], None, provider),
+        "plain_uvicorn": ([], [sys.executable, "-c", _PLAIN_UVICORN], provider),
+        "workers_1_simulated": ([], None, simulated),
+        "workers_2_simulated": (["--workers", "2"], None, simulated),
+    }
+    for name, (extra, command, upstream) in runs.items():
+        print(f"measuring scale-out: {name}...", file=sys.stderr, flush=True)
+        process, url = start_gateway(quiet + upstream + stack, workdir, name, extra, command)
+        try:
+            time.sleep(1.5)  # every worker up
+            rps, errors = _http_rps(url, seconds, 64)
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+        result[name] = {"rps": round(rps, 1), "errors": errors}
+    result["ratio_2_to_1"] = round(result["workers_2"]["rps"] / result["workers_1"]["rps"], 2)
+    result["ratio_2_to_1_simulated"] = round(
+        result["workers_2_simulated"]["rps"] / result["workers_1_simulated"]["rps"], 2
+    )
+    result["guarded_vs_plain_uvicorn"] = round(result["workers_1"]["rps"] / result["plain_uvicorn"]["rps"], 3)
+    return result
+
+
+def print_scale_out(scale: dict[str, Any]) -> None:
+    print(f"\nscale-out, default stack (no cache), HTTP fake upstream, c={scale['concurrency']}:")
+    for name in ("workers_1", "workers_2", "plain_uvicorn", "workers_1_simulated", "workers_2_simulated"):
+        print(f"  {name:<20} {scale[name]['rps']:>9} req/s  ({scale[name]['errors']} errors)")
+    print(f"  2 workers / 1: {scale['ratio_2_to_1']}x (simulated provider: {scale['ratio_2_to_1_simulated']}x)")
+    print(f"  GuardedProtocol / plain uvicorn (1 worker): {scale['guarded_vs_plain_uvicorn']}")
+
+
+def main_scale_out() -> None:
+    upstream, upstream_url = start_upstream()
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            scale = measure_scale_out(upstream_url, workdir)
+    finally:
+        upstream.terminate()
+        upstream.wait(timeout=10)
+    scale["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
+    scale["note"] = "client, upstream and gateway workers share the machine's cores"
+    print_scale_out(scale)
+    report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    report["scale_out"] = scale
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote scale_out into {RESULTS.relative_to(ROOT.parent)}")
 
 
 def measure_litellm_rest(
@@ -446,8 +583,97 @@ def measure_litellm_rest(
     }
 
 
+def measure_slowloris(sockets: int = 1100, seconds: float = 12.0) -> dict[str, Any]:
+    """Probes answered (and their latency) while ``sockets`` slow clients hold connections."""
+    import resource
+    import socket
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(4096, sockets + 256), hard))  # the attacker's own files
+    simulated = '[[providers]]\nname = "sim"\nkind = "simulated"\nmodels = ["sim"]\nttft = 0.0\n'
+    simulated += "tokens_per_second = 0.0\nanswer_tokens = 16\n"
+    with tempfile.TemporaryDirectory() as workdir:
+        # The gateway starts with the usual soft limit of 1,024 open files (and raises it).
+        command = ["prlimit", "--nofile=1024:", sys.executable, "-m", "onion.cli", "serve"]
+        process, url = start_gateway(
+            '[telemetry]\nlog_level = "warning"\n\n' + simulated, workdir, "slowloris", (), command
+        )
+        address, port, request = _target(url, {**BODY, "model": "sim"})
+        head = request[: request.index(b"\r\n\r\n") + 4]
+        attackers = []
+        try:
+            for i in range(sockets):
+                conn = socket.create_connection((address, port), timeout=2)
+                if i % 3 == 0:
+                    conn.sendall(head[: len(head) // 2])  # headers trickled
+                elif i % 3 == 1:
+                    conn.sendall(head + b"{")  # body trickled
+                attackers.append(conn)
+            latencies, probes = [], 0
+            stop_at = time.perf_counter() + seconds
+            while time.perf_counter() < stop_at:
+                probes += 1
+                began = time.perf_counter()
+                try:
+                    with socket.create_connection((address, port), timeout=1) as probe:
+                        probe.settimeout(1)
+                        probe.sendall(request)
+                        if probe.recv(65536).startswith(b"HTTP/1.1 200"):
+                            latencies.append(time.perf_counter() - began)
+                except OSError:
+                    pass
+                for conn in attackers[:60]:
+                    with contextlib.suppress(OSError):
+                        conn.send(b"x")
+                time.sleep(0.1)
+            closed = 0
+            for conn in attackers:
+                conn.setblocking(False)
+                try:
+                    closed += conn.recv(65536, socket.MSG_PEEK) is not None
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed += 1
+        finally:
+            for conn in attackers:
+                conn.close()
+            process.terminate()
+            process.wait(timeout=20)
+        logged = [x for x in (Path(workdir) / "slowloris.log").read_text().splitlines() if "broke a limit" in x]
+    return {
+        "sockets": sockets,
+        "seconds": seconds,
+        "probes": probes,
+        "probes_answered": len(latencies),
+        "probe_p50_ms": round(percentile(latencies, 50) * 1000, 1) if latencies else None,
+        "probe_max_ms": round(max(latencies) * 1000, 1) if latencies else None,
+        "slow_sockets_closed_by_gateway": closed,
+        "closure_log_lines": len(logged),
+    }
+
+
+def main_slowloris() -> None:
+    result = measure_slowloris()
+    print(
+        f"slowloris: {result['sockets']} slow sockets, {result['probes_answered']}/{result['probes']} probes answered "
+        f"(p50 {result['probe_p50_ms']} ms, max {result['probe_max_ms']} ms), "
+        f"{result['slow_sockets_closed_by_gateway']} slow sockets closed by the gateway, "
+        f"{result['closure_log_lines']} log lines"
+    )
+    report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    report["slowloris"] = result
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.slowloris:
+        main_slowloris()
+        return
+    if args.scale_out:
+        main_scale_out()
+        return
     started = time.perf_counter()
     report: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
@@ -535,6 +761,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             }
             if proxy is not None and LITELLM in urls:
                 litellm.update(measure_litellm_rest(proxy, [r for r in rows if r["gateway"] == LITELLM], pids))
+            settle(pids)
+            report["scale_out"] = measure_scale_out(upstream_url, workdir)
     finally:
         for process in processes:
             if process.poll() is None:
@@ -594,6 +822,8 @@ def print_table(report: dict[str, Any]) -> None:
         print(f"  litellm {litellm['version']}, ready {litellm['ready_seconds']} s after launch")
     if "skipped" in litellm:
         print(f"LiteLLM proxy skipped: {litellm['skipped']}")
+    if "scale_out" in report:
+        print_scale_out(report["scale_out"])
     print(f"ran in {report['seconds']} s")
 
 

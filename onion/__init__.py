@@ -49,6 +49,7 @@ from ._types import Chunk, Completion, Message, Request, Usage, decode_request, 
 from .errors import (
     CANCELLED,
     AllProvidersFailed,
+    AnswerTooLarge,
     BadRequest,
     BudgetExceeded,
     CircuitOpen,
@@ -58,7 +59,10 @@ from .errors import (
     OnionError,
     ProviderError,
     RateLimited,
+    RateLimiterUnavailable,
     RequestTooLarge,
+    SharedStateUnavailable,
+    ShuttingDown,
     Timeout,
     Unauthorized,
     error_type,
@@ -68,6 +72,7 @@ from .errors import (
 if TYPE_CHECKING:
     # Static twins of the lazy names below (``X as X`` marks a re-export).
     from ._redis import RedisClient as RedisClient
+    from ._redis import RedisUnavailable as RedisUnavailable
     from .config import Gateway as Gateway
     from .config import GatewayConfig as GatewayConfig
     from .config import build_gateway as build_gateway
@@ -95,6 +100,7 @@ _LAZY: dict[str, str] = {
     "SimulatedProvider": "providers",
     "build_provider": "providers",
     "RedisClient": "_redis",
+    "RedisUnavailable": "_redis",
     "GatewayApp": "server",
     "create_app": "server",
 }
@@ -116,6 +122,7 @@ __all__ = [
     "Accumulator",
     "AnswerEnd",
     "AllProvidersFailed",
+    "AnswerTooLarge",
     "BadRequest",
     "BpeCounter",
     "BudgetExceeded",
@@ -141,12 +148,15 @@ __all__ = [
     "PhaseLimits",
     "ProviderError",
     "RateLimited",
+    "RateLimiterUnavailable",
     "Request",
     "RequestOptions",
     "RequestTooLarge",
     "ResumeMode",
     "ResumePrefix",
     "Response",
+    "SharedStateUnavailable",
+    "ShuttingDown",
     "Stack",
     "SpanHook",
     "SystemClock",

@@ -79,6 +79,27 @@ def _single_threaded_blas(environ: MutableMapping[str, str]) -> None:
             environ[name] = "1"
 
 
+def _connection_limits(server: Any) -> Any:
+    """The ``[server]`` bounds for the protocol, after raising the open-file limit (said
+    on stdout: an operator should know what the process may hold)."""
+    from .server._protocol import ConnectionLimits
+    from .server._runner import fit_connection_cap, raise_open_file_limit
+
+    before, after = raise_open_file_limit()
+    if after != before:
+        print(f"open files: soft limit raised from {before} to {after}")
+    cap = fit_connection_cap(server.max_connections, after)
+    if cap != server.max_connections:
+        print(f"max_connections: {server.max_connections} lowered to {cap} to fit {after} open files")
+    return ConnectionLimits(
+        header_timeout=server.header_timeout_seconds,
+        body_timeout=server.body_timeout_seconds,
+        max_connections=cap,
+        max_headers=server.max_headers,
+        max_header_bytes=server.max_header_bytes,
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     import os
     import socket
@@ -86,10 +107,9 @@ def _serve(args: argparse.Namespace) -> int:
     if "numpy" not in sys.modules:
         _single_threaded_blas(os.environ)
 
-    import uvicorn
-
     from .config import build_gateway, configure_telemetry, default_config, load_config
     from .server import create_app
+    from .server._runner import run
 
     try:
         config = load_config(args.config) if args.config else default_config()
@@ -104,45 +124,78 @@ def _serve(args: argparse.Namespace) -> int:
     server_config = config.server
     host = args.host or server_config.host
     port = server_config.port if args.port is None else args.port
+    workers = server_config.workers if args.workers is None else args.workers
+    worker = os.environ.get("ONION_WORKER_INDEX")  # set by the supervisor of --workers
+    if workers < 1:
+        print("onion serve: --workers must be at least 1", file=sys.stderr)
+        return 2
     try:
         # IPPROTO_TCP explicitly: asyncio turns on TCP_NODELAY only for sockets that say
         # so, and without it small writes wait on delayed ACKs (~40 ms per answer).
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if workers > 1 or worker is not None:
+            # Every worker binds the one port; the supervisor's socket (bound, never
+            # listening) only reserves it and resolves port 0.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except OSError as error:
         print(f"onion serve: cannot listen on {host}:{port}: {error.strerror}", file=sys.stderr)
         return 2
     port = sock.getsockname()[1]
-    app = create_app(gateway, metrics_renderer=_metrics_renderer(gateway.stack))
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    if worker is not None:
+        return _serve_worker(gateway, sock, config, worker, url)
+    if workers > 1:
+        _banner(config, gateway, url, f"  ({workers} workers)")
+        from .server._workers import supervise
+
+        command = [sys.executable, "-m", "onion.cli", "serve", "--host", host, "--port", str(port)]
+        command += ["--config", args.config] if args.config else []
+        command += ["--log-level", args.log_level] if args.log_level else []
+        try:
+            return supervise(command, workers, server_config.shutdown_grace_seconds)
+        finally:
+            sock.close()
+    app = create_app(gateway, metrics_renderer=_metrics_renderer(gateway.stack))
+    limits = _connection_limits(server_config)
+    _banner(config, gateway, url)
+    run(app, sock, server_config, config.telemetry.log_level, limits)
+    return 0
+
+
+def _serve_worker(gateway: Any, sock: Any, config: Any, worker: str, url: str) -> int:
+    """One of the processes of ``--workers``: no banner, metrics merged across workers."""
+    import os
+
+    from .server import create_app
+    from .server._runner import run
+    from .server._workers import MergedMetrics
+
+    renderer = _metrics_renderer(gateway.stack)
+    directory = os.environ.get("ONION_METRICS_DIR")
+    if renderer is not None and directory:
+        renderer = MergedMetrics(renderer, directory, worker)
+    app = create_app(gateway, metrics_renderer=renderer)
+    limits = _connection_limits(config.server)
+    print(f"worker {worker} (pid {os.getpid()}): listening on {url}", flush=True)
+    run(app, sock, config.server, config.telemetry.log_level, limits)
+    return 0
+
+
+def _banner(config: Any, gateway: Any, url: str, workers: str = "") -> None:
     model = next((m for p in config.providers for m in p.models), "gpt-4o-mini")
     auth = ' -H "Authorization: Bearer $YOUR_KEY"' if gateway.api_keys else ""
     print(f"onion gateway: {config.source}")
     print("upstream: " + gateway.describe_upstreams().replace("\n", "\n          "))
     print("stack: " + (" > ".join(info.name for info in gateway.stack.infos) or "(no layers)") + " > router")
-    print(f"listening on {url}  (OpenAI base URL: {url}/v1)")
+    print(f"listening on {url}  (OpenAI base URL: {url}/v1){workers}")
     print(
         f"try: curl -s {url}/v1/chat/completions -H 'content-type: application/json'{auth} "
         f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "hello"}}]}}\'',
         flush=True,
     )
-    uvicorn_config = uvicorn.Config(
-        app,
-        interface="asgi3",
-        http="auto",  # httptools when installed (much faster than h11), else h11
-        loop="auto",  # uvloop when installed
-        lifespan="on",
-        proxy_headers=False,
-        server_header=False,
-        access_log=False,
-        log_config=None,  # uvicorn's records go through configure_logging's handler (JSON, scrubbed)
-        log_level=config.telemetry.log_level,
-        timeout_graceful_shutdown=server_config.shutdown_grace_seconds,  # type: ignore[arg-type]
-    )
-    uvicorn.Server(uvicorn_config).run(sockets=[sock])
-    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -186,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port to listen on, 0 for any free one (overrides [server] port)")
     serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="overrides [telemetry] log_level"
+    )
+    serve.add_argument(
+        "--workers", type=int, help="processes serving the port, restarted if they die (overrides [server] workers)"
     )
     serve.set_defaults(func=_serve)
     check = sub.add_parser(

@@ -80,13 +80,37 @@ class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """``[server]``: where to listen, who may call, how big a body may be."""
+    """``[server]``: where to listen, who may call, and the bounds that keep one client
+    (slow, idle, abandoning or hostile) from locking the others out.
+
+    - ``header_timeout_seconds`` / ``body_timeout_seconds``: time to receive the request
+      headers (from the connection's start, or the next request's first byte) and then
+      the body; past it, 408 and the connection is closed.
+    - ``keepalive_idle_seconds``: an idle kept-alive connection is closed after this.
+    - ``max_connections``: open connections above it get 503 and are closed (``onion
+      serve`` raises the soft open-file limit to the hard one and lowers this cap to fit).
+    - ``max_headers`` / ``max_header_bytes``: caps on the request headers (431).
+    - ``max_json_depth``: a body nesting arrays and objects deeper is a 400.
+    - ``max_answer_bytes``: an upstream answer larger than this is cut with an error.
+    - ``metrics_auth``: ``GET /metrics`` needs an API key when ``api_keys`` is set.
+    - ``workers``: processes serving the one port (``--workers`` overrides).
+    """
 
     host: str = "127.0.0.1"
     port: int = 8000
     api_keys: list[str | ApiKey] = []
     max_body_bytes: int = 4 * 1024 * 1024
     shutdown_grace_seconds: float = 10.0
+    header_timeout_seconds: float = 5.0
+    body_timeout_seconds: float = 10.0
+    keepalive_idle_seconds: float = 5.0
+    max_connections: int = 4096
+    max_headers: int = 100
+    max_header_bytes: int = 32 * 1024
+    max_json_depth: int = 128
+    max_answer_bytes: int = 32 * 1024 * 1024
+    metrics_auth: bool = True
+    workers: int = 1
 
 
 class TelemetryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -276,6 +300,28 @@ def _check_provider(
     return msgspec.structs.replace(provider, **changes) if changes else provider
 
 
+_POSITIVE_SERVER_FIELDS = (
+    "shutdown_grace_seconds",
+    "header_timeout_seconds",
+    "body_timeout_seconds",
+    "keepalive_idle_seconds",
+    "max_connections",
+    "max_headers",
+    "max_header_bytes",
+    "max_json_depth",
+    "max_answer_bytes",
+    "workers",
+)
+
+
+def _check_bounds(server: ServerConfig, table: _Table) -> None:
+    for name in _POSITIVE_SERVER_FIELDS:
+        if getattr(server, name) <= 0:
+            table.problem(name, "must be greater than 0")
+    if server.max_header_bytes < 1024:
+        table.problem("max_header_bytes", "must be at least 1024")
+
+
 def _check_keys(server: ServerConfig, origin: str, env: Mapping[str, str], problems: list[ConfigError]) -> ServerConfig:
     table = _Table("server", f"{origin}: server", problems)
     keys: list[str | ApiKey] = []
@@ -295,6 +341,7 @@ def _check_keys(server: ServerConfig, origin: str, env: Mapping[str, str], probl
         table.problem("port", "must be 1-65535")
     if server.max_body_bytes < 1024:
         table.problem("max_body_bytes", "must be at least 1024")
+    _check_bounds(server, table)
     return msgspec.structs.replace(server, api_keys=keys)
 
 
@@ -513,7 +560,10 @@ def _build(config: GatewayConfig, problems: list[ConfigError]) -> Gateway | None
     providers = []
     for index, spec in enumerate(config.providers):
         try:
-            providers.append(build_provider(spec.kind, **spec.params()))
+            params = spec.params()
+            if spec.kind != "simulated":
+                params["max_answer_bytes"] = config.server.max_answer_bytes
+            providers.append(build_provider(spec.kind, **params))
         except (TypeError, ValueError) as error:
             message = f"{config.source}: providers[{index}] (name = {spec.name!r}): {error}"
             problems.append(ConfigError(message, table=f"providers[{index}]"))

@@ -17,7 +17,11 @@ stack (a bad body or key, a body too large) raises one of these too.
     ├── RateLimited             429  over a limit; carries retry_after
     │   └── BudgetExceeded      429  a spend budget is used up until its window resets
     ├── ProviderError           502  an upstream failed; status, retryable, retry_after
-    │   └── CircuitOpen         503  the breaker for that model is open
+    │   ├── CircuitOpen         503  the breaker for that model is open
+    │   └── AnswerTooLarge      502  the upstream's answer is over max_answer_bytes
+    ├── SharedStateUnavailable  503  a store a layer needs (Redis) does not answer
+    │   └── RateLimiterUnavailable 503  the rate limiter's store is down and it fails closed
+    ├── ShuttingDown            503  the gateway stopped before the answer was complete
     ├── AllProvidersFailed      502  every model of a fallback chain failed
     ├── Timeout                 504  a deadline passed (phase: total, first_chunk, idle)
     └── ConfigError             --   a stack or config file is invalid (raised at build)
@@ -32,6 +36,7 @@ import anyio
 __all__ = [
     "CANCELLED",
     "AllProvidersFailed",
+    "AnswerTooLarge",
     "BadRequest",
     "BudgetExceeded",
     "CircuitOpen",
@@ -41,7 +46,10 @@ __all__ = [
     "OnionError",
     "ProviderError",
     "RateLimited",
+    "RateLimiterUnavailable",
     "RequestTooLarge",
+    "SharedStateUnavailable",
+    "ShuttingDown",
     "Timeout",
     "Unauthorized",
     "error_type",
@@ -240,6 +248,48 @@ class CircuitOpen(ProviderError):
 
     def __init__(self, detail: str = "", *, model: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(detail, retryable=False, retry_after=retry_after, model=model)
+
+
+class AnswerTooLarge(ProviderError):
+    """The upstream's answer passed the gateway's ``max_answer_bytes`` (``limit``); the
+    call was cut rather than buffered."""
+
+    code = "answer_too_large"
+    default_public_message = "the model provider's answer was too large"
+
+    def __init__(self, limit: int, *, provider: str | None = None, model: str | None = None) -> None:
+        super().__init__(f"the upstream answer is larger than {limit} bytes", provider=provider, model=model)
+        self.limit = limit
+
+
+class SharedStateUnavailable(OnionError):
+    """A store shared between gateway processes (Redis) did not answer in time or is
+    skipped by its breaker, and the layer that needs it fails closed."""
+
+    status = 503
+    code = "service_unavailable"
+    default_public_message = "a service the gateway depends on is unavailable; retry shortly"
+
+    def __init__(self, detail: str = "", *, retry_after: float | None = 1.0) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class RateLimiterUnavailable(SharedStateUnavailable):
+    """The rate limiter cannot reach its store and is configured to fail closed: the
+    caller is not over any limit (that would be a 429), the gateway cannot tell."""
+
+    code = "rate_limiter_unavailable"
+    default_public_message = "the rate limiter is unavailable; retry shortly"
+
+
+class ShuttingDown(OnionError):
+    """The gateway is stopping: a call still running after ``shutdown_grace_seconds``,
+    or one that arrived during the drain, ends with this (a 503, or a stream's last event)."""
+
+    status = 503
+    code = "shutting_down"
+    default_public_message = "the gateway is shutting down; retry the request"
 
 
 class AllProvidersFailed(OnionError):

@@ -118,7 +118,9 @@ class ExactCache(Layer):
     """Answers repeated requests from a store (memory LRU bounded in bytes, or Redis).
 
     Parameters (TOML names): ``ttl_seconds``, ``max_bytes`` (memory backend),
-    ``backend = "memory" | "redis"``, ``redis_url``; in code also ``policy`` and ``clock``.
+    ``backend = "memory" | "redis"``, ``redis_url``, ``redis_deadline`` (seconds per Redis
+    operation, 0.05; a late or skipped Redis is a miss, never an error); in code also
+    ``policy`` and ``clock``.
     A request skips the cache when ``request.context.options.cache`` is ``False``.
     ``stats`` counts hits, misses, stores, evictions, expirations, bypasses and errors.
     """
@@ -138,6 +140,7 @@ class ExactCache(Layer):
         backend: Literal["memory", "redis"] = "memory",
         redis_url: str | None = None,
         scope: Literal["caller", "shared"] = "caller",
+        redis_deadline: float = 0.05,
         *,
         policy: CachePolicy | None = None,
         prefix: str = "onion:exact:",
@@ -147,7 +150,9 @@ class ExactCache(Layer):
             raise ValueError("ttl_seconds must be positive")
         self.ttl_seconds = ttl_seconds
         self.policy = policy or CachePolicy(scope=scope)
-        self.store = make_store(backend, max_bytes=max_bytes, redis_url=redis_url, prefix=prefix, clock=clock)
+        self.store = make_store(
+            backend, max_bytes=max_bytes, redis_url=redis_url, prefix=prefix, clock=clock, redis_deadline=redis_deadline
+        )
         self.stats: CacheStats = self.store.stats
         self._span_attributes = {"onion.layer": self.name}
 

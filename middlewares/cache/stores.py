@@ -158,13 +158,17 @@ class RedisStore:
     """A store in Redis, shared by every process that uses the same ``url`` and ``prefix``.
 
     Redis applies the TTL on its own clock; bound its size with Redis's ``maxmemory`` and
-    an ``allkeys-lru`` (or ``volatile-lru``) policy.
+    an ``allkeys-lru`` (or ``volatile-lru``) policy. Each operation has ``deadline``
+    seconds (``onion.RedisClient``: past it, or while its breaker is open, the call raises
+    and the cache serves from upstream instead).
     """
 
-    def __init__(self, url: str, *, prefix: str = "onion:cache:", client: RedisClient | None = None) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "onion:cache:", client: RedisClient | None = None, deadline: float = 0.05
+    ) -> None:
         self.prefix = prefix
         self.stats = CacheStats()
-        self.redis = client or RedisClient(url, timeout=2.0)
+        self.redis = client or RedisClient(url, timeout=1.0, deadline=deadline)
 
     async def get(self, key: str) -> bytes | None:
         """The value under ``key`` (Redis drops expired keys itself)."""
@@ -185,7 +189,13 @@ class RedisStore:
 
 
 def make_store(
-    backend: str, *, max_bytes: int, redis_url: str | None, prefix: str, clock: Clock | None
+    backend: str,
+    *,
+    max_bytes: int,
+    redis_url: str | None,
+    prefix: str,
+    clock: Clock | None,
+    redis_deadline: float = 0.05,
 ) -> MemoryStore | RedisStore:
     """The store a layer's ``backend`` / ``redis_url`` parameters name."""
     if backend == "memory":
@@ -193,5 +203,5 @@ def make_store(
     if backend == "redis":
         if not redis_url:
             raise ValueError("backend 'redis' needs redis_url")
-        return RedisStore(redis_url, prefix=prefix)
+        return RedisStore(redis_url, prefix=prefix, deadline=redis_deadline)
     raise ValueError(f"backend must be 'memory' or 'redis', got {backend!r}")

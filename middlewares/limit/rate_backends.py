@@ -190,8 +190,8 @@ class RedisBackend:
     trio. ``client`` may be a ``RedisClient`` shared with other layers.
     """
 
-    def __init__(self, url: str, *, client: RedisClient | None = None) -> None:
-        self.redis = client or RedisClient(url, timeout=1.0)
+    def __init__(self, url: str, *, client: RedisClient | None = None, deadline: float = 0.05) -> None:
+        self.redis = client or RedisClient(url, timeout=1.0, deadline=deadline)
         self._acquire = self.redis.script(_ACQUIRE)
         self._adjust = self.redis.script(_ADJUST)
 

@@ -38,7 +38,17 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from onion import AnswerEnd, CallNext, Clock, Layer, RateLimited, Request, Response, prompt_tokens
+from onion import (
+    AnswerEnd,
+    CallNext,
+    Clock,
+    Layer,
+    RateLimited,
+    RateLimiterUnavailable,
+    Request,
+    Response,
+    prompt_tokens,
+)
 
 from .rate_backends import BACKEND_DOWN, MemoryBackend, RateBackend, RedisBackend
 
@@ -61,7 +71,10 @@ class RateLimit(Layer):
     TOML: ``requests_per_minute``, ``tokens_per_minute``, ``per`` (``"caller"``: one
     window per ``context.caller`` or ``request.user``; ``"global"``: one for all),
     ``backend`` (``"memory"`` | ``"redis"``), ``redis_url``, ``fail_open``,
-    ``window_seconds`` (60), ``default_completion_tokens``, ``key_prefix``. For both a
+    ``window_seconds`` (60), ``default_completion_tokens``, ``key_prefix``,
+    ``redis_deadline`` (seconds per Redis operation, 0.05). A backend that is down, late
+    or skipped by its breaker admits the call (``fail_open``) or answers 503
+    ``rate_limiter_unavailable`` (``RateLimiterUnavailable``), never 429. For both a
     per-caller and a global limit, stack two ``rate_limit`` layers.
     """
 
@@ -80,6 +93,7 @@ class RateLimit(Layer):
         window_seconds: float = 60.0,
         default_completion_tokens: int = 256,
         key_prefix: str = "onion:rl",
+        redis_deadline: float = 0.05,
         *,
         store: RateBackend | None = None,
         estimate: Callable[[Request], int] | None = None,
@@ -94,7 +108,7 @@ class RateLimit(Layer):
         if store is None and backend == "redis":
             if not redis_url:
                 raise ValueError("backend 'redis' needs redis_url")
-            store = RedisBackend(redis_url)
+            store = RedisBackend(redis_url, deadline=redis_deadline)
         self.store: RateBackend = store if store is not None else MemoryBackend(clock)
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
@@ -143,7 +157,9 @@ class RateLimit(Layer):
                 action="admitted (fail open)" if self.fail_open else "rejected (fail closed)",
             )
             if not self.fail_open:
-                raise RateLimited("rate limit backend unreachable; failing closed", retry_after=1.0) from None
+                # Not a 429: the caller is over no limit, the gateway cannot tell.
+                detail = f"rate limit backend unreachable ({type(error).__name__}); failing closed"
+                raise RateLimiterUnavailable(detail) from None
             return await call_next(request)
         if refused >= 0:
             kind = "requests" if limits[refused][0].endswith(":req") else "tokens"

@@ -22,7 +22,7 @@ import msgspec
 from .._context import Context
 from .._response import Response
 from .._types import Chunk, Completion, Message, Request
-from ..errors import ProviderError, Timeout
+from ..errors import AnswerTooLarge, ProviderError, Timeout
 from ._sse import SSEDecoder, SSEOverflow
 from ._transport import pooled_transport
 
@@ -139,7 +139,9 @@ class HTTPProvider:
     ``models`` lists the model names it serves (empty: any model). Timeouts: ``connect``
     and ``read`` (each wait for bytes) go to httpx; ``total`` bounds a whole call, and the
     request's own ``context.deadline`` is honoured too. ``upstream_seconds`` on the
-    request's context grows by the time spent waiting for the upstream.
+    request's context grows by the time spent waiting for the upstream. An answer, or a
+    stream's bytes in all, larger than ``max_answer_bytes`` is cut with ``AnswerTooLarge``
+    (read piece by piece, never buffered past the cap).
     """
 
     kind = "http"
@@ -160,8 +162,10 @@ class HTTPProvider:
         headers: Mapping[str, str] | None = None,
         trust_env: bool = False,
         client: httpx.AsyncClient | None = None,
+        max_answer_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.name = name
+        self.max_answer_bytes = max_answer_bytes
         self.base_url = base_url.rstrip("/")
         self.models = tuple(models)
         self.total_timeout = total_timeout
@@ -363,9 +367,9 @@ class HTTPProvider:
         try:
             if own and deadline is not None:
                 with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
-                    data = await response.aread()
+                    data = await self._read_bounded(response, request)
             else:
-                data = await response.aread()
+                data = await self._read_bounded(response, request)
         except TimeoutError:
             raise self._timed_out(request, own) from None
         except httpx.HTTPError as error:
@@ -382,6 +386,22 @@ class HTTPProvider:
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError, KeyError, IndexError, TypeError) as error:
             raise self._error(f"malformed answer body: {error}", request, retryable=False) from None
 
+    async def _read_bounded(self, response: httpx.Response, request: Request) -> bytes:
+        limit = self.max_answer_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise self._too_large(request)
+        parts, size = [], 0
+        async for piece in response.aiter_bytes():
+            size += len(piece)
+            if size > limit:
+                raise self._too_large(request)
+            parts.append(piece)
+        return b"".join(parts)
+
+    def _too_large(self, request: Request) -> AnswerTooLarge:
+        return AnswerTooLarge(self.max_answer_bytes, provider=self.name, model=request.model)
+
     async def _stream(
         self, response: httpx.Response, request: Request, deadline: float | None, own: bool, replay: _Replay | None
     ) -> AsyncGenerator[Chunk, None]:
@@ -389,6 +409,7 @@ class HTTPProvider:
         decoder = self.stream_decoder(request)
         sse = SSEDecoder()
         pieces = response.aiter_bytes()
+        received, limit = 0, self.max_answer_bytes
         # Only the request's own deadline is enforced precisely (a cancel scope per read,
         # never held across a yield); the provider's total_timeout is checked between reads.
         precise = deadline if own else None
@@ -411,6 +432,9 @@ class HTTPProvider:
                     raise self._transport_error(error, request, "mid-stream") from None
                 finally:
                     context.upstream_seconds += _perf() - began
+                received += len(piece)
+                if received > limit:
+                    raise self._too_large(request)
                 try:
                     events = sse.feed(piece)
                     for event, data in events:

@@ -15,6 +15,7 @@ error event; a client that disconnects mid-stream cancels the upstream call.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
@@ -25,11 +26,11 @@ import msgspec
 if TYPE_CHECKING:
     from ..config import Gateway
 
-from .._context import Context, RequestOptions
+from .._context import Context, RequestOptions, _new_request_id
 from .._response import Response
 from .._stack import Handler
 from .._types import Chunk, Completion, Request
-from ..errors import BadRequest, OnionError, Unauthorized
+from ..errors import BadRequest, OnionError, ShuttingDown, Unauthorized
 from ..wire import Dialect, openai_chat
 from ._http import (
     JSON,
@@ -40,7 +41,7 @@ from ._http import (
     Send,
     answer_headers,
     cancel_on_disconnect,
-    header,
+    check_json,
     read_body,
     read_headers,
     respond,
@@ -70,9 +71,18 @@ class GatewayApp:
       ``Authorization: Bearer <key>`` and the identity becomes ``context.caller``.
     - ``models``: ``(model, owner)`` pairs for ``GET /v1/models``; ``list_models`` is
       awaited too, for upstreams that serve any model.
-    - ``max_body_bytes``: larger bodies get 413.
-    - ``metrics_renderer``: returns ``(body, content_type)`` for ``GET /metrics``.
+    - ``max_body_bytes``: larger bodies get 413; ``max_json_depth``: a body nesting
+      deeper is a 400 (``check_json`` also refuses duplicate keys and huge numbers).
+    - ``metrics_renderer``: returns ``(body, content_type)`` for ``GET /metrics``, which
+      needs an API key when there are keys and ``metrics_auth`` is on.
     - ``on_shutdown``: awaited at ASGI lifespan shutdown (close connection pools).
+
+    A client that disconnects cancels its call, streamed or not (every layer's
+    end-of-answer code sees it cancelled). ``drain(grace)`` is the shutdown: calls
+    arriving afterwards get 503 ``shutting_down``; those still running after ``grace``
+    seconds are cancelled and end with 503 or, for a stream already started, the
+    ``shutting_down`` error event. Any exception the app did not expect is a JSON 500
+    with the request id, and its traceback is logged at error level.
     """
 
     def __init__(
@@ -83,7 +93,9 @@ class GatewayApp:
         models: list[tuple[str, str]] | None = None,
         list_models: Callable[[], Awaitable[list[tuple[str, str]]]] | None = None,
         max_body_bytes: int = 4 * 1024 * 1024,
+        max_json_depth: int = 128,
         metrics_renderer: MetricsRenderer | None = None,
+        metrics_auth: bool = True,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.handler = handler
@@ -91,31 +103,61 @@ class GatewayApp:
         self.models = list(models or [])
         self.list_models = list_models
         self.max_body_bytes = max_body_bytes
+        self.max_json_depth = max_json_depth
         self.metrics_renderer = metrics_renderer
+        self.metrics_auth = metrics_auth
         self.on_shutdown = on_shutdown
+        self._calls: set[anyio.CancelScope] = set()
+        self._draining = False
+        self._expired = False
+        self._idle: anyio.Event | None = None  # set when the last call ends during a drain
 
     # -- dispatch ------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            path = scope["path"]
-            dialect = _DIALECTS.get(path)
-            if dialect is not None:
-                if scope["method"] == "POST":
-                    await self._call(scope, receive, send, dialect)
-                else:
-                    await _plain_error(send, 405, f"use POST for {path}", "method_not_allowed")
-            elif path == "/v1/models" or path == "/models":
-                await self._models(scope, send)
-            elif path == "/healthz":
-                await respond(send, 200, b'{"status":"ok"}', [JSON])
-            elif path == "/metrics" and self.metrics_renderer is not None:
-                await self._metrics(send)
-            else:
-                await _plain_error(send, 404, "no such endpoint; try POST /v1/chat/completions", "not_found")
+            try:
+                await self._dispatch(scope, receive, send)
+            except Exception as error:
+                await _crash(send, error, _new_request_id())
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        dialect = _DIALECTS.get(path)
+        if dialect is not None:
+            if scope["method"] == "POST":
+                await self._call(scope, receive, send, dialect)
+            else:
+                await _plain_error(send, 405, f"use POST for {path}", "method_not_allowed")
+        elif path == "/v1/models" or path == "/models":
+            await self._models(scope, send)
+        elif path == "/healthz":
+            await respond(send, 200, b'{"status":"ok"}', [JSON])
+        elif path == "/metrics" and self.metrics_renderer is not None:
+            await self._metrics(scope, send)
+        else:
+            await _plain_error(send, 404, "no such endpoint; try POST /v1/chat/completions", "not_found")
+
+    async def drain(self, grace: float) -> None:
+        """Shut down: refuse new calls, give those in flight ``grace`` seconds, then end
+        them with ``ShuttingDown`` (awaited by the server before it stops)."""
+        self._draining = True
+        self._idle = anyio.Event()
+        if not self._calls:
+            return
+        with anyio.move_on_after(grace):
+            await self._idle.wait()
+        if not self._calls:
+            return
+        logger.warning("shutdown: ending %d call(s) still running after %g s", len(self._calls), grace)
+        self._expired = True
+        for call in list(self._calls):
+            call.cancel()
+        with anyio.move_on_after(2):
+            await self._idle.wait()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -133,8 +175,14 @@ class GatewayApp:
 
     # -- routes --------------------------------------------------------------------
 
-    async def _metrics(self, send: Send) -> None:
+    async def _metrics(self, scope: Scope, send: Send) -> None:
         assert self.metrics_renderer is not None
+        if self.metrics_auth:
+            try:
+                self.api_keys.caller(read_headers(scope["headers"])[0])
+            except (Unauthorized, BadRequest) as refusal:
+                await _refuse(send, openai_chat, refusal)
+                return
         try:
             body, content_type = self.metrics_renderer()
         except ImportError:
@@ -146,8 +194,8 @@ class GatewayApp:
 
     async def _models(self, scope: Scope, send: Send) -> None:
         try:
-            self.api_keys.caller(header(scope, b"authorization"))
-        except Unauthorized as refusal:
+            self.api_keys.caller(read_headers(scope["headers"])[0])
+        except (Unauthorized, BadRequest) as refusal:
             await _refuse(send, openai_chat, refusal)
             return
         pairs = list(self.models)
@@ -167,28 +215,84 @@ class GatewayApp:
 
     async def _call(self, scope: Scope, receive: Receive, send: Send, dialect: Dialect) -> None:
         """One call of the stack in the route's dialect, in this (the request's) task."""
-        authorization, declared, cache_off, trace_headers = read_headers(scope["headers"])
+        context = None
         try:
+            authorization, declared, cache_off, trace_headers = read_headers(scope["headers"])
             caller = self.api_keys.caller(authorization)
+            if self._draining:
+                raise ShuttingDown("the call arrived while the gateway drains")
             body = await read_body(receive, declared, self.max_body_bytes)
             context = Context(caller=caller, trace_headers=trace_headers)
             if cache_off:
                 context.options = _NO_CACHE
+            # An empty body is the dialect's to explain; a dialect that is not JSON says so.
+            if body and getattr(dialect, "json_body", True):
+                check_json(body, self.max_json_depth)
             request = dialect.decode(body, context)
         except OnionError as refusal:
-            await _refuse(send, dialect, refusal)
+            await _refuse(send, dialect, refusal, None if context is None else context.request_id)
             return
+        except (ValueError, RecursionError) as error:  # a decoder's own failure on a body check_json passed
+            logger.warning("request body refused by the decoder: %s", type(error).__name__)
+            refusal = BadRequest("the request body is not valid JSON (UTF-8)", code="invalid_json")
+            await _refuse(send, dialect, refusal, None if context is None else context.request_id)
+            return
+        try:
+            await self._answer(receive, send, dialect, request)
+        except Exception as error:
+            await _crash(send, error, request.context.request_id)
+
+    async def _answer(self, receive: Receive, send: Send, dialect: Dialect, request: Request) -> None:
+        # Every call runs in a cancel scope of its own: the client's disconnect and the
+        # end of the shutdown grace period cancel it, and every layer's cleanup runs.
+        context = request.context
+        progress = _Progress()
+        call = anyio.CancelScope()
+        self._calls.add(call)
+        try:
+            with call:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(cancel_on_disconnect, receive, call)
+                    await self._run(send, dialect, request, progress)
+                    group.cancel_scope.cancel()
+        finally:
+            self._calls.discard(call)
+            if self._idle is not None and not self._calls:
+                self._idle.set()
+        if call.cancelled_caught and self._expired and not progress.ended:
+            error = ShuttingDown("the shutdown grace period ended before the answer")
+            _log_failure(error, context.request_id)
+            if progress.encoder is not None:
+                await send({"type": "http.response.body", "body": progress.encoder.error(error), "more_body": False})
+            else:
+                await _failure(send, dialect, error, context)
+
+    async def _run(self, send: Send, dialect: Dialect, request: Request, progress: _Progress) -> None:
         try:
             response = await self.handler(request)
             if not request.stream:
                 completion = await response.result()
         except Exception as error:
-            await _failure(send, dialect, error, context)
+            progress.ended = True
+            await _failure(send, dialect, error, request.context)
             return
         if request.stream:
-            await _stream(receive, send, dialect, request, response)
+            await _stream(send, dialect, request, response, progress)
         else:
-            await _complete(send, dialect, request, response, completion)
+            progress.ended = True
+            with anyio.CancelScope(shield=True):  # the answer is ready: write it whole
+                await _complete(send, dialect, request, response, completion)
+
+
+class _Progress:
+    """How far an answer got: the stream's encoder once its first event is out, and
+    whether the answer was written to its end (then a shutdown has nothing to add)."""
+
+    __slots__ = ("encoder", "ended")
+
+    def __init__(self) -> None:
+        self.encoder: openai_chat.ChunkEncoder | None = None
+        self.ended = False
 
 
 # -- answers --------------------------------------------------------------------------
@@ -199,10 +303,19 @@ async def _plain_error(send: Send, status: int, message: str, code: str) -> None
     await respond(send, status, openai_chat.error_body(status, message, code), [JSON])
 
 
-async def _refuse(send: Send, dialect: Dialect, refusal: OnionError) -> None:
-    # Refused before the stack: the caller's own mistake, so no log line and no request id.
+async def _refuse(send: Send, dialect: Dialect, refusal: OnionError, request_id: str | None = None) -> None:
+    # Refused before the stack: the caller's own mistake, so no log line; the request id
+    # once there is one (a body the gateway read and could not decode).
     answer = dialect.encode_error(refusal)
-    await respond(send, answer.status, answer.body, [JSON, *answer.headers])
+    await respond(send, answer.status, answer.body, [JSON, *answer.headers], request_id=request_id)
+
+
+async def _crash(send: Send, error: Exception, request_id: str) -> None:
+    """An exception nothing expected: its traceback to the log at error level, a JSON
+    500 naming the request id to the client (if the answer has not started)."""
+    logger.error("request %s failed: unexpected %s", request_id, type(error).__name__, exc_info=error)
+    with contextlib.suppress(Exception):  # the answer had started: the server closes the connection
+        await respond(send, 500, openai_chat.encode_error(error, request_id).body, [JSON], request_id=request_id)
 
 
 def _log_failure(error: Exception, request_id: str) -> None:
@@ -226,13 +339,10 @@ async def _complete(send: Send, dialect: Dialect, request: Request, response: Re
     await send({"type": "http.response.body", "body": body})
 
 
-async def _stream(receive: Receive, send: Send, dialect: Dialect, request: Request, response: Response) -> None:
+async def _stream(send: Send, dialect: Dialect, request: Request, response: Response, progress: _Progress) -> None:
     chunks = response.__aiter__()
     try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(cancel_on_disconnect, receive, group.cancel_scope)
-            await _pump(send, dialect, request, response, chunks)
-            group.cancel_scope.cancel()
+        await _pump(send, dialect, request, response, chunks, progress)
     finally:
         with anyio.CancelScope(shield=True):
             aclose = getattr(chunks, "aclose", None)
@@ -241,29 +351,35 @@ async def _stream(receive: Receive, send: Send, dialect: Dialect, request: Reque
 
 
 async def _pump(
-    send: Send, dialect: Dialect, request: Request, response: Response, chunks: AsyncIterator[Chunk]
+    send: Send,
+    dialect: Dialect,
+    request: Request,
+    response: Response,
+    chunks: AsyncIterator[Chunk],
+    progress: _Progress,
 ) -> None:
     context = request.context
     encoder = dialect.encode_stream(request, response.model or request.model)
-    started = False
     try:
         async for chunk in chunks:
-            if not started:
+            if progress.encoder is None:
                 headers = answer_headers(response, context, SSE_HEADERS)
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
-                started = True
+                progress.encoder = encoder
             event = encoder.event(chunk)
             if event is not None:
                 await send({"type": "http.response.body", "body": event, "more_body": True})
     except Exception as error:
-        if not started:
+        progress.ended = True
+        if progress.encoder is None:
             await _failure(send, dialect, error, context)
             return
         # Committed: the status is out, so the failure is the stream's last event.
         _log_failure(error, context.request_id)
         await send({"type": "http.response.body", "body": encoder.error(error), "more_body": False})
         return
-    if not started:
+    progress.ended = True
+    if progress.encoder is None:
         headers = answer_headers(response, context, SSE_HEADERS)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": encoder.end(), "more_body": False})
@@ -290,6 +406,8 @@ def create_app(
         models=router.models(),
         list_models=list_models if catch_all else None,
         max_body_bytes=gateway.config.server.max_body_bytes,
+        max_json_depth=gateway.config.server.max_json_depth,
         metrics_renderer=metrics_renderer,
+        metrics_auth=gateway.config.server.metrics_auth,
         on_shutdown=gateway.aclose,
     )

@@ -11,6 +11,8 @@ dialects (``onion.wire``); what runs when belongs to ``_app``.
 from __future__ import annotations
 
 import hmac
+import json
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -29,6 +31,7 @@ __all__ = [
     "Send",
     "answer_headers",
     "cancel_on_disconnect",
+    "check_json",
     "header",
     "header_pairs",
     "read_body",
@@ -46,6 +49,7 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+_TOKEN = re.compile(rb"[\x21-\x7e]+")  # one token of visible ASCII: no spaces, no controls
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 _CACHE_OFF = frozenset({b"no", b"false", b"0", b"off"})
 
@@ -71,7 +75,9 @@ def read_headers(
     headers: Iterable[tuple[bytes, bytes]],
 ) -> tuple[bytes | None, bytes | None, bool, dict[str, str] | None]:
     """``(authorization, content_length, cache_off, trace_headers)`` in one pass; a plain
-    tuple, as a named one costs ten times more to build per request."""
+    tuple, as a named one costs ten times more to build per request. Two
+    ``Authorization`` headers are a ``BadRequest``: which one counts would depend on the
+    server (and on every proxy in front of it)."""
     authorization = declared = onion_cache = cache_control = None
     trace_headers: dict[str, str] | None = None
     for name, value in headers:
@@ -82,6 +88,8 @@ def read_headers(
                 trace_headers = {}
             trace_headers[name.decode("latin-1")] = value.decode("latin-1")
         elif name == b"authorization":
+            if authorization is not None:
+                raise BadRequest("send one Authorization header, not several", code="invalid_authorization_header")
             authorization = value
         elif name == b"content-length":
             declared = value
@@ -105,12 +113,18 @@ class ApiKeys:
 
     def caller(self, authorization: bytes | None) -> str | None:
         """The identity of the key in an ``Authorization: Bearer <key>`` header value
-        (``None`` when the gateway has no keys); raises ``Unauthorized``."""
+        (``None`` when the gateway has no keys); raises ``Unauthorized`` for no key or an
+        unknown one, ``BadRequest`` for a header that is not ``Bearer <one token>``."""
         if not self._keys:
             return None
-        if not authorization or not authorization[:7].lower() == b"bearer ":
+        if not authorization or not authorization.strip():
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
         given = authorization[7:].strip()
+        if authorization[:7].lower() != b"bearer " or not _TOKEN.fullmatch(given):
+            raise BadRequest(
+                "malformed Authorization header: send 'Authorization: Bearer <key>'",
+                code="invalid_authorization_header",
+            )
         identity = None
         for key, name in self._keys:
             # Compare with every key, in constant time, so timing reveals nothing.
@@ -150,6 +164,88 @@ async def read_body(receive: Receive, declared: bytes | None, limit: int) -> byt
             raise RequestTooLarge(limit)
         parts.append(piece)
     return b"".join(parts)
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_MAX_NUMBER_CHARS = 100
+
+
+def check_json(body: bytes, max_depth: int) -> None:
+    """Refuse, with ``BadRequest``, a JSON body the dialect's decoder would crash on or
+    read ambiguously: arrays and objects nested deeper than ``max_depth``
+    (``code="json_too_deep"``; checked on the raw bytes before any decoding, so 100k
+    levels cost a scan, not a ``RecursionError``), numbers longer than 100 characters or
+    not finite, invalid UTF-8 (``code="invalid_json"``), and an object that names a key
+    twice (``code="duplicate_key"``: which one wins differs between parsers, so a guard
+    and the upstream could read different requests)."""
+    if body.count(b"[") + body.count(b"{") > max_depth and _depth(body, max_depth) > max_depth:
+        raise BadRequest(f"the JSON body nests arrays and objects deeper than {max_depth} levels", code="json_too_deep")
+    try:
+        json.loads(
+            body,
+            object_pairs_hook=_no_duplicates,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+            parse_constant=_no_constant,
+        )
+    except _DuplicateKey as error:
+        message = f"the JSON body names the key {error.args[0]!r} twice in one object"
+        raise BadRequest(message, code="duplicate_key") from None
+    except _BadNumber as error:
+        raise BadRequest(f"the JSON body has a number out of range: {error.args[0]}", code="invalid_json") from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise BadRequest("the request body is not valid JSON (UTF-8)", code="invalid_json") from None
+
+
+def _depth(body: bytes, limit: int) -> int:
+    # Brackets inside strings do not nest: drop the strings, keep only the brackets.
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        if byte == 91 or byte == 123:  # [ {
+            depth += 1
+            if depth > limit:
+                return depth
+        else:
+            depth -= 1
+    return depth
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _BadNumber(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return result
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > _MAX_NUMBER_CHARS:
+        raise _BadNumber(f"an integer of {len(text)} digits")
+    return int(text)
+
+
+def _no_constant(text: str) -> float:
+    raise _BadNumber(text)  # NaN, Infinity: not JSON
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if len(text) > _MAX_NUMBER_CHARS or value in (float("inf"), float("-inf")):
+        raise _BadNumber(f"{text[:20]}...")
+    return value
 
 
 def header_pairs(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:

@@ -123,7 +123,7 @@ def configure_logging(
         cache_logger_on_first_use=cache,
     )
     if stdlib:
-        _route_stdlib(stream, LOG_LEVELS[level], shared, renderer[-1])
+        _route_stdlib(stream, LOG_LEVELS[level], shared, renderer)
 
 
 _previous_root_level: list[int] = []
@@ -133,12 +133,14 @@ class _OnionHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The root handler ``configure_logging`` installs (found again to be replaced)."""
 
 
-def _route_stdlib(stream: TextIO, level: int, shared: list[Any], renderer: Any) -> None:
+def _route_stdlib(stream: TextIO, level: int, shared: list[Any], renderer: list[Any]) -> None:
     handler = _OnionHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            # The whole renderer chain: without format_exc_info a record's traceback
+            # reached the JSON line as "<traceback object at 0x...>".
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
         )
     )
     root = logging.getLogger()

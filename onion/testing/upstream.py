@@ -82,6 +82,9 @@ class UpstreamStats:
         self.streams_disconnected = 0
         self.connections_opened = 0
         self.connections_closed = 0
+        # time.monotonic() of each connection's close, as the fake saw it (the clock is
+        # system-wide, so a test compares it with the moment its client went away).
+        self.closed_at: list[float] = []
 
     @property
     def open_streams(self) -> int:
@@ -291,6 +294,7 @@ class FakeUpstream:
 
             def connection_lost(self, exc: Exception | None) -> None:
                 stats.connections_closed += 1
+                stats.closed_at.append(time.monotonic())
                 super().connection_lost(exc)
 
         self._server = ThreadedServer(self._app, protocol=CountingProtocol).start()

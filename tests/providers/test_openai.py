@@ -11,7 +11,7 @@ import anyio
 import msgspec
 import pytest
 
-from onion import Message, ProviderError, Request, ResumePrefix, Stack, Timeout
+from onion import AnswerTooLarge, Message, ProviderError, Request, ResumePrefix, Stack, Timeout
 from onion.providers import OpenAIProvider, classify_status, parse_retry_after
 from onion.testing.upstream import FakeUpstream, Fault
 
@@ -358,3 +358,21 @@ async def test_with_continue_final_message_a_resume_marker_is_continued_vllm_sty
         assert "continue_final_message" not in upstream.requests[-1][2]
     finally:
         await vllm.aclose()
+
+
+async def test_an_answer_past_max_answer_bytes_is_cut_with_a_clean_error(upstream: FakeUpstream) -> None:
+    provider = OpenAIProvider(
+        name="p", base_url=upstream.base_url, api_key="sk-test", models=["gpt-4o"], max_answer_bytes=50_000
+    )
+    upstream.push(Fault(text="word " * 40_000), Fault(text="word " * 40_000))  # 200 kB each
+    try:
+        with pytest.raises(AnswerTooLarge) as info:
+            await (await provider(ask())).result()
+        assert (info.value.status, info.value.code, info.value.limit) == (502, "answer_too_large", 50_000)
+        with pytest.raises(AnswerTooLarge):
+            async with await provider(ask(stream=True)) as response:
+                async for _ in response:
+                    pass
+        assert (await (await provider(ask("small"))).result()).content == "You said: small"
+    finally:
+        await provider.aclose()

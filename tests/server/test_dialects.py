@@ -48,6 +48,7 @@ plain_text.decode = _decode  # type: ignore[attr-defined]
 plain_text.encode_completion = lambda completion, request, model: f"{model}: {completion.content}".encode()  # type: ignore[attr-defined]
 plain_text.encode_stream = lambda request, model: _Lines()  # type: ignore[attr-defined]
 plain_text.encode_error = _encode_error  # type: ignore[attr-defined]
+plain_text.json_body = False  # type: ignore[attr-defined]  # the server's JSON checks do not apply
 
 
 @pytest.fixture

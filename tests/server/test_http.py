@@ -94,9 +94,13 @@ async def test_api_keys_name_the_caller_or_refuse() -> None:
     keys = ApiKeys({"k-alice": "alice", "k-bob": "bob"})
     assert keys.caller(b"Bearer k-alice") == "alice"
     assert keys.caller(b"bearer  k-bob ") == "bob"  # the scheme is case-insensitive, the key stripped
-    for missing in (None, b"", b"k-alice", b"Basic k-alice"):
+    for missing in (None, b"", b"  "):
         with pytest.raises(Unauthorized, match="missing API key"):
             keys.caller(missing)
+    for malformed in (b"k-alice", b"Basic k-alice", b"Bearer ", b"Bearer k-alice k-bob", b"Bearer k-\x01alice"):
+        with pytest.raises(BadRequest, match="malformed Authorization header") as refused:
+            keys.caller(malformed)
+        assert (refused.value.status, refused.value.code) == (400, "invalid_authorization_header")
     with pytest.raises(Unauthorized, match="incorrect API key provided") as caught:
         keys.caller(b"Bearer k-alic")
     assert b"k-alice" not in caught.value.public_message.encode()
@@ -152,6 +156,8 @@ def test_only_the_w3c_trace_context_is_kept_for_the_layers() -> None:
         "baggage": "k=v",
     }
     assert read_headers([(b"authorization", b"x")])[3] is None  # no dict made when none came
+    with pytest.raises(BadRequest, match="one Authorization header"):
+        read_headers([(b"authorization", b"Bearer a"), (b"authorization", b"Bearer b")])
 
 
 def test_a_layers_headers_cannot_inject_a_line() -> None:

@@ -13,7 +13,17 @@ from structlog.testing import capture_logs
 
 from middlewares.limit.rate_backends import MemoryBackend, RedisBackend
 from middlewares.limit.rate_limit import RateLimit, estimate_tokens
-from onion import ConfigError, Context, Message, RateLimited, Request, Stack, Usage, prompt_tokens
+from onion import (
+    ConfigError,
+    Context,
+    Message,
+    RateLimited,
+    RateLimiterUnavailable,
+    Request,
+    Stack,
+    Usage,
+    prompt_tokens,
+)
 from onion.testing import Fail, FakeClock, Reply, ScriptedProvider
 
 
@@ -196,9 +206,11 @@ async def test_redis_unreachable_fails_closed_or_open_as_configured() -> None:
     for limits in ({"requests_per_minute": 5}, {"tokens_per_minute": 100}):
         closed_layer = RateLimit(**limits, backend="redis", redis_url=url)
         closed_provider = ScriptedProvider()
-        with capture_logs() as logs, pytest.raises(RateLimited) as info:
+        with capture_logs() as logs, pytest.raises(RateLimiterUnavailable) as info:
             await Stack([closed_layer], closed_provider)(_request())
-        assert info.value.retry_after == 1.0
+        # A 503 that blames the gateway, not a 429 that blames the caller.
+        assert not isinstance(info.value, RateLimited)
+        assert (info.value.status, info.value.code, info.value.retry_after) == (503, "rate_limiter_unavailable", 1.0)
         assert closed_provider.calls == 0
         assert any(e.get("action") == "rejected (fail closed)" for e in logs)
         await closed_layer.aclose()

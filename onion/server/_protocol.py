@@ -1,0 +1,199 @@
+"""Connection limits: what uvicorn's HTTP protocol lacks to survive slow and idle clients.
+
+uvicorn bounds only the keep-alive idle time. A client that sends its headers a byte at
+a time, trickles its body, or connects and says nothing holds a socket (and a file
+descriptor) for as long as it likes; with the usual 1,024 open files, 1,100 such sockets
+locked every other caller out. ``GuardedProtocol`` is uvicorn's ``httptools`` protocol
+with, per connection:
+
+- a deadline for the request headers, armed when the connection opens (or, on a
+  kept-alive connection, when the next request's first byte arrives): 408, then closed;
+- a deadline for the body, armed when the headers are complete: 408 if the answer has
+  not started, else the connection is closed;
+- caps on the number of headers and on the bytes of the request line and headers: 431;
+- a cap on open connections: the ones above it get a 503 at once and are closed, so
+  the process never runs out of file descriptors.
+
+Closed connections are counted and logged once a second as one warning line, not one
+line per socket (an attack would flood the log). The answers are the OpenAI error shape
+with ``connection: close``; the request never reached the app, so there is no request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, ClassVar
+
+import msgspec
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ..wire.openai_chat import error_body
+
+__all__ = ["ConnectionLimits", "GuardedProtocol"]
+
+logger = logging.getLogger("onion.server")
+
+_HEADERS_TOO_LARGE = "request_header_fields_too_large"
+_REASONS = {
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+
+
+class ConnectionLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """The bounds ``GuardedProtocol`` enforces (``[server]`` fields of the same meaning)."""
+
+    header_timeout: float = 5.0
+    body_timeout: float = 10.0
+    max_connections: int = 4096
+    max_headers: int = 100
+    max_header_bytes: int = 32 * 1024
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a connection already answered."""
+
+
+class _Closures:
+    """Counts of connections closed by a limit, logged as one line per second."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.scheduled = False
+
+    def note(self, reason: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if not self.scheduled:
+            self.scheduled = True
+            loop.call_later(1.0, self.flush)
+
+    def flush(self) -> None:
+        counts, self.counts, self.scheduled = self.counts, {}, False
+        total = sum(counts.values())
+        detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items()))
+        logger.warning("closed %d connection(s) that broke a limit (%s)", total, detail)
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with deadlines and caps; build with ``with_limits``."""
+
+    limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    closures: ClassVar[_Closures] = _Closures()
+
+    @classmethod
+    def with_limits(cls, limits: ConnectionLimits) -> type[GuardedProtocol]:
+        """A subclass enforcing ``limits`` (uvicorn takes a protocol class, not an instance)."""
+        return type("GuardedProtocol", (cls,), {"limits": limits, "closures": _Closures()})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._in_head = False
+        self._head_bytes = 0
+        self._header_count = 0
+        self._refused = False
+
+    # -- connection ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(503, "the gateway is at its connection limit; retry shortly", "over_capacity", "over the cap")
+            return
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        super().data_received(data)
+        if self._in_head and not self._refused:
+            # Bounds what the parser buffers while a huge header trickles in; the exact
+            # count is in on_url/on_header.
+            self._head_bytes += len(data)
+            if self._head_bytes > 2 * self.limits.max_header_bytes:
+                self._refuse(431, "the request headers are too large", _HEADERS_TOO_LARGE, "headers too large")
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # a refusal raised inside the parser was answered already
+            super().send_400_response(msg)
+
+    # -- parser callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:
+            self._await_head()
+        self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._too_large(f"more than {self.limits.max_headers} request headers")
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._arm(self.limits.body_timeout, "body")
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._cancel_deadline()
+        super().on_message_complete()
+
+    # -- limits ------------------------------------------------------------------------
+
+    def _await_head(self) -> None:
+        self._in_head = True
+        self._head_bytes = self._header_count = 0
+        self._arm(self.limits.header_timeout, "headers")
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.limits.max_header_bytes:
+            self._too_large(f"the request headers are larger than {self.limits.max_header_bytes} bytes")
+
+    def _too_large(self, message: str) -> None:
+        self._refuse(431, message, _HEADERS_TOO_LARGE, "headers too large")
+        raise _Refused
+
+    def _arm(self, seconds: float, phase: str) -> None:
+        self._cancel_deadline()
+        self._deadline = self.loop.call_later(seconds, self._expire, phase)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self, phase: str) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        seconds = self.limits.header_timeout if phase == "headers" else self.limits.body_timeout
+        self._refuse(408, f"the request {phase} did not arrive within {seconds:g} s", "request_timeout", phase)
+
+    def _refuse(self, status: int, message: str, code: str, reason: str) -> None:
+        """Answer ``status`` (unless an answer has started) and close the connection."""
+        self._refused = True
+        self._cancel_deadline()
+        self.closures.note(reason, self.loop)
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started:
+            # The app, if it runs, sees a disconnect; its own answer is dropped.
+            body = error_body(status, message, code)
+            self.transport.write(
+                b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                b"connection: close\r\nx-onion-served-by: onion\r\n\r\n%s" % (status, _REASONS[status], len(body), body)
+            )
+        self.transport.close()

@@ -1,0 +1,109 @@
+"""Running the gateway's ASGI app under uvicorn, with the limits of ``[server]``.
+
+Why uvicorn with a protocol wrapper rather than another server: what uvicorn lacks
+(header and body deadlines, header caps, a connection cap that refuses instead of
+starving; it has the keep-alive idle timeout) is one small subclass of its httptools
+protocol (``_protocol``), and everything else stays as measured and tested: httptools and
+uvloop, ``http.disconnect`` as soon as the client leaves (the app cancels its call on
+it), flow control on slow readers. benchmarks/gateway.py (``--scale-out``) runs the app
+under plain uvicorn and under the wrapper: within the noise of a shared two-core machine.
+Granian and Hypercorn were not measured (neither is installed here); switching servers
+would change those semantics for limits we could add in ~200 lines.
+
+Here: raising the soft open-file limit, fitting ``max_connections`` under it, and
+``GatewayServer``, uvicorn's server with onion's shutdown (see ``GatewayApp.drain``) and
+a clean exit status after SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+from ._protocol import ConnectionLimits, GuardedProtocol
+
+if TYPE_CHECKING:
+    from ..config import ServerConfig
+
+__all__ = ["GatewayServer", "fit_connection_cap", "raise_open_file_limit", "run"]
+
+logger = logging.getLogger("onion.server")
+
+# File descriptors kept for everything that is not a client: upstream connections,
+# Redis, log files, the listening socket.
+_RESERVED_FILES = 256
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard one; ``(before, after)``."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return (0, 0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return (soft, soft)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return (soft, soft)
+    return (soft, target)
+
+
+def fit_connection_cap(max_connections: int, open_files: int) -> int:
+    """``max_connections`` lowered so that the cap is reached before the files run out."""
+    if open_files <= 0:
+        return max_connections
+    return max(1, min(max_connections, open_files - _RESERVED_FILES))
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server; on SIGTERM or SIGINT the app drains its calls (``drain``) and
+    the process exits 0 instead of re-raising the signal."""
+
+    def __init__(self, config: uvicorn.Config, *, grace: float, drain: Any = None) -> None:
+        super().__init__(config)
+        self.grace = grace
+        self.drain = drain
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()  # a requested stop is a clean exit, status 0
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # New connections are refused at once, idle ones closed; the calls in flight get
+        # the grace period, then the app ends them with a shutting-down answer.
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        if self.drain is not None:
+            await self.drain(self.grace)
+        await super().shutdown(sockets)
+
+
+def run(app: Any, sock: socket.socket, server: ServerConfig, log_level: str, limits: ConnectionLimits) -> None:
+    """Serve ``app`` on the bound ``sock`` until SIGTERM or SIGINT."""
+    config = uvicorn.Config(
+        app,
+        interface="asgi3",
+        http=GuardedProtocol.with_limits(limits),
+        loop="auto",  # uvloop when installed
+        lifespan="on",
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,
+        log_config=None,  # uvicorn's records go through configure_logging's handler (JSON, scrubbed)
+        log_level=log_level,
+        timeout_keep_alive=server.keepalive_idle_seconds,  # type: ignore[arg-type]
+        # After the app's own drain, what is left is connections that outlived it.
+        timeout_graceful_shutdown=1 if hasattr(app, "drain") else server.shutdown_grace_seconds,  # type: ignore[arg-type]
+        backlog=min(4096, limits.max_connections),
+    )
+    GatewayServer(config, grace=server.shutdown_grace_seconds, drain=getattr(app, "drain", None)).run(sockets=[sock])
+    sys.stdout.flush()

@@ -1,0 +1,135 @@
+"""Connection limits over real sockets: slow and idle clients, header caps, the
+connection cap (``onion/server/_protocol.py``), through a real ``onion serve``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BODY = json.dumps({"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]}).encode()
+REQUEST = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(BODY), BODY)
+)
+
+
+def config(tmp_path: Path, **server: Any) -> Path:
+    path = tmp_path / "gateway.toml"
+    lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in server.items())
+    path.write_text(f'[server]\n{lines}\n\n[[providers]]\nname = "sim"\nkind = "simulated"\nmodels = ["sim-small"]\n')
+    return path
+
+
+def answer(port: int, raw: bytes, timeout: float = 2.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(raw)
+        return receive_all(conn)
+
+
+def receive_all(conn: socket.socket) -> bytes:
+    data = b""
+    while True:
+        try:
+            piece = conn.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            return data
+        if not piece:
+            return data
+        data += piece
+        if b"\r\n\r\n" in data:
+            head, _, rest = data.partition(b"\r\n\r\n")
+            lengths = [int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length:")]
+            length = lengths[0] if lengths else None
+            if length is not None and len(rest) >= length:
+                return data
+
+
+def closed_by_server(conn: socket.socket) -> bool:
+    conn.setblocking(False)
+    try:
+        data = conn.recv(65536)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return data == b"" or data.startswith(b"HTTP/1.1 408")
+
+
+def test_slowloris_sockets_do_not_lock_out_a_normal_request(tmp_path: Path, gateway: Callable[..., Any]) -> None:
+    # A soft limit of 256 open files: 300 slow sockets would exhaust it if onion did not raise it.
+    served = gateway(config(tmp_path, header_timeout_seconds=1.5, body_timeout_seconds=1.5), open_files=256)
+    assert any(line.startswith("open files: soft limit raised from 256") for line in served.output), served.output
+    attackers = []
+    for i in range(300):
+        conn = socket.create_connection(("127.0.0.1", served.port), timeout=2)
+        if i % 3 == 0:  # headers trickled
+            conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+        elif i % 3 == 1:  # body trickled
+            conn.sendall(REQUEST[: REQUEST.index(b"\r\n\r\n") + 4] + b"{")
+        attackers.append(conn)  # and a third say nothing at all
+    for _ in range(5):
+        started = time.monotonic()
+        reply = answer(served.port, REQUEST, timeout=1)
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+        assert time.monotonic() - started < 1.0
+        for conn in attackers[:60]:
+            with contextlib.suppress(OSError):
+                conn.send(b"x" if attackers.index(conn) % 3 == 0 else b" ")
+        time.sleep(0.1)
+    deadline = time.monotonic() + 5
+    open_ones = attackers
+    while open_ones and time.monotonic() < deadline:
+        time.sleep(0.2)
+        open_ones = [c for c in open_ones if not closed_by_server(c)]
+    assert not open_ones, f"{len(open_ones)} slow sockets still open"
+    for conn in attackers:
+        conn.close()
+    assert answer(served.port, REQUEST).startswith(b"HTTP/1.1 200")
+    time.sleep(1.2)  # the closures are logged once a second
+    log = served.text()
+    assert "connection(s) that broke a limit" in log and "headers:" in log and "body:" in log, log[-2000:]
+
+
+def test_too_many_or_too_large_headers_are_431(tmp_path: Path, gateway: Callable[..., Any]) -> None:
+    served = gateway(config(tmp_path, max_headers=50, max_header_bytes=8192))
+    head, _, body = REQUEST.partition(b"\r\n\r\n")
+    many = head + b"".join(b"\r\nx-h%d: v" % i for i in range(60)) + b"\r\n\r\n" + body
+    reply = answer(served.port, many)
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:200]
+    assert b'"code":"request_header_fields_too_large"' in reply
+    huge = head + b"\r\nx-big: " + b"a" * 100_000 + b"\r\n\r\n" + body
+    assert answer(served.port, huge).startswith(b"HTTP/1.1 431")
+    five_thousand = head + b"".join(b"\r\nx%d: v" % i for i in range(5000)) + b"\r\n\r\n" + body
+    assert answer(served.port, five_thousand).startswith(b"HTTP/1.1 431")
+    assert answer(served.port, REQUEST).startswith(b"HTTP/1.1 200")  # within the caps
+
+
+def test_connections_above_the_cap_get_503_and_are_closed(tmp_path: Path, gateway: Callable[..., Any]) -> None:
+    served = gateway(config(tmp_path, max_connections=10))
+    held = [socket.create_connection(("127.0.0.1", served.port), timeout=2) for _ in range(10)]
+    try:
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", served.port), timeout=2) as extra:
+            reply = receive_all(extra)
+        assert reply.startswith(b"HTTP/1.1 503"), reply[:200]
+        assert b'"code":"over_capacity"' in reply
+    finally:
+        for conn in held:
+            conn.close()
+    time.sleep(0.2)
+    assert answer(served.port, REQUEST).startswith(b"HTTP/1.1 200")
+
+
+def test_an_idle_kept_alive_connection_is_closed(tmp_path: Path, gateway: Callable[..., Any]) -> None:
+    served = gateway(config(tmp_path, keepalive_idle_seconds=0.5, header_timeout_seconds=30))
+    with socket.create_connection(("127.0.0.1", served.port), timeout=3) as conn:
+        conn.sendall(REQUEST)
+        assert receive_all(conn).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert conn.recv(1) == b""  # closed by the server, not by the 3 s socket timeout
+        assert time.monotonic() - started < 1.5
