@@ -50,6 +50,9 @@ class Fault(msgspec.Struct, frozen=True):
       abruptly, ``"end"`` ends the HTTP body cleanly.
     - ``malformed``: the body (or, in a stream, the first event) is not valid JSON.
     - ``text``: the answer's text (default: ``upstream.reply`` for the request).
+    - ``error_message``, ``error_type``, ``error_code``, ``error_param``: the fields of
+      the error body sent with ``status`` (default: "injected status N" and a type
+      that follows from the status).
     """
 
     status: int | None = None
@@ -62,6 +65,10 @@ class Fault(msgspec.Struct, frozen=True):
     cut_mode: Literal["close", "end"] = "close"
     malformed: bool = False
     text: str | None = None
+    error_message: str | None = None
+    error_type: str | None = None
+    error_code: str | None = None
+    error_param: str | None = None
 
 
 _NORMAL = Fault()
@@ -366,8 +373,10 @@ class FakeUpstream:
             await anyio.sleep(fault.delay)
         if fault.status is not None:
             extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after is not None else []
-            kind = "rate_limit_error" if fault.status == 429 else "server_error"
-            await _json(send, fault.status, _error_body(f"injected status {fault.status}", kind, anthropic), extra)
+            kind = fault.error_type or ("rate_limit_error" if fault.status == 429 else "server_error")
+            message = fault.error_message if fault.error_message is not None else f"injected status {fault.status}"
+            error = _error_body(message, kind, anthropic, fault.error_code, fault.error_param)
+            await _json(send, fault.status, error, extra)
             return
         if path == "/v1/embeddings":
             await self._embeddings(send, body, fault)
@@ -573,10 +582,12 @@ class FakeUpstream:
         return events
 
 
-def _error_body(message: str, kind: str, anthropic: bool) -> dict[str, Any]:
+def _error_body(
+    message: str, kind: str, anthropic: bool, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     if anthropic:
         return {"type": "error", "error": {"type": kind, "message": message}}
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 async def _json(send: Any, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:

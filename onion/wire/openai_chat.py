@@ -25,7 +25,7 @@ import msgspec
 
 from .._context import Context
 from .._types import Chunk, Completion, Request, Usage, decode_request
-from ..errors import BadRequest, OnionError, ProviderError
+from ..errors import BadRequest, OnionError
 from . import ErrorAnswer
 
 __all__ = ["ChunkEncoder", "decode", "encode_completion", "encode_error", "encode_stream", "error_body"]
@@ -216,33 +216,34 @@ class _ErrorBody(msgspec.Struct):
     error: _OutError
 
 
-def error_body(status: int, message: str, code: str | None, param: str | None = None) -> bytes:
-    """OpenAI's error body; its ``type`` follows from ``status`` as OpenAI's does."""
-    kind = _ERROR_TYPES.get(status) or ("invalid_request_error" if status < 500 else "server_error")
+def error_body(status: int, message: str, code: str | None, param: str | None = None, kind: str | None = None) -> bytes:
+    """OpenAI's error body; its ``type`` is ``kind``, else follows from ``status`` as OpenAI's does."""
+    kind = kind or _ERROR_TYPES.get(status) or ("invalid_request_error" if status < 500 else "server_error")
     return _encode(_ErrorBody(_OutError(message, kind, param, code)))
+
+
+_RETRY_YES = (b"x-should-retry", b"true")
+_RETRY_NO = (b"x-should-retry", b"false")
 
 
 def encode_error(error: BaseException, request_id: str | None = None) -> ErrorAnswer:
     """The answer for ``error``.
 
-    An ``OnionError`` keeps its status, code and param and shows its public message, with
-    ``request_id`` appended for a 5xx; a 429 or 503 carries ``Retry-After`` (whole
+    An ``OnionError`` keeps its status, type, code and param and shows its public message,
+    with ``request_id`` appended for a 5xx (once: a message that already names it, as a
+    masked error's does, is left alone); a 429 or 503 carries ``Retry-After`` (whole
     seconds, rounded up) when the error knows one. Anything else is a 500 that names only
-    the request id.
+    the request id. Every answer says ``x-should-retry: true|false`` (the OpenAI SDKs
+    honour it): false for what the same request cannot get past.
     """
     if not isinstance(error, OnionError):
         message = "internal error" if request_id is None else f"internal error (request id {request_id})"
-        return ErrorAnswer(500, error_body(500, message, "internal_error"), [])
+        return ErrorAnswer(500, error_body(500, message, "internal_error"), [_RETRY_YES])
     status, message, code = error.status, error.public_message, error.code
-    if type(error) is ProviderError and error.upstream_status == 429:
-        # The upstream is rate limiting: say so with 429 (and its Retry-After) so clients
-        # back off as they would against the provider itself, not as if it broke.
-        status, code = 429, "rate_limit_exceeded"
-        message = "the model provider is rate limiting requests; retry later"
-    if status >= 500 and request_id is not None:
+    if status >= 500 and request_id is not None and request_id not in message:
         message = f"{message} (request id {request_id})"
-    headers = []
+    headers = [_RETRY_YES if error.should_retry else _RETRY_NO]
     retry_after = getattr(error, "retry_after", None)
     if isinstance(retry_after, (int, float)) and status in (429, 503):
         headers.append((b"retry-after", str(max(1, int(-(-retry_after // 1)))).encode()))
-    return ErrorAnswer(status, error_body(status, message, code, error.param), headers)
+    return ErrorAnswer(status, error_body(status, message, code, error.param, error.type), headers)

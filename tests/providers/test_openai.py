@@ -91,8 +91,10 @@ async def test_upstream_status_is_classified(provider: OpenAIProvider, upstream:
         assert error.retryable is (status in (408, 409, 429) or status >= 500), status
         assert error.retry_after == (7.0 if status == 429 else None), status
         assert error.provider == "primary"
-        # The user-facing text never carries the upstream's body or URL.
-        assert "injected" not in error.public_message and "127.0.0.1" not in error.public_message
+        # The user-facing text keeps the reason of a 4xx (the caller's to fix), scrubbed;
+        # an outage's or a refused upstream key's body never reaches the caller.
+        assert "127.0.0.1" not in error.public_message
+        assert ("injected" in error.public_message) is (400 <= status < 500 and status not in (401, 403)), status
         assert "injected" in str(error)
 
 

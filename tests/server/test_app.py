@@ -395,8 +395,9 @@ async def test_an_upstream_429_reaches_the_client_as_429_with_retry_after(
     broken = await http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": HELLO})
     assert limited.status_code == 429 and limited.headers["retry-after"] == "7"
     assert limited.json()["error"]["code"] == "rate_limit_exceeded"
-    assert "injected" not in limited.text
+    assert limited.headers["x-should-retry"] == "true"
     assert broken.status_code == 502 and "retry-after" not in broken.headers
+    assert "injected" not in broken.text
 
 
 # -- trace context from the client to the upstream attempt -----------------------------

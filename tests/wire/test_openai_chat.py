@@ -196,14 +196,15 @@ def test_typed_errors_map_to_status_body_and_headers(
     message = error.public_message + (" (request id req_1)" if status >= 500 else "")
     body = {"error": {"message": message, "type": kind, "param": error.param, "code": code}}
     assert msgspec.json.decode(answer.body) == body
-    assert answer.headers == ([(b"retry-after", retry_after.encode())] if retry_after else [])
+    retry = (b"x-should-retry", b"true" if error.should_retry else b"false")
+    assert answer.headers == [retry, *([(b"retry-after", retry_after.encode())] if retry_after else [])]
     assert b"secret" not in answer.body
 
 
 @pytest.mark.parametrize(("retry_after", "header"), [(7.0, [(b"retry-after", b"7")]), (None, [])])
 def test_an_upstream_429_is_a_429_so_clients_back_off(retry_after: float | None, header: list[Any]) -> None:
     answer = openai_chat.encode_error(ProviderError("secret", upstream_status=429, retry_after=retry_after), "req_1")
-    assert (answer.status, answer.headers) == (429, header)
+    assert (answer.status, answer.headers) == (429, [(b"x-should-retry", b"false"), *header])
     assert msgspec.json.decode(answer.body)["error"] == {
         "message": "the model provider is rate limiting requests; retry later",
         "type": "rate_limit_error",
@@ -214,7 +215,7 @@ def test_an_upstream_429_is_a_429_so_clients_back_off(retry_after: float | None,
 
 def test_an_untyped_error_is_a_500_that_names_only_the_request_id() -> None:
     answer = openai_chat.encode_error(RuntimeError("postgres://admin:pw@10.0.0.3"), "req_1")
-    assert (answer.status, answer.headers) == (500, [])
+    assert (answer.status, answer.headers) == (500, [(b"x-should-retry", b"true")])
     assert msgspec.json.decode(answer.body)["error"] == {
         "message": "internal error (request id req_1)",
         "type": "server_error",

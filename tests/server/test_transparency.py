@@ -1,0 +1,179 @@
+"""The gateway is transparent: an upstream error keeps its class and reason, with
+``x-should-retry`` saying what a retry can fix, seen by the official ``openai`` client
+over real HTTP through the default stack in front of the fake upstream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from onion.config import DEFAULT_STACK, build_gateway, parse_config
+from onion.server import create_app
+from onion.testing.upstream import FakeUpstream, Fault, ThreadedServer
+
+HELLO = [{"role": "user", "content": "hello"}]
+HOSTILE = "see https://internal.corp:8443/v1?key=sk-live-0123456789abcdef at 10.0.0.7 with Bearer abc.def"
+
+ERRORS: list[tuple[Fault, int, str, str | None, bool]] = [
+    # upstream fault -> gateway status, code, param, x-should-retry
+    (
+        Fault(
+            status=400,
+            error_type="invalid_request_error",
+            error_code="context_length_exceeded",
+            error_param="messages",
+            error_message="This model's maximum context length is 8192 tokens.",
+        ),
+        400,
+        "context_length_exceeded",
+        "messages",
+        False,
+    ),
+    (
+        Fault(
+            status=400,
+            error_type="invalid_request_error",
+            error_code="content_policy_violation",
+            error_message="Your request was rejected by the safety system.",
+        ),
+        400,
+        "content_policy_violation",
+        None,
+        False,
+    ),
+    (
+        Fault(
+            status=404,
+            error_type="invalid_request_error",
+            error_code="model_not_found",
+            error_param="model",
+            error_message="The model `gpt-9` does not exist.",
+        ),
+        404,
+        "model_not_found",
+        "model",
+        False,
+    ),
+    (Fault(status=413, error_message="payload too large"), 413, "request_too_large", None, False),
+    (Fault(status=422, error_message="unprocessable"), 422, "unprocessable_entity", None, False),
+    (
+        Fault(status=401, error_type="invalid_request_error", error_code="invalid_api_key", error_message=HOSTILE),
+        502,
+        "upstream_auth_failed",
+        None,
+        False,
+    ),
+    (Fault(status=403, error_message="forbidden"), 502, "upstream_auth_failed", None, False),
+    (
+        Fault(status=429, retry_after="1", error_type="rate_limit_error", error_code="rate_limit_exceeded"),
+        429,
+        "rate_limit_exceeded",
+        None,
+        True,
+    ),
+    (
+        Fault(
+            status=429,
+            error_type="insufficient_quota",
+            error_code="insufficient_quota",
+            error_message="You exceeded your current quota.",
+        ),
+        429,
+        "insufficient_quota",
+        None,
+        False,
+    ),
+    (Fault(status=500, error_message=HOSTILE), 502, "upstream_error", None, True),
+    (Fault(status=503), 502, "upstream_error", None, True),
+]
+
+
+def _gateway(upstream: FakeUpstream, stack: list[dict[str, Any]] | None = None) -> Any:
+    config = parse_config(
+        {
+            "providers": [
+                {
+                    "name": "primary",
+                    "kind": "openai",
+                    "base_url": upstream.base_url,
+                    "models": ["gpt-4o", "gpt-4o-mini"],
+                }
+            ],
+            # The default stack, without retry's backoff waits.
+            "stack": stack
+            if stack is not None
+            else [{**t, "base_delay": 0.0} if t["use"] == "retry" else dict(t) for t in DEFAULT_STACK],
+        },
+        env={},
+    )
+    return build_gateway(config)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def gateway(upstream: FakeUpstream) -> AsyncIterator[ThreadedServer]:
+    async with ThreadedServer(create_app(_gateway(upstream)), lifespan="on") as server:
+        yield server
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("fault", "status", "code", "param", "should_retry"), ERRORS)
+async def test_an_upstream_error_keeps_its_class_and_reason(
+    gateway: ThreadedServer,
+    upstream: FakeUpstream,
+    fault: Fault,
+    status: int,
+    code: str,
+    param: str | None,
+    should_retry: bool,
+    stream: bool,
+) -> None:
+    # Retry (in the default stack) tries a retryable one again: give every attempt the fault.
+    upstream.fault_for = lambda body: fault
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        answer = await http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": HELLO, "stream": stream})
+    assert answer.status_code == status
+    assert answer.headers["x-should-retry"] == ("true" if should_retry else "false")
+    error = answer.json()["error"]
+    assert (error["code"], error["param"]) == (code, param)
+    if fault.error_type and 400 <= status < 500:
+        assert error["type"] == fault.error_type
+    for secret in ("internal.corp", "sk-live", "10.0.0.7", "abc.def", "127.0.0.1", "8443"):
+        assert secret not in answer.text
+    request_id = answer.headers["x-request-id"]
+    assert answer.text.count(request_id) == (1 if status >= 500 else 0)
+    if status == 429 and fault.retry_after:
+        assert answer.headers["retry-after"] == fault.retry_after
+    if 400 <= status < 500 and fault.error_message:
+        assert error["message"] == fault.error_message  # the upstream's reason, kept
+    if code == "upstream_auth_failed":
+        assert "credentials" in error["message"]
+    # A 4xx is sent upstream once: the retry layer acts on the classification.
+    attempts = sum(1 for path, _, _ in upstream.requests if path.endswith("/chat/completions"))
+    assert attempts == (1 if not should_retry else attempts) and attempts >= 1
+
+
+async def test_the_openai_client_raises_the_upstreams_class_and_does_not_retry_a_4xx(
+    gateway: ThreadedServer, upstream: FakeUpstream
+) -> None:
+    upstream.fault_for = lambda body: ERRORS[0][0]
+    client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=2)
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(model="gpt-4o", messages=HELLO)  # type: ignore[arg-type]
+    assert caught.value.code == "context_length_exceeded" and caught.value.param == "messages"
+    assert len(upstream.requests) == 1
+    upstream.fault_for = lambda body: ERRORS[5][0]
+    with pytest.raises(openai.APIStatusError) as auth:
+        await client.chat.completions.create(model="gpt-4o", messages=HELLO)  # type: ignore[arg-type]
+    assert auth.value.status_code == 502 and auth.value.code == "upstream_auth_failed"
+    assert len(upstream.requests) == 2  # x-should-retry: false stopped the SDK's retries
+    await client.close()
