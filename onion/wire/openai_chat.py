@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from .._context import Context
-from .._types import Chunk, Completion, Request, Usage, decode_request
+from .._types import Chunk, Completion, Message, Request, Usage, decode_request
 from ..errors import BadRequest, OnionError
 from . import ErrorAnswer
 
@@ -43,8 +43,10 @@ def decode(body: bytes, context: Context) -> Request:
 
     Raises ``BadRequest`` for an empty or non-JSON body (``code="invalid_json"``), a
     field of the wrong type (``param`` is the top-level field), a missing model or
-    message, and ``n > 1`` (``code="unsupported_value"``). Without an API key the
-    ``user`` field names the caller.
+    message, ``n`` outside 1..128, and a message the upstream would refuse (an unknown
+    role, no ``content`` where the role needs it, a tool message without
+    ``tool_call_id``; ``param`` is its path, ``messages[2].content``). Without an API
+    key the ``user`` field names the caller.
     """
     if not body:
         raise BadRequest("the request body is empty; send a JSON object")
@@ -76,13 +78,48 @@ def _explain(error: msgspec.ValidationError) -> tuple[str, str | None]:
     return f"{text[:marker]} at '{path}'"[:300], path.split("[")[0].split(".")[0] or None
 
 
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_NEEDS_CONTENT = frozenset({"system", "developer", "user", "tool", "function"})
+
+
 def _check(request: Request) -> None:
     if not request.model:
         raise BadRequest("'model' must name a model", param="model")
     if not request.messages:
         raise BadRequest("'messages' must hold at least one message", param="messages")
-    if request.n is not None and request.n != 1:
+    if request.n is not None and not 1 <= request.n <= 128:
+        raise BadRequest("'n' must be between 1 and 128", param="n", code="invalid_value")
+    if request.n is not None and request.n > 1:
         raise BadRequest("n > 1 is not supported by this gateway", param="n", code="unsupported_value")
+    for index, message in enumerate(request.messages):
+        _check_message(index, message)
+
+
+def _check_message(index: int, message: Message) -> None:
+    # What an upstream would refuse anyway, refused here with the field's path: before
+    # any layer runs, so a guard, a cache or a retry never sees a request that cannot be.
+    role = message.role
+    if role not in _ROLES:
+        raise BadRequest(
+            f"'messages[{index}].role' must be one of {', '.join(sorted(_ROLES))}, not {role[:40]!r}",
+            param=f"messages[{index}].role",
+            code="invalid_value",
+        )
+    if message.content is None:
+        if role in _NEEDS_CONTENT:
+            raise BadRequest(
+                f"'messages[{index}].content' is required for a {role} message", param=f"messages[{index}].content"
+            )
+        answered = message.tool_calls or "function_call" in message.extra or "audio" in message.extra
+        if role == "assistant" and not answered:
+            raise BadRequest(
+                f"'messages[{index}].content' is required for an assistant message without tool_calls",
+                param=f"messages[{index}].content",
+            )
+    if role == "tool" and not message.tool_call_id:
+        raise BadRequest(
+            f"'messages[{index}].tool_call_id' is required for a tool message", param=f"messages[{index}].tool_call_id"
+        )
 
 
 # -- a complete answer ---------------------------------------------------------------

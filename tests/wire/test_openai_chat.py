@@ -88,7 +88,7 @@ def test_decoding_keeps_the_context_unknown_fields_and_takes_the_caller_from_use
 
 
 def test_n_of_one_is_accepted() -> None:
-    request = openai_chat.decode(b'{"model": "m", "messages": [{"role": "user"}], "n": 1}', Context())
+    request = openai_chat.decode(b'{"model": "m", "messages": [{"role": "user", "content": ""}], "n": 1}', Context())
     assert request.n == 1
 
 
@@ -323,3 +323,73 @@ def test_any_chunk_sequence_is_chat_completion_chunks_the_sdk_reads_back(
     reported = [c.usage for c in chunks if c.usage is not None]
     usage = [p.usage.model_dump(exclude_none=True) for p in parsed if not p.choices and p.usage]
     assert usage == ([msgspec.structs.asdict(reported[-1])] if include_usage and reported else [])
+
+
+# -- what an upstream would refuse, refused at the gateway naming the field -----------
+
+INVALID_MESSAGES: list[tuple[list[dict[str, Any]], str, str]] = [
+    # messages, param, code
+    ([{"role": "user"}], "messages[0].content", "invalid_request_error"),
+    ([{"role": "user", "content": None}], "messages[0].content", "invalid_request_error"),
+    (
+        [{"role": "system", "content": None}, {"role": "user", "content": "x"}],
+        "messages[0].content",
+        "invalid_request_error",
+    ),
+    (
+        [{"role": "user", "content": "a"}, {"role": "assistant"}, {"role": "user", "content": "b"}],
+        "messages[1].content",
+        "invalid_request_error",
+    ),
+    ([{"role": "user", "content": "a"}, {"role": "wizard", "content": "b"}], "messages[1].role", "invalid_value"),
+    (
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "tool", "content": "42"}],
+        "messages[2].tool_call_id",
+        "invalid_request_error",
+    ),
+    (
+        [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "tool", "tool_call_id": "c"},
+        ],
+        "messages[2].content",
+        "invalid_request_error",
+    ),
+]
+
+
+@pytest.mark.parametrize(("messages", "param", "code"), INVALID_MESSAGES)
+def test_a_message_the_upstream_would_refuse_is_a_400_naming_its_path(
+    messages: list[dict[str, Any]], param: str, code: str
+) -> None:
+    body = msgspec.json.encode({"model": "m", "messages": messages})
+    with pytest.raises(BadRequest) as caught:
+        openai_chat.decode(body, Context())
+    assert (caught.value.status, caught.value.param, caught.value.code) == (400, param, code)
+    assert param in caught.value.public_message
+
+
+@pytest.mark.parametrize("n", [0, -1, 129, 10_000])
+def test_n_outside_1_to_128_is_a_400(n: int) -> None:
+    body = msgspec.json.encode({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": n})
+    with pytest.raises(BadRequest) as caught:
+        openai_chat.decode(body, Context())
+    assert (caught.value.param, caught.value.code) == ("n", "invalid_value")
+
+
+def test_an_assistant_message_may_hold_only_tool_calls() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+    ]
+    request = openai_chat.decode(msgspec.json.encode({"model": "m", "messages": messages}), Context())
+    assert request.messages[1].tool_calls == [call]
+
+
+def test_a_masked_errors_request_id_is_not_repeated() -> None:
+    public = "the model provider failed to answer (request id req_1)"
+    answer = openai_chat.encode_error(ProviderError("secret", public_message=public), "req_1")
+    assert answer.body.count(b"req_1") == 1
