@@ -115,16 +115,19 @@ def parse_upstream_error(data: bytes) -> UpstreamError:
 class StreamDecoder:
     """Turns one upstream stream's SSE events into chunks; a subclass per wire format.
 
-    ``decode`` returns a chunk, ``None`` for an event that carries nothing, and sets
-    ``done`` when the upstream signalled a clean end.
+    ``decode`` returns a chunk, a list of chunks (an event with several choices), or
+    ``None`` for an event that carries nothing; it sets ``done`` when the upstream
+    signalled a clean end, and ``finished`` when the answer is whole even if the body
+    ends before the end marker (a finish reason arrived).
     """
 
-    __slots__ = ("done",)
+    __slots__ = ("done", "finished")
 
     def __init__(self) -> None:
         self.done = False
+        self.finished = False
 
-    def decode(self, event: str | None, data: bytes) -> Chunk | None:
+    def decode(self, event: str | None, data: bytes) -> Chunk | list[Chunk] | None:
         raise NotImplementedError
 
 
@@ -422,7 +425,15 @@ class HTTPProvider:
             raise self._timed_out(request, own)
         try:
             return self.decode_completion(data, request)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, KeyError, IndexError, TypeError) as error:
+        except (
+            msgspec.DecodeError,
+            msgspec.ValidationError,
+            ValueError,
+            KeyError,
+            IndexError,
+            TypeError,
+            AttributeError,
+        ) as error:
             raise self._error(f"malformed answer body: {error}", request, retryable=False) from None
 
     async def _stream(
@@ -457,17 +468,29 @@ class HTTPProvider:
                 try:
                     events = sse.feed(piece)
                     for event, data in events:
-                        chunk = decoder.decode(event, data)
-                        if chunk is not None:
-                            yield chunk if replay is None else replay(chunk)
+                        decoded = decoder.decode(event, data)
+                        if isinstance(decoded, list):
+                            for chunk in decoded:
+                                yield chunk if replay is None else replay(chunk)
+                        elif decoded is not None:
+                            yield decoded if replay is None else replay(decoded)
                         if decoder.done:
                             break
-                except (msgspec.DecodeError, msgspec.ValidationError, SSEOverflow, ValueError) as error:
+                except (
+                    msgspec.DecodeError,
+                    msgspec.ValidationError,
+                    SSEOverflow,
+                    ValueError,
+                    TypeError,
+                    AttributeError,
+                ) as error:
                     raise self._error(f"malformed stream event: {error}", request, retryable=False) from None
                 if deadline is not None and not own and anyio.current_time() > deadline:
                     raise self._timed_out(request, own)
-            if not decoder.done:
+            if not (decoder.done or decoder.finished):
                 raise self._error("the stream ended before its end marker (cut mid-way)", request, retryable=True)
+            if not decoder.done:
+                return
             # Read the body's own end (the terminating chunk usually follows the end marker),
             # so the connection goes back to the pool instead of being dropped.
             for _ in range(4):
