@@ -360,3 +360,24 @@ async def test_with_continue_final_message_a_resume_marker_is_continued_vllm_sty
         assert "continue_final_message" not in upstream.requests[-1][2]
     finally:
         await vllm.aclose()
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+async def test_a_stream_that_delivered_its_finish_reason_is_finished_without_done(
+    provider: OpenAIProvider, upstream: FakeUpstream, include_usage: bool
+) -> None:
+    provider.stream_usage = include_usage
+    upstream.push(Fault(done=False))
+    completion = await (await provider(ask("one two three", stream=True))).result()
+    assert completion.content == "You said: one two three" and completion.finish_reason == "stop"
+    assert (completion.usage is not None) is include_usage
+    assert (await upstream.wait_settled()).open_streams == 0
+
+
+async def test_a_body_that_ends_without_a_finish_reason_is_still_a_cut(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    upstream.push(Fault(cut_after=2, cut_mode="end"))
+    with pytest.raises(ProviderError, match="cut mid-way") as caught:
+        await (await provider(ask("one two three", stream=True))).result()
+    assert caught.value.retryable

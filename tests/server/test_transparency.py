@@ -177,3 +177,117 @@ async def test_the_openai_client_raises_the_upstreams_class_and_does_not_retry_a
     assert auth.value.status_code == 502 and auth.value.code == "upstream_auth_failed"
     assert len(upstream.requests) == 2  # x-should-retry: false stopped the SDK's retries
     await client.close()
+
+
+# -- tool calls stream like OpenAI's: the SDK's stream helper, fresh, cached, simulated --
+
+TOOLS: list[Any] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+ARGUMENTS = '{"city": "Paris, France", "unit": "celsius"}'
+TOOL_ANSWER = {
+    "id": "chatcmpl-tools",
+    "object": "chat.completion",
+    "created": 1_700_000_000,
+    "model": "gpt-4o",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ARGUMENTS}},
+                    {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}},
+                ],
+            },
+            "logprobs": None,
+            "finish_reason": "tool_calls",
+        }
+    ],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21},
+}
+
+
+def _simulated_gateway() -> Any:
+    config = parse_config(
+        {
+            "providers": [
+                {"name": "sim", "kind": "simulated", "models": ["sim-small"], "ttft": 0, "tokens_per_second": 0}
+            ],
+            "stack": [dict(t) for t in DEFAULT_STACK],
+        },
+        env={},
+    )
+    return build_gateway(config)
+
+
+async def _tool_calls_through_the_sdk(base_url: str, model: str) -> list[tuple[str, Any]]:
+    client = openai.AsyncOpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0)
+    messages: Any = [{"role": "user", "content": "weather in Paris?"}]
+    seen: list[tuple[str, Any]] = []
+    try:
+        for _ in range(2):  # the second answer comes from the exact cache
+            async with client.chat.completions.stream(model=model, messages=messages, tools=TOOLS) as stream:
+                deltas = [
+                    call
+                    async for event in stream
+                    if event.type == "chunk" and event.chunk.choices
+                    for call in event.chunk.choices[0].delta.tool_calls or []
+                ]
+                final = await stream.get_final_completion()
+            # Every delta has its index; a call's first delta its id and type.
+            assert all(d.index is not None for d in deltas)
+            firsts = {d.index: d for d in reversed(deltas)}
+            assert all(d.id and d.type == "function" and d.function and d.function.name for d in firsts.values())
+            seen.append(("stream", final.choices[0]))
+            complete = await client.chat.completions.create(model=model, messages=messages, tools=TOOLS)
+            seen.append(("complete", complete.choices[0]))
+    finally:
+        await client.close()
+    return seen
+
+
+async def test_tool_calls_stream_like_openais_fresh_and_cached(gateway: ThreadedServer, upstream: FakeUpstream) -> None:
+    upstream.completion_for = lambda body: TOOL_ANSWER
+    seen = await _tool_calls_through_the_sdk(gateway.url, "gpt-4o")
+    for how, choice in seen:
+        calls = [(c.id, c.type, c.function.name, c.function.arguments) for c in choice.message.tool_calls or []]
+        assert calls == [
+            ("call_1", "function", "get_weather", ARGUMENTS),
+            ("call_2", "function", "get_weather", "{}"),
+        ], how
+        assert choice.finish_reason == "tool_calls", how
+        # Complete, the content is null as upstream; streamed, the first delta says "".
+        assert choice.message.content is None if how == "complete" else not choice.message.content, how
+    # One upstream call for the stream, one for the complete answer; the rest were cached.
+    assert len(upstream.requests) <= 2
+
+
+async def test_the_simulated_provider_streams_tool_calls_like_openais() -> None:
+    async with ThreadedServer(create_app(_simulated_gateway()), lifespan="on") as server:
+        seen = await _tool_calls_through_the_sdk(server.url, "sim-small")
+    for how, choice in seen:
+        [call] = choice.message.tool_calls
+        assert call.id.startswith("call_sim") and call.function.name == "get_weather", how
+        assert call.function.arguments == '{"input": "weather in Paris?"}', how
+        assert choice.finish_reason == "tool_calls", how
+
+
+async def test_a_stream_without_done_after_its_finish_reason_reaches_the_client_whole(
+    gateway: ThreadedServer, upstream: FakeUpstream
+) -> None:
+    upstream.fault_for = lambda body: Fault(done=False)
+    body = {"model": "gpt-4o", "messages": HELLO, "stream": True, "stream_options": {"include_usage": True}}
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        answer = await http.post("/v1/chat/completions", json=body)
+    events = [e.removeprefix("data: ") for e in answer.text.split("\n\n") if e]
+    assert events[-1] == "[DONE]" and not any('"error"' in e for e in events)
+    assert len([p for p in upstream.requests if p[0].endswith("/chat/completions")]) == 1  # not retried
