@@ -98,8 +98,6 @@ def _check(request: Request) -> None:
         raise BadRequest("'messages' must hold at least one message", param="messages")
     if request.n is not None and not 1 <= request.n <= 128:
         raise BadRequest("'n' must be between 1 and 128", param="n", code="invalid_value")
-    if request.n is not None and request.n > 1:
-        raise BadRequest("n > 1 is not supported by this gateway", param="n", code="unsupported_value")
     for index, message in enumerate(request.messages):
         _check_message(index, message)
 

@@ -62,7 +62,7 @@ REFUSED: list[tuple[bytes, str, str | None, str]] = [
         "temperature",
     ),
     (b'{"model": "m", "messages": [{"role": "user"}], "stop": [1]}', "invalid_request_error", "stop", "at 'stop[0]'"),
-    (b'{"model": "m", "messages": [{"role": "user"}], "n": 3}', "unsupported_value", "n", "n > 1 is not supported"),
+    (b'{"model": "m", "messages": [{"role": "user"}], "n": 300}', "invalid_value", "n", "between 1 and 128"),
 ]
 
 
