@@ -145,6 +145,24 @@ async def test_models_health_and_metrics(client: openai.AsyncOpenAI, http: httpx
     assert metrics.text == "onion_requests_total 3\n" and metrics.headers["content-type"].startswith("text/plain")
 
 
+async def test_a_model_is_retrieved_by_id_or_is_a_404_in_openais_shape(
+    client: openai.AsyncOpenAI, http: httpx.AsyncClient
+) -> None:
+    model = await client.models.retrieve("gpt-4o-mini")
+    assert (model.id, model.object, model.owned_by) == ("gpt-4o-mini", "model", "primary")
+    with pytest.raises(openai.NotFoundError) as caught:
+        await client.models.retrieve("gpt-9")
+    assert caught.value.code == "model_not_found"
+    missing = await http.get("/v1/models/org/not-here")
+    assert missing.status_code == 404 and missing.headers["x-should-retry"] == "false"
+    assert missing.json()["error"] == {
+        "message": "the model 'org/not-here' does not exist or is not served here",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
+
+
 async def test_metrics_is_404_without_a_renderer(upstream: FakeUpstream) -> None:
     async with ThreadedServer(create_app(gateway_for(upstream))) as server, httpx.AsyncClient() as http:
         response = await http.get(server.url + "/metrics")
