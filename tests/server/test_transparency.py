@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import msgspec
 import openai
 import pytest
 
@@ -291,3 +292,26 @@ async def test_a_stream_without_done_after_its_finish_reason_reaches_the_client_
     events = [e.removeprefix("data: ") for e in answer.text.split("\n\n") if e]
     assert events[-1] == "[DONE]" and not any('"error"' in e for e in events)
     assert len([p for p in upstream.requests if p[0].endswith("/chat/completions")]) == 1  # not retried
+
+
+# -- after a fallback mid-stream, the chunks name the model that produced them ------------
+
+
+async def test_after_a_fallback_mid_stream_the_tail_names_its_model(upstream: FakeUpstream) -> None:
+    stack = [{"use": "fallback", "models": ["gpt-4o", "gpt-4o-mini"]}]
+    upstream.push(Fault(cut_after=2))  # the first model's stream is cut after two words
+    async with ThreadedServer(create_app(_gateway(upstream, stack)), lifespan="on") as server:
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "one two three four"}], "stream": True}
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            answer = await http.post("/v1/chat/completions", json=body)
+            complete = await http.post("/v1/chat/completions", json={**body, "stream": False})
+    raw = [e.removeprefix("data: ") for e in answer.text.split("\n\n") if e]
+    assert raw[-1] == "[DONE]"
+    events = [msgspec.json.decode(e) for e in raw[:-1]]
+    text = "".join(c["delta"].get("content") or "" for e in events for c in e["choices"])
+    assert text == "You said: one two three four"
+    models = [e["model"] for e in events]
+    assert models[0] == "gpt-4o" and models[-1] == "gpt-4o-mini", models
+    cut = models.index("gpt-4o-mini")
+    assert set(models[:cut]) == {"gpt-4o"} and set(models[cut:]) == {"gpt-4o-mini"}
+    assert answer.headers["x-onion-served-by"] and complete.json()["model"] == "gpt-4o"
