@@ -315,3 +315,53 @@ async def test_after_a_fallback_mid_stream_the_tail_names_its_model(upstream: Fa
     cut = models.index("gpt-4o-mini")
     assert set(models[:cut]) == {"gpt-4o"} and set(models[cut:]) == {"gpt-4o-mini"}
     assert answer.headers["x-onion-served-by"] and complete.json()["model"] == "gpt-4o"
+
+
+# -- n > 1: several choices, complete and streamed, through the stack and the cache ---------
+
+
+async def test_several_choices_reach_the_openai_client_complete_and_streamed(
+    gateway: ThreadedServer, upstream: FakeUpstream
+) -> None:
+    client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0)
+    messages: Any = [{"role": "user", "content": "pick a colour"}]
+    try:
+        complete = await client.chat.completions.create(model="gpt-4o", messages=messages, n=3)
+        assert [c.index for c in complete.choices] == [0, 1, 2]
+        assert {c.message.content for c in complete.choices} == {"You said: pick a colour"}
+        assert complete.usage is not None and complete.usage.completion_tokens == 3 * 5  # every choice counted
+        stream = await client.chat.completions.create(
+            model="gpt-4o", messages=messages, n=2, stream=True, stream_options={"include_usage": True}
+        )
+        texts: dict[int, str] = {}
+        finished: dict[int, str | None] = {}
+        async for chunk in stream:
+            for choice in chunk.choices:
+                texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+                finished[choice.index] = choice.finish_reason or finished.get(choice.index)
+        assert texts == {0: "You said: pick a colour", 1: "You said: pick a colour"}
+        assert finished == {0: "stop", 1: "stop"}
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_exact_cache_stores_and_replays_every_choice(upstream: FakeUpstream, stream: bool) -> None:
+    from middlewares.cache.exact import CachePolicy, ExactCache
+    from onion import Message, OpenAIProvider, Request, Stack
+
+    provider = OpenAIProvider(name="primary", base_url=upstream.base_url)
+    stack = Stack([ExactCache(policy=CachePolicy(allow_n=True))], provider)
+    answers = []
+    try:
+        for _ in range(2):
+            request = Request(model="gpt-4o", messages=[Message("user", "two please")], n=2, stream=stream)
+            response = await stack(request)
+            answers.append((response.served_by, await response.result()))
+    finally:
+        await provider.aclose()
+    (fresh_by, fresh), (cached_by, cached) = answers
+    assert (fresh_by, cached_by) == ("primary", "exact_cache")
+    assert [c.content for c in cached.all_choices()] == ["You said: two please"] * 2
+    assert cached.all_choices() == fresh.all_choices()
+    assert len(upstream.requests) == 1
