@@ -293,11 +293,22 @@ class AllProvidersFailed(OnionError):
         super().__init__("all providers failed: " + "; ".join(parts))
         self.causes = list(causes)
         self.models = list(models)
+        last = self.causes[-1] if self.causes else None
+        if last is not None and all(_refused_request(c) for c in self.causes):
+            # Every model refused the request itself (a 400 context_length_exceeded on each):
+            # that is the answer's class, not an outage, and no retry fixes it.
+            assert isinstance(last, ProviderError)
+            self.status, self.code, self.type, self.param = last.status, last.code, last.type, last.param
+            self.public_message = last.public_message
 
     @property
     def should_retry(self) -> bool:
         """True when any model's failure was one a retry may fix."""
         return any(getattr(c, "should_retry", True) for c in self.causes) if self.causes else True
+
+
+def _refused_request(error: BaseException) -> bool:
+    return isinstance(error, ProviderError) and 400 <= error.status < 500 and error.status != 429
 
 
 class Timeout(OnionError):

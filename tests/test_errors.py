@@ -122,3 +122,27 @@ def test_scrub_keeps_an_honest_reason_whole(text: str) -> None:
     from onion.errors import scrub
 
     assert scrub(text) == text
+
+
+def test_a_chain_where_every_model_refused_the_request_keeps_the_refusals_class() -> None:
+    from onion import AllProvidersFailed, ProviderError
+
+    def refused(model: str) -> ProviderError:
+        return ProviderError(
+            "ctx",
+            upstream_status=400,
+            upstream_code="context_length_exceeded",
+            param="messages",
+            public_message="too long",
+        )
+
+    failed = AllProvidersFailed([refused("a"), refused("b")], models=["a", "b"])
+    assert (failed.status, failed.code, failed.param, failed.public_message) == (
+        400,
+        "context_length_exceeded",
+        "messages",
+        "too long",
+    )
+    assert not failed.should_retry
+    outage = AllProvidersFailed([refused("a"), ProviderError("down", upstream_status=503, retryable=True)])
+    assert (outage.status, outage.code) == (502, "upstream_error") and outage.should_retry
