@@ -22,88 +22,240 @@ from typing import Any, Literal
 
 import anyio
 
-from ._types import Chunk, Completion, Usage
+from ._types import Choice, Chunk, Completion, Usage
 from .errors import CANCELLED, outcome
 
-__all__ = ["Accumulator", "AnswerEnd", "EndCallback", "Response"]
+__all__ = ["Accumulator", "AnswerEnd", "EndCallback", "Response", "tool_call_deltas"]
 
 
-class Accumulator:
-    """Builds a ``Completion`` from chunks: text joined, tool-call deltas merged."""
+class _Choice:
+    """The running state of one choice while its chunks arrive."""
 
-    __slots__ = ("_parts", "_tool_calls", "chunks", "finish_reason", "model", "role", "usage")
+    __slots__ = ("annotations", "audio", "extra", "finish_reason", "logprobs", "parts", "refusal", "role", "tool_calls")
 
     def __init__(self) -> None:
-        self._parts: list[str] = []
-        self._tool_calls: dict[int, dict[str, Any]] | None = None
+        self.parts: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] | None = None
         self.finish_reason: str | None = None
-        self.usage: Usage | None = None
-        self.model: str | None = None
         self.role = "assistant"
-        self.chunks = 0
+        self.refusal: list[str] | None = None
+        self.logprobs: dict[str, Any] | None = None
+        self.annotations: list[Any] | None = None
+        self.audio: dict[str, Any] | None = None
+        self.extra: dict[str, Any] | None = None
 
     def add(self, chunk: Chunk) -> None:
-        """Fold one chunk into the running answer."""
-        self.chunks += 1
         if chunk.content:
-            self._parts.append(chunk.content)
+            self.parts.append(chunk.content)
         if chunk.tool_calls:
             self._merge_tool_calls(chunk.tool_calls)
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if chunk.model:
-            self.model = chunk.model
         if chunk.role:
             self.role = chunk.role
-
-    @property
-    def text(self) -> str:
-        """The text received so far."""
-        return "".join(self._parts)
+        if chunk.refusal is not None:
+            if self.refusal is None:
+                self.refusal = []
+            self.refusal.append(chunk.refusal)
+        if chunk.logprobs is not None:
+            self._merge_logprobs(chunk.logprobs)
+        if chunk.annotations is not None:
+            self.annotations = [*(self.annotations or ()), *chunk.annotations]
+        if chunk.audio is not None:
+            self._merge_audio(chunk.audio)
+        if chunk.delta_extra:
+            self.extra = {**(self.extra or {}), **chunk.delta_extra}
 
     def _merge_tool_calls(self, deltas: list[dict[str, Any]]) -> None:
-        calls = self._tool_calls if self._tool_calls is not None else {}
-        self._tool_calls = calls
+        calls = self.tool_calls if self.tool_calls is not None else {}
+        self.tool_calls = calls
         for position, delta in enumerate(deltas):
             index = delta.get("index", position)
             call = calls.get(index)
             if call is None:
                 call = calls[index] = {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
-            if delta.get("id"):
-                call["id"] = delta["id"]
-            if delta.get("type"):
-                call["type"] = delta["type"]
-            function = delta.get("function") or {}
-            if function.get("name"):
-                call["function"]["name"] += function["name"]
-            if function.get("arguments"):
-                call["function"]["arguments"] += function["arguments"]
+            for key, value in delta.items():
+                if key == "function":
+                    function = call["function"]
+                    for name, piece in (value or {}).items():
+                        if name in ("name", "arguments"):
+                            function[name] += piece or ""
+                        else:
+                            function[name] = piece
+                elif key != "index" and (value or key not in ("id", "type")):
+                    call[key] = value
 
-    def completion(self, model: str = "") -> Completion:
-        """The answer as a ``Completion``."""
-        tool_calls = [self._tool_calls[i] for i in sorted(self._tool_calls)] if self._tool_calls else None
-        return Completion(
-            content=self.text,
-            model=self.model or model,
-            role=self.role,
-            tool_calls=tool_calls,
-            finish_reason=self.finish_reason,
-            usage=self.usage,
+    def _merge_logprobs(self, logprobs: dict[str, Any]) -> None:
+        merged = self.logprobs if self.logprobs is not None else {}
+        self.logprobs = merged
+        for key, value in logprobs.items():
+            if isinstance(value, list) and isinstance(merged.get(key), list):
+                merged[key] = [*merged[key], *value]
+            elif value is not None or key not in merged:
+                merged[key] = list(value) if isinstance(value, list) else value
+
+    def _merge_audio(self, audio: dict[str, Any]) -> None:
+        merged = self.audio if self.audio is not None else {}
+        self.audio = merged
+        for key, value in audio.items():
+            if key in ("data", "transcript") and isinstance(value, str):
+                merged[key] = merged.get(key, "") + value
+            else:
+                merged[key] = value
+
+    def choice(self, index: int) -> Choice:
+        tool_calls = [self.tool_calls[i] for i in sorted(self.tool_calls)] if self.tool_calls else None
+        refusal = "".join(self.refusal) if self.refusal is not None else None
+        text = "".join(self.parts)
+        content = None if not text and (tool_calls or refusal) else text
+        return Choice(
+            index,
+            content,
+            self.role,
+            tool_calls,
+            self.finish_reason,
+            refusal,
+            self.logprobs,
+            self.annotations,
+            self.audio,
+            self.extra or {},
         )
 
 
+class Accumulator:
+    """Builds a ``Completion`` from chunks: text joined, tool-call deltas merged, refusal,
+    logprobs, annotations and audio pieces joined, each choice (``Chunk.index``) apart."""
+
+    __slots__ = ("_first", "_others", "chunks", "extra", "model", "service_tier", "system_fingerprint", "usage")
+
+    def __init__(self) -> None:
+        self._first = _Choice()
+        self._others: dict[int, _Choice] | None = None
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.system_fingerprint: str | None = None
+        self.service_tier: str | None = None
+        self.extra: dict[str, Any] | None = None
+        self.chunks = 0
+
+    def add(self, chunk: Chunk) -> None:
+        """Fold one chunk into the running answer."""
+        self.chunks += 1
+        if chunk.index:
+            others = self._others if self._others is not None else {}
+            self._others = others
+            part = others.get(chunk.index)
+            if part is None:
+                part = others[chunk.index] = _Choice()
+            part.add(chunk)
+        else:
+            self._first.add(chunk)
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.model:
+            self.model = chunk.model
+        if chunk.system_fingerprint is not None:
+            self.system_fingerprint = chunk.system_fingerprint
+        if chunk.service_tier is not None:
+            self.service_tier = chunk.service_tier
+        if chunk.extra:
+            self.extra = {**(self.extra or {}), **chunk.extra}
+
+    @property
+    def text(self) -> str:
+        """The text of choice 0 received so far."""
+        return "".join(self._first.parts)
+
+    @property
+    def finish_reason(self) -> str | None:
+        """Choice 0's finish reason, once it arrived."""
+        return self._first.finish_reason
+
+    @property
+    def role(self) -> str:
+        return self._first.role
+
+    def completion(self, model: str = "") -> Completion:
+        """The answer as a ``Completion``."""
+        first = self._first.choice(0)
+        completion = Completion(
+            model=self.model or model,
+            usage=self.usage,
+            system_fingerprint=self.system_fingerprint,
+            service_tier=self.service_tier,
+            extra=self.extra or {},
+        )
+        others = [self._others[i].choice(i) for i in sorted(self._others)] if self._others else []
+        return completion.with_choices([first, *others])
+
+
+def tool_call_deltas(tool_calls: list[dict[str, Any]], piece_chars: int = 0) -> list[list[dict[str, Any]]]:
+    """Whole tool calls as OpenAI streams them: each call's first delta carries its
+    ``index``, ``id``, ``type`` and name (and any other field), its arguments follow in
+    deltas of ``piece_chars`` characters (``0``: all in the first), each with ``index``."""
+    out: list[list[dict[str, Any]]] = []
+    for index, call in enumerate(tool_calls):
+        function = dict(call.get("function") or {})
+        arguments = function.get("arguments") or ""
+        cut = len(arguments) if piece_chars <= 0 else 0
+        head = {"index": index, "id": call.get("id", ""), "type": call.get("type", "function")}
+        head.update((k, v) for k, v in call.items() if k not in ("index", "id", "type", "function"))
+        head["function"] = {**function, "arguments": arguments[:cut]}
+        out.append([head])
+        step = max(1, piece_chars)
+        for start in range(cut, len(arguments), step):
+            out.append([{"index": index, "function": {"arguments": arguments[start : start + step]}}])
+    return out
+
+
 def completion_chunk(completion: Completion) -> Chunk:
-    """A complete answer as one chunk (how a complete response reads as a stream)."""
+    """A complete answer as one chunk (how a complete response reads as a stream); the
+    choices after the first are not in it (``completion_chunks`` gives every one)."""
     return Chunk(
         content=completion.content,
         role=completion.role,
-        tool_calls=completion.tool_calls,
+        tool_calls=_indexed(completion.tool_calls),
         finish_reason=completion.finish_reason,
         usage=completion.usage,
         model=completion.model or None,
+        refusal=completion.refusal,
+        logprobs=completion.logprobs,
+        annotations=completion.annotations,
+        audio=completion.audio,
+        system_fingerprint=completion.system_fingerprint,
+        service_tier=completion.service_tier,
+        extra=completion.extra,
+        delta_extra=completion.message_extra,
     )
+
+
+def completion_chunks(completion: Completion) -> list[Chunk]:
+    """A complete answer as chunks, one per choice: the first carries the usage."""
+    chunks = [completion_chunk(completion)]
+    for choice in completion.other_choices or ():
+        chunks.append(_choice_chunk(choice, choice.content or ""))
+    return chunks
+
+
+def _choice_chunk(choice: Choice, content: str) -> Chunk:
+    return Chunk(
+        content=content,
+        role=choice.role,
+        tool_calls=_indexed(choice.tool_calls),
+        finish_reason=choice.finish_reason,
+        index=choice.index,
+        refusal=choice.refusal,
+        logprobs=choice.logprobs,
+        annotations=choice.annotations,
+        audio=choice.audio,
+        delta_extra=choice.extra,
+    )
+
+
+def _indexed(tool_calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    if not tool_calls:
+        return tool_calls
+    return [call if "index" in call else {"index": i, **call} for i, call in enumerate(tool_calls)]
 
 
 async def _aclose(source: AsyncIterator[Chunk]) -> None:
@@ -157,13 +309,40 @@ async def _one(chunk: Chunk) -> AsyncGenerator[Chunk, None]:
     yield chunk
 
 
+async def _chunks(chunks: list[Chunk]) -> AsyncGenerator[Chunk, None]:
+    for chunk in chunks:
+        yield chunk
+
+
 async def _replay(completion: Completion, piece_chars: int) -> AsyncGenerator[Chunk, None]:
-    text = completion.content
+    # Shaped as OpenAI streams: the first delta of each choice has its role, the text and
+    # the tool calls' arguments come in pieces (each tool-call delta with its index), the
+    # last delta of each choice has its finish reason, and the usage comes once, last.
     model = completion.model or None
-    yield Chunk(role=completion.role, content=text[:piece_chars], model=model)
-    for start in range(piece_chars, len(text), piece_chars):
-        yield Chunk(content=text[start : start + piece_chars])
-    yield Chunk(tool_calls=completion.tool_calls, finish_reason=completion.finish_reason, usage=completion.usage)
+    choices = completion.all_choices()
+    last = choices[-1].index
+    for choice in choices:
+        text = choice.content or ""
+        index = choice.index
+        head = _choice_chunk(choice, text[:piece_chars])
+        head.tool_calls, head.finish_reason, head.model = None, None, model
+        head.system_fingerprint, head.service_tier = completion.system_fingerprint, completion.service_tier
+        head.extra = completion.extra
+        if choice.content is None and not head.content:
+            head.content = ""
+        yield head
+        model = None
+        for start in range(piece_chars, len(text), piece_chars):
+            yield Chunk(content=text[start : start + piece_chars], index=index)
+        for deltas in tool_call_deltas(choice.tool_calls or [], piece_chars):
+            yield Chunk(tool_calls=deltas, index=index)
+        yield Chunk(finish_reason=choice.finish_reason, index=index, usage=completion.usage if index == last else None)
+
+
+def _as_chunks(completion: Completion) -> AsyncIterator[Chunk]:
+    if completion.other_choices:
+        return _chunks(completion_chunks(completion))
+    return _one(completion_chunk(completion))
 
 
 _NOTHING = Completion(finish_reason=None)
@@ -433,7 +612,7 @@ class Response:
 
     def __aiter__(self) -> AsyncIterator[Chunk]:
         if self._completion is not None:
-            return _one(completion_chunk(self._completion))
+            return _as_chunks(self._completion)
         return self._take()
 
     def _take(self) -> AsyncIterator[Chunk]:
@@ -444,7 +623,7 @@ class Response:
 
     def _source(self) -> AsyncIterator[Chunk]:
         if self._completion is not None:
-            return _one(completion_chunk(self._completion))
+            return _as_chunks(self._completion)
         if self._consumed or self._chunks is None:
             raise RuntimeError("this response's stream has already been read")
         return self._chunks

@@ -15,6 +15,7 @@ import msgspec
 from ._context import Context
 
 __all__ = [
+    "Choice",
     "Chunk",
     "Completion",
     "Message",
@@ -49,18 +50,37 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class Usage(msgspec.Struct, frozen=True, omit_defaults=True):
-    """Token counts reported by the upstream (or estimated by a layer)."""
+    """Token counts reported by the upstream (or estimated by a layer).
+
+    ``prompt_tokens_details`` and ``completion_tokens_details`` are the upstream's
+    breakdowns as it sent them (``cached_tokens``, ``reasoning_tokens``, ``audio_tokens``…).
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: dict[str, Any] | None = None
+    completion_tokens_details: dict[str, Any] | None = None
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             self.total_tokens + other.total_tokens,
+            _add_details(self.prompt_tokens_details, other.prompt_tokens_details),
+            _add_details(self.completion_tokens_details, other.completion_tokens_details),
         )
+
+
+def _add_details(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    if a is None or b is None:
+        return a if b is None else b
+    out = dict(a)
+    for key, value in b.items():
+        mine = out.get(key)
+        numbers = isinstance(value, int) and isinstance(mine, int)
+        out[key] = mine + value if numbers else value if mine is None else mine
+    return out
 
 
 class Request(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -106,7 +126,14 @@ class Request(msgspec.Struct, frozen=True, omit_defaults=True):
 class Chunk(msgspec.Struct, omit_defaults=True):
     """One streamed piece of an answer (flat; the server maps it to OpenAI's shape).
 
-    ``usage`` is set on the final chunk when the upstream reports it.
+    ``index`` is the choice it belongs to (``0`` unless the request asked for ``n > 1``).
+    ``usage`` is set on the final chunk when the upstream reports it. ``model`` names the
+    model that produced this chunk and the ones after it (set on the first chunk of each
+    upstream answer, so after a fallback or a resumption the tail names its own model).
+    The other fields are the OpenAI delta's and chunk's as the upstream sent them:
+    ``refusal`` and ``logprobs`` pieces, ``annotations``, ``audio``; ``system_fingerprint``
+    and ``service_tier``; ``extra`` holds the chunk's unknown top-level fields and
+    ``delta_extra`` its delta's, passed through untouched.
     """
 
     content: str = ""
@@ -115,10 +142,46 @@ class Chunk(msgspec.Struct, omit_defaults=True):
     finish_reason: str | None = None
     usage: Usage | None = None
     model: str | None = None
+    index: int = 0
+    refusal: str | None = None
+    logprobs: dict[str, Any] | None = None
+    annotations: list[Any] | None = None
+    audio: dict[str, Any] | None = None
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
+    extra: dict[str, Any] = {}
+    delta_extra: dict[str, Any] = {}
+
+
+class Choice(msgspec.Struct, omit_defaults=True):
+    """One choice of an answer: what ``Completion`` holds for choice 0, for every other
+    choice of a request with ``n > 1`` (``Completion.other_choices``, ``.all_choices()``).
+
+    ``extra`` holds the message's unknown fields (a choice's own unknown fields are not kept).
+    """
+
+    index: int = 0
+    content: str | None = ""
+    role: str = "assistant"
+    tool_calls: list[dict[str, Any]] | None = None
+    finish_reason: str | None = "stop"
+    refusal: str | None = None
+    logprobs: dict[str, Any] | None = None
+    annotations: list[Any] | None = None
+    audio: dict[str, Any] | None = None
+    extra: dict[str, Any] = {}
 
 
 class Completion(msgspec.Struct, omit_defaults=True):
-    """A complete answer: what a non-streamed call returns and what a cache stores."""
+    """A complete answer: what a non-streamed call returns and what a cache stores.
+
+    Its flat fields are choice 0's (``content``, ``tool_calls``, ``refusal``…, with
+    ``message_extra`` for the message's unknown fields); ``other_choices`` holds the
+    choices after it when the request asked for ``n > 1``. ``system_fingerprint``,
+    ``service_tier`` and ``extra`` (unknown top-level fields) are the answer's own.
+    A layer that reads or rewrites every choice (an output guard) uses ``all_choices``
+    and ``with_choices``.
+    """
 
     content: str = ""
     model: str = ""
@@ -128,6 +191,50 @@ class Completion(msgspec.Struct, omit_defaults=True):
     usage: Usage | None = None
     id: str = ""
     created: int = 0
+    refusal: str | None = None
+    logprobs: dict[str, Any] | None = None
+    annotations: list[Any] | None = None
+    audio: dict[str, Any] | None = None
+    message_extra: dict[str, Any] = {}
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
+    extra: dict[str, Any] = {}
+    other_choices: list[Choice] | None = None
+    content_null: bool = False
+
+    def all_choices(self) -> list[Choice]:
+        """Every choice, choice 0 first."""
+        first = Choice(
+            0,
+            None if self.content_null and not self.content else self.content,
+            self.role,
+            self.tool_calls,
+            self.finish_reason,
+            self.refusal,
+            self.logprobs,
+            self.annotations,
+            self.audio,
+            self.message_extra,
+        )
+        return [first, *(self.other_choices or ())]
+
+    def with_choices(self, choices: list[Choice]) -> Completion:
+        """This answer with ``choices`` in place of its own (choice 0 first)."""
+        first, rest = choices[0], choices[1:]
+        return msgspec.structs.replace(
+            self,
+            content=first.content or "",
+            content_null=first.content is None,
+            role=first.role,
+            tool_calls=first.tool_calls,
+            finish_reason=first.finish_reason,
+            refusal=first.refusal,
+            logprobs=first.logprobs,
+            annotations=first.annotations,
+            audio=first.audio,
+            message_extra=first.extra,
+            other_choices=rest or None,
+        )
 
 
 _MESSAGE_FIELDS = frozenset(Message.__struct_fields__) - {"extra"}

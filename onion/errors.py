@@ -17,6 +17,8 @@ stack (a bad body or key, a body too large) raises one of these too.
     ├── RateLimited             429  over a limit; carries retry_after
     │   └── BudgetExceeded      429  a spend budget is used up until its window resets
     ├── ProviderError           502  an upstream failed; status, retryable, retry_after
+    │   │                            (an upstream 4xx keeps its status, type, code, param;
+    │   │                            401/403 is 502 upstream_auth_failed; 429 is 429)
     │   ├── CircuitOpen         503  the breaker for that model is open
     │   └── AnswerTooLarge      502  the upstream's answer is over max_answer_bytes
     ├── SharedStateUnavailable  503  a store a layer needs (Redis) does not answer
@@ -29,6 +31,7 @@ stack (a bad body or key, a body too large) raises one of these too.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import anyio
@@ -54,6 +57,7 @@ __all__ = [
     "Unauthorized",
     "error_type",
     "outcome",
+    "scrub",
 ]
 
 
@@ -69,6 +73,14 @@ class OnionError(Exception):
     code: str = "internal_error"
     param: str | None = None
     default_public_message: str = "the request could not be completed"
+    type: str | None = None
+    """The error's ``type`` in OpenAI's error body; ``None``: derived from ``status``."""
+
+    @property
+    def should_retry(self) -> bool:
+        """Whether the same request, sent again, may succeed (``x-should-retry``): false
+        for the caller's own mistakes and refusals, true for overload and outages."""
+        return self.status >= 500 or self.status in (408, 409, 429)
 
     def __init__(self, detail: str = "", *, public_message: str | None = None) -> None:
         super().__init__(detail or self.default_public_message)
@@ -212,6 +224,14 @@ class ProviderError(OnionError):
     ``retry_after`` is the upstream's ``Retry-After`` in seconds, if any. ``provider``
     is the configured provider's name, ``provider_kind`` the API it speaks (``openai``,
     ``anthropic``; ``gen_ai.provider.name`` in metrics and traces).
+
+    The upstream's classification is kept, so the gateway stays transparent:
+    ``upstream_type``, ``upstream_code`` and ``param`` are its error body's fields. An
+    upstream 4xx is answered with its own status, type, code and param (a 400
+    ``context_length_exceeded`` stays one, and no retry can fix it); a 401 or 403 (the
+    gateway's own upstream key was refused) is a 502 ``upstream_auth_failed``; a 429 is a
+    429 with the upstream's ``Retry-After``; anything else is a 502 ``upstream_error``.
+    ``public_message`` is the upstream's message when it sent one, scrubbed (``scrub``).
     """
 
     status = 502
@@ -229,14 +249,55 @@ class ProviderError(OnionError):
         model: str | None = None,
         public_message: str | None = None,
         provider_kind: str | None = None,
+        upstream_type: str | None = None,
+        upstream_code: str | None = None,
+        param: str | None = None,
     ) -> None:
-        super().__init__(detail, public_message=public_message)
+        status, code, fixed, default = _upstream_class(upstream_status, upstream_code)
+        super().__init__(detail, public_message=fixed or public_message or default)
+        if status is not None:
+            self.status, self.code = status, code
+            if 400 <= status < 500 and upstream_type:
+                self.type = upstream_type
         self.upstream_status = upstream_status
+        self.upstream_type = upstream_type
+        self.upstream_code = upstream_code
+        self.param = param
         self.retryable = retryable
         self.retry_after = retry_after
         self.provider = provider
         self.model = model
         self.provider_kind = provider_kind
+
+    @property
+    def should_retry(self) -> bool:
+        return self.retryable
+
+
+_STATUS_CODES = {
+    400: "invalid_request_error",
+    404: "model_not_found",
+    413: "request_too_large",
+    422: "unprocessable_entity",
+}
+
+
+def _upstream_class(
+    upstream_status: int | None, upstream_code: str | None
+) -> tuple[int | None, str, str | None, str | None]:
+    """The gateway's status and code for an upstream status, with the public message that
+    replaces the upstream's (fixed) or stands in when it sent none (default)."""
+    if upstream_status is None or upstream_status >= 500 or upstream_status < 400:
+        return None, ProviderError.code, None, None
+    if upstream_status in (401, 403):
+        message = "the model provider refused the gateway's upstream credentials (a gateway configuration problem)"
+        return 502, "upstream_auth_failed", message, None
+    if upstream_status == 429:
+        # Said as 429 (with its Retry-After) so clients back off as against the provider.
+        default = "the model provider is rate limiting requests; retry later"
+        return 429, upstream_code or "rate_limit_exceeded", None, default
+    code = upstream_code or _STATUS_CODES.get(upstream_status, "invalid_request_error")
+    return upstream_status, code, None, "the model provider refused the request"
 
 
 class CircuitOpen(ProviderError):
@@ -248,6 +309,11 @@ class CircuitOpen(ProviderError):
 
     def __init__(self, detail: str = "", *, model: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(detail, retryable=False, retry_after=retry_after, model=model)
+
+    @property
+    def should_retry(self) -> bool:
+        # Nothing was sent: after retry_after the breaker lets a trial through.
+        return True
 
 
 class AnswerTooLarge(ProviderError):
@@ -306,6 +372,22 @@ class AllProvidersFailed(OnionError):
         super().__init__("all providers failed: " + "; ".join(parts))
         self.causes = list(causes)
         self.models = list(models)
+        last = self.causes[-1] if self.causes else None
+        if last is not None and all(_refused_request(c) for c in self.causes):
+            # Every model refused the request itself (a 400 context_length_exceeded on each):
+            # that is the answer's class, not an outage, and no retry fixes it.
+            assert isinstance(last, ProviderError)
+            self.status, self.code, self.type, self.param = last.status, last.code, last.type, last.param
+            self.public_message = last.public_message
+
+    @property
+    def should_retry(self) -> bool:
+        """True when any model's failure was one a retry may fix."""
+        return any(getattr(c, "should_retry", True) for c in self.causes) if self.causes else True
+
+
+def _refused_request(error: BaseException) -> bool:
+    return isinstance(error, ProviderError) and 400 <= error.status < 500 and error.status != 429
 
 
 class Timeout(OnionError):
@@ -343,6 +425,40 @@ class ConfigError(OnionError, ValueError):
         self.table = table
         self.field = field
         self.problems: tuple[ConfigError, ...] = flat or (self,)
+
+
+# -- scrubbing upstream text ---------------------------------------------------------
+
+# What must never leave the gateway in an upstream's message: URLs and hosts (with or
+# without a scheme, IPs, ports), bearer tokens and credential assignments, key-shaped
+# strings (sk-..., JWTs, long hex or base64 runs), e-mail addresses.
+_SECRET = re.compile(
+    r"""(?ix)
+    \b[a-z][a-z0-9+.\-]*://\S+                                # any URL with a scheme
+    | \b(?:bearer|basic)\s+\S+                                 # an Authorization value
+    | \b(?:api[_-]?key|key|token|secret|password|passwd|pwd|auth(?:orization)?|credential|signature|sig)s?
+      \b\s*[:=]\s*['"]?[^\s'",;]+                            # key=..., token: ...
+    | \beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)?   # a JWT
+    | \b(?:sk|pk|rk|ak|key|org|proj|sess|ghp|gho|xox[abp]|AKIA|AIza)[-_]?[A-Za-z0-9_\-*]{8,}
+    | \b[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+\b                      # an e-mail address
+    | \b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b                      # an IPv4 address
+    | \[?\b[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}\]?(?::\d+)?      # an IPv6 address
+    | \b(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+
+      (?:com|net|org|io|ai|dev|app|cloud|internal|local|localhost|svc|cluster|azure|amazonaws|[a-z]{2})
+      (?::\d+)?\b(?:/\S*)?                                     # a host name
+    | \blocalhost(?::\d+)?\b
+    | \b[A-Za-z0-9+/_\-]{32,}={0,2}                             # a long token
+    """
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def scrub(text: str, limit: int = 300) -> str:
+    """``text`` with URLs, hosts, addresses, keys and anything credential-shaped replaced
+    by ``[redacted]``, control characters collapsed, at most ``limit`` characters: what
+    may be shown to a caller of an upstream's error message."""
+    text = _CONTROL.sub(" ", text[: limit * 4])
+    return _SECRET.sub("[redacted]", text).strip()[:limit]
 
 
 # -- classification, shared by metrics, traces and logs -------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from onion import (
     AllProvidersFailed,
     BadRequest,
@@ -73,3 +75,85 @@ def test_a_config_error_carries_every_problem_flat() -> None:
     assert [p.table for p in both.problems] == ["server", "stack[0]", None]  # nested errors are flattened
     assert str(both).splitlines() == [str(p) for p in both.problems]
     assert both.public_message == "the gateway is misconfigured" and "gw.toml" not in both.public_message
+
+
+# -- scrub: what of an upstream's message may reach a caller ---------------------------
+
+HOSTILE_BODIES = [
+    "Incorrect API key provided: sk-proj-abcdEFGH1234****wxyz. You can find it at https://platform.openai.com/keys.",
+    "upstream 10.0.0.7:8443 refused: api_key=hunter2-secret",
+    "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl failed",
+    "connect to redis://:pw@cache.internal:6379/0 timed out",
+    "see llm-gw.prod.svc.cluster.local:8080/v1/chat or [fe80::1]:9000",
+    "token=ghp_0123456789abcdefABCDEF0123456789abcd password: 'p@ss' mail ops@corp.example.com",
+    "AKIAIOSFODNN7EXAMPLE AIzaSyD-0123456789abcdefghijklmnopqrst",
+    "x" * 5000 + "\x00\x1b[31m",
+]
+SECRETS = [
+    "sk-proj",
+    "platform.openai.com",
+    "10.0.0.7",
+    "8443",
+    "hunter2",
+    "eyJhbGci",
+    "c2lnbmF0dXJl",
+    "redis://",
+    "cache.internal",
+    "svc.cluster.local",
+    "fe80",
+    "ghp_",
+    "p@ss",
+    "ops@corp",
+    "AKIA",
+    "AIza",
+    "\x00",
+    "\x1b",
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE_BODIES)
+def test_scrub_removes_urls_hosts_keys_and_credentials(body: str) -> None:
+    from onion.errors import scrub
+
+    clean = scrub(body)
+    assert len(clean) <= 300
+    for secret in SECRETS:
+        assert secret not in clean, (secret, clean)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
+        "Invalid value for 'messages[2].role': expected one of system, user, assistant, tool.",
+        "The model `gpt-4o-mini` does not exist or you do not have access to it.",
+    ],
+)
+def test_scrub_keeps_an_honest_reason_whole(text: str) -> None:
+    from onion.errors import scrub
+
+    assert scrub(text) == text
+
+
+def test_a_chain_where_every_model_refused_the_request_keeps_the_refusals_class() -> None:
+    from onion import AllProvidersFailed, ProviderError
+
+    def refused(model: str) -> ProviderError:
+        return ProviderError(
+            "ctx",
+            upstream_status=400,
+            upstream_code="context_length_exceeded",
+            param="messages",
+            public_message="too long",
+        )
+
+    failed = AllProvidersFailed([refused("a"), refused("b")], models=["a", "b"])
+    assert (failed.status, failed.code, failed.param, failed.public_message) == (
+        400,
+        "context_length_exceeded",
+        "messages",
+        "too long",
+    )
+    assert not failed.should_retry
+    outage = AllProvidersFailed([refused("a"), ProviderError("down", upstream_status=503, retryable=True)])
+    assert (outage.status, outage.code) == (502, "upstream_error") and outage.should_retry

@@ -219,6 +219,7 @@ async def recover_stream(
     tool_calls_sent = False
     skip = ""  # text the current attempt must reproduce before anything is forwarded
     spaces = 0  # trailing whitespace already sent that a continuation may repeat
+    named: str | None = None  # the model of a new attempt, until a forwarded chunk names it
     source = first
     started = anyio.current_time()
     while True:
@@ -234,6 +235,8 @@ async def recover_stream(
                         raise _diverged(len(skip)) from None
                     return
                 first_pull = False
+                if chunk.model:
+                    named = chunk.model
                 if skip:
                     skip, chunk = _after_skip(chunk, skip)
                     if chunk is None:
@@ -244,6 +247,12 @@ async def recover_stream(
                     sent.append(chunk.content)
                 if chunk.tool_calls:
                     tool_calls_sent = True
+                if named is not None:
+                    # The tail names the model that produced it, even when the chunk that
+                    # said so lay inside the replayed text.
+                    if chunk.model != named:
+                        chunk = msgspec.structs.replace(chunk, model=named)
+                    named = None
                 committed = True
                 yield chunk
         except Exception as caught:  # this attempt failed; decide outside the handler
@@ -253,7 +262,9 @@ async def recover_stream(
         if committed and (mode == "off" or tool_calls_sent):
             raise error
         text = "".join(sent) if committed else ""
-        source = aiter(await reopen(error, text))
+        reopened = await reopen(error, text)
+        named = (reopened.model or None) if committed else None
+        source = aiter(reopened)
         started = anyio.current_time()
         skip = text if mode != "continue" else ""  # auto: a continuation replays the sent text
         spaces = len(text) - len(text.rstrip()) if mode == "continue" else 0

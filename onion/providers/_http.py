@@ -11,6 +11,7 @@ the circuit breaker can decide without knowing HTTP.
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
@@ -22,14 +23,23 @@ import msgspec
 from .._context import Context
 from .._response import Response
 from .._types import Chunk, Completion, Message, Request
-from ..errors import AnswerTooLarge, ProviderError, Timeout
+from ..errors import AnswerTooLarge, ProviderError, Timeout, scrub
 from ._sse import SSEDecoder, SSEOverflow
 from ._transport import pooled_transport
 
-__all__ = ["HTTPProvider", "StreamDecoder", "classify_status", "parse_retry_after", "with_prefix"]
+__all__ = [
+    "HTTPProvider",
+    "StreamDecoder",
+    "UpstreamError",
+    "classify_status",
+    "parse_retry_after",
+    "parse_upstream_error",
+    "with_prefix",
+]
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _ERROR_BODY_LIMIT = 64 * 1024
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_.\[\]\-]{1,64}")
 _perf = time.perf_counter
 
 
@@ -65,30 +75,59 @@ class _ErrorBody(msgspec.Struct):
     message: Any = None
 
 
-def _upstream_message(data: bytes) -> str:
+class UpstreamError(msgspec.Struct):
+    """What an upstream's error body says: its message (raw, for logs) and the OpenAI or
+    Anthropic ``type``, ``code`` and ``param``, each a short identifier or ``None``."""
+
+    message: str = ""
+    type: str | None = None
+    code: str | None = None
+    param: str | None = None
+
+
+def _identifier(value: Any) -> str | None:
+    # An upstream's code, type or param is echoed to the caller: only a short plain name.
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and _IDENTIFIER.fullmatch(value):
+        return value
+    return None
+
+
+def parse_upstream_error(data: bytes) -> UpstreamError:
+    """The fields of an OpenAI- or Anthropic-shaped error body (anything else: its text)."""
     try:
         body = msgspec.json.decode(data, type=_ErrorBody)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return data[:200].decode("utf-8", "replace")
+        return UpstreamError(data[:200].decode("utf-8", "replace"))
     error = body.error
     if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or error)[:200]
-    return str(error or body.message or "")[:200]
+        message = error.get("message") or error.get("type") or ""
+        return UpstreamError(
+            str(message)[:500],
+            _identifier(error.get("type")),
+            _identifier(error.get("code")),
+            _identifier(error.get("param")),
+        )
+    return UpstreamError(str(error or body.message or "")[:500])
 
 
 class StreamDecoder:
     """Turns one upstream stream's SSE events into chunks; a subclass per wire format.
 
-    ``decode`` returns a chunk, ``None`` for an event that carries nothing, and sets
-    ``done`` when the upstream signalled a clean end.
+    ``decode`` returns a chunk, a list of chunks (an event with several choices), or
+    ``None`` for an event that carries nothing; it sets ``done`` when the upstream
+    signalled a clean end, and ``finished`` when the answer is whole even if the body
+    ends before the end marker (a finish reason arrived).
     """
 
-    __slots__ = ("done",)
+    __slots__ = ("done", "finished")
 
     def __init__(self) -> None:
         self.done = False
+        self.finished = False
 
-    def decode(self, event: str | None, data: bytes) -> Chunk | None:
+    def decode(self, event: str | None, data: bytes) -> Chunk | list[Chunk] | None:
         raise NotImplementedError
 
 
@@ -282,12 +321,19 @@ class HTTPProvider:
         except httpx.HTTPError:
             data = b""
         status = response.status_code
+        said = parse_upstream_error(data)
+        public = scrub(said.message) if said.message and 400 <= status < 500 else None
         return self._error(
-            f"upstream answered {status}: {_upstream_message(data)}",
+            f"upstream answered {status}: {said.message[:200]}",
             request,
             upstream_status=status,
-            retryable=classify_status(status),
+            # An exhausted quota is a 429 no retry fixes.
+            retryable=classify_status(status) and said.code != "insufficient_quota",
             retry_after=parse_retry_after(response.headers),
+            upstream_type=said.type,
+            upstream_code=said.code,
+            param=said.param,
+            public_message=public or None,
         )
 
     def _timeouts_within(self, remaining: float) -> httpx.Timeout | None:
@@ -383,7 +429,15 @@ class HTTPProvider:
             raise self._timed_out(request, own)
         try:
             return self.decode_completion(data, request)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, KeyError, IndexError, TypeError) as error:
+        except (
+            msgspec.DecodeError,
+            msgspec.ValidationError,
+            ValueError,
+            KeyError,
+            IndexError,
+            TypeError,
+            AttributeError,
+        ) as error:
             raise self._error(f"malformed answer body: {error}", request, retryable=False) from None
 
     async def _read_bounded(self, response: httpx.Response, request: Request) -> bytes:
@@ -438,17 +492,29 @@ class HTTPProvider:
                 try:
                     events = sse.feed(piece)
                     for event, data in events:
-                        chunk = decoder.decode(event, data)
-                        if chunk is not None:
-                            yield chunk if replay is None else replay(chunk)
+                        decoded = decoder.decode(event, data)
+                        if isinstance(decoded, list):
+                            for chunk in decoded:
+                                yield chunk if replay is None else replay(chunk)
+                        elif decoded is not None:
+                            yield decoded if replay is None else replay(decoded)
                         if decoder.done:
                             break
-                except (msgspec.DecodeError, msgspec.ValidationError, SSEOverflow, ValueError) as error:
+                except (
+                    msgspec.DecodeError,
+                    msgspec.ValidationError,
+                    SSEOverflow,
+                    ValueError,
+                    TypeError,
+                    AttributeError,
+                ) as error:
                     raise self._error(f"malformed stream event: {error}", request, retryable=False) from None
                 if deadline is not None and not own and anyio.current_time() > deadline:
                     raise self._timed_out(request, own)
-            if not decoder.done:
+            if not (decoder.done or decoder.finished):
                 raise self._error("the stream ended before its end marker (cut mid-way)", request, retryable=True)
+            if not decoder.done:
+                return
             # Read the body's own end (the terminating chunk usually follows the end marker),
             # so the connection goes back to the pool instead of being dropped.
             for _ in range(4):

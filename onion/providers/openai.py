@@ -2,9 +2,11 @@
 server, or another gateway — anything that speaks ``POST /chat/completions``.
 
 It is an innermost handler of the onion. Streamed calls ask the upstream for the usage
-chunk (``stream_options.include_usage``) so token counts survive streaming; the stream
-must end with ``data: [DONE]``, otherwise the call fails as cut rather than passing a
-half answer off as complete.
+chunk (``stream_options.include_usage``) so token counts survive streaming. A stream is
+finished by ``data: [DONE]`` or, when the body ends without it, by a finish reason it
+delivered; a body that ends with neither fails as cut rather than passing a half answer
+off as complete. Bodies are read in the ``onion.wire.openai_chat`` dialect: every
+choice and every field, unknown ones kept.
 """
 
 from __future__ import annotations
@@ -14,55 +16,13 @@ from typing import Any
 
 import msgspec
 
-from .._types import Chunk, Completion, Request, Usage, request_to_wire
+from .._types import Chunk, Completion, Request, request_to_wire
+from ..wire import openai_chat
 from ._http import HTTPProvider, StreamDecoder, with_prefix
 
 __all__ = ["OpenAIProvider"]
 
 _encode = msgspec.json.Encoder().encode
-
-
-class _Message(msgspec.Struct):
-    role: str = "assistant"
-    content: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-    refusal: str | None = None
-
-
-class _Choice(msgspec.Struct):
-    message: _Message
-    finish_reason: str | None = None
-
-
-class _Completion(msgspec.Struct):
-    choices: list[_Choice]
-    id: str = ""
-    created: int = 0
-    model: str = ""
-    usage: Usage | None = None
-
-
-class _Delta(msgspec.Struct, frozen=True):
-    role: str | None = None
-    content: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-    refusal: str | None = None
-
-
-class _DeltaChoice(msgspec.Struct):
-    delta: _Delta = _Delta()
-    finish_reason: str | None = None
-
-
-class _ChunkBody(msgspec.Struct):
-    choices: list[_DeltaChoice] = []
-    model: str | None = None
-    usage: Usage | None = None
-    error: Any = None
-
-
-_decode_completion = msgspec.json.Decoder(_Completion).decode
-_decode_chunk = msgspec.json.Decoder(_ChunkBody).decode
 
 
 class _OpenAIStream(StreamDecoder):
@@ -72,29 +32,24 @@ class _OpenAIStream(StreamDecoder):
         super().__init__()
         self._model_sent = False
 
-    def decode(self, event: str | None, data: bytes) -> Chunk | None:
+    def decode(self, event: str | None, data: bytes) -> list[Chunk] | None:
         if data == b"[DONE]":
             self.done = True
             return None
-        body = _decode_chunk(data)
-        if body.error is not None:
-            raise ValueError(f"the upstream sent an error event: {str(body.error)[:200]}")
-        model = None
-        if not self._model_sent and body.model:
-            model = body.model
+        body = msgspec.json.decode(data)
+        if not isinstance(body, dict):
+            raise ValueError("a stream event is not a JSON object")
+        if body.get("error") is not None:
+            raise ValueError(f"the upstream sent an error event: {str(body['error'])[:200]}")
+        chunks = openai_chat.decode_chunk(body, with_model=not self._model_sent)
+        if chunks and chunks[0].model:
             self._model_sent = True
-        if not body.choices:
-            return Chunk(usage=body.usage, model=model) if body.usage is not None or model else None
-        choice = body.choices[0]
-        delta = choice.delta
-        return Chunk(
-            content=delta.content or delta.refusal or "",
-            role=delta.role,
-            tool_calls=delta.tool_calls,
-            finish_reason=choice.finish_reason,
-            usage=body.usage,
-            model=model,
-        )
+        for chunk in chunks:
+            if chunk.finish_reason is not None:
+                # A finish reason is the answer's end: an upstream that then closes the body
+                # without [DONE] finished it (several servers do), it did not cut it.
+                self.finished = True
+        return chunks or None
 
 
 class OpenAIProvider(HTTPProvider):
@@ -150,21 +105,7 @@ class OpenAIProvider(HTTPProvider):
         return _encode(request_to_wire(request))
 
     def decode_completion(self, data: bytes, request: Request) -> Completion:
-        body = _decode_completion(data)
-        if not body.choices:
-            raise ValueError("the answer has no choices")
-        choice = body.choices[0]
-        message = choice.message
-        return Completion(
-            content=message.content or message.refusal or "",
-            model=body.model or request.model,
-            role=message.role,
-            tool_calls=message.tool_calls,
-            finish_reason=choice.finish_reason,
-            usage=body.usage,
-            id=body.id,
-            created=body.created,
-        )
+        return openai_chat.decode_completion(data, request.model)
 
     def stream_decoder(self, request: Request) -> StreamDecoder:
         return _OpenAIStream()

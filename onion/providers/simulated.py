@@ -4,18 +4,23 @@ It answers in-process with a deterministic text, streams it token by token with 
 configurable time to first token and tokens per second, reports usage, and injects
 faults at configured rates: upstream error statuses, timeouts (a long stall, then a
 retryable error) and streams cut mid-way. ``ttft=0`` and ``tokens_per_second=0`` give a
-zero-latency upstream for benchmarks of the gateway itself.
+zero-latency upstream for benchmarks of the gateway itself. A request with ``tools``
+(and ``tool_choice`` not ``"none"``) whose last message is not a tool result is answered
+with a call of the chosen (or first) tool, streamed as OpenAI streams tool calls: a first
+delta with ``index``, ``id``, ``type`` and name, the arguments in pieces.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any
 
 from .._clock import Clock, system_clock
-from .._response import Response
+from .._response import Response, tool_call_deltas
 from .._types import Chunk, Completion, Request, Usage
 from ..errors import ProviderError
 
@@ -93,6 +98,19 @@ class SimulatedProvider:
                 )
         return None
 
+    def _tool_calls(self, request: Request) -> list[dict[str, Any]] | None:
+        tools = request.tools
+        if not tools or request.tool_choice == "none" or (request.messages and request.messages[-1].role == "tool"):
+            return None
+        choice = request.tool_choice
+        name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+        name = name or (tools[0].get("function") or {}).get("name") or "tool"
+        said = request.messages[-1].text[:40] if request.messages else ""
+        arguments = json.dumps({"input": said})
+        return [
+            {"id": f"call_sim{next(self._ids)}", "type": "function", "function": {"name": name, "arguments": arguments}}
+        ]
+
     def _words(self, request: Request) -> list[str]:
         limit = request.answer_tokens_limit
         count = self.answer_tokens if limit is None else max(1, min(self.answer_tokens, limit))
@@ -121,27 +139,46 @@ class SimulatedProvider:
             raise error
         stall = self.timeout_rate > 0 and self._random.random() < self.timeout_rate
         cut = request.stream and self.cut_rate > 0 and self._random.random() < self.cut_rate
-        words = self._words(request)
+        tool_calls = self._tool_calls(request)
+        words = [] if tool_calls else self._words(request)
         prompt = sum(len(m.text.split()) + 3 for m in request.messages)
-        usage = Usage(prompt, len(words), prompt + len(words))
+        answered = len(words) or 8
+        usage = Usage(prompt, answered, prompt + answered)
         if not request.stream:
             if stall:
                 raise await self._stall(request)
-            await self._wait(self.ttft + self.interval * len(words), request)
+            await self._wait(self.ttft + self.interval * answered, request)
             completion = Completion(
                 content="".join(words),
                 model=request.model,
+                tool_calls=tool_calls,
+                finish_reason="tool_calls" if tool_calls else "stop",
                 usage=usage,
                 id=f"chatcmpl-sim{next(self._ids)}",
                 created=int(time.time()),
+                content_null=bool(tool_calls),
             )
             answer = Response.complete(completion, served_by=self.name)
         else:
-            answer = Response.stream(
-                self._stream(request, words, usage, stall, cut), served_by=self.name, model=request.model
+            chunks = (
+                self._stream_tool_calls(request, tool_calls, usage)
+                if tool_calls
+                else self._stream(request, words, usage, stall, cut)
             )
+            answer = Response.stream(chunks, served_by=self.name, model=request.model)
         answer.provider = self.kind
         return answer
+
+    async def _stream_tool_calls(
+        self, request: Request, tool_calls: list[dict[str, Any]], usage: Usage
+    ) -> AsyncGenerator[Chunk, None]:
+        await self._wait(self.ttft, request)
+        yield Chunk(role="assistant", model=request.model)
+        for deltas in tool_call_deltas(tool_calls, 8):
+            if self.interval:
+                await self._wait(self.interval, request)
+            yield Chunk(tool_calls=deltas)
+        yield Chunk(finish_reason="tool_calls", usage=usage)
 
     async def _stream(
         self, request: Request, words: list[str], usage: Usage, stall: bool, cut: bool

@@ -1,7 +1,7 @@
 """The gateway's ASGI app: dispatch by route, lifespan, and one call of the stack.
 
 Routes: ``POST /v1/chat/completions`` (and ``/chat/completions``) in the
-``openai_chat`` dialect, ``GET /v1/models``, ``GET /healthz``, and ``GET /metrics`` when
+``openai_chat`` dialect, ``GET /v1/models`` and ``GET /v1/models/{id}``, ``GET /healthz``, and ``GET /metrics`` when
 a ``metrics_renderer`` is given. A dialect route reads the request (``_http``), has the
 dialect decode it, awaits the stack and writes the dialect's bytes; a second dialect is
 a module in ``onion.wire`` and one line in ``_DIALECTS``.
@@ -30,7 +30,7 @@ from .._context import Context, RequestOptions, _new_request_id
 from .._response import Response
 from .._stack import Handler
 from .._types import Chunk, Completion, Request
-from ..errors import BadRequest, OnionError, ShuttingDown, Unauthorized
+from ..errors import BadRequest, ModelNotFound, OnionError, ShuttingDown, Unauthorized
 from ..wire import Dialect, openai_chat
 from ._http import (
     JSON,
@@ -134,6 +134,8 @@ class GatewayApp:
                 await _plain_error(send, 405, f"use POST for {path}", "method_not_allowed")
         elif path == "/v1/models" or path == "/models":
             await self._models(scope, send)
+        elif path.startswith(("/v1/models/", "/models/")) and scope["method"] == "GET":
+            await self._models(scope, send, path.split("/models/", 1)[1])
         elif path == "/healthz":
             await respond(send, 200, b'{"status":"ok"}', [JSON])
         elif path == "/metrics" and self.metrics_renderer is not None:
@@ -192,14 +194,16 @@ class GatewayApp:
             return
         await respond(send, 200, body, [(b"content-type", content_type.encode("latin-1"))])
 
-    async def _models(self, scope: Scope, send: Send) -> None:
+    async def _models(self, scope: Scope, send: Send, model_id: str | None = None) -> None:
+        """``GET /v1/models``, or with ``model_id`` ``GET /v1/models/{id}``: the model
+        object, or a 404 in OpenAI's error shape (``model_not_found``)."""
         try:
             self.api_keys.caller(read_headers(scope["headers"])[0])
         except (Unauthorized, BadRequest) as refusal:
             await _refuse(send, openai_chat, refusal)
             return
         pairs = list(self.models)
-        if self.list_models is not None:
+        if self.list_models is not None and not (model_id and any(m == model_id for m, _ in pairs)):
             with anyio.move_on_after(5):
                 try:
                     pairs += await self.list_models()
@@ -211,7 +215,15 @@ class GatewayApp:
             if model not in seen:
                 seen.add(model)
                 data.append({"id": model, "object": "model", "created": 0, "owned_by": owner})
-        await respond(send, 200, _encode({"object": "list", "data": data}), [JSON])
+        if model_id is None:
+            await respond(send, 200, _encode({"object": "list", "data": data}), [JSON])
+            return
+        found = next((item for item in data if item["id"] == model_id), None)
+        if found is not None:
+            await respond(send, 200, _encode(found), [JSON])
+            return
+        answer = openai_chat.encode_error(ModelNotFound(model_id[:200]))
+        await respond(send, answer.status, answer.body, [JSON, *answer.headers])
 
     async def _call(self, scope: Scope, receive: Receive, send: Send, dialect: Dialect) -> None:
         """One call of the stack in the route's dialect, in this (the request's) task."""

@@ -50,6 +50,11 @@ class Fault(msgspec.Struct, frozen=True):
       abruptly, ``"end"`` ends the HTTP body cleanly.
     - ``malformed``: the body (or, in a stream, the first event) is not valid JSON.
     - ``text``: the answer's text (default: ``upstream.reply`` for the request).
+    - ``done=False``: a stream ends after its finish reason and usage without
+      ``data: [DONE]`` (as several real servers do).
+    - ``error_message``, ``error_type``, ``error_code``, ``error_param``: the fields of
+      the error body sent with ``status`` (default: "injected status N" and a type
+      that follows from the status).
     """
 
     status: int | None = None
@@ -62,6 +67,11 @@ class Fault(msgspec.Struct, frozen=True):
     cut_mode: Literal["close", "end"] = "close"
     malformed: bool = False
     text: str | None = None
+    done: bool = True
+    error_message: str | None = None
+    error_type: str | None = None
+    error_code: str | None = None
+    error_param: str | None = None
 
 
 _NORMAL = Fault()
@@ -231,6 +241,11 @@ class FakeUpstream:
     ``url`` is the root. Queue faults with ``push(Fault(...), ...)`` (one per request, in
     arrival order) or set ``fault_for = lambda body: Fault(...)``; ``reply`` maps a request
     body to the answer text. ``requests`` keeps ``(path, headers, body)`` of each call.
+
+    ``completion_for = lambda body: {...}`` answers an OpenAI request with that whole
+    ``chat.completion`` object (every choice and field: logprobs, refusals, annotations,
+    audio, tool calls, usage details, unknown fields); a stream sends it as OpenAI does
+    (see ``openai_chunks``). A request with ``n > 1`` gets that many choices by default.
     """
 
     def __init__(
@@ -244,6 +259,7 @@ class FakeUpstream:
         self.reply = reply
         self.api_key = api_key
         self.fault_for: Callable[[dict[str, Any]], Fault | None] | None = None
+        self.completion_for: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
         self.faults: deque[Fault] = deque()
         self.requests: list[tuple[str, dict[str, str], Any]] = []
         self.stats = UpstreamStats()
@@ -370,8 +386,10 @@ class FakeUpstream:
             await anyio.sleep(fault.delay)
         if fault.status is not None:
             extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after is not None else []
-            kind = "rate_limit_error" if fault.status == 429 else "server_error"
-            await _json(send, fault.status, _error_body(f"injected status {fault.status}", kind, anthropic), extra)
+            kind = fault.error_type or ("rate_limit_error" if fault.status == 429 else "server_error")
+            message = fault.error_message if fault.error_message is not None else f"injected status {fault.status}"
+            error = _error_body(message, kind, anthropic, fault.error_code, fault.error_param)
+            await _json(send, fault.status, error, extra)
             return
         if path == "/v1/embeddings":
             await self._embeddings(send, body, fault)
@@ -420,25 +438,7 @@ class FakeUpstream:
                 "usage": {"input_tokens": prompt, "output_tokens": completion_tokens},
             }
         else:
-            payload = {
-                "id": f"chatcmpl-fake{number}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
-                        "logprobs": None,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt + completion_tokens,
-                },
-            }
+            payload = self._openai_completion(body, fault)
         await self._send_complete(send, _ENCODER.encode(payload), fault)
 
     async def _send_complete(self, send: Any, data: bytes, fault: Fault) -> None:
@@ -507,29 +507,40 @@ class FakeUpstream:
         await send({"type": "http.response.body", "body": b""})
         return completed
 
-    def _openai_events(self, body: dict[str, Any], fault: Fault) -> list[tuple[bool, bytes]]:
+    def _openai_completion(self, body: dict[str, Any], fault: Fault) -> dict[str, Any]:
+        given = self.completion_for(body) if self.completion_for is not None else None
+        if given is not None:
+            return given
         text = fault.text if fault.text is not None else self.reply(body)
-        model = str(body.get("model", ""))
-        number = next(self._ids)
-        base = {"id": f"chatcmpl-fake{number}", "object": "chat.completion.chunk", "created": int(time.time())}
+        prompt = _count_tokens(body.get("messages"))
+        n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 1 else 1
+        completion_tokens = len(_words(text)) * n
+        return {
+            "id": f"chatcmpl-fake{next(self._ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": str(body.get("model", "")),
+            "choices": [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+                for i in range(n)
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt + completion_tokens,
+            },
+        }
+
+    def _openai_events(self, body: dict[str, Any], fault: Fault) -> list[tuple[bool, bytes]]:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-
-        def event(delta: dict[str, Any], finish: str | None = None, usage: Any = None, empty: bool = False) -> bytes:
-            choices = [] if empty else [{"index": 0, "delta": delta, "finish_reason": finish}]
-            payload = {**base, "model": model, "choices": choices}
-            if include_usage:
-                payload["usage"] = usage
-            return b"data: " + _ENCODER.encode(payload) + b"\n\n"
-
-        words = _words(text)
-        events = [(False, event({"role": "assistant", "content": ""}))]
-        events += [(True, event({"content": w})) for w in words]
-        events.append((False, event({}, "stop")))
-        if include_usage:
-            prompt = _count_tokens(body.get("messages"))
-            usage = {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
-            events.append((False, event({}, usage=usage, empty=True)))
-        events.append((False, b"data: [DONE]\n\n"))
+        events = openai_chunks(self._openai_completion(body, fault), include_usage=include_usage)
+        if fault.done:
+            events.append((False, b"data: [DONE]\n\n"))
         return events
 
     def _anthropic_events(self, body: dict[str, Any], fault: Fault) -> list[tuple[bool, bytes]]:
@@ -577,10 +588,71 @@ class FakeUpstream:
         return events
 
 
-def _error_body(message: str, kind: str, anthropic: bool) -> dict[str, Any]:
+_TOP = ("id", "object", "created", "model", "choices", "usage")
+
+
+def openai_chunks(completion: dict[str, Any], *, include_usage: bool) -> list[tuple[bool, bytes]]:
+    """A ``chat.completion`` as the events OpenAI streams it (without ``[DONE]``), each
+    ``(is_content, event)``: per choice, a first delta with the role (and the message's
+    unknown fields), the text word by word, the refusal, annotations and audio, each tool
+    call as a first delta with ``index``, ``id``, ``type`` and name and its arguments in
+    pieces of 8 characters; the choice's logprobs ride on its first text delta (or its
+    last delta); then its finish reason; then the usage event when asked for."""
+    top = {k: v for k, v in completion.items() if k not in _TOP}
+    base = {
+        "id": completion.get("id", "chatcmpl-fake"),
+        "object": "chat.completion.chunk",
+        "created": completion.get("created", 0),
+        "model": completion.get("model", ""),
+    }
+
+    def event(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> bytes:
+        choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        payload = {**base, **top, "choices": [choice]}
+        if include_usage:
+            payload["usage"] = None
+        return b"data: " + _ENCODER.encode(payload) + b"\n\n"
+
+    events: list[tuple[bool, bytes]] = []
+    for choice in completion.get("choices", []):
+        index, message = choice.get("index", 0), dict(choice.get("message") or {})
+        logprobs = choice.get("logprobs")
+        known = ("role", "content", "refusal", "tool_calls", "annotations", "audio")
+        first = {"role": message.get("role", "assistant"), "content": ""}
+        first.update((k, v) for k, v in message.items() if k not in known)
+        if message.get("content") is None and (message.get("tool_calls") or message.get("refusal") is not None):
+            first["content"] = None
+        events.append((False, event(index, first)))
+        for word in _words(message.get("content") or ""):
+            events.append((True, event(index, {"content": word}, logprobs=logprobs)))
+            logprobs = None
+        for word in _words(message.get("refusal") or ""):
+            events.append((True, event(index, {"refusal": word})))
+        for key in ("annotations", "audio"):
+            if message.get(key) is not None:
+                events.append((False, event(index, {key: message[key]})))
+        for position, call in enumerate(message.get("tool_calls") or []):
+            function = call.get("function") or {}
+            arguments = function.get("arguments") or ""
+            head = {"index": position, "id": call.get("id"), "type": call.get("type", "function")}
+            head["function"] = {"name": function.get("name", ""), "arguments": ""}
+            events.append((True, event(index, {"tool_calls": [head]})))
+            for start in range(0, len(arguments), 8):
+                piece = {"index": position, "function": {"arguments": arguments[start : start + 8]}}
+                events.append((True, event(index, {"tool_calls": [piece]})))
+        events.append((False, event(index, {}, choice.get("finish_reason"), logprobs)))
+    if include_usage:
+        payload = {**base, **top, "choices": [], "usage": completion.get("usage")}
+        events.append((False, b"data: " + _ENCODER.encode(payload) + b"\n\n"))
+    return events
+
+
+def _error_body(
+    message: str, kind: str, anthropic: bool, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     if anthropic:
         return {"type": "error", "error": {"type": kind, "message": message}}
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 async def _json(send: Any, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:

@@ -24,11 +24,20 @@ from typing import Any
 import msgspec
 
 from .._context import Context
-from .._types import Chunk, Completion, Request, Usage, decode_request
-from ..errors import BadRequest, OnionError, ProviderError
+from .._types import Choice, Chunk, Completion, Message, Request, Usage, decode_request
+from ..errors import BadRequest, OnionError
 from . import ErrorAnswer
 
-__all__ = ["ChunkEncoder", "decode", "encode_completion", "encode_error", "encode_stream", "error_body"]
+__all__ = [
+    "ChunkEncoder",
+    "decode",
+    "decode_chunk",
+    "decode_completion",
+    "encode_completion",
+    "encode_error",
+    "encode_stream",
+    "error_body",
+]
 
 _encode = msgspec.json.Encoder().encode
 _DONE = b"data: [DONE]\n\n"
@@ -43,8 +52,10 @@ def decode(body: bytes, context: Context) -> Request:
 
     Raises ``BadRequest`` for an empty or non-JSON body (``code="invalid_json"``), a
     field of the wrong type (``param`` is the top-level field), a missing model or
-    message, and ``n > 1`` (``code="unsupported_value"``). Without an API key the
-    ``user`` field names the caller.
+    message, ``n`` outside 1..128, and a message the upstream would refuse (an unknown
+    role, no ``content`` where the role needs it, a tool message without
+    ``tool_call_id``; ``param`` is its path, ``messages[2].content``). Without an API
+    key the ``user`` field names the caller.
     """
     if not body:
         raise BadRequest("the request body is empty; send a JSON object")
@@ -76,66 +87,200 @@ def _explain(error: msgspec.ValidationError) -> tuple[str, str | None]:
     return f"{text[:marker]} at '{path}'"[:300], path.split("[")[0].split(".")[0] or None
 
 
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_NEEDS_CONTENT = frozenset({"system", "developer", "user", "tool", "function"})
+
+
 def _check(request: Request) -> None:
     if not request.model:
         raise BadRequest("'model' must name a model", param="model")
     if not request.messages:
         raise BadRequest("'messages' must hold at least one message", param="messages")
-    if request.n is not None and request.n != 1:
-        raise BadRequest("n > 1 is not supported by this gateway", param="n", code="unsupported_value")
+    if request.n is not None and not 1 <= request.n <= 128:
+        raise BadRequest("'n' must be between 1 and 128", param="n", code="invalid_value")
+    for index, message in enumerate(request.messages):
+        _check_message(index, message)
+
+
+def _check_message(index: int, message: Message) -> None:
+    # What an upstream would refuse anyway, refused here with the field's path: before
+    # any layer runs, so a guard, a cache or a retry never sees a request that cannot be.
+    role = message.role
+    if role not in _ROLES:
+        raise BadRequest(
+            f"'messages[{index}].role' must be one of {', '.join(sorted(_ROLES))}, not {role[:40]!r}",
+            param=f"messages[{index}].role",
+            code="invalid_value",
+        )
+    if message.content is None:
+        if role in _NEEDS_CONTENT:
+            raise BadRequest(
+                f"'messages[{index}].content' is required for a {role} message", param=f"messages[{index}].content"
+            )
+        answered = message.tool_calls or "function_call" in message.extra or "audio" in message.extra
+        if role == "assistant" and not answered:
+            raise BadRequest(
+                f"'messages[{index}].content' is required for an assistant message without tool_calls",
+                param=f"messages[{index}].content",
+            )
+    if role == "tool" and not message.tool_call_id:
+        raise BadRequest(
+            f"'messages[{index}].tool_call_id' is required for a tool message", param=f"messages[{index}].tool_call_id"
+        )
 
 
 # -- a complete answer ---------------------------------------------------------------
 
 
-class _OutUsage(msgspec.Struct):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+def _usage(usage: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    if usage.prompt_tokens_details is not None:
+        out["prompt_tokens_details"] = usage.prompt_tokens_details
+    if usage.completion_tokens_details is not None:
+        out["completion_tokens_details"] = usage.completion_tokens_details
+    return out
 
 
-class _OutMessage(msgspec.Struct):
-    role: str
-    content: str | None
-    tool_calls: list[dict[str, Any]] | None = None
-    refusal: None = None
-
-
-class _OutChoice(msgspec.Struct):
-    index: int
-    message: _OutMessage
-    finish_reason: str | None
-    logprobs: None = None
-
-
-class _OutCompletion(msgspec.Struct):
-    id: str
-    created: int
-    model: str
-    choices: list[_OutChoice]
-    usage: _OutUsage | None
-    object: str = "chat.completion"
-
-
-def _usage(usage: Usage | None) -> _OutUsage | None:
-    if usage is None:
-        return None
-    return _OutUsage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+def _message(choice: Choice) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": choice.role or "assistant", "content": choice.content, "refusal": choice.refusal}
+    if choice.tool_calls:
+        message["tool_calls"] = choice.tool_calls
+    if choice.annotations is not None:
+        message["annotations"] = choice.annotations
+    if choice.audio is not None:
+        message["audio"] = choice.audio
+    if choice.extra:
+        message.update(choice.extra)
+    return message
 
 
 def encode_completion(completion: Completion, request: Request, model: str) -> bytes:
-    """``completion`` as a ``chat.completion`` JSON object. Its id, creation time and
-    model default to ``chatcmpl-<request id>``, now, and ``model``."""
-    message = _OutMessage(completion.role or "assistant", completion.content, completion.tool_calls)
-    return _encode(
-        _OutCompletion(
-            id=completion.id or f"chatcmpl-{request.context.request_id}",
-            created=completion.created or int(time.time()),
-            model=completion.model or model,
-            choices=[_OutChoice(0, message, completion.finish_reason)],
-            usage=_usage(completion.usage),
-        )
+    """``completion`` as a ``chat.completion`` JSON object, every choice and every field it
+    carries (unknown ones included). Its id, creation time and model default to
+    ``chatcmpl-<request id>``, now, and ``model``."""
+    choices = [
+        {"index": c.index, "message": _message(c), "logprobs": c.logprobs, "finish_reason": c.finish_reason}
+        for c in completion.all_choices()
+    ]
+    out: dict[str, Any] = {
+        "id": completion.id or f"chatcmpl-{request.context.request_id}",
+        "object": "chat.completion",
+        "created": completion.created or int(time.time()),
+        "model": completion.model or model,
+        "choices": choices,
+        "usage": None if completion.usage is None else _usage(completion.usage),
+    }
+    if completion.system_fingerprint is not None:
+        out["system_fingerprint"] = completion.system_fingerprint
+    if completion.service_tier is not None:
+        out["service_tier"] = completion.service_tier
+    if completion.extra:
+        out.update(completion.extra)
+    return _encode(out)
+
+
+# -- the upstream's answer (the same dialect, read by the OpenAI provider) ------------
+
+_TOP_FIELDS = frozenset({"id", "object", "created", "model", "choices", "usage", "system_fingerprint", "service_tier"})
+_MESSAGE_FIELDS = frozenset({"role", "content", "tool_calls", "refusal", "annotations", "audio"})
+_CHUNK_FIELDS = _TOP_FIELDS
+_DELTA_FIELDS = _MESSAGE_FIELDS
+
+
+def _str(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
+def _choice(raw: dict[str, Any], position: int) -> Choice:
+    message = raw.get("message") or {}
+    index = raw.get("index", position)
+    if not isinstance(index, int) or not isinstance(message, dict):
+        raise TypeError("a choice needs an integer index and a message object")
+    return Choice(
+        index,
+        _str(message.get("content")),
+        _str(message.get("role")) or "assistant",
+        message.get("tool_calls") or None,
+        _str(raw.get("finish_reason")),
+        _str(message.get("refusal")),
+        raw.get("logprobs"),
+        message.get("annotations"),
+        message.get("audio"),
+        {k: v for k, v in message.items() if k not in _MESSAGE_FIELDS},
     )
+
+
+def _extra(body: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    if known.issuperset(body):
+        return {}
+    return {k: v for k, v in body.items() if k not in known}
+
+
+def decode_completion(data: bytes, model: str = "") -> Completion:
+    """An OpenAI ``chat.completion`` body as a ``Completion``: every choice, every field
+    (unknown ones kept). Raises ``ValueError`` or ``TypeError`` when it is not one."""
+    body = msgspec.json.decode(data)
+    if not isinstance(body, dict):
+        raise TypeError("the answer is not a JSON object")
+    raw_choices = body.get("choices")
+    if not isinstance(raw_choices, list) or not raw_choices:
+        raise ValueError("the answer has no choices")
+    choices = sorted((_choice(c, i) for i, c in enumerate(raw_choices)), key=lambda c: c.index)
+    usage = body.get("usage")
+    completion = Completion(
+        model=_str(body.get("model")) or model,
+        usage=None if usage is None else msgspec.convert(usage, Usage),
+        id=_str(body.get("id")) or "",
+        created=body.get("created") or 0,
+        system_fingerprint=_str(body.get("system_fingerprint")),
+        service_tier=_str(body.get("service_tier")),
+        extra=_extra(body, _TOP_FIELDS),
+    )
+    return completion.with_choices(choices)
+
+
+def decode_chunk(body: dict[str, Any], *, with_model: bool) -> list[Chunk]:
+    """The chunks of one decoded ``chat.completion.chunk`` event: one per choice (the
+    usage on the last), or one for the usage alone. ``with_model``: name its model."""
+    model = _str(body.get("model")) if with_model else None
+    usage = body.get("usage")
+    usage = None if usage is None else msgspec.convert(usage, Usage)
+    fingerprint, tier = _str(body.get("system_fingerprint")), _str(body.get("service_tier"))
+    extra = _extra(body, _CHUNK_FIELDS)
+    choices = body.get("choices") or []
+    chunks: list[Chunk] = []
+    for position, choice in enumerate(choices):
+        delta = choice.get("delta") or {}
+        chunks.append(
+            Chunk(
+                content=_str(delta.get("content")) or "",
+                role=_str(delta.get("role")),
+                tool_calls=delta.get("tool_calls") or None,
+                finish_reason=_str(choice.get("finish_reason")),
+                model=model if not chunks else None,
+                index=choice.get("index", position),
+                refusal=_str(delta.get("refusal")),
+                logprobs=choice.get("logprobs"),
+                annotations=delta.get("annotations"),
+                audio=delta.get("audio"),
+                system_fingerprint=fingerprint,
+                service_tier=tier,
+                extra=extra,
+                delta_extra=_extra(delta, _DELTA_FIELDS),
+            )
+        )
+    if not chunks:
+        if usage is None and not model and not extra:
+            return chunks
+        chunks.append(Chunk(model=model, system_fingerprint=fingerprint, service_tier=tier, extra=extra))
+    chunks[-1].usage = usage
+    return chunks
 
 
 # -- a streamed answer ---------------------------------------------------------------
@@ -144,53 +289,100 @@ def encode_completion(completion: Completion, request: Request, model: str) -> b
 class _OutDelta(msgspec.Struct, omit_defaults=True):
     role: str | None = None
     content: str | None = None
+    refusal: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    annotations: list[Any] | None = None
+    audio: dict[str, Any] | None = None
 
 
 class ChunkEncoder:
     """Writes one streamed answer as ``chat.completion.chunk`` events.
 
-    Every event shares the id ``chatcmpl-<request id>``, the creation time and the model,
-    encoded once here. It keeps the usage of the last chunk that had one, for the usage
-    event ``end`` sends when the request set ``stream_options.include_usage``.
+    Every event shares the id ``chatcmpl-<request id>`` and the creation time, encoded
+    once here. The model is the one the latest chunk that named one named (after a
+    fallback or a resumption, the tail's), ``system_fingerprint`` and ``service_tier``
+    the latest the upstream sent. Each event carries one choice, with its ``index``; a
+    tool-call delta without an ``index`` gets its position. It keeps the usage of the
+    last chunk that had one, for the usage event ``end`` sends when the request set
+    ``stream_options.include_usage``.
     """
 
-    __slots__ = ("_include_usage", "_prefix", "_request_id", "usage")
+    __slots__ = ("_head", "_include_usage", "_model", "_model_name", "_request_id", "_top", "_top_values", "usage")
 
     def __init__(self, request: Request, model: str, *, created: int | None = None) -> None:
         self._request_id = request.context.request_id
-        self._prefix = (
+        self._head = (
             b'data: {"id":"chatcmpl-'
             + self._request_id.encode()
             + b'","object":"chat.completion.chunk","created":'
             + str(created or int(time.time())).encode()
             + b',"model":'
-            + _encode(model)
-            + b',"choices":[{"index":0,"delta":'
         )
+        self._model_name = model
+        self._model = _encode(model)
+        self._top = b""
+        self._top_values: tuple[str | None, str | None] = (None, None)
         options = request.stream_options
         self._include_usage = bool(options and options.get("include_usage"))
         self.usage: Usage | None = None
+
+    def _prefix(self, chunk: Chunk) -> bytes:
+        if chunk.model and chunk.model != self._model_name:
+            self._model_name, self._model = chunk.model, _encode(chunk.model)
+        fingerprint = chunk.system_fingerprint or self._top_values[0]
+        tier = chunk.service_tier or self._top_values[1]
+        if (fingerprint, tier) != self._top_values:
+            self._top_values = (fingerprint, tier)
+            top = b""
+            if fingerprint is not None:
+                top += b',"system_fingerprint":' + _encode(fingerprint)
+            if tier is not None:
+                top += b',"service_tier":' + _encode(tier)
+            self._top = top
+        return self._head + self._model + self._top
 
     def event(self, chunk: Chunk) -> bytes | None:
         """The event for ``chunk``, or ``None`` when it has nothing to show (empty, or usage only)."""
         if chunk.usage is not None:
             self.usage = chunk.usage
-        if not (chunk.content or chunk.role or chunk.tool_calls or chunk.finish_reason):
+        if not (
+            chunk.content
+            or chunk.role
+            or chunk.tool_calls
+            or chunk.finish_reason
+            or chunk.refusal is not None
+            or chunk.logprobs is not None
+            or chunk.annotations is not None
+            or chunk.audio is not None
+            or chunk.delta_extra
+        ):
             return None
         # The first delta carries the role and content "" as OpenAI's does; later ones
         # omit what they do not change.
         content = chunk.content if chunk.content or chunk.role else None
-        delta = _encode(_OutDelta(chunk.role, content, chunk.tool_calls))
+        tool_calls = chunk.tool_calls
+        if tool_calls and any("index" not in d for d in tool_calls):
+            tool_calls = [d if "index" in d else {"index": i, **d} for i, d in enumerate(tool_calls)]
+        delta_struct = _OutDelta(chunk.role, content, chunk.refusal, tool_calls, chunk.annotations, chunk.audio)
+        if chunk.delta_extra:
+            delta = _encode({**msgspec.to_builtins(delta_struct), **chunk.delta_extra})
+        else:
+            delta = _encode(delta_struct)
+        out = self._prefix(chunk) + b',"choices":[{"index":' + str(chunk.index).encode() + b',"delta":' + delta
+        if chunk.logprobs is not None:
+            out += b',"logprobs":' + _encode(chunk.logprobs)
         finish = b"null" if chunk.finish_reason is None else _encode(chunk.finish_reason)
-        return self._prefix + delta + b',"finish_reason":' + finish + b"}]}\n\n"
+        out += b',"finish_reason":' + finish + b"}]"
+        if chunk.extra:
+            out += b"," + _encode(chunk.extra)[1:-1]
+        return out + b"}\n\n"
 
     def end(self) -> bytes:
         """``data: [DONE]``, after the usage event when the request asked for one."""
         if self.usage is None or not self._include_usage:
             return _DONE
-        head = self._prefix[: self._prefix.rindex(b'"choices"')]
-        return head + b'"choices":[],"usage":' + _encode(_usage(self.usage)) + b"}\n\n" + _DONE
+        head = self._head + self._model + self._top
+        return head + b',"choices":[],"usage":' + _encode(_usage(self.usage)) + b"}\n\n" + _DONE
 
     def error(self, error: BaseException) -> bytes:
         """The ``data: {"error": ...}`` event that ends a stream cut by ``error``."""
@@ -216,33 +408,34 @@ class _ErrorBody(msgspec.Struct):
     error: _OutError
 
 
-def error_body(status: int, message: str, code: str | None, param: str | None = None) -> bytes:
-    """OpenAI's error body; its ``type`` follows from ``status`` as OpenAI's does."""
-    kind = _ERROR_TYPES.get(status) or ("invalid_request_error" if status < 500 else "server_error")
+def error_body(status: int, message: str, code: str | None, param: str | None = None, kind: str | None = None) -> bytes:
+    """OpenAI's error body; its ``type`` is ``kind``, else follows from ``status`` as OpenAI's does."""
+    kind = kind or _ERROR_TYPES.get(status) or ("invalid_request_error" if status < 500 else "server_error")
     return _encode(_ErrorBody(_OutError(message, kind, param, code)))
+
+
+_RETRY_YES = (b"x-should-retry", b"true")
+_RETRY_NO = (b"x-should-retry", b"false")
 
 
 def encode_error(error: BaseException, request_id: str | None = None) -> ErrorAnswer:
     """The answer for ``error``.
 
-    An ``OnionError`` keeps its status, code and param and shows its public message, with
-    ``request_id`` appended for a 5xx; a 429 or 503 carries ``Retry-After`` (whole
+    An ``OnionError`` keeps its status, type, code and param and shows its public message,
+    with ``request_id`` appended for a 5xx (once: a message that already names it, as a
+    masked error's does, is left alone); a 429 or 503 carries ``Retry-After`` (whole
     seconds, rounded up) when the error knows one. Anything else is a 500 that names only
-    the request id.
+    the request id. Every answer says ``x-should-retry: true|false`` (the OpenAI SDKs
+    honour it): false for what the same request cannot get past.
     """
     if not isinstance(error, OnionError):
         message = "internal error" if request_id is None else f"internal error (request id {request_id})"
-        return ErrorAnswer(500, error_body(500, message, "internal_error"), [])
+        return ErrorAnswer(500, error_body(500, message, "internal_error"), [_RETRY_YES])
     status, message, code = error.status, error.public_message, error.code
-    if type(error) is ProviderError and error.upstream_status == 429:
-        # The upstream is rate limiting: say so with 429 (and its Retry-After) so clients
-        # back off as they would against the provider itself, not as if it broke.
-        status, code = 429, "rate_limit_exceeded"
-        message = "the model provider is rate limiting requests; retry later"
-    if status >= 500 and request_id is not None:
+    if status >= 500 and request_id is not None and request_id not in message:
         message = f"{message} (request id {request_id})"
-    headers = []
+    headers = [_RETRY_YES if error.should_retry else _RETRY_NO]
     retry_after = getattr(error, "retry_after", None)
     if isinstance(retry_after, (int, float)) and status in (429, 503):
         headers.append((b"retry-after", str(max(1, int(-(-retry_after // 1)))).encode()))
-    return ErrorAnswer(status, error_body(status, message, code, error.param), headers)
+    return ErrorAnswer(status, error_body(status, message, code, error.param, error.type), headers)

@@ -91,8 +91,10 @@ async def test_upstream_status_is_classified(provider: OpenAIProvider, upstream:
         assert error.retryable is (status in (408, 409, 429) or status >= 500), status
         assert error.retry_after == (7.0 if status == 429 else None), status
         assert error.provider == "primary"
-        # The user-facing text never carries the upstream's body or URL.
-        assert "injected" not in error.public_message and "127.0.0.1" not in error.public_message
+        # The user-facing text keeps the reason of a 4xx (the caller's to fix), scrubbed;
+        # an outage's or a refused upstream key's body never reaches the caller.
+        assert "127.0.0.1" not in error.public_message
+        assert ("injected" in error.public_message) is (400 <= status < 500 and status not in (401, 403)), status
         assert "injected" in str(error)
 
 
@@ -376,3 +378,24 @@ async def test_an_answer_past_max_answer_bytes_is_cut_with_a_clean_error(upstrea
         assert (await (await provider(ask("small"))).result()).content == "You said: small"
     finally:
         await provider.aclose()
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+async def test_a_stream_that_delivered_its_finish_reason_is_finished_without_done(
+    provider: OpenAIProvider, upstream: FakeUpstream, include_usage: bool
+) -> None:
+    provider.stream_usage = include_usage
+    upstream.push(Fault(done=False))
+    completion = await (await provider(ask("one two three", stream=True))).result()
+    assert completion.content == "You said: one two three" and completion.finish_reason == "stop"
+    assert (completion.usage is not None) is include_usage
+    assert (await upstream.wait_settled()).open_streams == 0
+
+
+async def test_a_body_that_ends_without_a_finish_reason_is_still_a_cut(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    upstream.push(Fault(cut_after=2, cut_mode="end"))
+    with pytest.raises(ProviderError, match="cut mid-way") as caught:
+        await (await provider(ask("one two three", stream=True))).result()
+    assert caught.value.retryable

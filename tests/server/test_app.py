@@ -145,6 +145,24 @@ async def test_models_health_and_metrics(client: openai.AsyncOpenAI, http: httpx
     assert metrics.text == "onion_requests_total 3\n" and metrics.headers["content-type"].startswith("text/plain")
 
 
+async def test_a_model_is_retrieved_by_id_or_is_a_404_in_openais_shape(
+    client: openai.AsyncOpenAI, http: httpx.AsyncClient
+) -> None:
+    model = await client.models.retrieve("gpt-4o-mini")
+    assert (model.id, model.object, model.owned_by) == ("gpt-4o-mini", "model", "primary")
+    with pytest.raises(openai.NotFoundError) as caught:
+        await client.models.retrieve("gpt-9")
+    assert caught.value.code == "model_not_found"
+    missing = await http.get("/v1/models/org/not-here")
+    assert missing.status_code == 404 and missing.headers["x-should-retry"] == "false"
+    assert missing.json()["error"] == {
+        "message": "the model 'org/not-here' does not exist or is not served here",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
+
+
 async def test_metrics_is_404_without_a_renderer(upstream: FakeUpstream) -> None:
     async with ThreadedServer(create_app(gateway_for(upstream))) as server, httpx.AsyncClient() as http:
         response = await http.get(server.url + "/metrics")
@@ -178,7 +196,10 @@ HOSTILE: list[tuple[str, bytes, int, str]] = [
     ("message wrong type", b'{"model": "gpt-4o", "messages": ["hi"]}', 400, "messages"),
     ("role missing", b'{"model": "gpt-4o", "messages": [{"content": "hi"}]}', 400, "role"),
     ("temperature string", b'{"model": "gpt-4o", "messages": [{"role": "user"}], "temperature": "hot"}', 400, "temp"),
-    ("n above one", b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "n": 3}', 400, "n > 1"),
+    ("n above 128", b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "n": 129}', 400, "'n'"),
+    ("user content null", b'{"model": "gpt-4o", "messages": [{"role": "user", "content": null}]}', 400, "[0].content"),
+    ("unknown role", b'{"model": "gpt-4o", "messages": [{"role": "boss", "content": "x"}]}', 400, "[0].role"),
+    ("tool without id", b'{"model": "gpt-4o", "messages": [{"role": "tool", "content": "x"}]}', 400, "tool_call_id"),
     ("unknown model", b'{"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}', 404, "gpt-9"),
     (
         "bidi trick in model",
@@ -395,8 +416,9 @@ async def test_an_upstream_429_reaches_the_client_as_429_with_retry_after(
     broken = await http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": HELLO})
     assert limited.status_code == 429 and limited.headers["retry-after"] == "7"
     assert limited.json()["error"]["code"] == "rate_limit_exceeded"
-    assert "injected" not in limited.text
+    assert limited.headers["x-should-retry"] == "true"
     assert broken.status_code == 502 and "retry-after" not in broken.headers
+    assert "injected" not in broken.text
 
 
 # -- trace context from the client to the upstream attempt -----------------------------

@@ -62,7 +62,7 @@ REFUSED: list[tuple[bytes, str, str | None, str]] = [
         "temperature",
     ),
     (b'{"model": "m", "messages": [{"role": "user"}], "stop": [1]}', "invalid_request_error", "stop", "at 'stop[0]'"),
-    (b'{"model": "m", "messages": [{"role": "user"}], "n": 3}', "unsupported_value", "n", "n > 1 is not supported"),
+    (b'{"model": "m", "messages": [{"role": "user"}], "n": 300}', "invalid_value", "n", "between 1 and 128"),
 ]
 
 
@@ -88,7 +88,7 @@ def test_decoding_keeps_the_context_unknown_fields_and_takes_the_caller_from_use
 
 
 def test_n_of_one_is_accepted() -> None:
-    request = openai_chat.decode(b'{"model": "m", "messages": [{"role": "user"}], "n": 1}', Context())
+    request = openai_chat.decode(b'{"model": "m", "messages": [{"role": "user", "content": ""}], "n": 1}', Context())
     assert request.n == 1
 
 
@@ -108,12 +108,21 @@ def ask(**fields: Any) -> Request:
 
 def test_a_completion_encodes_as_chat_completion() -> None:
     completion = Completion("hello", model="gpt-4o-2024", usage=Usage(3, 2, 5), id="chatcmpl-up", created=7)
-    assert openai_chat.encode_completion(completion, ask(), "served") == (
-        b'{"id":"chatcmpl-up","created":7,"model":"gpt-4o-2024","choices":[{"index":0,"message":'
-        b'{"role":"assistant","content":"hello","tool_calls":null,"refusal":null},"finish_reason":"stop",'
-        b'"logprobs":null}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5},'
-        b'"object":"chat.completion"}'
-    )
+    assert msgspec.json.decode(openai_chat.encode_completion(completion, ask(), "served")) == {
+        "id": "chatcmpl-up",
+        "object": "chat.completion",
+        "created": 7,
+        "model": "gpt-4o-2024",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hello", "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
 
 
 def test_a_completion_without_id_model_or_time_takes_the_requests() -> None:
@@ -196,14 +205,15 @@ def test_typed_errors_map_to_status_body_and_headers(
     message = error.public_message + (" (request id req_1)" if status >= 500 else "")
     body = {"error": {"message": message, "type": kind, "param": error.param, "code": code}}
     assert msgspec.json.decode(answer.body) == body
-    assert answer.headers == ([(b"retry-after", retry_after.encode())] if retry_after else [])
+    retry = (b"x-should-retry", b"true" if error.should_retry else b"false")
+    assert answer.headers == [retry, *([(b"retry-after", retry_after.encode())] if retry_after else [])]
     assert b"secret" not in answer.body
 
 
 @pytest.mark.parametrize(("retry_after", "header"), [(7.0, [(b"retry-after", b"7")]), (None, [])])
 def test_an_upstream_429_is_a_429_so_clients_back_off(retry_after: float | None, header: list[Any]) -> None:
     answer = openai_chat.encode_error(ProviderError("secret", upstream_status=429, retry_after=retry_after), "req_1")
-    assert (answer.status, answer.headers) == (429, header)
+    assert (answer.status, answer.headers) == (429, [(b"x-should-retry", b"false"), *header])
     assert msgspec.json.decode(answer.body)["error"] == {
         "message": "the model provider is rate limiting requests; retry later",
         "type": "rate_limit_error",
@@ -214,7 +224,7 @@ def test_an_upstream_429_is_a_429_so_clients_back_off(retry_after: float | None,
 
 def test_an_untyped_error_is_a_500_that_names_only_the_request_id() -> None:
     answer = openai_chat.encode_error(RuntimeError("postgres://admin:pw@10.0.0.3"), "req_1")
-    assert (answer.status, answer.headers) == (500, [])
+    assert (answer.status, answer.headers) == (500, [(b"x-should-retry", b"true")])
     assert msgspec.json.decode(answer.body)["error"] == {
         "message": "internal error (request id req_1)",
         "type": "server_error",
@@ -274,7 +284,7 @@ def test_any_completion_is_a_chat_completion_the_sdk_reads_back(completion: Comp
     tools = [call.model_dump(exclude_none=True) for call in choice.message.tool_calls or []]
     assert tools == (completion.tool_calls or [])
     assert (parsed.usage and parsed.usage.model_dump(exclude_none=True)) == (
-        completion.usage and msgspec.structs.asdict(completion.usage)
+        completion.usage and {k: v for k, v in msgspec.structs.asdict(completion.usage).items() if v is not None}
     )
 
 
@@ -321,4 +331,75 @@ def test_any_chunk_sequence_is_chat_completion_chunks_the_sdk_reads_back(
     ]
     reported = [c.usage for c in chunks if c.usage is not None]
     usage = [p.usage.model_dump(exclude_none=True) for p in parsed if not p.choices and p.usage]
-    assert usage == ([msgspec.structs.asdict(reported[-1])] if include_usage and reported else [])
+    expected = [msgspec.to_builtins(reported[-1])] if include_usage and reported else []
+    assert usage == [{"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, **u} for u in expected]
+
+
+# -- what an upstream would refuse, refused at the gateway naming the field -----------
+
+INVALID_MESSAGES: list[tuple[list[dict[str, Any]], str, str]] = [
+    # messages, param, code
+    ([{"role": "user"}], "messages[0].content", "invalid_request_error"),
+    ([{"role": "user", "content": None}], "messages[0].content", "invalid_request_error"),
+    (
+        [{"role": "system", "content": None}, {"role": "user", "content": "x"}],
+        "messages[0].content",
+        "invalid_request_error",
+    ),
+    (
+        [{"role": "user", "content": "a"}, {"role": "assistant"}, {"role": "user", "content": "b"}],
+        "messages[1].content",
+        "invalid_request_error",
+    ),
+    ([{"role": "user", "content": "a"}, {"role": "wizard", "content": "b"}], "messages[1].role", "invalid_value"),
+    (
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "tool", "content": "42"}],
+        "messages[2].tool_call_id",
+        "invalid_request_error",
+    ),
+    (
+        [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "tool", "tool_call_id": "c"},
+        ],
+        "messages[2].content",
+        "invalid_request_error",
+    ),
+]
+
+
+@pytest.mark.parametrize(("messages", "param", "code"), INVALID_MESSAGES)
+def test_a_message_the_upstream_would_refuse_is_a_400_naming_its_path(
+    messages: list[dict[str, Any]], param: str, code: str
+) -> None:
+    body = msgspec.json.encode({"model": "m", "messages": messages})
+    with pytest.raises(BadRequest) as caught:
+        openai_chat.decode(body, Context())
+    assert (caught.value.status, caught.value.param, caught.value.code) == (400, param, code)
+    assert param in caught.value.public_message
+
+
+@pytest.mark.parametrize("n", [0, -1, 129, 10_000])
+def test_n_outside_1_to_128_is_a_400(n: int) -> None:
+    body = msgspec.json.encode({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": n})
+    with pytest.raises(BadRequest) as caught:
+        openai_chat.decode(body, Context())
+    assert (caught.value.param, caught.value.code) == ("n", "invalid_value")
+
+
+def test_an_assistant_message_may_hold_only_tool_calls() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+    ]
+    request = openai_chat.decode(msgspec.json.encode({"model": "m", "messages": messages}), Context())
+    assert request.messages[1].tool_calls == [call]
+
+
+def test_a_masked_errors_request_id_is_not_repeated() -> None:
+    public = "the model provider failed to answer (request id req_1)"
+    answer = openai_chat.encode_error(ProviderError("secret", public_message=public), "req_1")
+    assert answer.body.count(b"req_1") == 1
