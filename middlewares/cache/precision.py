@@ -9,7 +9,8 @@ not safe"; nor, in Japanese, that 五 is 5, 「5キロは何マイル」 is not 
 must agree (``guards_pass``): the same numbers, each with the same unit or currency
 after it, the same units and currencies, no axis of opposites on different poles, no
 word negated by a prefix in one text alone (safe/unsafe, able/unable), the same count
-of negations, and the same named entities (in order, when the text compares them).
+of negations, and the same named entities, compared against the same thing ("A faster than B"
+is not "B faster than A").
 The word lists are in ``precision_lexicon``, the Japanese scan in ``precision_ja``.
 """
 
@@ -60,7 +61,10 @@ _NEGATION_WORDS = (
 )
 _NEGATIONS = frozenset(_NEGATION_WORDS.split())
 _NEGATIVE_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non")
-_COMPARING = frozenset({"than", "vs", "versus", "compared", "より", "比べ"})
+# What a comparison is made against: "A is faster than B", "compared with B, A …".
+_COMPARED_WITH = re.compile(
+    r"\b(?:than|versus|vs\.?|compared (?:with|to)|over)\s+(?:the\s+)?([\w.+#-]+)", re.IGNORECASE
+)
 # Capitalized words that start sentences or questions and name nothing.
 _COMMON_WORDS = (
     "a an the i what which who whom whose how why when where is are was were do does did can could would "
@@ -86,7 +90,7 @@ class Signature(msgspec.Struct, frozen=True):
     units: frozenset[str] = frozenset()
     poles: frozenset[tuple[str, int]] = frozenset()
     negated_stems: frozenset[str] = frozenset()
-    ordered: tuple[str, ...] = ()
+    ordered: tuple[str, ...] = ()  # what the text compares against, if it compares
 
 
 def _unit_of(word: str) -> str | None:
@@ -125,6 +129,7 @@ def signature(text: str) -> Signature:
     ``iPhone``) names one anywhere. Possessives are dropped (``France's`` -> ``france``).
     """
     text = unicodedata.normalize("NFKC", text)
+    japanese = _JAPANESE.search(text) is not None  # where a Latin word is nearly always a name
     numbers, quantities = _quantities(text)
     entities: list[str] = []
     words: set[str] = set()
@@ -156,11 +161,13 @@ def signature(text: str) -> Signature:
         elif (
             plain not in _NOT_ENTITIES
             and unit is None
-            and (any(c.isupper() for c in raw[1:]) or (raw[0].isupper() and not sentence_start))
+            and (any(c.isupper() for c in raw[1:]) or (raw[0].isupper() and (not sentence_start or japanese)))
         ):
             entities.append(plain)
     units.update(unit for _, unit in quantities)
-    if _JAPANESE.search(text):
+    compared = _COMPARED_WITH.search(text)
+    ordered = (compared.group(1).lower(),) if compared else ()
+    if japanese:
         ja = japanese_signature(text)
         numbers.extend(ja.numbers)
         units |= ja.units
@@ -168,8 +175,8 @@ def signature(text: str) -> Signature:
         negations += ja.negations
         entities.extend(sorted(ja.entities))
         words |= ja.entities
-    comparing = any(marker in text for marker in _COMPARING) or any(axis[0] for axis in poles if "er" in axis[0])
-    ordered = tuple(dict.fromkeys(entities)) if comparing and len(set(entities)) > 1 else ()
+        if ja.compared_with:
+            ordered = (ja.compared_with,)
     return Signature(
         tuple(sorted(numbers)),
         frozenset(entities),

@@ -33,13 +33,17 @@ _KATAKANA_WORD = re.compile("[\u30a1-\u30fa\u30fc]{2,}")
 _PLACE = re.compile("[\u4e00-\u9fff]{1,4}?(?:都|道|府|県|市|区|町|村|駅|国|島|州|語|大学|銀行)")
 _NAMES = "日本 中国 韓国 米国 英国 台湾 東京 大阪 京都 北海道 沖縄 名古屋 福岡 横浜 神戸 札幌 仙台 広島 奈良 富士山 "
 _NAMES += "アメリカ フランス ドイツ イタリア スペイン カナダ インド ロシア ブラジル"
+# Kanji words that end like a place name but name none.
+_NOT_PLACES = frozenset(("首都", "都市", "外国", "母国", "全国", "各国", "国語", "言語", "単語", "市区町村"))
+# What a comparison is made against: 「AはBより」「AのほうがBより」「Bと比べてA」.
+_COMPARED_WITH = re.compile("(?:[はが]|^)([^はがをにで、。?]+?)(?:より|と比べ|に比べ)")
 _KNOWN_NAMES = alternation(_NAMES.split(" "))
 
 
 class JapaneseSignature:
     """Numbers, units, poles (opposites), negations and entities found in Japanese text."""
 
-    __slots__ = ("entities", "negations", "numbers", "poles", "units")
+    __slots__ = ("compared_with", "entities", "negations", "numbers", "poles", "units")
 
     def __init__(
         self, numbers: list[str], units: set[str], poles: set[tuple[str, int]], negations: int, entities: set[str]
@@ -49,6 +53,7 @@ class JapaneseSignature:
         self.poles = poles
         self.negations = negations
         self.entities = entities
+        self.compared_with = ""
 
 
 def kanji_number(text: str) -> int | None:
@@ -78,6 +83,9 @@ def japanese_signature(text: str) -> JapaneseSignature:
     units.update(JA_UNITS[m] for m in _COUNTED_UNIT.findall(text))
     poles = {JA_OPPOSITES[m] for m in _OPPOSITE.findall(text)}
     entities = set(_KATAKANA_WORD.findall(text)) - set(JA_UNITS) - {w for w in JA_OPPOSITES}
-    entities.update(_PLACE.findall(text))
+    entities.update(place for place in _PLACE.findall(text) if place not in _NOT_PLACES)
     entities.update(_KNOWN_NAMES.findall(text))
-    return JapaneseSignature(numbers, units, poles, len(_NEGATION.findall(text)), entities)
+    found = JapaneseSignature(numbers, units, poles, len(_NEGATION.findall(text)), entities)
+    compared = _COMPARED_WITH.search(text)
+    found.compared_with = compared.group(1).strip().lower() if compared else ""
+    return found

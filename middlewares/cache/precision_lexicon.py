@@ -69,7 +69,8 @@ OPPOSITES = _opposites(
     "possible/impossible true/false correct,right/wrong,incorrect hot/cold warm/cool buy,buying/sell,selling "
     "increase,increasing,raise/decrease,decreasing,lower,reduce cheap,cheaper,cheapest/expensive,pricier "
     "before/after up,upward/down,downward maximum,max/minimum,min best/worst better/worse "
-    "advantages,pros,benefits/disadvantages,cons,drawbacks open,opening/close,closing start,begin/stop,end "
+    "advantages,pros,benefits,upsides/disadvantages,cons,drawbacks,downsides "
+    "open,opening/close,closing start,begin/stop,end "
     "win,winning/lose,losing add,adding/remove,removing,delete enable,enabling/disable,disabling "
     "import,importing/export,exporting upload,uploading/download,downloading encrypt/decrypt "
     "encode,encoding/decode,decoding north,northern/south,southern east,eastern/west,western "
@@ -83,7 +84,7 @@ OPPOSITES = _opposites(
 # Japanese has no spaces: these are matched as substrings, longest first.
 JA_OPPOSITES = _opposites(
     "合法/違法,非合法 安全/危険,危な 可能/不可能 正しい,正解/間違,誤り 暑い/寒い 熱い/冷たい "
-    "買う,買い/売る,売り 増え,増加/減り,減少 "
+    "買う,買い/売る,売り 増え,増や,増加/減り,減ら,減少 "
     "上げ,上が/下げ,下が 最大/最小 最高/最低 安い,安く/高い,高く 長所,メリット/短所,デメリット 開け,開く/閉め,閉じ "
     "始め,開始/終わ,終了 勝つ,勝ち/負け 追加/削除 有効/無効 輸入/輸出 アップロード/ダウンロード 暗号化/復号 北部/南部 "
     "多い,多く/少ない,少なく 大きい,大きく/小さい,小さく 速い,早い/遅い 新しい/古い 長い/短い 重い/軽い 強い/弱い "
