@@ -50,7 +50,9 @@ _ENTRY_DECODER = msgspec.msgpack.Decoder(Entry)
 
 class SemanticStats(msgspec.Struct):
     """Counters: hits, misses, rejected by guard or threshold, bypassed, embedder failures,
-    Redis errors and full reloads of the local index (``resyncs``)."""
+    Redis errors and full reloads of the local index (``resyncs``); with a bound, the
+    candidates explored (answered upstream to learn) and the outcomes verified (and how
+    many of them were wrong)."""
 
     hits: int = 0
     misses: int = 0
@@ -62,6 +64,9 @@ class SemanticStats(msgspec.Struct):
     embed_failures: int = 0
     errors: int = 0
     resyncs: int = 0
+    explored: int = 0
+    verified: int = 0
+    verified_wrong: int = 0
 
 
 class MemoryEntries:
