@@ -91,6 +91,8 @@ class Signature(msgspec.Struct, frozen=True):
     poles: frozenset[tuple[str, int]] = frozenset()
     negated_stems: frozenset[str] = frozenset()
     ordered: tuple[str, ...] = ()  # what the text compares against, if it compares
+    text: str = ""  # the normalized text, for the nouns check
+    nouns: frozenset[str] = frozenset()  # Japanese: each must occur in the other text
 
 
 def _unit_of(word: str) -> str | None:
@@ -165,6 +167,7 @@ def signature(text: str) -> Signature:
         ):
             entities.append(plain)
     units.update(unit for _, unit in quantities)
+    nouns: frozenset[str] = frozenset()
     compared = _COMPARED_WITH.search(text)
     ordered = (compared.group(1).lower(),) if compared else ()
     if japanese:
@@ -177,6 +180,7 @@ def signature(text: str) -> Signature:
         words |= ja.entities
         if ja.compared_with:
             ordered = (ja.compared_with,)
+        nouns = ja.nouns
     return Signature(
         tuple(sorted(numbers)),
         frozenset(entities),
@@ -187,6 +191,8 @@ def signature(text: str) -> Signature:
         frozenset(poles),
         frozenset(negated),
         ordered,
+        text if japanese else "",
+        nouns,
     )
 
 
@@ -206,4 +212,6 @@ def guards_pass(a: Signature, b: Signature) -> bool:
             return False  # both poles of one axis in one text: compare exactly
         if any(axes_b.get(axis, pole) != pole for axis, pole in axes_a.items()):
             return False
+    if any(noun not in b.text for noun in a.nouns) or any(noun not in a.text for noun in b.nouns):
+        return False
     return not (a.negated_stems & (b.words - a.words) or b.negated_stems & (a.words - b.words))

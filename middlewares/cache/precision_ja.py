@@ -1,5 +1,6 @@
 """The Japanese half of the semantic cache's precision guards: numbers (Arabic,
-full-width and kanji numerals), units and currencies, negation and entities.
+full-width and kanji numerals), units and currencies, negation, entities, and the
+nouns a question is about (a kanji word before a particle: 卵を is not 鶏肉を).
 
 Japanese writes no spaces, so everything here is a substring scan over NFKC-normalized
 text (full-width digits and letters become ASCII first): one regex per concern.
@@ -37,13 +38,18 @@ _NAMES += "アメリカ フランス ドイツ イタリア スペイン カナ�
 _NOT_PLACES = frozenset(("首都", "都市", "外国", "母国", "全国", "各国", "国語", "言語", "単語", "市区町村"))
 # What a comparison is made against: 「AはBより」「AのほうがBより」「Bと比べてA」.
 _COMPARED_WITH = re.compile("(?:[はが]|^)([^はがをにで、。?]+?)(?:より|と比べ|に比べ)")
+# The kanji nouns a question is about: its object or subject (卵を, 鶏肉が) and the
+# word it opens with (豚肉は, 東京の); the other text must say them too. Numbers are
+# the number guard's, katakana words the entities'.
+_NOUN = re.compile("([\u4e00-\u9fff]+)(?=[をが])|^([\u4e00-\u9fff]+)(?=[はの])")
+_FORMAL_NOUNS = frozenset("方事物時所為様")  # grammar, not topics (の方が: "rather than")
 _KNOWN_NAMES = alternation(_NAMES.split(" "))
 
 
 class JapaneseSignature:
     """Numbers, units, poles (opposites), negations and entities found in Japanese text."""
 
-    __slots__ = ("compared_with", "entities", "negations", "numbers", "poles", "units")
+    __slots__ = ("compared_with", "entities", "negations", "nouns", "numbers", "poles", "units")
 
     def __init__(
         self, numbers: list[str], units: set[str], poles: set[tuple[str, int]], negations: int, entities: set[str]
@@ -54,6 +60,7 @@ class JapaneseSignature:
         self.negations = negations
         self.entities = entities
         self.compared_with = ""
+        self.nouns: frozenset[str] = frozenset()
 
 
 def kanji_number(text: str) -> int | None:
@@ -88,4 +95,10 @@ def japanese_signature(text: str) -> JapaneseSignature:
     found = JapaneseSignature(numbers, units, poles, len(_NEGATION.findall(text)), entities)
     compared = _COMPARED_WITH.search(text)
     found.compared_with = compared.group(1).strip().lower() if compared else ""
+    found.nouns = frozenset(
+        noun
+        for pair in _NOUN.findall(text)
+        for noun in pair
+        if noun and noun not in _FORMAL_NOUNS and not _KANJI_NUMBER.search(noun)
+    )
     return found

@@ -37,6 +37,7 @@ shared between gateway processes, each keeping its own index in sync
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, Literal
 
 import anyio
@@ -65,6 +66,14 @@ _SCOPE_FIELDS = tuple(
     if f not in {"messages", "stream", "stream_options", "user", "context", "tools", "tool_choice"}
 )
 _SCOPE_ENCODER = msgspec.json.Encoder(order="sorted")
+
+
+_CJK = re.compile("[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+
+
+def _stratum(text: str) -> str:
+    """The bound's stratum of a question: its outcomes are pooled with its script's."""
+    return "cjk" if _CJK.search(text) else "latin"
 
 
 def _threshold(given: float | None, embedder: Embedder) -> float:
@@ -186,14 +195,15 @@ class SemanticCache(Layer):
         text, scope = prepared
         with request.context.span("semantic_cache lookup", self._span_attributes) as span:
             vector = await self._embed(text)
-            found = None if vector is None else await self._lookup(vector, scope, signature(text))
+            stratum = _stratum(text)
+            found = None if vector is None else await self._lookup(vector, scope, signature(text), stratum)
             if span is not None:
                 span.set_attribute("onion.cache.hit", found is not None and found[2] == SERVE)
         if vector is None:
             return await call_next(request)
         if found is not None and found[2] == SERVE:
             self.stats.hits += 1
-            self.shadow.offer(ShadowCheck(request, call_next, found[0], found[1], found[3]))
+            self.shadow.offer(ShadowCheck(request, call_next, found[0], found[1], found[3], stratum))
             return serve_cached(request, found[3], self.name)
         self.stats.misses += 1
         response = await call_next(request)
@@ -205,7 +215,7 @@ class SemanticCache(Layer):
 
         async def store(answer: Completion) -> None:
             if explored is not None:
-                await self._learn(explored[0], explored[1], explored[3], answer)
+                await self._learn(explored[0], explored[1], explored[3], answer, stratum)
             if self.policy.storable(answer):
                 await self._store(text, scope, vector, answer)
 
@@ -279,7 +289,7 @@ class SemanticCache(Layer):
         return self._index
 
     async def _lookup(
-        self, vector: np.ndarray, scope: str, sig: Signature
+        self, vector: np.ndarray, scope: str, sig: Signature, stratum: str
     ) -> tuple[str, float, str, Completion] | None:
         """The nearest entry that passes the guards, as ``(key, similarity, decision,
         its answer)``; the decision is ``SERVE``, or with a bound ``EXPLORE``."""
@@ -290,7 +300,7 @@ class SemanticCache(Layer):
             return None
         decision = SERVE if match.score >= self.threshold else "miss"
         if self.thresholds is not None:
-            decision = self.thresholds.decide(match.key, match.score)
+            decision = self.thresholds.decide(match.key, match.score, stratum)
         if decision not in (SERVE, EXPLORE):
             self.stats.below_threshold += 1
             return None
@@ -306,12 +316,12 @@ class SemanticCache(Layer):
             self.stats.explored += 1
         return match.key, match.score, decision, entry.completion
 
-    async def _learn(self, key: str, similarity: float, stored: Completion, fresh: Completion) -> None:
+    async def _learn(self, key: str, similarity: float, stored: Completion, fresh: Completion, stratum: str) -> None:
         """Record whether the entry at ``key`` held the answer the upstream just gave."""
         if self.thresholds is None:
             return
         correct = await self.judge.same(stored, fresh)
-        self.thresholds.record(key, similarity, correct)
+        self.thresholds.record(key, similarity, correct, stratum)
         self.stats.verified += 1
         self.stats.verified_wrong += not correct
 
@@ -331,7 +341,7 @@ class SemanticCache(Layer):
         return None
 
     async def _learn_from_shadow(self, check: ShadowCheck, fresh: Completion) -> None:
-        await self._learn(check.key, check.similarity, check.served, fresh)
+        await self._learn(check.key, check.similarity, check.served, fresh, check.stratum)
 
     async def _store(self, text: str, scope: str, vector: np.ndarray, completion: Completion) -> None:
         key = hashlib.blake2b(f"{scope}\0{text}".encode(), digest_size=16).hexdigest()

@@ -18,8 +18,15 @@ The decision for a candidate at similarity ``s`` to entry ``e``:
    most ``max_wrong_hit_rate``; the lowest such ``s`` is the global threshold, kept
    up to date as outcomes arrive (a scan of 100 bins);
 2. the entry's **own** outcomes raise its threshold above the highest similarity at
-   which it was wrong (plus ``margin``), and lower it to the lowest similarity at which
-   it was right ``min_own`` times with no wrong outcome, never below ``floor``.
+   which it was wrong (plus ``margin``). They never lower it below the pooled one: an
+   entry sees too few outcomes of its own to bound a rate of 1 % (that takes hundreds),
+   and lowering per entry on a handful of right answers was measured to let wrong hits
+   through (23 % in Japanese on the adversarial set).
+
+Pooled outcomes are kept per **stratum**, a coarse class of the question the caller
+names (the semantic cache uses the script: CJK or not), because an embedder's scale
+differs between languages: MiniLM ranks Japanese hard negatives as high as English
+paraphrases, and one pool would let Japanese wrong outcomes close English hits.
 
 ``decide`` answers ``SERVE``, ``EXPLORE`` (go upstream, then record the outcome) or
 ``MISS`` (below ``floor``: not worth a label). With no outcomes yet, nothing is served:
@@ -47,8 +54,7 @@ class WrongHitBound(msgspec.Struct, frozen=True):
     ``z``: the one-sided confidence of the bound (1.64: about 95 %).
     ``floor``: the lowest similarity worth exploring (``None``: the embedder's default
     threshold minus 0.15). ``margin``: how far above its highest wrong outcome an
-    entry's threshold sits. ``min_own``: right outcomes an entry needs before its own
-    lower threshold counts. ``verify_rate``: the share of served hits shadow-checked
+    entry's threshold sits. ``verify_rate``: the share of served hits shadow-checked
     (when a verifier runs). ``max_pending``: the bound of the shadow-check queue.
     ``answer_similarity``: how close two answers' embeddings must be to count as the
     same answer when the texts differ.
@@ -58,7 +64,6 @@ class WrongHitBound(msgspec.Struct, frozen=True):
     z: float = 1.64
     floor: float | None = None
     margin: float = 0.01
-    min_own: int = 5
     verify_rate: float = 0.05
     max_pending: int = 64
     answer_similarity: float = 0.95
@@ -71,10 +76,10 @@ class WrongHitBound(msgspec.Struct, frozen=True):
 
 
 class EntryOutcomes(msgspec.Struct):
-    """One entry's verified outcomes: the highest wrong similarity, its right ones."""
+    """One entry's verified outcomes: how many were right, the highest wrong similarity."""
 
+    right: int = 0
     highest_wrong: float = -1.0
-    right: list[float] = msgspec.field(default_factory=list)
 
 
 def wilson_upper(wrong: int, n: int, z: float) -> float:
@@ -95,60 +100,64 @@ class AdaptiveThresholds:
         self.bound = bound
         self.floor = floor
         self.max_entries = max_entries
-        self._right = np.zeros(_BINS + 1, dtype=np.int64)
-        self._wrong = np.zeros(_BINS + 1, dtype=np.int64)
+        self._right: dict[str, np.ndarray] = {}
+        self._wrong: dict[str, np.ndarray] = {}
         self._entries: OrderedDict[str, EntryOutcomes] = OrderedDict()
-        self.global_threshold = math.inf
+        self.thresholds: dict[str, float] = {}  # per stratum; absent: nothing measured
         self.outcomes = 0
+
+    @property
+    def global_threshold(self) -> float:
+        """The pooled threshold of the default stratum (``""``)."""
+        return self.thresholds.get("", math.inf)
 
     @staticmethod
     def _bin(similarity: float) -> int:
         return min(_BINS, max(0, int(similarity * _BINS)))
 
-    def entry_threshold(self, key: str) -> float:
+    def entry_threshold(self, key: str, stratum: str = "") -> float:
         """The similarity ``key``'s entry may be served at (``inf``: none yet)."""
-        threshold = self.global_threshold
+        pooled = self.thresholds.get(stratum, math.inf)
         own = self._entries.get(key)
         if own is None:
-            return threshold
-        clean = [s for s in own.right if s > own.highest_wrong]
-        if len(clean) >= self.bound.min_own:
-            threshold = min(threshold, max(self.floor, min(clean)))
-        return max(threshold, own.highest_wrong + self.bound.margin)
+            return pooled
+        return max(pooled, own.highest_wrong + self.bound.margin)
 
-    def decide(self, key: str, similarity: float) -> str:
+    def decide(self, key: str, similarity: float, stratum: str = "") -> str:
         """``SERVE``, ``EXPLORE`` or ``MISS`` for a candidate at ``similarity``."""
         if similarity < self.floor:
             return MISS
-        return SERVE if similarity >= self.entry_threshold(key) else EXPLORE
+        return SERVE if similarity >= self.entry_threshold(key, stratum) else EXPLORE
 
-    def record(self, key: str, similarity: float, correct: bool) -> None:
-        """Learn one verified outcome and refresh the global threshold."""
+    def record(self, key: str, similarity: float, correct: bool, stratum: str = "") -> None:
+        """Learn one verified outcome and refresh its stratum's pooled threshold."""
         self.outcomes += 1
-        (self._right if correct else self._wrong)[self._bin(similarity)] += 1
+        if stratum not in self._right:
+            self._right[stratum] = np.zeros(_BINS + 1, dtype=np.int64)
+            self._wrong[stratum] = np.zeros(_BINS + 1, dtype=np.int64)
+        (self._right if correct else self._wrong)[stratum][self._bin(similarity)] += 1
         own = self._entries.get(key)
         if own is None:
             own = self._entries[key] = EntryOutcomes()
             if len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
         if correct:
-            own.right.append(similarity)
-            del own.right[: -4 * self.bound.min_own]
+            own.right += 1
         else:
             own.highest_wrong = max(own.highest_wrong, similarity)
-        self._refresh()
+        self._refresh(stratum)
 
     def forget(self, key: str) -> None:
         """Drop an entry's own outcomes (it was evicted or expired)."""
         self._entries.pop(key, None)
 
-    def _refresh(self) -> None:
+    def _refresh(self, stratum: str) -> None:
         """The lowest bin whose outcomes at and above it hold the bound."""
-        right = np.cumsum(self._right[::-1])[::-1]
-        wrong = np.cumsum(self._wrong[::-1])[::-1]
+        right = np.cumsum(self._right[stratum][::-1])[::-1]
+        wrong = np.cumsum(self._wrong[stratum][::-1])[::-1]
         threshold = math.inf
         for b in range(_BINS, -1, -1):
             n = int(right[b] + wrong[b])
             if n and wilson_upper(int(wrong[b]), n, self.bound.z) <= self.bound.max_wrong_hit_rate:
                 threshold = b / _BINS
-        self.global_threshold = max(threshold, self.floor)
+        self.thresholds[stratum] = max(threshold, self.floor)

@@ -47,6 +47,7 @@ class ShadowCheck(msgspec.Struct, frozen=True):
     key: str
     similarity: float
     served: Completion
+    stratum: str = ""
 
 
 def _folded(completion: Completion) -> str:

@@ -123,7 +123,7 @@ async def test_shadow_checks_run_in_a_task_group_and_a_wrong_hit_closes_its_entr
     stack = Stack([semantic], provider)
     assert semantic.thresholds is not None
     for i in range(30):  # open the bound with outcomes of other entries
-        semantic.thresholds.record(f"other{i}", 0.8, True)
+        semantic.thresholds.record(f"other{i}", 0.8, True, "latin")
     await (await stack(req("How do I reset my password?"))).result()
     async with anyio.create_task_group() as tg:
         tg.start_soon(semantic.run_verifier)
@@ -146,12 +146,21 @@ async def test_shadow_queue_is_bounded_without_a_verifier() -> None:
     stack = Stack([semantic], provider)
     assert semantic.thresholds is not None
     for i in range(30):
-        semantic.thresholds.record(f"other{i}", 0.8, True)
+        semantic.thresholds.record(f"other{i}", 0.8, True, "latin")
     await (await stack(req("How do I reset my password?"))).result()
     for _ in range(5):
         assert (await stack(req("how do I reset my password please"))).served_by == "semantic_cache"
     assert len(semantic.shadow.pending) == 2 and semantic.shadow.dropped == 3
     assert provider.calls == 1  # no request waited for a shadow check
+
+
+def test_strata_pool_their_outcomes_apart() -> None:
+    learned = thresholds(rate=0.05)
+    for i in range(100):
+        learned.record(f"e{i}", 0.9, True, "latin")
+        learned.record(f"j{i}", 0.9, i % 3 != 0, "cjk")  # a third of Japanese hits wrong
+    assert learned.decide("x", 0.92, "latin") == SERVE
+    assert learned.decide("x", 0.92, "cjk") == EXPLORE
 
 
 def test_bound_must_be_a_rate() -> None:
