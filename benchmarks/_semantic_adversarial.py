@@ -107,7 +107,7 @@ async def measure(embedder: Any, bound: WrongHitBound | None) -> dict[str, Any]:
     out["seconds"] = round(time.perf_counter() - started, 1)
     out["stats"] = {f: getattr(semantic.stats, f) for f in ("hits", "explored", "verified", "verified_wrong")}
     if semantic.thresholds is not None:
-        out["global_threshold"] = semantic.thresholds.global_threshold
+        out["thresholds_by_script"] = dict(semantic.thresholds.thresholds)
         out["shadow_checks"] = semantic.shadow.done
     return out
 
@@ -129,5 +129,6 @@ async def adversarial(embedders: dict[str, Any], rate: float = 0.01) -> dict[str
                     f"{name:12s} {lang:4s}  {mode:10s} {100 * r['hit_rate']:6.1f} {100 * r['wrong_hit_rate']:8.2f}"
                     f" {r['hits']:6d} {r['wrong_hits']:6d}{cost}"
                 )
-        print(f"{'':12s} bound: {bounded['stats']}, global threshold {bounded.get('global_threshold')}")
+        learned = bounded.get("thresholds_by_script")
+        print(f"{'':12s} bound: {bounded['stats']}, learned thresholds {learned}")
     return out
