@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from .exact import request_key as request_key
     from .semantic import SemanticCache as SemanticCache
     from .semantic import SemanticStats as SemanticStats
-    from .semantic import WrongHitBound as WrongHitBound
     from .stores import CacheStats as CacheStats
     from .stores import CacheStore as CacheStore
     from .stores import MemoryStore as MemoryStore
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "exact": ("CachePolicy", "ExactCache", "request_key"),
-    "semantic": ("SemanticCache", "SemanticStats", "WrongHitBound"),
+    "semantic": ("SemanticCache", "SemanticStats"),
     "stores": ("CacheStats", "CacheStore", "MemoryStore", "RedisStore"),
     "embedders": ("Embedder", "EmbedderError", "HashedEmbedder", "OpenAIEmbedder", "SentenceTransformerEmbedder"),
     "vector_index": ("Match", "NearestIndex", "UsearchIndex", "VectorIndex", "make_index"),
