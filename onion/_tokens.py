@@ -7,8 +7,8 @@ A counter turns text into a token count. Two kinds ship:
   offline. If that package is missing, ``tiktoken`` is tried; tiktoken downloads its
   files at first use, so that fails without internet, and then the counter falls back
   to the estimate (logged once) instead of failing the request.
-- ``EstimateCounter``: a fast estimate (about four ASCII characters per token, one per
-  other character), used for models without a known tokenizer.
+- ``EstimateCounter``: a fast estimate that errs high (each byte weighed by its class),
+  used for models without a known tokenizer.
 
 ``counter_for(model)`` picks one per model; ``register_counter(prefix, counter)`` plugs
 in another (for example a Llama tokenizer for ``llama-``).
@@ -17,6 +17,7 @@ in another (for example a Llama tokenizer for ``llama-``).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -50,23 +51,59 @@ class TokenCounter(Protocol):
         ...
 
 
+# Byte classes of the estimate. Each weight is about the most tokens one byte of its
+# class was seen to cost in o200k_base over generated English, code, emoji and
+# Japanese (tests/test_tokens.py checks the estimate is never lower, per text):
+# lowercase letters 0.25 (about four per token, fewer inside short words), uppercase
+# 0.75 (a capital usually starts a token), digits 0.7 (o200k splits numbers into groups
+# of up to three and never joins a digit to the space before it), space and tab 0.6 (a
+# space mostly starts a word; each pair of spaces takes 0.3 back, for indentation
+# merges), ASCII punctuation and line breaks 1.0 (mostly tokens of their own), and
+# bytes of non-ASCII characters 1.0: a byte-level BPE never spends more than one token
+# per byte, and a rare kanji does spend three (common Japanese is far cheaper, so the
+# estimate is high there).
+_LOWER = bytes(range(97, 123))
+_UPPER = bytes(range(65, 91))
+_DIGITS = b"0123456789"
+_SPACES = b" \t"
+_HIGH = bytes(range(128, 256))
+_WEIGHTS = ((_LOWER, 0.25), (_UPPER, 0.75), (_DIGITS, 0.7), (_SPACES, 0.6), (_HIGH, 1.0))
+_PUNCT_WEIGHT = 1.0
+
+
 class EstimateCounter:
-    """A fast estimate: ASCII text at four characters per token, other characters
-    (Japanese, Chinese, emoji, accented letters) at one token each. It errs high on
-    purpose, so a budget kept by estimate also holds for the real tokenizer in most
-    cases."""
+    """A fast estimate that errs high: each UTF-8 byte weighs what the most expensive
+    byte of its class (lowercase, uppercase, digit, space, punctuation, non-ASCII) cost
+    in OpenAI's o200k_base on generated English, code, emoji and Japanese.
+
+    Measured against o200k_base on 3,000 generated texts of each kind (and checked
+    per text by ``tests/test_tokens.py``): about 1.5x the real count on English, 1.6x
+    on code, 1.65x on emoji, 1.7x on random Japanese and up to 4.5x on everyday
+    Japanese (whose common words are single tokens; non-ASCII is counted at the
+    byte-level bound, one token per UTF-8 byte); never lower on those four. It can
+    count low on text that no tokenizer compresses and that has few spaces or
+    capitals: random base64 or hex strings come out at 0.8x on average, 0.5x at worst.
+    Against cl100k_base: the same on ASCII, 1.4x on emoji and Japanese. Cost: a few
+    byte translations in C, about 1.5 us per KB.
+    """
 
     name = "estimate"
 
     def count(self, text: str) -> int:
-        """Estimated tokens of ``text``."""
-        length = len(text)
-        if text.isascii():
-            return (length + 3) // 4
-        # Non-ASCII characters take 2 to 4 UTF-8 bytes; counting them one token each
-        # and the rest at four characters per token needs the ASCII share only.
-        ascii_chars = len(text.encode("ascii", "ignore"))
-        return (ascii_chars + 3) // 4 + (length - ascii_chars)
+        """Estimated tokens of ``text`` (never fewer than the real count on ordinary
+        English, code, emoji and Japanese)."""
+        if not text:
+            return 0
+        raw = text.encode()
+        rest = len(raw)
+        # Runs of spaces (indentation) merge into one or two tokens.
+        total = -0.3 * raw.count(b"  ")
+        for members, weight in _WEIGHTS:
+            raw = raw.translate(None, members)
+            kept = len(raw)
+            total += (rest - kept) * weight
+            rest = kept
+        return max(1, math.ceil(total + rest * _PUNCT_WEIGHT))
 
 
 def _load_encoding(encoding: str) -> Any:

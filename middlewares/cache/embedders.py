@@ -4,7 +4,10 @@ An ``Embedder`` turns a batch of texts into a float32 matrix, one row per text. 
 semantic cache calls it once per eligible request, under its own short timeout.
 
 - ``HashedEmbedder`` (default, ``"hashed"``): no model, no I/O, ~tens of microseconds.
-  Signed feature hashing of words, word pairs and character trigrams. It catches
+  Signed feature hashing of words, word pairs and character trigrams; text is NFKC
+  normalized first, words of every script count (not only ASCII), and runs of Chinese,
+  Japanese or Korean characters, which have no spaces, are read as character unigrams,
+  bigrams and trigrams, so Japanese works offline. It catches
   rewordings that keep most of the words: changed case, punctuation, word order, filler
   words ("please", "can you tell me"), plurals and small typos. It cannot know
   synonyms or real paraphrases ("car" vs "automobile", "How do I reset my password?" vs
@@ -29,6 +32,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import unicodedata
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -69,7 +73,12 @@ class EmbedderError(Exception):
     """An embedder failed; the message holds no URL, key or upstream body."""
 
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# A CJK run (kana, kanji, hangul; no spaces between words), or a word of any other
+# script (letters and digits; an English contraction keeps its apostrophe).
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u3005\u3006"
+_TOKEN = re.compile(f"([{_CJK}]+)|((?:(?![{_CJK}])[^\\W_])+(?:'[a-z]+)?)")
+# Hiragana carry grammar (particles, endings), kanji and katakana the content.
+_HIRAGANA = re.compile("[\u3040-\u309f]+")
 # Words that carry little of a question's meaning; kept, but weighted down, so "what is
 # the capital of France" and "capital of France?" still land close.
 _LIGHT_WORDS = (
@@ -103,9 +112,13 @@ class HashedEmbedder:
     def embed_one(self, text: str) -> np.ndarray:
         """The vector of one text (not normalized; the index normalizes)."""
         vector = np.zeros(self.dim, dtype=np.float32)
-        words = [w.replace("'", "") for w in _TOKEN.findall(text.lower())]
         previous = ""
-        for word in words:
+        for cjk, word in _TOKEN.findall(unicodedata.normalize("NFKC", text).lower()):
+            if cjk:
+                self._add_cjk(vector, cjk)
+                previous = ""
+                continue
+            word = word.replace("'", "")
             light = word in _LIGHT
             self._add(vector, "w:" + word, self._light_weight if light else self._word_weight)
             if previous:
@@ -117,6 +130,21 @@ class HashedEmbedder:
                 for start in range(len(padded) - 2):
                     self._add(vector, "c:" + padded[start : start + 3], share)
         return vector
+
+    def _add_cjk(self, vector: np.ndarray, run: str) -> None:
+        """Character n-grams of a CJK run: bigrams carry most words (東京, 天気), unigrams
+        and trigrams the rest; hiragana (particles, endings) weigh less."""
+        grammar = set()
+        for match in _HIRAGANA.finditer(run):
+            grammar.update(range(match.start(), match.end()))
+        for i, char in enumerate(run):
+            light = i in grammar
+            self._add(vector, "u:" + char, 0.15 if light else 0.5)
+            if i + 1 < len(run):
+                both_light = light and i + 1 in grammar
+                self._add(vector, "j:" + run[i : i + 2], 0.3 if both_light else 1.0)
+            if i + 2 < len(run):
+                self._add(vector, "t:" + run[i : i + 3], 0.4)
 
     def _add(self, vector: np.ndarray, feature: str, weight: float) -> None:
         h = zlib.crc32(feature.encode())

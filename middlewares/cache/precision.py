@@ -2,22 +2,37 @@
 mean different things.
 
 An embedding says two questions are close; it does not see that "2 eggs" is not
-"3 eggs", "Paris" is not "Rome", or "is X safe" is not "is X not safe". Before a hit is
-served, the two texts' ``Signature``\\ s (numbers, named entities, negations) must agree
-(``guards_pass``).
+"3 eggs", "5 km in miles" is not "5 miles in km", "$1" is not "€1", "Paris" is not
+"Rome", "legal" is not "illegal", "faster" is not "slower", or "is X safe" is not "is X
+not safe"; nor, in Japanese, that 五 is 5, 「5キロは何マイル」 is not 「5マイルは何キロ」 or
+飲めます is not 飲めません. Before a hit is served, the two texts' ``Signature``\\ s
+must agree (``guards_pass``): the same numbers, each with the same unit or currency
+after it, the same units and currencies, no axis of opposites on different poles, no
+word negated by a prefix in one text alone (safe/unsafe, able/unable), the same count
+of negations, and the same named entities, compared against the same thing ("A faster than B"
+is not "B faster than A").
+The word lists are in ``precision_lexicon``, the Japanese scan in ``precision_ja``.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import msgspec
 
+from .precision_ja import japanese_signature
+from .precision_lexicon import CURRENCIES, OPPOSITES, SYMBOL_CURRENCIES, UNITS, UNITS_CASED
+
 __all__ = ["Signature", "guards_pass", "signature"]
 
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+# A number, the currency symbol before it and the word after it ("5 km", "$5", "5キロ").
+_NUMBER = re.compile(
+    r"([$€£¥₩₹₿]?)\s?(\d+(?:[.,]\d+)*)\s?(?:degrees?\s+|deg\s+)?(°?[A-Za-z%/\u30a0-\u30ff\u4e00-\u9fff]*)"
+)
 _APOSTROPHE = "\u2019"  # typographic apostrophe, as in "isn\u2019t"
-_WORD = re.compile(r"[A-Za-z][A-Za-z0-9'\u2019-]*")
+_WORD = re.compile(r"[A-Za-z°][A-Za-z0-9'\u2019/-]*|[$€£¥₩₹₿%]")
+_JAPANESE = re.compile("[\u3040-\u30ff\u4e00-\u9fff]")
 _UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
 _UNITS += " seventeen eighteen nineteen twenty"
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate(_UNITS.split())} | {
@@ -45,6 +60,11 @@ _NEGATION_WORDS = (
     "werent wont wouldnt shouldnt couldnt hasnt havent hadnt"
 )
 _NEGATIONS = frozenset(_NEGATION_WORDS.split())
+_NEGATIVE_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non")
+# What a comparison is made against: "A is faster than B", "compared with B, A …".
+_COMPARED_WITH = re.compile(
+    r"\b(?:than|versus|vs\.?|compared (?:with|to)|over)\s+(?:the\s+)?([\w.+#-]+)", re.IGNORECASE
+)
 # Capitalized words that start sentences or questions and name nothing.
 _COMMON_WORDS = (
     "a an the i what which who whom whose how why when where is are was were do does did can could would "
@@ -54,27 +74,70 @@ _COMMON_WORDS = (
     "no not ok okay so also then now just"
 )
 _NOT_ENTITIES = frozenset(_COMMON_WORDS.split())
+# Units that are ordinary words too ("what day", "a cup of tea"): only beside a number.
+_COUNTED_ONLY = frozenset({"second", "minute", "hour", "day", "week", "month", "year", "cup", "percent", "inch"})
 
 
 class Signature(msgspec.Struct, frozen=True):
-    """What the precision guards compare: numbers, named entities, negation count, words."""
+    """What the precision guards compare: numbers with what follows them, units and
+    currencies, poles of opposites, negations, entities and words."""
 
     numbers: tuple[str, ...]
     entities: frozenset[str]
     negations: int
     words: frozenset[str]
+    quantities: tuple[tuple[str, str], ...] = ()
+    units: frozenset[str] = frozenset()
+    poles: frozenset[tuple[str, int]] = frozenset()
+    negated_stems: frozenset[str] = frozenset()
+    ordered: tuple[str, ...] = ()  # what the text compares against, if it compares
+    text: str = ""  # the normalized text, for the nouns check
+    nouns: frozenset[str] = frozenset()  # Japanese: each must occur in the other text
+
+
+def _unit_of(word: str) -> str | None:
+    """The canonical unit or currency ``word`` names (case decides MB vs Mb)."""
+    if word in UNITS_CASED:
+        return UNITS_CASED[word]
+    lower = word.lower()
+    return UNITS.get(lower) or CURRENCIES.get(lower) or SYMBOL_CURRENCIES.get(word)
+
+
+def _quantities(text: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every number, and ``(number, unit)`` for those with a unit or currency beside it."""
+    numbers: list[str] = []
+    quantities: list[tuple[str, str]] = []
+    for symbol, digits, after in _NUMBER.findall(text):
+        number = digits.replace(",", "")
+        numbers.append(number)
+        unit = SYMBOL_CURRENCIES.get(symbol) if symbol else None
+        if unit is None and after:
+            unit = _unit_of(after) or _unit_of(after.lstrip("°")) or _japanese_unit(after)
+        if unit is not None:
+            quantities.append((number, unit))
+    return numbers, quantities
+
+
+def _japanese_unit(after: str) -> str | None:
+    units = japanese_signature(after).units
+    return min(units) if len(units) == 1 else None
 
 
 def signature(text: str) -> Signature:
-    """The guard signature of ``text`` (cheap: two regex scans, one pass over the words).
+    """The guard signature of ``text``: a few regex scans and one pass over the words.
 
     A capitalized word names an entity unless it starts a sentence (where every word is
     capitalized) or is a common word; an all-caps or inner-capital word (``USD``,
     ``iPhone``) names one anywhere. Possessives are dropped (``France's`` -> ``france``).
     """
-    numbers = [n.replace(",", "") for n in _NUMBER.findall(text)]
-    entities: set[str] = set()
+    text = unicodedata.normalize("NFKC", text)
+    japanese = _JAPANESE.search(text) is not None  # where a Latin word is nearly always a name
+    numbers, quantities = _quantities(text)
+    entities: list[str] = []
     words: set[str] = set()
+    units: set[str] = set()
+    poles: set[tuple[str, int]] = set()
+    negated: set[str] = set()
     negations = 0
     previous_end = 0
     for match in _WORD.finditer(text):
@@ -86,15 +149,51 @@ def signature(text: str) -> Signature:
             lower = lower[:-2]
         plain = lower.replace("'", "")
         words.add(plain)
+        unit = _unit_of(raw)
+        if unit is not None and (len(plain) > 2 or raw in SYMBOL_CURRENCIES) and unit not in _COUNTED_ONLY:
+            units.add(unit)
+        if plain in OPPOSITES:
+            poles.add(OPPOSITES[plain])
+        if len(plain) > 5 and plain.startswith(_NEGATIVE_PREFIXES):
+            negated.add(plain[3:] if plain.startswith(("dis", "non")) else plain[2:])
         if plain in _NEGATIONS or lower.endswith("n't"):
             negations += 1
         elif plain in _NUMBER_WORDS:
             numbers.append(_NUMBER_WORDS[plain])
-        elif plain not in _NOT_ENTITIES and (
-            any(c.isupper() for c in raw[1:]) or (raw[0].isupper() and not sentence_start)
+        elif (
+            plain not in _NOT_ENTITIES
+            and unit is None
+            and (any(c.isupper() for c in raw[1:]) or (raw[0].isupper() and (not sentence_start or japanese)))
         ):
-            entities.add(plain)
-    return Signature(tuple(sorted(numbers)), frozenset(entities), negations, frozenset(words))
+            entities.append(plain)
+    units.update(unit for _, unit in quantities)
+    nouns: frozenset[str] = frozenset()
+    compared = _COMPARED_WITH.search(text)
+    ordered = (compared.group(1).lower(),) if compared else ()
+    if japanese:
+        ja = japanese_signature(text)
+        numbers.extend(ja.numbers)
+        units |= ja.units
+        poles |= ja.poles
+        negations += ja.negations
+        entities.extend(sorted(ja.entities))
+        words |= ja.entities
+        if ja.compared_with:
+            ordered = (ja.compared_with,)
+        nouns = ja.nouns
+    return Signature(
+        tuple(sorted(numbers)),
+        frozenset(entities),
+        negations,
+        frozenset(words),
+        tuple(sorted(quantities)),
+        frozenset(units),
+        frozenset(poles),
+        frozenset(negated),
+        ordered,
+        text if japanese else "",
+        nouns,
+    )
 
 
 def guards_pass(a: Signature, b: Signature) -> bool:
@@ -103,4 +202,16 @@ def guards_pass(a: Signature, b: Signature) -> bool:
     An entity must appear in the other text too (in any case: a capitalized word at the
     start of one sentence may be lowercase in the other).
     """
-    return a.numbers == b.numbers and a.negations == b.negations and a.entities <= b.words and b.entities <= a.words
+    if a.numbers != b.numbers or a.negations != b.negations or a.quantities != b.quantities or a.units != b.units:
+        return False
+    if not (a.entities <= b.words and b.entities <= a.words) or a.ordered != b.ordered:
+        return False
+    if a.poles != b.poles and {axis for axis, _ in a.poles} & {axis for axis, _ in b.poles}:
+        axes_a, axes_b = dict(a.poles), dict(b.poles)
+        if len(axes_a) != len(a.poles) or len(axes_b) != len(b.poles):
+            return False  # both poles of one axis in one text: compare exactly
+        if any(axes_b.get(axis, pole) != pole for axis, pole in axes_a.items()):
+            return False
+    if any(noun not in b.text for noun in a.nouns) or any(noun not in a.text for noun in b.nouns):
+        return False
+    return not (a.negated_stems & (b.words - a.words) or b.negated_stems & (a.words - b.words))

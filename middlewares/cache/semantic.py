@@ -18,6 +18,12 @@ A hit needs, all at once:
   number of negations in both texts ("2 eggs" is not "3 eggs", "Paris" is not "Rome",
   "is X safe" is not "is X not safe").
 
+With ``max_wrong_hit_rate`` (or a ``bound=WrongHitBound(...)``), the fixed threshold
+gives way to per-entry thresholds learned from verified outcomes, and a hit is served
+only while the measured wrong-hit rate at its similarity stays under the bound
+(``thresholds``; how outcomes are verified off the request's path: ``verification``).
+Without a bound (the default) the fixed ``threshold`` decides, as before.
+
 The embedding is computed once per request: for the lookup and, on a miss, for the
 store. The embedder runs under ``embed_timeout_seconds``; if it fails or is slow the
 cache is bypassed (logged, counted) and, for ``failure_backoff_seconds``, not tried
@@ -31,6 +37,7 @@ shared between gateway processes, each keeping its own index in sync
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, Literal
 
 import anyio
@@ -38,15 +45,17 @@ import msgspec
 import numpy as np
 import structlog
 
-from onion import CallNext, Clock, Completion, ConfigError, Layer, Order, Request, Response, system_clock
+from onion import CallNext, Clock, Completion, ConfigError, Context, Layer, Order, Request, Response, system_clock
 
 from .embedders import Embedder, resolve_embedder
 from .exact import CachePolicy, caller_scope, serve_cached, store_when_clean
 from .precision import Signature, guards_pass, signature
 from .semantic_entries import MemoryEntries, RedisEntries, SemanticStats
+from .thresholds import EXPLORE, SERVE, AdaptiveThresholds, WrongHitBound
 from .vector_index import NearestIndex, make_index
+from .verification import Judge, ShadowCheck, ShadowChecks
 
-__all__ = ["SemanticCache", "SemanticStats"]
+__all__ = ["SemanticCache", "SemanticStats", "WrongHitBound"]
 
 log = structlog.get_logger("onion.cache")
 
@@ -57,6 +66,14 @@ _SCOPE_FIELDS = tuple(
     if f not in {"messages", "stream", "stream_options", "user", "context", "tools", "tool_choice"}
 )
 _SCOPE_ENCODER = msgspec.json.Encoder(order="sorted")
+
+
+_CJK = re.compile("[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+
+
+def _stratum(text: str) -> str:
+    """The bound's stratum of a question: its outcomes are pooled with its script's."""
+    return "cjk" if _CJK.search(text) else "latin"
 
 
 def _threshold(given: float | None, embedder: Embedder) -> float:
@@ -81,7 +98,10 @@ class SemanticCache(Layer):
     ``embed = "conversation" | "last_user"``, ``max_turns``, ``embed_timeout_seconds``,
     ``failure_backoff_seconds``, ``index = "numpy" | "usearch"``, and for Redis
     ``sync_interval_seconds`` (0: read the peers' inserts before every lookup; 0.05 saves
-    the round trip on most lookups at the price of seeing peers' entries 50 ms later).
+    the round trip on most lookups at the price of seeing peers' entries 50 ms later),
+    ``max_wrong_hit_rate`` (a bound on wrong hits per hit, e.g. 0.01; in code also
+    ``bound=WrongHitBound(...)`` for the rest of its policy) and
+    ``shadow_timeout_seconds`` (how long a shadow check may wait for the upstream).
     """
 
     name = "semantic_cache"
@@ -109,7 +129,10 @@ class SemanticCache(Layer):
         failure_backoff_seconds: float = 5.0,
         index: Literal["numpy", "usearch"] = "numpy",
         sync_interval_seconds: float = 0.0,
+        max_wrong_hit_rate: float | None = None,
+        shadow_timeout_seconds: float = 30.0,
         *,
+        bound: WrongHitBound | None = None,
         policy: CachePolicy | None = None,
         prefix: str = "onion:semantic:",
         clock: Clock | None = None,
@@ -135,6 +158,16 @@ class SemanticCache(Layer):
         self._index_kind = index
         self._index: NearestIndex | None = None  # built at the first vector: its dim is known then
         self._skip_until = float("-inf")
+        if bound is None and max_wrong_hit_rate is not None:
+            bound = WrongHitBound(max_wrong_hit_rate=max_wrong_hit_rate)
+        self.bound = bound
+        self.thresholds: AdaptiveThresholds | None = None
+        if bound is not None:
+            floor = bound.floor if bound.floor is not None else self.threshold - 0.15
+            self.thresholds = AdaptiveThresholds(bound, floor, max_entries=max_entries)
+            self.judge = Judge(self.embedder, bound.answer_similarity)
+        self.shadow = ShadowChecks(bound.verify_rate if bound else 0.0, bound.max_pending if bound else 1)
+        self.shadow_timeout = shadow_timeout_seconds
         self.entries: MemoryEntries | RedisEntries = (
             RedisEntries(
                 redis_url or "",
@@ -162,22 +195,27 @@ class SemanticCache(Layer):
         text, scope = prepared
         with request.context.span("semantic_cache lookup", self._span_attributes) as span:
             vector = await self._embed(text)
-            completion = None if vector is None else await self._lookup(vector, scope, signature(text))
+            stratum = _stratum(text)
+            found = None if vector is None else await self._lookup(vector, scope, signature(text), stratum)
             if span is not None:
-                span.set_attribute("onion.cache.hit", completion is not None)
+                span.set_attribute("onion.cache.hit", found is not None and found[2] == SERVE)
         if vector is None:
             return await call_next(request)
-        if completion is not None:
+        if found is not None and found[2] == SERVE:
             self.stats.hits += 1
-            return serve_cached(request, completion, self.name)
+            self.shadow.offer(ShadowCheck(request, call_next, found[0], found[1], found[3], stratum))
+            return serve_cached(request, found[3], self.name)
         self.stats.misses += 1
         response = await call_next(request)
         if response.cache == "hit":
             return response
         response.cache = "miss"
         response.headers.setdefault("x-onion-cache", "miss")
+        explored = found if found is not None and found[2] == EXPLORE else None
 
         async def store(answer: Completion) -> None:
+            if explored is not None:
+                await self._learn(explored[0], explored[1], explored[3], answer, stratum)
             if self.policy.storable(answer):
                 await self._store(text, scope, vector, answer)
 
@@ -240,19 +278,31 @@ class SemanticCache(Layer):
             return None
         return np.asarray(vectors[0], dtype=np.float32)
 
+    def _forget(self, key: str) -> None:
+        self.entries.forget(key)
+        if self.thresholds is not None:
+            self.thresholds.forget(key)
+
     def _ensure_index(self, dim: int) -> NearestIndex:
         if self._index is None:
-            self._index = make_index(
-                self._index_kind, dim, self.max_entries, clock=self.clock, on_remove=self.entries.forget
-            )
+            self._index = make_index(self._index_kind, dim, self.max_entries, clock=self.clock, on_remove=self._forget)
         return self._index
 
-    async def _lookup(self, vector: np.ndarray, scope: str, sig: Signature) -> Completion | None:
+    async def _lookup(
+        self, vector: np.ndarray, scope: str, sig: Signature, stratum: str
+    ) -> tuple[str, float, str, Completion] | None:
+        """The nearest entry that passes the guards, as ``(key, similarity, decision,
+        its answer)``; the decision is ``SERVE``, or with a bound ``EXPLORE``."""
         index = self._ensure_index(vector.shape[0])
         await self.entries.sync(index)
         match = index.search(vector, scope)
-        if match is None or match.score < self.threshold:
-            self.stats.below_threshold += match is not None
+        if match is None:
+            return None
+        decision = SERVE if match.score >= self.threshold else "miss"
+        if self.thresholds is not None:
+            decision = self.thresholds.decide(match.key, match.score, stratum)
+        if decision not in (SERVE, EXPLORE):
+            self.stats.below_threshold += 1
             return None
         entry = await self.entries.get(match.key)
         if entry is None or entry.scope != scope:
@@ -262,7 +312,36 @@ class SemanticCache(Layer):
         if not guards_pass(sig, signature(entry.text)):
             self.stats.guard_rejections += 1
             return None
-        return entry.completion
+        if decision == EXPLORE:
+            self.stats.explored += 1
+        return match.key, match.score, decision, entry.completion
+
+    async def _learn(self, key: str, similarity: float, stored: Completion, fresh: Completion, stratum: str) -> None:
+        """Record whether the entry at ``key`` held the answer the upstream just gave."""
+        if self.thresholds is None:
+            return
+        correct = await self.judge.same(stored, fresh)
+        self.thresholds.record(key, similarity, correct, stratum)
+        self.stats.verified += 1
+        self.stats.verified_wrong += not correct
+
+    async def run_verifier(self) -> None:
+        """Shadow-check sampled hits forever (see ``verification``); start it in a task
+        group that outlives requests: ``tg.start_soon(cache.run_verifier)``."""
+        await self.shadow.run(self._ask_upstream, self._learn_from_shadow)
+
+    async def _ask_upstream(self, check: ShadowCheck) -> Completion | None:
+        context = Context(caller=check.request.context.caller)
+        shadow = msgspec.structs.replace(check.request, context=context, stream=False)
+        with anyio.move_on_after(self.shadow_timeout):
+            try:
+                return await (await check.call_next(shadow)).result()
+            except Exception as error:
+                log.info("semantic_cache.shadow_failed", error=type(error).__name__)
+        return None
+
+    async def _learn_from_shadow(self, check: ShadowCheck, fresh: Completion) -> None:
+        await self._learn(check.key, check.similarity, check.served, fresh, check.stratum)
 
     async def _store(self, text: str, scope: str, vector: np.ndarray, completion: Completion) -> None:
         key = hashlib.blake2b(f"{scope}\0{text}".encode(), digest_size=16).hexdigest()

@@ -51,14 +51,18 @@ _ENTRY_DECODER = msgspec.msgpack.Decoder(Entry)
 
 class SemanticStats(CacheStats):
     """A cache's counters, and the semantic cache's own: lookups below the threshold or
-    rejected by a precision guard, ineligible requests, embedder failures, and full
-    reloads of the local index from Redis (``resyncs``)."""
+    rejected by a precision guard, ineligible requests, embedder failures, full reloads of
+    the local index from Redis (``resyncs``); with a bound, the candidates explored
+    (answered upstream to learn) and the outcomes verified (and how many were wrong)."""
 
     below_threshold: int = 0
     guard_rejections: int = 0
     ineligible: int = 0
     embed_failures: int = 0
     resyncs: int = 0
+    explored: int = 0
+    verified: int = 0
+    verified_wrong: int = 0
 
 
 class MemoryEntries:

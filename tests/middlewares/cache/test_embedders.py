@@ -319,3 +319,16 @@ async def test_local_model_through_the_semantic_cache_hits_with_its_measured_def
     await (await stack(req("What is the capital of France?"))).result()
     assert (await stack(req("What is the capital of France?"))).served_by == "semantic_cache"
     assert semantic.stats.embed_failures == 0
+
+
+async def test_hashed_embedder_reads_japanese_and_other_scripts() -> None:
+    # Before, only ASCII counted: two Japanese questions sharing a number scored 1.000.
+    embedder = HashedEmbedder()
+    a, b, c, d = await embedder.embed(
+        ["5キロは何マイルですか?", "東京の天気を教えてください", "東京の天気は?", "Привет, мир"]
+    )
+    assert cosine(a, b) < 0.3
+    assert cosine(b, c) > 0.5
+    assert np.linalg.norm(d) > 0
+    full, half = await embedder.embed(["５キロ", "5キロ"])  # NFKC: full-width digits are digits
+    assert cosine(full, half) > 0.999
