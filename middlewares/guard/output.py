@@ -343,7 +343,7 @@ async def _guard_stream(
                 text = scanner.feed(chunk.content)
             if text != chunk.content:
                 chunk = msgspec.structs.replace(chunk, content=text)
-            if text or chunk.role or chunk.tool_calls or chunk.finish_reason is not None or chunk.usage:
+            if text or _carries_more_than_text(chunk):
                 yield chunk
         rest = scanner.finish()
         if rest:
@@ -364,3 +364,22 @@ async def _guard_stream(
         aclose = getattr(source, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def _carries_more_than_text(chunk: Chunk) -> bool:
+    """Whether a chunk whose text is (now) empty still carries something the caller needs:
+    a role, tool calls, an end, usage, a refusal, logprobs, annotations, audio, unknown fields."""
+    return bool(
+        chunk.role
+        or chunk.tool_calls
+        or chunk.finish_reason is not None
+        or chunk.usage
+        or chunk.refusal is not None
+        or chunk.logprobs
+        or chunk.annotations
+        or chunk.audio
+        or chunk.system_fingerprint
+        or chunk.service_tier
+        or chunk.extra
+        or chunk.delta_extra
+    )

@@ -260,11 +260,6 @@ REFUSED = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="middlewares/guard/output.py's stream wrapper drops chunks that carry only a refusal, annotations "
-    "or audio (its yield condition checks text, role, tool_calls, finish_reason, usage); owned by the guard work",
-)
 def test_a_streamed_refusal_passes_the_default_stacks_output_guard(
     upstream: FakeUpstream, gateway: ThreadedServer
 ) -> None:
