@@ -51,8 +51,8 @@ def gateway(upstream: FakeUpstream) -> Iterator[ThreadedServer]:
 
 @pytest.fixture(scope="module")
 def unguarded(upstream: FakeUpstream) -> Iterator[ThreadedServer]:
-    # The default stack without the output guard: its stream wrapper drops chunks that
-    # carry only a refusal, annotations or audio (see the xfail test below).
+    # The default stack without the output guard: it scans one choice per stream, so
+    # interleaved n > 1 choices would get their held-back text mixed (not yet per choice).
     with ThreadedServer(create_app(_gateway(upstream, without=("output_guard",))), lifespan="on") as server:
         yield server
 
