@@ -31,7 +31,22 @@ __all__ = ["MaskErrors", "mask"]
 _log = structlog.get_logger("onion.errors")
 
 # Safe attributes copied onto the masked error (the rest, like causes, stay behind).
-_SAFE_FIELDS = ("retry_after", "limit", "phase", "stage", "rule", "param", "upstream_status", "retryable", "status")
+_SAFE_FIELDS = (
+    "retry_after",
+    "limit",
+    "phase",
+    "stage",
+    "rule",
+    "param",
+    "upstream_status",
+    "retryable",
+    "status",
+    # The class and reason an upstream gave (issue 14): what a client needs to act on it.
+    "code",
+    "type",
+    "upstream_type",
+    "upstream_code",
+)
 # URLs, bearer tokens and key-like strings (sk-..., long hex/base64 runs).
 _SECRET = re.compile(
     r"(?i)\b(?:https?|redis|wss?)://\S+|\bbearer\s+\S+|\b(?:sk|pk|rk|key)[-_][A-Za-z0-9_\-]{8,}|\b[A-Za-z0-9+/_\-]{32,}"

@@ -95,3 +95,20 @@ async def test_a_bad_request_keeps_its_explanation_for_the_caller() -> None:
 async def test_success_passes_untouched() -> None:
     response = await Stack([MaskErrors()], ScriptedProvider([Reply("fine answer")]))(_request(stream=True))
     assert (await response.result()).content == "fine answer"
+
+
+async def test_a_masked_upstream_refusal_keeps_its_class_and_reason() -> None:
+    refusal = ProviderError(
+        "upstream answered 400: too long, see https://internal.example/logs",
+        upstream_status=400,
+        upstream_type="invalid_request_error",
+        upstream_code="context_length_exceeded",
+        param="messages",
+    )
+    stack = Stack([MaskErrors()], ScriptedProvider(default=Fail(refusal)))
+    with pytest.raises(ProviderError) as caught:
+        await stack(_request())
+    masked = caught.value
+    assert (masked.status, masked.code, masked.param) == (400, "context_length_exceeded", "messages")
+    assert masked.upstream_code == "context_length_exceeded" and not masked.retryable
+    assert "internal.example" not in masked.public_message
