@@ -3,14 +3,11 @@ deadlines, the breaker, and the layers that fail open (cache) or closed (rate li
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -23,43 +20,13 @@ from onion.testing import ScriptedProvider
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def own_redis(
+    tmp_path: Path, redis_starter: Callable[[Path], tuple[str, subprocess.Popen[bytes]]]
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A redis-server of this test alone, so pausing it leaves the session's one alone."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed")
-        pytest.skip("redis-server is not installed")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    url, process = redis_starter(tmp_path)
     try:
-        for _ in range(200):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0", process
+        yield url, process
     finally:
         process.send_signal(signal.SIGCONT)
         process.terminate()
