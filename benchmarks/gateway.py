@@ -307,10 +307,10 @@ async def measure(base_url: str, stream: bool, concurrency: int, total: int, ser
     return Run(samples, errors, seconds, cpu)
 
 
-async def throughput(base_url: str, seconds: float, concurrency: int) -> tuple[float, int]:
+async def throughput(base_url: str, seconds: float, concurrency: int, model: str = "sim") -> tuple[float, int]:
     """Requests per second with ``concurrency`` keep-alive connections from the minimal
     client above, and how many requests failed (the connection is then opened anew)."""
-    address, port, request = _target(base_url, {**BODY, "model": "sim"})
+    address, port, request = _target(base_url, {**BODY, "model": model})
     done = errors = 0
     stop_at = 0.0
 
@@ -453,40 +453,7 @@ uvicorn.Server(config).run(sockets=[sock])
 
 
 def _http_rps(url: str, seconds: float, concurrency: int) -> tuple[float, int]:
-    body = {**BODY, "model": "gpt-4o"}
-
-    async def run() -> tuple[float, int]:
-        address, port, request = _target(url, body)
-        done = errors = 0
-        stop_at = time.perf_counter() + 0.5
-
-        async def loop(connection: Connection) -> None:
-            nonlocal done, errors
-            while time.perf_counter() < stop_at:
-                try:
-                    await connection.exchange(request)
-                    done += 1
-                except FAILURES:
-                    errors += 1
-                    await connection.close()
-
-        connections = [Connection(address, port) for _ in range(concurrency)]
-        try:
-            async with anyio.create_task_group() as group:  # warm up
-                for connection in connections:
-                    group.start_soon(loop, connection)
-            done = errors = 0
-            began = time.perf_counter()
-            stop_at = began + seconds
-            async with anyio.create_task_group() as group:
-                for connection in connections:
-                    group.start_soon(loop, connection)
-        finally:
-            for connection in connections:
-                await connection.close()
-        return done / (time.perf_counter() - began), errors
-
-    return anyio.run(run)
+    return anyio.run(throughput, url, seconds, concurrency, "gpt-4o")
 
 
 def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0) -> dict[str, Any]:
