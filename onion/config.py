@@ -94,6 +94,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     - ``max_answer_bytes``: an upstream answer larger than this is cut with an error.
     - ``metrics_auth``: ``GET /metrics`` needs an API key when ``api_keys`` is set.
     - ``workers``: processes serving the one port (``--workers`` overrides).
+    - ``admin_key``: the admin API's key (``env:NAME``), sent as ``Authorization: Bearer``;
+      unset, the ``/admin/`` routes answer 403. No client key opens them.
     """
 
     host: str = "127.0.0.1"
@@ -111,6 +113,16 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_answer_bytes: int = 32 * 1024 * 1024
     metrics_auth: bool = True
     workers: int = 1
+    admin_key: str | None = None
+
+    def __repr__(self) -> str:
+        # The resolved admin key lives here: keep it out of reprs, logs and tracebacks.
+        fields = ", ".join(
+            f"{name}={'<hidden>' if name == 'admin_key' and value else repr(value)}"
+            for name, value in msgspec.structs.asdict(self).items()
+            if name != "api_keys"
+        )
+        return f"ServerConfig({fields}, api_keys=<{len(self.api_keys)} keys>)"
 
 
 class TelemetryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -337,12 +349,15 @@ def _check_keys(server: ServerConfig, origin: str, env: Mapping[str, str], probl
             if any(isinstance(key, ApiKey) and key.key == resolved for key in keys):
                 table.problem(f"api_keys[{index}]", "the same key is listed twice")
             keys.append(ApiKey(name, resolved))
+    admin_key = None if server.admin_key is None else table.secret(server.admin_key, "admin_key", env)
+    if admin_key is not None and any(isinstance(key, ApiKey) and key.key == admin_key for key in keys):
+        table.problem("admin_key", "the admin key must differ from every client key in api_keys")
     if not 1 <= server.port <= 65535:
         table.problem("port", "must be 1-65535")
     if server.max_body_bytes < 1024:
         table.problem("max_body_bytes", "must be at least 1024")
     _check_bounds(server, table)
-    return msgspec.structs.replace(server, api_keys=keys)
+    return msgspec.structs.replace(server, api_keys=keys, admin_key=admin_key)
 
 
 def _check_telemetry(telemetry: TelemetryConfig, origin: str, problems: list[ConfigError]) -> None:

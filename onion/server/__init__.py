@@ -11,13 +11,16 @@ encode and one ``send``.
 - ``_app``: ``GatewayApp`` (dispatch, lifespan, routes, the call of the stack) and
   ``create_app`` for a built ``onion.config.Gateway``;
 - ``_http``: the mechanics every route shares (reading headers and a bounded body, API
-  keys, writing answers, safe header pairs, cancelling a stream on disconnect).
+  keys, writing answers, safe header pairs, cancelling a stream on disconnect);
+- ``_admin``: ``AdminRoutes``, the ``/admin/`` API behind ``[server] admin_key``, to
+  which features add their routes (``AdminRequest`` in, ``AdminAnswer`` out).
 
 ``onion serve`` runs ``create_app`` under uvicorn; any ASGI server can serve it.
 """
 
 from __future__ import annotations
 
+from ._admin import AdminAnswer, AdminRequest, AdminRoutes
 from ._app import GatewayApp, create_app
 
-__all__ = ["GatewayApp", "create_app"]
+__all__ = ["AdminAnswer", "AdminRequest", "AdminRoutes", "GatewayApp", "create_app"]

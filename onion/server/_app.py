@@ -32,6 +32,7 @@ from .._stack import Handler
 from .._types import Chunk, Completion, Request
 from ..errors import BadRequest, ModelNotFound, OnionError, ShuttingDown, Unauthorized
 from ..wire import Dialect, openai_chat
+from ._admin import AdminRoutes
 from ._http import (
     JSON,
     SSE_HEADERS,
@@ -76,6 +77,8 @@ class GatewayApp:
     - ``metrics_renderer``: returns ``(body, content_type)`` for ``GET /metrics``, which
       needs an API key when there are keys and ``metrics_auth`` is on.
     - ``on_shutdown``: awaited at ASGI lifespan shutdown (close connection pools).
+    - ``admin``: the ``/admin/`` routes (``AdminRoutes``); by default none are served and
+      each answers 403 (the admin API is off without ``[server] admin_key``).
 
     A client that disconnects cancels its call, streamed or not (every layer's
     end-of-answer code sees it cancelled). ``drain(grace)`` is the shutdown: calls
@@ -97,9 +100,11 @@ class GatewayApp:
         metrics_renderer: MetricsRenderer | None = None,
         metrics_auth: bool = True,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
+        admin: AdminRoutes | None = None,
     ) -> None:
         self.handler = handler
         self.api_keys = ApiKeys(api_keys)
+        self.admin = admin or AdminRoutes(None)
         self.models = list(models or [])
         self.list_models = list_models
         self.max_body_bytes = max_body_bytes
@@ -140,6 +145,8 @@ class GatewayApp:
             await respond(send, 200, b'{"status":"ok"}', [JSON])
         elif path == "/metrics" and self.metrics_renderer is not None:
             await self._metrics(scope, send)
+        elif self.admin.serves(path):
+            await self.admin.dispatch(scope, receive, send)
         else:
             await _plain_error(send, 404, "no such endpoint; try POST /v1/chat/completions", "not_found")
 
@@ -422,4 +429,18 @@ def create_app(
         metrics_renderer=metrics_renderer,
         metrics_auth=gateway.config.server.metrics_auth,
         on_shutdown=gateway.aclose,
+        admin=AdminRoutes(gateway.config.server.admin_key, _client_key_check(gateway.api_keys)),
     )
+
+
+def _client_key_check(keys: Mapping[str, str]) -> Callable[[bytes], bool]:
+    """Whether a token is one of the gateway's client keys (so the admin API can say 403)."""
+    check = ApiKeys(keys)
+
+    def is_client_key(token: bytes) -> bool:
+        try:
+            return check.caller(b"Bearer " + token) is not None
+        except OnionError:
+            return False
+
+    return is_client_key
