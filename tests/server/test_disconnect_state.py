@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -85,3 +86,38 @@ def test_a_client_that_leaves_settles_the_rate_limit_reservation(
     assert reserved() == estimate
 
     store.close()
+
+
+def test_a_client_that_leaves_a_half_open_trial_frees_it_without_closing_the_breaker(
+    tmp_path: Path, upstream: FakeUpstream, gateway: Callable[..., Any]
+) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f'[[providers]]\nname = "p"\nkind = "openai"\nbase_url = "{upstream.base_url}"\nmodels = ["gpt-4o"]\n\n'
+        '[[stack]]\nuse = "circuit_breaker"\nmin_calls = 2\nfailure_ratio = 1.0\nopen_seconds = 0.5\n'
+    )
+    served = gateway(path)
+    chat = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    url = served.url + "/v1/chat/completions"
+    # A left call is no verdict: after it, two failures still open the breaker (had it
+    # counted as a success, one in three would not reach the ratio of 1.0).
+    upstream.push(Fault(delay=10))
+    conn = send(served.port, stream=False)
+    assert wait_for(lambda: upstream.stats.requests == 1)
+    conn.close()
+    assert wait_for(lambda: len(upstream.stats.closed_at) >= 1)
+    for stream in (False, True):
+        upstream.push(Fault(status=500), Fault(status=500))
+        assert [httpx.post(url, content=chat, timeout=10).status_code for _ in range(2)] == [502, 502]
+        opened = httpx.post(url, content=chat, timeout=10)
+        assert opened.status_code == 503 and opened.json()["error"]["code"] == "service_unavailable", opened.text
+        time.sleep(0.6)  # open_seconds: the next call is the (only) trial
+        upstream.push(Fault(delay=10))
+        before = upstream.stats.requests
+        conn = send(served.port, stream=stream)
+        assert wait_for(lambda before=before: upstream.stats.requests == before + 1)
+        conn.close()
+        time.sleep(0.2)
+        # The trial's client left: its slot is free, so the next call may try (and closes it).
+        again = httpx.post(url, content=chat, timeout=10)
+        assert again.status_code == 200, (stream, again.text)
