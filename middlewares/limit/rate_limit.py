@@ -24,7 +24,8 @@ one limit; one atomic Lua script checks and reserves every limit of a call; time
 Redis server's clock, so the processes agree on it). The Redis backend runs the
 synchronous redis client in a worker thread (one hop per check), so it works the same
 under asyncio and trio. If Redis is unreachable the layer fails open (admits, logs a
-warning) or closed (rejects with ``RateLimited``) as configured, on either event loop;
+warning, at most one line per ``log_every_seconds`` with a count of the ones
+suppressed) or closed (rejects with ``RateLimiterUnavailable``, 503) as configured, on either event loop;
 the choice is logged when the layer is built.
 """
 
@@ -48,6 +49,7 @@ from onion import (
     Request,
     Response,
     prompt_tokens,
+    system_clock,
 )
 
 from .rate_backends import BACKEND_DOWN, MemoryBackend, RateBackend, RedisBackend
@@ -55,6 +57,32 @@ from .rate_backends import BACKEND_DOWN, MemoryBackend, RateBackend, RedisBacken
 __all__ = ["RateLimit", "estimate_tokens"]
 
 _log = structlog.get_logger("onion.rate_limit")
+
+
+class _DownWarnings:
+    """The "backend unreachable" warning, at most one line per ``every`` seconds.
+
+    While Redis is down every request fails the same way; a line per request would flood
+    the log at the gateway's request rate. The first failure is logged at once, later ones
+    are counted, and the next line (after ``every`` seconds) says how many were suppressed.
+    """
+
+    __slots__ = ("clock", "every", "next_at", "suppressed")
+
+    def __init__(self, clock: Clock, every: float) -> None:
+        self.clock = clock
+        self.every = every
+        self.next_at = float("-inf")
+        self.suppressed = 0
+
+    def warn(self, event: str, **fields: object) -> None:
+        now = self.clock.now()
+        if now < self.next_at:
+            self.suppressed += 1
+            return
+        self.next_at = now + self.every
+        suppressed, self.suppressed = self.suppressed, 0
+        _log.warning(event, suppressed=suppressed, **fields)
 
 
 def estimate_tokens(request: Request, default_completion_tokens: int = 256) -> int:
@@ -72,7 +100,9 @@ class RateLimit(Layer):
     window per ``context.caller`` or ``request.user``; ``"global"``: one for all),
     ``backend`` (``"memory"`` | ``"redis"``), ``redis_url``, ``fail_open``,
     ``window_seconds`` (60), ``default_completion_tokens``, ``key_prefix``,
-    ``redis_deadline`` (seconds per Redis operation, 0.05). A backend that is down, late
+    ``redis_deadline`` (seconds per Redis operation, 0.05), ``log_every_seconds`` (the
+    "backend unreachable" warning at most once per this, with the count of the
+    ones suppressed since the last line; 10). A backend that is down, late
     or skipped by its breaker admits the call (``fail_open``) or answers 503
     ``rate_limiter_unavailable`` (``RateLimiterUnavailable``), never 429. For both a
     per-caller and a global limit, stack two ``rate_limit`` layers.
@@ -94,6 +124,7 @@ class RateLimit(Layer):
         default_completion_tokens: int = 256,
         key_prefix: str = "onion:rl",
         redis_deadline: float = 0.05,
+        log_every_seconds: float = 10.0,
         *,
         store: RateBackend | None = None,
         estimate: Callable[[Request], int] | None = None,
@@ -118,6 +149,7 @@ class RateLimit(Layer):
         self.prefix = f"{key_prefix}:{per}"
         self._estimate = estimate or (lambda r: estimate_tokens(r, default_completion_tokens))
         self._ids = itertools.count()
+        self._down = _DownWarnings(clock or system_clock, log_every_seconds)
         _log.info(
             "rate limit ready",
             backend=type(self.store).__name__,
@@ -151,7 +183,7 @@ class RateLimit(Layer):
         try:
             wait, refused = await self.store.acquire(limits, member, self.window)
         except BACKEND_DOWN as error:
-            _log.warning(
+            self._down.warn(
                 "rate limit backend unreachable",
                 error=type(error).__name__,
                 action="admitted (fail open)" if self.fail_open else "rejected (fail closed)",
@@ -186,4 +218,4 @@ class RateLimit(Layer):
         try:
             await self.store.adjust(key, member, tokens)
         except BACKEND_DOWN as error:
-            _log.warning("rate limit backend unreachable while reconciling", error=type(error).__name__)
+            self._down.warn("rate limit backend unreachable while reconciling", error=type(error).__name__)

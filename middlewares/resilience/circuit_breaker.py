@@ -167,7 +167,10 @@ class CircuitBreaker(Layer):
         try:
             response = await call_next(request)
         except BaseException as error:
-            self._finish(model, circuit, trial, error if isinstance(error, Exception) else None, ended=True)
+            # A cancellation (the client left, a shutdown) is no verdict on the model: it
+            # frees a trial slot without closing the circuit and counts in no window.
+            failure = error if isinstance(error, Exception) else None
+            self._finish(model, circuit, trial, failure, ended=failure is not None)
             raise
         return await response.on_end(lambda end: self._ended(model, circuit, trial, end))
 

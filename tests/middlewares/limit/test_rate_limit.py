@@ -256,3 +256,27 @@ async def test_memory_forgets_callers_whose_window_expired() -> None:
     for _ in range(5):  # a sweep falls among these calls
         await stack(_request("regular"))
     assert len(store) == 1
+
+
+async def test_backend_down_is_logged_once_per_interval_with_the_count_suppressed() -> None:
+    # A request rate of warnings while Redis is down would flood the log: one line per
+    # log_every_seconds, and the next line says how many it held back.
+    url = f"redis://127.0.0.1:{_closed_port()}/0"
+    clock = FakeClock()
+    layer = RateLimit(
+        requests_per_minute=5, backend="redis", redis_url=url, fail_open=True, log_every_seconds=10, clock=clock
+    )
+    provider = ScriptedProvider(default=Reply("ok", usage=Usage(1, 1, 2)))
+    stack = Stack([layer], provider)
+    with capture_logs() as logs:
+        for _ in range(30):
+            await (await stack(_request())).result()
+            clock.advance(0.1)
+        first = [e for e in logs if e["event"] == "rate limit backend unreachable"]
+        clock.advance(10)
+        await (await stack(_request())).result()
+    warnings = [e for e in logs if e["event"] == "rate limit backend unreachable"]
+    assert provider.calls == 31  # fail open: every call admitted
+    assert len(first) == 1 and first[0]["suppressed"] == 0 and first[0]["log_level"] == "warning"
+    assert len(warnings) == 2 and warnings[1]["suppressed"] == 29
+    await layer.aclose()
