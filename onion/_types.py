@@ -87,10 +87,11 @@ def _add_details(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str
 class EmbeddingInput(msgspec.Struct, frozen=True, omit_defaults=True):
     """What an embeddings request embeds (``Request.embedding``), as the embeddings API
     names it: ``input`` is a string, a list of strings, a list of token ids or a list of
-    token-id lists; ``encoding_format`` (``"float"`` or ``"base64"``) and ``dimensions``
-    are passed to the upstream as the caller sent them."""
+    token-id lists (typed loosely: msgspec takes one list type in a union; the embeddings
+    dialect checks the items); ``encoding_format`` (``"float"`` or ``"base64"``) and
+    ``dimensions`` are passed to the upstream as the caller sent them."""
 
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[Any]
     encoding_format: str | None = None
     dimensions: int | None = None
 

@@ -45,7 +45,7 @@ _KNOWN = frozenset({"model", "input", "encoding_format", "dimensions", "user", "
 
 class _Body(msgspec.Struct):
     model: str
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[Any]
     encoding_format: str | None = None
     dimensions: int | None = None
     user: str | None = None
@@ -100,14 +100,27 @@ def _check(body: _Body) -> None:
         raise BadRequest(f"'input' may hold at most {_MAX_INPUTS} items", param="input")
     else:
         for index, item in enumerate(value):
-            if item == "" or item == []:
-                raise BadRequest(f"'input[{index}]' must not be empty", param=f"input[{index}]")
-            if (isinstance(item, int) and item < 0) or (isinstance(item, list) and min(item) < 0):
-                raise BadRequest(f"'input[{index}]' holds a negative token id", param=f"input[{index}]")
+            _check_item(index, item, type(value[0]))
     if body.encoding_format is not None and body.encoding_format not in _FORMATS:
         raise BadRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format", code="invalid_value")
     if body.dimensions is not None and body.dimensions < 1:
         raise BadRequest("'dimensions' must be at least 1", param="dimensions", code="invalid_value")
+
+
+def _check_item(index: int, item: Any, kind: type) -> None:
+    where = f"input[{index}]"
+    if kind not in (str, int, list) or not isinstance(item, kind) or isinstance(item, bool):
+        raise BadRequest(
+            "'input' must be a string, a list of strings, a list of token ids or a list of token-id lists, "
+            f"one kind throughout ('{where}' differs)",
+            param="input",
+        )
+    if item == "" or item == []:
+        raise BadRequest(f"'{where}' must not be empty", param=where)
+    if kind is int and item < 0:
+        raise BadRequest(f"'{where}' is a negative token id", param=where)
+    if kind is list and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in item):
+        raise BadRequest(f"'{where}' must hold token ids (integers from 0)", param=where)
 
 
 # -- the upstream side (the OpenAI provider) ------------------------------------------

@@ -204,13 +204,16 @@ async def test_mid_stream_failure_ends_with_error_and_failed(served: ThreadedSer
 
 
 async def test_against_the_simulated_default() -> None:
-    async with ThreadedServer(create_app(_gateway(None)), lifespan="on") as server:
-        async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client:
-            response = await client.responses.create(model="sim-small", input="hello sim")
-            assert response.output_text.startswith("Simulated answer to: hello sim")
-            async with client.responses.stream(model="sim-small", input="weather?", tools=TOOLS) as stream:
-                final = await stream.get_final_response()
-            assert [item.type for item in final.output] == ["function_call"]
+    app = create_app(_gateway(None))
+    async with (
+        ThreadedServer(app, lifespan="on") as server,
+        openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
+    ):
+        response = await client.responses.create(model="sim-small", input="hello sim")
+        assert response.output_text.startswith("Simulated answer to: hello sim")
+        async with client.responses.stream(model="sim-small", input="weather?", tools=TOOLS) as stream:
+            final = await stream.get_final_response()
+        assert [item.type for item in final.output] == ["function_call"]
 
 
 async def test_output_guard_exact_cache_and_trim_through_responses(upstream: FakeUpstream) -> None:
