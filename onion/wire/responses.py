@@ -684,6 +684,8 @@ class ResponsesStreamEncoder:
             self._part = [kind, [], []]
             empty = _text_part("", None) if kind == "output_text" else {"type": "refusal", "refusal": ""}
             out += self._emit("response.content_part.added", {**self._where(), "part": empty})
+        if not piece:
+            return out
         self._part[1].append(piece)
         payload = {**self._where(), "delta": piece}
         if kind == "output_text":
@@ -756,7 +758,10 @@ class ResponsesStreamEncoder:
 
     def end(self) -> bytes:
         """Closes the open item, then ``response.completed`` (or ``.incomplete``)."""
-        out = (self._start() if self._seq == 0 else b"") + self._close()
+        out = self._start() if self._seq == 0 else b""
+        if not self._items and self._kind is None:
+            out += self._text("output_text", "")  # an empty answer is an empty message, as complete
+        out += self._close()
         final = _finished({**self._base, "output": self._items}, self.finish_reason, self.usage)
         if final["status"] == "incomplete":
             for item in self._items:
