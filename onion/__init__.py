@@ -41,11 +41,12 @@ from ._tokens import (
     TokenCounter,
     counter_for,
     counter_named,
+    input_tokens,
     message_tokens,
     prompt_tokens,
     register_counter,
 )
-from ._types import Chunk, Completion, Message, Request, Usage, decode_request, request_to_wire
+from ._types import Chunk, Completion, EmbeddingInput, Message, Request, Usage, decode_request, request_to_wire
 from .errors import (
     CANCELLED,
     AllProvidersFailed,
@@ -133,6 +134,7 @@ __all__ = [
     "Clock",
     "ConfigError",
     "Context",
+    "EmbeddingInput",
     "EndCallback",
     "EstimateCounter",
     "GuardrailViolation",
@@ -171,6 +173,7 @@ __all__ = [
     "counter_named",
     "decode_request",
     "error_type",
+    "input_tokens",
     "layer_info",
     "lazy_getattr",
     "message_tokens",

@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from ._types import Message
+from ._types import Message, Request
 
 __all__ = [
     "BpeCounter",
@@ -32,6 +32,7 @@ __all__ = [
     "TokenCounter",
     "counter_for",
     "counter_named",
+    "input_tokens",
     "message_tokens",
     "prompt_tokens",
     "register_counter",
@@ -240,3 +241,14 @@ def prompt_tokens(messages: Sequence[Message], counter: TokenCounter | None = No
     """Tokens of a whole prompt (``counter`` defaults to the estimate, which errs high)."""
     count = (counter or _ESTIMATE).count
     return sum(message_tokens(message, count) for message in messages) + REPLY_PRIMING_TOKENS
+
+
+def input_tokens(request: Request, counter: TokenCounter | None = None) -> int:
+    """Tokens ``request`` sends, whatever it is: its prompt (``prompt_tokens``) or, for an
+    embeddings request, the texts it embeds plus its token ids (one each). Rate limits and
+    budgets reserve this before the call."""
+    embedding = request.embedding
+    if embedding is None:
+        return prompt_tokens(request.messages, counter)
+    count = (counter or _ESTIMATE).count
+    return sum(count(text) for text in embedding.texts) + embedding.token_ids

@@ -18,6 +18,7 @@ __all__ = [
     "Choice",
     "Chunk",
     "Completion",
+    "EmbeddingInput",
     "Message",
     "Request",
     "Usage",
@@ -83,8 +84,52 @@ def _add_details(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str
     return out
 
 
+class EmbeddingInput(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What an embeddings request embeds (``Request.embedding``), as the embeddings API
+    names it: ``input`` is a string, a list of strings, a list of token ids or a list of
+    token-id lists (typed loosely: msgspec takes one list type in a union; the embeddings
+    dialect checks the items); ``encoding_format`` (``"float"`` or ``"base64"``) and
+    ``dimensions`` are passed to the upstream as the caller sent them."""
+
+    input: str | list[Any]
+    encoding_format: str | None = None
+    dimensions: int | None = None
+
+    @property
+    def texts(self) -> list[str]:
+        """The strings to embed (none when the input is token ids)."""
+        value = self.input
+        if isinstance(value, str):
+            return [value]
+        return [item for item in value if isinstance(item, str)]
+
+    @property
+    def token_ids(self) -> int:
+        """How many token ids the input holds (``0`` when it is text)."""
+        value = self.input
+        if isinstance(value, str) or not value:
+            return 0
+        if isinstance(value[0], int):
+            return len(value)
+        return sum(len(item) for item in value if isinstance(item, list))
+
+    @property
+    def count(self) -> int:
+        """How many vectors the answer holds: one per string or token-id list."""
+        value = self.input
+        if isinstance(value, str) or (value and isinstance(value[0], int)):
+            return 1
+        return len(value)
+
+
 class Request(msgspec.Struct, frozen=True, omit_defaults=True):
-    """A chat-completions request: an immutable value.
+    """A chat-completions request, or an embeddings request: an immutable value.
+
+    An embeddings request (``POST /v1/embeddings``) is the same struct with ``embedding``
+    set and no ``messages``: so authentication, rate limits, metrics and the exact cache
+    treat it as any request, and the layers that read chat messages (guards, trimming,
+    the semantic cache) find none and pass it by. ``embedding`` is never read from a
+    chat-completions body (a field named so there stays in ``extra``).
 
     A layer that changes a request passes a new one inward with
     ``msgspec.structs.replace(request, ...)``; the original stays valid for a retry.
@@ -115,6 +160,7 @@ class Request(msgspec.Struct, frozen=True, omit_defaults=True):
     response_format: dict[str, Any] | None = None
     stream_options: dict[str, Any] | None = None
     extra: dict[str, Any] = {}
+    embedding: EmbeddingInput | None = None
     context: Context = msgspec.field(default_factory=Context)
 
     @property
@@ -180,7 +226,9 @@ class Completion(msgspec.Struct, omit_defaults=True):
     choices after it when the request asked for ``n > 1``. ``system_fingerprint``,
     ``service_tier`` and ``extra`` (unknown top-level fields) are the answer's own.
     A layer that reads or rewrites every choice (an output guard) uses ``all_choices``
-    and ``with_choices``.
+    and ``with_choices``. The answer to an embeddings request has no text: its
+    ``embeddings`` are the vectors in input order, each a list of floats or, when the
+    request asked for ``encoding_format = "base64"``, the upstream's base64 string.
     """
 
     content: str = ""
@@ -201,6 +249,7 @@ class Completion(msgspec.Struct, omit_defaults=True):
     extra: dict[str, Any] = {}
     other_choices: list[Choice] | None = None
     content_null: bool = False
+    embeddings: list[list[float] | str] | None = None
 
     def all_choices(self) -> list[Choice]:
         """Every choice, choice 0 first."""
@@ -238,7 +287,8 @@ class Completion(msgspec.Struct, omit_defaults=True):
 
 
 _MESSAGE_FIELDS = frozenset(Message.__struct_fields__) - {"extra"}
-_REQUEST_FIELDS = frozenset(Request.__struct_fields__) - {"extra", "context"}
+# ``embedding`` is set by the embeddings dialect only, never decoded from a chat body.
+_REQUEST_FIELDS = frozenset(Request.__struct_fields__) - {"extra", "context", "embedding"}
 
 
 def _split_message(raw: Any) -> Any:
@@ -282,7 +332,7 @@ def request_to_wire(request: Request, **overrides: Any) -> dict[str, Any]:
     """The request as an OpenAI-compatible JSON object (context dropped, extras merged)."""
     out: dict[str, Any] = {"model": request.model, "messages": [_message_to_wire(m) for m in request.messages]}
     for name in Request.__struct_fields__[2:]:
-        if name in ("extra", "context"):
+        if name in ("extra", "context", "embedding"):
             continue
         value = getattr(request, name)
         if value is not None and not (name == "stream" and value is False):

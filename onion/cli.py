@@ -191,6 +191,9 @@ def _banner(config: Any, gateway: Any, url: str, workers: str = "") -> None:
     print("upstream: " + gateway.describe_upstreams().replace("\n", "\n          "))
     print("stack: " + (" > ".join(info.name for info in gateway.stack.infos) or "(no layers)") + " > router")
     print(f"listening on {url}  (OpenAI base URL: {url}/v1){workers}")
+    from .server import served_routes
+
+    print("routes: " + ", ".join(served_routes(metrics=_metrics_renderer(gateway.stack) is not None)))
     print(
         f"try: curl -s {url}/v1/chat/completions -H 'content-type: application/json'{auth} "
         f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "hello"}}]}}\'',

@@ -68,7 +68,7 @@ class CachePolicy(msgspec.Struct, frozen=True):
         """Whether an answer that ended cleanly is worth keeping."""
         if completion.finish_reason == "content_filter":
             return False
-        return self.store_empty or bool(completion.content or completion.tool_calls)
+        return self.store_empty or bool(completion.content or completion.tool_calls or completion.embeddings)
 
 
 def caller_scope(request: Request, policy: CachePolicy) -> str:

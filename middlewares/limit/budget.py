@@ -74,7 +74,7 @@ from onion import (
     Response,
     TokenCounter,
     counter_for,
-    prompt_tokens,
+    input_tokens,
 )
 
 from ..observe.prices import Price, PriceSpec, PriceTable
@@ -359,9 +359,11 @@ class Budget(Layer):
 
     def worst_case(self, request: Request, price: Price) -> tuple[int, int, int]:
         """``(nano-dollars, prompt tokens, answer tokens)`` the call may cost at most."""
-        prompt = prompt_tokens(request.messages)
+        prompt = input_tokens(request)
         answer = request.answer_tokens_limit
         answer = self.default_completion_tokens if answer is None else answer
+        if request.embedding is not None:
+            answer = 0  # an embedding's answer costs no tokens
         rate_in, rate_out = self.rates(price)
         return prompt * rate_in + answer * rate_out, prompt, answer
 

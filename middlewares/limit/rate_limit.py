@@ -48,7 +48,7 @@ from onion import (
     RateLimiterUnavailable,
     Request,
     Response,
-    prompt_tokens,
+    input_tokens,
     system_clock,
 )
 
@@ -86,11 +86,14 @@ class _DownWarnings:
 
 
 def estimate_tokens(request: Request, default_completion_tokens: int = 256) -> int:
-    """The tokens to reserve: the prompt counted as ``onion.prompt_tokens`` counts it (the
+    """The tokens to reserve: the prompt counted as ``onion.input_tokens`` counts it (the
     estimate, which errs high: Japanese and emoji count a token per character), plus the
-    answer's limit or ``default_completion_tokens``."""
+    answer's limit or ``default_completion_tokens`` (none for an embeddings request,
+    whose answer costs no tokens)."""
+    if request.embedding is not None:
+        return input_tokens(request)
     answer = request.answer_tokens_limit
-    return prompt_tokens(request.messages) + (answer if answer is not None else default_completion_tokens)
+    return input_tokens(request) + (answer if answer is not None else default_completion_tokens)
 
 
 class RateLimit(Layer):

@@ -13,7 +13,7 @@ Recorded per request, exactly once (at the end of the stream for a streamed answ
   ``gen_ai.client.operation.duration``, ``gen_ai.client.token.usage`` (by
   ``gen_ai.token.type``), and for streams ``gen_ai.client.operation.time_to_first_chunk``
   and ``gen_ai.client.operation.time_per_output_chunk``; attributes
-  ``gen_ai.operation.name`` (``chat``), ``gen_ai.provider.name``,
+  ``gen_ai.operation.name`` (``chat``, ``embeddings``), ``gen_ai.provider.name``,
   ``gen_ai.request.model``, ``gen_ai.response.model``, ``error.type``.
 - ``onion.requests``: by ``onion.outcome`` (ok, blocked, rate_limited, timeout, error,
   cancelled) and ``onion.served_by`` (the layer or provider that answered: a cache, a
@@ -303,7 +303,7 @@ class Metrics(Layer):
             # The API spoken, as on success; the configured name is not a conventional value.
             provider = error.provider_kind
         return {
-            "gen_ai.operation.name": "chat",
+            "gen_ai.operation.name": "chat" if request.embedding is None else "embeddings",
             "gen_ai.provider.name": provider,
             "gen_ai.request.model": request.model,
             "onion.scope": self.scope,

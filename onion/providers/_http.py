@@ -23,7 +23,7 @@ import msgspec
 from .._context import Context
 from .._response import Response
 from .._types import Chunk, Completion, Message, Request
-from ..errors import AnswerTooLarge, ProviderError, Timeout, scrub
+from ..errors import AnswerTooLarge, BadRequest, ProviderError, Timeout, scrub
 from ._sse import SSEDecoder, SSEOverflow
 from ._transport import pooled_transport
 
@@ -185,6 +185,8 @@ class HTTPProvider:
 
     kind = "http"
     path = "/chat/completions"
+    embeddings_path: str | None = None
+    """Where the upstream embeds (``/embeddings``), or ``None``: an embeddings request is a 400."""
 
     def __init__(
         self,
@@ -225,6 +227,7 @@ class HTTPProvider:
             client = httpx.AsyncClient(timeout=timeout, transport=self._transport, trust_env=trust_env)
             self._extensions = {"timeout": timeout.as_dict()}
             self._url_object = httpx.URL(self._url)
+        self._embeddings_url = None if self.embeddings_path is None else httpx.URL(self.base_url + self.embeddings_path)
         self.client = client
 
     def __repr__(self) -> str:
@@ -252,6 +255,14 @@ class HTTPProvider:
 
     def stream_decoder(self, request: Request) -> StreamDecoder:
         """A decoder for one streamed answer."""
+        raise NotImplementedError
+
+    def encode_embeddings(self, request: Request) -> bytes:
+        """The upstream body of an embeddings request (``request.embedding`` is set)."""
+        raise NotImplementedError
+
+    def decode_embeddings(self, data: bytes, request: Request) -> Completion:
+        """The upstream's embeddings answer, its vectors in ``Completion.embeddings``."""
         raise NotImplementedError
 
     def prefill(self, request: Request, prefix: str) -> Request | None:
@@ -344,29 +355,48 @@ class HTTPProvider:
         wait = max(0.001, remaining)
         return httpx.Timeout(min(self._read_timeout, wait), connect=min(self._connect_timeout, wait))
 
-    async def _send(self, body: bytes, remaining: float | None) -> httpx.Response:
+    async def _send(self, body: bytes, remaining: float | None, url: httpx.URL | None = None) -> httpx.Response:
         timeouts = self._timeouts_within(remaining) if remaining is not None else None
         if self._transport is None:
             built = self.client.build_request(
-                "POST", self._url, content=body, headers=self._headers, timeout=timeouts or httpx.USE_CLIENT_DEFAULT
+                "POST",
+                url or self._url,
+                content=body,
+                headers=self._headers,
+                timeout=timeouts or httpx.USE_CLIENT_DEFAULT,
             )
             return await self.client.send(built, stream=True)
         extensions = self._extensions if timeouts is None else {"timeout": timeouts.as_dict()}
         http_request = httpx.Request(
-            "POST", self._url_object, headers=self._headers, content=body, extensions=extensions
+            "POST", url or self._url_object, headers=self._headers, content=body, extensions=extensions
         )
         response = await self._transport.handle_async_request(http_request)
         response.request = http_request
         return response
+
+    def _embeddings_call(self, request: Request) -> tuple[bytes, httpx.URL]:
+        if self.embeddings_path is None or self._embeddings_url is None:
+            raise BadRequest(
+                f"the provider for model {request.model[:100]!r} ({self.kind}) has no embeddings API",
+                param="model",
+                code="embeddings_not_supported",
+            )
+        if request.stream:
+            raise BadRequest("an embeddings request cannot be streamed", param="stream")
+        return self.encode_embeddings(request), self._embeddings_url
 
     async def __call__(self, request: Request) -> Response:
         context = request.context
         start = anyio.current_time()
         deadline, own = self._deadline(context, start)
         replay = ""
-        if request.stream and context.resume is not None:
-            request, replay = self._resumed(request)
-        body = self.encode(request)
+        url = None
+        if request.embedding is not None:
+            body, url = self._embeddings_call(request)
+        else:
+            if request.stream and context.resume is not None:
+                request, replay = self._resumed(request)
+            body = self.encode(request)
         began = _perf()
         try:
             # Only the request's own deadline gets a cancel scope (it costs on every call);
@@ -374,9 +404,9 @@ class HTTPProvider:
             # and is checked again between reads.
             if own and deadline is not None:
                 with anyio.fail_after(max(0.0, deadline - start)):
-                    response = await self._send(body, None)
+                    response = await self._send(body, None, url)
             else:
-                response = await self._send(body, None if deadline is None else deadline - start)
+                response = await self._send(body, None if deadline is None else deadline - start, url)
         except TimeoutError:
             raise self._timed_out(request, own) from None
         except httpx.HTTPError as error:
@@ -409,6 +439,7 @@ class HTTPProvider:
     async def _read_complete(
         self, response: httpx.Response, request: Request, deadline: float | None, own: bool
     ) -> Completion:
+        """The complete answer: a chat completion, or the vectors of an embeddings request."""
         began = _perf()
         try:
             if own and deadline is not None:
@@ -428,6 +459,8 @@ class HTTPProvider:
         if deadline is not None and not own and anyio.current_time() > deadline:
             raise self._timed_out(request, own)
         try:
+            if request.embedding is not None:
+                return self.decode_embeddings(data, request)
             return self.decode_completion(data, request)
         except (
             msgspec.DecodeError,

@@ -6,7 +6,8 @@ chunk (``stream_options.include_usage``) so token counts survive streaming. A st
 finished by ``data: [DONE]`` or, when the body ends without it, by a finish reason it
 delivered; a body that ends with neither fails as cut rather than passing a half answer
 off as complete. Bodies are read in the ``onion.wire.openai_chat`` dialect: every
-choice and every field, unknown ones kept.
+choice and every field, unknown ones kept. An embeddings request goes to ``POST
+/embeddings`` (``onion.wire.embeddings`` reads the answer).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import msgspec
 
 from .._types import Chunk, Completion, Request, request_to_wire
-from ..wire import openai_chat
+from ..wire import embeddings, openai_chat
 from ._http import HTTPProvider, StreamDecoder, with_prefix
 
 __all__ = ["OpenAIProvider"]
@@ -67,6 +68,7 @@ class OpenAIProvider(HTTPProvider):
     """
 
     kind = "openai"
+    embeddings_path = "/embeddings"
 
     def __init__(
         self,
@@ -106,6 +108,12 @@ class OpenAIProvider(HTTPProvider):
 
     def decode_completion(self, data: bytes, request: Request) -> Completion:
         return openai_chat.decode_completion(data, request.model)
+
+    def encode_embeddings(self, request: Request) -> bytes:
+        return _encode(embeddings.request_to_wire(request))
+
+    def decode_embeddings(self, data: bytes, request: Request) -> Completion:
+        return embeddings.decode_answer(data, request)
 
     def stream_decoder(self, request: Request) -> StreamDecoder:
         return _OpenAIStream()

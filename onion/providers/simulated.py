@@ -7,21 +7,29 @@ retryable error) and streams cut mid-way. ``ttft=0`` and ``tokens_per_second=0``
 zero-latency upstream for benchmarks of the gateway itself. A request with ``tools``
 (and ``tool_choice`` not ``"none"``) whose last message is not a tool result is answered
 with a call of the chosen (or first) tool, streamed as OpenAI streams tool calls: a first
-delta with ``index``, ``id``, ``type`` and name, the arguments in pieces.
+delta with ``index``, ``id``, ``type`` and name, the arguments in pieces. An
+embeddings request (``request.embedding``) is answered with deterministic unit vectors
+(``embedding_dimensions`` long unless it asks for ``dimensions``): the same input
+gives the same vector, different inputs far-apart ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import math
 import random
+import struct
 import time
+from array import array
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from .._clock import Clock, system_clock
 from .._response import Response, tool_call_deltas
-from .._types import Chunk, Completion, Request, Usage
+from .._tokens import input_tokens
+from .._types import Chunk, Completion, EmbeddingInput, Request, Usage
 from ..errors import ProviderError
 
 __all__ = ["SimulatedProvider"]
@@ -45,6 +53,8 @@ class SimulatedProvider:
     - ``timeout_rate``: probability of stalling ``stall_seconds`` then failing as a read
       timeout; ``cut_rate``: probability that a stream breaks half-way.
     - ``seed`` makes the faults reproducible.
+    - ``embedding_dimensions``: the length of its embedding vectors when the request
+      does not set ``dimensions``.
     """
 
     kind = "simulated"
@@ -64,6 +74,7 @@ class SimulatedProvider:
         retry_after: float = 1.0,
         seed: int | None = None,
         clock: Clock | None = None,
+        embedding_dimensions: int = 256,
     ) -> None:
         self.name = name
         self.models = tuple(models)
@@ -76,6 +87,7 @@ class SimulatedProvider:
         self.stall_seconds = stall_seconds
         self.retry_after = retry_after
         self.clock = clock or system_clock
+        self.embedding_dimensions = embedding_dimensions
         self._random = random.Random(seed)
         self._ids = itertools.count(1)
         self.calls = 0
@@ -138,6 +150,10 @@ class SimulatedProvider:
             await self._wait(self.ttft, request)
             raise error
         stall = self.timeout_rate > 0 and self._random.random() < self.timeout_rate
+        if request.embedding is not None:
+            if stall:
+                raise await self._stall(request)
+            return await self._embed(request, request.embedding)
         cut = request.stream and self.cut_rate > 0 and self._random.random() < self.cut_rate
         tool_calls = self._tool_calls(request)
         words = [] if tool_calls else self._words(request)
@@ -166,6 +182,21 @@ class SimulatedProvider:
                 else self._stream(request, words, usage, stall, cut)
             )
             answer = Response.stream(chunks, served_by=self.name, model=request.model)
+        answer.provider = self.kind
+        return answer
+
+    async def _embed(self, request: Request, embedding: EmbeddingInput) -> Response:
+        await self._wait(self.ttft, request)
+        dimensions = embedding.dimensions or self.embedding_dimensions
+        value = embedding.input
+        single = isinstance(value, str) or isinstance(value[0], int)
+        items: list[Any] = [value] if single else list(value)
+        vectors: list[list[float] | str] = [_unit_vector(item, dimensions) for item in items]
+        tokens = input_tokens(request)
+        completion = Completion(
+            model=request.model, usage=Usage(tokens, 0, tokens), finish_reason=None, embeddings=vectors
+        )
+        answer = Response.complete(completion, served_by=self.name)
         answer.provider = self.kind
         return answer
 
@@ -204,3 +235,13 @@ class SimulatedProvider:
             else:
                 yield Chunk(content=word)
         yield Chunk(finish_reason="stop", usage=usage)
+
+
+def _unit_vector(item: str | list[int], dimensions: int) -> list[float]:
+    """A deterministic unit vector for one input, its values exact in float32 (so the
+    base64 and the float answers hold the same numbers)."""
+    seed = item.encode() if isinstance(item, str) else b"ids:" + json.dumps(item).encode()
+    raw = hashlib.shake_256(seed).digest(dimensions * 4)
+    values = [(v / 2**31) - 1.0 for v in struct.unpack(f"<{dimensions}I", raw)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return array("f", [v / norm for v in values]).tolist()

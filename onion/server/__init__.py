@@ -9,7 +9,7 @@ headers are prebuilt bytes, JSON goes through msgspec, a streamed chunk costs on
 encode and one ``send``.
 
 - ``_app``: ``GatewayApp`` (dispatch, lifespan, routes, the call of the stack) and
-  ``create_app`` for a built ``onion.config.Gateway``;
+  ``create_app`` for a built ``onion.config.Gateway``; ``served_routes`` lists its routes;
 - ``_http``: the mechanics every route shares (reading headers and a bounded body, API
   keys, writing answers, safe header pairs, cancelling a stream on disconnect);
 - ``_admin``: ``AdminRoutes``, the ``/admin/`` API behind ``[server] admin_key``, to
@@ -21,6 +21,6 @@ encode and one ``send``.
 from __future__ import annotations
 
 from ._admin import AdminAnswer, AdminRequest, AdminRoutes
-from ._app import GatewayApp, create_app
+from ._app import GatewayApp, create_app, served_routes
 
-__all__ = ["AdminAnswer", "AdminRequest", "AdminRoutes", "GatewayApp", "create_app"]
+__all__ = ["AdminAnswer", "AdminRequest", "AdminRoutes", "GatewayApp", "create_app", "served_routes"]

@@ -1,10 +1,13 @@
 """The gateway's ASGI app: dispatch by route, lifespan, and one call of the stack.
 
-Routes: ``POST /v1/chat/completions`` (and ``/chat/completions``) in the
-``openai_chat`` dialect, ``GET /v1/models`` and ``GET /v1/models/{id}``, ``GET /healthz``, and ``GET /metrics`` when
-a ``metrics_renderer`` is given. A dialect route reads the request (``_http``), has the
-dialect decode it, awaits the stack and writes the dialect's bytes; a second dialect is
-a module in ``onion.wire`` and one line in ``_DIALECTS``.
+Routes: ``POST /v1/chat/completions`` in the ``openai_chat`` dialect, ``POST
+/v1/responses`` in ``responses``, ``POST /v1/embeddings`` in ``embeddings`` (each also
+without ``/v1``), ``GET /v1/models`` and ``GET /v1/models/{id}``, ``GET /healthz``, and
+``GET /metrics`` when a ``metrics_renderer`` is given; ``POST /v1/completions`` (legacy)
+and ``/v1/responses/{id}`` (stored responses) are 400s that say why. A dialect route
+reads the request (``_http``), has the dialect decode it, awaits the stack and writes
+the dialect's bytes; a new dialect is a module in ``onion.wire`` and one line in
+``_DIALECTS``.
 
 Every answer carries ``x-onion-served-by``; one from the stack also ``x-request-id``.
 Errors are typed (``onion.errors``) and shaped by the dialect with a safe message; the
@@ -31,7 +34,7 @@ from .._response import Response
 from .._stack import Handler
 from .._types import Chunk, Completion, Request
 from ..errors import BadRequest, ModelNotFound, OnionError, ShuttingDown, Unauthorized
-from ..wire import Dialect, openai_chat
+from ..wire import Dialect, StreamEncoder, embeddings, openai_chat, responses
 from ._admin import AdminRoutes
 from ._http import (
     JSON,
@@ -48,7 +51,7 @@ from ._http import (
     respond,
 )
 
-__all__ = ["GatewayApp", "create_app"]
+__all__ = ["GatewayApp", "create_app", "served_routes"]
 
 _NO_CACHE = RequestOptions(cache=False)
 
@@ -62,6 +65,17 @@ _encode = msgspec.json.Encoder().encode
 _DIALECTS: dict[str, Dialect] = {
     "/v1/chat/completions": openai_chat,
     "/chat/completions": openai_chat,
+    "/v1/responses": responses,
+    "/responses": responses,
+    "/v1/embeddings": embeddings,
+    "/embeddings": embeddings,
+}
+
+# Routes answered with a 400 that says why (the legacy completions API is not translated:
+# a prompt string is not a conversation, and proxying it would skip the onion).
+_REFUSED_ROUTES = {
+    "/v1/completions": "the legacy completions API is not served; use POST /v1/chat/completions or /v1/responses",
+    "/completions": "the legacy completions API is not served; use POST /v1/chat/completions or /v1/responses",
 }
 
 
@@ -141,6 +155,11 @@ class GatewayApp:
             await self._models(scope, send)
         elif path.startswith(("/v1/models/", "/models/")) and scope["method"] == "GET":
             await self._models(scope, send, path.split("/models/", 1)[1])
+        elif path in _REFUSED_ROUTES:
+            await _plain_error(send, 400, _REFUSED_ROUTES[path], "unsupported_endpoint")
+        elif path.startswith(("/v1/responses/", "/responses/")):
+            message = "the gateway is stateless and keeps no responses to retrieve, cancel or delete"
+            await _plain_error(send, 400, message, "unsupported_endpoint")
         elif path == "/healthz":
             await respond(send, 200, b'{"status":"ok"}', [JSON])
         elif path == "/metrics" and self.metrics_renderer is not None:
@@ -149,6 +168,10 @@ class GatewayApp:
             await self.admin.dispatch(scope, receive, send)
         else:
             await _plain_error(send, 404, "no such endpoint; try POST /v1/chat/completions", "not_found")
+
+    def routes(self) -> list[str]:
+        """What this app serves, one ``METHOD path`` each (see ``served_routes``)."""
+        return served_routes(metrics=self.metrics_renderer is not None)
 
     async def drain(self, grace: float) -> None:
         """Shut down: refuse new calls, give those in flight ``grace`` seconds, then end
@@ -303,6 +326,16 @@ class GatewayApp:
                 await _complete(send, dialect, request, response, completion)
 
 
+def served_routes(*, metrics: bool) -> list[str]:
+    """The routes the gateway serves, one ``METHOD path`` each, ``/v1`` spellings only
+    (each API route answers without ``/v1`` too); ``onion serve`` prints them."""
+    served = [f"POST {path}" for path in _DIALECTS if path.startswith("/v1/")]
+    served += ["GET /v1/models", "GET /v1/models/{id}", "GET /healthz"]
+    if metrics:
+        served.append("GET /metrics")
+    return served
+
+
 class _Progress:
     """How far an answer got: the stream's encoder once its first event is out, and
     whether the answer was written to its end (then a shutdown has nothing to add)."""
@@ -310,7 +343,7 @@ class _Progress:
     __slots__ = ("encoder", "ended")
 
     def __init__(self) -> None:
-        self.encoder: openai_chat.ChunkEncoder | None = None
+        self.encoder: StreamEncoder | None = None
         self.ended = False
 
 

@@ -4,7 +4,8 @@
 
 - OpenAI-compatible: ``POST /v1/chat/completions`` (JSON, or SSE with ``data: [DONE]``
   and a usage chunk when ``stream_options.include_usage`` is set), ``GET /v1/models``,
-  ``POST /v1/embeddings`` (deterministic unit vectors derived from the text);
+  ``POST /v1/embeddings`` (deterministic unit vectors derived from the text; ``input``
+  as a string, strings or token ids, ``dimensions``, ``encoding_format`` float or base64);
 - Anthropic Messages: ``POST /v1/messages`` (JSON, or its typed SSE events).
 
 It runs under uvicorn in a background thread, so it serves tests on either anyio
@@ -19,6 +20,7 @@ It sits outside the onion: it is what a provider (the innermost handler) talks t
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import itertools
 import math
@@ -404,14 +406,18 @@ class FakeUpstream:
         return headers.get("authorization") == f"Bearer {self.api_key}"
 
     async def _embeddings(self, send: Any, body: dict[str, Any], fault: Fault) -> None:
+        # As OpenAI's: a string, strings, token ids or lists of token ids; base64 vectors
+        # are little-endian float32.
         inputs = body.get("input")
-        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        single = isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int))
+        items = [inputs] if single else list(inputs or [])
+        texts = [t if isinstance(t, str) else " ".join(map(str, t)) for t in items]
         dimensions = int(body.get("dimensions") or 64)
-        data = [
-            {"object": "embedding", "index": i, "embedding": embedding_of(str(t), dimensions)}
-            for i, t in enumerate(texts)
-        ]
-        tokens = sum(len(str(t).split()) for t in texts)
+        vectors: list[Any] = [embedding_of(t, dimensions) for t in texts]
+        if body.get("encoding_format") == "base64":
+            vectors = [base64.b64encode(struct.pack(f"<{dimensions}f", *v)).decode() for v in vectors]
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+        tokens = sum(len(t.split(" ")) if isinstance(t, str) else len(t) for t in items)
         payload = {
             "object": "list",
             "data": data,

@@ -7,10 +7,12 @@ its API's JSON and Server-Sent Events. It knows nothing of ASGI: the server
 stack and writes the bytes the dialect gives it. So every layer works unchanged for
 every dialect, and what a dialect cannot translate is a 400 naming the field.
 
-- ``openai_chat``: OpenAI chat completions, ``POST /v1/chat/completions``.
+- ``openai_chat``: OpenAI chat completions, ``POST /v1/chat/completions``;
+- ``responses``: OpenAI's Responses API, stateless, ``POST /v1/responses``;
+- ``embeddings``: OpenAI embeddings, ``POST /v1/embeddings`` (``Request.embedding``).
 
-A new dialect (Anthropic Messages, the Responses API, embeddings) is a new module here
-whose functions satisfy ``Dialect``, plus one route in ``onion.server``.
+A new dialect is a new module here whose functions satisfy ``Dialect``, plus one route
+in ``onion.server``.
 """
 
 from __future__ import annotations
