@@ -8,6 +8,7 @@ stack and writes the bytes the dialect gives it. So every layer works unchanged 
 every dialect, and what a dialect cannot translate is a 400 naming the field.
 
 - ``openai_chat``: OpenAI chat completions, ``POST /v1/chat/completions``.
+- ``anthropic_messages``: Anthropic Messages, ``POST /v1/messages`` (and ``count_tokens``).
 
 A new dialect (Anthropic Messages, the Responses API, embeddings) is a new module here
 whose functions satisfy ``Dialect``, plus one route in ``onion.server``.

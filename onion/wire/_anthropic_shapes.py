@@ -53,7 +53,9 @@ JSON_TOOL = "json_response"
 
 # OpenAI fields Anthropic has no equivalent for: refused, never dropped.
 _UNTRANSLATABLE = ("seed", "presence_penalty", "frequency_penalty", "logit_bias")
-_UNTRANSLATABLE_EXTRA = ("logprobs", "top_logprobs", "audio", "modalities", "prediction", "web_search_options")
+_UNTRANSLATABLE_EXTRA = (
+    "logprobs", "top_logprobs", "audio", "modalities", "prediction", "web_search_options", "store", "reasoning_effort",
+)  # fmt: skip
 
 
 # -- OpenAI-shaped Request -> Anthropic body -----------------------------------------
@@ -259,7 +261,7 @@ def request_to_anthropic(request: Request, default_max_tokens: int) -> dict[str,
     if request.stream:
         body["stream"] = True
     for key, value in request.extra.items():
-        if key not in _UNTRANSLATABLE_EXTRA and key not in ("store", "reasoning_effort", "service_tier"):
+        if key not in _UNTRANSLATABLE_EXTRA:  # those are false or null here: the default
             if key == "metadata" and "metadata" in body:
                 body["metadata"] = {**value, **body["metadata"]}
             else:
@@ -434,7 +436,9 @@ def _user_turn(content: Any, param: str) -> list[Message]:
                 out.append(Message("user", parts))
                 parts = []
             result = block.get("content", "")
-            extra = {k: block[k] for k in ("is_error", "cache_control") if k in block}
+            # is_error false is the default: kept only when true (OpenAI has no such flag,
+            # so an OpenAI upstream sees it as the unknown field it is).
+            extra = {k: block[k] for k in ("is_error", "cache_control") if block.get(k)}
             tool_id = block.get("tool_use_id")
             if not isinstance(tool_id, str):
                 raise BadRequest(f"'{param}[{i}].tool_use_id' is required", param=f"{param}[{i}].tool_use_id")
