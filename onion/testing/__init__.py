@@ -67,7 +67,6 @@ __getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = [
-    "AnthropicUpstream",
     "DEFAULT_LAWS",
     "BoundedUpstreamCalls",
     "CacheServesOnlyCleanAnswers",
