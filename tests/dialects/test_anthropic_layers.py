@@ -74,7 +74,10 @@ async def test_trim_context_trims_what_reaches_the_upstream(anyio_backend: str) 
     upstream = AnthropicUpstream()
     history: list[dict[str, Any]] = []
     for i in range(40):
-        history += [{"role": "user", "content": f"question {i} " * 20}, {"role": "assistant", "content": f"answer {i} " * 20}]
+        history += [
+            {"role": "user", "content": f"question {i} " * 20},
+            {"role": "assistant", "content": f"answer {i} " * 20},
+        ]
     history.append({"role": "user", "content": "last question"})
     async with _served([TrimContext(max_tokens=400)], upstream) as url:
         client = anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0)

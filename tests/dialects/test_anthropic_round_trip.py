@@ -31,7 +31,11 @@ def _conversation(draw: st.DrawFn) -> list[Message]:
         out.append(Message("user", draw(_text)))
         if draw(st.booleans()):
             calls = [
-                {"id": f"call_{turn}_{i}", "type": "function", "function": {"name": draw(_name), "arguments": draw(_args)}}
+                {
+                    "id": f"call_{turn}_{i}",
+                    "type": "function",
+                    "function": {"name": draw(_name), "arguments": draw(_args)},
+                }
                 for i in range(draw(st.integers(1, 3)))
             ]
             out.append(Message("assistant", draw(st.none() | _text), tool_calls=calls))
@@ -89,7 +93,12 @@ def test_a_request_survives_the_round_trip(request: Request) -> None:
 
 
 _calls = st.lists(
-    st.builds(lambda i, n, a: {"id": f"toolu_{i}", "type": "function", "function": {"name": n, "arguments": a}}, st.integers(0, 99), _name, _args),
+    st.builds(
+        lambda i, n, a: {"id": f"toolu_{i}", "type": "function", "function": {"name": n, "arguments": a}},
+        st.integers(0, 99),
+        _name,
+        _args,
+    ),
     max_size=2,
     unique_by=lambda c: c["id"],
 )

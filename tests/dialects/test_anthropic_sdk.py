@@ -93,9 +93,12 @@ async def test_messages_create_answers_in_anthropic_shape(anyio_backend: str, ki
 
 
 async def test_messages_stream_sends_the_real_event_sequence(anyio_backend: str, kind: str) -> None:
-    async with _gateway(kind) as (client, _upstream), client.messages.stream(
-        model="claude-x", max_tokens=50, messages=[{"role": "user", "content": "one two three"}]
-    ) as stream:
+    async with (
+        _gateway(kind) as (client, _upstream),
+        client.messages.stream(
+            model="claude-x", max_tokens=50, messages=[{"role": "user", "content": "one two three"}]
+        ) as stream,
+    ):
         kinds = [event.type async for event in stream]
         final = await stream.get_final_message()
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
