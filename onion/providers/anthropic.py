@@ -1,6 +1,7 @@
 """The Anthropic Messages API as a provider, behind the same OpenAI-shaped request.
 
-Mapping: ``system`` messages become the top-level ``system`` text; ``stop`` becomes
+Mapping (``onion.wire._anthropic_shapes``, shared with the ``/v1/messages`` dialect): system,
+text, images, tools, tool results, thinking, cache_control and usage both ways; ``stop`` becomes
 ``stop_sequences``; ``max_tokens`` is required by Anthropic (``default_max_tokens`` when
 the request has none). Streams are typed events (``message_start``,
 ``content_block_delta``, ``message_delta``, ``message_stop``); usage is the input tokens
@@ -19,95 +20,76 @@ from typing import Any
 
 import msgspec
 
-from .._types import Chunk, Completion, Message, Request, Usage
+from .._types import Chunk, Completion, Request
+from ..wire._anthropic_shapes import (
+    JSON_TOOL,
+    STOP_REASONS,
+    chunk_tool_start,
+    completion_from_message,
+    request_to_anthropic,
+    usage_from_anthropic,
+)
 from ._http import HTTPProvider, StreamDecoder, with_prefix
 
 __all__ = ["AnthropicProvider"]
 
 _encode = msgspec.json.Encoder().encode
-
-_STOP_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
-
-
-class _Usage(msgspec.Struct, frozen=True):
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
-class _Block(msgspec.Struct):
-    type: str = "text"
-    text: str = ""
-
-
-class _MessageBody(msgspec.Struct):
-    content: list[_Block]
-    id: str = ""
-    model: str = ""
-    role: str = "assistant"
-    stop_reason: str | None = None
-    usage: _Usage = _Usage()
-
-
-class _Delta(msgspec.Struct, frozen=True):
-    type: str = ""
-    text: str = ""
-    stop_reason: str | None = None
-
-
-class _Event(msgspec.Struct):
-    type: str
-    message: _MessageBody | None = None
-    delta: _Delta | None = None
-    usage: _Usage | None = None
-    error: Any = None
-
-
-_decode_message = msgspec.json.Decoder(_MessageBody).decode
-_decode_event = msgspec.json.Decoder(_Event).decode
-
-
-def _usage(input_tokens: int, output_tokens: int) -> Usage:
-    return Usage(input_tokens, output_tokens, input_tokens + output_tokens)
-
-
-def _content(message: Message) -> Any:
-    if message.content is None or isinstance(message.content, str):
-        return message.content or ""
-    return [{"type": "text", "text": p.get("text", "")} for p in message.content if p.get("type") == "text"]
+_decode = msgspec.json.decode
 
 
 class _AnthropicStream(StreamDecoder):
-    __slots__ = ("_input_tokens", "_model")
+    """Anthropic's typed events as OpenAI-shaped chunks: a ``tool_use`` block opens a
+    tool call (its own ``index``, counted over tool blocks), ``input_json_delta`` extends
+    its arguments, ``thinking_delta`` / ``signature_delta`` ride in ``delta_extra``."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_forced_json", "_input", "_tools")
+
+    def __init__(self, request: Request) -> None:
         super().__init__()
-        self._input_tokens = 0
-        self._model: str | None = None
+        self._input: dict[str, Any] = {}
+        self._tools: dict[int, int] = {}
+        fmt = request.response_format
+        self._forced_json = fmt is not None and fmt.get("type") != "text"
 
     def decode(self, event: str | None, data: bytes) -> Chunk | None:
-        body = _decode_event(data)
-        kind = body.type
-        if kind == "content_block_delta" and body.delta is not None:
-            return Chunk(content=body.delta.text) if body.delta.text else None
-        if kind == "message_start" and body.message is not None:
-            self._input_tokens = body.message.usage.input_tokens
-            return Chunk(role="assistant", model=body.message.model or None)
+        body = _decode(data)
+        kind = body.get("type")
+        if kind == "content_block_delta":
+            return self._delta(body.get("index", 0), body.get("delta") or {})
+        if kind == "content_block_start":
+            block = body.get("content_block") or {}
+            if block.get("type") == "tool_use" and not (self._forced_json and block.get("name") == JSON_TOOL):
+                index = self._tools[body.get("index", 0)] = len(self._tools)
+                return chunk_tool_start(index, block)
+            return None
+        if kind == "message_start":
+            message = body.get("message") or {}
+            self._input = message.get("usage") or {}
+            return Chunk(role="assistant", model=message.get("model") or None)
         if kind == "message_delta":
-            output = body.usage.output_tokens if body.usage is not None else 0
-            reason = body.delta.stop_reason if body.delta is not None else None
-            return Chunk(
-                finish_reason=_STOP_REASONS.get(reason or "", reason), usage=_usage(self._input_tokens, output)
-            )
+            usage = usage_from_anthropic({**self._input, **(body.get("usage") or {})})
+            reason = (body.get("delta") or {}).get("stop_reason")
+            finish = "stop" if self._forced_json and reason == "tool_use" else STOP_REASONS.get(reason or "", reason)
+            return Chunk(finish_reason=finish, usage=usage)
         if kind == "message_stop":
             self.done = True
         elif kind == "error":
-            raise ValueError(f"the upstream sent an error event: {str(body.error)[:200]}")
+            raise ValueError(f"the upstream sent an error event: {str(body.get('error'))[:200]}")
+        return None
+
+    def _delta(self, block: int, delta: dict[str, Any]) -> Chunk | None:
+        kind = delta.get("type")
+        if kind == "text_delta":
+            return Chunk(content=delta.get("text", "")) if delta.get("text") else None
+        if kind == "input_json_delta":
+            partial = delta.get("partial_json", "")
+            if block not in self._tools:  # the forced JSON tool: its input is the content
+                return Chunk(content=partial) if partial else None
+            return Chunk(tool_calls=[{"index": self._tools[block], "function": {"arguments": partial}}])
+        if kind == "thinking_delta":
+            return Chunk(delta_extra={"reasoning_content": delta.get("thinking", "")})
+        if kind == "signature_delta":
+            return Chunk(delta_extra={"thinking_signature": delta.get("signature", "")})
         return None
 
 
@@ -144,40 +126,15 @@ class AnthropicProvider(HTTPProvider):
         return with_prefix(request, prefix)
 
     def encode(self, request: Request) -> bytes:
-        system = "\n\n".join(m.text for m in request.messages if m.role in ("system", "developer"))
-        messages = [
-            {"role": "assistant" if m.role == "assistant" else "user", "content": _content(m)}
-            for m in request.messages
-            if m.role not in ("system", "developer")
-        ]
-        body: dict[str, Any] = {
-            "model": request.model,
-            "messages": messages,
-            "max_tokens": request.answer_tokens_limit or self.default_max_tokens,
-        }
-        if system:
-            body["system"] = system
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
-        if request.stop is not None:
-            body["stop_sequences"] = [request.stop] if isinstance(request.stop, str) else request.stop
-        if request.stream:
-            body["stream"] = True
-        return _encode(body)
+        """The Messages body (``onion.wire._anthropic_shapes``); ``BadRequest`` names a
+        field that has no Anthropic equivalent, so nothing is silently dropped."""
+        return _encode(request_to_anthropic(request, request.answer_tokens_limit or self.default_max_tokens))
 
     def decode_completion(self, data: bytes, request: Request) -> Completion:
-        body = _decode_message(data)
-        reason = body.stop_reason
-        return Completion(
-            content="".join(block.text for block in body.content if block.type == "text"),
-            model=body.model or request.model,
-            role=body.role,
-            finish_reason=_STOP_REASONS.get(reason or "", reason),
-            usage=_usage(body.usage.input_tokens, body.usage.output_tokens),
-            id=body.id,
-        )
+        body = _decode(data)
+        if not isinstance(body, dict):
+            raise TypeError("the answer is not a JSON object")
+        return completion_from_message(body, request)
 
     def stream_decoder(self, request: Request) -> StreamDecoder:
-        return _AnthropicStream()
+        return _AnthropicStream(request)

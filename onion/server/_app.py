@@ -34,7 +34,7 @@ from .._response import Response
 from .._stack import Handler
 from .._types import Chunk, Completion, Request
 from ..errors import BadRequest, ModelNotFound, OnionError, ShuttingDown, Unauthorized
-from ..wire import Dialect, StreamEncoder, embeddings, openai_chat, responses
+from ..wire import Dialect, StreamEncoder, anthropic_messages, embeddings, openai_chat, responses
 from ._admin import AdminRoutes
 from ._http import (
     JSON,
@@ -69,6 +69,7 @@ _DIALECTS: dict[str, Dialect] = {
     "/responses": responses,
     "/v1/embeddings": embeddings,
     "/embeddings": embeddings,
+    "/v1/messages": anthropic_messages,
 }
 
 # Routes answered with a 400 that says why (the legacy completions API is not translated:
@@ -151,6 +152,8 @@ class GatewayApp:
                 await self._call(scope, receive, send, dialect)
             else:
                 await _plain_error(send, 405, f"use POST for {path}", "method_not_allowed")
+        elif path == "/v1/messages/count_tokens" and scope["method"] == "POST":
+            await self._count_tokens(scope, receive, send)
         elif path == "/v1/models" or path == "/models":
             await self._models(scope, send)
         elif path.startswith(("/v1/models/", "/models/")) and scope["method"] == "GET":
@@ -255,6 +258,21 @@ class GatewayApp:
         answer = openai_chat.encode_error(ModelNotFound(model_id[:200]))
         await respond(send, answer.status, answer.body, [JSON, *answer.headers])
 
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /v1/messages/count_tokens``: the request's input tokens, counted here
+        (no upstream call), behind the same key check and body limits."""
+        try:
+            authorization, declared, _, _ = read_headers(scope["headers"])
+            caller = self.api_keys.caller(authorization)
+            body = await read_body(receive, declared, self.max_body_bytes)
+            if body:
+                check_json(body, self.max_json_depth)
+            answer = anthropic_messages.count_tokens(body, Context(caller=caller))
+        except OnionError as refusal:
+            await _refuse(send, anthropic_messages, refusal)
+            return
+        await respond(send, 200, answer, [JSON])
+
     async def _call(self, scope: Scope, receive: Receive, send: Send, dialect: Dialect) -> None:
         """One call of the stack in the route's dialect, in this (the request's) task."""
         context = None
@@ -330,6 +348,7 @@ def served_routes(*, metrics: bool) -> list[str]:
     """The routes the gateway serves, one ``METHOD path`` each, ``/v1`` spellings only
     (each API route answers without ``/v1`` too); ``onion serve`` prints them."""
     served = [f"POST {path}" for path in _DIALECTS if path.startswith("/v1/")]
+    served.append("POST /v1/messages/count_tokens")
     served += ["GET /v1/models", "GET /v1/models/{id}", "GET /healthz"]
     if metrics:
         served.append("GET /metrics")

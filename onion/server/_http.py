@@ -78,7 +78,7 @@ def read_headers(
     tuple, as a named one costs ten times more to build per request. Two
     ``Authorization`` headers are a ``BadRequest``: which one counts would depend on the
     server (and on every proxy in front of it)."""
-    authorization = declared = onion_cache = cache_control = None
+    authorization = declared = onion_cache = cache_control = api_key = None
     trace_headers: dict[str, str] | None = None
     for name, value in headers:
         if name in _TRACE_HEADERS:
@@ -91,6 +91,8 @@ def read_headers(
             if authorization is not None:
                 raise BadRequest("send one Authorization header, not several", code="invalid_authorization_header")
             authorization = value
+        elif name == b"x-api-key":  # Anthropic's SDKs send the key here
+            api_key = value
         elif name == b"content-length":
             declared = value
         elif name == b"x-onion-cache":
@@ -100,6 +102,8 @@ def read_headers(
     cache_off = (onion_cache is not None and onion_cache.strip().lower() in _CACHE_OFF) or (
         cache_control is not None and (b"no-cache" in cache_control.lower() or b"no-store" in cache_control.lower())
     )
+    if authorization is None and api_key is not None:
+        authorization = b"Bearer " + api_key.strip()
     return authorization, declared, cache_off, trace_headers
 
 

@@ -19,6 +19,8 @@
 - ``FakeUpstream``: an OpenAI- and Anthropic-compatible upstream over real HTTP on a
   loopback port, with scripted faults (its own ``Fault`` lives in
   ``onion.testing.upstream``); loaded on first use.
+- ``AnthropicUpstream``: a fake Anthropic Messages API over real HTTP that checks each
+  request against the Messages schema (tool_use/tool_result pairing, roles, blocks).
 """
 
 from __future__ import annotations
@@ -48,11 +50,17 @@ from .probe import Observation, Outcome, Probe, Visit
 
 if TYPE_CHECKING:
     # Static twins of the lazy names below (``X as X`` marks a re-export).
+    from .anthropic_upstream import AnthropicUpstream as AnthropicUpstream
     from .upstream import FakeUpstream as FakeUpstream
     from .upstream import ThreadedServer as ThreadedServer
     from .upstream import UpstreamStats as UpstreamStats
 
-_LAZY = {"FakeUpstream": "upstream", "ThreadedServer": "upstream", "UpstreamStats": "upstream"}
+_LAZY = {
+    "AnthropicUpstream": "anthropic_upstream",
+    "FakeUpstream": "upstream",
+    "ThreadedServer": "upstream",
+    "UpstreamStats": "upstream",
+}
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY, globals())

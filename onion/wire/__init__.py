@@ -9,7 +9,8 @@ every dialect, and what a dialect cannot translate is a 400 naming the field.
 
 - ``openai_chat``: OpenAI chat completions, ``POST /v1/chat/completions``;
 - ``responses``: OpenAI's Responses API, stateless, ``POST /v1/responses``;
-- ``embeddings``: OpenAI embeddings, ``POST /v1/embeddings`` (``Request.embedding``).
+- ``embeddings``: OpenAI embeddings, ``POST /v1/embeddings`` (``Request.embedding``);
+- ``anthropic_messages``: Anthropic Messages, ``POST /v1/messages`` (and ``count_tokens``).
 
 A new dialect is a new module here whose functions satisfy ``Dialect``, plus one route
 in ``onion.server``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -167,3 +168,55 @@ async def test_a_resume_marker_for_another_request_is_ignored(
     assert (await response.result()).content == "You said: hello claude"
     assert upstream.requests[-1][2]["messages"][-1]["role"] == "user"
     assert response.resumed is None
+
+
+# -- the complete translation, OpenAI in -> the schema-checking Anthropic fake -------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_openai_tools_round_trip_through_the_anthropic_fake(anyio_backend: str, stream: bool) -> None:
+    from onion.testing import AnthropicUpstream
+
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
+    with AnthropicUpstream() as up:
+        provider = AnthropicProvider(base_url=up.base_url)
+        ask = Request(
+            model="c", messages=[Message("user", "onion?")], tools=[tool], tool_choice="required", stream=stream
+        )
+        response = await provider(ask)
+        if stream:
+            chunks = [chunk async for chunk in response]
+            calls = [d for c in chunks for d in c.tool_calls or ()]
+            assert calls[0]["index"] == 0 and calls[0]["function"]["name"] == "lookup"
+            arguments = "".join(d["function"]["arguments"] for d in calls)
+            call_id, finish = calls[0]["id"], [c.finish_reason for c in chunks if c.finish_reason][-1]
+        else:
+            completion = response.completion
+            arguments = completion.tool_calls[0]["function"]["arguments"]
+            call_id, finish = completion.tool_calls[0]["id"], completion.finish_reason
+        assert json.loads(arguments) == {"q": "onion?"} and finish == "tool_calls"
+        call = {"id": call_id, "type": "function", "function": {"name": "lookup", "arguments": arguments}}
+        follow = Request(
+            model="c",
+            messages=[
+                *ask.messages,
+                Message("assistant", None, tool_calls=[call]),
+                Message("tool", "a bulb", tool_call_id=call_id, extra={"is_error": True}),
+            ],
+            tools=[tool],
+        )
+        answer = (await provider(follow)).completion
+        assert answer.content == "results: error: a bulb"
+        assert up.rejected == []
+        assert up.requests[0]["tool_choice"] == {"type": "any"}
+
+
+@pytest.mark.parametrize("field", ["seed", "presence_penalty", "frequency_penalty", "logit_bias"])
+async def test_an_untranslatable_field_is_a_400_naming_it(anyio_backend: str, field: str) -> None:
+    from onion import BadRequest
+
+    value: object = {"1": 1.0} if field == "logit_bias" else 1
+    request = Request(model="c", messages=[Message("user", "x")], **{field: value})  # type: ignore[arg-type]
+    with pytest.raises(BadRequest) as refused:
+        AnthropicProvider().encode(request)
+    assert refused.value.param == field
