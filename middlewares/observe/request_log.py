@@ -139,6 +139,7 @@ class RequestLog(Layer):
         return log
 
     def _enabled(self, level: int) -> bool:
+        # structlog's filtering loggers answer from a precomputed table; others log everything.
         is_enabled_for = getattr(self._logger(), "is_enabled_for", None)
         return True if is_enabled_for is None else is_enabled_for(level)
 

@@ -2,7 +2,8 @@
 
 What a process configures once, at start, and every layer then uses: the default
 ``MeterProvider`` and ``TracerProvider`` (``configure_otel`` adds OTLP export),
-``render_prometheus`` for ``GET /metrics``, the names and bucket boundaries of onion's
+``render_prometheus`` for ``GET /metrics``, ``summed_histogram`` (histograms summed in
+onion's code and added to what the readers collect), the names and bucket boundaries of onion's
 instruments, and the structlog configuration (``configure_logging``) with its secret
 scrubbing. ``onion serve`` calls ``onion.config.configure_telemetry``, which calls these;
 a program that composes its own stack may call them itself.
@@ -19,6 +20,8 @@ from .._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     # Static twins of the lazy names below (``X as X`` marks a re-export).
+    from ._histograms import SummedHistogram as SummedHistogram
+    from ._histograms import summed_histogram as summed_histogram
     from ._logging import LOG_LEVELS as LOG_LEVELS
     from ._logging import configure_logging as configure_logging
     from ._logging import reset_logging as reset_logging
@@ -49,6 +52,8 @@ _LAZY: dict[str, str] = {
     "default_meter_provider": "_otel",
     "default_tracer_provider": "_otel",
     "render_prometheus": "_otel",
+    "SummedHistogram": "_histograms",
+    "summed_histogram": "_histograms",
 }
 
 __getattr__ = lazy_getattr(__name__, _LAZY, globals())

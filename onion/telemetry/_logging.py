@@ -42,6 +42,13 @@ _SECRET_VALUE = re.compile(
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,})"
 )
 _REDACTED = "[REDACTED]"
+# No string shorter than this can match ``_SECRET_VALUE`` (the shortest alternatives,
+# ``xox?-`` and ``bearer``, need 15 characters; a test checks it against the pattern), so
+# the short fields of a line (model, outcome, ids) skip the regex.
+_SHORTEST_SECRET = 15
+# Whether a field name is a credential's, memoised: the names of a line repeat on every
+# line. Bounded, in case some caller logs data-dependent keys.
+_SECRET_FIELD_MEMO: dict[str, bool] = {}
 
 
 def scrub_text(text: str) -> str:
@@ -50,13 +57,18 @@ def scrub_text(text: str) -> str:
 
 
 def _secret_field(name: str) -> bool:
-    lowered = name.lower()
-    return lowered in _SECRET_FIELDS or lowered.endswith(_SECRET_SUFFIXES)
+    found = _SECRET_FIELD_MEMO.get(name)
+    if found is None:
+        lowered = name.lower()
+        found = lowered in _SECRET_FIELDS or lowered.endswith(_SECRET_SUFFIXES)
+        if len(_SECRET_FIELD_MEMO) < 4096:
+            _SECRET_FIELD_MEMO[name] = found
+    return found
 
 
 def _scrub(value: Any, depth: int) -> Any:
     if isinstance(value, str):
-        return _SECRET_VALUE.sub(_REDACTED, value) if value else value
+        return _SECRET_VALUE.sub(_REDACTED, value) if len(value) >= _SHORTEST_SECRET else value
     if depth and isinstance(value, dict):
         return {k: _REDACTED if _secret_field(str(k)) else _scrub(v, depth - 1) for k, v in value.items()}
     if depth and isinstance(value, (list, tuple)):
@@ -70,9 +82,17 @@ def scrub_secrets(logger: Any, method: str, event_dict: MutableMapping[str, Any]
     Runs only for lines that are emitted. Stack traces are kept for ``error`` and above
     only (they can hold URLs and internal detail).
     """
+    memo = _SECRET_FIELD_MEMO
     for key, value in event_dict.items():
-        if _secret_field(key):
+        secret = memo.get(key)
+        if secret is None:
+            secret = _secret_field(key)
+        if secret:
             event_dict[key] = _REDACTED
+        elif type(value) is str:
+            # Most fields of a line are short strings that cannot hold a key.
+            if len(value) >= _SHORTEST_SECRET:
+                event_dict[key] = _SECRET_VALUE.sub(_REDACTED, value)
         elif value is not None and not isinstance(value, (int, float, bool)):
             event_dict[key] = _scrub(value, 3)
     if method not in ("error", "critical", "exception"):
@@ -108,8 +128,9 @@ def configure_logging(
         json = not (hasattr(stream, "isatty") and stream.isatty())
     shared: list[Any] = [
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Before the timestamp, which cannot hold a secret and would be scanned for one.
         scrub_secrets,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: list[Any] = (
         [structlog.processors.format_exc_info, structlog.processors.JSONRenderer(_json_serializer)]
