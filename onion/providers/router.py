@@ -43,6 +43,7 @@ class Router:
             raise ConfigError("the router needs at least one provider")
         self.providers: dict[str, Provider] = {}
         self._by_model: dict[str, Provider] = {}
+        self._all_by_model: dict[str, list[Provider]] = {}
         self._catch_all: Provider | None = None
         for provider in providers:
             if provider.name in self.providers:
@@ -50,6 +51,7 @@ class Router:
             self.providers[provider.name] = provider
             for model in provider.models:
                 self._by_model.setdefault(model, provider)
+                self._all_by_model.setdefault(model, []).append(provider)
             if not provider.models and self._catch_all is None:
                 self._catch_all = provider
 
@@ -70,6 +72,25 @@ class Router:
     def models(self) -> list[tuple[str, str]]:
         """``(model, provider name)`` for every model a provider lists, in order."""
         return [(model, provider.name) for model, provider in self._by_model.items()]
+
+    def deployments(self, model: str) -> list[Provider]:
+        """Every provider that lists ``model``, in configuration order.
+
+        A name no provider lists resolves as ``route`` does (explicit prefix, then the
+        catch-all); an unknown model is ``ModelNotFound``.
+        """
+        listed = self._all_by_model.get(model)
+        if listed:
+            return list(listed)
+        return [self.route(model)[0]]
+
+    def healthy_deployments(self, model: str) -> list[Provider]:
+        """The deployments of ``model`` not currently ejected.
+
+        The router does not eject deployments yet (no health data is kept), so this is
+        every deployment; ``/readyz`` asks this name so that ejection can land behind it.
+        """
+        return self.deployments(model)
 
     async def __call__(self, request: Request) -> Response:
         provider, model = self.route(request.model)

@@ -75,3 +75,15 @@ def test_every_listed_model_routes_to_the_first_provider_listing_it(table: dict[
             explicit, sent = router.route(f"{provider.name}/{model}")
             if f"{provider.name}/{model}" not in router._by_model:
                 assert explicit is provider and sent == model
+
+
+def test_deployments_lists_every_provider_of_a_model_in_order() -> None:
+    a, b, c = scripted("a", "m1", "shared"), scripted("b", "shared"), scripted("c")
+    router = Router([a, b, c])
+    assert router.deployments("shared") == [a, b]
+    assert router.deployments("m1") == [a]
+    assert router.deployments("b/shared") == [b]
+    assert router.deployments("anything") == [c]  # the catch-all
+    assert router.healthy_deployments("shared") == [a, b]  # nothing is ejected yet
+    with pytest.raises(ModelNotFound):
+        Router([a]).deployments("gpt-9")
