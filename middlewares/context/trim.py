@@ -10,7 +10,8 @@ What is kept, always: every system (and developer) message, the latest user mess
 and everything after it (an agent's tool calls in progress). What goes: the oldest
 other messages first, where an assistant message with ``tool_calls`` and the tool
 results answering it count as one unit, so a call never loses its result or the
-reverse. Nothing is summarised and no model is called. If even the kept part does not
+reverse; an assistant turn left first by the trim goes too, so what is kept starts
+with a user turn. Nothing is summarised and no model is called. If even the kept part does not
 fit, the request fails with ``BadRequest`` naming both numbers.
 """
 
@@ -199,7 +200,10 @@ class TrimContext(Layer):
             )
         dropped: set[int] = set()
         for unit in units:
-            if total <= budget:
+            # Past the budget, an assistant turn whose question went is dropped too:
+            # the kept history then starts with a user turn, which Anthropic requires
+            # and every model reads better than an answer to nothing.
+            if total <= budget and messages[unit[0]].role != "assistant":
                 break
             dropped.update(unit)
             total -= sum(costs[i] for i in unit)

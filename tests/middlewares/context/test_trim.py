@@ -81,13 +81,17 @@ def test_trimming_laws(messages: list[Message], where: float) -> None:
     kept_results = {m.tool_call_id for m in kept if m.role == "tool"}
     assert kept_calls == kept_results
     # Oldest first: what was dropped is a prefix of the droppable units, and nothing was
-    # dropped that did not need to be.
+    # dropped that did not need to be, but for assistant turns left first by the trim.
     units = message_units(messages, last_user)
     gone = [all(all(k is not messages[i] for k in kept) for i in unit) for unit in units]
     assert gone == sorted(gone, reverse=True)
-    if any(gone):
-        last_dropped = units[gone.index(False) - 1] if False in gone else units[-1]
-        restored = sorted(set(positions) | set(last_dropped))
+    if dropped:
+        first_unpinned = next(k for k in kept if k.role not in ("system", "developer"))
+        assert first_unpinned.role != "assistant" or first_unpinned is messages[last_user]
+    cut = gone.count(True)
+    needed = [j for j in range(cut) if messages[units[j][0]].role != "assistant"]
+    if needed:
+        restored = sorted(set(positions) | {i for unit in units[needed[-1] : cut] for i in unit})
         assert prompt_tokens(trim, [messages[i] for i in restored]) > budget
 
 
@@ -134,8 +138,9 @@ def test_offline_tokenizer_failure_still_trims() -> None:
     trim = TrimContext(max_tokens=30, counter=BpeCounter("cl100k_base", loader=offline))
     messages = [Message("user", "old " * 40), Message("assistant", "ok"), Message("user", "new question")]
     trimmed, dropped, tokens = trim.trim(Request(model="gpt-4", messages=messages))
-    assert dropped == 1
-    assert [m.text for m in trimmed.messages] == ["ok", "new question"] and tokens <= 30
+    # The old question goes, and so does the answer it left first.
+    assert dropped == 2
+    assert [m.text for m in trimmed.messages] == ["new question"] and tokens <= 30
 
 
 def test_the_minimal_conversation_must_fit() -> None:
