@@ -14,8 +14,10 @@ upstream serves it. What maps:
   ``max_output_tokens`` -> ``max_completion_tokens``; ``temperature``, ``top_p``,
   ``user``, ``metadata``, ``service_tier``, ``safety_identifier``, ``prompt_cache_key``;
   ``reasoning.effort`` -> ``reasoning_effort``;
-- the answer: text and refusal -> a ``message`` item, tool calls -> ``function_call``
-  items, ``finish_reason`` ``length``/``content_filter`` -> status ``incomplete``,
+- the answer: reasoning text (``reasoning_content``, as reasoning models behind
+  OpenAI-compatible servers and Anthropic's thinking blocks give it) -> a ``reasoning``
+  item with ``reasoning_text`` content, first; text and refusal -> a ``message`` item,
+  tool calls -> ``function_call`` items, ``finish_reason`` ``length``/``content_filter`` -> status ``incomplete``,
   usage -> ``input_tokens``/``output_tokens`` with their details.
 
 What needs OpenAI's server-side state or tools is a 400 that says so, never dropped:
@@ -492,7 +494,12 @@ def _usage(usage: Usage | None) -> dict[str, Any] | None:
     answer = usage.completion_tokens_details or {}
     return {
         "input_tokens": usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": prompt.get("cached_tokens") or 0},
+        # cache_write_tokens: the tokens written to the prompt cache (Anthropic's cache
+        # creation); the current openai SDK requires the field.
+        "input_tokens_details": {
+            "cached_tokens": prompt.get("cached_tokens") or 0,
+            "cache_write_tokens": prompt.get("cache_write_tokens") or prompt.get("cache_creation_tokens") or 0,
+        },
         "output_tokens": usage.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": answer.get("reasoning_tokens") or 0},
         "total_tokens": usage.total_tokens,
@@ -566,9 +573,15 @@ def _call_item(rid: str, index: int, call: dict[str, Any], status: str) -> dict[
     }
 
 
+def _reasoning_item(rid: str, text: str, status: str) -> dict[str, Any]:
+    content = [{"type": "reasoning_text", "text": text}] if text else []
+    return {"id": f"rs_{rid}", "type": "reasoning", "summary": [], "content": content, "status": status}
+
+
 def output_items(completion: Completion, request: Request) -> list[dict[str, Any]]:
-    """The Responses ``output`` of a chat answer: a ``message`` item for its text and
-    refusal (when it has either, or nothing else), then a ``function_call`` per tool call."""
+    """The Responses ``output`` of a chat answer: a ``reasoning`` item for its reasoning
+    text (when it has some), a ``message`` item for its text and refusal (when it has
+    either, or nothing else), then a ``function_call`` per tool call."""
     rid = _ids(request)
     status = "incomplete" if completion.finish_reason in _INCOMPLETE else "completed"
     parts: list[dict[str, Any]] = []
@@ -578,6 +591,9 @@ def output_items(completion: Completion, request: Request) -> list[dict[str, Any
     if completion.refusal:
         parts.append({"type": "refusal", "refusal": completion.refusal})
     items: list[dict[str, Any]] = []
+    reasoning = completion.message_extra.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning:
+        items.append(_reasoning_item(rid, reasoning, "completed"))
     if parts:
         items.append({"id": f"msg_{rid}", "type": "message", "status": status, "role": "assistant", "content": parts})
     items.extend(_call_item(rid, i, call, "completed") for i, call in enumerate(calls))
@@ -603,7 +619,9 @@ class ResponsesStreamEncoder:
     """Writes one streamed chat answer as the Responses API's events.
 
     The first chunk opens the stream (``response.created``, ``response.in_progress``);
-    text opens a ``message`` item with an ``output_text`` part (a refusal its own part),
+    reasoning text (``delta_extra`` ``reasoning_content``) opens a ``reasoning`` item
+    (``response.reasoning_text.delta``), text a ``message`` item with an
+    ``output_text`` part (a refusal its own part),
     and each tool call index a ``function_call`` item; an item is closed (its ``.done``
     events) when the next one opens or the answer ends, so items never interleave.
     ``end`` sends ``response.completed`` (``response.incomplete`` when the answer was cut
@@ -617,6 +635,7 @@ class ResponsesStreamEncoder:
         "_kind",
         "_message",
         "_part",
+        "_reasoning",
         "_request_id",
         "_rid",
         "_seq",
@@ -630,10 +649,11 @@ class ResponsesStreamEncoder:
         self._base = _response(request, model, int(time.time()))
         self._seq = 0
         self._items: list[dict[str, Any]] = []
-        self._kind: str | None = None  # the open item: "message", "call" or None
+        self._kind: str | None = None  # the open item: "reasoning", "message", "call" or None
         self._message: dict[str, Any] = {}
         self._part: list[Any] = []  # the open part: [kind, pieces, annotations]
         self._call: dict[str, Any] = {}
+        self._reasoning: list[str] = []
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
 
@@ -659,6 +679,10 @@ class ResponsesStreamEncoder:
             self.finish_reason = chunk.finish_reason
         if chunk.index:
             return out or None  # the Responses API has one choice; decode never asks for more
+        if chunk.delta_extra:
+            reasoning = chunk.delta_extra.get("reasoning_content")
+            if isinstance(reasoning, str) and reasoning:
+                out += self._reasoning_delta(reasoning)
         if chunk.content:
             out += self._text("output_text", chunk.content)
         if chunk.annotations and self._part and self._part[0] == "output_text":
@@ -713,6 +737,20 @@ class ResponsesStreamEncoder:
         self._part = []
         return out + self._emit("response.content_part.done", {**where, "part": part})
 
+    # -- reasoning items ---------------------------------------------------------------
+
+    def _reasoning_delta(self, piece: str) -> bytes:
+        out = b""
+        where = {"item_id": f"rs_{self._rid}", "output_index": len(self._items), "content_index": 0}
+        if self._kind != "reasoning":
+            out += self._close()
+            self._kind = "reasoning"
+            self._reasoning = []
+            added = _reasoning_item(self._rid, "", "in_progress")
+            out += self._emit("response.output_item.added", {"output_index": len(self._items), "item": added})
+        self._reasoning.append(piece)
+        return out + self._emit("response.reasoning_text.delta", {**where, "delta": piece})
+
     # -- function-call items ---------------------------------------------------------
 
     def _call_delta(self, index: int, delta: dict[str, Any]) -> bytes:
@@ -740,6 +778,11 @@ class ResponsesStreamEncoder:
         if self._kind == "message":
             out = self._close_part()
             item = {**self._message, "status": "completed"}
+        elif self._kind == "reasoning":
+            text = "".join(self._reasoning)
+            item = _reasoning_item(self._rid, text, "completed")
+            where = {"item_id": item["id"], "output_index": len(self._items), "content_index": 0}
+            out = self._emit("response.reasoning_text.done", {**where, "text": text})
         elif self._kind == "call":
             call = self._call["call"]
             call["function"]["arguments"] = "".join(self._call["pieces"])
@@ -759,7 +802,7 @@ class ResponsesStreamEncoder:
     def end(self) -> bytes:
         """Closes the open item, then ``response.completed`` (or ``.incomplete``)."""
         out = self._start() if self._seq == 0 else b""
-        if not self._items and self._kind is None:
+        if self._kind in (None, "reasoning") and all(item["type"] == "reasoning" for item in self._items):
             out += self._text("output_text", "")  # an empty answer is an empty message, as complete
         out += self._close()
         final = _finished({**self._base, "output": self._items}, self.finish_reason, self.usage)

@@ -13,6 +13,7 @@ import itertools
 from typing import Any
 
 import msgspec
+import openai
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -146,8 +147,15 @@ def answers(draw: st.DrawFn) -> Completion:
         st.none()
         | st.builds(lambda p, c: Usage(p, c, p + c, {"cached_tokens": p // 2}), st.integers(0, 99), st.integers(0, 99))
     )
+    reasoning = draw(st.none() | st.text(min_size=1, max_size=20))
     return Completion(
-        content=content, tool_calls=tool_calls, refusal=refusal, finish_reason=finish, usage=usage, model="m"
+        content=content,
+        tool_calls=tool_calls,
+        refusal=refusal,
+        finish_reason=finish,
+        usage=usage,
+        model="m",
+        message_extra={"reasoning_content": reasoning} if reasoning else {},
     )
 
 
@@ -161,6 +169,8 @@ def _pieces(draw: st.DrawFn, value: str) -> list[str]:
 def streamed(draw: st.DrawFn) -> tuple[Completion, list[Chunk]]:
     answer = draw(answers())
     chunks = [Chunk(role="assistant", model="m")]
+    reasoning = answer.message_extra.get("reasoning_content", "")
+    chunks += [Chunk(delta_extra={"reasoning_content": piece}) for piece in _pieces(draw, reasoning)]
     chunks += [Chunk(content=piece) for piece in _pieces(draw, answer.content)]
     chunks += [Chunk(refusal=piece) for piece in _pieces(draw, answer.refusal or "")]
     piece_chars = draw(st.integers(0, 5))
@@ -198,3 +208,11 @@ def test_a_chat_answer_is_the_same_responses_output_complete_or_streamed(case: t
     assert got == want
     deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
     assert deltas == answer.content
+    # Reasoning text is a reasoning item first, complete or streamed, as the SDK reads it.
+    reasoning = answer.message_extra.get("reasoning_content")
+    parsed = openai.types.responses.Response.model_validate(final)
+    items = [i for i in parsed.output if i.type == "reasoning"]
+    assert [c.text for i in items for c in i.content or ()] == ([reasoning] if reasoning else [])
+    assert not items or parsed.output[0].type == "reasoning"
+    thought = "".join(e["delta"] for e in events if e["type"] == "response.reasoning_text.delta")
+    assert thought == (reasoning or "")
