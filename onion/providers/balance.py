@@ -1,0 +1,376 @@
+"""Load balancing and outlier ejection across the deployments of one model.
+
+The router's book of deployment health. A model may be served by several deployments
+(providers: keys, regions, replicas), each with a ``weight``. For each call the router
+asks ``HealthTable.pick`` for one, reports the start and the verdict of the attempt,
+and the table ejects deployments that keep failing, as Envoy's outlier detection does.
+
+Picking: **weighted least-request** (Envoy's ``LEAST_REQUEST`` formula): a deployment is
+drawn at random with probability proportional to ``weight / (in_flight + 1) ** bias``
+(``in_flight_bias``, default 1). With no calls in flight this is plain weighted random,
+so the configured weights hold exactly; a deployment that answers slowly piles up calls
+in flight and is drawn less, so latency steers load without a latency model. ``bias = 0``
+is plain weighted random.
+
+Ejection: ``consecutive_failures`` failures in a row (errors: 5xx, 429, connection
+errors; timeouts and stalls; streams cut mid-way) eject a deployment for
+``base_ejection_seconds * n`` (``n``: how many times it was ejected, capped at
+``max_ejection_seconds``; the count starts again after a healthy spell of
+``max_ejection_seconds``). At most ``max_ejection_percent`` of a model's deployments are
+ejected at once, and never all of them: one is always left to serve. When the ejection
+time is over the deployment is *probing*: one call at a time goes to it; its success
+returns it to the pool, its failure ejects it again at once (for longer). A client that
+cancels, a caller's own 4xx and an open circuit are no verdict.
+
+If every candidate is ejected anyway (the percent rule is per model, a deployment may
+serve several; or another worker's data says so), the table still picks the one whose
+ejection ends soonest ("panic", as Envoy): an ejected deployment is never preferred to
+a healthy one, and a model is never left with nothing.
+
+Shared state: with a ``RedisClient`` (``SharedHealth``), calls in flight and ejections
+are shared by every worker and machine: each attempt is a member of a sorted set per
+deployment (scored by when it expires, so a crashed worker's calls age out), failures
+in a row and ejection times live in a hash per deployment. Every Redis operation has
+the client's short deadline and breaker; when Redis fails, the local book decides.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from .._redis import RedisClient
+from ..errors import ConfigError
+
+__all__ = ["DeploymentState", "EjectionPolicy", "HealthTable", "SharedHealth", "Verdict"]
+
+Verdict = Literal["ok", "failed", "none"]
+"""How an attempt ended for a deployment's health: answered, failed, or no verdict."""
+
+
+class EjectionPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """When a deployment is ejected, for how long, and how calls are spread.
+
+    Defaults: 5 failures in a row eject for 30 s times ejections (at most 300 s), at most
+    50 % of a model's deployments ejected at once (never all), least-request bias 1.
+    ``in_flight_ttl_seconds``: how long a call counts as in flight in Redis at most (a
+    crashed worker's calls age out after it).
+    """
+
+    consecutive_failures: int = 5
+    base_ejection_seconds: float = 30.0
+    max_ejection_seconds: float = 300.0
+    max_ejection_percent: float = 50.0
+    in_flight_bias: float = 1.0
+    in_flight_ttl_seconds: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.consecutive_failures, int) or self.consecutive_failures < 1:
+            raise ConfigError("field 'consecutive_failures': must be an integer >= 1", field="consecutive_failures")
+        for field in ("base_ejection_seconds", "max_ejection_seconds", "in_flight_ttl_seconds"):
+            value = getattr(self, field)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"field {field!r}: must be a number > 0", field=field)
+        if self.max_ejection_seconds < self.base_ejection_seconds:
+            raise ConfigError(
+                "field 'max_ejection_seconds': must be >= base_ejection_seconds", field="max_ejection_seconds"
+            )
+        if not 0 <= self.max_ejection_percent <= 100:
+            raise ConfigError("field 'max_ejection_percent': must be 0-100", field="max_ejection_percent")
+        if not (math.isfinite(self.in_flight_bias) and self.in_flight_bias >= 0):
+            raise ConfigError("field 'in_flight_bias': must be a number >= 0", field="in_flight_bias")
+
+
+class DeploymentState(msgspec.Struct, frozen=True):
+    """What the table knows of one deployment right now (a copy).
+
+    ``status``: ``healthy``, ``ejected`` (until ``ejected_until``) or ``probing`` (the
+    ejection time is over; one call at a time tries it). ``in_flight`` counts this
+    process's calls plus, with Redis, the other workers' (``remote_in_flight``).
+    """
+
+    name: str
+    weight: float
+    status: Literal["healthy", "ejected", "probing"]
+    in_flight: int
+    failures: int
+    ejections: int
+    ejected_until: float
+    served: int
+    failed: int
+
+
+class _Deployment:
+    __slots__ = (
+        "ejected_until",
+        "ejections",
+        "failed",
+        "failures",
+        "in_flight",
+        "last_healthy",
+        "name",
+        "probe_busy",
+        "remote_in_flight",
+        "served",
+        "weight",
+    )
+
+    def __init__(self, name: str, weight: float) -> None:
+        self.name = name
+        self.weight = weight
+        self.in_flight = 0
+        self.remote_in_flight = 0  # the other workers' calls, from the last Redis snapshot
+        self.failures = 0  # failures in a row
+        self.ejections = 0
+        self.ejected_until = 0.0  # 0: never ejected
+        self.last_healthy = 0.0  # when the last ejection ended in a success
+        self.probe_busy = False
+        self.served = 0
+        self.failed = 0
+
+    def ejected(self, now: float) -> bool:
+        return now < self.ejected_until
+
+    def probing(self, now: float) -> bool:
+        # Ejected once, the time is over, and no success since: the next call is a probe.
+        return self.ejected_until > 0 and now >= self.ejected_until and self.last_healthy < self.ejected_until
+
+
+class HealthTable:
+    """Health, weights and calls in flight of every deployment the router knows.
+
+    ``HealthTable({"a": 2.0, "b": 1.0}, policy)``; ``groups`` are the deployment names
+    of each model (the percent rule applies within each). ``clock`` is wall time by
+    default (ejection times are shared between machines through Redis).
+    """
+
+    def __init__(
+        self,
+        weights: dict[str, float],
+        policy: EjectionPolicy | None = None,
+        *,
+        groups: Iterable[Sequence[str]] = (),
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        for name, weight in weights.items():
+            if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
+                raise ConfigError(f"deployment {name!r}: field 'weight': must be a number > 0", field="weight")
+        self.policy = policy or EjectionPolicy()
+        self.clock = clock
+        self._rng = rng or random.Random()
+        self._deployments = {name: _Deployment(name, float(weight)) for name, weight in weights.items()}
+        self._groups: dict[str, list[list[str]]] = {name: [] for name in weights}
+        for group in groups:
+            members = list(dict.fromkeys(group))
+            for name in members:
+                self._groups[name].append(members)
+
+    # -- reading ---------------------------------------------------------------
+
+    def state(self, name: str) -> DeploymentState:
+        """A copy of what the table knows of deployment ``name``."""
+        d = self._deployments[name]
+        now = self.clock()
+        status = "ejected" if d.ejected(now) else "probing" if d.probing(now) else "healthy"
+        return DeploymentState(
+            name,
+            d.weight,
+            status,
+            d.in_flight + d.remote_in_flight,
+            d.failures,
+            d.ejections,
+            d.ejected_until,
+            d.served,
+            d.failed,
+        )
+
+    def ejected(self, name: str) -> bool:
+        """True while ``name`` is ejected (its ejection time not yet over)."""
+        return self._deployments[name].ejected(self.clock())
+
+    # -- picking ---------------------------------------------------------------
+
+    def pick(self, names: Sequence[str], exclude: str | None = None) -> str | None:
+        """One of ``names`` (not ``exclude``) for the next attempt, or ``None`` if none is left.
+
+        Among the healthy ones (and probing ones without a probe in flight), weighted
+        least-request; if none, the candidate whose ejection ends soonest.
+        """
+        now = self.clock()
+        deployments = self._deployments
+        candidates = [deployments[n] for n in names if n != exclude]
+        if not candidates:
+            return None
+        eligible = [d for d in candidates if not d.ejected(now) and not (d.probe_busy and d.probing(now))]
+        if not eligible:
+            return min(candidates, key=lambda d: d.ejected_until).name
+        if len(eligible) == 1:
+            return eligible[0].name
+        bias = self.policy.in_flight_bias
+        scores = [d.weight / (d.in_flight + d.remote_in_flight + 1) ** bias for d in eligible]
+        return self._rng.choices(eligible, scores)[0].name
+
+    # -- reporting -------------------------------------------------------------
+
+    def started(self, name: str) -> None:
+        """An attempt on ``name`` begins (a probe, if its ejection time is over)."""
+        d = self._deployments[name]
+        d.in_flight += 1
+        if d.probing(self.clock()):
+            d.probe_busy = True
+
+    def finished(self, name: str, verdict: Verdict, shared_failures: int | None = None) -> bool:
+        """An attempt on ``name`` ended; returns True when this verdict ejected it.
+
+        ``shared_failures``: the failures in a row every worker saw (from Redis), used in
+        place of the local count when given.
+        """
+        d = self._deployments[name]
+        now = self.clock()
+        d.in_flight = max(0, d.in_flight - 1)
+        was_probe, d.probe_busy = d.probe_busy, False
+        if verdict == "none":
+            return False
+        if verdict == "ok":
+            d.served += 1
+            d.failures = 0
+            if d.probing(now):
+                d.last_healthy = now  # the probe answered: back in the pool
+            return False
+        d.failed += 1
+        d.failures = d.failures + 1 if shared_failures is None else max(shared_failures, d.failures + 1)
+        if d.ejected(now):
+            return False
+        if (was_probe or d.probing(now) or d.failures >= self.policy.consecutive_failures) and self._may_eject(d, now):
+            self._eject(d, now)
+            return True
+        return False
+
+    def _may_eject(self, d: _Deployment, now: float) -> bool:
+        percent = self.policy.max_ejection_percent
+        groups = self._groups[d.name] or [[d.name]]
+        for group in groups:
+            ejected = sum(1 for n in group if n != d.name and self._deployments[n].ejected(now))
+            allowed = max(1, math.floor(len(group) * percent / 100)) if percent > 0 else 0
+            if ejected + 1 > allowed or ejected + 1 >= len(group):
+                return False
+        return True
+
+    def _eject(self, d: _Deployment, now: float) -> None:
+        policy = self.policy
+        if d.ejections and now - max(d.last_healthy, d.ejected_until) > policy.max_ejection_seconds:
+            d.ejections = 0  # a long healthy spell: the next ejection is short again
+        d.ejections += 1
+        d.ejected_until = now + min(policy.base_ejection_seconds * d.ejections, policy.max_ejection_seconds)
+        d.failures = 0
+
+    def merge(self, name: str, remote_in_flight: int, ejected_until: float, ejections: int) -> None:
+        """Fold in what the other workers know (a Redis snapshot): theirs is the later ejection."""
+        d = self._deployments[name]
+        d.remote_in_flight = max(0, remote_in_flight - d.in_flight)
+        if ejected_until > d.ejected_until:
+            d.ejected_until = ejected_until
+            d.ejections = max(d.ejections, ejections)
+
+    def shared_fields(self, name: str) -> tuple[float, int]:
+        """``(ejected_until, ejections)`` of ``name``, as written to Redis."""
+        d = self._deployments[name]
+        return d.ejected_until, d.ejections
+
+
+_SETTLE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local failures
+if ARGV[2] == 'failed' then
+  failures = redis.call('HINCRBY', KEYS[2], 'failures', 1)
+elseif ARGV[2] == 'ok' then
+  redis.call('HSET', KEYS[2], 'failures', 0)
+  failures = 0
+else
+  failures = tonumber(redis.call('HGET', KEYS[2], 'failures') or '0')
+end
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return failures
+"""
+
+
+class SharedHealth:
+    """Calls in flight and ejections of deployments shared through Redis.
+
+    Keys: ``{prefix}{name}:flight`` (sorted set of attempts, scored by expiry) and
+    ``{prefix}{name}:health`` (hash: ``failures``, ``ejected_until``, ``ejections``).
+    Every method raises what ``RedisClient.run`` raises; the router catches it and goes
+    on with its local book.
+    """
+
+    def __init__(
+        self, redis: RedisClient, *, prefix: str = "onion:deployment:", policy: EjectionPolicy | None = None
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.policy = policy or EjectionPolicy()
+        self._settle = redis.script(_SETTLE)
+
+    def _keys(self, name: str) -> tuple[str, str]:
+        return f"{self.prefix}{name}:flight", f"{self.prefix}{name}:health"
+
+    async def start(self, name: str, now: float) -> str:
+        """Count one attempt on ``name`` in flight; returns its token for ``finish``."""
+        token = secrets.token_hex(8)
+        flight, _ = self._keys(name)
+        ttl = self.policy.in_flight_ttl_seconds
+
+        def add(sync: Any = self.redis.sync) -> None:
+            pipe = sync.pipeline(transaction=False)
+            pipe.zadd(flight, {token: now + ttl})
+            pipe.expire(flight, int(ttl) + 1)
+            pipe.execute()
+
+        await self.redis.run(add)
+        return token
+
+    async def finish(self, name: str, token: str, verdict: Verdict) -> int:
+        """End attempt ``token``; returns the failures in a row every worker saw."""
+        keys = list(self._keys(name))
+        ttl = int(self.policy.max_ejection_seconds * 2) + 1
+        return int(await self.redis.run(lambda: self._settle(keys=keys, args=[token, verdict, ttl])))
+
+    async def eject(self, name: str, ejected_until: float, ejections: int) -> None:
+        """Record that ``name`` is ejected until ``ejected_until`` (wall time)."""
+        _, health = self._keys(name)
+        ttl = int(self.policy.max_ejection_seconds * 2) + 1
+
+        def write(sync: Any = self.redis.sync) -> None:
+            pipe = sync.pipeline(transaction=False)
+            pipe.hset(health, mapping={"ejected_until": repr(ejected_until), "ejections": ejections, "failures": 0})
+            pipe.expire(health, ttl)
+            pipe.execute()
+
+        await self.redis.run(write)
+
+    async def snapshot(self, names: Sequence[str], now: float) -> dict[str, tuple[int, float, int]]:
+        """``{name: (calls in flight, ejected_until, ejections)}`` over every worker."""
+
+        def read(sync: Any = self.redis.sync) -> list[Any]:
+            pipe = sync.pipeline(transaction=False)
+            for name in names:
+                flight, health = self._keys(name)
+                pipe.zremrangebyscore(flight, "-inf", now)
+                pipe.zcard(flight)
+                pipe.hmget(health, "ejected_until", "ejections")
+            return list(pipe.execute())
+
+        replies = await self.redis.run(read)
+        out: dict[str, tuple[int, float, int]] = {}
+        for index, name in enumerate(names):
+            count = int(replies[3 * index + 1])
+            until, ejections = replies[3 * index + 2]
+            out[name] = (count, float(until or 0.0), int(ejections or 0))
+        return out
