@@ -198,18 +198,20 @@ class HealthTable:
     # -- picking ---------------------------------------------------------------
 
     def pick(self, names: Sequence[str], exclude: str | None = None) -> str | None:
-        """One of ``names`` (not ``exclude``) for the next attempt, or ``None`` if none is left.
+        """One of ``names`` for the next attempt.
 
         Among the healthy ones (and probing ones without a probe in flight), weighted
-        least-request; if none, the candidate whose ejection ends soonest.
+        least-request; if none, the candidate whose ejection ends soonest (never nothing).
+        ``exclude``: the deployment that just failed, for the router's second attempt,
+        which goes only to a healthy one: ``None`` if there is none.
         """
         now = self.clock()
         deployments = self._deployments
         candidates = [deployments[n] for n in names if n != exclude]
-        if not candidates:
-            return None
         eligible = [d for d in candidates if not d.ejected(now) and not (d.probe_busy and d.probing(now))]
         if not eligible:
+            if exclude is not None or not candidates:
+                return None
             return min(candidates, key=lambda d: d.ejected_until).name
         if len(eligible) == 1:
             return eligible[0].name
