@@ -1,0 +1,312 @@
+"""Several deployments per model: weights, outlier ejection and its probe, another
+deployment before failing, all-ejected behaviour, Redis sharing, config errors.
+
+Deployments are ``OpenAIProvider``\\ s talking to ``FakeUpstream``\\ s over real HTTP.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from onion import ConfigError, Context, Message, ProviderError, Request, Stack
+from onion.config import build_gateway, parse_config
+from onion.providers import EjectionPolicy, HealthTable, OpenAIProvider, Router
+from onion.testing.upstream import FakeUpstream, Fault
+
+MODEL = "gpt-4o"
+
+
+class Clock:
+    """Wall time the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def upstreams() -> AsyncIterator[tuple[FakeUpstream, FakeUpstream]]:
+    async with FakeUpstream() as east, FakeUpstream() as west:
+        yield east, west
+
+
+def deployments(east: FakeUpstream, west: FakeUpstream) -> list[OpenAIProvider]:
+    return [
+        OpenAIProvider(name="east", base_url=east.base_url, models=[MODEL], read_timeout=5),
+        OpenAIProvider(name="west", base_url=west.base_url, models=[MODEL], read_timeout=5),
+    ]
+
+
+def ask(*, stream: bool = False) -> Request:
+    return Request(model=MODEL, messages=[Message("user", "hello")], stream=stream, context=Context())
+
+
+async def answer(router: Router, *, stream: bool = False) -> tuple[str, str]:
+    """(the deployment that served, the text)."""
+    response = await router(ask(stream=stream))
+    deployment = response.headers["x-onion-deployment"]
+    return deployment, (await response.result()).content or ""
+
+
+def chat_calls(upstream: FakeUpstream) -> int:
+    return sum(1 for path, _, _ in upstream.requests if path.endswith("/chat/completions"))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_weights_share_the_calls(upstreams: tuple[FakeUpstream, FakeUpstream], stream: bool) -> None:
+    east, west = upstreams
+    router = Router(deployments(east, west), weights={"east": 3.0}, rng=random.Random(7))
+    try:
+        served = [(await answer(router, stream=stream))[0] for _ in range(200)]
+    finally:
+        await router.aclose()
+    share = served.count("east") / len(served)
+    # 200 draws at p = 0.75: sd 0.031; the bounds are 4 sd wide, the seed makes it exact.
+    assert 0.62 <= share <= 0.88, share
+    assert chat_calls(east) == served.count("east") and chat_calls(west) == served.count("west")
+
+
+def test_weights_hold_over_many_picks_and_in_flight_steers() -> None:
+    table = HealthTable({"a": 3.0, "b": 1.0}, groups=[["a", "b"]], rng=random.Random(1))
+    picks = [table.pick(["a", "b"]) for _ in range(8000)]
+    assert abs(picks.count("a") / 8000 - 0.75) < 0.02
+    for _ in range(9):  # nine calls in flight on a: its score drops to 3/10 against b's 1
+        table.started("a")
+    picks = [table.pick(["a", "b"]) for _ in range(8000)]
+    assert abs(picks.count("a") / 8000 - 0.3 / 1.3) < 0.02
+    plain = HealthTable({"a": 3.0, "b": 1.0}, EjectionPolicy(in_flight_bias=0), rng=random.Random(1))
+    for _ in range(9):
+        plain.started("a")
+    assert abs([plain.pick(["a", "b"]) for _ in range(8000)].count("a") / 8000 - 0.75) < 0.02
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_failure_tries_the_other_deployment_first(
+    upstreams: tuple[FakeUpstream, FakeUpstream], stream: bool
+) -> None:
+    east, west = upstreams
+    router = Router(deployments(east, west), weights={"east": 1e9}, rng=random.Random(1))
+    stack = Stack([], handler=router)
+    try:
+        east.push(Fault(status=503))
+        request = ask(stream=stream)
+        response = await stack(request)
+        assert response.headers["x-onion-deployment"] == "west"
+        assert (await response.result()).content
+        assert (chat_calls(east), chat_calls(west)) == (1, 1)
+        assert request.context.attempts == 2  # both calls are counted
+        assert router.health.state("east").failed == 1 and router.health.state("west").served == 1
+        # A caller's own 400 is no deployment's fault: surfaced as is, nothing else called.
+        east.push(Fault(status=400, error_type="invalid_request_error"))
+        with pytest.raises(ProviderError) as caught:
+            await router(ask(stream=stream))
+        assert caught.value.status == 400 and (chat_calls(east), chat_calls(west)) == (2, 1)
+        assert router.health.state("east").failed == 1
+        # Both fail: the last error surfaces after two attempts (the layers outside decide).
+        east.push(Fault(status=500))
+        west.push(Fault(status=502))
+        with pytest.raises(ProviderError) as caught:
+            await router(ask(stream=stream))
+        assert caught.value.retryable and (chat_calls(east), chat_calls(west)) == (3, 2)
+    finally:
+        await router.aclose()
+
+
+async def test_a_cut_stream_counts_against_its_deployment_and_a_cancel_does_not(
+    upstreams: tuple[FakeUpstream, FakeUpstream],
+) -> None:
+    east, west = upstreams
+    router = Router(deployments(east, west), weights={"east": 1e9}, rng=random.Random(1))
+    try:
+        east.push(Fault(cut_after=2))
+        response = await router(ask(stream=True))
+        with pytest.raises(ProviderError):
+            await response.result()
+        assert router.health.state("east").failed == 1
+        assert chat_calls(west) == 0  # a stream that began is never re-sent here
+        # A client that stops reading is no verdict, and its call is no longer in flight.
+        east.push(Fault(chunk_delay=0.05))
+        response = await router(ask(stream=True))
+        async for _ in response:
+            break
+        await response.aclose()
+        state = router.health.state("east")
+        assert (state.failed, state.served, state.in_flight) == (1, 0, 0)
+        await answer(router, stream=True)
+        assert router.health.state("east").served == 1
+    finally:
+        await router.aclose()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_ejection_then_a_probe_after_the_ejection_time(
+    upstreams: tuple[FakeUpstream, FakeUpstream], stream: bool
+) -> None:
+    east, west = upstreams
+    clock = Clock()
+    policy = EjectionPolicy(consecutive_failures=3, base_ejection_seconds=10, max_ejection_seconds=100)
+    router = Router(deployments(east, west), weights={"west": 1e9}, policy=policy, clock=clock, rng=random.Random(2))
+    west.fault_for = lambda body: Fault(status=503)
+    try:
+        for _ in range(3):  # each fails on west and is answered by east
+            assert (await answer(router, stream=stream))[0] == "east"
+        state = router.health.state("west")
+        assert (state.status, state.ejections, state.ejected_until) == ("ejected", 1, clock.now + 10)
+        assert [p.name for p in router.healthy_deployments(MODEL)] == ["east"]
+        for _ in range(20):  # ejected: west takes nothing despite its weight
+            assert (await answer(router, stream=stream))[0] == "east"
+        assert chat_calls(west) == 3
+        clock.now += 10  # the ejection time is over: west is probed, fails, is ejected for 20 s
+        assert router.health.state("west").status == "probing"
+        assert (await answer(router, stream=stream))[0] == "east"
+        state = router.health.state("west")
+        assert (chat_calls(west), state.status, state.ejections) == (4, "ejected", 2)
+        assert state.ejected_until == clock.now + 20
+        west.fault_for = None  # west recovers; its probe succeeds and it is back in the pool
+        clock.now += 20
+        assert (await answer(router, stream=stream))[0] == "west"
+        assert router.health.state("west").status == "healthy"
+        assert [p.name for p in router.healthy_deployments(MODEL)] == ["east", "west"]
+        assert (await answer(router, stream=stream))[0] == "west"
+    finally:
+        await router.aclose()
+
+
+async def test_never_all_ejected_and_panic_picks_the_soonest_back(
+    upstreams: tuple[FakeUpstream, FakeUpstream],
+) -> None:
+    east, west = upstreams
+    clock = Clock()
+    policy = EjectionPolicy(consecutive_failures=1, base_ejection_seconds=10, max_ejection_seconds=10)
+    router = Router(deployments(east, west), policy=policy, clock=clock, rng=random.Random(3))
+    east.fault_for = west.fault_for = lambda body: Fault(status=503)
+    try:
+        for _ in range(6):
+            with pytest.raises(ProviderError):
+                await router(ask())
+        ejected = [name for name in ("east", "west") if router.health.ejected(name)]
+        assert len(ejected) == 1  # the other one is left to serve, failing or not
+        assert len(router.healthy_deployments(MODEL)) == 1
+        # Another worker says the other one is ejected too (Redis): the router still
+        # serves, from the one whose ejection ends first, and /readyz sees every one.
+        other = "west" if ejected == ["east"] else "east"
+        router.health.merge(other, 0, clock.now + 5, 1)
+        east.fault_for = west.fault_for = None
+        assert (await answer(router))[0] == other
+        assert len(router.healthy_deployments(MODEL)) == 2
+    finally:
+        await router.aclose()
+
+
+async def test_shared_through_redis(upstreams: tuple[FakeUpstream, FakeUpstream], redis_url: str) -> None:
+    east, west = upstreams
+    prefix = f"onion:test:{random.getrandbits(32)}:"
+    policy = EjectionPolicy(consecutive_failures=4, base_ejection_seconds=30, max_ejection_seconds=60)
+    workers = [
+        Router(deployments(east, west), weights={"west": 1e9}, policy=policy, redis=redis_url, refresh_seconds=0)
+        for _ in range(2)
+    ]
+    for worker in workers:
+        assert worker.shared is not None
+        worker.shared.prefix = prefix
+    one, two = workers
+    west.fault_for = lambda body: Fault(status=503)
+    try:
+        # Failures in a row are counted over both workers: 2 + 2 eject west.
+        for worker in (one, one, two):
+            await answer(worker)
+        assert not one.health.ejected("west") and not two.health.ejected("west")
+        await answer(two)
+        assert two.health.ejected("west")
+        await answer(one)  # one reads the ejection before its pick: nothing goes to west
+        assert one.health.ejected("west") and chat_calls(west) == 4
+        assert [p.name for p in one.healthy_deployments(MODEL)] == ["east"]
+        # Calls in flight: one holds a stream open on east; two sees it.
+        east.push(Fault(chunk_delay=0.2))
+        held = await one(ask(stream=True))
+        await two(ask())  # refreshes two's snapshot
+        assert two.health.state("east").in_flight == 1
+        await held.aclose()
+        await two(ask())
+        assert two.health.state("east").in_flight == 0
+    finally:
+        for worker in workers:
+            await worker.aclose()
+            assert worker.shared is not None
+            await worker.shared.redis.aclose()
+
+
+async def test_a_hung_redis_never_hangs_a_call(
+    upstreams: tuple[FakeUpstream, FakeUpstream], redis_starter: object, tmp_path: object
+) -> None:
+    import signal
+
+    east, west = upstreams
+    url, process = redis_starter(tmp_path)  # type: ignore[operator]
+    router = Router(deployments(east, west), redis=url, refresh_seconds=0)
+    try:
+        await answer(router)
+        process.send_signal(signal.SIGSTOP)
+        with anyio.fail_after(5):  # a generous bound: each Redis call has a 0.2 s deadline
+            for _ in range(10):
+                assert (await answer(router))[1]
+    finally:
+        process.send_signal(signal.SIGCONT)
+        await router.aclose()
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def providers(**extra: object) -> dict[str, object]:
+    return {
+        "providers": [
+            {"name": "a", "kind": "simulated", "models": ["m"], "weight": 3},
+            {"name": "b", "kind": "simulated", "models": ["m"]},
+        ],
+        **extra,
+    }
+
+
+def test_config_weights_and_router_table() -> None:
+    gateway = build_gateway(parse_config(providers(router={"consecutive_failures": 2, "max_ejection_percent": 100})))
+    router = gateway.router
+    assert router.health.state("a").weight == 3 and router.health.state("b").weight == 1
+    assert router.health.policy.consecutive_failures == 2 and router.shared is None
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"providers": [{"name": "a", "kind": "simulated", "weight": 0}]}, "weight"),
+        ({"providers": [{"name": "a", "kind": "openai", "base_url": "http://x", "weight": -2}]}, "weight"),
+        ({"providers": [{"name": "a", "kind": "simulated", "weight": float("inf")}]}, "weight"),
+        (providers(router={"consecutive_failures": 0}), "consecutive_failures"),
+        (providers(router={"max_ejection_percent": 101}), "max_ejection_percent"),
+        (providers(router={"base_ejection_seconds": -1}), "base_ejection_seconds"),
+        (providers(router={"base_ejection_seconds": 60, "max_ejection_seconds": 10}), "max_ejection_seconds"),
+        (providers(router={"in_flight_bias": -1}), "in_flight_bias"),
+        (providers(router={"redis_url": "http://localhost"}), "redis_url"),
+        (providers(router={"redis_url": "env:NO_SUCH_VARIABLE_HERE"}), "redis_url"),
+        (providers(router={"ejection": 1}), "ejection"),
+    ],
+)
+def test_config_errors_name_the_field(data: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, env={})
+    assert any(problem.field == field for problem in caught.value.problems), caught.value
+    assert field in str(caught.value)
+
+
+def test_code_errors_name_the_field() -> None:
+    with pytest.raises(ConfigError, match="weight"):
+        HealthTable({"a": 0.0})
+    with pytest.raises(ConfigError, match="no provider is named"):
+        Router([OpenAIProvider(name="a", base_url="http://127.0.0.1:9/v1", models=[MODEL])], weights={"b": 2})
+    with pytest.raises(ConfigError, match="max_ejection_percent"):
+        EjectionPolicy(max_ejection_percent=-1)
