@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onion import ConfigError, Context, Message, ProviderError, Request, Stack
 from onion.config import build_gateway, parse_config
@@ -310,3 +312,66 @@ def test_code_errors_name_the_field() -> None:
         Router([OpenAIProvider(name="a", base_url="http://127.0.0.1:9/v1", models=[MODEL])], weights={"b": 2})
     with pytest.raises(ConfigError, match="max_ejection_percent"):
         EjectionPolicy(max_ejection_percent=-1)
+
+
+NAMES = ["d0", "d1", "d2", "d3", "d4"]
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("start"), st.sampled_from(NAMES)),
+        st.tuples(st.just("finish"), st.sampled_from(NAMES), st.sampled_from(["ok", "failed", "failed", "none"])),
+        st.tuples(st.just("advance"), st.floats(0, 40)),
+        st.tuples(st.just("call"), st.integers(0, 3), st.sampled_from(["ok", "failed", "failed", "failed", "none"])),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    groups=st.lists(st.lists(st.sampled_from(NAMES), min_size=1, max_size=5, unique=True), min_size=1, max_size=4),
+    failures=st.integers(1, 3),
+    percent=st.floats(0, 100),
+    ops=operations,
+    seed=st.integers(0, 2**16),
+)
+def test_law_an_ejected_deployment_is_never_picked_while_a_healthy_one_exists_and_never_all_are_ejected(
+    groups: list[list[str]], failures: int, percent: float, ops: list[tuple[object, ...]], seed: int
+) -> None:
+    clock = Clock()
+    policy = EjectionPolicy(
+        consecutive_failures=failures,
+        base_ejection_seconds=10,
+        max_ejection_seconds=30,
+        max_ejection_percent=percent,
+    )
+    table = HealthTable(dict.fromkeys(NAMES, 1.0), policy, groups=groups, clock=clock, rng=random.Random(seed))
+    started = dict.fromkeys(NAMES, 0)
+    for op in ops:
+        if op[0] == "start":
+            name = str(op[1])
+            table.started(name)
+            started[name] += 1
+        elif op[0] == "finish" and started[str(op[1])]:
+            name = str(op[1])
+            started[name] -= 1
+            table.finished(name, op[2])  # type: ignore[arg-type]
+        elif op[0] == "advance":
+            clock.now += float(op[1])  # type: ignore[arg-type]
+        elif op[0] == "call":  # pick, start, and finish at once
+            group = groups[int(op[1]) % len(groups)]  # type: ignore[call-overload]
+            chosen = table.pick(group)
+            assert chosen in group
+            if any(not table.ejected(name) for name in group):
+                assert not table.ejected(chosen)
+            assert chosen is not None
+            table.started(chosen)
+            table.finished(chosen, op[2])  # type: ignore[arg-type]
+        for group in groups:
+            ejected = [name for name in group if table.ejected(name)]
+            assert len(ejected) < len(group)  # never all
+            allowed = max(1, int(len(group) * percent / 100)) if percent > 0 else 0
+            assert len(ejected) <= allowed
+        for name in NAMES:
+            state = table.state(name)
+            assert state.ejected_until <= clock.now + policy.max_ejection_seconds
+            assert state.in_flight == started[name]
