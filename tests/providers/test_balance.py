@@ -147,6 +147,30 @@ async def test_a_cut_stream_counts_against_its_deployment_and_a_cancel_does_not(
 
 
 @pytest.mark.parametrize("stream", [False, True])
+async def test_a_call_cut_by_its_deadline_is_a_stall_and_a_cancel_is_no_verdict(
+    upstreams: tuple[FakeUpstream, FakeUpstream], stream: bool
+) -> None:
+    east, west = upstreams
+    router = Router(deployments(east, west), weights={"east": 1e9}, rng=random.Random(1))
+    try:
+        # No deadline: the caller went away, no verdict on east.
+        east.push(Fault(delay=1))
+        with anyio.move_on_after(0.3):
+            await (await router(ask(stream=stream))).result()
+        assert router.health.state("east").failed == 0
+        # The request's deadline passed (an outer timeout cut it): east stalled.
+        east.push(Fault(delay=1) if not stream else Fault(stall_after=1, stall=1))
+        request = ask(stream=stream)
+        request.context.deadline = anyio.current_time() + 0.3
+        with anyio.move_on_after(0.3):
+            await (await router(request)).result()
+        state = router.health.state("east")
+        assert (state.failed, state.in_flight) == (1, 0)
+    finally:
+        await router.aclose()
+
+
+@pytest.mark.parametrize("stream", [False, True])
 async def test_ejection_then_a_probe_after_the_ejection_time(
     upstreams: tuple[FakeUpstream, FakeUpstream], stream: bool
 ) -> None:
