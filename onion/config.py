@@ -557,7 +557,8 @@ class Gateway:
         for spec in self.config.providers:
             models = ", ".join(spec.models) if spec.models else "any model"
             where = f" at {spec.base_url}" if spec.base_url else ""
-            lines.append(f"{spec.name} ({spec.kind}{where}): {models}")
+            weight = f" (weight {spec.weight:g})" if spec.weight != 1.0 else ""
+            lines.append(f"{spec.name} ({spec.kind}{where}): {models}{weight}")
         return "\n".join(lines)
 
     async def aclose(self) -> None:

@@ -247,7 +247,8 @@ class HealthTable:
                 d.last_healthy = now  # the probe answered: back in the pool
             return False
         d.failed += 1
-        d.failures = d.failures + 1 if shared_failures is None else max(shared_failures, d.failures + 1)
+        # Redis's count is every worker's: a success anywhere ended the streak.
+        d.failures = d.failures + 1 if shared_failures is None else shared_failures
         if d.ejected(now):
             return False
         if (was_probe or d.probing(now) or d.failures >= self.policy.consecutive_failures) and self._may_eject(d, now):

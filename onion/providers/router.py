@@ -103,6 +103,7 @@ class Router:
         )
         # Only models with several deployments are balanced; the others keep the one path.
         self._balanced = {m: [p.name for p in group] for m, group in self._all_by_model.items() if len(group) > 1}
+        self._owns_redis = isinstance(redis, str)
         if isinstance(redis, str):
             redis = RedisClient(redis, timeout=0.2)
         self.shared = SharedHealth(redis, policy=self.health.policy) if redis is not None else None
@@ -230,11 +231,13 @@ class Router:
             self.health.merge(name, in_flight, until, ejections)
 
     async def aclose(self) -> None:
-        """Close every provider's connections."""
+        """Close every provider's connections (and the Redis pool the router opened)."""
         for provider in self.providers.values():
             close = getattr(provider, "aclose", None)
             if close is not None:
                 await close()
+        if self.shared is not None and self._owns_redis:
+            await self.shared.redis.aclose()
 
     def __repr__(self) -> str:
         return f"Router({list(self.providers.values())!r})"
