@@ -240,7 +240,6 @@ class RouterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omi
     max_ejection_seconds: float = 300.0
     max_ejection_percent: float = 50.0
     in_flight_bias: float = 1.0
-    in_flight_ttl_seconds: float = 600.0
     redis_url: str | None = None
 
     def __repr__(self) -> str:

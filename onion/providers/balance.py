@@ -27,11 +27,12 @@ serve several; or another worker's data says so), the table still picks the one 
 ejection ends soonest ("panic", as Envoy): an ejected deployment is never preferred to
 a healthy one, and a model is never left with nothing.
 
-Shared state: with a ``RedisClient`` (``SharedHealth``), calls in flight and ejections
-are shared by every worker and machine: each attempt is a member of a sorted set per
-deployment (scored by when it expires, so a crashed worker's calls age out), failures
-in a row and ejection times live in a hash per deployment. Every Redis operation has
-the client's short deadline and breaker; when Redis fails, the local book decides.
+Shared state: with a ``RedisClient`` (``SharedHealth``), calls in flight, failures in a
+row and ejections are shared by every worker and machine. Each worker publishes its own
+calls in flight and reads everyone's at most every ``refresh_seconds`` (so the others'
+counts are that stale); failures and ejections are written when they happen. A healthy
+call costs Redis nothing. Every Redis operation has the client's short deadline and
+breaker; when Redis fails, the local book decides.
 """
 
 from __future__ import annotations
@@ -59,8 +60,6 @@ class EjectionPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     Defaults: 5 failures in a row eject for 30 s times ejections (at most 300 s), at most
     50 % of a model's deployments ejected at once (never all), least-request bias 1.
-    ``in_flight_ttl_seconds``: how long a call counts as in flight in Redis at most (a
-    crashed worker's calls age out after it).
     """
 
     consecutive_failures: int = 5
@@ -68,12 +67,11 @@ class EjectionPolicy(msgspec.Struct, frozen=True, kw_only=True):
     max_ejection_seconds: float = 300.0
     max_ejection_percent: float = 50.0
     in_flight_bias: float = 1.0
-    in_flight_ttl_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.consecutive_failures, int) or self.consecutive_failures < 1:
             raise ConfigError("field 'consecutive_failures': must be an integer >= 1", field="consecutive_failures")
-        for field in ("base_ejection_seconds", "max_ejection_seconds", "in_flight_ttl_seconds"):
+        for field in ("base_ejection_seconds", "max_ejection_seconds"):
             value = getattr(self, field)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"field {field!r}: must be a number > 0", field=field)
@@ -274,8 +272,13 @@ class HealthTable:
         d.ejected_until = now + min(policy.base_ejection_seconds * d.ejections, policy.max_ejection_seconds)
         d.failures = 0
 
+    def in_flight(self) -> dict[str, int]:
+        """This process's calls in flight per deployment (what it shares)."""
+        return {name: d.in_flight for name, d in self._deployments.items()}
+
     def merge(self, name: str, remote_in_flight: int, ejected_until: float, ejections: int) -> None:
-        """Fold in what the other workers know (a Redis snapshot): theirs is the later ejection."""
+        """Fold in what the other workers know (a Redis snapshot): ``remote_in_flight``
+        counts every worker's calls as they were shared; theirs is the later ejection."""
         d = self._deployments[name]
         d.remote_in_flight = max(0, remote_in_flight - d.in_flight)
         if ejected_until > d.ejected_until:
@@ -288,67 +291,78 @@ class HealthTable:
         return d.ejected_until, d.ejections
 
 
-_SETTLE = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-local failures
-if ARGV[2] == 'failed' then
-  failures = redis.call('HINCRBY', KEYS[2], 'failures', 1)
-elseif ARGV[2] == 'ok' then
-  redis.call('HSET', KEYS[2], 'failures', 0)
-  failures = 0
-else
-  failures = tonumber(redis.call('HGET', KEYS[2], 'failures') or '0')
-end
-redis.call('EXPIRE', KEYS[2], ARGV[3])
+_FAILED = """
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
 return failures
+"""
+
+_SHARE = """
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
+for _, worker in ipairs(gone) do redis.call('HDEL', KEYS[2], worker) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
+local total = 0
+for _, count in ipairs(redis.call('HVALS', KEYS[2])) do total = total + tonumber(count) end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+local health = redis.call('HMGET', KEYS[3], 'ejected_until', 'ejections', 'failures')
+return {total, health[1] or '0', health[2] or '0', health[3] or '0'}
 """
 
 
 class SharedHealth:
-    """Calls in flight and ejections of deployments shared through Redis.
+    """Calls in flight and health of deployments shared through Redis.
 
-    Keys: ``{prefix}{name}:flight`` (sorted set of attempts, scored by expiry) and
-    ``{prefix}{name}:health`` (hash: ``failures``, ``ejected_until``, ``ejections``).
-    Every method raises what ``RedisClient.run`` raises; the router catches it and goes
-    on with its local book.
+    Per deployment: ``{prefix}{name}:workers`` (sorted set of workers, scored by when
+    their entry expires, so a crashed worker's calls age out), ``{prefix}{name}:flight``
+    (hash: each worker's calls in flight) and ``{prefix}{name}:health`` (hash:
+    ``failures`` in a row over every worker, ``ejected_until``, ``ejections``).
+
+    A healthy call costs Redis nothing: ``share`` (one round trip for every deployment)
+    publishes this worker's counts and reads the others' at most every refresh; only a
+    failure (``failed``), the first success after one (``recovered``) and an ejection
+    (``eject``) write at once. Every method raises what ``RedisClient.run`` raises; the
+    router catches it and goes on with its local book.
     """
 
     def __init__(
-        self, redis: RedisClient, *, prefix: str = "onion:deployment:", policy: EjectionPolicy | None = None
+        self,
+        redis: RedisClient,
+        *,
+        prefix: str = "onion:deployment:",
+        policy: EjectionPolicy | None = None,
+        worker_ttl: float = 5.0,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.policy = policy or EjectionPolicy()
-        self._settle = redis.script(_SETTLE)
+        self.worker = secrets.token_hex(6)
+        self.worker_ttl = worker_ttl
+        self._failed = redis.script(_FAILED)
+        self._share = redis.script(_SHARE)
 
-    def _keys(self, name: str) -> tuple[str, str]:
-        return f"{self.prefix}{name}:flight", f"{self.prefix}{name}:health"
+    @property
+    def _ttl(self) -> int:
+        return int(self.policy.max_ejection_seconds * 2) + 1
 
-    async def start(self, name: str, now: float) -> str:
-        """Count one attempt on ``name`` in flight; returns its token for ``finish``."""
-        token = secrets.token_hex(8)
-        flight, _ = self._keys(name)
-        ttl = self.policy.in_flight_ttl_seconds
+    def _health(self, name: str) -> str:
+        return f"{self.prefix}{name}:health"
 
-        def add(sync: Any = self.redis.sync) -> None:
-            pipe = sync.pipeline(transaction=False)
-            pipe.zadd(flight, {token: now + ttl})
-            pipe.expire(flight, int(ttl) + 1)
-            pipe.execute()
+    async def failed(self, name: str) -> int:
+        """Count a failure of ``name``; returns the failures in a row every worker saw."""
+        keys, args = [self._health(name)], [self._ttl]
+        return int(await self.redis.run(lambda: self._failed(keys=keys, args=args)))
 
-        await self.redis.run(add)
-        return token
-
-    async def finish(self, name: str, token: str, verdict: Verdict) -> int:
-        """End attempt ``token``; returns the failures in a row every worker saw."""
-        keys = list(self._keys(name))
-        ttl = int(self.policy.max_ejection_seconds * 2) + 1
-        return int(await self.redis.run(lambda: self._settle(keys=keys, args=[token, verdict, ttl])))
+    async def recovered(self, name: str) -> None:
+        """``name`` answered: its failure streak ends for every worker."""
+        await self.redis.run(self.redis.sync.hset, self._health(name), "failures", 0)
 
     async def eject(self, name: str, ejected_until: float, ejections: int) -> None:
         """Record that ``name`` is ejected until ``ejected_until`` (wall time)."""
-        _, health = self._keys(name)
-        ttl = int(self.policy.max_ejection_seconds * 2) + 1
+        health = self._health(name)
+        ttl = self._ttl
 
         def write(sync: Any = self.redis.sync) -> None:
             pipe = sync.pipeline(transaction=False)
@@ -358,22 +372,21 @@ class SharedHealth:
 
         await self.redis.run(write)
 
-    async def snapshot(self, names: Sequence[str], now: float) -> dict[str, tuple[int, float, int]]:
-        """``{name: (calls in flight, ejected_until, ejections)}`` over every worker."""
+    async def share(self, in_flight: dict[str, int], now: float) -> dict[str, tuple[int, float, int, int]]:
+        """Publish this worker's calls in flight per deployment; returns, per deployment,
+        ``(calls in flight over every worker, ejected_until, ejections, failures)``."""
+        names = list(in_flight)
+        expires, ttl = now + self.worker_ttl, int(self.worker_ttl) + 1
 
-        def read(sync: Any = self.redis.sync) -> list[Any]:
+        def exchange(sync: Any = self.redis.sync) -> list[Any]:
             pipe = sync.pipeline(transaction=False)
             for name in names:
-                flight, health = self._keys(name)
-                pipe.zremrangebyscore(flight, "-inf", now)
-                pipe.zcard(flight)
-                pipe.hmget(health, "ejected_until", "ejections")
+                keys = [f"{self.prefix}{name}:workers", f"{self.prefix}{name}:flight", self._health(name)]
+                self._share(keys=keys, args=[self.worker, in_flight[name], expires, now, ttl], client=pipe)
             return list(pipe.execute())
 
-        replies = await self.redis.run(read)
-        out: dict[str, tuple[int, float, int]] = {}
-        for index, name in enumerate(names):
-            count = int(replies[3 * index + 1])
-            until, ejections = replies[3 * index + 2]
-            out[name] = (count, float(until or 0.0), int(ejections or 0))
-        return out
+        replies = await self.redis.run(exchange)
+        return {
+            name: (int(total), float(until), int(ejections), int(failures))
+            for name, (total, until, ejections, failures) in zip(names, replies, strict=True)
+        }

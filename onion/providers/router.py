@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import anyio
@@ -32,8 +32,8 @@ import msgspec
 import structlog
 
 from .._redis import RedisClient
-from .._response import AnswerEnd, Response
-from .._types import Request
+from .._response import Response
+from .._types import Chunk, Request
 from ..errors import CircuitOpen, ConfigError, ModelNotFound, ProviderError, Timeout
 from .balance import EjectionPolicy, HealthTable, SharedHealth, Verdict
 
@@ -109,6 +109,7 @@ class Router:
         self.shared = SharedHealth(redis, policy=self.health.policy) if redis is not None else None
         self._refresh_seconds = refresh_seconds
         self._refreshed_at = -float("inf")
+        self._streaks: set[str] = set()  # deployments whose shared failure streak may be > 0
 
     def route(self, model: str) -> tuple[Provider, str]:
         """The provider for ``model`` and the model name to send it."""
@@ -154,7 +155,7 @@ class Router:
             if model != request.model:
                 request = msgspec.structs.replace(request, model=model)
             return await provider(request)
-        await self._refresh(names)
+        await self._refresh()
         first = self.health.pick(names)
         assert first is not None  # a balanced model has two deployments or more
         try:
@@ -171,64 +172,77 @@ class Router:
     async def _attempt(self, name: str, request: Request) -> Response:
         provider = self.providers[name]
         self.health.started(name)
-        token = await self._shared_start(name)
         try:
             response = await provider(request)
         except BaseException as error:
             with anyio.CancelScope(shield=True):
-                await self._finish(name, token, _verdict(error, request))
+                await self._finish(name, _verdict(error, request))
             raise
         response.headers["x-onion-deployment"] = name
         if response.is_stream:
-
-            async def settle(end: AnswerEnd) -> None:
-                verdict: Verdict = "ok" if end.ok else "none" if end.cancelled else _verdict(end.error, request)
-                if end.cancelled and _past_deadline(request):
-                    verdict = "failed"  # cut by an outer deadline or phase limit: a stall
-                with anyio.CancelScope(shield=True):
-                    await self._finish(name, token, verdict)
-
-            await response.on_end(settle)
+            response.wrap(lambda chunks: self._watch(name, request, chunks))
         else:
-            await self._finish(name, token, "ok")
+            await self._finish(name, "ok")
         return response
 
-    async def _shared_start(self, name: str) -> str | None:
-        if self.shared is None:
-            return None
+    async def _watch(self, name: str, request: Request, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
+        # The stream's verdict when it ends: read to its end, failed, or stopped by the
+        # caller (no verdict, unless the request's deadline cut it: a stall).
+        verdict: Verdict = "none"
         try:
-            return await self.shared.start(name, self.health.clock())
-        except Exception:
-            return None  # Redis is down or slow: the local book decides
+            async for chunk in chunks:
+                yield chunk
+            verdict = "ok"
+        except BaseException as error:
+            verdict = _verdict(error, request)
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await chunks.aclose()  # type: ignore[attr-defined]
+                finally:
+                    await self._finish(name, verdict)
 
-    async def _finish(self, name: str, token: str | None, verdict: Verdict) -> None:
+    async def _finish(self, name: str, verdict: Verdict) -> None:
+        shared, health = self.shared, self.health
         shared_failures = None
-        if self.shared is not None and token is not None:
+        if shared is not None and verdict != "none":
             try:
-                shared_failures = await self.shared.finish(name, token, verdict)
+                if verdict == "failed":
+                    shared_failures = await shared.failed(name)
+                    self._streaks.add(name)
+                elif name in self._streaks:  # only the first success after failures writes
+                    self._streaks.discard(name)
+                    await shared.recovered(name)
             except Exception:
-                shared_failures = None
-        if self.health.finished(name, verdict, shared_failures):
-            state = self.health.state(name)
+                shared_failures = None  # Redis is down or slow: the local book decides
+        if health.finished(name, verdict, shared_failures):
+            state = health.state(name)
             _log.warning("deployment ejected", deployment=name, until=state.ejected_until, ejections=state.ejections)
-            if self.shared is not None:
+            if shared is not None:
                 with contextlib.suppress(Exception):  # the other workers will find out on their own
-                    await self.shared.eject(name, state.ejected_until, state.ejections)
+                    await shared.eject(name, state.ejected_until, state.ejections)
 
-    async def _refresh(self, names: list[str]) -> None:
+    async def share_health(self) -> None:
+        """Publish this worker's calls in flight and read every worker's, with their
+        ejections (the router does it before a pick at most every ``refresh_seconds``)."""
         shared = self.shared
         if shared is None:
             return
         now = self.health.clock()
-        if now - self._refreshed_at < self._refresh_seconds:
-            return
         self._refreshed_at = now
         try:
-            snapshot = await shared.snapshot(list(self.providers), now)
+            snapshot = await shared.share(self.health.in_flight(), now)
         except Exception:
-            return
-        for name, (in_flight, until, ejections) in snapshot.items():
+            return  # Redis is down or slow: the local book decides
+        for name, (in_flight, until, ejections, failures) in snapshot.items():
             self.health.merge(name, in_flight, until, ejections)
+            if failures:
+                self._streaks.add(name)
+
+    async def _refresh(self) -> None:
+        if self.shared is not None and self.health.clock() - self._refreshed_at >= self._refresh_seconds:
+            await self.share_health()
 
     async def aclose(self) -> None:
         """Close every provider's connections (and the Redis pool the router opened)."""

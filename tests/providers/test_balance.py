@@ -253,14 +253,23 @@ async def test_shared_through_redis(upstreams: tuple[FakeUpstream, FakeUpstream]
         await answer(one)  # one reads the ejection before its pick: nothing goes to west
         assert one.health.ejected("west") and chat_calls(west) == 4
         assert [p.name for p in one.healthy_deployments(MODEL)] == ["east"]
-        # Calls in flight: one holds a stream open on east; two sees it.
+        # Calls in flight: one holds a stream open on east and shares its counts (as it
+        # does before a pick every refresh_seconds); two sees it and weighs it.
         east.push(Fault(chunk_delay=0.2))
         held = await one(ask(stream=True))
-        await two(ask())  # refreshes two's snapshot
-        assert two.health.state("east").in_flight == 1
+        await one.share_health()
+        await two.share_health()
+        assert two.health.state("east").in_flight == 1 and two.health.state("west").in_flight == 0
         await held.aclose()
-        await two(ask())
+        await one.share_health()
+        await two.share_health()
         assert two.health.state("east").in_flight == 0
+        # A healthy call writes nothing to Redis (only failures, recoveries, ejections do).
+        assert one.shared is not None
+        before = one.shared.redis.sync.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        await answer(one)
+        after = one.shared.redis.sync.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        assert after - before == 2  # only the exchange before the pick (one script per deployment)
     finally:
         for worker in workers:
             await worker.aclose()
