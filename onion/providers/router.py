@@ -188,20 +188,22 @@ class Router:
     async def _watch(self, name: str, request: Request, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
         # The stream's verdict when it ends: read to its end, failed, or stopped by the
         # caller (no verdict, unless the request's deadline cut it: a stall).
-        verdict: Verdict = "none"
         try:
             async for chunk in chunks:
                 yield chunk
-            verdict = "ok"
         except BaseException as error:
-            verdict = _verdict(error, request)
-            raise
-        finally:
+            # Shielded so a cancelled caller still closes the upstream and settles the
+            # count; only here: a shield costs a little on every call where none is needed.
             with anyio.CancelScope(shield=True):
                 try:
                     await chunks.aclose()  # type: ignore[attr-defined]
                 finally:
-                    await self._finish(name, verdict)
+                    await self._finish(name, _verdict(error, request))
+            raise
+        try:
+            await chunks.aclose()  # type: ignore[attr-defined]
+        finally:
+            await self._finish(name, "ok")
 
     async def _finish(self, name: str, verdict: Verdict) -> None:
         shared, health = self.shared, self.health
