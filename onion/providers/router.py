@@ -165,7 +165,7 @@ class Router:
             second = self.health.pick(names, exclude=first) if _failure(error) else None
             if second is None:
                 raise
-            _log.info("deployment failed, trying another", deployment=first, next=second, error=type(error).__name__)
+            _log.debug("deployment failed, trying another", deployment=first, next=second, error=type(error).__name__)
             request.context.attempts += 1
             return await self._attempt(second, request)
 
