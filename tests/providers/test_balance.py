@@ -406,3 +406,40 @@ def test_law_an_ejected_deployment_is_never_picked_while_a_healthy_one_exists_an
             state = table.state(name)
             assert state.ejected_until <= clock.now + policy.max_ejection_seconds
             assert state.in_flight == started[name]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_gateway_names_the_deployment_that_served(
+    upstreams: tuple[FakeUpstream, FakeUpstream], stream: bool
+) -> None:
+    import httpx
+
+    from onion.server import create_app
+    from onion.testing import ThreadedServer
+
+    east, west = upstreams
+    config = parse_config(
+        {
+            "providers": [
+                {"name": "east", "kind": "openai", "base_url": east.base_url, "models": [MODEL]},
+                {"name": "west", "kind": "openai", "base_url": west.base_url, "models": [MODEL], "weight": 1e9},
+            ],
+            "router": {"consecutive_failures": 1},
+        }
+    )
+    gateway = build_gateway(config)
+    assert "(weight 1e+09)" in gateway.describe_upstreams()
+    west.push(Fault(status=503))
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    # lifespan="on": the app closes the providers in the server's own loop.
+    async with (
+        ThreadedServer(create_app(gateway), lifespan="on") as server,
+        httpx.AsyncClient(base_url=server.url) as http,
+    ):
+        first = await http.post("/v1/chat/completions", json=body)
+        second = await http.post("/v1/chat/completions", json=body)
+    # west failed (no answer): east answered the same call; west is then ejected.
+    assert first.status_code == 200 and first.headers["x-onion-deployment"] == "east"
+    assert second.status_code == 200 and second.headers["x-onion-deployment"] == "east"
+    assert (chat_calls(east), chat_calls(west)) == (2, 1)
+    assert [p.name for p in gateway.router.healthy_deployments(MODEL)] == ["east"]
