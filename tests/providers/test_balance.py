@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from onion import ConfigError, Context, Message, ProviderError, Request, Stack
 from onion.config import build_gateway, parse_config
 from onion.providers import EjectionPolicy, HealthTable, OpenAIProvider, Router
+from onion.testing import Fail, Reply, ScriptedProvider
 from onion.testing.upstream import FakeUpstream, Fault
 
 MODEL = "gpt-4o"
@@ -443,3 +444,46 @@ async def test_the_gateway_names_the_deployment_that_served(
     assert second.status_code == 200 and second.headers["x-onion-deployment"] == "east"
     assert (chat_calls(east), chat_calls(west)) == (2, 1)
     assert [p.name for p in gateway.router.healthy_deployments(MODEL)] == ["east"]
+
+
+STEPS = {
+    "ok": Reply("fine"),
+    "503": Fail(ProviderError("down", upstream_status=503, retryable=True)),
+    "429": Fail(ProviderError("slow down", upstream_status=429, retryable=True)),
+    "400": Fail(ProviderError("bad", upstream_status=400, retryable=False)),
+    "cut": Fail(ProviderError("cut", retryable=True), after_chunks=1),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    scripts=st.lists(st.lists(st.sampled_from(sorted(STEPS)), max_size=12), min_size=2, max_size=4),
+    stream=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+async def test_law_a_call_bills_a_second_deployment_only_after_a_failure_with_no_answer(
+    scripts: list[list[str]], stream: bool, seed: int
+) -> None:
+    providers = []
+    for index, script in enumerate(scripts):
+        provider = ScriptedProvider([STEPS[step] for step in script], name=f"d{index}")
+        provider.models = (MODEL,)  # type: ignore[attr-defined]
+        providers.append(provider)
+    router = Router(providers, policy=EjectionPolicy(consecutive_failures=2), rng=random.Random(seed))
+    for _ in range(12):
+        before = [p.calls for p in providers]
+        request = ask(stream=stream)
+        outcome: object
+        try:
+            response = await router(request)
+            outcome = await response.result()
+        except ProviderError as error:
+            outcome = error
+        reached = [i for i, p in enumerate(providers) if p.calls > before[i]]
+        steps = [scripts[i][before[i]] if before[i] < len(scripts[i]) else "ok" for i in reached]
+        assert 1 <= len(reached) <= 2 and request.context.attempts == len(reached) - 1
+        if len(reached) == 2:  # the first failed before any answer, with a failure another may fix
+            assert any(step in ("503", "429") or (step == "cut" and not stream) for step in steps)
+        if isinstance(outcome, ProviderError) and outcome.status == 400 and len(reached) == 1:
+            assert steps == ["400"]
+        assert sum(1 for p in providers for s in p.streams if not s.closed) == 0
