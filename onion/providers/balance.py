@@ -281,7 +281,8 @@ class HealthTable:
         counts every worker's calls as they were shared; theirs is the later ejection."""
         d = self._deployments[name]
         d.remote_in_flight = max(0, remote_in_flight - d.in_flight)
-        if ejected_until > d.ejected_until:
+        # An ejection already over is history: adopting it would make this worker probe.
+        if ejected_until > d.ejected_until and ejected_until > self.clock():
             d.ejected_until = ejected_until
             d.ejections = max(d.ejections, ejections)
 
