@@ -172,25 +172,32 @@ class Router:
     async def _attempt(self, name: str, request: Request) -> Response:
         provider = self.providers[name]
         self.health.started(name)
+        started = anyio.current_time()
         try:
             response = await provider(request)
         except BaseException as error:
             with anyio.CancelScope(shield=True):
-                await self._finish(name, _verdict(error, request))
+                await self._finish(name, _verdict(error, request, started, True))
             raise
         response.headers["x-onion-deployment"] = name
         if response.is_stream:
-            response.wrap(lambda chunks: self._watch(name, request, chunks))
+            response.wrap(lambda chunks: self._watch(name, request, chunks, started))
         else:
             await self._finish(name, "ok")
         return response
 
-    async def _watch(self, name: str, request: Request, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
+    async def _watch(
+        self, name: str, request: Request, chunks: AsyncIterator[Chunk], started: float
+    ) -> AsyncGenerator[Chunk, None]:
         # The stream's verdict when it ends: read to its end, failed, or stopped by the
-        # caller (no verdict, unless the request's deadline cut it: a stall).
+        # caller (no verdict, unless a deadline or phase limit cut a wait: a stall).
+        waiting_since: float | None = started  # None while the consumer holds a chunk
+        first = True
         try:
             async for chunk in chunks:
+                first, waiting_since = False, None
                 yield chunk
+                waiting_since = anyio.current_time()
         except BaseException as error:
             # Shielded so a cancelled caller still closes the upstream and settles the
             # count; only here: a shield costs a little on every call where none is needed.
@@ -198,7 +205,7 @@ class Router:
                 try:
                     await chunks.aclose()  # type: ignore[attr-defined]
                 finally:
-                    await self._finish(name, _verdict(error, request))
+                    await self._finish(name, _verdict(error, request, waiting_since, first))
             raise
         try:
             await chunks.aclose()  # type: ignore[attr-defined]
@@ -267,14 +274,32 @@ def _failure(error: BaseException | None) -> bool:
     return isinstance(error, ProviderError) and error.retryable and not isinstance(error, CircuitOpen)
 
 
-def _past_deadline(request: Request) -> bool:
-    deadline = request.context.deadline
-    return deadline is not None and anyio.current_time() >= deadline - 0.001
+_SLACK = 0.005  # seconds: a limit that fired "now" is a few ms past, by the clock we read
 
 
-def _verdict(error: BaseException | None, request: Request) -> Verdict:
+def _cut_by_a_limit(request: Request, waiting_since: float, first: bool) -> bool:
+    """Whether a cancelled wait was cut by the request's deadline or by a phase limit
+    (first chunk, idle) of a ``timeout`` outside: then the deployment stalled."""
+    context = request.context
+    now = anyio.current_time()
+    if context.deadline is not None and now >= context.deadline - _SLACK:
+        return True
+    phases = context.phases
+    if phases is None:
+        return False
+    # Read loosely: the hand-off between timeout and retry may grow or shed fields.
+    scope = getattr(phases, "scope", None)
+    if scope is not None and now >= scope.deadline - _SLACK:
+        return True
+    limit = getattr(phases, "first_chunk" if first else "idle", None)
+    return limit is not None and now - waiting_since >= limit * 0.95
+
+
+def _verdict(error: BaseException | None, request: Request, waiting_since: float | None, first: bool) -> Verdict:
+    """``failed`` for a deployment's failure; ``none`` for the caller's doing (its 4xx, a
+    cancel, a stop while it held a chunk: ``waiting_since`` is ``None``)."""
     if _failure(error):
         return "failed"
-    if isinstance(error, (GeneratorExit, anyio.get_cancelled_exc_class())):
-        return "failed" if _past_deadline(request) else "none"
+    if waiting_since is not None and isinstance(error, (GeneratorExit, anyio.get_cancelled_exc_class())):
+        return "failed" if _cut_by_a_limit(request, waiting_since, first) else "none"
     return "none"

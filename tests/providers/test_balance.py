@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onion import ConfigError, Context, Message, ProviderError, Request, Stack
+from onion import ConfigError, Context, Message, PhaseLimits, ProviderError, Request, Stack
 from onion.config import build_gateway, parse_config
 from onion.providers import EjectionPolicy, HealthTable, OpenAIProvider, Router
 from onion.testing import Fail, Reply, ScriptedProvider
@@ -167,6 +167,31 @@ async def test_a_call_cut_by_its_deadline_is_a_stall_and_a_cancel_is_no_verdict(
             await (await router(request)).result()
         state = router.health.state("east")
         assert (state.failed, state.in_flight) == (1, 0)
+    finally:
+        await router.aclose()
+
+
+async def test_a_stream_cut_by_a_phase_limit_is_a_stall(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
+    east, west = upstreams
+    router = Router(deployments(east, west), weights={"east": 1e9}, rng=random.Random(1))
+
+    async def read(phases: PhaseLimits, fault: Fault, within: float) -> None:
+        east.push(fault)
+        request = ask(stream=True)
+        request.context.phases = phases  # as an outer timeout writes them
+        with anyio.move_on_after(within):  # stands for the timeout cutting the wait
+            await (await router(request)).result()
+
+    try:
+        # Idle limit 0.3 s: the upstream went quiet after one chunk and was cut: a stall.
+        await read(PhaseLimits(None, 0.3, None), Fault(stall_after=1, stall=1), 0.33)
+        assert router.health.state("east").failed == 1
+        # First-chunk limit 0.3 s: no headers at all within it: a stall too.
+        await read(PhaseLimits(0.3, None, None), Fault(delay=1), 0.33)
+        assert router.health.state("east").failed == 2
+        # Cut well before any limit: the caller's doing, no verdict.
+        await read(PhaseLimits(5.0, 5.0, None), Fault(stall_after=1, stall=1), 0.3)
+        assert router.health.state("east").failed == 2
     finally:
         await router.aclose()
 
