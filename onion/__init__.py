@@ -80,6 +80,7 @@ if TYPE_CHECKING:
     from .config import default_config as default_config
     from .config import load_config as load_config
     from .providers import AnthropicProvider as AnthropicProvider
+    from .providers import EjectionPolicy as EjectionPolicy
     from .providers import OpenAIProvider as OpenAIProvider
     from .providers import Router as Router
     from .providers import SimulatedProvider as SimulatedProvider
@@ -96,6 +97,7 @@ _LAZY: dict[str, str] = {
     "default_config": "config",
     "load_config": "config",
     "AnthropicProvider": "providers",
+    "EjectionPolicy": "providers",
     "OpenAIProvider": "providers",
     "Router": "providers",
     "SimulatedProvider": "providers",

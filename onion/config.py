@@ -15,6 +15,7 @@ and the stack, which ``onion serve`` and ``onion check`` use.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -38,6 +39,7 @@ __all__ = [
     "Gateway",
     "GatewayConfig",
     "ProviderConfig",
+    "RouterConfig",
     "ServerConfig",
     "TelemetryConfig",
     "build_gateway",
@@ -146,7 +148,7 @@ class TelemetryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     export_interval_seconds: float = 15.0
 
 
-_SHARED_FIELDS = frozenset({"name", "kind", "models"})
+_SHARED_FIELDS = frozenset({"name", "kind", "models", "weight"})
 _HTTP_FIELDS = frozenset(
     {
         "base_url",
@@ -181,11 +183,14 @@ _KIND_FIELDS: dict[str, frozenset[str]] = {
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
     """``[[providers]]``: one upstream. Fields other than ``name``, ``kind`` and ``models``
     apply to some kinds only (HTTP settings to ``openai``/``anthropic``, latency and fault
-    rates to ``simulated``); setting one on the wrong kind is an error."""
+    rates to ``simulated``); setting one on the wrong kind is an error. Several providers
+    listing one model are its deployments, balanced by ``weight`` (> 0, default 1: the
+    share of calls each gets while all are healthy; see ``[router]``)."""
 
     name: str
     kind: Literal["openai", "anthropic", "simulated"]
     models: list[str] = []
+    weight: float = 1.0
     base_url: str | None = None
     api_key: str | None = None
     connect_timeout: float = 5.0
@@ -215,7 +220,7 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, o
 
     def params(self) -> dict[str, Any]:
         """The constructor arguments of this provider's kind (defaults left to the class)."""
-        allowed = _KIND_FIELDS[self.kind] - {"kind"}
+        allowed = _KIND_FIELDS[self.kind] - {"kind", "weight"}  # the router's, not the provider's
         values = msgspec.structs.asdict(self)
         given = msgspec.to_builtins(self)
         out = {k: values[k] for k in allowed if k in given}
@@ -225,12 +230,29 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, o
         return out
 
 
+class RouterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """``[router]``: outlier ejection across a model's deployments (``EjectionPolicy``'s
+    fields, same defaults) and ``redis_url`` (``env:NAME`` allowed) to share calls in
+    flight and ejections between workers."""
+
+    consecutive_failures: int = 5
+    base_ejection_seconds: float = 30.0
+    max_ejection_seconds: float = 300.0
+    max_ejection_percent: float = 50.0
+    in_flight_bias: float = 1.0
+    redis_url: str | None = None
+
+    def __repr__(self) -> str:
+        return "RouterConfig(<redis url hidden>)" if self.redis_url else "RouterConfig()"
+
+
 class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The whole file: ``[server]``, ``[telemetry]``, ``[[providers]]``, ``[[stack]]``
-    (outermost first)."""
+    """The whole file: ``[server]``, ``[telemetry]``, ``[router]``, ``[[providers]]``,
+    ``[[stack]]`` (outermost first)."""
 
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
+    router: RouterConfig = msgspec.field(default_factory=RouterConfig)
     providers: list[ProviderConfig] = []
     stack: list[dict[str, Any]] = []
     source: str = "file"
@@ -244,7 +266,7 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 _AT = re.compile(r"\s*-\s*at `\$([^`]*)`$")
 _NAMED = re.compile(r"(unknown|missing required) field `([^`]*)`")
-_TOP_TABLES = ("server", "telemetry", "providers", "stack")
+_TOP_TABLES = ("server", "telemetry", "router", "providers", "stack")
 
 
 def _explain(error: msgspec.ValidationError, origin: str, table: str) -> ConfigError:
@@ -290,6 +312,8 @@ def _check_provider(
     problem = table.problem
     before = len(problems)
     given = set(msgspec.to_builtins(provider))
+    if not (math.isfinite(provider.weight) and provider.weight > 0):
+        problem("weight", "must be a number > 0")
     for field in sorted(given - _KIND_FIELDS[provider.kind]):
         problem(field, f"does not apply to kind = {provider.kind!r}")
     if provider.kind == "simulated":
@@ -370,6 +394,25 @@ def _check_telemetry(telemetry: TelemetryConfig, origin: str, problems: list[Con
             problem(field, "must start with http:// or https://")
 
 
+def _check_router(
+    router: RouterConfig, origin: str, env: Mapping[str, str], problems: list[ConfigError]
+) -> RouterConfig:
+    table = _Table("router", f"{origin}: router", problems)
+    from .providers.balance import EjectionPolicy
+
+    fields = {k: v for k, v in msgspec.structs.asdict(router).items() if k != "redis_url"}
+    try:
+        EjectionPolicy(**fields)
+    except ConfigError as error:
+        table.problem(error.field or "router", str(error).split(": ", 1)[-1])
+    if router.redis_url is None:
+        return router
+    url = table.secret(router.redis_url, "redis_url", env)
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        table.problem("redis_url", "must start with redis://, rediss:// or unix://")
+    return msgspec.structs.replace(router, redis_url=url)
+
+
 def _check_providers(
     tables: list[Any], origin: str, env: Mapping[str, str], problems: list[ConfigError]
 ) -> list[ProviderConfig]:
@@ -421,10 +464,15 @@ def _validate(data: Mapping[str, Any], origin: str, env: Mapping[str, str]) -> t
             ConfigError(f"{origin}: providers: at least one [[providers]] table is required", table="providers")
         )
     providers = _check_providers(provider_tables or [], origin, env, problems)
+    router = RouterConfig()
+    if "router" in data:
+        converted = _convert(data["router"], RouterConfig, "router", origin, problems)
+        router = _check_router(converted, origin, env, problems) if converted is not None else router
     stack = _check_stack(_convert(data.get("stack", []), list[Any], "stack", origin, problems) or [], origin, problems)
     config = GatewayConfig(
         server=server,
         telemetry=telemetry or TelemetryConfig(),
+        router=router,
         providers=providers,
         stack=stack,
         source=origin,
@@ -508,7 +556,8 @@ class Gateway:
         for spec in self.config.providers:
             models = ", ".join(spec.models) if spec.models else "any model"
             where = f" at {spec.base_url}" if spec.base_url else ""
-            lines.append(f"{spec.name} ({spec.kind}{where}): {models}")
+            weight = f" (weight {spec.weight:g})" if spec.weight != 1.0 else ""
+            lines.append(f"{spec.name} ({spec.kind}{where}): {models}{weight}")
         return "\n".join(lines)
 
     async def aclose(self) -> None:
@@ -561,6 +610,17 @@ def check_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None 
     return gateway
 
 
+def _router(config: GatewayConfig, providers: list[Provider]) -> Router:
+    from .providers import Router
+    from .providers.balance import EjectionPolicy
+
+    settings = msgspec.structs.asdict(config.router)
+    redis_url = settings.pop("redis_url")
+    built = {provider.name for provider in providers}
+    weights = {spec.name: spec.weight for spec in config.providers if spec.weight != 1.0 and spec.name in built}
+    return Router(providers, weights=weights, policy=EjectionPolicy(**settings), redis=redis_url)
+
+
 async def _no_upstream(request: Any) -> Any:
     # The handler of a stack built only to be checked, when no provider could be built.
     raise ConfigError("no provider could be built")
@@ -569,7 +629,7 @@ async def _no_upstream(request: Any) -> Any:
 def _build(config: GatewayConfig, problems: list[ConfigError]) -> Gateway | None:
     """The gateway, or ``None`` after appending what stopped it to ``problems``."""
     from ._stack import Stack
-    from .providers import Router, build_provider
+    from .providers import build_provider
 
     before = len(problems)
     providers = []
@@ -584,7 +644,7 @@ def _build(config: GatewayConfig, problems: list[ConfigError]) -> Gateway | None
             problems.append(ConfigError(message, table=f"providers[{index}]"))
     # Without providers the router refuses to exist; when that is already reported,
     # the stack is still built (on a stand-in) so its problems are listed too.
-    router = Router(providers) if providers or not problems else None
+    router = _router(config, providers) if providers or not problems else None
     try:
         stack = Stack.from_config(config.stack, router or _no_upstream, name="stack")
     except ConfigError as error:

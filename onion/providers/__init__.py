@@ -4,7 +4,9 @@
   ``httpx.AsyncClient``;
 - ``AnthropicProvider``: Anthropic's Messages API behind the same request shape;
 - ``SimulatedProvider``: an in-process model with latency and injected faults;
-- ``Router``: picks the provider for a request's model (``provider/model`` explicit).
+- ``Router``: picks the provider for a request's model (``provider/model`` explicit),
+  balancing a model's several deployments (``HealthTable``, ``EjectionPolicy``,
+  ``SharedHealth`` in ``balance.py``).
 
 ``build_provider(kind, **params)`` builds one from a configuration table's values.
 """
@@ -15,16 +17,21 @@ from typing import Any
 
 from ._http import HTTPProvider, classify_status, parse_retry_after
 from .anthropic import AnthropicProvider
+from .balance import DeploymentState, EjectionPolicy, HealthTable, SharedHealth
 from .openai import OpenAIProvider
 from .router import Provider, Router
 from .simulated import SimulatedProvider
 
 __all__ = [
     "AnthropicProvider",
+    "DeploymentState",
+    "EjectionPolicy",
     "HTTPProvider",
+    "HealthTable",
     "OpenAIProvider",
     "Provider",
     "Router",
+    "SharedHealth",
     "SimulatedProvider",
     "build_provider",
     "classify_status",
