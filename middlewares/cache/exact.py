@@ -203,6 +203,13 @@ class ExactCache(Layer):
             return
         self.stats.stores += 1
 
+    async def ping(self) -> None:
+        """Return when the shared store answers (``onion.Pingable``, for ``/readyz``); at
+        once for a store in process memory."""
+        redis = getattr(self.store, "redis", None)
+        if redis is not None:
+            await redis.ping()
+
     async def aclose(self) -> None:
         """Release the store's connections."""
         await self.store.aclose()

@@ -350,6 +350,13 @@ class SemanticCache(Layer):
             index.add(key, vector, scope, self.ttl_seconds)
             self.stats.stores += 1
 
+    async def ping(self) -> None:
+        """Return when the shared store answers (``onion.Pingable``, for ``/readyz``); at
+        once for a store in process memory."""
+        redis = getattr(self.entries, "redis", None)
+        if redis is not None:
+            await redis.ping()
+
     async def aclose(self) -> None:
         """Release the embedder's and Redis's connections."""
         closer = getattr(self.embedder, "aclose", None)

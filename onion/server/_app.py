@@ -3,7 +3,7 @@
 Routes: ``POST /v1/chat/completions`` in the ``openai_chat`` dialect, ``POST
 /v1/responses`` in ``responses``, ``POST /v1/embeddings`` in ``embeddings`` (each also
 without ``/v1``), ``GET /v1/models`` and ``GET /v1/models/{id}``, ``GET /healthz``, and
-``GET /metrics`` when a ``metrics_renderer`` is given; ``POST /v1/completions`` (legacy)
+``GET /readyz`` (``_readiness``), ``GET /metrics`` when a ``metrics_renderer`` is given; ``POST /v1/completions`` (legacy)
 and ``/v1/responses/{id}`` (stored responses) are 400s that say why. A dialect route
 reads the request (``_http``), has the dialect decode it, awaits the stack and writes
 the dialect's bytes; a new dialect is a module in ``onion.wire`` and one line in
@@ -50,6 +50,7 @@ from ._http import (
     read_headers,
     respond,
 )
+from ._readiness import Readiness
 
 __all__ = ["GatewayApp", "create_app", "served_routes"]
 
@@ -94,6 +95,8 @@ class GatewayApp:
     - ``on_shutdown``: awaited at ASGI lifespan shutdown (close connection pools).
     - ``admin``: the ``/admin/`` routes (``AdminRoutes``); by default none are served and
       each answers 403 (the admin API is off without ``[server] admin_key``).
+    - ``readiness``: what ``GET /readyz`` checks (``Readiness``); by default only that
+      the app is not draining.
 
     A client that disconnects cancels its call, streamed or not (every layer's
     end-of-answer code sees it cancelled). ``drain(grace)`` is the shutdown: calls
@@ -116,6 +119,7 @@ class GatewayApp:
         metrics_auth: bool = True,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         admin: AdminRoutes | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
         self.handler = handler
         self.api_keys = ApiKeys(api_keys)
@@ -127,6 +131,7 @@ class GatewayApp:
         self.metrics_renderer = metrics_renderer
         self.metrics_auth = metrics_auth
         self.on_shutdown = on_shutdown
+        self.readiness = readiness or Readiness((), None)
         self._calls: set[anyio.CancelScope] = set()
         self._draining = False
         self._expired = False
@@ -165,6 +170,9 @@ class GatewayApp:
             await _plain_error(send, 400, message, "unsupported_endpoint")
         elif path == "/healthz":
             await respond(send, 200, b'{"status":"ok"}', [JSON])
+        elif path == "/readyz":
+            status, body = await self.readiness.check(draining=self._draining)
+            await respond(send, status, body, [JSON, (b"cache-control", b"no-store")])
         elif path == "/metrics" and self.metrics_renderer is not None:
             await self._metrics(scope, send)
         elif self.admin.serves(path):
@@ -349,7 +357,7 @@ def served_routes(*, metrics: bool) -> list[str]:
     (each API route answers without ``/v1`` too); ``onion serve`` prints them."""
     served = [f"POST {path}" for path in _DIALECTS if path.startswith("/v1/")]
     served.append("POST /v1/messages/count_tokens")
-    served += ["GET /v1/models", "GET /v1/models/{id}", "GET /healthz"]
+    served += ["GET /v1/models", "GET /v1/models/{id}", "GET /healthz", "GET /readyz"]
     if metrics:
         served.append("GET /metrics")
     return served
@@ -482,6 +490,7 @@ def create_app(
         metrics_auth=gateway.config.server.metrics_auth,
         on_shutdown=gateway.aclose,
         admin=AdminRoutes(gateway.config.server.admin_key, _client_key_check(gateway.api_keys)),
+        readiness=Readiness(gateway.stack.layers, router),
     )
 
 
