@@ -2,11 +2,11 @@
 
 Routes: ``POST /v1/chat/completions`` in the ``openai_chat`` dialect, ``POST
 /v1/responses`` in ``responses``, ``POST /v1/embeddings`` in ``embeddings`` (each also
-without ``/v1``), ``GET /v1/models`` and ``GET /v1/models/{id}``, ``GET /healthz``, and
-``GET /readyz`` (``_readiness``), ``GET /metrics`` when a ``metrics_renderer`` is given; ``POST /v1/completions`` (legacy)
-and ``/v1/responses/{id}`` (stored responses) are 400s that say why. A dialect route
-reads the request (``_http``), has the dialect decode it, awaits the stack and writes
-the dialect's bytes; a new dialect is a module in ``onion.wire`` and one line in
+without ``/v1``), ``GET /v1/models`` and ``GET /v1/models/{id}``, ``GET /healthz``,
+``GET /readyz`` (``_readiness``), and ``GET /metrics`` when a ``metrics_renderer`` is
+given; ``POST /v1/completions`` (legacy) and ``/v1/responses/{id}`` (stored responses)
+are 400s that say why. A dialect route reads the request (``_http``), has the dialect
+decode it, awaits the stack and writes the dialect's bytes; a new dialect is a module in ``onion.wire`` and one line in
 ``_DIALECTS``.
 
 Every answer carries ``x-onion-served-by``; one from the stack also ``x-request-id``.
