@@ -103,10 +103,16 @@ def _connection_limits(server: Any) -> Any:
 
 def _serve(args: argparse.Namespace) -> int:
     import os
+    import signal
     import socket
 
     if "numpy" not in sys.modules:
         _single_threaded_blas(os.environ)
+    if hasattr(signal, "SIGHUP"):
+        from .server._runner import note_early_hangup
+
+        # A SIGHUP while starting must not end the process, nor be lost.
+        signal.signal(signal.SIGHUP, note_early_hangup)
 
     from .config import build_gateway, configure_telemetry, default_config, load_config
     from .server import create_app
@@ -155,7 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     if worker is not None:
-        return _serve_worker(gateway, sock, config, worker, url)
+        return _serve_worker(gateway, sock, config, worker, url, args.config)
     if workers > 1:
         _banner(config, gateway, url, f"  ({workers} workers)")
         from .server._workers import supervise
@@ -168,10 +174,21 @@ def _serve(args: argparse.Namespace) -> int:
         finally:
             sock.close()
     app = create_app(gateway, metrics_renderer=_metrics_renderer(gateway.stack))
+    reloader = _reloadable(app, gateway, args.config)
     limits = _connection_limits(server_config)
     _banner(config, gateway, url)
-    run(app, sock, server_config, config.telemetry.log_level, limits)
+    run(app, sock, server_config, config.telemetry.log_level, limits, on_hangup=reloader.on_hangup)
     return 0
+
+
+def _reloadable(app: Any, gateway: Any, path: str | None) -> Any:
+    """SIGHUP and ``POST /admin/reload`` re-read ``path`` (``onion.server._reload``)."""
+    from .server._admin_ops import add_reload_route
+    from .server._reload import Reloader
+
+    reloader = Reloader(app, gateway, path)
+    add_reload_route(app.admin, reloader.reload)
+    return reloader
 
 
 def _refuse_if_held(port: int) -> None:
@@ -197,7 +214,7 @@ def _bind_failure(host: str, port: int, error: OSError) -> str:
     return f"cannot listen on {where}: {error.strerror}"
 
 
-def _serve_worker(gateway: Any, sock: Any, config: Any, worker: str, url: str) -> int:
+def _serve_worker(gateway: Any, sock: Any, config: Any, worker: str, url: str, path: str | None) -> int:
     """One of the processes of ``--workers``: no banner, metrics merged across workers."""
     import os
 
@@ -210,9 +227,10 @@ def _serve_worker(gateway: Any, sock: Any, config: Any, worker: str, url: str) -
     if renderer is not None and directory:
         renderer = MergedMetrics(renderer, directory, worker)
     app = create_app(gateway, metrics_renderer=renderer)
+    reloader = _reloadable(app, gateway, path)
     limits = _connection_limits(config.server)
     print(f"worker {worker} (pid {os.getpid()}): listening on {url}", flush=True)
-    run(app, sock, config.server, config.telemetry.log_level, limits)
+    run(app, sock, config.server, config.telemetry.log_level, limits, on_hangup=reloader.on_hangup)
     return 0
 
 

@@ -35,7 +35,8 @@ from .._stack import Handler
 from .._types import Chunk, Completion, Request
 from ..errors import BadRequest, ModelNotFound, OnionError, ShuttingDown, Unauthorized
 from ..wire import Dialect, StreamEncoder, anthropic_messages, embeddings, openai_chat, responses
-from ._admin import AdminRoutes
+from ._admin import AdminRoutes, client_key_check
+from ._admin_ops import add_cache_route
 from ._http import (
     JSON,
     SSE_HEADERS,
@@ -479,7 +480,7 @@ def create_app(
             pairs += [(model, provider.name) for model in await provider.list_models()]
         return pairs
 
-    return GatewayApp(
+    app = GatewayApp(
         gateway.stack,
         api_keys=gateway.api_keys,
         models=router.models(),
@@ -489,19 +490,8 @@ def create_app(
         metrics_renderer=metrics_renderer,
         metrics_auth=gateway.config.server.metrics_auth,
         on_shutdown=gateway.aclose,
-        admin=AdminRoutes(gateway.config.server.admin_key, _client_key_check(gateway.api_keys)),
+        admin=AdminRoutes(gateway.config.server.admin_key, client_key_check(gateway.api_keys)),
         readiness=Readiness(gateway.stack.layers, router),
     )
-
-
-def _client_key_check(keys: Mapping[str, str]) -> Callable[[bytes], bool]:
-    """Whether a token is one of the gateway's client keys (so the admin API can say 403)."""
-    check = ApiKeys(keys)
-
-    def is_client_key(token: bytes) -> bool:
-        try:
-            return check.caller(b"Bearer " + token) is not None
-        except OnionError:
-            return False
-
-    return is_client_key
+    add_cache_route(app.admin, app)
+    return app
