@@ -29,7 +29,7 @@ import msgspec
 if TYPE_CHECKING:
     from ..config import Gateway
 
-from .._context import Context, RequestOptions, _new_request_id
+from .._context import Context, _new_request_id
 from .._response import Response
 from .._stack import Handler
 from .._types import Chunk, Completion, Request
@@ -54,8 +54,6 @@ from ._http import (
 from ._readiness import Readiness
 
 __all__ = ["GatewayApp", "create_app", "served_routes"]
-
-_NO_CACHE = RequestOptions(cache=False)
 
 logger = logging.getLogger("onion.server")
 
@@ -286,14 +284,14 @@ class GatewayApp:
         """One call of the stack in the route's dialect, in this (the request's) task."""
         context = None
         try:
-            authorization, declared, cache_off, trace_headers = read_headers(scope["headers"])
+            authorization, declared, options, trace_headers = read_headers(scope["headers"])
             caller = self.api_keys.caller(authorization)
             if self._draining:
                 raise ShuttingDown("the call arrived while the gateway drains")
             body = await read_body(receive, declared, self.max_body_bytes)
             context = Context(caller=caller, trace_headers=trace_headers)
-            if cache_off:
-                context.options = _NO_CACHE
+            if options is not None:
+                context.options = options
             # An empty body is the dialect's to explain; a dialect that is not JSON says so.
             if body and getattr(dialect, "json_body", True):
                 check_json(body, self.max_json_depth)
