@@ -88,6 +88,10 @@ def _stratum(text: str) -> str:
     return "cjk" if _CJK.search(text) else "latin"
 
 
+def _entry_key(scope: str, text: str) -> str:
+    return hashlib.blake2b(f"{scope}\0{text}".encode(), digest_size=16).hexdigest()
+
+
 def _threshold(given: float | None, embedder: Embedder) -> float:
     threshold = given if given is not None else embedder.default_threshold
     if threshold is None:
@@ -226,7 +230,8 @@ class SemanticCache(Layer):
         if response.cache == "hit":
             return response
         response.cache = "miss"
-        response.headers.setdefault("x-onion-cache", "miss")
+        response.headers.setdefault("x-onion-cache", "refresh" if refresh else "miss")
+        response.headers.setdefault("x-onion-cache-key", _entry_key(scope, text))
         explored = found if found is not None and found[2] == EXPLORE else None
 
         async def store(answer: Completion) -> None:
@@ -362,7 +367,7 @@ class SemanticCache(Layer):
     async def _store(
         self, text: str, scope: str, vector: np.ndarray, completion: Completion, model: str = "", caller: str = ""
     ) -> None:
-        key = hashlib.blake2b(f"{scope}\0{text}".encode(), digest_size=16).hexdigest()
+        key = _entry_key(scope, text)
         index = self._ensure_index(vector.shape[0])
         if self._index is not None and key in self._index:
             self._index.delete(key)  # a refresh replaces the entry: its row is added again
