@@ -30,6 +30,7 @@ from ._context import (
     TrimReport,
 )
 from ._lazy import lazy_getattr
+from ._operable import CacheSelector, Pingable, Purgeable
 from ._registry import ENTRY_POINT_GROUP, available_layers, build_layer, resolve_import, resolve_layer
 from ._response import Accumulator, AnswerEnd, EndCallback, Response
 from ._stack import PROTOCOL_VERSION, CallNext, Handler, Layer, LayerInfo, Middleware, Order, Stack, layer_info
@@ -129,6 +130,7 @@ __all__ = [
     "BadRequest",
     "BpeCounter",
     "BudgetExceeded",
+    "CacheSelector",
     "CallNext",
     "Chunk",
     "CircuitOpen",
@@ -150,7 +152,9 @@ __all__ = [
     "OnionError",
     "Order",
     "PhaseLimits",
+    "Pingable",
     "ProviderError",
+    "Purgeable",
     "RateLimited",
     "RateLimiterUnavailable",
     "Request",

@@ -53,10 +53,13 @@ class RequestOptions(msgspec.Struct, frozen=True):
     - ``cache``: ``False`` makes every cache pass the request by (no lookup, no store);
       the server sets it for ``Cache-Control: no-cache`` and ``x-onion-cache: off``.
     - ``resume``: overrides the ``resume`` mode of ``retry`` and ``fallback``.
+    - ``refresh``: caches skip the lookup but store the new answer in place of the old
+      (the server sets it for ``x-onion-cache: refresh``).
     """
 
     cache: bool = True
     resume: ResumeMode | None = None
+    refresh: bool = False
 
 
 _DEFAULT_OPTIONS = RequestOptions()

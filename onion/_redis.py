@@ -138,6 +138,10 @@ class RedisClient:
         breaker.succeeded()
         return result
 
+    async def ping(self) -> None:
+        """Return when Redis answers ``PING``; raise as ``run`` does when it does not."""
+        await self.run(self.sync.ping)
+
     def script(self, source: str) -> Any:
         """A callable Lua script: ``script(keys=[...], args=[...])`` (call it through ``run``)."""
         return self.sync.register_script(source)

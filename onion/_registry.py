@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from ._extras import install_hint
 from .errors import ConfigError
 
 __all__ = [
@@ -178,6 +179,8 @@ def build_layer(table: Mapping[str, Any], where: str = "stack[0]") -> Any:
             return factory(**params)
         except TypeError as error:
             raise ConfigError(f"{where}: {error}", table=table_name) from None
+        except ImportError as error:  # an optional package the layer needs
+            raise ConfigError(f"{where}: {install_hint(error)}", table=table_name) from None
     problems: list[ConfigError] = []
     checked = convert_every_field(params, struct, lambda error: _explain(error, where, table_name), problems)
     if problems:
@@ -187,3 +190,5 @@ def build_layer(table: Mapping[str, Any], where: str = "stack[0]") -> Any:
         return factory(**kwargs)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{where}: {error}", table=table_name) from None
+    except ImportError as error:  # an optional package the layer needs
+        raise ConfigError(f"{where}: {install_hint(error)}", table=table_name) from None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import MutableMapping, Sequence
 from typing import Any
@@ -102,10 +103,16 @@ def _connection_limits(server: Any) -> Any:
 
 def _serve(args: argparse.Namespace) -> int:
     import os
+    import signal
     import socket
 
     if "numpy" not in sys.modules:
         _single_threaded_blas(os.environ)
+    if hasattr(signal, "SIGHUP"):
+        from .server._runner import note_early_hangup
+
+        # A SIGHUP while starting must not end the process, nor be lost.
+        signal.signal(signal.SIGHUP, note_early_hangup)
 
     from .config import build_gateway, configure_telemetry, default_config, load_config
     from .server import create_app
@@ -119,7 +126,13 @@ def _serve(args: argparse.Namespace) -> int:
         configure_telemetry(config.telemetry)
         gateway = build_gateway(config)
     except ConfigError as error:
-        print(f"onion serve: {error}", file=sys.stderr)
+        for problem in error.problems:
+            print(f"onion serve: {problem}", file=sys.stderr)
+        return 2
+    except ImportError as error:  # an optional package the config needs, outside any layer
+        from ._extras import install_hint
+
+        print(f"onion serve: {args.config or 'the embedded default'} {install_hint(error)}", file=sys.stderr)
         return 2
     server_config = config.server
     host = args.host or server_config.host
@@ -139,14 +152,16 @@ def _serve(args: argparse.Namespace) -> int:
             # Every worker binds the one port; the supervisor's socket (bound, never
             # listening) only reserves it and resolves port 0.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if workers > 1 and worker is None and port:
+            _refuse_if_held(port)  # SO_REUSEPORT would let a second supervisor share it
         sock.bind((host, port))
     except OSError as error:
-        print(f"onion serve: cannot listen on {host}:{port}: {error.strerror}", file=sys.stderr)
+        print(f"onion serve: {_bind_failure(host, port, error)}", file=sys.stderr)
         return 2
     port = sock.getsockname()[1]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     if worker is not None:
-        return _serve_worker(gateway, sock, config, worker, url)
+        return _serve_worker(gateway, sock, config, worker, url, args.config)
     if workers > 1:
         _banner(config, gateway, url, f"  ({workers} workers)")
         from .server._workers import supervise
@@ -159,13 +174,47 @@ def _serve(args: argparse.Namespace) -> int:
         finally:
             sock.close()
     app = create_app(gateway, metrics_renderer=_metrics_renderer(gateway.stack))
+    reloader = _reloadable(app, gateway, args.config)
     limits = _connection_limits(server_config)
     _banner(config, gateway, url)
-    run(app, sock, server_config, config.telemetry.log_level, limits)
+    run(app, sock, server_config, config.telemetry.log_level, limits, on_hangup=reloader.on_hangup)
     return 0
 
 
-def _serve_worker(gateway: Any, sock: Any, config: Any, worker: str, url: str) -> int:
+def _reloadable(app: Any, gateway: Any, path: str | None) -> Any:
+    """SIGHUP and ``POST /admin/reload`` re-read ``path`` (``onion.server._reload``)."""
+    from .server._admin_ops import add_reload_route
+    from .server._reload import Reloader
+
+    reloader = Reloader(app, gateway, path)
+    add_reload_route(app.admin, reloader.reload)
+    return reloader
+
+
+def _refuse_if_held(port: int) -> None:
+    from .server._port import port_holder
+
+    if port_holder(port) is not None:
+        raise OSError(errno.EADDRINUSE, "Address already in use")
+
+
+def _bind_failure(host: str, port: int, error: OSError) -> str:
+    """One line: why the address cannot be had, who holds it (where the OS says), the fix."""
+    where = f"{host}:{port}"
+    if error.errno == errno.EADDRINUSE:
+        from .server._port import port_holder
+
+        holder = port_holder(port)
+        by = f" by pid {holder[0]} ({holder[1]})" if holder else " by another process"
+        return f"port {port} on {host} is already in use{by}; stop it, or pass --port N (0 picks a free port)"
+    if error.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied (ports below 1024 need privileges; use --port 8000)"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: no such address on this machine (use --host 127.0.0.1 or 0.0.0.0)"
+    return f"cannot listen on {where}: {error.strerror}"
+
+
+def _serve_worker(gateway: Any, sock: Any, config: Any, worker: str, url: str, path: str | None) -> int:
     """One of the processes of ``--workers``: no banner, metrics merged across workers."""
     import os
 
@@ -178,9 +227,10 @@ def _serve_worker(gateway: Any, sock: Any, config: Any, worker: str, url: str) -
     if renderer is not None and directory:
         renderer = MergedMetrics(renderer, directory, worker)
     app = create_app(gateway, metrics_renderer=renderer)
+    reloader = _reloadable(app, gateway, path)
     limits = _connection_limits(config.server)
     print(f"worker {worker} (pid {os.getpid()}): listening on {url}", flush=True)
-    run(app, sock, config.server, config.telemetry.log_level, limits)
+    run(app, sock, config.server, config.telemetry.log_level, limits, on_hangup=reloader.on_hangup)
     return 0
 
 

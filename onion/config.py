@@ -503,7 +503,9 @@ def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
         with Path(path).open("rb") as file:
             data = tomllib.load(file)
     except FileNotFoundError:
-        raise ConfigError(f"{origin}: no such file") from None
+        raise ConfigError(f"{origin}: no such file (check the path; without --config the default runs)") from None
+    except OSError as error:  # unreadable: permissions, a directory, an I/O error
+        raise ConfigError(f"{origin}: cannot read it: {error.strerror} (check its path and permissions)") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{origin}: not valid TOML: {error}") from None
     except UnicodeDecodeError:

@@ -22,11 +22,20 @@ from typing import Any, Literal
 import msgspec
 import structlog
 
-from onion import AnswerEnd, CallNext, Clock, Completion, Layer, Order, Request, Response
+from onion import AnswerEnd, CacheSelector, CallNext, Clock, Completion, Layer, Order, Request, Response
 
 from .stores import CacheStats, MemoryStore, decode_completion, encode_completion, make_store
 
-__all__ = ["CachePolicy", "ExactCache", "caller_scope", "request_key", "serve_cached", "store_when_clean"]
+__all__ = [
+    "CachePolicy",
+    "ExactCache",
+    "caller_scope",
+    "entry_key",
+    "purge_pattern",
+    "request_key",
+    "serve_cached",
+    "store_when_clean",
+]
 
 log = structlog.get_logger("onion.cache")
 
@@ -88,6 +97,36 @@ def request_key(request: Request, scope: str) -> str:
     return digest.hexdigest()
 
 
+def _tag(text: str) -> str:
+    # 12 hex digits: a glob can select by it (hex holds no glob characters), and two
+    # models or callers sharing one only make a purge remove more, never less.
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def entry_key(request: Request, scope: str) -> str:
+    """The key an answer is stored under: ``<scope tag>.<model tag>.<request_key>``, so
+    that a purge can select a caller's or a model's entries by pattern (``purge_pattern``)."""
+    return f"{_tag(scope)}.{_tag(request.model)}.{request_key(request, scope)}"
+
+
+def purge_pattern(selector: CacheSelector) -> str | None:
+    """The glob over ``entry_key`` keys that a selector names (``None``: a ``key`` that is
+    not one of this cache's keys, so nothing matches)."""
+    if selector.key is not None:
+        parts = selector.key.split(".")
+        if len(parts) != 3 or not all(part.isalnum() for part in parts):
+            return None
+        scope_tag, model_tag, _ = parts
+        if selector.scope is not None and scope_tag != _tag(selector.scope):
+            return None
+        if selector.model is not None and model_tag != _tag(selector.model):
+            return None
+        return selector.key
+    scope = "*" if selector.scope is None else _tag(selector.scope)
+    model = "*" if selector.model is None else _tag(selector.model)
+    return f"{scope}.{model}.*"
+
+
 def serve_cached(request: Request, completion: Completion, served_by: str) -> Response:
     """A stored answer as the caller asked for it: replayed as a stream, or complete."""
     if request.stream:
@@ -121,7 +160,10 @@ class ExactCache(Layer):
     ``backend = "memory" | "redis"``, ``redis_url``, ``redis_deadline`` (seconds per Redis
     operation, 0.05; a late or skipped Redis is a miss, never an error); in code also
     ``policy`` and ``clock``.
-    A request skips the cache when ``request.context.options.cache`` is ``False``.
+    A request skips the cache when ``request.context.options.cache`` is ``False``, and
+    skips only the lookup when ``options.refresh`` is set (``x-onion-cache: refresh``):
+    the fresh answer replaces the stored one. Answers carry ``x-onion-cache-key``, the
+    key ``DELETE /admin/cache?key=...`` removes (``purge``).
     ``stats`` counts hits, misses, stores, evictions, expirations, bypasses and errors.
     """
 
@@ -160,14 +202,18 @@ class ExactCache(Layer):
         if not self.policy.cacheable(request):
             self.stats.bypassed += 1
             return await call_next(request)
-        key = request_key(request, caller_scope(request, self.policy))
-        with request.context.span("exact_cache lookup", self._span_attributes) as span:
-            data = await self._get(key)
-            if span is not None:
-                span.set_attribute("onion.cache.hit", data is not None)
-        if data is not None:
-            self.stats.hits += 1
-            return serve_cached(request, decode_completion(data), self.name)
+        key = entry_key(request, caller_scope(request, self.policy))
+        refresh = request.context.options.refresh
+        if not refresh:
+            with request.context.span("exact_cache lookup", self._span_attributes) as span:
+                data = await self._get(key)
+                if span is not None:
+                    span.set_attribute("onion.cache.hit", data is not None)
+            if data is not None:
+                self.stats.hits += 1
+                answer = serve_cached(request, decode_completion(data), self.name)
+                answer.headers["x-onion-cache-key"] = key
+                return answer
         self.stats.misses += 1
         response = await call_next(request)
         if response.cache == "hit":
@@ -175,7 +221,8 @@ class ExactCache(Layer):
             # under this exact key.
             return response
         response.cache = "miss"
-        response.headers["x-onion-cache"] = "miss"
+        response.headers["x-onion-cache"] = "refresh" if refresh else "miss"
+        response.headers["x-onion-cache-key"] = key
 
         async def store(completion: Completion) -> None:
             if self.policy.storable(completion):
@@ -202,6 +249,19 @@ class ExactCache(Layer):
             log.warning("exact_cache.set_failed", error=type(error).__name__)
             return
         self.stats.stores += 1
+
+    async def purge(self, selector: CacheSelector) -> int:
+        """Remove the entries ``selector`` names (``onion.Purgeable``, for ``DELETE
+        /admin/cache``); with Redis, for every process sharing the store. How many."""
+        pattern = purge_pattern(selector)
+        return 0 if pattern is None else await self.store.purge(pattern)
+
+    async def ping(self) -> None:
+        """Return when the shared store answers (``onion.Pingable``, for ``/readyz``); at
+        once for a store in process memory."""
+        redis = getattr(self.store, "redis", None)
+        if redis is not None:
+            await redis.ping()
 
     async def aclose(self) -> None:
         """Release the store's connections."""

@@ -45,7 +45,19 @@ import msgspec
 import numpy as np
 import structlog
 
-from onion import CallNext, Clock, Completion, ConfigError, Context, Layer, Order, Request, Response, system_clock
+from onion import (
+    CacheSelector,
+    CallNext,
+    Clock,
+    Completion,
+    ConfigError,
+    Context,
+    Layer,
+    Order,
+    Request,
+    Response,
+    system_clock,
+)
 
 from .embedders import Embedder, resolve_embedder
 from .exact import CachePolicy, caller_scope, serve_cached, store_when_clean
@@ -74,6 +86,10 @@ _CJK = re.compile("[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 def _stratum(text: str) -> str:
     """The bound's stratum of a question: its outcomes are pooled with its script's."""
     return "cjk" if _CJK.search(text) else "latin"
+
+
+def _entry_key(scope: str, text: str) -> str:
+    return hashlib.blake2b(f"{scope}\0{text}".encode(), digest_size=16).hexdigest()
 
 
 def _threshold(given: float | None, embedder: Embedder) -> float:
@@ -193,10 +209,12 @@ class SemanticCache(Layer):
             self.stats.ineligible += 1
             return await call_next(request)
         text, scope = prepared
+        refresh = request.context.options.refresh
         with request.context.span("semantic_cache lookup", self._span_attributes) as span:
             vector = await self._embed(text)
             stratum = _stratum(text)
-            found = None if vector is None else await self._lookup(vector, scope, signature(text), stratum)
+            looked = vector is not None and not refresh  # a refresh stores without looking up
+            found = await self._lookup(vector, scope, signature(text), stratum) if looked else None
             if span is not None:
                 span.set_attribute("onion.cache.hit", found is not None and found[2] == SERVE)
         if vector is None:
@@ -204,20 +222,23 @@ class SemanticCache(Layer):
         if found is not None and found[2] == SERVE:
             self.stats.hits += 1
             self.shadow.offer(ShadowCheck(request, call_next, found[0], found[1], found[3], stratum))
-            return serve_cached(request, found[3], self.name)
+            answer = serve_cached(request, found[3], self.name)
+            answer.headers["x-onion-cache-key"] = found[0]
+            return answer
         self.stats.misses += 1
         response = await call_next(request)
         if response.cache == "hit":
             return response
         response.cache = "miss"
-        response.headers.setdefault("x-onion-cache", "miss")
+        response.headers.setdefault("x-onion-cache", "refresh" if refresh else "miss")
+        response.headers.setdefault("x-onion-cache-key", _entry_key(scope, text))
         explored = found if found is not None and found[2] == EXPLORE else None
 
         async def store(answer: Completion) -> None:
             if explored is not None:
                 await self._learn(explored[0], explored[1], explored[3], answer, stratum)
             if self.policy.storable(answer):
-                await self._store(text, scope, vector, answer)
+                await self._store(text, scope, vector, answer, request.model, caller_scope(request, self.policy))
 
         return await store_when_clean(response, store)
 
@@ -343,12 +364,35 @@ class SemanticCache(Layer):
     async def _learn_from_shadow(self, check: ShadowCheck, fresh: Completion) -> None:
         await self._learn(check.key, check.similarity, check.served, fresh, check.stratum)
 
-    async def _store(self, text: str, scope: str, vector: np.ndarray, completion: Completion) -> None:
-        key = hashlib.blake2b(f"{scope}\0{text}".encode(), digest_size=16).hexdigest()
+    async def _store(
+        self, text: str, scope: str, vector: np.ndarray, completion: Completion, model: str = "", caller: str = ""
+    ) -> None:
+        key = _entry_key(scope, text)
         index = self._ensure_index(vector.shape[0])
-        if await self.entries.put(key, completion, text, scope, vector):
+        if self._index is not None and key in self._index:
+            self._index.delete(key)  # a refresh replaces the entry: its row is added again
+        if await self.entries.put(key, completion, text, scope, vector, model, caller):
             index.add(key, vector, scope, self.ttl_seconds)
             self.stats.stores += 1
+
+    async def purge(self, selector: CacheSelector) -> int:
+        """Remove the entries ``selector`` names (``onion.Purgeable``, for ``DELETE
+        /admin/cache``): from this process's index, and with Redis from the store every
+        process shares (the others drop them at their next lookup). How many."""
+        doomed = await self.entries.purge(selector)
+        for key in doomed:
+            if self._index is not None:
+                self._index.delete(key)
+            if self.thresholds is not None:
+                self.thresholds.forget(key)
+        return len(doomed)
+
+    async def ping(self) -> None:
+        """Return when the shared store answers (``onion.Pingable``, for ``/readyz``); at
+        once for a store in process memory."""
+        redis = getattr(self.entries, "redis", None)
+        if redis is not None:
+            await redis.ping()
 
     async def aclose(self) -> None:
         """Release the embedder's and Redis's connections."""

@@ -25,9 +25,9 @@ import msgspec
 import numpy as np
 import structlog
 
-from onion import Completion, RedisClient
+from onion import CacheSelector, Completion, RedisClient
 
-from .stores import CacheStats
+from .stores import CacheStats, purge_redis
 from .vector_index import NearestIndex
 
 __all__ = ["Entry", "MemoryEntries", "RedisEntries", "SemanticStats"]
@@ -43,6 +43,16 @@ class Entry(msgspec.Struct, frozen=True):
     scope: str
     vector: bytes = b""
     expires_at: float | None = None  # wall clock (time.time()), for Redis peers
+    # What a purge selects by (``onion.CacheSelector``): the model asked for and the
+    # caller (``""`` when the cache is shared); the scope above is only their hash.
+    model: str = ""
+    caller: str = ""
+
+    def selected(self, selector: CacheSelector) -> bool:
+        """Whether ``selector``'s model and scope (a caller) name this entry."""
+        return (selector.model is None or selector.model == self.model) and (
+            selector.scope is None or selector.scope == self.caller
+        )
 
 
 _ENTRY_ENCODER = msgspec.msgpack.Encoder()
@@ -89,10 +99,31 @@ class MemoryEntries:
         """The entry under ``key``, if the index still holds it."""
         return self._entries.get(key)
 
-    async def put(self, key: str, completion: Completion, text: str, scope: str, vector: np.ndarray) -> bool:
+    async def put(
+        self,
+        key: str,
+        completion: Completion,
+        text: str,
+        scope: str,
+        vector: np.ndarray,
+        model: str = "",
+        caller: str = "",
+    ) -> bool:
         """Keep an entry; always succeeds."""
-        self._entries[key] = Entry(completion, text, scope)
+        self._entries[key] = Entry(completion, text, scope, model=model, caller=caller)
         return True
+
+    async def purge(self, selector: CacheSelector) -> list[str]:
+        """The keys of the entries ``selector`` names, dropped here (the caller drops
+        them from its index)."""
+        doomed = [
+            key
+            for key, entry in self._entries.items()
+            if (selector.key is None or key == selector.key) and entry.selected(selector)
+        ]
+        for key in doomed:
+            del self._entries[key]
+        return doomed
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -157,11 +188,20 @@ class RedisEntries:
             return None
         return _ENTRY_DECODER.decode(data) if data is not None else None
 
-    async def put(self, key: str, completion: Completion, text: str, scope: str, vector: np.ndarray) -> bool:
+    async def put(
+        self,
+        key: str,
+        completion: Completion,
+        text: str,
+        scope: str,
+        vector: np.ndarray,
+        model: str = "",
+        caller: str = "",
+    ) -> bool:
         """Store an entry and log it for the peers; ``False`` if Redis failed."""
         ttl = self.ttl_seconds
         expires = time.time() + ttl if ttl is not None else None
-        entry = Entry(completion, text, scope, vector.astype(np.float32).tobytes(), expires)
+        entry = Entry(completion, text, scope, vector.astype(np.float32).tobytes(), expires, model, caller)
         ttl_ms = int(ttl * 1000) if ttl is not None else 0
         keys = [self.prefix + "log", self.prefix + "version", self.prefix + "e:" + key]
         args = [_ENTRY_ENCODER.encode(entry), ttl_ms, 2 * self.max_entries, key]
@@ -242,6 +282,29 @@ class RedisEntries:
         prefix = self.prefix + "e:"
         scanned = (k.decode()[len(prefix) :] for k in client.scan_iter(match=prefix + "*", count=1000))
         return [k for k in scanned if k not in index]
+
+    async def purge(self, selector: CacheSelector) -> list[str]:
+        """Delete from Redis the entries ``selector`` names, for every process: each
+        batch ``SCAN`` finds is read and filtered by model and caller before ``UNLINK``.
+        The peers' indexes drop a purged key at their next lookup of it (a hit is
+        confirmed with ``GET``). The keys deleted."""
+        if selector.key is not None and not selector.key.isalnum():
+            return []
+        doomed: list[str] = []
+        entry_prefix = self.prefix + "e:"
+
+        async def keep(names: list[bytes]) -> list[bytes]:
+            values = await self.redis.run(self.redis.sync.mget, names)
+            chosen = [
+                name
+                for name, value in zip(names, values, strict=True)
+                if value is not None and _ENTRY_DECODER.decode(value).selected(selector)
+            ]
+            doomed.extend(name.decode()[len(entry_prefix) :] for name in chosen)
+            return chosen
+
+        await purge_redis(self.redis, entry_prefix + (selector.key or "*"), keep)
+        return doomed
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -13,14 +13,24 @@ so what is counted against the byte budget is exactly what is kept.
 
 from __future__ import annotations
 
+import fnmatch
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 import msgspec
 
 from onion import Clock, Completion, RedisClient, system_clock
 
-__all__ = ["CacheStats", "CacheStore", "MemoryStore", "RedisStore", "decode_completion", "encode_completion"]
+__all__ = [
+    "CacheStats",
+    "CacheStore",
+    "MemoryStore",
+    "RedisStore",
+    "decode_completion",
+    "encode_completion",
+    "purge_redis",
+]
 
 # Per-entry bookkeeping (OrderedDict node, tuple, float) counted against the byte budget
 # so that many tiny entries cannot exceed it by their overhead alone.
@@ -68,6 +78,11 @@ class CacheStore(Protocol):
 
     async def delete(self, key: str) -> None:
         """Remove ``key`` if present."""
+        ...
+
+    async def purge(self, pattern: str) -> int:
+        """Remove every key matching the glob ``pattern`` (``*`` any run of characters);
+        returns how many."""
         ...
 
     async def aclose(self) -> None:
@@ -150,6 +165,13 @@ class MemoryStore:
         """Remove ``key`` if present."""
         self.delete_now(key)
 
+    async def purge(self, pattern: str) -> int:
+        """Remove the keys matching the glob ``pattern``; how many."""
+        doomed = [key for key in self._entries if fnmatch.fnmatchcase(key, pattern)]
+        for key in doomed:
+            self.delete_now(key)
+        return len(doomed)
+
     async def aclose(self) -> None:
         """Nothing to release."""
 
@@ -183,9 +205,31 @@ class RedisStore:
         """Remove ``key``."""
         await self.redis.run(self.redis.sync.delete, self.prefix + key)
 
+    async def purge(self, pattern: str) -> int:
+        """Remove the keys matching the glob ``pattern`` from Redis, for every process
+        sharing the prefix: ``SCAN`` in batches (each one call within the deadline, so a
+        large cache does not hold Redis), ``UNLINK`` what each batch found."""
+        return await purge_redis(self.redis, self.prefix + pattern)
+
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self.redis.aclose()
+
+
+async def purge_redis(
+    redis: RedisClient, match: str, keep: Callable[[list[bytes]], Awaitable[list[bytes]]] | None = None
+) -> int:
+    """``UNLINK`` every Redis key matching the glob ``match`` (``keep`` may filter each
+    batch first, as the semantic cache does by an entry's model and caller); how many."""
+    cursor, removed = 0, 0
+    while True:
+        cursor, keys = await redis.run(lambda c=cursor: redis.sync.scan(c, match=match, count=500))
+        if keep is not None and keys:
+            keys = await keep(keys)
+        if keys:
+            removed += await redis.run(redis.sync.unlink, *keys)
+        if not cursor:
+            return removed
 
 
 def make_store(

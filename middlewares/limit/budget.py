@@ -314,6 +314,13 @@ class Budget(Layer):
         """The ``models`` the price table has no price for (``onion check`` can name them)."""
         return sorted({model for model in models if model not in self.prices})
 
+    async def ping(self) -> None:
+        """Return when the shared store answers (``onion.Pingable``, for ``/readyz``); at
+        once for a store in process memory."""
+        redis = getattr(self.store, "redis", None)
+        if redis is not None:
+            await redis.ping()
+
     async def aclose(self) -> None:
         """Release the store's connections, if it has any."""
         close = getattr(self.store, "aclose", None)

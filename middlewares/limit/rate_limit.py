@@ -160,6 +160,13 @@ class RateLimit(Layer):
             on_backend_down="admit (fail open)" if fail_open else "reject (fail closed)",
         )
 
+    async def ping(self) -> None:
+        """Return when the shared store answers (``onion.Pingable``, for ``/readyz``); at
+        once for a store in process memory."""
+        redis = getattr(self.store, "redis", None)
+        if redis is not None:
+            await redis.ping()
+
     async def aclose(self) -> None:
         """Release the backend's connections (the Redis pool), if it has any."""
         close = getattr(self.store, "aclose", None)

@@ -23,9 +23,9 @@ import msgspec
 
 from ..errors import BadRequest, OnionError, Unauthorized
 from ..wire import openai_chat
-from ._http import JSON, Receive, Scope, Send, read_body, read_headers, respond
+from ._http import JSON, ApiKeys, Receive, Scope, Send, read_body, read_headers, respond
 
-__all__ = ["AdminAnswer", "AdminRequest", "AdminRoutes"]
+__all__ = ["AdminAnswer", "AdminRequest", "AdminRoutes", "client_key_check"]
 
 _MAX_ADMIN_BODY = 64 * 1024
 _encode = msgspec.json.Encoder().encode
@@ -78,6 +78,11 @@ class AdminRoutes:
         self._is_client_key = is_client_key
         self._exact: dict[tuple[str, str], AdminHandler] = {}
         self._prefixes: list[tuple[str, str, AdminHandler]] = []
+
+    def rekey(self, admin_key: str | None, is_client_key: Callable[[bytes], bool] | None = None) -> None:
+        """Use a new admin key and client-key check (a config reload); routes stay."""
+        self._key = admin_key.encode() if admin_key else None
+        self._is_client_key = is_client_key
 
     def add(self, method: str, path: str, handler: AdminHandler) -> None:
         """Serve ``method path`` with ``handler``; a ``path`` ending in ``/`` is a prefix."""
@@ -145,3 +150,16 @@ class _NotFound(BadRequest):
 class _MethodNotAllowed(BadRequest):
     status = 405
     code = "method_not_allowed"
+
+
+def client_key_check(keys: Mapping[str, str]) -> Callable[[bytes], bool]:
+    """Whether a token is one of the gateway's client keys (so the admin API can say 403)."""
+    check = ApiKeys(keys)
+
+    def is_client_key(token: bytes) -> bool:
+        try:
+            return check.caller(b"Bearer " + token) is not None
+        except OnionError:
+            return False
+
+    return is_client_key

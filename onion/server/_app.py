@@ -2,11 +2,11 @@
 
 Routes: ``POST /v1/chat/completions`` in the ``openai_chat`` dialect, ``POST
 /v1/responses`` in ``responses``, ``POST /v1/embeddings`` in ``embeddings`` (each also
-without ``/v1``), ``GET /v1/models`` and ``GET /v1/models/{id}``, ``GET /healthz``, and
-``GET /metrics`` when a ``metrics_renderer`` is given; ``POST /v1/completions`` (legacy)
-and ``/v1/responses/{id}`` (stored responses) are 400s that say why. A dialect route
-reads the request (``_http``), has the dialect decode it, awaits the stack and writes
-the dialect's bytes; a new dialect is a module in ``onion.wire`` and one line in
+without ``/v1``), ``GET /v1/models`` and ``GET /v1/models/{id}``, ``GET /healthz``,
+``GET /readyz`` (``_readiness``), and ``GET /metrics`` when a ``metrics_renderer`` is
+given; ``POST /v1/completions`` (legacy) and ``/v1/responses/{id}`` (stored responses)
+are 400s that say why. A dialect route reads the request (``_http``), has the dialect
+decode it, awaits the stack and writes the dialect's bytes; a new dialect is a module in ``onion.wire`` and one line in
 ``_DIALECTS``.
 
 Every answer carries ``x-onion-served-by``; one from the stack also ``x-request-id``.
@@ -29,13 +29,14 @@ import msgspec
 if TYPE_CHECKING:
     from ..config import Gateway
 
-from .._context import Context, RequestOptions, _new_request_id
+from .._context import Context, _new_request_id
 from .._response import Response
 from .._stack import Handler
 from .._types import Chunk, Completion, Request
 from ..errors import BadRequest, ModelNotFound, OnionError, ShuttingDown, Unauthorized
 from ..wire import Dialect, StreamEncoder, anthropic_messages, embeddings, openai_chat, responses
-from ._admin import AdminRoutes
+from ._admin import AdminRoutes, client_key_check
+from ._admin_ops import add_cache_route
 from ._http import (
     JSON,
     SSE_HEADERS,
@@ -50,10 +51,9 @@ from ._http import (
     read_headers,
     respond,
 )
+from ._readiness import Readiness
 
 __all__ = ["GatewayApp", "create_app", "served_routes"]
-
-_NO_CACHE = RequestOptions(cache=False)
 
 logger = logging.getLogger("onion.server")
 
@@ -94,6 +94,8 @@ class GatewayApp:
     - ``on_shutdown``: awaited at ASGI lifespan shutdown (close connection pools).
     - ``admin``: the ``/admin/`` routes (``AdminRoutes``); by default none are served and
       each answers 403 (the admin API is off without ``[server] admin_key``).
+    - ``readiness``: what ``GET /readyz`` checks (``Readiness``); by default only that
+      the app is not draining.
 
     A client that disconnects cancels its call, streamed or not (every layer's
     end-of-answer code sees it cancelled). ``drain(grace)`` is the shutdown: calls
@@ -116,6 +118,7 @@ class GatewayApp:
         metrics_auth: bool = True,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         admin: AdminRoutes | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
         self.handler = handler
         self.api_keys = ApiKeys(api_keys)
@@ -127,6 +130,7 @@ class GatewayApp:
         self.metrics_renderer = metrics_renderer
         self.metrics_auth = metrics_auth
         self.on_shutdown = on_shutdown
+        self.readiness = readiness or Readiness((), None)
         self._calls: set[anyio.CancelScope] = set()
         self._draining = False
         self._expired = False
@@ -165,6 +169,9 @@ class GatewayApp:
             await _plain_error(send, 400, message, "unsupported_endpoint")
         elif path == "/healthz":
             await respond(send, 200, b'{"status":"ok"}', [JSON])
+        elif path == "/readyz":
+            status, body = await self.readiness.check(draining=self._draining)
+            await respond(send, status, body, [JSON, (b"cache-control", b"no-store")])
         elif path == "/metrics" and self.metrics_renderer is not None:
             await self._metrics(scope, send)
         elif self.admin.serves(path):
@@ -277,14 +284,14 @@ class GatewayApp:
         """One call of the stack in the route's dialect, in this (the request's) task."""
         context = None
         try:
-            authorization, declared, cache_off, trace_headers = read_headers(scope["headers"])
+            authorization, declared, options, trace_headers = read_headers(scope["headers"])
             caller = self.api_keys.caller(authorization)
             if self._draining:
                 raise ShuttingDown("the call arrived while the gateway drains")
             body = await read_body(receive, declared, self.max_body_bytes)
             context = Context(caller=caller, trace_headers=trace_headers)
-            if cache_off:
-                context.options = _NO_CACHE
+            if options is not None:
+                context.options = options
             # An empty body is the dialect's to explain; a dialect that is not JSON says so.
             if body and getattr(dialect, "json_body", True):
                 check_json(body, self.max_json_depth)
@@ -349,7 +356,7 @@ def served_routes(*, metrics: bool) -> list[str]:
     (each API route answers without ``/v1`` too); ``onion serve`` prints them."""
     served = [f"POST {path}" for path in _DIALECTS if path.startswith("/v1/")]
     served.append("POST /v1/messages/count_tokens")
-    served += ["GET /v1/models", "GET /v1/models/{id}", "GET /healthz"]
+    served += ["GET /v1/models", "GET /v1/models/{id}", "GET /healthz", "GET /readyz"]
     if metrics:
         served.append("GET /metrics")
     return served
@@ -471,7 +478,7 @@ def create_app(
             pairs += [(model, provider.name) for model in await provider.list_models()]
         return pairs
 
-    return GatewayApp(
+    app = GatewayApp(
         gateway.stack,
         api_keys=gateway.api_keys,
         models=router.models(),
@@ -481,18 +488,8 @@ def create_app(
         metrics_renderer=metrics_renderer,
         metrics_auth=gateway.config.server.metrics_auth,
         on_shutdown=gateway.aclose,
-        admin=AdminRoutes(gateway.config.server.admin_key, _client_key_check(gateway.api_keys)),
+        admin=AdminRoutes(gateway.config.server.admin_key, client_key_check(gateway.api_keys)),
+        readiness=Readiness(gateway.stack.layers, router),
     )
-
-
-def _client_key_check(keys: Mapping[str, str]) -> Callable[[bytes], bool]:
-    """Whether a token is one of the gateway's client keys (so the admin API can say 403)."""
-    check = ApiKeys(keys)
-
-    def is_client_key(token: bytes) -> bool:
-        try:
-            return check.caller(b"Bearer " + token) is not None
-        except OnionError:
-            return False
-
-    return is_client_key
+    add_cache_route(app.admin, app)
+    return app

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from .._context import Context
+from .._context import Context, RequestOptions
 from .._response import Response
 from ..errors import BadRequest, RequestTooLarge, Unauthorized
 
@@ -52,6 +52,8 @@ SSE_HEADERS = [
 _TOKEN = re.compile(rb"[\x21-\x7e]+")  # one token of visible ASCII: no spaces, no controls
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 _CACHE_OFF = frozenset({b"no", b"false", b"0", b"off"})
+_NO_CACHE = RequestOptions(cache=False)
+_REFRESH = RequestOptions(refresh=True)
 
 
 async def respond(
@@ -73,8 +75,10 @@ async def respond(
 
 def read_headers(
     headers: Iterable[tuple[bytes, bytes]],
-) -> tuple[bytes | None, bytes | None, bool, dict[str, str] | None]:
-    """``(authorization, content_length, cache_off, trace_headers)`` in one pass; a plain
+) -> tuple[bytes | None, bytes | None, RequestOptions | None, dict[str, str] | None]:
+    """``(authorization, content_length, options, trace_headers)`` in one pass, where
+    ``options`` is the cache switch (``x-onion-cache: off`` or ``Cache-Control: no-cache``
+    turn the caches off, ``x-onion-cache: refresh`` skips their lookup), or ``None``; a plain
     tuple, as a named one costs ten times more to build per request. Two
     ``Authorization`` headers are a ``BadRequest``: which one counts would depend on the
     server (and on every proxy in front of it)."""
@@ -99,12 +103,15 @@ def read_headers(
             onion_cache = value
         elif name == b"cache-control":
             cache_control = value
-    cache_off = (onion_cache is not None and onion_cache.strip().lower() in _CACHE_OFF) or (
-        cache_control is not None and (b"no-cache" in cache_control.lower() or b"no-store" in cache_control.lower())
-    )
+    options = None
+    if onion_cache is not None:
+        switch = onion_cache.strip().lower()
+        options = _NO_CACHE if switch in _CACHE_OFF else _REFRESH if switch == b"refresh" else None
+    if cache_control is not None and (b"no-cache" in cache_control.lower() or b"no-store" in cache_control.lower()):
+        options = _NO_CACHE
     if authorization is None and api_key is not None:
         authorization = b"Bearer " + api_key.strip()
-    return authorization, declared, cache_off, trace_headers
+    return authorization, declared, options, trace_headers
 
 
 class ApiKeys:

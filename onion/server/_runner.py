@@ -17,7 +17,9 @@ a clean exit status after SIGTERM.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import socket
 import sys
 from typing import TYPE_CHECKING, Any
@@ -29,7 +31,7 @@ from ._protocol import ConnectionLimits, GuardedProtocol
 if TYPE_CHECKING:
     from ..config import ServerConfig
 
-__all__ = ["GatewayServer", "fit_connection_cap", "raise_open_file_limit", "run"]
+__all__ = ["GatewayServer", "fit_connection_cap", "note_early_hangup", "raise_open_file_limit", "run"]
 
 logger = logging.getLogger("onion.server")
 
@@ -66,10 +68,26 @@ class GatewayServer(uvicorn.Server):
     """uvicorn's server; on SIGTERM or SIGINT the app drains its calls (``drain``) and
     the process exits 0 instead of re-raising the signal."""
 
-    def __init__(self, config: uvicorn.Config, *, grace: float, drain: Any = None) -> None:
+    def __init__(self, config: uvicorn.Config, *, grace: float, drain: Any = None, on_hangup: Any = None) -> None:
         super().__init__(config)
         self.grace = grace
         self.drain = drain
+        self.on_hangup = on_hangup
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.on_hangup is not None and hasattr(signal, "SIGHUP"):
+            # SIGHUP reloads the config (``_reload``) on the server's own loop; its
+            # default action would end the process.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
+            if _early_hangups:  # one came while the process started: the file may be newer
+                _early_hangups.clear()
+                self._hangup()
+
+    def _hangup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.on_hangup())
+        _hangups.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(_hangups.discard)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
@@ -87,8 +105,26 @@ class GatewayServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def run(app: Any, sock: socket.socket, server: ServerConfig, log_level: str, limits: ConnectionLimits) -> None:
-    """Serve ``app`` on the bound ``sock`` until SIGTERM or SIGINT."""
+_hangups: set[Any] = set()
+_early_hangups: list[int] = []
+
+
+def note_early_hangup(signum: int, frame: Any) -> None:
+    """The ``SIGHUP`` handler until the server runs: remembered, then reloaded on (its
+    default action would end the process, and ignoring it would lose the reload)."""
+    _early_hangups.append(signum)
+
+
+def run(
+    app: Any,
+    sock: socket.socket,
+    server: ServerConfig,
+    log_level: str,
+    limits: ConnectionLimits,
+    on_hangup: Any = None,
+) -> None:
+    """Serve ``app`` on the bound ``sock`` until SIGTERM or SIGINT; ``SIGHUP`` awaits
+    ``on_hangup()`` (a config reload)."""
     config = uvicorn.Config(
         app,
         interface="asgi3",
@@ -105,5 +141,6 @@ def run(app: Any, sock: socket.socket, server: ServerConfig, log_level: str, lim
         timeout_graceful_shutdown=1 if hasattr(app, "drain") else server.shutdown_grace_seconds,  # type: ignore[arg-type]
         backlog=min(4096, limits.max_connections),
     )
-    GatewayServer(config, grace=server.shutdown_grace_seconds, drain=getattr(app, "drain", None)).run(sockets=[sock])
+    drain = getattr(app, "drain", None)
+    GatewayServer(config, grace=server.shutdown_grace_seconds, drain=drain, on_hangup=on_hangup).run(sockets=[sock])
     sys.stdout.flush()

@@ -6,7 +6,8 @@ with ``SO_REUSEPORT``: the kernel spreads new connections across them evenly (a 
 accept socket would wake every worker and let the busiest take most). A worker that dies
 is restarted (at most once a second, so a crash loop does not spin). SIGTERM or SIGINT
 is passed to every worker, which drains as one process would (``GatewayApp.drain``);
-the supervisor exits 0 when they have all stopped cleanly.
+the supervisor exits 0 when they have all stopped cleanly. SIGHUP is passed to every
+worker too: each reloads the config file (``_reload``).
 
 State that must be shared (rate limits, caches, …) goes through Redis where the config
 says so; otherwise each worker has its own.
@@ -44,9 +45,18 @@ def supervise(command: list[str], workers: int, grace: float) -> int:
     def stop(signum: int, frame: object) -> None:
         stopping.set()
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    metrics_dir = tempfile.mkdtemp(prefix="onion-metrics-")
     processes: list[subprocess.Popen[bytes] | None] = [None] * workers
+
+    def hang_up(signum: int, frame: object) -> None:
+        # A config reload: every worker re-reads the file itself (and refuses a bad one).
+        for process in processes:
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGHUP)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if hasattr(signal, "SIGHUP"):
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hang_up)
+    metrics_dir = tempfile.mkdtemp(prefix="onion-metrics-")
     started_at = [0.0] * workers
 
     def start(index: int) -> None:

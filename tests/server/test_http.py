@@ -136,7 +136,17 @@ CACHE_SWITCHES: list[tuple[list[tuple[bytes, bytes]], bool]] = [
 
 @pytest.mark.parametrize(("headers", "off"), CACHE_SWITCHES)
 def test_cache_switches(headers: list[tuple[bytes, bytes]], off: bool) -> None:
-    assert read_headers(headers)[2] is off
+    options = read_headers(headers)[2]
+    assert (options is not None and not options.cache) is off
+    assert options is None or not options.refresh
+
+
+def test_the_refresh_switch_skips_the_lookup_only() -> None:
+    options = read_headers([(b"x-onion-cache", b" Refresh ")])[2]
+    assert options is not None and options.cache and options.refresh
+    # Turning the cache off wins over refreshing it.
+    both = read_headers([(b"x-onion-cache", b"refresh"), (b"cache-control", b"no-store")])[2]
+    assert both is not None and not both.cache
 
 
 def test_only_the_w3c_trace_context_is_kept_for_the_layers() -> None:
@@ -148,8 +158,8 @@ def test_only_the_w3c_trace_context_is_kept_for_the_layers() -> None:
         (b"cookie", b"session=1"),
         (b"content-length", b"12"),
     ]
-    authorization, declared, cache_off, trace = read_headers(headers)
-    assert (authorization, declared, cache_off) == (b"Bearer sk-secret", b"12", False)
+    authorization, declared, options, trace = read_headers(headers)
+    assert (authorization, declared, options) == (b"Bearer sk-secret", b"12", None)
     assert trace == {
         "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         "tracestate": "v=1",
