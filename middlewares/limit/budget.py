@@ -50,6 +50,7 @@ or admitted uncounted.
 
 from __future__ import annotations
 
+import inspect
 import math
 import sqlite3
 import time
@@ -68,6 +69,7 @@ from onion import (
     Chunk,
     Completion,
     ConfigError,
+    KeyPolicy,
     Layer,
     RateLimited,
     Request,
@@ -332,6 +334,16 @@ class Budget(Layer):
         self._lines[kind, name] = (spec, line)
         return line
 
+    def _key_line(self, caller: str, policy: KeyPolicy) -> BudgetLine:
+        # A virtual key's own budget (``context.key``), remembered while the policy is the same object.
+        known = self._lines.get(("key", caller))
+        if known is not None and known[0] is policy:
+            return known[1]
+        spec = {"usd": policy.budget_usd, "window": policy.budget_window}
+        line = (f"{self.prefix}:key:{caller}", *_limit(f"key {caller!r}", spec, self.window))
+        self._lines["key", caller] = (policy, line)  # type: ignore[assignment]
+        return line
+
     def lines(self, request: Request) -> list[BudgetLine]:
         """The budgets ``request`` is charged against: its key's, its team's, the global one."""
         lines: list[BudgetLine] = []
@@ -341,6 +353,8 @@ class Budget(Layer):
             spec = self.keys.get(caller)
             if spec is not None:
                 lines.append(self._line("key", caller, spec))
+            elif context.key is not None and context.key.budget_usd is not None:
+                lines.append(self._key_line(caller, context.key))
         team = context.team or (self.team_of.get(caller) if caller is not None else None)
         if team is not None:
             spec = self.teams.get(team)
@@ -421,6 +435,9 @@ class Budget(Layer):
             with anyio.CancelScope(shield=True):  # a cancelled call still refunds
                 await self._settle(charge, 0)
             raise
+        if admission.remaining >= 0:
+            # Headroom once this call's worst case is held: what the caller can still start.
+            response.headers["x-onion-budget-remaining"] = f"{admission.remaining / NANO:.6f}"
         if response.cache == "hit":
             charge.cached = True
             await self._settle(charge, 0)
@@ -449,7 +466,9 @@ class Budget(Layer):
                 context.caller, team, request.model, cost / NANO, charge.amount / NANO, charge.cached, time.time()
             )
             try:
-                on_spend(record)
+                result = on_spend(record)
+                if inspect.isawaitable(result):  # a ledger that writes to a store
+                    await result
             except Exception:
                 _log.exception("budget on_spend failed")
 

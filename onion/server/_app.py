@@ -30,12 +30,16 @@ if TYPE_CHECKING:
     from ..config import Gateway
 
 from .._context import Context, RequestOptions, _new_request_id
+from .._keys import KeyResolver, check_model
+from .._policy import KeyPolicy
 from .._response import Response
 from .._stack import Handler
 from .._types import Chunk, Completion, Request
 from ..errors import BadRequest, ModelNotFound, OnionError, ShuttingDown, Unauthorized
 from ..wire import Dialect, StreamEncoder, anthropic_messages, embeddings, openai_chat, responses
 from ._admin import AdminRoutes
+from ._admin_keys import KeyRoutes, key_resolver
+from ._admin_spend import add_spend_routes
 from ._http import (
     JSON,
     SSE_HEADERS,
@@ -94,6 +98,9 @@ class GatewayApp:
     - ``on_shutdown``: awaited at ASGI lifespan shutdown (close connection pools).
     - ``admin``: the ``/admin/`` routes (``AdminRoutes``); by default none are served and
       each answers 403 (the admin API is off without ``[server] admin_key``).
+    - ``keys``: the key check (``KeyResolver``: config and issued virtual keys); by
+      default the ``api_keys``. A key's name becomes ``context.caller``, its team
+      ``context.team``, its policy ``context.key``; a model it may not use is a 403.
 
     A client that disconnects cancels its call, streamed or not (every layer's
     end-of-answer code sees it cancelled). ``drain(grace)`` is the shutdown: calls
@@ -116,9 +123,12 @@ class GatewayApp:
         metrics_auth: bool = True,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         admin: AdminRoutes | None = None,
+        keys: KeyResolver | None = None,
     ) -> None:
         self.handler = handler
         self.api_keys = ApiKeys(api_keys)
+        # Every key check goes through the resolver: config keys and issued ones alike.
+        self.keys = keys or KeyResolver([(key, KeyPolicy(name=name)) for key, name in (api_keys or {}).items()])
         self.admin = admin or AdminRoutes(None)
         self.models = list(models or [])
         self.list_models = list_models
@@ -214,7 +224,7 @@ class GatewayApp:
         assert self.metrics_renderer is not None
         if self.metrics_auth:
             try:
-                self.api_keys.caller(read_headers(scope["headers"])[0])
+                await self.keys.resolve(read_headers(scope["headers"])[0])
             except (Unauthorized, BadRequest) as refusal:
                 await _refuse(send, openai_chat, refusal)
                 return
@@ -231,7 +241,7 @@ class GatewayApp:
         """``GET /v1/models``, or with ``model_id`` ``GET /v1/models/{id}``: the model
         object, or a 404 in OpenAI's error shape (``model_not_found``)."""
         try:
-            self.api_keys.caller(read_headers(scope["headers"])[0])
+            await self.keys.resolve(read_headers(scope["headers"])[0])
         except (Unauthorized, BadRequest) as refusal:
             await _refuse(send, openai_chat, refusal)
             return
@@ -263,11 +273,11 @@ class GatewayApp:
         (no upstream call), behind the same key check and body limits."""
         try:
             authorization, declared, _, _ = read_headers(scope["headers"])
-            caller = self.api_keys.caller(authorization)
+            policy = await self.keys.resolve(authorization)
             body = await read_body(receive, declared, self.max_body_bytes)
             if body:
                 check_json(body, self.max_json_depth)
-            answer = anthropic_messages.count_tokens(body, Context(caller=caller))
+            answer = anthropic_messages.count_tokens(body, _context(policy))
         except OnionError as refusal:
             await _refuse(send, anthropic_messages, refusal)
             return
@@ -278,17 +288,19 @@ class GatewayApp:
         context = None
         try:
             authorization, declared, cache_off, trace_headers = read_headers(scope["headers"])
-            caller = self.api_keys.caller(authorization)
+            policy = await self.keys.resolve(authorization)
             if self._draining:
                 raise ShuttingDown("the call arrived while the gateway drains")
             body = await read_body(receive, declared, self.max_body_bytes)
-            context = Context(caller=caller, trace_headers=trace_headers)
+            context = _context(policy, trace_headers)
             if cache_off:
                 context.options = _NO_CACHE
             # An empty body is the dialect's to explain; a dialect that is not JSON says so.
             if body and getattr(dialect, "json_body", True):
                 check_json(body, self.max_json_depth)
             request = dialect.decode(body, context)
+            if policy is not None and policy.models:
+                check_model(policy, request.model)
         except OnionError as refusal:
             await _refuse(send, dialect, refusal, None if context is None else context.request_id)
             return
@@ -353,6 +365,12 @@ def served_routes(*, metrics: bool) -> list[str]:
     if metrics:
         served.append("GET /metrics")
     return served
+
+
+def _context(policy: KeyPolicy | None, trace_headers: dict[str, str] | None = None) -> Context:
+    if policy is None:
+        return Context(trace_headers=trace_headers)
+    return Context(caller=policy.name, team=policy.team, key=policy, trace_headers=trace_headers)
 
 
 class _Progress:
@@ -471,6 +489,12 @@ def create_app(
             pairs += [(model, provider.name) for model in await provider.list_models()]
         return pairs
 
+    keys = key_resolver(gateway)
+    admin = AdminRoutes(gateway.config.server.admin_key, keys.is_client_key)
+    if keys.store is not None:
+        provides = frozenset().union(*(getattr(layer, "provides", frozenset()) for layer in gateway.stack.layers))
+        KeyRoutes(keys, provides).add_to(admin)
+    add_spend_routes(admin, gateway)
     return GatewayApp(
         gateway.stack,
         api_keys=gateway.api_keys,
@@ -481,18 +505,6 @@ def create_app(
         metrics_renderer=metrics_renderer,
         metrics_auth=gateway.config.server.metrics_auth,
         on_shutdown=gateway.aclose,
-        admin=AdminRoutes(gateway.config.server.admin_key, _client_key_check(gateway.api_keys)),
+        admin=admin,
+        keys=keys,
     )
-
-
-def _client_key_check(keys: Mapping[str, str]) -> Callable[[bytes], bool]:
-    """Whether a token is one of the gateway's client keys (so the admin API can say 403)."""
-    check = ApiKeys(keys)
-
-    def is_client_key(token: bytes) -> bool:
-        try:
-            return check.caller(b"Bearer " + token) is not None
-        except OnionError:
-            return False
-
-    return is_client_key
