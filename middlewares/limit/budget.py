@@ -231,7 +231,11 @@ class Budget(Layer):
 
     ``keys``, ``teams`` and ``team_of`` are read per call, so a live mapping (a key
     store that issues and revokes keys) can be passed in code; ``on_spend`` receives a
-    ``SpendRecord`` for every settled call (a spend report's feed).
+    ``SpendRecord`` for every settled call (a spend report's feed; awaited if it returns
+    an awaitable), calls under no budget included (priced, nothing reserved). A call
+    under a budget gets ``x-onion-budget-remaining`` (USD: the least room left in its
+    budgets once its worst case is held). A virtual key's own budget
+    (``context.key.budget_usd``) applies when ``keys`` has none for it.
     """
 
     name = "budget"
@@ -384,7 +388,9 @@ class Budget(Layer):
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         lines = self.lines(request)
         if not lines:
-            return await call_next(request)
+            if self.on_spend is None:
+                return await call_next(request)
+            return await self._unbudgeted(request, call_next)
         price = self.prices.lookup(request.model)
         if price is None:
             raise BadRequest(
@@ -453,11 +459,30 @@ class Budget(Layer):
             response.wrap(charge.guard)
         return await response.on_end(charge.settle)
 
+    async def _unbudgeted(self, request: Request, call_next: CallNext) -> Response:
+        # No budget applies, but spend is reported: count the cost, reserve nothing.
+        price = self.prices.lookup(request.model)
+        if price is None:
+            return await call_next(request)
+        charge = _Charge(self, [], Admission(()), 0, price)
+        charge.prompt = input_tokens(request)
+        charge.request = request
+        response = await call_next(request)
+        if response.cache == "hit":
+            charge.cached = True
+            await self._settle(charge, 0)
+            return response
+        if response.completion is not None:
+            await self._settle(charge, charge.cost(response.completion))
+            return response
+        return await response.on_end(charge.settle)
+
     async def _settle(self, charge: _Charge, cost: int) -> None:
-        try:
-            await self.store.settle(charge.lines, charge.admission, charge.amount, cost)
-        except STORE_DOWN as error:
-            _log.warning("budget store unreachable while settling", error=type(error).__name__)
+        if charge.lines:
+            try:
+                await self.store.settle(charge.lines, charge.admission, charge.amount, cost)
+            except STORE_DOWN as error:
+                _log.warning("budget store unreachable while settling", error=type(error).__name__)
         on_spend, request = self.on_spend, charge.request
         if on_spend is not None and request is not None:
             context = request.context

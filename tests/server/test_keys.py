@@ -198,3 +198,33 @@ async def test_a_restart_keeps_issued_keys_and_spend(tmp_path: Path) -> None:
         assert float(again.headers["x-onion-budget-remaining"]) < before
         listed = await http.get("/admin/keys", headers=_auth(ADMIN))
         assert [k["name"] for k in listed.json()["data"] if k.get("source") == "issued"] == ["dave"]
+
+
+async def test_spend_report_by_key_team_model_and_day_with_cache_hits(tmp_path: Path) -> None:
+    config = _config({"backend": "sqlite", "path": str(tmp_path / "spend.db")})
+    config.stack[:] = [{"use": "budget"}, {"use": "exact_cache"}]
+    app = create_app(build_gateway(config))
+    async with ThreadedServer(app) as server, httpx.AsyncClient(base_url=server.url) as http:
+        made = await http.post(
+            "/admin/keys", json={"name": "erin", "team": "red", "budget_usd": 1}, headers=_auth(ADMIN)
+        )
+        erin = made.json()["key"]
+        expected = 0
+        for key, stream in ((erin, False), (erin, False), (ALICE, True)):
+            body = {**_chat(stream=stream), "stream_options": {"include_usage": True}} if stream else _chat()
+            answer = await http.post("/v1/chat/completions", json=body, headers=_auth(key))
+            assert answer.status_code == 200, answer.text
+            if not stream and answer.headers["x-onion-served-by"] != "exact_cache":
+                usage = answer.json()["usage"]
+                expected += usage["prompt_tokens"] * 1000 + usage["completion_tokens"] * 2000
+        report = (await http.get("/admin/spend", headers=_auth(ADMIN))).json()
+        assert report["by_key"]["erin"]["calls"] == 2
+        assert report["by_key"]["erin"]["cache_hits"] == 1  # the repeat was a cache hit, at zero cost
+        assert round(report["by_key"]["erin"]["usd"] * 1e9) == expected
+        assert set(report["by_team"]) == {"red", "blue"} and set(report["by_model"]) == {"sim-small"}
+        assert report["total"]["calls"] == 3 and len(report["by_day"]) == 1
+        only = (await http.get("/admin/spend?team=blue", headers=_auth(ADMIN))).json()
+        assert set(only["by_key"]) == {"alice"} and only["total"]["calls"] == 1
+        bad = await http.get("/admin/spend?from=yesterday", headers=_auth(ADMIN))
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "from"
+        assert (await http.get("/admin/spend", headers=_auth(erin))).status_code == 403
