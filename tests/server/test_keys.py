@@ -228,3 +228,27 @@ async def test_spend_report_by_key_team_model_and_day_with_cache_hits(tmp_path: 
         bad = await http.get("/admin/spend?from=yesterday", headers=_auth(ADMIN))
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "from"
         assert (await http.get("/admin/spend", headers=_auth(erin))).status_code == 403
+
+
+def test_prices_reach_every_pricing_layer_and_bad_state_or_prices_are_named() -> None:
+    data: dict[str, Any] = {
+        "providers": [{"name": "sim", "kind": "simulated", "models": ["sim-small"]}],
+        "stack": [{"use": "metrics"}, {"use": "logging"}, {"use": "budget", "prices": {"sim-small": [5.0, 6.0]}}],
+        "prices": {
+            "sim-small": {"input": 1.0, "output": 2.0, "as_of": "2026-12-01"},
+            "gpt-4o": {"input": 9, "output": 9},
+        },
+    }
+    metrics, logging, budget = build_gateway(parse_config(data, env={})).stack.layers
+    for layer in (metrics, logging):
+        assert layer.prices.lookup("sim-small").input == 1.0  # type: ignore[attr-defined]
+        assert layer.prices.lookup("gpt-4o").output == 9  # type: ignore[attr-defined]  # overrides the shipped price
+    assert budget.prices.lookup("sim-small").input == 5.0  # type: ignore[attr-defined]  # the layer's own wins
+    for bad, field in (
+        ({"prices": {"m": {"input": -1, "output": 1}}}, "'m'"),
+        ({"prices": {"m": {"input": 1}}}, "'m'"),
+        ({"state": {"backend": "redis"}}, "'redis_url'"),
+        ({"state": {"backend": "disk"}}, "'backend'"),
+    ):
+        with pytest.raises(ConfigError, match=field):
+            parse_config({**data, **bad}, env={})
