@@ -115,3 +115,19 @@ def test_two_workers_never_spend_more_than_a_shared_key_budget(
     assert reserved == 0
     assert spent == sum(costs)  # the final spend is the sum of the real costs
     assert spent <= round(budget * 1e9)  # never more than the budget's worth
+
+
+def test_workers_with_the_admin_api_refuse_a_memory_state(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "onion.toml"
+    config.write_text(
+        f'[server]\nadmin_key = "{ADMIN}"\n[state]\nbackend = "memory"\n'
+        '[[providers]]\nname = "sim"\nkind = "simulated"\nmodels = ["sim-small"]\n'
+    )
+    command = [sys.executable, "-m", "onion.cli", "serve", "--port", "0", "--workers", "2", "--config", str(config)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert done.returncode == 2
+    assert '[state] backend = "sqlite" or "redis"' in done.stderr
