@@ -115,6 +115,10 @@ def test_two_workers_never_spend_more_than_a_shared_key_budget(
     assert reserved == 0
     assert spent == sum(costs)  # the final spend is the sum of the real costs
     assert spent <= round(budget * 1e9)  # never more than the budget's worth
+    # The spend report (a Redis ledger both workers write) says the same, from either worker.
+    report = httpx.get(two.url + f"/admin/spend?key={name}", headers={"Authorization": f"Bearer {ADMIN}"}).json()
+    assert round(report["by_key"][name]["usd"] * 1e9) == spent
+    assert report["by_key"][name]["calls"] == len(costs) and report["total"]["cache_hits"] == 0
 
 
 def test_workers_with_the_admin_api_refuse_a_memory_state(tmp_path: Path) -> None:
