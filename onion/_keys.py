@@ -343,16 +343,19 @@ class KeyResolver:
         self._cache[digest] = (policy, now + self.ttl)
         return policy
 
-    def is_client_key(self, token: bytes) -> bool:
-        """Whether ``token`` is a client key this worker knows (config keys, or issued
-        keys seen within ``ttl``): the admin API then answers 403 rather than 401."""
+    async def is_client_key(self, token: bytes) -> bool:
+        """Whether ``token`` is a client key (from the config, or issued and not revoked):
+        the admin API then answers 403 rather than 401."""
         if self._local_digest(token) in self._configured:
             return True
-        if self._secret is None:
+        if self.store is None:
             return False
-        cached = self._cache.get(self.digest(token))
-        return cached is not None and cached[0] is not None
-
+        if self._secret is None:
+            await self.start()
+        try:
+            return await self._issued(self.digest(token)) is not None
+        except Unauthorized:  # the store is down: not known to be a client key
+            return False
 
 class ModelNotAllowed(BadRequest):
     """The caller's key may not call the model it asked for (403 ``model_not_allowed``)."""

@@ -117,6 +117,8 @@ async def test_issue_list_rotate_revoke(served: ThreadedServer) -> None:
         assert made.status_code == 201, made.text
         key, key_id = made.json()["key"], made.json()["id"]
         assert key.startswith("sk-onion-")
+        # Never used yet (not in any cache): still known as a client key, so 403, not 401.
+        assert (await http.get("/admin/keys", headers=_auth(key))).status_code == 403
         for stream in (False, True):
             answer = await http.post("/v1/chat/completions", json=_chat(stream=stream), headers=_auth(key))
             assert answer.status_code == 200, answer.text
@@ -139,6 +141,7 @@ async def test_issue_list_rotate_revoke(served: ThreadedServer) -> None:
         gone = await http.delete(f"/admin/keys/{key_id}", headers=_auth(ADMIN))
         assert gone.status_code == 200 and gone.json()["revoked"] is True
         assert (await http.post("/v1/chat/completions", json=_chat(), headers=_auth(new))).status_code == 401
+        assert (await http.get("/admin/keys", headers=_auth(new))).status_code == 401  # revoked: no client key
         assert (await http.delete("/admin/keys/key_nope", headers=_auth(ADMIN))).status_code == 404
 
 
