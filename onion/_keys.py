@@ -54,7 +54,7 @@ __all__ = [
     "new_key",
 ]
 
-_TOKEN = re.compile(rb"[\x21-\x7e]+")
+_TOKEN = re.compile(rb"[\x21-\x7e]+")  # one token of visible ASCII: no spaces, no controls
 KEY_PREFIX = "sk-onion-"
 
 
