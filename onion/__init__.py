@@ -31,6 +31,7 @@ from ._context import (
 )
 from ._lazy import lazy_getattr
 from ._operable import CacheSelector, Pingable, Purgeable
+from ._policy import KeyPolicy
 from ._registry import ENTRY_POINT_GROUP, available_layers, build_layer, resolve_import, resolve_layer
 from ._response import Accumulator, AnswerEnd, EndCallback, Response
 from ._stack import PROTOCOL_VERSION, CallNext, Handler, Layer, LayerInfo, Middleware, Order, Stack, layer_info
@@ -73,6 +74,8 @@ from .errors import (
 
 if TYPE_CHECKING:
     # Static twins of the lazy names below (``X as X`` marks a re-export).
+    from ._keys import KeyResolver as KeyResolver
+    from ._keys import KeyStore as KeyStore
     from ._redis import RedisClient as RedisClient
     from ._redis import RedisUnavailable as RedisUnavailable
     from .config import Gateway as Gateway
@@ -103,6 +106,8 @@ _LAZY: dict[str, str] = {
     "Router": "providers",
     "SimulatedProvider": "providers",
     "build_provider": "providers",
+    "KeyResolver": "_keys",
+    "KeyStore": "_keys",
     "RedisClient": "_redis",
     "RedisUnavailable": "_redis",
     "GatewayApp": "server",
@@ -142,6 +147,7 @@ __all__ = [
     "EndCallback",
     "EstimateCounter",
     "GuardrailViolation",
+    "KeyPolicy",
     "GuardFindings",
     "Handler",
     "Layer",

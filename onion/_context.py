@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
 
+from ._policy import KeyPolicy
+
 if TYPE_CHECKING:
     import anyio
 
@@ -140,6 +142,8 @@ class Context(msgspec.Struct):
     - ``caller``: identity of the client (API key name, ``user``), used for rate limits,
       cache scopes and metrics.
     - ``team``: the caller's team (a virtual key's team), for team budgets and spend.
+    - ``key``: the caller's virtual key (``KeyPolicy``: allowed models, rpm/tpm, budget),
+      set by the server's key check; ``rate_limit`` and ``budget`` read its limits.
     - ``options``: per-request switches (``RequestOptions``: cache off, resume mode).
     - ``trace_headers``: the incoming W3C trace context (``traceparent``,
       ``tracestate``, ``baggage``), set by the server for a tracing layer to continue;
@@ -171,6 +175,7 @@ class Context(msgspec.Struct):
     request_id: str = msgspec.field(default_factory=_new_request_id)
     caller: str | None = None
     team: str | None = None
+    key: KeyPolicy | None = None
     deadline: float | None = None
     trace: list[str] = msgspec.field(default_factory=list)
     options: RequestOptions = _DEFAULT_OPTIONS

@@ -142,6 +142,11 @@ def _serve(args: argparse.Namespace) -> int:
     if workers < 1:
         print("onion serve: --workers must be at least 1", file=sys.stderr)
         return 2
+    if workers > 1 and server_config.admin_key and _state_backend(config) == "memory":
+        # Each worker would hold its own issued keys and spend: a key issued on one is unknown to the rest.
+        message = 'onion serve: --workers > 1 with the admin API needs [state] backend = "sqlite" or "redis"'
+        print(message, file=sys.stderr)
+        return 2
     try:
         # IPPROTO_TCP explicitly: asyncio turns on TCP_NODELAY only for sockets that say
         # so, and without it small writes wait on delayed ACKs (~40 ms per answer).
@@ -232,6 +237,12 @@ def _serve_worker(gateway: Any, sock: Any, config: Any, worker: str, url: str, p
     print(f"worker {worker} (pid {os.getpid()}): listening on {url}", flush=True)
     run(app, sock, config.server, config.telemetry.log_level, limits, on_hangup=reloader.on_hangup)
     return 0
+
+
+def _state_backend(config: Any) -> str:
+    from .config import state_settings
+
+    return state_settings(config)[0]
 
 
 def _banner(config: Any, gateway: Any, url: str, workers: str = "") -> None:

@@ -72,10 +72,23 @@ SIMULATED_MODELS = ["sim-small", "sim-large"]
 
 
 class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
-    """A client key with a name: the name (never the key) becomes the request's caller."""
+    """A client key with a name: the name (never the key) becomes the request's caller.
+
+    A virtual key also sets ``team``, the ``models`` it may call (globs), its own
+    ``rpm``/``tpm`` (applied by a ``rate_limit`` layer), a budget (``budget_usd`` per
+    ``budget_window``, charged by a ``budget`` layer), ``expires`` (a TOML date or
+    datetime, UTC) and free ``metadata``."""
 
     name: str
     key: str
+    team: str | None = None
+    models: list[str] = []
+    budget_usd: float | None = None
+    budget_window: Literal["day", "month"] = "month"
+    rpm: int | None = None
+    tpm: int | None = None
+    expires: Any = None
+    metadata: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"ApiKey(name={self.name!r}, key=<hidden>)"
@@ -246,13 +259,33 @@ class RouterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omi
         return "RouterConfig(<redis url hidden>)" if self.redis_url else "RouterConfig()"
 
 
+class StateConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[state]``: where issued keys, budgets and spend live. ``backend``: ``"memory"``
+    (one process, lost on restart), ``"sqlite"`` (the file ``path``, survives restarts;
+    the default for a config file: ``onion-state.db`` beside it) or ``"redis"``
+    (``redis_url``, shared by every worker and machine). ``secret`` (``env:NAME``) keys
+    the hashes issued keys are stored as (without it one is kept in the store)."""
+
+    backend: Literal["memory", "sqlite", "redis"] | None = None
+    path: str | None = None
+    redis_url: str | None = None
+    secret: str | None = None
+
+    def __repr__(self) -> str:
+        return f"StateConfig(backend={self.backend!r}, path={self.path!r})"
+
+
 class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The whole file: ``[server]``, ``[telemetry]``, ``[router]``, ``[[providers]]``,
-    ``[[stack]]`` (outermost first)."""
+    """The whole file: ``[server]``, ``[telemetry]``, ``[router]``, ``[state]``, ``[prices]``
+    (model → ``{input, output}`` USD per 1M tokens, added to and overriding the shipped
+    table for every layer that prices calls), ``[[providers]]``, ``[[stack]]`` (outermost
+    first)."""
 
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
     router: RouterConfig = msgspec.field(default_factory=RouterConfig)
+    state: StateConfig = msgspec.field(default_factory=StateConfig)
+    prices: dict[str, Any] = {}
     providers: list[ProviderConfig] = []
     stack: list[dict[str, Any]] = []
     source: str = "file"
@@ -266,7 +299,7 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 _AT = re.compile(r"\s*-\s*at `\$([^`]*)`$")
 _NAMED = re.compile(r"(unknown|missing required) field `([^`]*)`")
-_TOP_TABLES = ("server", "telemetry", "router", "providers", "stack")
+_TOP_TABLES = ("server", "telemetry", "router", "state", "prices", "providers", "stack")
 
 
 def _explain(error: msgspec.ValidationError, origin: str, table: str) -> ConfigError:
@@ -369,10 +402,16 @@ def _check_keys(server: ServerConfig, origin: str, env: Mapping[str, str], probl
             # or its position: the key itself must never become an identity that gets logged.
             name, value = (entry[4:] if entry.startswith("env:") else f"key-{index + 1}"), entry
         resolved = table.secret(value, f"api_keys[{index}]", env)
+        if isinstance(entry, ApiKey):
+            _check_virtual_key(entry, index, table)
         if resolved is not None:
             if any(isinstance(key, ApiKey) and key.key == resolved for key in keys):
                 table.problem(f"api_keys[{index}]", "the same key is listed twice")
-            keys.append(ApiKey(name, resolved))
+            if any(isinstance(key, ApiKey) and key.name == name for key in keys):
+                table.problem(f"api_keys[{index}].name", f"{name!r} is used twice")
+            keys.append(
+                msgspec.structs.replace(entry, key=resolved) if isinstance(entry, ApiKey) else ApiKey(name, resolved)
+            )
     admin_key = None if server.admin_key is None else table.secret(server.admin_key, "admin_key", env)
     if admin_key is not None and any(isinstance(key, ApiKey) and key.key == admin_key for key in keys):
         table.problem("admin_key", "the admin key must differ from every client key in api_keys")
@@ -382,6 +421,58 @@ def _check_keys(server: ServerConfig, origin: str, env: Mapping[str, str], probl
         table.problem("max_body_bytes", "must be at least 1024")
     _check_bounds(server, table)
     return msgspec.structs.replace(server, api_keys=keys, admin_key=admin_key)
+
+
+def _check_virtual_key(entry: ApiKey, index: int, table: _Table) -> None:
+    from ._policy import expiry
+
+    where = f"api_keys[{index}]"
+    if entry.budget_usd is not None and not entry.budget_usd >= 0:
+        table.problem(f"{where}.budget_usd", "must be a non-negative number of dollars")
+    for field in ("rpm", "tpm"):
+        if (value := getattr(entry, field)) is not None and value < 1:
+            table.problem(f"{where}.{field}", "must be at least 1")
+    if entry.expires is not None:
+        try:
+            expiry(entry.expires)
+        except ValueError as error:
+            table.problem(f"{where}.expires", str(error))
+
+
+def _check_state(state: StateConfig, origin: str, env: Mapping[str, str], problems: list[ConfigError]) -> StateConfig:
+    table = _Table("state", f"{origin}: state", problems)
+    changes: dict[str, Any] = {}
+    if state.backend == "redis" and not state.redis_url:
+        table.problem("redis_url", "backend 'redis' needs redis_url")
+    if state.redis_url is not None:
+        changes["redis_url"] = table.secret(state.redis_url, "redis_url", env)
+    if state.secret is not None:
+        changes["secret"] = table.secret(state.secret, "secret", env)
+    return msgspec.structs.replace(state, **changes) if changes else state
+
+
+def _check_prices(prices: Any, origin: str, problems: list[ConfigError]) -> dict[str, Any]:
+    table = _Table("prices", f"{origin}: prices", problems)
+    if not isinstance(prices, Mapping):
+        table.problem("prices", 'expected a table of "model" = {input = USD/1M, output = USD/1M}')
+        return {}
+    good: dict[str, Any] = {}
+    for model, spec in prices.items():
+        if (
+            not isinstance(spec, Mapping)
+            or set(spec) - {"input", "output", "as_of"}
+            or not {"input", "output"} <= set(spec)
+        ):
+            table.problem(model, "expected {input = USD per 1M tokens, output = USD per 1M tokens}")
+            continue
+        if any(
+            not isinstance(spec[k], (int, float)) or isinstance(spec[k], bool) or spec[k] < 0
+            for k in ("input", "output")
+        ):
+            table.problem(model, "input and output must be non-negative numbers (USD per 1M tokens)")
+            continue
+        good[model] = dict(spec)
+    return good
 
 
 def _check_telemetry(telemetry: TelemetryConfig, origin: str, problems: list[ConfigError]) -> None:
@@ -456,6 +547,9 @@ def _validate(data: Mapping[str, Any], origin: str, env: Mapping[str, str]) -> t
     server = _convert(data.get("server", {}), ServerConfig, "server", origin, problems) or ServerConfig()
     server = _check_keys(server, origin, env, problems)
     telemetry = _convert(data.get("telemetry", {}), TelemetryConfig, "telemetry", origin, problems)
+    state = _convert(data.get("state", {}), StateConfig, "state", origin, problems) or StateConfig()
+    state = _check_state(state, origin, env, problems)
+    prices = _check_prices(data.get("prices", {}), origin, problems)
     if telemetry is not None:
         _check_telemetry(telemetry, origin, problems)
     provider_tables = _convert(data.get("providers", []), list[Any], "providers", origin, problems)
@@ -473,6 +567,8 @@ def _validate(data: Mapping[str, Any], origin: str, env: Mapping[str, str]) -> t
         server=server,
         telemetry=telemetry or TelemetryConfig(),
         router=router,
+        state=state,
+        prices=prices,
         providers=providers,
         stack=stack,
         source=origin,
@@ -647,11 +743,64 @@ def _build(config: GatewayConfig, problems: list[ConfigError]) -> Gateway | None
     # Without providers the router refuses to exist; when that is already reported,
     # the stack is still built (on a stand-in) so its problems are listed too.
     router = _router(config, providers) if providers or not problems else None
+    tables = _with_shared_settings(config, router, problems)
     try:
-        stack = Stack.from_config(config.stack, router or _no_upstream, name="stack")
+        stack = Stack.from_config(tables, router or _no_upstream, name="stack")
     except ConfigError as error:
         for problem in error.problems:
             problems.append(ConfigError(f"{config.source}: {problem}", table=problem.table, field=problem.field))
     if router is None or len(problems) > before:
         return None
     return Gateway(config, providers, router, stack)
+
+
+# Layers that price calls get ``[prices]`` (their own ``prices`` win, model by model).
+_PRICED_LAYERS = frozenset({"metrics", "logging", "budget"})
+
+
+def state_settings(config: GatewayConfig) -> tuple[str, str | None, str | None]:
+    """``(backend, path, redis_url)`` of ``[state]``, defaults filled in: SQLite beside a
+    config file (``onion-state.db``), memory for a config given in code."""
+    state = config.state
+    backend = state.backend
+    source = Path(config.source)
+    if backend is None:
+        backend = "redis" if state.redis_url else ("sqlite" if source.is_file() or state.path else "memory")
+    path = state.path
+    if backend == "sqlite" and path is None:
+        path = str(source.parent / "onion-state.db") if source.is_file() else "onion-state.db"
+    return backend, path, state.redis_url
+
+
+def _with_shared_settings(config: GatewayConfig, router: Any, problems: list[ConfigError]) -> list[dict[str, Any]]:
+    """The stack tables with ``[prices]``, ``[state]`` and the virtual keys' needs applied:
+    a budget layer stores where ``[state]`` says and must price every model a budgeted
+    key may call; a key's rpm/tpm or budget with no layer to apply it is an error."""
+    tables = [dict(table) for table in config.stack]
+    uses = {table["use"] for table in tables}
+    keys = [key for key in config.server.api_keys if isinstance(key, ApiKey)]
+    served = [model for model, _ in router.models()] if router is not None else []
+    budgeted: set[str] = set()
+    for index, key in enumerate(keys):
+        for field, layer in (("rpm", "rate_limit"), ("tpm", "rate_limit"), ("budget_usd", "budget")):
+            if getattr(key, field) is not None and layer not in uses:
+                message = (
+                    f"{config.source}: server: field 'api_keys[{index}].{field}': needs a {layer!r} layer in [[stack]]"
+                )
+                problems.append(ConfigError(message, table="server", field=f"api_keys[{index}].{field}"))
+        if key.budget_usd is not None:
+            import fnmatch
+
+            budgeted.update(m for m in served if not key.models or any(fnmatch.fnmatchcase(m, g) for g in key.models))
+            budgeted.update(g for g in key.models if not any(c in g for c in "*?["))
+    backend, path, redis_url = state_settings(config)
+    for table in tables:
+        use = table["use"]
+        if use in _PRICED_LAYERS and config.prices:
+            table["prices"] = {**config.prices, **table.get("prices", {})}
+        if use == "budget":
+            if "backend" not in table:
+                table.update(backend=backend, path=path, redis_url=redis_url)
+            if budgeted:
+                table["models"] = sorted(set(table.get("models", [])) | budgeted)
+    return tables

@@ -50,6 +50,7 @@ or admitted uncounted.
 
 from __future__ import annotations
 
+import inspect
 import math
 import sqlite3
 import time
@@ -68,6 +69,7 @@ from onion import (
     Chunk,
     Completion,
     ConfigError,
+    KeyPolicy,
     Layer,
     RateLimited,
     Request,
@@ -229,7 +231,11 @@ class Budget(Layer):
 
     ``keys``, ``teams`` and ``team_of`` are read per call, so a live mapping (a key
     store that issues and revokes keys) can be passed in code; ``on_spend`` receives a
-    ``SpendRecord`` for every settled call (a spend report's feed).
+    ``SpendRecord`` for every settled call (a spend report's feed; awaited if it returns
+    an awaitable), calls under no budget included (priced, nothing reserved). A call
+    under a budget gets ``x-onion-budget-remaining`` (USD: the least room left in its
+    budgets once its worst case is held). A virtual key's own budget
+    (``context.key.budget_usd``) applies when ``keys`` has none for it.
     """
 
     name = "budget"
@@ -339,6 +345,16 @@ class Budget(Layer):
         self._lines[kind, name] = (spec, line)
         return line
 
+    def _key_line(self, caller: str, policy: KeyPolicy) -> BudgetLine:
+        # A virtual key's own budget (``context.key``), remembered while the policy is the same object.
+        known = self._lines.get(("key", caller))
+        if known is not None and known[0] is policy:
+            return known[1]
+        spec = {"usd": policy.budget_usd, "window": policy.budget_window}
+        line = (f"{self.prefix}:key:{caller}", *_limit(f"key {caller!r}", spec, self.window))
+        self._lines["key", caller] = (policy, line)  # type: ignore[assignment]
+        return line
+
     def lines(self, request: Request) -> list[BudgetLine]:
         """The budgets ``request`` is charged against: its key's, its team's, the global one."""
         lines: list[BudgetLine] = []
@@ -348,6 +364,8 @@ class Budget(Layer):
             spec = self.keys.get(caller)
             if spec is not None:
                 lines.append(self._line("key", caller, spec))
+            elif context.key is not None and context.key.budget_usd is not None:
+                lines.append(self._key_line(caller, context.key))
         team = context.team or (self.team_of.get(caller) if caller is not None else None)
         if team is not None:
             spec = self.teams.get(team)
@@ -377,7 +395,9 @@ class Budget(Layer):
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         lines = self.lines(request)
         if not lines:
-            return await call_next(request)
+            if self.on_spend is None:
+                return await call_next(request)
+            return await self._unbudgeted(request, call_next)
         price = self.prices.lookup(request.model)
         if price is None:
             raise BadRequest(
@@ -428,6 +448,9 @@ class Budget(Layer):
             with anyio.CancelScope(shield=True):  # a cancelled call still refunds
                 await self._settle(charge, 0)
             raise
+        if admission.remaining >= 0:
+            # Headroom once this call's worst case is held: what the caller can still start.
+            response.headers["x-onion-budget-remaining"] = f"{admission.remaining / NANO:.6f}"
         if response.cache == "hit":
             charge.cached = True
             await self._settle(charge, 0)
@@ -443,11 +466,30 @@ class Budget(Layer):
             response.wrap(charge.guard)
         return await response.on_end(charge.settle)
 
+    async def _unbudgeted(self, request: Request, call_next: CallNext) -> Response:
+        # No budget applies, but spend is reported: count the cost, reserve nothing.
+        price = self.prices.lookup(request.model)
+        if price is None:
+            return await call_next(request)
+        charge = _Charge(self, [], Admission(()), 0, price)
+        charge.prompt = input_tokens(request)
+        charge.request = request
+        response = await call_next(request)
+        if response.cache == "hit":
+            charge.cached = True
+            await self._settle(charge, 0)
+            return response
+        if response.completion is not None:
+            await self._settle(charge, charge.cost(response.completion))
+            return response
+        return await response.on_end(charge.settle)
+
     async def _settle(self, charge: _Charge, cost: int) -> None:
-        try:
-            await self.store.settle(charge.lines, charge.admission, charge.amount, cost)
-        except STORE_DOWN as error:
-            _log.warning("budget store unreachable while settling", error=type(error).__name__)
+        if charge.lines:
+            try:
+                await self.store.settle(charge.lines, charge.admission, charge.amount, cost)
+            except STORE_DOWN as error:
+                _log.warning("budget store unreachable while settling", error=type(error).__name__)
         on_spend, request = self.on_spend, charge.request
         if on_spend is not None and request is not None:
             context = request.context
@@ -456,7 +498,9 @@ class Budget(Layer):
                 context.caller, team, request.model, cost / NANO, charge.amount / NANO, charge.cached, time.time()
             )
             try:
-                on_spend(record)
+                result = on_spend(record)
+                if inspect.isawaitable(result):  # a ledger that writes to a store
+                    await result
             except Exception:
                 _log.exception("budget on_spend failed")
 

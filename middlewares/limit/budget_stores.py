@@ -103,7 +103,7 @@ class Admission:
     refused, ``resets_at`` when its window ends, ``retry_after`` the seconds until then.
     """
 
-    __slots__ = ("hold", "periods", "refused", "resets_at", "retry_after")
+    __slots__ = ("hold", "periods", "refused", "remaining", "resets_at", "retry_after")
 
     def __init__(
         self,
@@ -112,7 +112,9 @@ class Admission:
         retry_after: float = 0.0,
         resets_at: float = 0.0,
         hold: str = "",
+        remaining: int = -1,
     ) -> None:
+        self.remaining = remaining  # admitted: the least room left in any of its budgets
         self.periods = periods
         self.hold = hold
         self.refused = refused
@@ -157,7 +159,8 @@ def _reserve(
         return current, Admission((), refused, wait, resets_at)
     for row in current:
         row[2] += amount
-    return current, Admission([row[0] for row in current])
+    remaining = min((limit - row[1] - row[2] for (_, limit, _), row in zip(lines, current, strict=True)), default=-1)
+    return current, Admission([row[0] for row in current], remaining=max(remaining, 0) if lines else -1)
 
 
 def _settle(
@@ -392,22 +395,24 @@ end
 
 # KEYS: three per budget (see row). ARGV: amount, member, hold seconds, then per budget:
 # limit, window. Returns {-1, 0, 0, period...} when admitted, else {refused index, ms to
-# wait, resets_at in s}.
+# wait, resets_at in s}. Admitted, the third value is the least room left (nano-dollars).
 _RESERVE = (
     _CALENDAR
     + """
 local amount, member, hold = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local n = #KEYS / 3
 local periods, ends_of = {}, {}
-local refused, wait, resets_at = -1, 0, 0
+local refused, wait, resets_at, remaining = -1, 0, 0, 0
 for i = 1, n do
   local limit, window = tonumber(ARGV[2 * i + 2]), ARGV[2 * i + 3]
   local period, ends = window_of(window, now)
   local spent, reserved = row(KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], period, ends)
   periods[i], ends_of[i] = period, ends
-  if spent + reserved + amount > limit and ends - now > wait then
+  local room = limit - spent - reserved - amount
+  if room < 0 and ends - now > wait then
     refused, wait, resets_at = i - 1, ends - now, ends
   end
+  if i == 1 or room < remaining then remaining = room end
 end
 if refused >= 0 then return {refused, math.ceil(wait * 1000), resets_at} end
 for i = 1, n do
@@ -418,7 +423,7 @@ for i = 1, n do
   redis.call('EXPIREAT', z, ends_of[i] + 86400)
   redis.call('EXPIREAT', a, ends_of[i] + 86400)
 end
-return {-1, 0, 0, unpack(periods)}
+return {-1, 0, math.max(remaining, 0), unpack(periods)}
 """
 )
 
@@ -496,7 +501,7 @@ class RedisBudgetStore:
         refused = int(answer[0])
         if refused >= 0:
             return Admission((), refused, int(answer[1]) / 1000, float(answer[2]))
-        return Admission([int(period) for period in answer[3:]], hold=hold)
+        return Admission([int(period) for period in answer[3:]], hold=hold, remaining=int(answer[2]))
 
     async def settle(self, lines: Sequence[BudgetLine], admission: Admission, amount: int, cost: int) -> None:
         args: list[object] = [amount, cost, admission.hold]

@@ -108,7 +108,10 @@ class RateLimit(Layer):
     ones suppressed since the last line; 10). A backend that is down, late
     or skipped by its breaker admits the call (``fail_open``) or answers 503
     ``rate_limiter_unavailable`` (``RateLimiterUnavailable``), never 429. For both a
-    per-caller and a global limit, stack two ``rate_limit`` layers.
+    per-caller and a global limit, stack two ``rate_limit`` layers. Per caller, a
+    virtual key's ``rpm``/``tpm`` (``context.key``) replace the layer's limits for that
+    key; with ``keys_only = true`` the layer sets no limits of its own and applies only
+    the keys' (a key without rpm/tpm passes).
     """
 
     name = "rate_limit"
@@ -128,13 +131,14 @@ class RateLimit(Layer):
         key_prefix: str = "onion:rl",
         redis_deadline: float = 0.05,
         log_every_seconds: float = 10.0,
+        keys_only: bool = False,
         *,
         store: RateBackend | None = None,
         estimate: Callable[[Request], int] | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if requests_per_minute is None and tokens_per_minute is None:
-            raise ValueError("set requests_per_minute and/or tokens_per_minute")
+        if requests_per_minute is None and tokens_per_minute is None and not (keys_only and per == "caller"):
+            raise ValueError("set requests_per_minute and/or tokens_per_minute (or keys_only = true)")
         if (requests_per_minute is not None and requests_per_minute < 1) or (
             tokens_per_minute is not None and tokens_per_minute < 1
         ):
@@ -182,14 +186,22 @@ class RateLimit(Layer):
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         key = self._key(request)
         member = f"{request.context.request_id}:{next(self._ids)}"
+        rpm, tpm = self.requests_per_minute, self.tokens_per_minute
+        policy = request.context.key
+        if policy is not None and self.per == "caller":
+            # A virtual key's own limits replace the layer's for that key.
+            rpm = policy.rpm if policy.rpm is not None else rpm
+            tpm = policy.tpm if policy.tpm is not None else tpm
         limits: list[tuple[str, int, int]] = []
-        if self.requests_per_minute is not None:
-            limits.append((key + ":req", self.requests_per_minute, 1))
+        if rpm is not None:
+            limits.append((key + ":req", rpm, 1))
         tokens_key = None
-        if self.tokens_per_minute is not None:
+        if tpm is not None:
             tokens_key = key + ":tok"
             # A reservation larger than the whole limit could never pass; cap it.
-            limits.append((tokens_key, self.tokens_per_minute, min(self._estimate(request), self.tokens_per_minute)))
+            limits.append((tokens_key, tpm, min(self._estimate(request), tpm)))
+        if not limits:
+            return await call_next(request)
         try:
             wait, refused = await self.store.acquire(limits, member, self.window)
         except BACKEND_DOWN as error:

@@ -22,6 +22,9 @@ Recorded per request, exactly once (at the end of the stream for a streamed answ
 - ``onion.cost``: estimated dollars by model, from ``middlewares.observe.prices``; a model with
   no price is counted in ``onion.cost.unpriced`` instead, never guessed. Answers served
   from a cache cost nothing and use no tokens, so they add to neither.
+- ``onion.spend``: the same dollars by ``onion.key`` (``context.caller``) and ``onion.team``;
+  the first ``SPEND_LABELS`` (200) distinct keys and teams per process are named, later
+  ones count as ``other`` (bounded cardinality).
 - ``onion.overhead``: time spent in the gateway minus time waiting for upstreams
   (``request.context.upstream_seconds``), also sent as the ``x-onion-overhead-ms``
   response header. A stream's headers leave before it ends, so its header carries the
@@ -163,6 +166,42 @@ def _counters_of(provider: Any, meter: Any) -> tuple[_Totals, _Totals, _Totals, 
         return found
 
 
+_SPEND: weakref.WeakKeyDictionary[Any, _Totals] = weakref.WeakKeyDictionary()
+SPEND_LABELS = 200
+"""Distinct keys (and teams) ``onion.spend`` names per process; later ones count as ``other``."""
+
+
+def _spend_of(provider: Any, meter: Any) -> _Totals:
+    with _TOTALS_LOCK:
+        found = _SPEND.get(provider)
+        if found is None:
+            found = _SPEND[provider] = _Totals(("onion.key", "onion.team", "onion.scope"))
+            meter.create_observable_counter(
+                "onion.spend", [found.observe], unit="USD", description="Estimated cost of answers, by key and team."
+            )
+        return found
+
+
+class _Labels:
+    """At most ``SPEND_LABELS`` distinct values, then ``other``: a metric series per key
+    would grow without bound with issued keys."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str | None) -> str:
+        if value is None:
+            return "none"
+        if value in self.seen:
+            return value
+        if len(self.seen) >= SPEND_LABELS:
+            return "other"
+        self.seen.add(value)
+        return value
+
+
 class Metrics(Layer):
     """Counts requests, tokens, cost, latency and overhead with OpenTelemetry instruments.
 
@@ -236,6 +275,8 @@ class Metrics(Layer):
             bounds=CHUNK_BUCKETS,
         )
         self._requests, self._cost, self._unpriced, self._findings = _counters_of(meters, meter)
+        self._spend = _spend_of(meters, meter)
+        self._key_label, self._team_label = _Labels(), _Labels()
         self._overhead = summed_histogram(
             meters,
             SCOPE,
@@ -296,7 +337,10 @@ class Metrics(Layer):
         self._overhead.record((served_by, scope), overhead, _overhead_attributes)
         usage = end.completion.usage
         if usage is not None and _billable(response):
-            self._count_usage((operation, provider, request.model, scope, model), usage, model or request.model)
+            cost = self._count_usage((operation, provider, request.model, scope, model), usage, model or request.model)
+            if cost is not None:
+                context = request.context
+                self._spend.add((self._key_label(context.caller), self._team_label(context.team), scope), cost)
         findings = request.context.findings
         if findings is not None:
             self._count_findings(findings)
@@ -316,7 +360,7 @@ class Metrics(Layer):
         for detector, found in findings.redactions.items():
             self._findings.add(("output", detector, self.scope), found)
 
-    def _count_usage(self, key: tuple[str, str, str, str, str], usage: Usage, model: str) -> None:
+    def _count_usage(self, key: tuple[str, str, str, str, str], usage: Usage, model: str) -> float | None:
         self._tokens.record((*key, None, "input"), usage.prompt_tokens, _attributes)
         self._tokens.record((*key, None, "output"), usage.completion_tokens, _attributes)
         cost = self.prices.cost(model, usage)
@@ -324,6 +368,7 @@ class Metrics(Layer):
             self._unpriced.add((model, self.scope), 1)
         else:
             self._cost.add((model, self.scope), cost)
+        return cost
 
 
 def _attributes(key: tuple[Any, ...]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 ``RequestLog`` writes, when a request ends (at the end of the stream for a streamed
 answer), one event ``request`` with: request id, caller, model (asked and answered),
-``served_by``, stream, tokens, latency (and time to first chunk), estimated cost,
+``served_by``, stream, tokens, latency (and time to first chunk), estimated cost, the
+budget headroom (``budget_remaining_usd``, when a ``budget`` layer inside set it), the team,
 outcome, and the error type on failure. Expected refusals (blocked, rate limited) are
 info; failures are warnings and carry the error's detail for operators. Placed
 outermost it logs what callers saw; the reliability layers log their own warnings
@@ -188,6 +189,8 @@ class RequestLog(Layer):
             "stream": request.stream,
             "latency_ms": round((end.ended_at - start) * 1000, 3),
         }
+        if context.team is not None:
+            fields["team"] = context.team
         if model and model != request.model:
             fields["response_model"] = model
         if response is not None and response.fallback:
@@ -201,6 +204,8 @@ class RequestLog(Layer):
             cached = response is not None and response.cache == "hit"
             cost = 0.0 if cached else self.prices.cost(model or request.model, usage)
             fields["cost_usd"] = cost  # None: the model has no price (unknown, not zero)
+        if response is not None and (headroom := response.headers.get("x-onion-budget-remaining")) is not None:
+            fields["budget_remaining_usd"] = float(headroom)  # set by a budget layer inside this one
         findings = context.findings
         if findings is not None:
             if findings.flags:

@@ -15,6 +15,7 @@ they raise ``BadRequest`` for bad input, which becomes a 400 in OpenAI's error s
 from __future__ import annotations
 
 import hmac
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -23,9 +24,9 @@ import msgspec
 
 from ..errors import BadRequest, OnionError, Unauthorized
 from ..wire import openai_chat
-from ._http import JSON, ApiKeys, Receive, Scope, Send, read_body, read_headers, respond
+from ._http import JSON, Receive, Scope, Send, read_body, read_headers, respond
 
-__all__ = ["AdminAnswer", "AdminRequest", "AdminRoutes", "client_key_check"]
+__all__ = ["AdminAnswer", "AdminRequest", "AdminRoutes"]
 
 _MAX_ADMIN_BODY = 64 * 1024
 _encode = msgspec.json.Encoder().encode
@@ -71,15 +72,19 @@ class Forbidden(Unauthorized):
 
 class AdminRoutes:
     """The ``/admin/`` routes and their key check. ``is_client_key(token)`` tells a
-    virtual key (403) from a wrong one (401)."""
+    virtual key (403) from a wrong one (401); it may return an awaitable."""
 
-    def __init__(self, admin_key: str | None, is_client_key: Callable[[bytes], bool] | None = None) -> None:
+    def __init__(
+        self, admin_key: str | None, is_client_key: Callable[[bytes], bool | Awaitable[bool]] | None = None
+    ) -> None:
         self._key = admin_key.encode() if admin_key else None
         self._is_client_key = is_client_key
         self._exact: dict[tuple[str, str], AdminHandler] = {}
         self._prefixes: list[tuple[str, str, AdminHandler]] = []
 
-    def rekey(self, admin_key: str | None, is_client_key: Callable[[bytes], bool] | None = None) -> None:
+    def rekey(
+        self, admin_key: str | None, is_client_key: Callable[[bytes], bool | Awaitable[bool]] | None = None
+    ) -> None:
         """Use a new admin key and client-key check (a config reload); routes stay."""
         self._key = admin_key.encode() if admin_key else None
         self._is_client_key = is_client_key
@@ -104,7 +109,7 @@ class AdminRoutes:
     async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the admin key, find the route, run it and write its JSON answer."""
         try:
-            self._check(read_headers(scope["headers"])[0])
+            await self._check(read_headers(scope["headers"])[0])
             method, path = scope["method"], scope["path"]
             handler, tail = self._find(method, path)
             body = await read_body(receive, None, _MAX_ADMIN_BODY)
@@ -118,7 +123,7 @@ class AdminRoutes:
         body = b"" if answer.status in (204, 304) else _encode(answer.body)
         await respond(send, answer.status, body, [JSON] if body else [])
 
-    def _check(self, authorization: bytes | None) -> None:
+    async def _check(self, authorization: bytes | None) -> None:
         if self._key is None:
             raise Forbidden('the admin API is off: set [server] admin_key = "env:NAME"')
         if not authorization or authorization[:7].lower() != b"bearer ":
@@ -126,8 +131,12 @@ class AdminRoutes:
         given = authorization[7:].strip()
         if hmac.compare_digest(given, self._key):
             return
-        if self._is_client_key is not None and self._is_client_key(given):
-            raise Forbidden("a client API key cannot call the admin API; use the admin key")
+        if self._is_client_key is not None:
+            known = self._is_client_key(given)
+            if inspect.isawaitable(known):  # a key store lookup (issued keys)
+                known = await known
+            if known:
+                raise Forbidden("a client API key cannot call the admin API; use the admin key")
         raise Unauthorized("incorrect admin key")
 
     def _find(self, method: str, path: str) -> tuple[AdminHandler, str]:
@@ -150,16 +159,3 @@ class _NotFound(BadRequest):
 class _MethodNotAllowed(BadRequest):
     status = 405
     code = "method_not_allowed"
-
-
-def client_key_check(keys: Mapping[str, str]) -> Callable[[bytes], bool]:
-    """Whether a token is one of the gateway's client keys (so the admin API can say 403)."""
-    check = ApiKeys(keys)
-
-    def is_client_key(token: bytes) -> bool:
-        try:
-            return check.caller(b"Bearer " + token) is not None
-        except OnionError:
-            return False
-
-    return is_client_key

@@ -30,13 +30,17 @@ if TYPE_CHECKING:
     from ..config import Gateway
 
 from .._context import Context, _new_request_id
+from .._keys import KeyResolver, check_model
+from .._policy import KeyPolicy
 from .._response import Response
 from .._stack import Handler
 from .._types import Chunk, Completion, Request
 from ..errors import BadRequest, ModelNotFound, OnionError, ShuttingDown, Unauthorized
 from ..wire import Dialect, StreamEncoder, anthropic_messages, embeddings, openai_chat, responses
-from ._admin import AdminRoutes, client_key_check
+from ._admin import AdminRoutes
+from ._admin_keys import KeyRoutes, key_resolver
 from ._admin_ops import add_cache_route
+from ._admin_spend import add_spend_routes
 from ._http import (
     JSON,
     SSE_HEADERS,
@@ -96,6 +100,9 @@ class GatewayApp:
       each answers 403 (the admin API is off without ``[server] admin_key``).
     - ``readiness``: what ``GET /readyz`` checks (``Readiness``); by default only that
       the app is not draining.
+    - ``keys``: the key check (``KeyResolver``: config and issued virtual keys); by
+      default the ``api_keys``. A key's name becomes ``context.caller``, its team
+      ``context.team``, its policy ``context.key``; a model it may not use is a 403.
 
     A client that disconnects cancels its call, streamed or not (every layer's
     end-of-answer code sees it cancelled). ``drain(grace)`` is the shutdown: calls
@@ -119,9 +126,12 @@ class GatewayApp:
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         admin: AdminRoutes | None = None,
         readiness: Readiness | None = None,
+        keys: KeyResolver | None = None,
     ) -> None:
         self.handler = handler
         self.api_keys = ApiKeys(api_keys)
+        # Every key check goes through the resolver: config keys and issued ones alike.
+        self.keys = keys or KeyResolver([(key, KeyPolicy(name=name)) for key, name in (api_keys or {}).items()])
         self.admin = admin or AdminRoutes(None)
         self.models = list(models or [])
         self.list_models = list_models
@@ -221,7 +231,7 @@ class GatewayApp:
         assert self.metrics_renderer is not None
         if self.metrics_auth:
             try:
-                self.api_keys.caller(read_headers(scope["headers"])[0])
+                await self.keys.resolve(read_headers(scope["headers"])[0])
             except (Unauthorized, BadRequest) as refusal:
                 await _refuse(send, openai_chat, refusal)
                 return
@@ -238,7 +248,7 @@ class GatewayApp:
         """``GET /v1/models``, or with ``model_id`` ``GET /v1/models/{id}``: the model
         object, or a 404 in OpenAI's error shape (``model_not_found``)."""
         try:
-            self.api_keys.caller(read_headers(scope["headers"])[0])
+            await self.keys.resolve(read_headers(scope["headers"])[0])
         except (Unauthorized, BadRequest) as refusal:
             await _refuse(send, openai_chat, refusal)
             return
@@ -270,11 +280,11 @@ class GatewayApp:
         (no upstream call), behind the same key check and body limits."""
         try:
             authorization, declared, _, _ = read_headers(scope["headers"])
-            caller = self.api_keys.caller(authorization)
+            policy = await self.keys.resolve(authorization)
             body = await read_body(receive, declared, self.max_body_bytes)
             if body:
                 check_json(body, self.max_json_depth)
-            answer = anthropic_messages.count_tokens(body, Context(caller=caller))
+            answer = anthropic_messages.count_tokens(body, _context(policy))
         except OnionError as refusal:
             await _refuse(send, anthropic_messages, refusal)
             return
@@ -285,17 +295,19 @@ class GatewayApp:
         context = None
         try:
             authorization, declared, options, trace_headers = read_headers(scope["headers"])
-            caller = self.api_keys.caller(authorization)
+            policy = await self.keys.resolve(authorization)
             if self._draining:
                 raise ShuttingDown("the call arrived while the gateway drains")
             body = await read_body(receive, declared, self.max_body_bytes)
-            context = Context(caller=caller, trace_headers=trace_headers)
+            context = _context(policy, trace_headers)
             if options is not None:
                 context.options = options
             # An empty body is the dialect's to explain; a dialect that is not JSON says so.
             if body and getattr(dialect, "json_body", True):
                 check_json(body, self.max_json_depth)
             request = dialect.decode(body, context)
+            if policy is not None and policy.models:
+                check_model(policy, request.model)
         except OnionError as refusal:
             await _refuse(send, dialect, refusal, None if context is None else context.request_id)
             return
@@ -360,6 +372,12 @@ def served_routes(*, metrics: bool) -> list[str]:
     if metrics:
         served.append("GET /metrics")
     return served
+
+
+def _context(policy: KeyPolicy | None, trace_headers: dict[str, str] | None = None) -> Context:
+    if policy is None:
+        return Context(trace_headers=trace_headers)
+    return Context(caller=policy.name, team=policy.team, key=policy, trace_headers=trace_headers)
 
 
 class _Progress:
@@ -478,6 +496,12 @@ def create_app(
             pairs += [(model, provider.name) for model in await provider.list_models()]
         return pairs
 
+    keys = key_resolver(gateway)
+    admin = AdminRoutes(gateway.config.server.admin_key, keys.is_client_key)
+    if keys.store is not None:
+        provides = frozenset().union(*(getattr(layer, "provides", frozenset()) for layer in gateway.stack.layers))
+        KeyRoutes(keys, provides).add_to(admin)
+    add_spend_routes(admin, gateway)
     app = GatewayApp(
         gateway.stack,
         api_keys=gateway.api_keys,
@@ -488,7 +512,8 @@ def create_app(
         metrics_renderer=metrics_renderer,
         metrics_auth=gateway.config.server.metrics_auth,
         on_shutdown=gateway.aclose,
-        admin=AdminRoutes(gateway.config.server.admin_key, client_key_check(gateway.api_keys)),
+        admin=admin,
+        keys=keys,
         readiness=Readiness(gateway.stack.layers, router),
     )
     add_cache_route(app.admin, app)

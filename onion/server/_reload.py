@@ -21,7 +21,7 @@ every worker) and ``POST /admin/reload`` both call ``Reloader.reload``:
 
 Not reloaded (a restart applies them, and the answer lists them under
 ``restart_needed``): ``host``, ``port``, ``workers``, the connection and header limits
-of the protocol, and ``[telemetry]``.
+of the protocol, ``[telemetry]`` and ``[state]`` (the key store is kept as opened).
 """
 
 from __future__ import annotations
@@ -130,6 +130,8 @@ def restart_needed(new: GatewayConfig, old: GatewayConfig) -> list[str]:
     changed = [f"server.{name}" for name in _RESTART_FIELDS if getattr(new.server, name) != getattr(old.server, name)]
     if new.telemetry != old.telemetry:
         changed.append("telemetry")
+    if new.state != old.state:
+        changed.append("state")  # the key and spend store keeps running as it was opened
     return changed
 
 
@@ -196,20 +198,22 @@ class Reloader:
 
     def _swap(self, gateway: Gateway) -> None:
         # No await in here: each request sees the old gateway or the new one whole.
-        from ._admin import client_key_check
+        from ._admin_keys import key_resolver
         from ._http import ApiKeys
 
         app, server = self.app, gateway.config.server
         router = gateway.router
+        keys = key_resolver(gateway, store=app.keys.store)
         app.handler = gateway.stack
         app.api_keys = ApiKeys(gateway.api_keys)
+        app.keys = keys
         app.models = router.models()
         app.max_body_bytes = server.max_body_bytes
         app.max_json_depth = server.max_json_depth
         app.metrics_auth = server.metrics_auth
         app.readiness = Readiness(gateway.stack.layers, router)
         app.on_shutdown = gateway.aclose
-        app.admin.rekey(server.admin_key, client_key_check(gateway.api_keys))
+        app.admin.rekey(server.admin_key, keys.is_client_key)
 
     async def on_hangup(self) -> None:
         """``SIGHUP``: reload, and log (never raise) a refusal."""

@@ -26,6 +26,7 @@ from onion import (
     Completion,
     ConfigError,
     Context,
+    KeyPolicy,
     Message,
     RateLimited,
     Request,
@@ -408,14 +409,20 @@ def _upstream(calls: list[tuple[int, int, int | None, bool, str, int]]) -> Scrip
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(calls=st.lists(CALL, min_size=1, max_size=25), worst_cases=st.integers(1, 8))
-async def test_law_never_overshoots_and_spend_is_the_sum_of_real_costs(make_store, calls, worst_cases) -> None:  # type: ignore[no-untyped-def]
+@given(calls=st.lists(CALL, min_size=1, max_size=25), worst_cases=st.integers(1, 8), virtual=st.booleans())
+async def test_law_never_overshoots_and_spend_is_the_sum_of_real_costs(make_store, calls, worst_cases, virtual) -> None:  # type: ignore[no-untyped-def]
     prefix = _prefix()
     limit = worst_cases * 150_000
     budget_id = f"{prefix}:key:alice"
     store = Recording(make_store(WallClock()), budget_id, limit)
+    # The key's budget from the layer's config, or from a virtual key on the context.
+    key = KeyPolicy(name="alice", budget_usd=limit / 1e9) if virtual else None
     layer = Budget(
-        keys={"alice": limit / 1e9}, price_table=PRICES, store=store, key_prefix=prefix, default_completion_tokens=20
+        keys={} if virtual else {"alice": limit / 1e9},
+        price_table=PRICES,
+        store=store,
+        key_prefix=prefix,
+        default_completion_tokens=20,
     )
     stack = Stack([layer], _upstream(calls))
     count = counter_for("m").count
@@ -428,7 +435,7 @@ async def test_law_never_overshoots_and_spend_is_the_sum_of_real_costs(make_stor
             messages=[Message("user", f"{index}:" + "x" * chars)],
             max_tokens=max_tokens,
             stream=stream,
-            context=Context(caller="alice"),
+            context=Context(caller="alice", key=key),
         )
         prompt = prompt_tokens(request.messages)
         try:

@@ -280,3 +280,36 @@ async def test_backend_down_is_logged_once_per_interval_with_the_count_suppresse
     assert len(first) == 1 and first[0]["suppressed"] == 0 and first[0]["log_level"] == "warning"
     assert len(warnings) == 2 and warnings[1]["suppressed"] == 29
     await layer.aclose()
+
+
+async def test_a_virtual_keys_rpm_and_tpm_replace_the_layers_limits() -> None:
+    from onion import KeyPolicy
+
+    clock = FakeClock()
+    limited = RateLimit(keys_only=True, clock=clock)
+    layered = RateLimit(requests_per_minute=100, clock=clock)
+    for layer in (limited, layered):
+        stack = Stack([layer], ScriptedProvider([Reply("ok", usage=Usage(5, 1, 6))] * 10))
+
+        def ask(policy: KeyPolicy | None) -> Request:
+            request = _request(policy.name if policy else "carol")
+            return Request(
+                model="m",
+                messages=request.messages,
+                max_tokens=10,
+                context=Context(caller=request.context.caller, key=policy),
+            )
+
+        two = KeyPolicy(name="alice", rpm=2)
+        await stack(ask(two))
+        await stack(ask(two))
+        with pytest.raises(RateLimited):
+            await stack(ask(two))
+        # tpm: the worst case (prompt + max_tokens) of one call is all the key has.
+        tight = KeyPolicy(name="bob", tpm=estimate_tokens(ask(None)))
+        await stack(ask(tight))
+        with pytest.raises(RateLimited):
+            await stack(ask(tight))
+        await stack(ask(KeyPolicy(name="dave")))  # a key without limits: the layer's own (or none)
+    with pytest.raises(ConfigError):
+        Stack.from_config([{"use": "rate_limit", "keys_only": True, "per": "global"}], ScriptedProvider())

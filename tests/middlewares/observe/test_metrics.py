@@ -556,3 +556,25 @@ async def test_guard_flags_and_redactions_are_counted_and_logged(stream: bool) -
     [line] = [json.loads(text) for text in out.getvalue().splitlines()]
     assert line["guard_flags"] == ["injection"] and line["redacted"] == {"email": 2}
     assert line["outcome"] == "ok"
+
+
+async def test_spend_by_key_and_team_with_bounded_labels() -> None:
+    from middlewares.observe import metrics as metrics_module
+    from onion import Context
+
+    reader, provider = new_reader()
+    calls = metrics_module.SPEND_LABELS + 5
+    stack = Stack([Metrics(meter_provider=provider)], ScriptedProvider([Reply("a", usage=Usage(100, 20, 120))] * calls))
+    for index in range(calls):
+        context = Context(caller=f"key-{index}", team="blue" if index < 2 else None)
+        request = Request(model="gpt-4o", messages=[Message("user", "hi")], stream=index % 2 == 1, context=context)
+        response = await stack(request)
+        await response.result()
+    one = (100 * 2.5 + 20 * 10) / 1e6
+    assert total(reader, "onion.spend", onion__key="key-0", onion__team="blue") == pytest.approx(one)
+    assert total(reader, "onion.spend", onion__team="blue") == pytest.approx(2 * one)
+    assert total(reader, "onion.spend", onion__key="other") == pytest.approx(5 * one)  # past the label bound
+    assert (
+        len({dict(p.attributes)["onion.key"] for p in points(reader, "onion.spend")}) == metrics_module.SPEND_LABELS + 1
+    )
+    assert total(reader, "onion.spend") == pytest.approx(total(reader, "onion.cost"))

@@ -298,3 +298,21 @@ def test_standard_library_records_are_rendered_and_scrubbed_the_same_way() -> No
     assert KEY not in lines.text
     root = logging.getLogger()
     assert not [h for h in root.handlers if type(h).__name__ == "_OnionHandler"]  # reset removed it
+
+
+async def test_the_line_carries_team_cost_and_budget_headroom() -> None:
+    from middlewares.limit.budget import Budget
+
+    budget = Budget(keys={"team-a": 1.0}, teams={"red": 2.0})
+    stack = Stack([RequestLog(), budget], ScriptedProvider([Reply("hi", usage=Usage(1000, 200, 1200))] * 2))
+    with captured() as lines:
+        for stream in (False, True):
+            request = ask(stream=stream)
+            request.context.team = "red"
+            response = await stack(request)
+            await response.result()
+    for line in lines():
+        assert line["team"] == "red"
+        assert line["cost_usd"] == pytest.approx((1000 * 2.5 + 200 * 10) / 1e6, rel=1e-12)
+        assert 0 < line["budget_remaining_usd"] < 1.0  # the key's budget is the tighter one
+    assert len(lines()) == 2
