@@ -16,11 +16,15 @@ from typing import Any
 import httpx
 
 ADMIN = "admin-key-for-the-reload-test-0123"
+# With the admin API on, every call needs a key (issued or configured): the clients' one.
+CLIENT = "client-key-for-the-reload-test-456"
+AUTH = {"authorization": f"Bearer {CLIENT}"}
 
 
 def _config(provider: str, *, stack: str = "", ttft: float = 0.0, tokens_per_second: float = 2000.0) -> str:
     return (
-        '[server]\nadmin_key = "env:ONION_TEST_ADMIN"\nshutdown_grace_seconds = 5\n'
+        '[server]\nadmin_key = "env:ONION_TEST_ADMIN"\napi_keys = ["env:ONION_TEST_CLIENT"]\n'
+        "shutdown_grace_seconds = 5\n"
         f'[[providers]]\nname = "{provider}"\nkind = "simulated"\nmodels = ["m"]\nttft = {ttft}\n'
         f"tokens_per_second = {tokens_per_second}\nanswer_tokens = 12\n" + stack
     )
@@ -32,7 +36,7 @@ RETRY = '[[stack]]\nuse = "retry"\n'
 
 def _ask(url: str, prompt: str, *, stream: bool = False) -> httpx.Response:
     body = {"model": "m", "messages": [{"role": "user", "content": prompt}], "stream": stream}
-    return httpx.post(url + "/v1/chat/completions", json=body, timeout=30)
+    return httpx.post(url + "/v1/chat/completions", json=body, headers=AUTH, timeout=30)
 
 
 def _reload(url: str) -> httpx.Response:
@@ -50,6 +54,7 @@ def test_reload_under_load_swaps_the_stack_and_keeps_unchanged_state(
     tmp_path: Path, gateway: Callable[..., Any]
 ) -> None:
     os.environ["ONION_TEST_ADMIN"] = ADMIN
+    os.environ["ONION_TEST_CLIENT"] = CLIENT
     config = tmp_path / "onion.toml"
     config.write_text(_config("old", stack=CACHE))
     served = gateway(config)
@@ -104,6 +109,7 @@ def test_reload_under_load_swaps_the_stack_and_keeps_unchanged_state(
 
 def test_an_answer_in_flight_finishes_on_the_old_stack(tmp_path: Path, gateway: Callable[..., Any]) -> None:
     os.environ["ONION_TEST_ADMIN"] = ADMIN
+    os.environ["ONION_TEST_CLIENT"] = CLIENT
     config = tmp_path / "onion.toml"
     config.write_text(_config("old", tokens_per_second=10.0))  # 12 tokens: ~1.2 s
     served = gateway(config)
@@ -111,7 +117,7 @@ def test_an_answer_in_flight_finishes_on_the_old_stack(tmp_path: Path, gateway: 
 
     def long_stream() -> None:
         body = {"model": "m", "messages": [{"role": "user", "content": "slow"}], "stream": True}
-        with httpx.stream("POST", served.url + "/v1/chat/completions", json=body, timeout=30) as answer:
+        with httpx.stream("POST", served.url + "/v1/chat/completions", json=body, headers=AUTH, timeout=30) as answer:
             result["served_by"] = answer.headers["x-onion-served-by"]
             result["text"] = answer.read().decode()
 
@@ -129,6 +135,7 @@ def test_an_answer_in_flight_finishes_on_the_old_stack(tmp_path: Path, gateway: 
 
 def test_a_bad_config_is_refused_and_the_old_one_keeps_serving(tmp_path: Path, gateway: Callable[..., Any]) -> None:
     os.environ["ONION_TEST_ADMIN"] = ADMIN
+    os.environ["ONION_TEST_CLIENT"] = CLIENT
     config = tmp_path / "onion.toml"
     config.write_text(_config("old"))
     served = gateway(config)
@@ -151,6 +158,7 @@ def test_a_bad_config_is_refused_and_the_old_one_keeps_serving(tmp_path: Path, g
 
 def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path: Path, gateway: Callable[..., Any]) -> None:
     os.environ["ONION_TEST_ADMIN"] = ADMIN
+    os.environ["ONION_TEST_CLIENT"] = CLIENT
     config = tmp_path / "onion.toml"
     config.write_text(_config("old"))
     served = gateway(config, args=("--workers", "2"))
@@ -164,7 +172,8 @@ def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path: Path, gateway: 
         for n in range(12):
             with httpx.Client() as client:  # a new connection each: the kernel spreads them
                 body = {"model": "m", "messages": [{"role": "user", "content": f"w {n}"}]}
-                names.add(client.post(served.url + "/v1/chat/completions", json=body).headers["x-onion-served-by"])
+                answer = client.post(served.url + "/v1/chat/completions", json=body, headers=AUTH)
+                names.add(answer.headers["x-onion-served-by"])
         return names == {"new"}
 
     _until(every_worker_new)
