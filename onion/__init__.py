@@ -23,12 +23,14 @@ from ._context import (
     Context,
     GuardFindings,
     PhaseLimits,
+    RequestChain,
     RequestOptions,
     ResumeMode,
     ResumePrefix,
     SpanHook,
     TrimReport,
 )
+from ._failures import FAILURE_CLASSES, failure_class, failure_classes
 from ._lazy import lazy_getattr
 from ._registry import ENTRY_POINT_GROUP, available_layers, build_layer, resolve_import, resolve_layer
 from ._response import Accumulator, AnswerEnd, EndCallback, Response
@@ -147,11 +149,13 @@ __all__ = [
     "ModelNotFound",
     "OnionError",
     "Order",
+    "FAILURE_CLASSES",
     "PhaseLimits",
     "ProviderError",
     "RateLimited",
     "RateLimiterUnavailable",
     "Request",
+    "RequestChain",
     "RequestOptions",
     "RequestTooLarge",
     "ResumeMode",
@@ -173,6 +177,8 @@ __all__ = [
     "counter_named",
     "decode_request",
     "error_type",
+    "failure_class",
+    "failure_classes",
     "input_tokens",
     "layer_info",
     "lazy_getattr",

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from ._attempt import bounded_attempt
 from ._response import Response
 from ._types import Request
 from .errors import ConfigError
@@ -162,11 +163,18 @@ def _link(call: Callable[..., Awaitable[Response]], inner: Handler, name: str) -
 def _terminal(handler: Handler, name: str) -> Handler:
     # One frame per request (not per layer): an answer the handler left unnamed is named
     # here, so an unnamed answer reaching the stack's top is known to be a layer's.
+    # A stack used as the handler of another bounds its own attempts itself.
+    nested = isinstance(handler, Stack)
+
     async def call_handler(request: Request) -> Response:
         context = request.context
         context.trace.append(name)
         context.attempts += 1
-        response = await handler(request)
+        if nested or (context.phases is None and context.deadline is None):
+            response = await handler(request)
+        else:
+            # One call here is one attempt: its limits are enforced here, for every stack.
+            response = await bounded_attempt(handler, request, context.phases, context.deadline)
         if not response.served_by:
             response.served_by = name
         return response
