@@ -240,10 +240,12 @@ class Stack:
     def describe(self) -> str:
         """A text diagram of the onion: each layer, where it may answer, what it needs."""
         lines = [f"{self.name}: request enters at the top, the answer leaves the same way"]
-        for depth, info in enumerate(self.infos):
+        outside: frozenset[str] = frozenset()
+        for depth, (layer, info) in enumerate(zip(self.layers, self.infos, strict=True)):
             pad = "│ " * depth
             lines.append(f"{pad}┌─ {depth + 1}. {info.name}")
-            notes = []
+            notes = _resilience_notes(layer, outside)
+            outside |= info.provides
             if info.short_circuit:
                 notes.append(f"may answer early: {info.short_circuit}")
             if info.buffers:
@@ -262,6 +264,21 @@ class Stack:
     def __repr__(self) -> str:
         names = ", ".join(info.name for info in self.infos)
         return f"Stack([{names}], handler={self.handler_name})"
+
+
+def _resilience_notes(layer: Any, outside: frozenset[str]) -> list[str]:
+    """What a resilience layer says of itself for ``describe``: where its deadline applies
+    (``position(outside)``: ``"total"`` or ``"attempt"``, from the capabilities of the
+    layers outside it) and which failure classes it acts on (``acts_on()``)."""
+    notes = []
+    position = getattr(layer, "position", None)
+    if callable(position):
+        where = position(outside)
+        notes.append(f"timeout position: {where} ({'each attempt' if where == 'attempt' else 'the whole call'})")
+    acts_on = getattr(layer, "acts_on", None)
+    if callable(acts_on):
+        notes.append(str(acts_on()))
+    return notes
 
 
 def _is_function(obj: Any) -> bool:

@@ -74,6 +74,14 @@ class Deadline(Layer):
         ``seconds`` then bound each attempt), else ``"total"`` (for ``onion check``)."""
         return "attempt" if outside & {"retry", "fallback"} else "total"
 
+    def acts_on(self) -> str:
+        """Its limits, for ``onion check``."""
+        first, idle = self.first_token_seconds, self.idle_seconds
+        phases = ", ".join(
+            f"{label} {value:g} s" for label, value in (("first chunk", first), ("idle", idle)) if value is not None
+        )
+        return f"deadline {self.seconds:g} s" + (f"; per attempt, wherever it sits: {phases}" if phases else "")
+
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         context = request.context
         start = anyio.current_time()
