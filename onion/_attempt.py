@@ -37,11 +37,15 @@ async def bounded_attempt(
     """``handler(request)`` within ``deadline`` and, for a stream, ``phases``."""
     start = anyio.current_time()
     first = idle = None
-    if phases is not None and request.stream:
-        first, idle = phases.first_chunk, phases.idle
+    if phases is not None:
+        if request.stream:
+            first, idle = phases.first_chunk, phases.idle
+        elif phases.answer is not None:
+            # A complete answer arrives in one piece: its limit is the whole answer's.
+            first = phases.answer
     until, phase = deadline, "total"
     if first is not None and (until is None or start + first < until):
-        until, phase = start + first, "first_chunk"
+        until, phase = start + first, "first_chunk" if request.stream else "answer"
     request.context.deadline_guarded = deadline
     if until is None:
         response = await handler(request)

@@ -75,7 +75,8 @@ class PhaseLimits:
     """Per-attempt stream limits (seconds) written by ``timeout`` on ``context.phases``.
 
     ``first_chunk``: from the start of an attempt to its first chunk; ``idle``: the longest
-    gap between two chunks. They bound each *attempt*, wherever the ``timeout`` layer
+    gap between two chunks; ``answer``: for a complete (non-streamed) call, from the start
+    of an attempt to its whole answer. They bound each *attempt*, wherever the ``timeout`` layer
     sits: the stack's handler boundary (one call there is one attempt) enforces them, so
     a ``retry`` or ``fallback`` between the two sees a stalled attempt as a ``Timeout``
     of that phase and recovers it like any other failure. Nested ``timeout`` layers
@@ -83,18 +84,23 @@ class PhaseLimits:
     them puts a new one on the context and restores the old one when it is done.
     """
 
-    __slots__ = ("first_chunk", "idle")
+    __slots__ = ("answer", "first_chunk", "idle")
 
-    def __init__(self, first_chunk: float | None, idle: float | None) -> None:
+    def __init__(self, first_chunk: float | None, idle: float | None, answer: float | None = None) -> None:
         self.first_chunk = first_chunk
         self.idle = idle
+        self.answer = answer
 
-    def tighter(self, first_chunk: float | None, idle: float | None) -> PhaseLimits:
+    def tighter(self, other: PhaseLimits) -> PhaseLimits:
         """These limits combined with another layer's (the smaller of each phase)."""
-        return PhaseLimits(_smaller(self.first_chunk, first_chunk), _smaller(self.idle, idle))
+        return PhaseLimits(
+            _smaller(self.first_chunk, other.first_chunk),
+            _smaller(self.idle, other.idle),
+            _smaller(self.answer, other.answer),
+        )
 
     def __repr__(self) -> str:
-        return f"PhaseLimits(first_chunk={self.first_chunk!r}, idle={self.idle!r})"
+        return f"PhaseLimits(first_chunk={self.first_chunk!r}, idle={self.idle!r}, answer={self.answer!r})"
 
 
 def _smaller(a: float | None, b: float | None) -> float | None:

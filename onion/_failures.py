@@ -12,7 +12,7 @@ what went wrong as a caller would put it, not which exception carried it:
 ``malformed``      an undecodable body or SSE event (handled as a cut: resumed)
 ``first_chunk``    an attempt stayed silent past its first-chunk limit
 ``idle``           a stream stalled past its idle limit
-``timeout``        a deadline (``timeout.seconds``) passed
+``timeout``        a deadline (``timeout.seconds``) or an attempt's ``answer_seconds`` passed
 ``circuit_open``   the breaker refused the call (nothing was sent)
 ``context_length`` the upstream refused a prompt too long for its window (400)
 ``content_filter`` the upstream's safety filter refused the request (400)

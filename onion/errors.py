@@ -397,7 +397,8 @@ def _refused_request(error: BaseException) -> bool:
 
 
 class Timeout(OnionError):
-    """A deadline passed. ``phase`` is ``"total"``, ``"first_chunk"`` or ``"idle"``."""
+    """A deadline passed. ``phase`` is ``"total"``, ``"first_chunk"``, ``"idle"`` or
+    ``"answer"`` (a complete attempt's ``answer_seconds``)."""
 
     status = 504
     code = "timeout"

@@ -38,7 +38,9 @@ class Deadline(Layer):
     - ``first_token_seconds``: for streams, each attempt's time to its first chunk
       (phase ``"first_chunk"``); ``None`` disables it;
     - ``idle_seconds``: for streams, the longest gap between two chunks of an attempt
-      (``"idle"``); ``None`` disables it.
+      (``"idle"``); ``None`` disables it;
+    - ``answer_seconds``: for complete calls, each attempt's time to its whole answer
+      (``"answer"``); ``None`` (the default) disables it.
 
     An outer, earlier deadline already on the context is kept (the earliest wins), and
     phase limits of nested ``timeout`` layers combine (the tighter of each).
@@ -52,22 +54,22 @@ class Deadline(Layer):
         seconds: float = 30.0,
         first_token_seconds: float | None = 10.0,
         idle_seconds: float | None = 10.0,
+        answer_seconds: float | None = None,
     ) -> None:
         for label, value in (
             ("seconds", seconds),
             ("first_token_seconds", first_token_seconds),
             ("idle_seconds", idle_seconds),
+            ("answer_seconds", answer_seconds),
         ):
             if value is not None and value <= 0:
                 raise ValueError(f"{label} must be positive")
         self.seconds = seconds
         self.first_token_seconds = first_token_seconds
         self.idle_seconds = idle_seconds
-        self._phases = (
-            PhaseLimits(first_token_seconds, idle_seconds)
-            if first_token_seconds is not None or idle_seconds is not None
-            else None
-        )
+        self.answer_seconds = answer_seconds
+        limits = (first_token_seconds, idle_seconds, answer_seconds)
+        self._phases = PhaseLimits(*limits) if any(value is not None for value in limits) else None
 
     def position(self, outside: frozenset[str]) -> str:
         """``"attempt"`` when a ``retry`` or ``fallback`` sits outside this layer (its
@@ -76,10 +78,12 @@ class Deadline(Layer):
 
     def acts_on(self) -> str:
         """Its limits, for ``onion check``."""
-        first, idle = self.first_token_seconds, self.idle_seconds
-        phases = ", ".join(
-            f"{label} {value:g} s" for label, value in (("first chunk", first), ("idle", idle)) if value is not None
+        named = (
+            ("first chunk", self.first_token_seconds),
+            ("idle", self.idle_seconds),
+            ("answer", self.answer_seconds),
         )
+        phases = ", ".join(f"{label} {value:g} s" for label, value in named if value is not None)
         return f"deadline {self.seconds:g} s" + (f"; per attempt, wherever it sits: {phases}" if phases else "")
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
@@ -92,7 +96,7 @@ class Deadline(Layer):
         context.deadline = deadline
         mine = self._phases
         if mine is not None:
-            context.phases = mine if outer_phases is None else outer_phases.tighter(mine.first_chunk, mine.idle)
+            context.phases = mine if outer_phases is None else outer_phases.tighter(mine)
         try:
             with anyio.CancelScope(deadline=deadline) as scope:
                 response = await call_next(request)

@@ -36,6 +36,7 @@ from .._types import Chunk, Completion, Request
 from ..errors import BadRequest, ModelNotFound, OnionError, ShuttingDown, Unauthorized
 from ..wire import Dialect, StreamEncoder, anthropic_messages, embeddings, openai_chat, responses
 from ._admin import AdminRoutes
+from ._chain import take_chain
 from ._http import (
     JSON,
     SSE_HEADERS,
@@ -288,7 +289,7 @@ class GatewayApp:
             # An empty body is the dialect's to explain; a dialect that is not JSON says so.
             if body and getattr(dialect, "json_body", True):
                 check_json(body, self.max_json_depth)
-            request = dialect.decode(body, context)
+            request = take_chain(dialect.decode(body, context), scope["headers"])
         except OnionError as refusal:
             await _refuse(send, dialect, refusal, None if context is None else context.request_id)
             return
