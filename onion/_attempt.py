@@ -63,8 +63,8 @@ async def _bounded_chunks(
     source: AsyncIterator[Chunk], start: float, first: float | None, idle: float | None, deadline: float | None
 ) -> AsyncGenerator[Chunk, None]:
     """Forward ``source``; each pull is cancelled at the earlier of the deadline and its
-    phase limit (from the attempt's start for the first chunk, from the previous chunk
-    after it)."""
+    phase limit (from the attempt's start until the first chunk with content, a tool call
+    or a finish reason; from the previous chunk after it)."""
     pull = source.__anext__
     gap, since, phase = first, start, "first_chunk"
     try:
@@ -87,6 +87,8 @@ async def _bounded_chunks(
                 if scope.cancelled_caught:
                     raise Timeout(f"the stream passed its {label} limit", phase=label)
             yield chunk
+            if phase == "first_chunk" and not (chunk.content or chunk.tool_calls or chunk.finish_reason):
+                continue  # a role-only opening chunk is no token: the first-chunk limit holds
             if idle is not None:
                 since = anyio.current_time()
             gap, phase = idle, "idle"
