@@ -94,6 +94,8 @@ async def _bounded_chunks(
             gap, phase = idle, "idle"
     finally:
         aclose = getattr(source, "aclose", None)
-        if aclose is not None:
+        # A generator that ran to its end needs no close (a shielded scope costs as
+        # much as a short stream's other overhead).
+        if aclose is not None and getattr(source, "ag_frame", True) is not None:
             with anyio.CancelScope(shield=True):
                 await aclose()
