@@ -171,6 +171,8 @@ def _terminal(handler: Handler, name: str) -> Handler:
         context.trace.append(name)
         context.attempts += 1
         if nested or (context.phases is None and context.deadline is None):
+            # Nothing bounds this attempt here: a provider must not rely on an earlier one's guard.
+            context.deadline_guarded = None
             response = await handler(request)
         else:
             # One call here is one attempt: its limits are enforced here, for every stack.
