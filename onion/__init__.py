@@ -23,12 +23,14 @@ from ._context import (
     Context,
     GuardFindings,
     PhaseLimits,
+    RequestChain,
     RequestOptions,
     ResumeMode,
     ResumePrefix,
     SpanHook,
     TrimReport,
 )
+from ._failures import FAILURE_CLASSES, failure_class, failure_classes
 from ._lazy import lazy_getattr
 from ._operable import CacheSelector, Pingable, Purgeable
 from ._policy import KeyPolicy
@@ -157,6 +159,7 @@ __all__ = [
     "ModelNotFound",
     "OnionError",
     "Order",
+    "FAILURE_CLASSES",
     "PhaseLimits",
     "Pingable",
     "ProviderError",
@@ -164,6 +167,7 @@ __all__ = [
     "RateLimited",
     "RateLimiterUnavailable",
     "Request",
+    "RequestChain",
     "RequestOptions",
     "RequestTooLarge",
     "ResumeMode",
@@ -185,6 +189,8 @@ __all__ = [
     "counter_named",
     "decode_request",
     "error_type",
+    "failure_class",
+    "failure_classes",
     "input_tokens",
     "layer_info",
     "lazy_getattr",

@@ -16,19 +16,17 @@ import itertools
 import os
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
 from ._policy import KeyPolicy
 
-if TYPE_CHECKING:
-    import anyio
-
 __all__ = [
     "Context",
     "GuardFindings",
     "PhaseLimits",
+    "RequestChain",
     "RequestOptions",
     "ResumeMode",
     "ResumePrefix",
@@ -47,6 +45,17 @@ _ID_COUNTER = itertools.count(1)
 
 def _new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
+
+
+class RequestChain(msgspec.Struct, frozen=True):
+    """What a caller asked of the resilience layers for this one request (never sent
+    upstream): ``fallbacks``, the models to try after the requested one, in order, and
+    ``retries``, the most attempts per model. ``fallback`` and ``retry`` honour them
+    only within their allowlists (``allow_request_fallbacks``, ``max_request_attempts``)
+    and refuse the rest with a 400 naming the field."""
+
+    fallbacks: tuple[str, ...] | None = None
+    retries: int | None = None
 
 
 class RequestOptions(msgspec.Struct, frozen=True):
@@ -70,21 +79,37 @@ _DEFAULT_OPTIONS = RequestOptions()
 class PhaseLimits:
     """Per-attempt stream limits (seconds) written by ``timeout`` on ``context.phases``.
 
-    ``owner`` is the innermost layer that enforces them, and the total deadline with
-    them, on each chunk (``None``: ``timeout`` enforces them itself). ``scope`` is the
-    cancel scope ``timeout`` holds around ``call_next`` with the first-chunk limit; a
-    claiming layer widens it to the total deadline, since it then applies the
-    first-chunk limit to each of its attempts itself.
+    ``first_chunk``: from the start of an attempt to its first chunk; ``idle``: the longest
+    gap between two chunks; ``answer``: for a complete (non-streamed) call, from the start
+    of an attempt to its whole answer. They bound each *attempt*, wherever the ``timeout`` layer
+    sits: the stack's handler boundary (one call there is one attempt) enforces them, so
+    a ``retry`` or ``fallback`` between the two sees a stalled attempt as a ``Timeout``
+    of that phase and recovers it like any other failure. Nested ``timeout`` layers
+    combine by taking the tighter limit of each phase. Immutable: a layer that changes
+    them puts a new one on the context and restores the old one when it is done.
     """
 
-    __slots__ = ("first_chunk", "idle", "owner", "scope", "total_deadline")
+    __slots__ = ("answer", "first_chunk", "idle")
 
-    def __init__(self, first_chunk: float | None, idle: float | None, total_deadline: float | None) -> None:
+    def __init__(self, first_chunk: float | None, idle: float | None, answer: float | None = None) -> None:
         self.first_chunk = first_chunk
         self.idle = idle
-        self.total_deadline = total_deadline
-        self.owner: object | None = None
-        self.scope: anyio.CancelScope | None = None
+        self.answer = answer
+
+    def tighter(self, other: PhaseLimits) -> PhaseLimits:
+        """These limits combined with another layer's (the smaller of each phase)."""
+        return PhaseLimits(
+            _smaller(self.first_chunk, other.first_chunk),
+            _smaller(self.idle, other.idle),
+            _smaller(self.answer, other.answer),
+        )
+
+    def __repr__(self) -> str:
+        return f"PhaseLimits(first_chunk={self.first_chunk!r}, idle={self.idle!r}, answer={self.answer!r})"
+
+
+def _smaller(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 class ResumePrefix(msgspec.Struct, frozen=True):
@@ -153,10 +178,14 @@ class Context(msgspec.Struct):
 
     - ``deadline``: absolute time in ``anyio.current_time()`` units, or ``None``
       (``timeout``; the earliest deadline wins).
-    - ``deadline_guarded``: the deadline a layer enforces around every pull itself
-      (``timeout``): a provider need not add a cancel scope of its own for it.
+    - ``deadline_guarded``: the deadline the stack's handler boundary enforces around
+      every pull of this attempt: a provider need not add a cancel scope of its own for it.
     - ``phases``: per-attempt first-chunk and idle limits (``PhaseLimits``, ``timeout``),
-      claimed by the innermost ``retry``/``fallback``.
+      enforced on each attempt at the stack's handler boundary.
+    - ``alternatives``: how many more models an outer ``fallback`` can still try (a
+      ``retry`` inside it moves on at once on a silent or stalled attempt when one can).
+    - ``chain``: the per-request fallback chain and retry count (``RequestChain``), set by
+      the server from the body extension ``fallbacks`` / header ``x-onion-fallbacks``.
     - ``resume``: the prefix a provider may continue (``ResumePrefix``), only while a
       recovering ``retry``/``fallback`` reopens a stream.
     - ``findings``: what the guards found (``GuardFindings``; ``None`` until one did).
@@ -185,6 +214,8 @@ class Context(msgspec.Struct):
     trace_headers: dict[str, str] | None = None
     deadline_guarded: float | None = None
     phases: PhaseLimits | None = None
+    alternatives: int = 0
+    chain: RequestChain | None = None
     resume: ResumePrefix | None = None
     findings: GuardFindings | None = None
     trimmed: TrimReport | None = None

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from ._attempt import bounded_attempt
 from ._response import Response
 from ._types import Request
 from .errors import ConfigError
@@ -162,11 +163,20 @@ def _link(call: Callable[..., Awaitable[Response]], inner: Handler, name: str) -
 def _terminal(handler: Handler, name: str) -> Handler:
     # One frame per request (not per layer): an answer the handler left unnamed is named
     # here, so an unnamed answer reaching the stack's top is known to be a layer's.
+    # A stack used as the handler of another bounds its own attempts itself.
+    nested = isinstance(handler, Stack)
+
     async def call_handler(request: Request) -> Response:
         context = request.context
         context.trace.append(name)
         context.attempts += 1
-        response = await handler(request)
+        if nested or (context.phases is None and context.deadline is None):
+            # Nothing bounds this attempt here: a provider must not rely on an earlier one's guard.
+            context.deadline_guarded = None
+            response = await handler(request)
+        else:
+            # One call here is one attempt: its limits are enforced here, for every stack.
+            response = await bounded_attempt(handler, request, context.phases, context.deadline)
         if not response.served_by:
             response.served_by = name
         return response
@@ -232,10 +242,12 @@ class Stack:
     def describe(self) -> str:
         """A text diagram of the onion: each layer, where it may answer, what it needs."""
         lines = [f"{self.name}: request enters at the top, the answer leaves the same way"]
-        for depth, info in enumerate(self.infos):
+        outside: frozenset[str] = frozenset()
+        for depth, (layer, info) in enumerate(zip(self.layers, self.infos, strict=True)):
             pad = "│ " * depth
             lines.append(f"{pad}┌─ {depth + 1}. {info.name}")
-            notes = []
+            notes = _resilience_notes(layer, outside)
+            outside |= info.provides
             if info.short_circuit:
                 notes.append(f"may answer early: {info.short_circuit}")
             if info.buffers:
@@ -254,6 +266,21 @@ class Stack:
     def __repr__(self) -> str:
         names = ", ".join(info.name for info in self.infos)
         return f"Stack([{names}], handler={self.handler_name})"
+
+
+def _resilience_notes(layer: Any, outside: frozenset[str]) -> list[str]:
+    """What a resilience layer says of itself for ``describe``: where its deadline applies
+    (``position(outside)``: ``"total"`` or ``"attempt"``, from the capabilities of the
+    layers outside it) and which failure classes it acts on (``acts_on()``)."""
+    notes = []
+    position = getattr(layer, "position", None)
+    if callable(position):
+        where = position(outside)
+        notes.append(f"timeout position: {where} ({'each attempt' if where == 'attempt' else 'the whole call'})")
+    acts_on = getattr(layer, "acts_on", None)
+    if callable(acts_on):
+        notes.append(str(acts_on()))
+    return notes
 
 
 def _is_function(obj: Any) -> bool:

@@ -55,14 +55,17 @@ DEFAULT_STACK: list[dict[str, Any]] = [
     # metrics and logging outermost: they see every request, whoever answers it.
     {"use": "metrics"},
     {"use": "logging"},
-    # The deadline bounds everything below, retries and backoff included.
-    {"use": "timeout", "seconds": 120.0, "first_token_seconds": 30.0, "idle_seconds": 30.0},
+    # The deadline bounds everything below, retries and backoff included; the phase limits
+    # bound each attempt, so a silent, stalled or hung attempt ends in time for the one
+    # retry to finish before the deadline (2 x 25 s < 60 s): no fault hangs past 60 s.
+    {"use": "timeout", "seconds": 60.0, "first_token_seconds": 25.0, "idle_seconds": 15.0, "answer_seconds": 25.0},
     # A blocked prompt is never looked up, stored or sent upstream.
     {"use": "input_guard"},
     {"use": "exact_cache"},
     # Inside the cache: only what the guard let through is stored; redacts by default.
     {"use": "output_guard"},
-    {"use": "retry"},
+    # Two attempts at most: no answer is billed more than twice.
+    {"use": "retry", "attempts": 2},
     # Inside retry: a retry sees the open circuit and stops.
     {"use": "circuit_breaker"},
 ]

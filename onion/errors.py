@@ -232,6 +232,8 @@ class ProviderError(OnionError):
     gateway's own upstream key was refused) is a 502 ``upstream_auth_failed``; a 429 is a
     429 with the upstream's ``Retry-After``; anything else is a 502 ``upstream_error``.
     ``public_message`` is the upstream's message when it sent one, scrubbed (``scrub``).
+    ``failure`` names the failure class when the status cannot (``"cut"`` for a stream
+    ended early, ``"malformed"``, ``"connection"``; see ``onion.failure_class``).
     """
 
     status = 502
@@ -252,6 +254,7 @@ class ProviderError(OnionError):
         upstream_type: str | None = None,
         upstream_code: str | None = None,
         param: str | None = None,
+        failure: str | None = None,
     ) -> None:
         status, code, fixed, default = _upstream_class(upstream_status, upstream_code)
         super().__init__(detail, public_message=fixed or public_message or default)
@@ -268,6 +271,9 @@ class ProviderError(OnionError):
         self.provider = provider
         self.model = model
         self.provider_kind = provider_kind
+        # The failure class when the status alone does not tell it ("cut", "malformed",
+        # "connection"); see ``onion.failure_class``.
+        self.failure = failure
 
     @property
     def should_retry(self) -> bool:
@@ -391,7 +397,8 @@ def _refused_request(error: BaseException) -> bool:
 
 
 class Timeout(OnionError):
-    """A deadline passed. ``phase`` is ``"total"``, ``"first_chunk"`` or ``"idle"``."""
+    """A deadline passed. ``phase`` is ``"total"``, ``"first_chunk"``, ``"idle"`` or
+    ``"answer"`` (a complete attempt's ``answer_seconds``)."""
 
     status = 504
     code = "timeout"

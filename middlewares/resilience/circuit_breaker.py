@@ -12,9 +12,19 @@ Sits inside ``retry`` (a retry sees ``CircuitOpen`` and stops) and inside ``fall
 
 While open, calls fail fast with ``CircuitOpen`` (nothing is sent; ``retry_after`` says
 when a trial is allowed). Half-open lets ``half_open_calls`` trial calls through at a
-time. A failure is a ``ProviderError`` or a ``Timeout``; a bad request or a guard block
-is the caller's doing and counts as neither failure nor success. A stream's outcome is
-known when it ends; a stream the caller closed early counts as neither.
+time. What counts as a failure is a set of failure classes (``failure_on``, see
+``onion.failure_class``): by default everything that hurts callers — upstream errors,
+429s, connection errors, timeouts of any phase (a silent first chunk, a stall, an
+attempt or total deadline), cut and malformed streams. The request's own faults (a
+content-filter, context-length or other 400, a guard block) count as neither failure
+nor success. Optionally, slow calls count too (as Resilience4j): with
+``slow_call_seconds`` set, a call that succeeds but took longer (to its first chunk, for
+a stream) is slow, and the circuit opens when ``slow_call_ratio`` of the window's calls
+were slow. A stream's outcome is known when it ends; a stream the caller closed early,
+or a call cancelled because the client left, counts as neither.
+
+The breaker is keyed per model name. Per deployment (several providers serving one
+model) the router's outlier ejection does the same job below it.
 
 State is observable: ``breaker.state(model)``, and ``on_transition(model, old, new)``
 is called on every change.
@@ -35,14 +45,14 @@ from onion import (
     Clock,
     Layer,
     Order,
-    ProviderError,
     Request,
     Response,
-    Timeout,
+    failure_class,
+    failure_classes,
     system_clock,
 )
 
-__all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "State"]
+__all__ = ["DEFAULT_FAILURE_ON", "BreakerPolicy", "BreakerState", "CircuitBreaker", "State"]
 
 _log = structlog.get_logger("onion.circuit_breaker")
 
@@ -57,6 +67,9 @@ class BreakerPolicy(msgspec.Struct, frozen=True):
     min_calls: int = 10
     open_seconds: float = 15.0
     half_open_calls: int = 1
+    slow_call_seconds: float | None = None
+    slow_call_ratio: float = 1.0
+    failure_on: frozenset[str] = frozenset()  # empty: DEFAULT_FAILURE_ON
 
 
 class BreakerState(msgspec.Struct):
@@ -66,17 +79,29 @@ class BreakerState(msgspec.Struct):
     calls: int
     failures: int
     opened_at: float | None = None
+    slow: int = 0
 
 
-def counts_as_failure(error: BaseException) -> bool:
-    """Upstream failures and timeouts; not the caller's own errors, not an open circuit."""
-    return isinstance(error, (ProviderError, Timeout)) and not isinstance(error, CircuitOpen)
+DEFAULT_FAILURE_ON = frozenset(
+    {
+        "rate_limited",
+        "server_error",
+        "connection",
+        "cut",
+        "malformed",
+        "first_chunk",
+        "idle",
+        "timeout",
+        "upstream_auth",
+    }
+)
+"""Failure classes the breaker counts as failures by default."""
 
 
 class _Circuit:
     """One model's breaker: bucketed counts over the window and the state machine."""
 
-    __slots__ = ("_calls", "_failures", "_slot", "opened_at", "state", "trials")
+    __slots__ = ("_calls", "_failures", "_slot", "_slow", "opened_at", "state", "trials")
 
     def __init__(self, buckets: int) -> None:
         self.state: State = "closed"
@@ -84,28 +109,31 @@ class _Circuit:
         self.trials = 0
         self._calls = [0] * buckets
         self._failures = [0] * buckets
+        self._slow = [0] * buckets
         self._slot = -1
 
-    def totals(self, slot: int) -> tuple[int, int]:
+    def totals(self, slot: int) -> tuple[int, int, int]:
         self._slide(slot)
-        return sum(self._calls), sum(self._failures)
+        return sum(self._calls), sum(self._failures), sum(self._slow)
 
-    def record(self, slot: int, failed: bool) -> None:
+    def record(self, slot: int, failed: bool, slow: bool = False) -> None:
         index = self._slide(slot)
         self._calls[index] += 1
         if failed:
             self._failures[index] += 1
+        if slow:
+            self._slow[index] += 1
 
     def clear(self) -> None:
         for i in range(len(self._calls)):
-            self._calls[i] = self._failures[i] = 0
+            self._calls[i] = self._failures[i] = self._slow[i] = 0
 
     def _slide(self, slot: int) -> int:
         size = len(self._calls)
         if self._slot < 0:
             self._slot = slot
         for stale in range(self._slot + 1, min(slot, self._slot + size) + 1):
-            self._calls[stale % size] = self._failures[stale % size] = 0
+            self._calls[stale % size] = self._failures[stale % size] = self._slow[stale % size] = 0
         self._slot = max(self._slot, slot)
         return self._slot % size
 
@@ -114,7 +142,8 @@ class CircuitBreaker(Layer):
     """Fail fast with ``CircuitOpen`` for a model whose recent calls mostly failed.
 
     TOML: ``failure_ratio``, ``window_seconds``, ``min_calls``, ``open_seconds``,
-    ``half_open_calls``. In code: ``policy=BreakerPolicy(...)``, ``clock``, and
+    ``half_open_calls``, ``slow_call_seconds``, ``slow_call_ratio``, ``failure_on``
+    (failure classes counted as failures). In code: ``policy=BreakerPolicy(...)``, ``clock``, and
     ``on_transition(model, old_state, new_state)``.
     """
 
@@ -132,12 +161,29 @@ class CircuitBreaker(Layer):
         min_calls: int = 10,
         open_seconds: float = 15.0,
         half_open_calls: int = 1,
+        slow_call_seconds: float | None = None,
+        slow_call_ratio: float = 1.0,
+        failure_on: list[str] | None = None,
         *,
         policy: BreakerPolicy | None = None,
         clock: Clock | None = None,
         on_transition: Callable[[str, State, State], object] | None = None,
     ) -> None:
-        policy = policy or BreakerPolicy(failure_ratio, window_seconds, min_calls, open_seconds, half_open_calls)
+        policy = policy or BreakerPolicy(
+            failure_ratio,
+            window_seconds,
+            min_calls,
+            open_seconds,
+            half_open_calls,
+            slow_call_seconds,
+            slow_call_ratio,
+            failure_classes(failure_on or (), "failure_on"),
+        )
+        if policy.slow_call_seconds is not None and policy.slow_call_seconds <= 0:
+            raise ValueError("slow_call_seconds must be positive")
+        if not 0 < policy.slow_call_ratio <= 1:
+            raise ValueError("slow_call_ratio must be in (0, 1]")
+        self.failure_on = failure_classes(policy.failure_on, "failure_on") or DEFAULT_FAILURE_ON
         if not 0 < policy.failure_ratio <= 1:
             raise ValueError("failure_ratio must be in (0, 1]")
         if policy.window_seconds <= 0 or policy.open_seconds < 0 or policy.min_calls < 1 or policy.half_open_calls < 1:
@@ -155,8 +201,16 @@ class CircuitBreaker(Layer):
             return BreakerState("closed", 0, 0)
         now = self.clock.now()
         self._maybe_half_open(model, circuit, now)
-        calls, failures = circuit.totals(int(now // self._slot_seconds))
-        return BreakerState(circuit.state, calls, failures, circuit.opened_at if circuit.state != "closed" else None)
+        calls, failures, slow = circuit.totals(int(now // self._slot_seconds))
+        opened = circuit.opened_at if circuit.state != "closed" else None
+        return BreakerState(circuit.state, calls, failures, opened, slow)
+
+    def acts_on(self) -> str:
+        """The failure classes this breaker counts, for ``onion check``."""
+        text = "counts as failures: " + ", ".join(sorted(self.failure_on))
+        if self.policy.slow_call_seconds is not None:
+            text += f"; slow calls over {self.policy.slow_call_seconds:g} s"
+        return text + " (per model; per deployment: the router's ejection)"
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         model = request.model
@@ -164,6 +218,8 @@ class CircuitBreaker(Layer):
         if circuit is None:
             circuit = self._circuits[model] = _Circuit(self._BUCKETS)
         trial = self._admit(model, circuit)
+        now = self.clock.now
+        start = now()
         try:
             response = await call_next(request)
         except BaseException as error:
@@ -172,13 +228,19 @@ class CircuitBreaker(Layer):
             failure = error if isinstance(error, Exception) else None
             self._finish(model, circuit, trial, failure, ended=failure is not None)
             raise
-        return await response.on_end(lambda end: self._ended(model, circuit, trial, end))
+        return await response.on_end(lambda end: self._ended(model, circuit, trial, end, start), now=now)
 
-    def _ended(self, model: str, circuit: _Circuit, trial: bool, end: AnswerEnd) -> None:
+    def _ended(self, model: str, circuit: _Circuit, trial: bool, end: AnswerEnd, start: float) -> None:
         # A consumer that stopped early gives no verdict; a failure that is not an
         # Exception (a KeyboardInterrupt) neither.
         error = end.error if isinstance(end.error, Exception) else None
-        self._finish(model, circuit, trial, error, ended=not end.cancelled and (end.error is None or error is not None))
+        limit = self.policy.slow_call_seconds
+        slow = False
+        if limit is not None and error is None:
+            answered = end.first_chunk_at if end.first_chunk_at is not None else end.ended_at
+            slow = answered - start > limit
+        ended = not end.cancelled and (end.error is None or error is not None)
+        self._finish(model, circuit, trial, error, ended=ended, slow=slow)
 
     def _admit(self, model: str, circuit: _Circuit) -> bool:
         """Let the call through (returns whether it is a half-open trial) or raise."""
@@ -197,14 +259,16 @@ class CircuitBreaker(Layer):
             circuit.trials = 0
             self._move(model, circuit, "half_open")
 
-    def _finish(self, model: str, circuit: _Circuit, trial: bool, error: Exception | None, *, ended: bool) -> None:
+    def _finish(
+        self, model: str, circuit: _Circuit, trial: bool, error: Exception | None, *, ended: bool, slow: bool = False
+    ) -> None:
         """Record an outcome. ``ended=False``: the caller stopped early (no verdict)."""
-        failed = error is not None and counts_as_failure(error)
+        failed = error is not None and failure_class(error) in self.failure_on
         neutral = not ended or (error is not None and not failed)
         if trial:
             circuit.trials = max(0, circuit.trials - 1)
             if circuit.state == "half_open" and not neutral:
-                if failed:
+                if failed or slow:
                     self._open(model, circuit)
                 else:
                     circuit.clear()
@@ -214,10 +278,13 @@ class CircuitBreaker(Layer):
             return
         now = self.clock.now()
         slot = int(now // self._slot_seconds)
-        circuit.record(slot, failed)
-        if failed:
-            calls, failures = circuit.totals(slot)
-            if calls >= self.policy.min_calls and failures >= self.policy.failure_ratio * calls:
+        circuit.record(slot, failed, slow)
+        if failed or slow:
+            calls, failures, slowed = circuit.totals(slot)
+            policy = self.policy
+            if calls >= policy.min_calls and (
+                failures >= policy.failure_ratio * calls or (slow and slowed >= policy.slow_call_ratio * calls)
+            ):
                 self._open(model, circuit)
 
     def _open(self, model: str, circuit: _Circuit) -> None:

@@ -29,11 +29,15 @@ failed attempt is simply replaced by a new one. After it, the only honest recove
 The mode is the layer's ``resume`` parameter, overridden per request by
 ``request.context.options.resume``. Chunks with tool calls are never resumed.
 
-The module also hands over the ``PhaseLimits`` (``context.phases``): the first-chunk and
-idle limits the ``timeout`` layer puts on the request context. The innermost
-retry/fallback layer *claims* them and
-enforces them per attempt, so a stalled stream counts as a cut one and is recovered;
-``timeout`` then enforces only the total deadline.
+A stalled or silent attempt is no special case here: the stack's handler boundary ends
+it with a ``Timeout`` of phase ``first_chunk`` or ``idle`` (see ``onion._attempt``), and
+it is recovered like a cut. Per chunk this module does plain work only: no cancel scope,
+no clock read, no allocation beyond the forwarded chunk (a chunk is re-built only while
+a resumed attempt replays text already sent).
+
+A resumption in ``auto`` mode that the upstream refuses (an OpenAI-compatible
+fallback that rejects an assistant prefill with a 400) is tried once more as a plain
+re-issue on the same model.
 """
 
 from __future__ import annotations
@@ -43,15 +47,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 import anyio
 import msgspec
 
-from onion import Chunk, Message, PhaseLimits, ProviderError, Request, Response, ResumeMode, ResumePrefix, Timeout
+from onion import Chunk, Message, ProviderError, Request, Response, ResumeMode, ResumePrefix, failure_class
 
 __all__ = [
-    "claim_phases",
     "close_source",
-    "open_attempt",
     "note_resumed",
     "open_resumed",
-    "owned",
     "recover_stream",
     "resume_mode",
     "resume_request",
@@ -63,56 +64,8 @@ Reopen = Callable[[BaseException, str], Awaitable[Response]]
 """``reopen(error, sent_text)``: the next attempt's response, or raise to give up."""
 
 
-def claim_phases(request: Request, owner: object) -> PhaseLimits | None:
-    """Take over the per-attempt phase limits (inner layers claim last, and win).
-
-    The outer owner's first-chunk scope, if one is open, is widened to the total
-    deadline: the new owner applies the first-chunk limit to each of its attempts.
-    """
-    limits = request.context.phases
-    if limits is not None and request.stream:
-        limits.owner = owner
-        if limits.scope is not None:
-            limits.scope.deadline = limits.total_deadline if limits.total_deadline is not None else float("inf")
-            limits.scope = None
-    return limits
-
-
-def owned(limits: PhaseLimits | None, owner: object) -> PhaseLimits | None:
-    """``limits`` if ``owner`` still enforces them (no inner layer claimed them since)."""
-    return limits if limits is not None and limits.owner is owner else None
-
-
-async def open_attempt(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]], limits: PhaseLimits | None, owner: object
-) -> Response:
-    """``call_next(request)``, bounded by the first-chunk limit and the total deadline when
-    ``owner`` holds them (a resumed attempt opens outside any pull's scope, and providers
-    leave a guarded deadline to the layers)."""
-    if limits is None or limits.owner is not owner:
-        return await call_next(request)
-    start = anyio.current_time()
-    until, phase = limits.total_deadline, "total"
-    if limits.first_chunk is not None and (until is None or start + limits.first_chunk < until):
-        until, phase = start + limits.first_chunk, "first_chunk"
-    if until is None:
-        return await call_next(request)
-    with anyio.CancelScope(deadline=until) as scope:
-        limits.scope = scope
-        response = await call_next(request)
-    limits.scope = None
-    if scope.cancelled_caught:
-        raise Timeout(f"no answer within {until - start:.3g} s", phase=phase)
-    return response
-
-
 async def open_resumed(
-    request: Request,
-    sent: str,
-    mode: ResumeMode,
-    call_next: Callable[[Request], Awaitable[Response]],
-    limits: PhaseLimits | None,
-    owner: object,
+    request: Request, sent: str, mode: ResumeMode, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
     """Open the attempt that recovers a stream after ``sent`` text went out.
 
@@ -121,12 +74,19 @@ async def open_resumed(
     """
     request = resume_request(request, sent, mode)
     if mode != "auto" or not sent:
-        return await open_attempt(request, call_next, limits, owner)
+        return await call_next(request)
     context = request.context
     previous = context.resume
     context.resume = ResumePrefix(sent, request.messages)
     try:
-        return await open_attempt(request, call_next, limits, owner)
+        return await call_next(request)
+    except ProviderError as error:
+        if failure_class(error) != "invalid_request":
+            raise
+        # The upstream refused the prefill (not every OpenAI-compatible server accepts an
+        # assistant prefix): re-issue the plain request instead; the splice checks it.
+        context.resume = previous
+        return await call_next(request)
     finally:
         context.resume = previous
 
@@ -155,31 +115,6 @@ def resume_mode(request: Request, default: ResumeMode) -> ResumeMode:
     return mode if mode in _MODES else default
 
 
-async def _next(source: AsyncIterator[Chunk], until: float | None, phase: str) -> Chunk:
-    if until is None:
-        return await source.__anext__()
-    # The scope covers one pull only: it is never held across the caller's ``yield``.
-    with anyio.CancelScope(deadline=until) as scope:
-        return await source.__anext__()
-    if scope.cancelled_caught:
-        raise Timeout(f"no chunk before the {phase} deadline", phase=phase)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _pull_deadline(phases: PhaseLimits, first: bool, started: float) -> tuple[float | None, str]:
-    """When the next pull must have answered, and the phase that limit belongs to.
-
-    The owner also enforces the total deadline, so ``timeout`` need not wrap the stream
-    in a second cancel scope per chunk.
-    """
-    gap = phases.first_chunk if first else phases.idle
-    until = None if gap is None else (started if first else anyio.current_time()) + gap
-    total = phases.total_deadline
-    if total is not None and (until is None or total <= until):
-        return total, "total"
-    return until, "first_chunk" if first else "idle"
-
-
 def finished(source: object) -> bool:
     """True for an async generator that already ran to its end (nothing to clean up)."""
     return getattr(source, "ag_frame", True) is None
@@ -202,6 +137,7 @@ def _diverged(missing: int) -> ProviderError:
         f"the resumed stream diverged from the text already sent ({missing} characters not reproduced)",
         retryable=False,
         public_message="the answer was cut off and could not be resumed",
+        failure="cut",
     )
 
 
@@ -210,7 +146,6 @@ async def recover_stream(
     reopen: Reopen,
     *,
     mode: ResumeMode,
-    phases: PhaseLimits | None,
 ) -> AsyncGenerator[Chunk, None]:
     """Forward the ``first`` attempt's chunks; on a failure, ask ``reopen`` for the next attempt and
     continue from what the caller already has. Owns every attempt's stream."""
@@ -221,20 +156,17 @@ async def recover_stream(
     spaces = 0  # trailing whitespace already sent that a continuation may repeat
     named: str | None = None  # the model of a new attempt, until a forwarded chunk names it
     source = first
-    started = anyio.current_time()
     while True:
         error: BaseException
         try:
-            first_pull = True
+            pull = source.__anext__
             while True:
-                until, phase = (None, "") if phases is None else _pull_deadline(phases, first_pull, started)
                 try:
-                    chunk = await _next(source, until, phase)
+                    chunk = await pull()
                 except StopAsyncIteration:
                     if skip:
                         raise _diverged(len(skip)) from None
                     return
-                first_pull = False
                 if chunk.model:
                     named = chunk.model
                 if skip:
@@ -265,7 +197,6 @@ async def recover_stream(
         reopened = await reopen(error, text)
         named = (reopened.model or None) if committed else None
         source = aiter(reopened)
-        started = anyio.current_time()
         skip = text if mode != "continue" else ""  # auto: a continuation replays the sent text
         spaces = len(text) - len(text.rstrip()) if mode == "continue" else 0
 

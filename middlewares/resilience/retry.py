@@ -1,9 +1,13 @@
 """``retry``: try a failed call again, within limits that cannot amplify an outage.
 
-Sits inside ``fallback`` and ``timeout`` and outside ``circuit_breaker`` (so a retry
-sees the breaker open and stops, instead of hammering a failing model). Only errors the
-policy calls retryable are retried: by default ``ProviderError(retryable=True)`` and a
-stream's per-attempt stall (``Timeout`` of phase ``first_chunk`` or ``idle``).
+Sits inside ``fallback`` and outside ``circuit_breaker`` (so a retry
+sees the breaker open and stops, instead of hammering a failing model); a ``timeout``
+outside it bounds all attempts together, one inside it bounds each attempt. What is
+retried is a policy over failure classes (``onion.failure_class``): by default
+``rate_limited``, ``server_error``, ``connection``, ``cut`` and ``malformed`` streams,
+and timeouts (``first_chunk``, ``idle``, ``timeout``) **only when no fallback can take
+over**: with another model left in an outer ``fallback`` (``context.alternatives``), a
+silent or stalled attempt moves on at once instead of waiting out the same limit again.
 
 Three limits apply to every retry: the number of attempts, a **retry budget** (retries
 may be at most a fraction of the recent requests, plus a small reserve), and the
@@ -13,7 +17,9 @@ asks for longer than ``max_delay`` the call is not retried (the error goes to th
 outside, for example to ``fallback``).
 
 A stream is retried freely until its first chunk reached the caller; after that it is
-resumed (see ``middlewares/_resume.py``) or fails with an explicit error.
+resumed (see ``resumption.py``) or fails with an explicit error. A request may lower
+(or, up to ``max_request_attempts``, raise) its attempts with ``"retries": N`` in its body
+or ``x-onion-retries`` (``context.chain``).
 """
 
 from __future__ import annotations
@@ -24,34 +30,43 @@ from collections.abc import Callable
 import anyio
 import structlog
 
-from onion import CallNext, Clock, Layer, Order, ProviderError, Request, Response, Timeout, system_clock
-
-from .resumption import (
-    PhaseLimits,
-    ResumeMode,
-    claim_phases,
-    note_resumed,
-    open_attempt,
-    open_resumed,
-    owned,
-    recover_stream,
-    resume_mode,
+from onion import (
+    BadRequest,
+    CallNext,
+    Clock,
+    Layer,
+    Order,
+    Request,
+    Response,
+    failure_class,
+    failure_classes,
+    system_clock,
 )
 
-__all__ = ["Retry", "RetryBudget", "RetryPolicy"]
+from .resumption import ResumeMode, note_resumed, open_resumed, recover_stream, resume_mode
+
+__all__ = ["DEFAULT_MOVE_ON", "DEFAULT_RETRY_ON", "Retry", "RetryBudget", "RetryPolicy"]
 
 _log = structlog.get_logger("onion.retry")
 
 
-def default_retryable(error: BaseException) -> bool:
-    """Retryable provider errors and per-attempt stream stalls."""
-    if isinstance(error, ProviderError):
-        return error.retryable
-    return isinstance(error, Timeout) and error.phase in ("first_chunk", "idle")
+DEFAULT_RETRY_ON = frozenset(
+    {"rate_limited", "server_error", "connection", "cut", "malformed", "first_chunk", "idle", "timeout"}
+)
+"""Failure classes ``retry`` retries by default."""
+
+DEFAULT_MOVE_ON = frozenset({"first_chunk", "idle", "timeout"})
+"""Classes not retried on the same model while an outer ``fallback`` has another one."""
 
 
 class RetryPolicy:
-    """Which errors to retry and how long to wait (exponential backoff, full jitter).
+    """Which failures to retry and how long to wait (exponential backoff, full jitter).
+
+    ``retry_on``: the failure classes retried (``DEFAULT_RETRY_ON``); ``move_on``: those
+    of them not retried while an outer ``fallback`` has another model to try
+    (``DEFAULT_MOVE_ON``: waiting out the same limit again only delays the fallback). A
+    ``ProviderError`` its provider marked not retryable (an exhausted quota's 429) is
+    never retried. ``retryable(error)``, when given, replaces all of this.
 
     The delay before retry ``n`` (1-based) is uniform in
     ``[0, min(max_delay, base_delay * 2 ** (n - 1))]``; a ``Retry-After`` from the
@@ -59,14 +74,17 @@ class RetryPolicy:
     call is not retried.
     """
 
-    __slots__ = ("attempts", "base_delay", "max_delay", "retryable")
+    __slots__ = ("attempts", "base_delay", "max_delay", "move_on", "retry_on", "retryable")
 
     def __init__(
         self,
         attempts: int = 3,
         base_delay: float = 0.2,
         max_delay: float = 8.0,
-        retryable: Callable[[BaseException], bool] = default_retryable,
+        retryable: Callable[[BaseException], bool] | None = None,
+        *,
+        retry_on: frozenset[str] | list[str] = DEFAULT_RETRY_ON,
+        move_on: frozenset[str] | list[str] = DEFAULT_MOVE_ON,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
@@ -76,6 +94,18 @@ class RetryPolicy:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.retryable = retryable
+        self.retry_on = failure_classes(retry_on, "retry_on")
+        self.move_on = failure_classes(move_on, "move_on")
+
+    def should_retry(self, error: BaseException, alternatives: int = 0) -> bool:
+        """Whether ``error`` is worth another attempt on the same model, with
+        ``alternatives`` more models an outer fallback could try instead."""
+        if self.retryable is not None:
+            return self.retryable(error)
+        kind = failure_class(error)
+        if kind not in self.retry_on or (alternatives and kind in self.move_on):
+            return False
+        return getattr(error, "retryable", True) is not False
 
     def delay(self, retry: int, error: BaseException, rng: random.Random) -> float | None:
         """Seconds to wait before retry number ``retry``, or ``None``: do not retry."""
@@ -145,7 +175,9 @@ class Retry(Layer):
     """Retry retryable failures with backoff, within attempts, a budget and the deadline.
 
     TOML: ``attempts``, ``base_delay``, ``max_delay``, ``budget`` (fraction of recent
-    requests that may be retried), ``resume`` (``"auto"``, the default: by continuation
+    requests that may be retried), ``retry_on`` and ``move_on`` (failure classes, see
+    ``RetryPolicy``), ``max_request_attempts`` (the most attempts a request may ask for
+    with ``retries``; default ``attempts``), ``resume`` (``"auto"``, the default: by continuation
     where the provider can continue an assistant prefix, else by re-issue; ``"reissue"``,
     ``"continue"``, ``"off"``).
     In code, pass ``policy=RetryPolicy(...)`` and/or ``retry_budget=RetryBudget(...)``.
@@ -164,6 +196,9 @@ class Retry(Layer):
         max_delay: float = 8.0,
         budget: float = 0.2,
         resume: ResumeMode = "auto",
+        retry_on: list[str] | None = None,
+        move_on: list[str] | None = None,
+        max_request_attempts: int | None = None,
         *,
         policy: RetryPolicy | None = None,
         retry_budget: RetryBudget | None = None,
@@ -171,40 +206,62 @@ class Retry(Layer):
         seed: int | None = None,
     ) -> None:
         self.clock = clock or system_clock
-        self.policy = policy or RetryPolicy(attempts, base_delay, max_delay)
+        self.policy = policy or RetryPolicy(
+            attempts,
+            base_delay,
+            max_delay,
+            retry_on=DEFAULT_RETRY_ON if retry_on is None else retry_on,
+            move_on=DEFAULT_MOVE_ON if move_on is None else move_on,
+        )
+        self.max_request_attempts = max_request_attempts or self.policy.attempts
         self.budget = retry_budget or RetryBudget(budget, clock=self.clock)
         self.resume = resume
         self._rng = random.Random(seed)
         self.retries = 0  # total retries made, for observation
 
+    def acts_on(self) -> str:
+        """The failure classes this layer retries, for ``onion check``."""
+        policy = self.policy
+        if policy.retryable is not None:
+            return "retries: what its retryable() accepts"
+        moved = sorted(policy.retry_on & policy.move_on)
+        text = "retries: " + ", ".join(sorted(policy.retry_on))
+        return text + (f" (moves on at once with a fallback left: {', '.join(moved)})" if moved else "")
+
+    def _attempts(self, request: Request) -> int:
+        chain = request.context.chain
+        if chain is None or chain.retries is None:
+            return self.policy.attempts
+        asked = chain.retries + 1
+        if chain.retries < 0 or asked > self.max_request_attempts:
+            raise BadRequest(f"retries must be between 0 and {self.max_request_attempts - 1} here", param="retries")
+        return asked
+
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
+        attempts = self._attempts(request)
         self.budget.record_request()
-        phases = claim_phases(request, self) if request.stream else None
         attempt = 1
         while True:
             try:
-                if phases is None:
-                    response = await call_next(request)
-                else:
-                    response = await open_attempt(request, call_next, phases, self)
+                response = await call_next(request)
                 break
             except Exception as error:
-                await self._before_retry(request, error, attempt)
+                await self._before_retry(request, error, attempt, attempts)
             attempt += 1
         if not response.is_stream:
             return response
-        phases = owned(phases, self)
-        state = _StreamRetry(self, request, call_next, phases, attempt, response)
+        state = _StreamRetry(self, request, call_next, attempt, attempts, response)
         mode = resume_mode(request, self.resume)
-        return response.wrap(lambda chunks: recover_stream(chunks, state.reopen, mode=mode, phases=phases))
+        return response.wrap(lambda chunks: recover_stream(chunks, state.reopen, mode=mode))
 
-    async def _before_retry(self, request: Request, error: Exception, attempt: int) -> None:
+    async def _before_retry(self, request: Request, error: Exception, attempt: int, attempts: int) -> None:
         """Sleep before the next attempt, or re-raise ``error`` if none may be made."""
         policy = self.policy
-        if attempt >= policy.attempts or not policy.retryable(error):
+        context = request.context
+        if attempt >= attempts or not policy.should_retry(error, context.alternatives):
             raise error
         delay = policy.delay(attempt, error, self._rng)
-        deadline = request.context.deadline
+        deadline = context.deadline
         if delay is None or (deadline is not None and anyio.current_time() + delay >= deadline):
             raise error
         if not self.budget.try_withdraw():
@@ -216,11 +273,12 @@ class Retry(Layer):
             "retrying",
             model=request.model,
             attempt=attempt + 1,
-            attempts=policy.attempts,
+            attempts=attempts,
             delay_s=round(delay, 3),
             error=type(error).__name__,
+            failure=failure_class(error),
             upstream_status=getattr(error, "upstream_status", None),
-            request_id=request.context.request_id,
+            request_id=context.request_id,
         )
         if delay > 0:
             await self.clock.sleep(delay)
@@ -229,22 +287,16 @@ class Retry(Layer):
 class _StreamRetry:
     """The retry state of one streamed call, shared with its recovery generator."""
 
-    __slots__ = ("attempt", "call_next", "layer", "outer", "phases", "request")
+    __slots__ = ("attempt", "attempts", "call_next", "layer", "outer", "request")
 
     def __init__(
-        self,
-        layer: Retry,
-        request: Request,
-        call_next: CallNext,
-        phases: PhaseLimits | None,
-        attempt: int,
-        outer: Response,
+        self, layer: Retry, request: Request, call_next: CallNext, attempt: int, attempts: int, outer: Response
     ) -> None:
         self.layer = layer
         self.request = request
         self.call_next = call_next
-        self.phases = phases
         self.attempt = attempt
+        self.attempts = attempts
         self.outer = outer  # the response the caller holds
 
     async def reopen(self, error: BaseException, sent: str) -> Response:
@@ -252,10 +304,10 @@ class _StreamRetry:
         while True:
             if not isinstance(error, Exception):
                 raise error
-            await self.layer._before_retry(self.request, error, self.attempt)
+            await self.layer._before_retry(self.request, error, self.attempt, self.attempts)
             self.attempt += 1
             try:
-                response = await open_resumed(self.request, sent, mode, self.call_next, self.phases, self.layer)
+                response = await open_resumed(self.request, sent, mode, self.call_next)
             except Exception as failed:
                 error = failed
                 continue

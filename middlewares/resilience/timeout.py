@@ -1,14 +1,22 @@
-"""``timeout``: deadlines for everything below it, named by phase.
+"""``timeout``: deadlines named by phase, bounding what sits below it.
 
-Sits outside ``retry`` and ``fallback`` so that its *total* deadline bounds every attempt
-together. It writes the absolute deadline on ``request.context.deadline`` (in
-``anyio.current_time()`` units) so inner layers never start an attempt or a backoff
-sleep that cannot finish, and it hands the per-attempt stream limits (time to the first
-chunk, idle time between chunks) to the innermost ``retry``/``fallback`` layer, which
-treats a stall as a cut stream and recovers it. Without such a layer it enforces those
-limits itself.
+What it bounds follows from where it sits, as in Polly and Tower:
 
-Cancel scopes wrap ``call_next`` and each single pull of a chunk, never a ``yield``.
+- **outside** ``retry``/``fallback`` its ``seconds`` bound the whole call, every
+  attempt and backoff together (``onion check`` says "total");
+- **inside** them it is entered once per attempt, so its ``seconds`` bound one attempt,
+  complete or streamed ("attempt"), and a timed-out attempt is a ``Timeout`` the layer
+  outside retries or falls back on like any other retryable failure.
+
+The deadline goes on ``request.context.deadline`` (absolute, ``anyio.current_time()``
+units; the earliest wins) while the call below runs, and is put back when it ends, so an
+attempt's deadline never leaks into the next attempt. The phase limits
+(``first_token_seconds``, ``idle_seconds``) go on ``context.phases`` and bound *each
+attempt* wherever the layer sits: the stack's handler boundary enforces them (see
+``onion._attempt``), so no layer hands them to another.
+
+Cost per call: one cancel scope around opening the call; per chunk of a stream, one
+clock read compared with the deadline (the handler boundary cancels a blocked pull).
 """
 
 from __future__ import annotations
@@ -17,9 +25,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 import anyio
 
-from onion import CallNext, Chunk, Layer, Order, PhaseLimits, Request, Response, Timeout
-
-from .resumption import close_source
+from onion import CallNext, Chunk, Context, Layer, PhaseLimits, Request, Response, Timeout
 
 __all__ = ["Deadline"]
 
@@ -27,93 +33,119 @@ __all__ = ["Deadline"]
 class Deadline(Layer):
     """Fail with ``Timeout(phase)`` when the call below takes too long.
 
-    - ``seconds``: total time for the whole call, stream included (phase ``"total"``).
-    - ``first_token_seconds``: for streams, time until the first chunk
-      (phase ``"first_chunk"``); ``None`` disables it.
-    - ``idle_seconds``: for streams, the longest gap between two chunks (``"idle"``).
+    - ``seconds``: the time for everything below (phase ``"total"``): the whole call
+      when outside ``retry``/``fallback``, one attempt when inside;
+    - ``first_token_seconds``: for streams, each attempt's time to its first chunk
+      (phase ``"first_chunk"``); ``None`` disables it;
+    - ``idle_seconds``: for streams, the longest gap between two chunks of an attempt
+      (``"idle"``); ``None`` disables it;
+    - ``answer_seconds``: for complete calls, each attempt's time to its whole answer
+      (``"answer"``); ``None`` (the default) disables it.
 
-    An outer, earlier deadline already on the context is kept (the earliest wins).
+    An outer, earlier deadline already on the context is kept (the earliest wins), and
+    phase limits of nested ``timeout`` layers combine (the tighter of each).
     """
 
     name = "timeout"
     provides = frozenset({"timeout"})
-    ordering = (
-        Order("retry", "outside", "the total deadline must bound all attempts together, not restart with each"),
-        Order("fallback", "outside", "the total deadline must bound the whole fallback chain"),
-    )
 
     def __init__(
         self,
         seconds: float = 30.0,
         first_token_seconds: float | None = 10.0,
         idle_seconds: float | None = 10.0,
+        answer_seconds: float | None = None,
     ) -> None:
-        for label, value in (("seconds", seconds), ("first_token_seconds", first_token_seconds)):
+        for label, value in (
+            ("seconds", seconds),
+            ("first_token_seconds", first_token_seconds),
+            ("idle_seconds", idle_seconds),
+            ("answer_seconds", answer_seconds),
+        ):
             if value is not None and value <= 0:
                 raise ValueError(f"{label} must be positive")
-        if idle_seconds is not None and idle_seconds <= 0:
-            raise ValueError("idle_seconds must be positive")
         self.seconds = seconds
         self.first_token_seconds = first_token_seconds
         self.idle_seconds = idle_seconds
+        self.answer_seconds = answer_seconds
+        limits = (first_token_seconds, idle_seconds, answer_seconds)
+        self._phases = PhaseLimits(*limits) if any(value is not None for value in limits) else None
+
+    def position(self, outside: frozenset[str]) -> str:
+        """``"attempt"`` when a ``retry`` or ``fallback`` sits outside this layer (its
+        ``seconds`` then bound each attempt), else ``"total"`` (for ``onion check``)."""
+        return "attempt" if outside & {"retry", "fallback"} else "total"
+
+    def acts_on(self) -> str:
+        """Its limits, for ``onion check``."""
+        named = (
+            ("first chunk", self.first_token_seconds),
+            ("idle", self.idle_seconds),
+            ("answer", self.answer_seconds),
+        )
+        phases = ", ".join(f"{label} {value:g} s" for label, value in named if value is not None)
+        return f"deadline {self.seconds:g} s" + (f"; per attempt, wherever it sits: {phases}" if phases else "")
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         context = request.context
         start = anyio.current_time()
+        outer, outer_phases = context.deadline, context.phases
         deadline = start + self.seconds
-        if context.deadline is None or deadline < context.deadline:
-            context.deadline = deadline
-        deadline = context.deadline
-        # This layer (or the retry/fallback it hands its phases to) cancels every pull at
-        # the deadline, so providers need no scope of their own for it.
-        context.deadline_guarded = deadline
-        if not request.stream:
-            with anyio.move_on_after(deadline - start) as scope:
-                response = await call_next(request)
-            if scope.cancelled_caught:
-                raise Timeout(f"no answer within {self.seconds:.3g} s", phase="total")
-            if response.is_stream:
-                response.wrap(lambda chunks: self._guard(chunks, deadline, None, start))
-            return response
-        limits = PhaseLimits(self.first_token_seconds, self.idle_seconds, deadline)
-        context.phases = limits
-        first_deadline = deadline
-        if self.first_token_seconds is not None:
-            first_deadline = min(deadline, start + self.first_token_seconds)
-        with anyio.CancelScope(deadline=first_deadline) as scope:
-            limits.scope = scope
-            response = await call_next(request)
-        limits.scope = None
-        if scope.cancelled_caught:
-            phase = "total" if first_deadline >= deadline else "first_chunk"
-            raise Timeout(f"no answer within {first_deadline - start:.3g} s", phase=phase)
-        if limits.owner is not None:
-            # The owner (an inner retry/fallback) enforces every limit on each chunk.
-            return response
-        return response.wrap(lambda chunks: self._guard(chunks, deadline, limits, start))
-
-    async def _guard(
-        self, source: AsyncIterator[Chunk], deadline: float, phases: PhaseLimits | None, start: float
-    ) -> AsyncGenerator[Chunk, None]:
+        if outer is not None and outer < deadline:
+            deadline = outer
+        context.deadline = deadline
+        mine = self._phases
+        if mine is not None:
+            context.phases = mine if outer_phases is None else outer_phases.tighter(mine)
         try:
-            first = True
-            while True:
-                limit, phase = deadline, "total"
-                if phases is not None:
-                    gap = phases.first_chunk if first else phases.idle
-                    if gap is not None:
-                        since = start if first else anyio.current_time()
-                        if since + gap < limit:
-                            limit, phase = since + gap, "first_chunk" if first else "idle"
-                # One pull per scope; the scope is closed before the chunk is yielded.
-                with anyio.CancelScope(deadline=limit) as scope:
-                    try:
-                        chunk = await source.__anext__()
-                    except StopAsyncIteration:
-                        return
-                if scope.cancelled_caught:
-                    raise Timeout(f"stream exceeded its {phase} deadline", phase=phase)
-                first = False
-                yield chunk
-        finally:
-            await close_source(source)
+            with anyio.CancelScope(deadline=deadline) as scope:
+                response = await call_next(request)
+        except BaseException:
+            _restore(context, outer, outer_phases)
+            raise
+        if scope.cancelled_caught:
+            _restore(context, outer, outer_phases)
+            raise Timeout(f"no answer within {deadline - start:.3g} s", phase="total")
+        if not response.is_stream:
+            _restore(context, outer, outer_phases)
+            return response
+        # Kept on the context until the stream ends: a retry that reopens it mid-way must
+        # see this deadline (it starts no attempt or backoff that cannot finish in time).
+        return response.wrap(lambda chunks: _within(chunks, deadline, context, outer, outer_phases))
+
+
+def _restore(context: Context, deadline: float | None, phases: PhaseLimits | None) -> None:
+    context.deadline, context.phases = deadline, phases
+
+
+async def _within(
+    source: AsyncIterator[Chunk],
+    deadline: float,
+    context: Context,
+    outer: float | None,
+    outer_phases: PhaseLimits | None,
+) -> AsyncGenerator[Chunk, None]:
+    """Forward ``source``, failing at the first chunk that arrives past ``deadline``.
+
+    A pull that blocks is cancelled at the handler boundary (it holds the deadline), so
+    here one clock read and one comparison per chunk suffice.
+    """
+    pull = source.__anext__
+    now = anyio.current_time
+    try:
+        while True:
+            try:
+                chunk = await pull()
+            except StopAsyncIteration:
+                return
+            if now() > deadline:
+                raise Timeout("the stream passed its total deadline", phase="total")
+            yield chunk
+    finally:
+        _restore(context, outer, outer_phases)
+        aclose = getattr(source, "aclose", None)
+        # A generator that ran to its end needs no close (a shielded scope costs as
+        # much as a short stream's other overhead).
+        if aclose is not None and getattr(source, "ag_frame", True) is not None:
+            with anyio.CancelScope(shield=True):
+                await aclose()

@@ -220,6 +220,8 @@ class HTTPProvider:
         self._transport: httpx.AsyncBaseTransport | None = None
         self._read_timeout = read_timeout
         self._connect_timeout = connect_timeout
+        self._guarded_timeout = httpx.Timeout(None, connect=connect_timeout, pool=connect_timeout)
+        self._guarded_extensions = {"timeout": self._guarded_timeout.as_dict()}
         if client is None:
             limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
             timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout)
@@ -294,10 +296,17 @@ class HTTPProvider:
 
     def _deadline(self, context: Context, start: float) -> tuple[float | None, bool]:
         """The absolute deadline of this call and whether it is the request's own (to be
-        enforced here with cancel scopes)."""
+        enforced here with cancel scopes).
+
+        When the stack's handler boundary guards a deadline (``context.deadline_guarded``)
+        the layers bound this call: the provider adds no ``total_timeout`` of its own, which
+        could only fire first and turn a layer's typed timeout into an opaque error.
+        """
+        if context.deadline_guarded is not None:
+            return None, False
         own = context.deadline
         mine = start + self.total_timeout if self.total_timeout is not None else None
-        if own is not None and (mine is None or own <= mine) and context.deadline_guarded != own:
+        if own is not None and (mine is None or own <= mine):
             return own, True
         return mine, False
 
@@ -314,13 +323,15 @@ class HTTPProvider:
             return False
         return anyio.current_time() >= deadline - 0.01
 
-    def _transport_error(self, error: httpx.HTTPError, request: Request, during: str) -> ProviderError:
+    def _transport_error(
+        self, error: httpx.HTTPError, request: Request, during: str, failure: str = "connection"
+    ) -> ProviderError:
         if isinstance(error, httpx.TimeoutException):
             what = type(error).__name__
-            return self._error(f"{what} {during}", request, retryable=True)
+            return self._error(f"{what} {during}", request, retryable=True, failure=failure)
         if isinstance(error, httpx.DecodingError):
-            return self._error(f"undecodable body {during}: {error}", request, retryable=False)
-        return self._error(f"{type(error).__name__} {during}: {error}", request, retryable=True)
+            return self._error(f"undecodable body {during}: {error}", request, retryable=False, failure="malformed")
+        return self._error(f"{type(error).__name__} {during}: {error}", request, retryable=True, failure=failure)
 
     async def _status_error(self, response: httpx.Response, request: Request) -> ProviderError:
         try:
@@ -355,8 +366,13 @@ class HTTPProvider:
         wait = max(0.001, remaining)
         return httpx.Timeout(min(self._read_timeout, wait), connect=min(self._connect_timeout, wait))
 
-    async def _send(self, body: bytes, remaining: float | None, url: httpx.URL | None = None) -> httpx.Response:
-        timeouts = self._timeouts_within(remaining) if remaining is not None else None
+    async def _send(
+        self, body: bytes, remaining: float | None, url: httpx.URL | None = None, *, guarded: bool = False
+    ) -> httpx.Response:
+        if guarded:
+            timeouts: httpx.Timeout | None = self._guarded_timeout
+        else:
+            timeouts = self._timeouts_within(remaining) if remaining is not None else None
         if self._transport is None:
             built = self.client.build_request(
                 "POST",
@@ -366,7 +382,12 @@ class HTTPProvider:
                 timeout=timeouts or httpx.USE_CLIENT_DEFAULT,
             )
             return await self.client.send(built, stream=True)
-        extensions = self._extensions if timeouts is None else {"timeout": timeouts.as_dict()}
+        if timeouts is None:
+            extensions = self._extensions
+        elif guarded:
+            extensions = self._guarded_extensions
+        else:
+            extensions = {"timeout": timeouts.as_dict()}
         http_request = httpx.Request(
             "POST", url or self._url_object, headers=self._headers, content=body, extensions=extensions
         )
@@ -405,6 +426,9 @@ class HTTPProvider:
             if own and deadline is not None:
                 with anyio.fail_after(max(0.0, deadline - start)):
                     response = await self._send(body, None, url)
+            elif context.deadline_guarded is not None:
+                # No read timeout that could fight the layers' limits (they bound each wait).
+                response = await self._send(body, None, url, guarded=True)
             else:
                 response = await self._send(body, None if deadline is None else deadline - start, url)
         except TimeoutError:
@@ -452,7 +476,7 @@ class HTTPProvider:
         except httpx.HTTPError as error:
             if self._past(error, deadline):
                 raise self._timed_out(request, own) from None
-            raise self._transport_error(error, request, "reading the answer") from None
+            raise self._transport_error(error, request, "reading the answer", failure="cut") from None
         finally:
             request.context.upstream_seconds += _perf() - began
             await response.aclose()
@@ -471,7 +495,7 @@ class HTTPProvider:
             TypeError,
             AttributeError,
         ) as error:
-            raise self._error(f"malformed answer body: {error}", request, retryable=False) from None
+            raise self._error(f"malformed answer body: {error}", request, retryable=True, failure="malformed") from None
 
     async def _read_bounded(self, response: httpx.Response, request: Request) -> bytes:
         limit = self.max_answer_bytes
@@ -516,7 +540,7 @@ class HTTPProvider:
                 except httpx.HTTPError as error:
                     if self._past(error, deadline):
                         raise self._timed_out(request, own) from None
-                    raise self._transport_error(error, request, "mid-stream") from None
+                    raise self._transport_error(error, request, "mid-stream", failure="cut") from None
                 finally:
                     context.upstream_seconds += _perf() - began
                 received += len(piece)
@@ -541,11 +565,18 @@ class HTTPProvider:
                     TypeError,
                     AttributeError,
                 ) as error:
-                    raise self._error(f"malformed stream event: {error}", request, retryable=False) from None
+                    # A documented choice: an invalid event ends the attempt as a cut stream
+                    # (class "malformed"), which retry/fallback resume; skipping it could
+                    # silently drop text from the answer.
+                    raise self._error(
+                        f"malformed stream event: {error}", request, retryable=True, failure="malformed"
+                    ) from None
                 if deadline is not None and not own and anyio.current_time() > deadline:
                     raise self._timed_out(request, own)
             if not (decoder.done or decoder.finished):
-                raise self._error("the stream ended before its end marker (cut mid-way)", request, retryable=True)
+                raise self._error(
+                    "the stream ended before its end marker (cut mid-way)", request, retryable=True, failure="cut"
+                )
             if not decoder.done:
                 return
             # Read the body's own end (the terminating chunk usually follows the end marker),

@@ -41,6 +41,7 @@ from ._admin import AdminRoutes
 from ._admin_keys import KeyRoutes, key_resolver
 from ._admin_ops import add_cache_route
 from ._admin_spend import add_spend_routes
+from ._chain import take_chain
 from ._http import (
     JSON,
     SSE_HEADERS,
@@ -305,9 +306,13 @@ class GatewayApp:
             # An empty body is the dialect's to explain; a dialect that is not JSON says so.
             if body and getattr(dialect, "json_body", True):
                 check_json(body, self.max_json_depth)
-            request = dialect.decode(body, context)
+            request = take_chain(dialect.decode(body, context), scope["headers"])
             if policy is not None and policy.models:
                 check_model(policy, request.model)
+                # A fallback the caller names is a model it asks for: the key's globs apply.
+                chain = request.context.chain
+                for model in (chain.fallbacks or ()) if chain is not None else ():
+                    check_model(policy, model)
         except OnionError as refusal:
             await _refuse(send, dialect, refusal, None if context is None else context.request_id)
             return

@@ -50,7 +50,11 @@ class Fault(msgspec.Struct, frozen=True):
     - ``cut_after``: a stream ends after this many content chunks without ``[DONE]``
       (a complete answer sends half its body); ``cut_mode="close"`` drops the connection
       abruptly, ``"end"`` ends the HTTP body cleanly.
-    - ``malformed``: the body (or, in a stream, the first event) is not valid JSON.
+    - ``malformed``: the body (or, in a stream, the first event) is not valid JSON;
+      ``malformed_at``: in a stream, the event at that index instead of the first.
+    - ``reset``: the TCP connection is reset (RST) before any response byte.
+    - ``reject_prefill``: a request whose last message is the assistant's (a resumed
+      stream's prefill) is refused with a 400, as many OpenAI-compatible servers do.
     - ``text``: the answer's text (default: ``upstream.reply`` for the request).
     - ``done=False``: a stream ends after its finish reason and usage without
       ``data: [DONE]`` (as several real servers do).
@@ -68,6 +72,9 @@ class Fault(msgspec.Struct, frozen=True):
     cut_after: int | None = None
     cut_mode: Literal["close", "end"] = "close"
     malformed: bool = False
+    malformed_at: int | None = None
+    reset: bool = False
+    reject_prefill: bool = False
     text: str | None = None
     done: bool = True
     error_message: str | None = None
@@ -268,6 +275,7 @@ class FakeUpstream:
         self.port = 0
         self._server: Any = None
         self._ids = itertools.count(1)
+        self._transports: dict[tuple[str, int], Any] = {}
 
     # -- scripting ---------------------------------------------------------------
 
@@ -304,13 +312,20 @@ class FakeUpstream:
         from uvicorn.protocols.http.h11_impl import H11Protocol
 
         stats = self.stats
+        transports = self._transports
 
         class CountingProtocol(H11Protocol):
             def connection_made(self, transport: Any) -> None:  # type: ignore[override]
                 stats.connections_opened += 1
+                peer = transport.get_extra_info("peername")
+                if peer:
+                    transports[(peer[0], peer[1])] = transport  # for Fault(reset=True)
                 super().connection_made(transport)
 
             def connection_lost(self, exc: Exception | None) -> None:
+                peer = self.transport.get_extra_info("peername") if self.transport else None
+                if peer:
+                    transports.pop((peer[0], peer[1]), None)
                 stats.connections_closed += 1
                 stats.closed_at.append(time.monotonic())
                 super().connection_lost(exc)
@@ -384,8 +399,15 @@ class FakeUpstream:
             await _json(send, 400, _error_body("body is not a JSON object", "invalid_request_error", anthropic))
             return
         fault = self._fault(body)
+        if fault.reject_prefill and _ends_with_assistant(body):
+            message = "the final message must be from the user (assistant prefill is not supported)"
+            await _json(send, 400, _error_body(message, "invalid_request_error", anthropic))
+            return
         if fault.delay:
             await anyio.sleep(fault.delay)
+        if fault.reset:
+            self._reset(scope)
+            return
         if fault.status is not None:
             extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after is not None else []
             kind = fault.error_type or ("rate_limit_error" if fault.status == 429 else "server_error")
@@ -399,6 +421,17 @@ class FakeUpstream:
             await self._stream(receive, send, body, fault, anthropic)
         else:
             await self._complete(send, body, fault, anthropic)
+
+    def _reset(self, scope: dict[str, Any]) -> None:
+        """Abort the request's TCP connection with an RST (SO_LINGER 0), no byte sent."""
+        client = scope.get("client")
+        transport = self._transports.get((client[0], client[1])) if client else None
+        if transport is None:
+            raise _Cut("no transport to reset")
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
 
     def _authorized(self, headers: dict[str, str], anthropic: bool) -> bool:
         if anthropic:
@@ -506,7 +539,7 @@ class FakeUpstream:
                 if content_sent and fault.chunk_delay:
                     await anyio.sleep(fault.chunk_delay)
                 content_sent += 1
-            if index == 0 and fault.malformed:
+            if (index == 0 and fault.malformed) or index == fault.malformed_at:
                 event = b"data: {not json at all\n\n"
             await send({"type": "http.response.body", "body": event, "more_body": True})
         ending.append(True)
@@ -518,6 +551,9 @@ class FakeUpstream:
         if given is not None:
             return given
         text = fault.text if fault.text is not None else self.reply(body)
+        prefix = _prefill(body)
+        if prefix and text.startswith(prefix):
+            text = text[len(prefix) :]  # continue the assistant's prefix, as vLLM does
         prompt = _count_tokens(body.get("messages"))
         n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 1 else 1
         completion_tokens = len(_words(text)) * n
@@ -592,6 +628,18 @@ class FakeUpstream:
             (False, event("message_stop", {})),
         ]
         return events
+
+
+def _prefill(body: dict[str, Any]) -> str:
+    """The assistant prefix a ``continue_final_message`` request asks to continue."""
+    if not body.get("continue_final_message") or not _ends_with_assistant(body):
+        return ""
+    return _text_of(body["messages"][-1].get("content"))
+
+
+def _ends_with_assistant(body: dict[str, Any]) -> bool:
+    messages = body.get("messages")
+    return isinstance(messages, list) and bool(messages) and (messages[-1] or {}).get("role") == "assistant"
 
 
 _TOP = ("id", "object", "created", "model", "choices", "usage")

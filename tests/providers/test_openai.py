@@ -158,7 +158,9 @@ async def test_malformed_bodies_are_provider_errors(
     upstream.push(Fault(malformed=True))
     with pytest.raises(ProviderError) as caught:
         await (await provider(ask(stream=stream))).result()
-    assert not caught.value.retryable
+    # Issue 17's documented choice: a malformed answer ends the attempt like a cut one
+    # (class "malformed", retryable), so retry/fallback recover it.
+    assert caught.value.retryable and caught.value.failure == "malformed"
     assert "malformed" in str(caught.value)
 
 

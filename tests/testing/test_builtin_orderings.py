@@ -321,11 +321,12 @@ async def test_upstream_calls_bounded_by_attempts_times_models() -> None:
     classes = [Deadline, Fallback, Retry, CircuitBreaker]
     law = BoundedUpstreamCalls(attempts=3, models=2)
     kept, total = await _table(classes, [law], lambda order: True)
-    # The declared constraints leave one order: timeout > fallback > retry > circuit_breaker.
-    assert kept == total == 1
-    # README row 4: the bound itself held in all 24 orders; the 23 rejected ones keep it too.
+    # The declared constraints leave fallback > retry > circuit_breaker with the timeout
+    # anywhere (issue 17: outside it bounds the call, inside it each attempt): 4 orders.
+    assert kept == total == 4
+    # README row 4: the bound itself held in all 24 orders; the 20 rejected ones keep it too.
     broken, rejected = await _rejected_orders_that_break(classes, [law])
-    assert (broken, rejected) == (set(), 23)
+    assert (broken, rejected) == (set(), 20)
     # Against a provider that always fails the bound holds in all 24 and is reached:
     # some orders make exactly 3 x 2 = 6 calls for one request.
     accepted, rejected_orders = all_orderings(classes)

@@ -100,9 +100,11 @@ def test_toml_parameters_and_validation() -> None:
         Stack.from_config([{"use": "timeout", "seconds": -1}], ScriptedProvider())
 
 
-def test_must_sit_outside_retry() -> None:
-    with pytest.raises(ConfigError, match="outside"):
-        Stack([Retry(), Deadline()], ScriptedProvider())
+def test_inside_retry_is_accepted_and_bounds_each_attempt() -> None:
+    # Issue 17 changed this: a timeout inside retry is an attempt timeout, not an error.
+    stack = Stack([Retry(), Deadline()], ScriptedProvider())
+    assert stack.layers[1].position(frozenset({"retry"})) == "attempt"
+    assert stack.layers[1].position(frozenset()) == "total"
 
 
 async def test_with_retry_and_fallback_inside_the_total_deadline_still_ends_a_long_stream() -> None:
@@ -149,4 +151,5 @@ async def test_the_total_deadline_holds_over_http_without_the_providers_own_scop
             await provider.aclose()
         assert time.perf_counter() - began < 2.0
         assert caught.value.phase == "total"
-        assert request.context.deadline_guarded == request.context.deadline
+        assert request.context.deadline_guarded is not None  # the handler boundary held it
+        assert request.context.deadline is None  # and the layer put the context back
