@@ -56,6 +56,13 @@ _BACKWARD = re.compile(
     r"erongi|dragersid|tegrof|snoitcurtsni|tpmorp|metsys|selur|won era uoy|laever|edom repoleved|suoiverp"
     r"|視無|示指|令命|トプンロプ|ムテスシ|定設|約制|限制|棄破|れ忘|ンイラドイガ|て捨|とこたっかな|ルール|らなia|理倫|閲検"
 )
+# Japanese read backwards by its grammar, whatever the words: polite and connective
+# verb endings (ください, ました, して, って) come out reversed (いさだく, たしま, てし,
+# てっ), and the sentence's full stop comes first. Counted against the same endings
+# written forwards, so forward text that happens to hold one reversed ending is not read.
+_JA_FORWARD = re.compile("ください|ました|ません|します|です|ます|して|って|った|ない|ている")
+_JA_BACKWARD = re.compile("いさだく|たしま|んせま|すまし|すで|すま|てし|てっ|たっ|いな|るいて")
+_JA_STOP_FIRST = re.compile(r"\s*[。！？]")  # noqa: RUF001 (Japanese sentence ends)
 
 
 def _printable(text: str) -> bool:
@@ -131,10 +138,15 @@ def _reversed(raw: str) -> str | None:
 
 
 def _backwards(lowered: str) -> bool:
-    """Whether text reads backwards: an attack word reversed, or more English function
-    words reversed ("eht", "uoy") than forwards."""
+    """Whether text reads backwards: an attack word reversed, more Japanese verb endings
+    reversed than forwards, or more English function words reversed ("eht", "uoy") than
+    forwards."""
     if _BACKWARD.search(lowered) is not None:
         return True
+    if not lowered.isascii():
+        ja_backward = len(_JA_BACKWARD.findall(lowered)) + (_JA_STOP_FIRST.match(lowered) is not None)
+        if ja_backward >= 2 and ja_backward > len(_JA_FORWARD.findall(lowered)):
+            return True
     backward = len(_BACKWARD_WORDS.findall(lowered))
     return backward >= 2 and backward > len(_FORWARD_WORDS.findall(lowered))
 
@@ -162,7 +174,7 @@ _SIGN = {
     "url": re.compile(r"%[0-9A-Fa-f]{2}"),
     "spaced": re.compile(r"(?:[ .\-_*|/+~,][^\W\d_]){3}[ .\-_*|/+~,]"),
     "leet": re.compile(r"[0-9@$|]"),
-    "reversed": re.compile(_BACKWARD.pattern + r"|eht|uoy|dna|lla|ruoy"),
+    "reversed": re.compile(_BACKWARD.pattern + "|" + _JA_BACKWARD.pattern + r"|eht|uoy|dna|lla|ruoy"),
     "rot13": re.compile(r"rot[- ]?13|caesar|シーザー"),
 }
 
