@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from ..config import Gateway
 
 from .._context import Context, RequestOptions, _new_request_id
@@ -92,6 +94,9 @@ class GatewayApp:
     - ``metrics_renderer``: returns ``(body, content_type)`` for ``GET /metrics``, which
       needs an API key when there are keys and ``metrics_auth`` is on.
     - ``on_shutdown``: awaited at ASGI lifespan shutdown (close connection pools).
+    - ``background``: jobs run from lifespan start-up to shutdown, cancelled before
+      ``on_shutdown`` (the layers' ``run_background``, e.g. the semantic cache's
+      verifier); one that fails is logged and does not stop the others or the server.
     - ``admin``: the ``/admin/`` routes (``AdminRoutes``); by default none are served and
       each answers 403 (the admin API is off without ``[server] admin_key``).
 
@@ -116,6 +121,7 @@ class GatewayApp:
         metrics_auth: bool = True,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         admin: AdminRoutes | None = None,
+        background: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.handler = handler
         self.api_keys = ApiKeys(api_keys)
@@ -127,6 +133,7 @@ class GatewayApp:
         self.metrics_renderer = metrics_renderer
         self.metrics_auth = metrics_auth
         self.on_shutdown = on_shutdown
+        self.background = tuple(background)
         self._calls: set[anyio.CancelScope] = set()
         self._draining = False
         self._expired = False
@@ -195,11 +202,18 @@ class GatewayApp:
             await self._idle.wait()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as jobs:
+            await self._lifespan_messages(receive, send, jobs)
+
+    async def _lifespan_messages(self, receive: Receive, send: Send, jobs: TaskGroup) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                for job in self.background:
+                    jobs.start_soon(_run_background, job)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                jobs.cancel_scope.cancel()  # before the providers they call are closed
                 if self.on_shutdown is not None:
                     try:
                         await self.on_shutdown()
@@ -344,6 +358,18 @@ class GatewayApp:
                 await _complete(send, dialect, request, response, completion)
 
 
+async def _run_background(job: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await job()
+    except Exception:
+        logger.exception("background job %s failed; the gateway serves on without it", _job_name(job))
+
+
+def _job_name(job: Callable[[], Awaitable[None]]) -> str:
+    owner = getattr(job, "__self__", None)
+    return f"{type(owner).__name__}.{job.__name__}" if owner is not None else getattr(job, "__name__", repr(job))
+
+
 def served_routes(*, metrics: bool) -> list[str]:
     """The routes the gateway serves, one ``METHOD path`` each, ``/v1`` spellings only
     (each API route answers without ``/v1`` too); ``onion serve`` prints them."""
@@ -481,6 +507,7 @@ def create_app(
         metrics_renderer=metrics_renderer,
         metrics_auth=gateway.config.server.metrics_auth,
         on_shutdown=gateway.aclose,
+        background=gateway.stack.background_jobs(),
         admin=AdminRoutes(gateway.config.server.admin_key, _client_key_check(gateway.api_keys)),
     )
 
