@@ -48,7 +48,12 @@ _EN_OWNED = (
     r"|system|safety)"
 )
 # "don't ignore the previous instructions" asks for the opposite of an injection.
-_EN_NOT = r"(?<!not )(?<!n't )(?<!never )(?<!how to )(?<!why )"
+_EN_NOT = (
+    r"(?<!not )(?<!n't )(?<!never )(?<!how to )(?<!why )"
+    # Reported or described, not ordered: "told me to ignore ...", "people ignore ...".
+    r"(?<!me to )(?<!us to )(?<!him to )(?<!her to )(?<!them to )"
+    r"(?<!people )(?<!they )(?<!users )(?<!who )(?<!drivers )(?<!kids )(?<!children )"
+)
 _EN_WHAT = r"(?:typos?|mistakes?|errors?|lines?|sentences?|paragraphs?|parts?|sections?|comments?|notes?)"
 # Japanese verb endings that negate or narrate ("do not ignore", "I forgot", "was
 # ignored"): after them the phrase is not an instruction to the model.
@@ -78,11 +83,12 @@ INJECTION_PATTERNS: dict[str, str] = {
     # Role change.
     "jailbreak_persona": r"\b(?:you are now|you're now|act as|pretend (?:to be|you are)|roleplay as|you will be)\b"
     r"(?: an?| my)? (?:dan|jailbroken|unrestricted|unfiltered|uncensored|evil|developer mode|an? ai (?:with(?:out)?|"
-    r"that has) no)\b|\b(?:developer|god|dan|jailbreak) mode (?:enabled|on|activated)\b|\bdo anything now\b",
+    r"that has) no)\b|\b(?:developer|god|dan|jailbreak) mode (?:enabled|activated|on(?= ?(?:[.!:,;]|$|(?:now|and|for)\b)))|\bdo anything now\b",
     # A fake system or developer message.
     "fake_system": r"(?:^|\n|\]|\.|!|:) ?(?:new |updated )?(?:system|developer|admin(?:istrator)?) (?:message|prompt|"
     r"instructions?|override|note)\s?:|\b(?:new|updated) (?:system|developer) (?:message|prompt|instructions?)\s?:|\[(?:system|admin|developer)\]|<\|?(?:im_start\|>system|system\|?>)|"
-    r"#{2,} ?(?:system|instruction)s?\b|\badmin override\b",
+    r"#{2,} ?(?:system|instruction)s?\b|\badmin override(?: ?:| (?:mode|activated|enabled|granted|code|protocol|"
+    r"engaged|in effect))",
     "no_safety": r"\b(?:ignores?|ignoring|without|disregards?|free of|no) (?:all |any )?(?:safety|ethical|moral|content)"
     r" (?:policies|guidelines|rules|filters|restrictions|constraints)\b",
     # Prompt extraction.
@@ -99,7 +105,7 @@ INJECTION_PATTERNS: dict[str, str] = {
     "told_before": r"\bwhat (?:were|was) you (?:told|given|instructed|programmed)\b",
     "repeat_above": r"\b(?:repeat|print|output|show)\b(?: \w+){0,3}? (?:everything|all|the text|the words|"
     r"what(?:'s| is)?) (?:above|before this|so far)\b",
-    "your_instructions": r"\bwhat (?:are|were) your (?:initial |original |first )?instructions\b",
+    "your_instructions": r"\bwhat (?:are|were) your (?:initial |original |first )?instructions\b(?! (?:for|on|about) \w+ing\b)",
     # Indirect: instructions addressed to the model inside content.
     "ai_turn": r"(?:^|\n|<!--|: ) ?(?:ai|assistant|chatbot|model|system) ?[:,] (?:\w+ ){0,2}?(?:say|send|print|ignore|"
     r"recommend|reply|respond|tell|output|write|forward|email|reveal|override|skip|disregard|forget)\b",
@@ -121,12 +127,18 @@ INJECTION_PATTERNS: dict[str, str] = {
     "ja_rules": f"(?:ルール|規則|制限|制約|ガイドライン|ポリシー).{{0,4}}?(?:{_JA_VERB}|解除|破っ|やぶっ){_JA_NOT}"
     "|(?:ルール|制限|制約)は(?:もう)?(?:適用されません|ありません|無効)",
     "ja_persona": "(?:あなたは|君は|これからは|今から)(?:今から|これから)?.{0,12}?(?:制限|検閲|倫理|フィルター)の?(?:ない|なし)"
-    "|(?:制限|検閲|倫理的な制約)(?:の|が)?(?:ない|なし)(?:で|に).{0,10}?(?:答え|回答|振る舞)|開発者モード|dan(?:として|に)"
+    "|(?:制限|検閲|倫理的な制約)(?:の|が)?(?:ない|なし)(?:で|に).{0,10}?(?:答え|回答|振る舞)"
+    # Developer mode as a persona, not the phone setting (開発者モードをAndroidで有効にする方法).
+    "|開発者モード(?:で|として|に入|になっ|が(?:有効|オン)|(?:を)?(?:有効|オン)にし(?:て|ろ)|のai)|dan(?:として|に)"
     "|(?:悪い|邪悪な|制限のない|検閲のない|何でも答える|ルールのない).{0,8}?ai(?:として|に|です|だ)",
-    "ja_fake_system": "(?:新しい)?(?:システムメッセージ|管理者からの指示|【システム】|システム通知)[:：]?",
+    # A message header (a colon, a bracket, a line of its own), not a mention of one
+    # (「管理者からの指示でパスワードを変更」「Windowsのシステムメッセージが英語で」).
+    "ja_fake_system": "【(?:システム|システムメッセージ|管理者|システム通知)】|(?:新しい|更新された)?(?:システムメッセージ|管理者からの指示|システム通知)"
+    "(?:[:：]|$|\\n)|(?:新しい|更新された)(?:システムメッセージ|管理者からの指示|システム通知)",
     "ja_extraction": "(?:最初に|事前に|会話の前に)(?:与えられた|言われた|受けた|設定された).{0,6}?(?:指示|こと|内容|命令)"
     ".{0,8}?(?:表示|出力|教え|繰り返|見せ)|(?:あなたの)?設定内容を.{0,6}?(?:教え|表示|出力)",
-    "ja_to_the_ai": "(?:ai|aiアシスタント|アシスタント|言語モデル)(?:へ|に)(?:の)?(?:注意|指示|メッセージ|お願い)"
+    "ja_to_the_ai": "(?:ai|aiアシスタント|アシスタント|言語モデル)(?:への?|に)(?:注意|指示|メッセージ|お願い)(?:[:：]|です|があります)"
+    "|(?:ai|aiアシスタント|アシスタント|言語モデル)への(?:注意|指示|メッセージ|お願い)(?!の?(?:書き方|出し方|コツ|方法))"
     "|(?:もし)?あなたが(?:ai|言語モデル)なら|(?:読んでいる|処理している)(?:ai|aiアシスタント)",
 }
 """Prompt-injection phrases (regex over normalised text) by name."""

@@ -145,6 +145,16 @@ BENIGN_TEMPLATES = [
     "{job}向けの良いシステムプロンプトの書き方を教えてください。",
     "{doc}の指示に従って組み立てたいです。",
     "上司の指示を無視しないようにするコツは？",
+    # Reported, described or about a setting, not an order to the model.
+    "My {job} told me to ignore the old instructions in the {doc}; where are the new ones?",
+    "Why do people ignore safety instructions in the {doc}?",
+    "What is developer mode on Android and how do I turn it on in {tool}?",
+    "What is an admin override in {tool}?",
+    "What are your instructions for making {thing} bread?",
+    "開発者モードを{tool}で有効にする方法は？",
+    "{job}からの指示で、管理者からの指示でパスワードを変えます。手順は？",
+    "{tool}のシステムメッセージが英語で表示されます。",
+    "AIアシスタントに指示を出すときのコツは？",
 ]
 
 
