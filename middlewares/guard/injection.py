@@ -54,7 +54,15 @@ _EN_NOT = (
     r"(?<!me to )(?<!us to )(?<!him to )(?<!her to )(?<!them to )"
     r"(?<!people )(?<!they )(?<!users )(?<!who )(?<!drivers )(?<!kids )(?<!children )"
 )
-_EN_WHAT = r"(?:typos?|mistakes?|errors?|lines?|sentences?|paragraphs?|parts?|sections?|comments?|notes?)"
+_EN_WHAT = (
+    r"(?:typos?|mistakes?|errors?|lines?|sentences?|paragraphs?|parts?|sections?|comments?|notes?|formatting|format"
+    r"|tables?|lists?|examples?|code|data|numbers|figures|statistics|chart|image|photo|link|question)"
+)
+# Objects an everyday delete or drop has ("delete all previous messages in a channel").
+_EN_WEAK_OBJECT = (
+    r"(?:instructions?|prompts?|rules|directions|guidelines|constraints|orders|programming|guardrails|restrictions"
+    r"|polic(?:y|ies))"
+)
 # Japanese verb endings that negate or narrate ("do not ignore", "I forgot", "was
 # ignored"): after them the phrase is not an instruction to the model.
 _JA_NOT = (
@@ -65,7 +73,7 @@ _JA_VERB = "(?:無視|忘れ|わすれ|むし|取り消|破棄|捨て|なかっ�
 INJECTION_PATTERNS: dict[str, str] = {
     # Override: "ignore (all) previous instructions" and its many wordings.
     "ignore_previous": rf"{_EN_NOT}\b{_EN_IGNORE}\b(?: \w+){{0,3}}? {_EN_BEFORE}(?: \w+){{0,2}}? {_EN_OBJECT}\b"
-    rf"|{_EN_NOT}\b{_EN_WEAK}\b(?: \w+){{0,2}}? {_EN_OWNED}(?: \w+){{0,2}}? {_EN_OBJECT}\b",
+    rf"|{_EN_NOT}\b{_EN_WEAK}\b(?: \w+){{0,2}}? {_EN_OWNED}(?: \w+){{0,2}}? {_EN_WEAK_OBJECT}\b",
     "ignore_rest": r"\b(?:ignore|disregard|forget) the rest of (?:this|the) (?:data|text|document|input|message|page)\b"
     r"|\bstop everything\b",
     # "ignore the above and ...", "disregard everything above".
@@ -77,7 +85,7 @@ INJECTION_PATTERNS: dict[str, str] = {
     r"programming|policies|filters)(?: \w+){0,3}? (?:no longer apply|(?:are|is) (?:now )?(?:void|cancel+ed|revoked|"
     r"lifted|disabled|suspended|gone|removed|null))",
     "no_restrictions": r"\byou (?:have|are under) no (?:more )?(?:rules|restrictions|limits|filters|guidelines)\b"
-    r"|\bwithout any (?:rules|restrictions|filters|censorship|ethical (?:guidelines|constraints))\b",
+    r"|\bwithout any (?:rules|restrictions|filters|censorship|ethical (?:guidelines|constraints))\b(?! (?:on|for|in|of) )",
     "new_instructions": r"\b(?:from now on|starting now|henceforth),? (?:you are|you will|you(?:'ll| shall)|act as|"
     r"ignore|respond|answer|pretend)\b|\byour new (?:task|instructions?|role|goal|objective) (?:is|are)\b",
     # Role change.
@@ -92,9 +100,12 @@ INJECTION_PATTERNS: dict[str, str] = {
     "no_safety": r"\b(?:ignores?|ignoring|without|disregards?|free of|no) (?:all |any )?(?:safety|ethical|moral|content)"
     r" (?:policies|guidelines|rules|filters|restrictions|constraints)\b",
     # Prompt extraction.
+    # Not with an indefinite object, which asks for one to be written ("show me an example
+    # system prompt"), nor for the instructions *of* something ("of the board game").
     "reveal_system_prompt": r"\b(?:reveal|show|print|repeat|output|leak|tell me|display|give me|write out|spell out|"
-    r"recite|dump|copy|paste)\b(?: \w+){0,3}? (?:system prompt|system message|(?:initial|original|hidden|secret|first)"
-    r" (?:instructions|prompt|message)|developer message|pre-?prompt)",
+    r"recite|dump|copy|paste)\b(?: (?!(?:an?|example|sample|some|template)\b)\w+){0,3}? (?:system prompt|system message"
+    r"|(?:initial|original|hidden|secret|first) (?:instructions|prompt|message)|developer message|pre-?prompt)"
+    r"(?! (?:of|template|examples?|a|an) )",
     # Patterns that start with a literal let the regex engine scan for it at C speed.
     "own_prompt": r"your (?:initial|original|first|hidden|secret|starting|underlying) (?:instructions|prompt|"
     r"configuration|message|text|directives)\b",
@@ -104,7 +115,7 @@ INJECTION_PATTERNS: dict[str, str] = {
     "verbatim": r"\b(?:repeat|print|output|reproduce|recite)\b[^.!?\n]{0,60}\b(?:word for word|verbatim)\b",
     "told_before": r"\bwhat (?:were|was) you (?:told|given|instructed|programmed)\b",
     "repeat_above": r"\b(?:repeat|print|output|show)\b(?: \w+){0,3}? (?:everything|all|the text|the words|"
-    r"what(?:'s| is)?) (?:above|before this|so far)\b",
+    r"what(?:'s| is)?) (?:above|before this|so far)\b(?! the (?:line|row|cell|header) (?:in|of) )",
     "your_instructions": r"\bwhat (?:are|were) your (?:initial |original |first )?instructions\b(?! (?:for|on|about) \w+ing\b)",
     # Indirect: instructions addressed to the model inside content.
     "ai_turn": r"(?:^|\n|<!--|: ) ?(?:ai|assistant|chatbot|model|system) ?[:,] (?:\w+ ){0,2}?(?:say|send|print|ignore|"

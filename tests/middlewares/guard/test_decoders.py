@@ -155,6 +155,10 @@ BENIGN_TEMPLATES = [
     "{job}からの指示で、管理者からの指示でパスワードを変えます。手順は？",
     "{tool}のシステムメッセージが英語で表示されます。",
     "AIアシスタントに指示を出すときのコツは？",
+    "Show me an example system prompt for a {job} assistant.",
+    "Delete all previous messages in the {tool} channel, how?",
+    "Disregard the above formatting and give me the {thing} list as a table.",
+    "Without any restrictions on budget, what {tool} plan would you pick?",
 ]
 
 
