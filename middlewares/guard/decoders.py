@@ -171,7 +171,22 @@ DECODERS = {
 # What each decoder needs to see before it runs, given the text and its lower case:
 # C-speed checks first (a literal, the longest run without a space), a regex only when
 # they pass, so ordinary prose skips the decoders and most of the scans.
-_BACKWARD_LITERALS = (*_BACKWARD.pattern.split("|"), *_JA_BACKWARD.pattern.split("|"), "eht", "uoy", "dna", "lla")
+# Short reversed endings (てし, いな) occur in forward Japanese too: only the long ones and
+# a leading full stop make Japanese worth counting.
+_BACKWARD_LITERALS = (
+    *_BACKWARD.pattern.split("|"),
+    *("いさだく", "たしま", "んせま", "すまし"),
+    *("eht", "uoy", "dna", "lla"),
+)
+_JA_STOPS = ("。", "！", "？")  # noqa: RUF001 (Japanese sentence ends)
+
+
+def _reversed_sign(lowered: str) -> bool:
+    return (
+        any(word in lowered for word in _BACKWARD_LITERALS) or lowered.lstrip().startswith(_JA_STOPS)
+    ) and _backwards(lowered)
+
+
 _ROT13_LITERALS = ("rot13", "rot-13", "rot 13", "caesar", "シーザー")
 _BASE64_SIGN = re.compile(r"[A-Za-z0-9+/_-]{16}")
 _HEX_SIGN = re.compile(r"[0-9a-fA-F]{16}|\\x[0-9a-fA-F]{2}")
@@ -190,7 +205,7 @@ _SIGN: dict[str, Callable[[str, str], bool]] = {
     "url": lambda text, _: "%" in text and _URL_SIGN.search(text) is not None,
     "spaced": lambda text, _: _SPACED_SIGN.search(text) is not None,
     "leet": lambda _, lowered: _LEET_ANY.search(lowered) is not None,
-    "reversed": lambda _, lowered: any(word in lowered for word in _BACKWARD_LITERALS) and _backwards(lowered),
+    "reversed": lambda _, lowered: _reversed_sign(lowered),
     "rot13": lambda _, lowered: any(word in lowered for word in _ROT13_LITERALS),
 }
 
