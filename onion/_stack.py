@@ -79,6 +79,11 @@ class Layer:
     - ``short_circuit``: when the layer may answer without calling ``call_next``.
     - ``buffers``: what the layer holds back of a stream, at most (``None``: nothing).
     - ``onion_protocol``: the protocol version the layer speaks.
+
+    A layer may also define ``async def run_background(self) -> None``: work it needs
+    done off the request's path for as long as the gateway serves (the semantic cache's
+    verifier). ``onion serve`` runs each one (``Stack.background_jobs``) in a task group
+    from start-up to shutdown; in-process, start them in a task group of your own.
     """
 
     name: ClassVar[str] = ""
@@ -238,6 +243,19 @@ class Stack:
             last = trace[-1] if trace else ""
             response.served_by = last if last and last != self.handler_name else self.name
         return response
+
+    def background_jobs(self) -> list[Callable[[], Awaitable[None]]]:
+        """The layers' ``run_background`` methods (see ``Layer``), outermost first, those
+        of nested stacks (a stack used as a layer's handler or as a layer) included."""
+        jobs: list[Callable[[], Awaitable[None]]] = []
+        for part in (*self.layers, self.handler):
+            if isinstance(part, Stack):
+                jobs += part.background_jobs()
+                continue
+            job = getattr(part, "run_background", None)
+            if callable(job):
+                jobs.append(job)
+        return jobs
 
     def describe(self) -> str:
         """A text diagram of the onion: each layer, where it may answer, what it needs."""

@@ -93,6 +93,7 @@ class Signature(msgspec.Struct, frozen=True):
     ordered: tuple[str, ...] = ()  # what the text compares against, if it compares
     text: str = ""  # the normalized text, for the nouns check
     nouns: frozenset[str] = frozenset()  # Japanese: each must occur in the other text
+    content: frozenset[str] = frozenset()  # Japanese: each one's characters must occur in the other text
 
 
 def _unit_of(word: str) -> str | None:
@@ -168,6 +169,7 @@ def signature(text: str) -> Signature:
             entities.append(plain)
     units.update(unit for _, unit in quantities)
     nouns: frozenset[str] = frozenset()
+    content: frozenset[str] = frozenset()
     compared = _COMPARED_WITH.search(text)
     ordered = (compared.group(1).lower(),) if compared else ()
     if japanese:
@@ -181,6 +183,7 @@ def signature(text: str) -> Signature:
         if ja.compared_with:
             ordered = (ja.compared_with,)
         nouns = ja.nouns
+        content = ja.content
     return Signature(
         tuple(sorted(numbers)),
         frozenset(entities),
@@ -193,7 +196,13 @@ def signature(text: str) -> Signature:
         ordered,
         text if japanese else "",
         nouns,
+        content,
     )
+
+
+def _said_in(nouns: frozenset[str], text: str) -> bool:
+    """Every character of every noun occurs in ``text`` (in any order: 平均年収, 年収の平均)."""
+    return all(c in text for noun in nouns for c in noun)
 
 
 def guards_pass(a: Signature, b: Signature) -> bool:
@@ -213,5 +222,7 @@ def guards_pass(a: Signature, b: Signature) -> bool:
         if any(axes_b.get(axis, pole) != pole for axis, pole in axes_a.items()):
             return False
     if any(noun not in b.text for noun in a.nouns) or any(noun not in a.text for noun in b.nouns):
+        return False
+    if not (_said_in(a.content, b.text) and _said_in(b.content, a.text)):
         return False
     return not (a.negated_stems & (b.words - a.words) or b.negated_stems & (a.words - b.words))

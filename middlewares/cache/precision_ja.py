@@ -42,14 +42,21 @@ _COMPARED_WITH = re.compile("(?:[はが]|^)([^はがをにで、。?]+?)(?:よ�
 # word it opens with (豚肉は, 東京の); the other text must say them too. Numbers are
 # the number guard's, katakana words the entities'.
 _NOUN = re.compile("([\u4e00-\u9fff]+)(?=[をが])|^([\u4e00-\u9fff]+)(?=[はの])")
-_FORMAL_NOUNS = frozenset("方事物時所為様")  # grammar, not topics (の方が: "rather than")
+# And every kanji word a particle follows (保育士の, 首都は, 人口って): what the question
+# asks about (the capital or the population, a nurse's or a lawyer's pay). Compared by
+# its characters, so that a reordering (平均年収, 年収の平均) still matches.
+_CONTENT_NOUN = re.compile("([\u4e00-\u9fff]+)(?=[のはがをにへとも]|で(?!す|し|は)|って|より)")
+_FORMAL_NOUNS = frozenset("方事物時所為様")
+# Kanji words of the question's frame, said in other words by a paraphrase (方法 / コツ,
+# 必要 / いる): not what it is about.
+_GRAMMAR_NOUNS = frozenset(("方法", "必要", "何", "誰"))  # grammar, not topics (の方が: "rather than")
 _KNOWN_NAMES = alternation(_NAMES.split(" "))
 
 
 class JapaneseSignature:
     """Numbers, units, poles (opposites), negations and entities found in Japanese text."""
 
-    __slots__ = ("compared_with", "entities", "negations", "nouns", "numbers", "poles", "units")
+    __slots__ = ("compared_with", "content", "entities", "negations", "nouns", "numbers", "poles", "units")
 
     def __init__(
         self, numbers: list[str], units: set[str], poles: set[tuple[str, int]], negations: int, entities: set[str]
@@ -61,6 +68,7 @@ class JapaneseSignature:
         self.entities = entities
         self.compared_with = ""
         self.nouns: frozenset[str] = frozenset()
+        self.content: frozenset[str] = frozenset()
 
 
 def kanji_number(text: str) -> int | None:
@@ -100,5 +108,10 @@ def japanese_signature(text: str) -> JapaneseSignature:
         for pair in _NOUN.findall(text)
         for noun in pair
         if noun and noun not in _FORMAL_NOUNS and not _KANJI_NUMBER.search(noun)
+    )
+    found.content = frozenset(
+        noun
+        for noun in _CONTENT_NOUN.findall(text)
+        if noun not in _FORMAL_NOUNS and not _KANJI_NUMBER.search(noun) and noun not in _GRAMMAR_NOUNS
     )
     return found

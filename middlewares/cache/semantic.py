@@ -117,7 +117,9 @@ class SemanticCache(Layer):
     the round trip on most lookups at the price of seeing peers' entries 50 ms later),
     ``max_wrong_hit_rate`` (a bound on wrong hits per hit, e.g. 0.01; in code also
     ``bound=WrongHitBound(...)`` for the rest of its policy) and
-    ``shadow_timeout_seconds`` (how long a shadow check may wait for the upstream).
+    ``shadow_timeout_seconds`` (how long a shadow check may wait for the upstream) and
+    ``verify_rate`` (the share of served hits shadow-checked, 0.05 by default; the
+    checks run in ``run_background``, which ``onion serve`` starts).
     """
 
     name = "semantic_cache"
@@ -147,6 +149,7 @@ class SemanticCache(Layer):
         sync_interval_seconds: float = 0.0,
         max_wrong_hit_rate: float | None = None,
         shadow_timeout_seconds: float = 30.0,
+        verify_rate: float | None = None,
         *,
         bound: WrongHitBound | None = None,
         policy: CachePolicy | None = None,
@@ -176,6 +179,10 @@ class SemanticCache(Layer):
         self._skip_until = float("-inf")
         if bound is None and max_wrong_hit_rate is not None:
             bound = WrongHitBound(max_wrong_hit_rate=max_wrong_hit_rate)
+        if verify_rate is not None:
+            if bound is None:
+                raise ValueError("verify_rate needs max_wrong_hit_rate: only a bounded cache checks its hits")
+            bound = msgspec.structs.replace(bound, verify_rate=verify_rate)
         self.bound = bound
         self.thresholds: AdaptiveThresholds | None = None
         if bound is not None:
@@ -350,6 +357,12 @@ class SemanticCache(Layer):
         """Shadow-check sampled hits forever (see ``verification``); start it in a task
         group that outlives requests: ``tg.start_soon(cache.run_verifier)``."""
         await self.shadow.run(self._ask_upstream, self._learn_from_shadow)
+
+    async def run_background(self) -> None:
+        """What ``onion serve`` runs from start-up to shutdown (``onion.Layer``): the
+        verifier when the cache has a bound on wrong hits; nothing otherwise."""
+        if self.thresholds is not None and self.shadow.verify_rate > 0:
+            await self.run_verifier()
 
     async def _ask_upstream(self, check: ShadowCheck) -> Completion | None:
         context = Context(caller=check.request.context.caller)

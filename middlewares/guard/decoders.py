@@ -31,6 +31,7 @@ import base64
 import binascii
 import codecs
 import re
+from collections.abc import Callable
 from urllib.parse import unquote
 
 __all__ = ["DECODERS", "decode"]
@@ -56,6 +57,14 @@ _BACKWARD = re.compile(
     r"erongi|dragersid|tegrof|snoitcurtsni|tpmorp|metsys|selur|won era uoy|laever|edom repoleved|suoiverp"
     r"|視無|示指|令命|トプンロプ|ムテスシ|定設|約制|限制|棄破|れ忘|ンイラドイガ|て捨|とこたっかな|ルール|らなia|理倫|閲検"
 )
+# Japanese read backwards by its grammar, whatever the words: polite and connective
+# verb endings (ください, ました, して, って) come out reversed (いさだく, たしま, てし,
+# てっ), and the sentence's full stop comes first. Counted against the same endings
+# written forwards, so forward text that happens to hold one reversed ending is not read.
+_BACKWARD_ATTACK_WORDS = tuple(_BACKWARD.pattern.split("|"))
+_JA_FORWARD = re.compile("ください|ました|ません|します|です|ます|して|って|った|ない|ている")
+_JA_BACKWARD = re.compile("いさだく|たしま|んせま|すまし|すで|すま|てし|てっ|たっ|いな|るいて")
+_JA_STOP_FIRST = re.compile(r"\s*[。！？]")  # noqa: RUF001 (Japanese sentence ends)
 
 
 def _printable(text: str) -> bool:
@@ -131,10 +140,15 @@ def _reversed(raw: str) -> str | None:
 
 
 def _backwards(lowered: str) -> bool:
-    """Whether text reads backwards: an attack word reversed, or more English function
-    words reversed ("eht", "uoy") than forwards."""
-    if _BACKWARD.search(lowered) is not None:
+    """Whether text reads backwards: an attack word reversed, more Japanese verb endings
+    reversed than forwards, or more English function words reversed ("eht", "uoy") than
+    forwards."""
+    if any(word in lowered for word in _BACKWARD_ATTACK_WORDS):
         return True
+    if not lowered.isascii():
+        ja_backward = len(_JA_BACKWARD.findall(lowered)) + (_JA_STOP_FIRST.match(lowered) is not None)
+        if ja_backward >= 2 and ja_backward > len(_JA_FORWARD.findall(lowered)):
+            return True
     backward = len(_BACKWARD_WORDS.findall(lowered))
     return backward >= 2 and backward > len(_FORWARD_WORDS.findall(lowered))
 
@@ -154,16 +168,45 @@ DECODERS = {
 }
 """The decoders by name, in the order they are tried."""
 
-# What each decoder needs to see before it runs: cheap scans (a literal, a character
-# class or a short fixed pattern), so ordinary prose skips the decoders themselves.
-_SIGN = {
-    "base64": re.compile(r"[A-Za-z0-9+/_-]{16}"),
-    "hex": re.compile(r"[0-9a-fA-F]{16}|\\x[0-9a-fA-F]{2}"),
-    "url": re.compile(r"%[0-9A-Fa-f]{2}"),
-    "spaced": re.compile(r"(?:[ .\-_*|/+~,][^\W\d_]){3}[ .\-_*|/+~,]"),
-    "leet": re.compile(r"[0-9@$|]"),
-    "reversed": re.compile(_BACKWARD.pattern + r"|eht|uoy|dna|lla|ruoy"),
-    "rot13": re.compile(r"rot[- ]?13|caesar|シーザー"),
+# What each decoder needs to see before it runs, given the text and its lower case:
+# C-speed checks first (a literal, the longest run without a space), a regex only when
+# they pass, so ordinary prose skips the decoders and most of the scans.
+# Short reversed endings (てし, いな) occur in forward Japanese too: only the long ones and
+# a leading full stop make Japanese worth counting.
+_BACKWARD_LITERALS = (
+    *_BACKWARD.pattern.split("|"),
+    *("いさだく", "たしま", "んせま", "すまし"),
+    *("eht", "uoy", "dna", "lla"),
+)
+_JA_STOPS = ("。", "！", "？")  # noqa: RUF001 (Japanese sentence ends)
+
+
+def _reversed_sign(lowered: str) -> bool:
+    return (
+        any(word in lowered for word in _BACKWARD_LITERALS) or lowered.lstrip().startswith(_JA_STOPS)
+    ) and _backwards(lowered)
+
+
+_ROT13_LITERALS = ("rot13", "rot-13", "rot 13", "caesar", "シーザー")
+_BASE64_SIGN = re.compile(r"[A-Za-z0-9+/_-]{16}")
+_HEX_SIGN = re.compile(r"[0-9a-fA-F]{16}|\\x[0-9a-fA-F]{2}")
+_URL_SIGN = re.compile(r"%[0-9A-Fa-f]{2}")
+_SPACED_SIGN = re.compile(r"(?:[ .\-_*|/+~,][^\W\d_]){3}[ .\-_*|/+~,]")
+_LEET_ANY = re.compile(r"[0-9@$|]")
+
+
+def _long_run(text: str) -> bool:
+    return max(map(len, text.split()), default=0) >= 16
+
+
+_SIGN: dict[str, Callable[[str, str], bool]] = {
+    "base64": lambda text, _: _long_run(text) and _BASE64_SIGN.search(text) is not None,
+    "hex": lambda text, _: ("\\x" in text or _long_run(text)) and _HEX_SIGN.search(text) is not None,
+    "url": lambda text, _: "%" in text and _URL_SIGN.search(text) is not None,
+    "spaced": lambda text, _: _SPACED_SIGN.search(text) is not None,
+    "leet": lambda _, lowered: _LEET_ANY.search(lowered) is not None,
+    "reversed": lambda _, lowered: _reversed_sign(lowered),
+    "rot13": lambda _, lowered: any(word in lowered for word in _ROT13_LITERALS),
 }
 
 
@@ -176,9 +219,7 @@ def decode(raw: str, *, depth: int = 2) -> list[tuple[str, str]]:
         for name, text in frontier:
             lowered = text.lower()
             for decoder, fn in DECODERS.items():
-                if _SIGN[decoder].search(lowered if decoder in _ON_LOWERED else text) is None:
-                    continue
-                if decoder == "reversed" and not _backwards(lowered):
+                if not _SIGN[decoder](text, lowered):
                     continue
                 decoded = fn(text)
                 if decoded is not None and decoded != text:
@@ -191,5 +232,4 @@ def decode(raw: str, *, depth: int = 2) -> list[tuple[str, str]]:
     return readings
 
 
-_ON_LOWERED = frozenset({"leet", "reversed", "rot13"})
 _NESTING = frozenset({"base64", "hex", "url", "rot13", "reversed"})

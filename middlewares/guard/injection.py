@@ -48,8 +48,21 @@ _EN_OWNED = (
     r"|system|safety)"
 )
 # "don't ignore the previous instructions" asks for the opposite of an injection.
-_EN_NOT = r"(?<!not )(?<!n't )(?<!never )(?<!how to )(?<!why )"
-_EN_WHAT = r"(?:typos?|mistakes?|errors?|lines?|sentences?|paragraphs?|parts?|sections?|comments?|notes?)"
+_EN_NOT = (
+    r"(?<!not )(?<!n't )(?<!never )(?<!how to )(?<!why )"
+    # Reported or described, not ordered: "told me to ignore ...", "people ignore ...".
+    r"(?<!me to )(?<!us to )(?<!him to )(?<!her to )(?<!them to )"
+    r"(?<!people )(?<!they )(?<!users )(?<!who )(?<!drivers )(?<!kids )(?<!children )"
+)
+_EN_WHAT = (
+    r"(?:typos?|mistakes?|errors?|lines?|sentences?|paragraphs?|parts?|sections?|comments?|notes?|formatting|format"
+    r"|tables?|lists?|examples?|code|data|numbers|figures|statistics|chart|image|photo|link|question)"
+)
+# Objects an everyday delete or drop has ("delete all previous messages in a channel").
+_EN_WEAK_OBJECT = (
+    r"(?:instructions?|prompts?|rules|directions|guidelines|constraints|orders|programming|guardrails|restrictions"
+    r"|polic(?:y|ies))"
+)
 # Japanese verb endings that negate or narrate ("do not ignore", "I forgot", "was
 # ignored"): after them the phrase is not an instruction to the model.
 _JA_NOT = (
@@ -60,7 +73,7 @@ _JA_VERB = "(?:無視|忘れ|わすれ|むし|取り消|破棄|捨て|なかっ�
 INJECTION_PATTERNS: dict[str, str] = {
     # Override: "ignore (all) previous instructions" and its many wordings.
     "ignore_previous": rf"{_EN_NOT}\b{_EN_IGNORE}\b(?: \w+){{0,3}}? {_EN_BEFORE}(?: \w+){{0,2}}? {_EN_OBJECT}\b"
-    rf"|{_EN_NOT}\b{_EN_WEAK}\b(?: \w+){{0,2}}? {_EN_OWNED}(?: \w+){{0,2}}? {_EN_OBJECT}\b",
+    rf"|{_EN_NOT}\b{_EN_WEAK}\b(?: \w+){{0,2}}? {_EN_OWNED}(?: \w+){{0,2}}? {_EN_WEAK_OBJECT}\b",
     "ignore_rest": r"\b(?:ignore|disregard|forget) the rest of (?:this|the) (?:data|text|document|input|message|page)\b"
     r"|\bstop everything\b",
     # "ignore the above and ...", "disregard everything above".
@@ -72,23 +85,27 @@ INJECTION_PATTERNS: dict[str, str] = {
     r"programming|policies|filters)(?: \w+){0,3}? (?:no longer apply|(?:are|is) (?:now )?(?:void|cancel+ed|revoked|"
     r"lifted|disabled|suspended|gone|removed|null))",
     "no_restrictions": r"\byou (?:have|are under) no (?:more )?(?:rules|restrictions|limits|filters|guidelines)\b"
-    r"|\bwithout any (?:rules|restrictions|filters|censorship|ethical (?:guidelines|constraints))\b",
+    r"|\bwithout any (?:rules|restrictions|filters|censorship|ethical (?:guidelines|constraints))\b(?! (?:on|for|in|of) )",
     "new_instructions": r"\b(?:from now on|starting now|henceforth),? (?:you are|you will|you(?:'ll| shall)|act as|"
     r"ignore|respond|answer|pretend)\b|\byour new (?:task|instructions?|role|goal|objective) (?:is|are)\b",
     # Role change.
     "jailbreak_persona": r"\b(?:you are now|you're now|act as|pretend (?:to be|you are)|roleplay as|you will be)\b"
     r"(?: an?| my)? (?:dan|jailbroken|unrestricted|unfiltered|uncensored|evil|developer mode|an? ai (?:with(?:out)?|"
-    r"that has) no)\b|\b(?:developer|god|dan|jailbreak) mode (?:enabled|on|activated)\b|\bdo anything now\b",
+    r"that has) no)\b|\b(?:developer|god|dan|jailbreak) mode (?:enabled|activated|on(?= ?(?:[.!:,;]|$|(?:now|and|for)\b)))|\bdo anything now\b",
     # A fake system or developer message.
     "fake_system": r"(?:^|\n|\]|\.|!|:) ?(?:new |updated )?(?:system|developer|admin(?:istrator)?) (?:message|prompt|"
     r"instructions?|override|note)\s?:|\b(?:new|updated) (?:system|developer) (?:message|prompt|instructions?)\s?:|\[(?:system|admin|developer)\]|<\|?(?:im_start\|>system|system\|?>)|"
-    r"#{2,} ?(?:system|instruction)s?\b|\badmin override\b",
+    r"#{2,} ?(?:system|instruction)s?\b|\badmin override(?: ?:| (?:mode|activated|enabled|granted|code|protocol|"
+    r"engaged|in effect))",
     "no_safety": r"\b(?:ignores?|ignoring|without|disregards?|free of|no) (?:all |any )?(?:safety|ethical|moral|content)"
     r" (?:policies|guidelines|rules|filters|restrictions|constraints)\b",
     # Prompt extraction.
+    # Not with an indefinite object, which asks for one to be written ("show me an example
+    # system prompt"), nor for the instructions *of* something ("of the board game").
     "reveal_system_prompt": r"\b(?:reveal|show|print|repeat|output|leak|tell me|display|give me|write out|spell out|"
-    r"recite|dump|copy|paste)\b(?: \w+){0,3}? (?:system prompt|system message|(?:initial|original|hidden|secret|first)"
-    r" (?:instructions|prompt|message)|developer message|pre-?prompt)",
+    r"recite|dump|copy|paste)\b(?: (?!(?:an?|example|sample|some|template)\b)\w+){0,3}? (?:system prompt|system message"
+    r"|(?:initial|original|hidden|secret|first) (?:instructions|prompt|message)|developer message|pre-?prompt)"
+    r"(?! (?:of|template|examples?|a|an) )",
     # Patterns that start with a literal let the regex engine scan for it at C speed.
     "own_prompt": r"your (?:initial|original|first|hidden|secret|starting|underlying) (?:instructions|prompt|"
     r"configuration|message|text|directives)\b",
@@ -98,8 +115,8 @@ INJECTION_PATTERNS: dict[str, str] = {
     "verbatim": r"\b(?:repeat|print|output|reproduce|recite)\b[^.!?\n]{0,60}\b(?:word for word|verbatim)\b",
     "told_before": r"\bwhat (?:were|was) you (?:told|given|instructed|programmed)\b",
     "repeat_above": r"\b(?:repeat|print|output|show)\b(?: \w+){0,3}? (?:everything|all|the text|the words|"
-    r"what(?:'s| is)?) (?:above|before this|so far)\b",
-    "your_instructions": r"\bwhat (?:are|were) your (?:initial |original |first )?instructions\b",
+    r"what(?:'s| is)?) (?:above|before this|so far)\b(?! the (?:line|row|cell|header) (?:in|of) )",
+    "your_instructions": r"\bwhat (?:are|were) your (?:initial |original |first )?instructions\b(?! (?:for|on|about) \w+ing\b)",
     # Indirect: instructions addressed to the model inside content.
     "ai_turn": r"(?:^|\n|<!--|: ) ?(?:ai|assistant|chatbot|model|system) ?[:,] (?:\w+ ){0,2}?(?:say|send|print|ignore|"
     r"recommend|reply|respond|tell|output|write|forward|email|reveal|override|skip|disregard|forget)\b",
@@ -121,12 +138,18 @@ INJECTION_PATTERNS: dict[str, str] = {
     "ja_rules": f"(?:ルール|規則|制限|制約|ガイドライン|ポリシー).{{0,4}}?(?:{_JA_VERB}|解除|破っ|やぶっ){_JA_NOT}"
     "|(?:ルール|制限|制約)は(?:もう)?(?:適用されません|ありません|無効)",
     "ja_persona": "(?:あなたは|君は|これからは|今から)(?:今から|これから)?.{0,12}?(?:制限|検閲|倫理|フィルター)の?(?:ない|なし)"
-    "|(?:制限|検閲|倫理的な制約)(?:の|が)?(?:ない|なし)(?:で|に).{0,10}?(?:答え|回答|振る舞)|開発者モード|dan(?:として|に)"
+    "|(?:制限|検閲|倫理的な制約)(?:の|が)?(?:ない|なし)(?:で|に).{0,10}?(?:答え|回答|振る舞)"
+    # Developer mode as a persona, not the phone setting (開発者モードをAndroidで有効にする方法).
+    "|開発者モード(?:で|として|に入|になっ|が(?:有効|オン)|(?:を)?(?:有効|オン)にし(?:て|ろ)|のai)|dan(?:として|に)"
     "|(?:悪い|邪悪な|制限のない|検閲のない|何でも答える|ルールのない).{0,8}?ai(?:として|に|です|だ)",
-    "ja_fake_system": "(?:新しい)?(?:システムメッセージ|管理者からの指示|【システム】|システム通知)[:：]?",
+    # A message header (a colon, a bracket, a line of its own), not a mention of one
+    # (「管理者からの指示でパスワードを変更」「Windowsのシステムメッセージが英語で」).
+    "ja_fake_system": "【(?:システム|システムメッセージ|管理者|システム通知)】|(?:新しい|更新された)?(?:システムメッセージ|管理者からの指示|システム通知)"
+    "(?:[:：]|$|\\n)|(?:新しい|更新された)(?:システムメッセージ|管理者からの指示|システム通知)",
     "ja_extraction": "(?:最初に|事前に|会話の前に)(?:与えられた|言われた|受けた|設定された).{0,6}?(?:指示|こと|内容|命令)"
     ".{0,8}?(?:表示|出力|教え|繰り返|見せ)|(?:あなたの)?設定内容を.{0,6}?(?:教え|表示|出力)",
-    "ja_to_the_ai": "(?:ai|aiアシスタント|アシスタント|言語モデル)(?:へ|に)(?:の)?(?:注意|指示|メッセージ|お願い)"
+    "ja_to_the_ai": "(?:ai|aiアシスタント|アシスタント|言語モデル)(?:への?|に)(?:注意|指示|メッセージ|お願い)(?:[:：]|です|があります)"
+    "|(?:ai|aiアシスタント|アシスタント|言語モデル)への(?:注意|指示|メッセージ|お願い)(?!の?(?:書き方|出し方|コツ|方法))"
     "|(?:もし)?あなたが(?:ai|言語モデル)なら|(?:読んでいる|処理している)(?:ai|aiアシスタント)",
 }
 """Prompt-injection phrases (regex over normalised text) by name."""

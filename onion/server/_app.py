@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from ..config import Gateway
 
 from .._context import Context, _new_request_id
@@ -97,6 +99,9 @@ class GatewayApp:
     - ``metrics_renderer``: returns ``(body, content_type)`` for ``GET /metrics``, which
       needs an API key when there are keys and ``metrics_auth`` is on.
     - ``on_shutdown``: awaited at ASGI lifespan shutdown (close connection pools).
+    - ``background``: jobs run from lifespan start-up to shutdown, cancelled before
+      ``on_shutdown`` (the layers' ``run_background``, e.g. the semantic cache's
+      verifier); one that fails is logged and does not stop the others or the server.
     - ``admin``: the ``/admin/`` routes (``AdminRoutes``); by default none are served and
       each answers 403 (the admin API is off without ``[server] admin_key``).
     - ``readiness``: what ``GET /readyz`` checks (``Readiness``); by default only that
@@ -128,6 +133,7 @@ class GatewayApp:
         admin: AdminRoutes | None = None,
         readiness: Readiness | None = None,
         keys: KeyResolver | None = None,
+        background: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.handler = handler
         self.api_keys = ApiKeys(api_keys)
@@ -142,6 +148,7 @@ class GatewayApp:
         self.metrics_auth = metrics_auth
         self.on_shutdown = on_shutdown
         self.readiness = readiness or Readiness((), None)
+        self.background = tuple(background)
         self._calls: set[anyio.CancelScope] = set()
         self._draining = False
         self._expired = False
@@ -213,11 +220,18 @@ class GatewayApp:
             await self._idle.wait()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as jobs:
+            await self._lifespan_messages(receive, send, jobs)
+
+    async def _lifespan_messages(self, receive: Receive, send: Send, jobs: TaskGroup) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                for job in self.background:
+                    jobs.start_soon(_run_background, job)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                jobs.cancel_scope.cancel()  # before the providers they call are closed
                 if self.on_shutdown is not None:
                     try:
                         await self.on_shutdown()
@@ -366,6 +380,18 @@ class GatewayApp:
             progress.ended = True
             with anyio.CancelScope(shield=True):  # the answer is ready: write it whole
                 await _complete(send, dialect, request, response, completion)
+
+
+async def _run_background(job: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await job()
+    except Exception:
+        logger.exception("background job %s failed; the gateway serves on without it", _job_name(job))
+
+
+def _job_name(job: Callable[[], Awaitable[None]]) -> str:
+    owner = getattr(job, "__self__", None)
+    return f"{type(owner).__name__}.{job.__name__}" if owner is not None else getattr(job, "__name__", repr(job))
 
 
 def served_routes(*, metrics: bool) -> list[str]:
@@ -520,6 +546,7 @@ def create_app(
         admin=admin,
         keys=keys,
         readiness=Readiness(gateway.stack.layers, router),
+        background=gateway.stack.background_jobs(),
     )
     add_cache_route(app.admin, app)
     return app
