@@ -20,6 +20,10 @@ rather than only the ambient OpenTelemetry context, because chunks are pulled af
 ``call_next`` returned, where a context attached by this layer is no longer current.
 Spans carry no prompt or answer text, and failures record ``error.type`` and the
 error's public message only (upstream details can hold URLs).
+
+Hot path: an SDK ``TracerProvider`` with no span processor (what ``configure_otel`` builds
+without OTLP export) would build every span only to drop it, ~25 µs a request; while it
+has none, the layer passes requests through as if it were not there.
 """
 
 from __future__ import annotations
@@ -110,11 +114,18 @@ class Tracing(Layer):
     ) -> None:
         self.kind = kind
         self.provider = provider
-        self._tracer = (tracer_provider or default_tracer_provider()).get_tracer(SCOPE)
+        provider = tracer_provider or default_tracer_provider()
+        self._tracer = provider.get_tracer(SCOPE)
+        # The SDK provider's processor list (read per request: processors may be added
+        # later); ``None`` for a provider that is not the SDK's.
+        self._processors: Any = getattr(provider, "_active_span_processor", None)
         if kind == "attempt":
             self.name = "tracing.attempt"
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
+        processors = self._processors
+        if processors is not None and not getattr(processors, "_span_processors", True):
+            return await call_next(request)  # no span would go anywhere
         context = request.context
         outer = context.tracer
         parent = outer if isinstance(outer, _RequestSpans) else None
