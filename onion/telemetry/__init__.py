@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from ._otel import default_meter_provider as default_meter_provider
     from ._otel import default_tracer_provider as default_tracer_provider
     from ._otel import render_prometheus as render_prometheus
+    from ._spans import LightTracer as LightTracer
+    from ._spans import light_tracer as light_tracer
 
 _LAZY: dict[str, str] = {
     "LOG_LEVELS": "_logging",
@@ -54,6 +56,8 @@ _LAZY: dict[str, str] = {
     "default_meter_provider": "_otel",
     "default_tracer_provider": "_otel",
     "render_prometheus": "_otel",
+    "LightTracer": "_spans",
+    "light_tracer": "_spans",
     "SummedHistogram": "_histograms",
     "summed_histogram": "_histograms",
 }
