@@ -107,6 +107,11 @@ def variants(handler: Callable[[Request], Awaitable[Response]]) -> dict[str, Sta
     # (no-op meter and tracer, a log processor that drops the event before rendering).
     dropped = structlog.wrap_logger(None, processors=[_drop], wrapper_class=structlog.make_filtering_bound_logger(0))
     own = [RequestLog(logger=dropped), Tracing(), Metrics(meter_provider=NoOpMeterProvider())]
+    # The same layers without this short cuts, interleaved in the same run: the log
+    # line through structlog's processor chain, spans from the SDK's own tracer.
+    logs_chain, tracing_sdk = RequestLog(), Tracing(tracer_provider=tracer_provider)
+    logs_chain._bound = structlog.get_logger("onion.request").bind()  # bound, with no short cut
+    tracing_sdk._spans = tracing_sdk._tracer
     return {
         "bare": Stack([], handler),
         "metrics": Stack([metrics], handler),
@@ -116,6 +121,9 @@ def variants(handler: Callable[[Request], Awaitable[Response]]) -> dict[str, Sta
         "all_three": Stack([logs, tracing, metrics], handler),
         "all_three_unexported": Stack([logs, unexported, metrics], handler),
         "all_three_own": Stack(own, handler),
+        "logging_chain": Stack([logs_chain], handler),
+        "tracing_sdk_span": Stack([tracing_sdk], handler),
+        "all_three_before": Stack([logs_chain, tracing_sdk, metrics], handler),
     }
 
 
@@ -241,6 +249,8 @@ def main() -> None:
                 "all_three_unexported_added_us": by_name["all_three_unexported"]["complete_added"],
                 "all_three_unexported_stream_added_us": by_name["all_three_unexported"]["stream_added"],
                 "all_three_own_code_us": own,
+                "all_three_before_added_us": by_name["all_three_before"]["complete_added"],
+                "all_three_before_stream_added_us": by_name["all_three_before"]["stream_added"],
                 "sdk_primitives_per_request_us": primitives,
                 "target_us": 30,
             },
