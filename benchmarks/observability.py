@@ -31,8 +31,10 @@ import structlog
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, TraceFlags
 
 from middlewares.observe.metrics import Metrics
 from middlewares.observe.request_log import RequestLog
@@ -67,15 +69,23 @@ async def stream_handler(request: Request) -> Response:
     return Response.stream(_chunks(), served_by="upstream", model="gpt-4o")
 
 
+SERVED: dict[str, int] = {}
+
+
 async def per_request_us(stack: Stack, stream: bool, calls: int) -> float:
     messages = MESSAGES
+    served: list[str] = []
     start = time.perf_counter()
     for _ in range(calls):
         response = await stack(Request(model="gpt-4o", messages=messages, stream=stream))
         if stream:
             async for _chunk in response:
                 pass
-    return (time.perf_counter() - start) / calls * 1e6
+        served.append(response.served_by)
+    elapsed = time.perf_counter() - start
+    for who in served:  # counted after the clock stopped
+        SERVED[who] = SERVED.get(who, 0) + 1
+    return elapsed / calls * 1e6
 
 
 def _drop(logger: Any, method: str, event_dict: Any) -> Any:
@@ -90,11 +100,18 @@ def variants(handler: Callable[[Request], Awaitable[Response]]) -> dict[str, Sta
     tracer_provider.add_span_processor(BatchSpanProcessor(DropExporter(), max_queue_size=1 << 16))
     metrics = Metrics(meter_provider=meters)
     tracing = Tracing(tracer_provider=tracer_provider)
+    # What configure_otel builds without OTLP export: an SDK provider with no processor.
+    unexported = Tracing(tracer_provider=TracerProvider())
     logs = RequestLog()
     # The layers' own code: the same three layers on backends that do nothing
     # (no-op meter and tracer, a log processor that drops the event before rendering).
     dropped = structlog.wrap_logger(None, processors=[_drop], wrapper_class=structlog.make_filtering_bound_logger(0))
     own = [RequestLog(logger=dropped), Tracing(), Metrics(meter_provider=NoOpMeterProvider())]
+    # The same layers without this issue's short cuts, interleaved in the same run: the log
+    # line through structlog's processor chain, spans from the SDK's own tracer.
+    logs_chain, tracing_sdk = RequestLog(), Tracing(tracer_provider=tracer_provider)
+    logs_chain._bound = structlog.get_logger("onion.request").bind()  # bound, with no short cut
+    tracing_sdk._spans = tracing_sdk._tracer
     return {
         "bare": Stack([], handler),
         "metrics": Stack([metrics], handler),
@@ -102,7 +119,11 @@ def variants(handler: Callable[[Request], Awaitable[Response]]) -> dict[str, Sta
         "tracing_noop": Stack([Tracing()], handler),  # no SDK configured: the API's no-op tracer
         "logging": Stack([logs], handler),
         "all_three": Stack([logs, tracing, metrics], handler),
+        "all_three_unexported": Stack([logs, unexported, metrics], handler),
         "all_three_own": Stack(own, handler),
+        "logging_chain": Stack([logs_chain], handler),
+        "tracing_sdk_span": Stack([tracing_sdk], handler),
+        "all_three_before": Stack([logs_chain, tracing_sdk, metrics], handler),
     }
 
 
@@ -136,10 +157,24 @@ def sdk_costs(calls: int, repeats: int) -> dict[str, float]:
     def span() -> None:
         tracer.start_span("chat gpt-4o", attributes=attrs).end()
 
+    # The alternative to the SDK's span: a finished ReadableSpan built directly (trusted
+    # attributes, no cleaning, no lock) and handed to the same processor.
+    processor = tracer_provider._active_span_processor
+    ids = tracer_provider.id_generator
+    scope = InstrumentationScope("bench")
+
+    def readable() -> None:
+        now = time.time_ns()
+        context = SpanContext(ids.generate_trace_id(), ids.generate_span_id(), False, TraceFlags(1))
+        finished = ReadableSpan("chat gpt-4o", context, None, tracer_provider.resource, dict(attrs),
+                                start_time=now, end_time=time.time_ns(), instrumentation_scope=scope)  # fmt: skip
+        processor.on_end(finished)
+
     return {
         "histogram_record": timed(lambda: histogram.record(0.5, attrs)),
         "counter_add": timed(lambda: counter.add(1, attrs)),
         "span_start_end": timed(span),
+        "readable_span_direct": timed(readable),
         "structlog_json_line": timed(lambda: log.info("request", model="gpt-4o", outcome="ok", latency_ms=1.0)),
     }
 
@@ -155,6 +190,10 @@ async def measure(calls: int, repeats: int) -> dict[str, dict[str, float]]:
             for name, stack in stacks.items():
                 samples[name].append(await per_request_us(stack, stream, calls))
         results[kind] = {name: min(values) for name, values in samples.items()}
+    # Every answer came from the handler: no layer here answers, and a benchmark that
+    # measured something else would say so.
+    if set(SERVED) != {"upstream"}:
+        raise RuntimeError(f"expected every answer from the handler ('upstream'), got {SERVED}")
     return results
 
 
@@ -180,8 +219,9 @@ def main() -> None:
     print("\nOpenTelemetry SDK / structlog primitives, µs per call:")
     for name, value in sdk.items():
         print(f"  {name:<22} {value:>6.2f}")
-    together = rows[-2]["complete_added"]
-    own = rows[-1]["complete_added"]
+    by_name = {row["variant"]: row for row in rows}
+    together = by_name["all_three"]["complete_added"]
+    own = by_name["all_three_own"]["complete_added"]
     # Per complete request: 4 histogram points (duration, 2 x tokens, overhead), 1 span,
     # 1 log line. (Requests and cost are running sums read at collection: no SDK call.)
     per_request_sdk = 4 * sdk["histogram_record"]
@@ -203,8 +243,14 @@ def main() -> None:
                 "stream_chunks": CHUNKS,
                 "rows": rows,
                 "sdk_primitives_us": sdk,
+                "served_by": SERVED,
                 "all_three_added_us": together,
+                "all_three_stream_added_us": by_name["all_three"]["stream_added"],
+                "all_three_unexported_added_us": by_name["all_three_unexported"]["complete_added"],
+                "all_three_unexported_stream_added_us": by_name["all_three_unexported"]["stream_added"],
                 "all_three_own_code_us": own,
+                "all_three_before_added_us": by_name["all_three_before"]["complete_added"],
+                "all_three_before_stream_added_us": by_name["all_three_before"]["stream_added"],
                 "sdk_primitives_per_request_us": primitives,
                 "target_us": 30,
             },

@@ -17,6 +17,7 @@ import argparse
 import cProfile
 import pstats
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,6 +25,9 @@ from _fullstack import CompleteHandler, print_table, write_results
 from stack_overhead import onion_stack
 
 from onion import Message, Request
+
+# The checkout this file is in: its functions are shown relative to it, wherever it lives.
+ROOT = str(Path(__file__).resolve().parent.parent) + "/"
 
 # First match wins: the path fragment of a function's file, and the family it counts to.
 FAMILIES = (
@@ -82,7 +86,7 @@ def summarise(stats: pstats.Stats, calls: int, top: int) -> dict[str, Any]:
     by_family: dict[str, float] = {}
     for (filename, line, name), (_, ncalls, tt, ct, _) in entries.items():
         by_family[family(filename)] = by_family.get(family(filename), 0.0) + tt
-        where = filename.split("site-packages/")[-1].split("wt-19/")[-1] if filename != "~" else ""
+        where = filename.split("site-packages/")[-1].removeprefix(ROOT) if filename != "~" else ""
         rows.append((tt, ct, ncalls, f"{where}:{line}({name})" if where else name))
     rows.sort(reverse=True)
     return {

@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--litellm-python", help="interpreter with litellm[proxy] (see _litellm_proxy.py)")
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="anyio backend for onion")
     args = parser.parse_args()
 
     handler = CompleteHandler()
@@ -193,7 +194,7 @@ def main() -> None:
                 cases[f"litellm|{kind}|{path}"] = LiteLLMCase(child, path, stream)
                 calls[f"litellm|{kind}|{path}"] = args.litellm_calls
     try:
-        samples = anyio.run(measure, cases, calls, args.rounds)
+        samples = anyio.run(measure, cases, calls, args.rounds, backend=args.backend)
     finally:
         if child is not None:
             child.kill()
@@ -243,8 +244,9 @@ def main() -> None:
     else:
         print(f"LiteLLM {version}: Router with retries, timeout, cooldowns and its local cache; no guards, no metrics")
     path = write_results(
-        "stack_overhead",
+        "stack_overhead" if args.backend == "asyncio" else f"stack_overhead_{args.backend}",
         {
+            "backend": args.backend,
             "layers": names,
             "calls_per_round": args.calls,
             "litellm_calls_per_round": args.litellm_calls,

@@ -17,7 +17,10 @@ you name (``"package.module:function"``, ``str -> str``). Secrets never appear: 
 values in every event, from any layer.
 
 Hot path: when the logger's level filters the line out, the layer passes the request
-through untouched — nothing is measured, gathered or formatted.
+through untouched — nothing is measured, gathered or formatted. When the logger runs
+``configure_logging``'s JSON chain, the line is rendered by
+``onion.telemetry.json_line_writer`` (the same line, written by the same structlog output,
+without walking the processor chain: a third of the layer's cost).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from onion import (
     outcome,
     resolve_import,
 )
-from onion.telemetry import LOG_LEVELS, scrub_text
+from onion.telemetry import LOG_LEVELS, json_line_writer, scrub_text
 
 from .prices import PriceTable
 
@@ -122,6 +125,7 @@ class RequestLog(Layer):
             raise ConfigError(f"level must be one of {sorted(LOG_LEVELS)}, not {level!r}")
         self._log = logger if logger is not None else structlog.get_logger("onion.request")
         self._bound: Any = None
+        self._write: Callable[[str, str, dict[str, Any]], None] | None = None
         self.level = level
         self._level_number = LOG_LEVELS[level]
         self.log_content = log_content
@@ -137,6 +141,7 @@ class RequestLog(Layer):
         if log is None:
             bind = getattr(self._log, "bind", None)
             log = self._bound = bind() if bind is not None else self._log
+            self._write = json_line_writer(log)
         return log
 
     def _enabled(self, level: int) -> bool:
@@ -168,14 +173,21 @@ class RequestLog(Layer):
         if routine:
             if error is not None:
                 fields["error_type"] = error_type(error)
-            self._logger().log(self._level_number, "request", **fields)
+            if self._write is not None:
+                self._write(self.level, "request", fields)
+            else:
+                self._logger().log(self._level_number, "request", **fields)
             return
         assert error is not None
         fields["error_type"] = error_type(error)
         # The detail is for operators (never shown to users); secrets are masked by the
         # configured processors and again here in case another configuration is used.
         fields["detail"] = scrub_text(str(error) if isinstance(error, OnionError) else repr(error))
-        self._logger().warning("request failed", **fields)
+        if self._write is not None:
+            if self._enabled(logging.WARNING):
+                self._write("warning", "request failed", fields)
+        else:
+            self._logger().warning("request failed", **fields)
 
     def _fields(self, request: Request, response: Response | None, end: AnswerEnd, start: float) -> dict[str, Any]:
         context = request.context

@@ -20,6 +20,13 @@ rather than only the ambient OpenTelemetry context, because chunks are pulled af
 ``call_next`` returned, where a context attached by this layer is no longer current.
 Spans carry no prompt or answer text, and failures record ``error.type`` and the
 error's public message only (upstream details can hold URLs).
+
+Hot path: an SDK ``TracerProvider`` with no span processor (what ``configure_otel`` builds
+without OTLP export) would build every span only to drop it, ~25 µs a request; while it
+has none, the layer passes requests through as if it were not there. With processors, the
+request and attempt spans are ``onion.telemetry.light_tracer`` spans (the same finished
+spans reach the processors, without the SDK's per-attribute cleaning); spans other layers
+open through ``context.span`` use the SDK's tracer.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from onion import (
     error_type,
     outcome,
 )
-from onion.telemetry import SCOPE, default_tracer_provider
+from onion.telemetry import SCOPE, default_tracer_provider, light_tracer
 
 __all__ = ["Tracing"]
 
@@ -110,11 +117,19 @@ class Tracing(Layer):
     ) -> None:
         self.kind = kind
         self.provider = provider
-        self._tracer = (tracer_provider or default_tracer_provider()).get_tracer(SCOPE)
+        provider = tracer_provider or default_tracer_provider()
+        self._tracer = provider.get_tracer(SCOPE)
+        self._spans: Any = light_tracer(provider, SCOPE) or self._tracer
+        # The SDK provider's processor list (read per request: processors may be added
+        # later); ``None`` for a provider that is not the SDK's.
+        self._processors: Any = getattr(provider, "_active_span_processor", None)
         if kind == "attempt":
             self.name = "tracing.attempt"
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
+        processors = self._processors
+        if processors is not None and not getattr(processors, "_span_processors", True):
+            return await call_next(request)  # no span would go anywhere
         context = request.context
         outer = context.tracer
         parent = outer if isinstance(outer, _RequestSpans) else None
@@ -171,14 +186,14 @@ class Tracing(Layer):
         attrs["onion.stream"] = request.stream
         if context.caller:
             attrs["onion.caller"] = context.caller
-        return self._tracer.start_span(f"onion chat {request.model}", context=parent, kind=kind, attributes=attrs)
+        return self._spans.start_span(f"onion chat {request.model}", context=parent, kind=kind, attributes=attrs)
 
     def _start_attempt(self, request: Request, outer: _RequestSpans | None) -> Span:
         attrs = self._attributes(request)
         # The handler counts the attempts that reached it; this is the next one.
         attrs["onion.attempt"] = request.context.attempts + 1
         parent = trace.set_span_in_context(outer.root) if outer is not None else None
-        return self._tracer.start_span(f"chat {request.model}", context=parent, kind=SpanKind.CLIENT, attributes=attrs)
+        return self._spans.start_span(f"chat {request.model}", context=parent, kind=SpanKind.CLIENT, attributes=attrs)
 
     def _end(
         self,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ._histograms import summed_histogram as summed_histogram
     from ._logging import LOG_LEVELS as LOG_LEVELS
     from ._logging import configure_logging as configure_logging
+    from ._logging import json_line_writer as json_line_writer
     from ._logging import reset_logging as reset_logging
     from ._logging import scrub_secrets as scrub_secrets
     from ._logging import scrub_text as scrub_text
@@ -36,10 +37,13 @@ if TYPE_CHECKING:
     from ._otel import default_meter_provider as default_meter_provider
     from ._otel import default_tracer_provider as default_tracer_provider
     from ._otel import render_prometheus as render_prometheus
+    from ._spans import LightTracer as LightTracer
+    from ._spans import light_tracer as light_tracer
 
 _LAZY: dict[str, str] = {
     "LOG_LEVELS": "_logging",
     "configure_logging": "_logging",
+    "json_line_writer": "_logging",
     "reset_logging": "_logging",
     "scrub_secrets": "_logging",
     "scrub_text": "_logging",
@@ -52,6 +56,8 @@ _LAZY: dict[str, str] = {
     "default_meter_provider": "_otel",
     "default_tracer_provider": "_otel",
     "render_prometheus": "_otel",
+    "LightTracer": "_spans",
+    "light_tracer": "_spans",
     "SummedHistogram": "_histograms",
     "summed_histogram": "_histograms",
 }

@@ -4,14 +4,20 @@
 (uvicorn, httpx) through one root handler, as JSON lines in production or pretty in a
 terminal. Every emitted line passes ``scrub_secrets``; ``scrub_text`` masks key-shaped
 values in one string (what the request-log layer uses for error details).
+
+``json_line_writer`` is the request log's short cut: for a logger that runs exactly the
+JSON chain ``configure_logging`` installed, it renders the same line (same keys in the same
+order, same scrubbing, same timestamp) without walking structlog's processor chain, and
+hands it to the same structlog output logger.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import msgspec
@@ -19,7 +25,7 @@ import structlog
 
 from ..errors import ConfigError
 
-__all__ = ["LOG_LEVELS", "configure_logging", "reset_logging", "scrub_secrets", "scrub_text"]
+__all__ = ["LOG_LEVELS", "configure_logging", "json_line_writer", "reset_logging", "scrub_secrets", "scrub_text"]
 
 LOG_LEVELS: dict[str, int] = {
     "debug": logging.DEBUG,
@@ -105,6 +111,54 @@ def _json_serializer(obj: Any, **_: Any) -> str:
     return msgspec.json.encode(obj, enc_hook=str).decode()
 
 
+# The processor list of the JSON chain configure_logging installed last (None: not JSON,
+# or not configured): a logger whose chain is this very list gets the short cut.
+_json_chain: list[Any] | None = None
+_UTC = datetime.UTC
+_encode = msgspec.json.Encoder(enc_hook=str).encode
+_merge_contextvars = structlog.contextvars.merge_contextvars
+
+
+def json_line_writer(logger: Any) -> Callable[[str, str, dict[str, Any]], None] | None:
+    """``write(level, event, fields)`` that emits, through ``logger``'s output, the JSON
+    line ``logger.<level>(event, **fields)`` would — or ``None`` when ``logger`` is not a
+    structlog logger running ``configure_logging``'s JSON chain with no bound context
+    (then log through structlog as usual).
+
+    ``fields`` is consumed (the line is built in it). Keys are scrubbed as
+    ``scrub_secrets`` scrubs them; the caller promises that no key of its own is a
+    credential's name and that its values are strings, numbers, booleans, ``None`` or
+    flat lists and dicts of those (what the request log writes). Context-local fields
+    (``structlog.contextvars``) are merged and, as they can hold anything, scrubbed in full.
+    """
+    chain = _json_chain
+    processors = getattr(logger, "_processors", None)
+    output = getattr(logger, "_logger", None)
+    if chain is None or processors is not chain or output is None or getattr(logger, "_context", None):
+        return None
+    emit = output.msg
+
+    def write(level: str, event: str, fields: dict[str, Any]) -> None:
+        # The order structlog builds: the call's fields, the event, the context-local
+        # fields, the level, then the timestamp.
+        for key, value in fields.items():
+            if type(value) is str:
+                if len(value) >= _SHORTEST_SECRET:
+                    fields[key] = _SECRET_VALUE.sub(_REDACTED, value)
+            elif value is not None and not isinstance(value, (int, float)):
+                fields[key] = _scrub(value, 3)
+        fields["event"] = event
+        size = len(fields)
+        _merge_contextvars(None, level, fields)
+        fields["level"] = level
+        if len(fields) != size + 1:  # context-local fields joined: scrub the whole line
+            scrub_secrets(None, level, fields)
+        fields["timestamp"] = datetime.datetime.now(tz=_UTC).isoformat().replace("+00:00", "Z")
+        emit(_encode(fields).decode())
+
+    return write
+
+
 def configure_logging(
     *,
     json: bool | None = None,
@@ -121,6 +175,7 @@ def configure_logging(
     modules that use ``logging.getLogger``) are rendered the same way, through one root
     handler. Call once at startup; ``cache=False`` lets tests reconfigure.
     """
+    global _json_chain
     if level not in LOG_LEVELS:
         raise ConfigError(f"log level must be one of {sorted(LOG_LEVELS)}, not {level!r}")
     stream = stream if stream is not None else sys.stderr
@@ -137,12 +192,14 @@ def configure_logging(
         if json
         else [structlog.dev.ConsoleRenderer()]
     )
+    processors = [structlog.contextvars.merge_contextvars, *shared, *renderer]
     structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, *shared, *renderer],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(LOG_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=cache,
     )
+    _json_chain = processors if json else None
     if stdlib:
         _route_stdlib(stream, LOG_LEVELS[level], shared, renderer)
 
@@ -176,6 +233,8 @@ def _route_stdlib(stream: TextIO, level: int, shared: list[Any], renderer: list[
 
 def reset_logging() -> None:
     """Undo ``configure_logging`` (structlog defaults, the root handler removed); for tests."""
+    global _json_chain
+    _json_chain = None
     structlog.reset_defaults()
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _OnionHandler)]:

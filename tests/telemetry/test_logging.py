@@ -1,13 +1,19 @@
-"""The log scrubber's shortcuts lose nothing: short strings cannot hold a key, names memoised."""
+"""The log scrubber's shortcuts lose nothing: short strings cannot hold a key, names memoised,
+and the request log's JSON short cut renders the line structlog's chain renders."""
 
 from __future__ import annotations
 
+import io
+import json
+import re
 import re._parser as sre_parse  # the pattern's minimum width, computed by the re module itself
+from typing import Any
 
-from hypothesis import given
+import structlog
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onion.telemetry import _logging
+from onion.telemetry import _logging, configure_logging, json_line_writer, reset_logging
 from onion.telemetry._logging import _SECRET_VALUE, _SHORTEST_SECRET, scrub_secrets
 
 
@@ -33,3 +39,67 @@ def test_a_key_nested_in_a_field_is_still_masked() -> None:
     key = "sk-proj-" + "a" * 24
     event = scrub_secrets(None, "warning", {"detail": {"headers": [f"Bearer {key}"]}, "short": "sk-abc"})
     assert key not in str(event) and event["short"] == "sk-abc"
+
+
+def _both_lines(fields: dict[str, Any], level: str = "info") -> tuple[dict[str, Any], dict[str, Any]]:
+    """The line structlog's chain renders and the one ``json_line_writer`` renders."""
+    out = io.StringIO()
+    configure_logging(json=True, stream=out, cache=False, stdlib=False, level="debug")
+    try:
+        log = structlog.get_logger("onion.request").bind()
+        write = json_line_writer(log)
+        assert write is not None
+        getattr(log, level)("request", **dict(fields))
+        write(level, "request", dict(fields))
+    finally:
+        reset_logging()
+    slow, fast = (json.loads(line) for line in out.getvalue().splitlines())
+    # Rendered microseconds apart: the timestamps differ, their shape does not.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", fast.pop("timestamp"))
+    slow.pop("timestamp")
+    return slow, fast
+
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(alphabet="sk-proj_ABCDEFabcdef0123456789 Bearerx", max_size=60),
+    st.lists(st.text(alphabet="sk-proj_ABCabc0123456789", max_size=40), max_size=3),
+    st.dictionaries(st.sampled_from(["pii", "secret", "api_key"]), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.sampled_from(["request_id", "model", "detail", "caller", "stream", "redacted"]), _values))
+def test_law_the_short_cut_renders_the_line_structlog_renders(fields: dict[str, Any]) -> None:
+    slow, fast = _both_lines(fields)
+    assert list(fast) == list(slow) and fast == slow
+
+
+def test_the_short_cut_keeps_context_local_fields_and_scrubs_them() -> None:
+    key = "sk-proj-" + "b" * 24
+    structlog.contextvars.bind_contextvars(tenant="acme", api_key="x", note=f"Bearer {key}")
+    try:
+        slow, fast = _both_lines({"model": "gpt-4o"}, "warning")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert fast == slow and list(fast) == list(slow)
+    assert fast["api_key"] == "[REDACTED]" and key not in json.dumps(fast) and fast["level"] == "warning"
+
+
+def test_no_short_cut_for_another_chain_or_a_bound_context() -> None:
+    out = io.StringIO()
+    configure_logging(json=False, stream=out, cache=False, stdlib=False)
+    try:
+        assert json_line_writer(structlog.get_logger().bind()) is None  # console rendering
+    finally:
+        reset_logging()
+    configure_logging(json=True, stream=out, cache=False, stdlib=False)
+    try:
+        assert json_line_writer(structlog.get_logger().bind()) is not None
+        assert json_line_writer(structlog.get_logger().bind(user="u")) is None
+        assert json_line_writer(structlog.wrap_logger(None, processors=[]).bind()) is None
+    finally:
+        reset_logging()

@@ -341,3 +341,15 @@ print(sorted(m for m in ("middlewares.observe.tracing", "opentelemetry") if m in
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+async def test_a_provider_without_processors_gets_no_spans_until_one_is_added() -> None:
+    provider = TracerProvider()
+    stack = Stack([Tracing(tracer_provider=provider)], ScriptedProvider([Reply("a"), Reply("b")]))
+    request = Request(model="gpt-4o", messages=[Message("user", "hi")])
+    response = await stack(request)
+    assert (await response.result()).content == "a" and request.context.tracer is None
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    await (await stack(Request(model="gpt-4o", messages=[Message("user", "hi")]))).result()
+    assert [span.name for span in exporter.get_finished_spans()] == ["onion chat gpt-4o"]

@@ -1,0 +1,87 @@
+"""``LightTracer``'s spans reach the processors as the SDK's own spans would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from onion.telemetry import light_tracer
+
+
+def provider(**kwargs: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider(resource=Resource.create({"service.name": "t"}), **kwargs)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return tracer_provider, exporter
+
+
+def shape(span: ReadableSpan) -> dict[str, Any]:
+    return {
+        "name": span.name,
+        "kind": span.kind,
+        "attributes": dict(span.attributes or {}),
+        "status": (span.status.status_code, span.status.description),
+        "events": [(e.name, dict(e.attributes or {})) for e in span.events],
+        "resource": span.resource.attributes,
+        "scope": span.instrumentation_scope.name if span.instrumentation_scope else None,
+        "parent": span.parent.span_id if span.parent else None,
+        "trace_id_set": span.context.trace_id != 0,
+        "sampled": span.context.trace_flags.sampled,
+        "ended_after_start": span.end_time >= span.start_time,  # type: ignore[operator]
+    }
+
+
+_plain = st.one_of(st.text(max_size=10), st.integers(), st.booleans(), st.floats(allow_nan=False))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    start=st.dictionaries(st.sampled_from(["a", "b", "gen_ai.request.model"]), _plain),
+    later=st.dictionaries(st.sampled_from(["c", "a"]), st.one_of(_plain, st.lists(st.text(max_size=5), max_size=3))),
+    fail=st.booleans(),
+    kind=st.sampled_from([SpanKind.INTERNAL, SpanKind.CLIENT, SpanKind.SERVER]),
+)
+def test_law_a_light_span_exports_as_the_sdk_span(
+    start: dict[str, Any], later: dict[str, Any], fail: bool, kind: SpanKind
+) -> None:
+    tracer_provider, exporter = provider()
+    sdk, light = tracer_provider.get_tracer("onion"), light_tracer(tracer_provider, "onion")
+    assert light is not None
+    root = sdk.start_span("root")
+    parent = trace.set_span_in_context(root)
+    for tracer in (sdk, light):
+        span = tracer.start_span("onion chat m", context=parent, kind=kind, attributes=dict(start))
+        span.set_attributes(later)
+        span.add_event("moved", {"n": 1})
+        if fail:
+            span.set_status(Status(StatusCode.ERROR, "boom"))
+        span.set_status(StatusCode.UNSET)  # ignored by both
+        span.end()
+        span.set_attribute("after", "end")  # ignored by both: the span ended
+    root.end()
+    sdk_span, light_span, _ = exporter.get_finished_spans()
+    assert shape(light_span) == shape(sdk_span)
+    assert light_span.context.trace_id == root.get_span_context().trace_id
+
+
+def test_a_sampled_out_request_records_nothing() -> None:
+    tracer_provider, exporter = provider(sampler=ALWAYS_OFF)
+    light = light_tracer(tracer_provider, "onion")
+    assert light is not None
+    span = light.start_span("x", attributes={"a": 1})
+    assert not span.is_recording()
+    span.end()
+    assert exporter.get_finished_spans() == ()
+
+
+def test_only_the_sdk_provider_gets_light_spans() -> None:
+    assert light_tracer(trace.NoOpTracerProvider(), "onion") is None
