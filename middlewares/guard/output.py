@@ -598,17 +598,19 @@ async def _guard_stream(source: AsyncIterator[Chunk], plan: _Plan, request: Requ
 def _carries_more_than_text(chunk: Chunk) -> bool:
     """Whether a chunk whose text is (now) empty still carries something the caller needs:
     a role, tool calls, an end, usage, a refusal, logprobs, annotations, audio, unknown fields."""
-    return bool(
-        chunk.role
-        or chunk.tool_calls
+    # ``is not None``: an empty list or object the upstream sent (``annotations: []``) is
+    # passed on as sent.
+    return (
+        chunk.role is not None
+        or chunk.tool_calls is not None
         or chunk.finish_reason is not None
-        or chunk.usage
+        or chunk.usage is not None
         or chunk.refusal is not None
-        or chunk.logprobs
-        or chunk.annotations
-        or chunk.audio
-        or chunk.system_fingerprint
-        or chunk.service_tier
-        or chunk.extra
-        or chunk.delta_extra
+        or chunk.logprobs is not None
+        or chunk.annotations is not None
+        or chunk.audio is not None
+        or chunk.system_fingerprint is not None
+        or chunk.service_tier is not None
+        or bool(chunk.extra)
+        or bool(chunk.delta_extra)
     )
