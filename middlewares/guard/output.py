@@ -81,7 +81,9 @@ class _Plan:
         groups: dict[tuple[str, int], list[tuple[Detector, Any]]] = {}
         for d in detectors:
             groups.setdefault(("".join(sorted(d.chars)), d.max_length), []).append((d, d.find))
-        self.steps = tuple((chars, length, tuple(finders)) for (chars, length), finders in groups.items())
+        self.steps = tuple(
+            (chars, length, tuple(finders), _hint(d for d, _ in finders)) for (chars, length), finders in groups.items()
+        )
         # Context kept for look-behinds and for finding where a run began: a detector
         # may look ``lookbehind`` characters before a match ("Order #", "ISBN").
         self.longest = max((d.max_length for d in detectors), default=0)
@@ -89,6 +91,19 @@ class _Plan:
         # What stands for an escape sequence in tool-call arguments: no detector's character.
         used = frozenset().union(*(d.chars for d in detectors))
         self.mask = next(chr(c) for c in range(1, 0x110000) if chr(c) not in used and not chr(c).isalnum())
+
+
+# Trailing runs shorter than this are looked at with the window (see Scanner._find).
+_SHORT_RUN = 8
+
+
+def _hint(detectors: Any) -> re.Pattern[str] | None:
+    """One pattern for the ``hint``s of detectors that all have one (a cheap pattern that
+    occurs in every match: where it does not occur, none of them can match)."""
+    hints = [getattr(d, "hint", None) for d in detectors]
+    if not hints or any(h is None for h in hints):
+        return None
+    return re.compile("|".join(f"(?:{h.pattern})" for h in hints))
 
 
 class Scanner:
@@ -143,7 +158,7 @@ class Scanner:
         cut = end
         carried = self._carried
         done = self._done
-        for step, (chars, max_length, finders) in enumerate(self._plan.steps):
+        for step, (chars, max_length, finders, hint) in enumerate(self._plan.steps):
             if final:
                 settled = end
             else:
@@ -166,11 +181,21 @@ class Scanner:
                 else:
                     begin_at = known - base
                 if settled > begin_at:
-                    text = window if settled == end else window[:settled]
-                    for _detector, find in finders:
-                        for begin, stop in find(text, begin_at):
-                            if stop > offset:
-                                carried.append((base + (begin if begin > offset else offset), base + stop, _detector))
+                    # The hint tells at C speed when nothing new can match; a hint lies
+                    # inside the match, so the settled stretch alone is searched.
+                    if hint is None or hint.search(window, begin_at, settled) is not None:
+                        # A match past ``settled`` lies in the trailing run, still growing:
+                        # it is dropped, and looked for again once the run has ended. The
+                        # detectors see the text cut at ``settled`` when that run is long
+                        # (a long number is not validated at every chunk); a short one
+                        # costs less to look at than a copy of the window.
+                        text = window if end - settled < _SHORT_RUN else window[:settled]
+                        for detector, find in finders:
+                            for begin, stop in find(text, begin_at):
+                                if offset < stop <= settled:
+                                    carried.append(
+                                        (base + (begin if begin > offset else offset), base + stop, detector)
+                                    )
                     done[step] = base + settled
             else:
                 # A run longer than the bound: look at the whole window, as final only
