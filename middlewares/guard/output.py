@@ -579,11 +579,14 @@ async def _guard_stream(source: AsyncIterator[Chunk], plan: _Plan, request: Requ
     # One hold-back window per choice (``Chunk.index``): the choices of an ``n > 1``
     # stream interleave, and each is its own text.
     choices: dict[int, _ChoiceScan] = {}
+    last_index, choice = -1, None  # the choice of the previous chunk: usually this one's too
     try:
         async for chunk in source:
-            choice = choices.get(chunk.index)
-            if choice is None:
-                choice = choices[chunk.index] = _ChoiceScan(plan, found)
+            if chunk.index != last_index or choice is None:
+                last_index = chunk.index
+                choice = choices.get(last_index)
+                if choice is None:
+                    choice = choices[last_index] = _ChoiceScan(plan, found)
             deltas = chunk.tool_calls
             if deltas:
                 deltas = choice.feed_calls(deltas)
@@ -594,8 +597,10 @@ async def _guard_stream(source: AsyncIterator[Chunk], plan: _Plan, request: Requ
                     yield Chunk(tool_calls=before, index=chunk.index)
             else:
                 text = choice.text.feed(chunk.content)
-            if text != chunk.content or deltas is not chunk.tool_calls:
+            if deltas is not chunk.tool_calls:
                 chunk = msgspec.structs.replace(chunk, content=text, tool_calls=deltas)
+            elif text != chunk.content:
+                chunk = msgspec.structs.replace(chunk, content=text)
             if text or _carries_more_than_text(chunk):
                 yield chunk
         for index, choice in choices.items():
