@@ -151,8 +151,9 @@ class Scanner:
 
     def _scan(self, *, final: bool) -> str:
         context = self._context
+        pending = self._pending
         offset = len(context)
-        window = context + self._pending
+        window = context + pending
         end = len(window)
         base = self._base
         cut = end
@@ -164,9 +165,10 @@ class Scanner:
             else:
                 # Where the trailing run, which may still grow, begins.
                 floor = end - max_length
-                if floor < offset:
-                    floor = offset
-                settled = floor + len(window[floor:].rstrip(chars))
+                if floor <= offset:  # the usual case: the pending text is shorter than the bound
+                    settled = offset + len(pending.rstrip(chars))
+                else:
+                    settled = floor + len(window[floor:].rstrip(chars))
             if settled < cut:
                 cut = settled
             known = done[step]
