@@ -184,6 +184,54 @@ async def _through_layer(chunks: list[str], repeats: int) -> float:
     return (best[True] - best[False]) / len(chunks) * 1e6
 
 
+def ten_chunk_streams() -> dict[str, list[str]]:
+    """The 10-chunk streams of the stack benchmarks: the word pieces of ``_fullstack``'s
+    handler, and 10 chunks of 20 real tokens of prose with numbers."""
+    fake = Faker("en_US")
+    fake.seed_instance(5)
+    prose_chunks = token_chunks(prose(fake, random.Random(5), 4000), 20)[:10]
+    plain = token_chunks(" ".join(fake.paragraph(nb_sentences=5) for _ in range(3)), 20)[:10]
+    numbers = token_chunks("Call me on 090-1234-5678 or +44 20 7946 0958, card 4111 1111 1111 1111 ok", 2)[:10]
+    return {
+        "word pieces": [f"w{i} " for i in range(10)],
+        "prose, 20 tokens": prose_chunks,
+        "prose without digits": plain,
+        "numbers, 2 tokens": numbers,
+    }
+
+
+def ten_chunk_stream_us(guards: dict[str, Any], rounds: int) -> dict[str, dict[str, float]]:
+    """µs per 10-chunk stream each guard adds to reading it (guarded minus bare), per
+    stream kind: the guards and the bare stream interleaved round by round, the
+    minimum CPU time over ``rounds`` rounds of 200 streams each."""
+    return anyio.run(_ten_chunk_rounds, guards, rounds)
+
+
+async def _ten_chunk_rounds(guards: dict[str, Any], rounds: int) -> dict[str, dict[str, float]]:
+    request = Request(model="gpt-4o", messages=[], stream=True)
+    out: dict[str, dict[str, float]] = {}
+    for kind, chunks in ten_chunk_streams().items():
+
+        async def bare(req: Request, chunks: list[str] = chunks) -> Response:
+            return Response.stream(_source(chunks))
+
+        async def read(guard: Any) -> float:
+            start = time.process_time()
+            for _ in range(200):
+                response = await (guard(request, bare) if guard is not None else bare(request))
+                async for _ in response:
+                    pass
+            return (time.process_time() - start) / 200 * 1e6
+
+        best = dict.fromkeys(["bare", *guards], float("inf"))
+        for _ in range(rounds):
+            best["bare"] = min(best["bare"], await read(None))
+            for name, guard in guards.items():
+                best[name] = min(best[name], await read(guard))
+        out[kind] = {name: best[name] - best["bare"] for name in guards}
+    return out
+
+
 def history(turns: int) -> list[Message]:
     fake = Faker("en_US")
     fake.seed_instance(3)
@@ -290,6 +338,7 @@ def main() -> None:
     chunks = measure_chunks(args.repeats)
     trim = measure_trim(args.repeats)
     fp = measure_false_positives(args.corpus)
+    ten = ten_chunk_stream_us({"output_guard": OutputGuard()}, args.repeats * 4)
 
     print(f"load average (1 min) {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; timings are CPU time")
     print(f"{'guard cost':<44} {'µs':>9}")
@@ -303,6 +352,8 @@ def main() -> None:
           f"({chunks['chunks']} chunks, {chunks['mean_chunk_chars']:.0f} chars each)")  # fmt: skip
     print(f"  held back while streaming: mean {chunks['held_chars_mean']:.1f} chars, "
           f"max {chunks['held_chars_max']}, bound {chunks['held_chars_bound']}")  # fmt: skip
+    for kind, row in ten.items():
+        print(f"{'output guard per 10-chunk stream, ' + kind:<44} {row['output_guard']:>9.1f}")
     cold, warm = trim["input_guard_cold_us"], trim["input_guard_warm_us"]
     print(f"\ninput guard on a {trim['messages']}-message (200-turn) history, µs per request: "
           f"new {cold:.0f}, resent (verdicts remembered) {warm:.0f}")  # fmt: skip
@@ -328,6 +379,7 @@ def main() -> None:
                 "load_average_1m": os.getloadavg()[0],
                 "text_us": text,
                 "stream": chunks,
+                "ten_chunk_stream_us": {kind: row["output_guard"] for kind, row in ten.items()},
                 "target_chunk_us": TARGET_CHUNK_US,
                 "trim": trim,
                 "false_positives": fp,

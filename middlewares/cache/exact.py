@@ -80,6 +80,17 @@ class CachePolicy(msgspec.Struct, frozen=True):
         return self.store_empty or bool(completion.content or completion.tool_calls or completion.embeddings)
 
 
+def cache_policy(policy: CachePolicy | None, scope: str, allow_n: bool) -> CachePolicy:
+    """The policy a cache runs with: ``policy``, or one from the flat ``scope`` and
+    ``allow_n`` parameters (what TOML sets); giving both is refused, since one would be
+    silently ignored."""
+    if policy is None:
+        return CachePolicy(scope=scope, allow_n=allow_n)  # type: ignore[arg-type]
+    if scope != "caller" or allow_n:
+        raise ValueError("set scope and allow_n inside policy, or without policy, not both")
+    return policy
+
+
 def caller_scope(request: Request, policy: CachePolicy) -> str:
     """The tenant an entry belongs to: the caller (or ``user``), or ``""`` when shared."""
     if policy.scope == "shared":
@@ -158,8 +169,10 @@ class ExactCache(Layer):
 
     Parameters (TOML names): ``ttl_seconds``, ``max_bytes`` (memory backend),
     ``backend = "memory" | "redis"``, ``redis_url``, ``redis_deadline`` (seconds per Redis
-    operation, 0.05; a late or skipped Redis is a miss, never an error); in code also
-    ``policy`` and ``clock``.
+    operation, 0.05; a late or skipped Redis is a miss, never an error), ``scope``,
+    ``allow_n`` (also cache requests with ``n`` > 1; off: they ask for different samples)
+    or instead of those two a ``policy`` table (``CachePolicy``'s fields); in code also
+    ``clock``.
     A request skips the cache when ``request.context.options.cache`` is ``False``, and
     skips only the lookup when ``options.refresh`` is set (``x-onion-cache: refresh``):
     the fresh answer replaces the stored one. Answers carry ``x-onion-cache-key``, the
@@ -184,6 +197,7 @@ class ExactCache(Layer):
         scope: Literal["caller", "shared"] = "caller",
         redis_deadline: float = 0.05,
         *,
+        allow_n: bool = False,
         policy: CachePolicy | None = None,
         prefix: str = "onion:exact:",
         clock: Clock | None = None,
@@ -191,7 +205,7 @@ class ExactCache(Layer):
         if ttl_seconds is not None and ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
         self.ttl_seconds = ttl_seconds
-        self.policy = policy or CachePolicy(scope=scope)
+        self.policy = cache_policy(policy, scope, allow_n)
         self.store = make_store(
             backend, max_bytes=max_bytes, redis_url=redis_url, prefix=prefix, clock=clock, redis_deadline=redis_deadline
         )

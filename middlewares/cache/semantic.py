@@ -60,7 +60,7 @@ from onion import (
 )
 
 from .embedders import Embedder, resolve_embedder
-from .exact import CachePolicy, caller_scope, serve_cached, store_when_clean
+from .exact import CachePolicy, cache_policy, caller_scope, serve_cached, store_when_clean
 from .precision import Signature, guards_pass, signature
 from .semantic_entries import MemoryEntries, RedisEntries, SemanticStats
 from .thresholds import EXPLORE, SERVE, AdaptiveThresholds, WrongHitBound
@@ -152,6 +152,7 @@ class SemanticCache(Layer):
         verify_rate: float | None = None,
         *,
         bound: WrongHitBound | None = None,
+        allow_n: bool = False,
         policy: CachePolicy | None = None,
         prefix: str = "onion:semantic:",
         clock: Clock | None = None,
@@ -166,7 +167,7 @@ class SemanticCache(Layer):
         self.threshold: float = _threshold(threshold, self.embedder)
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
-        self.policy = policy or CachePolicy(scope=scope)
+        self.policy = cache_policy(policy, scope, allow_n)
         self.embed_mode = embed
         self.max_turns = max_turns
         self.embed_timeout = embed_timeout_seconds

@@ -19,12 +19,24 @@ numbers, never more than 345 characters.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, ClassVar, Literal
 
 import msgspec
 
-from onion import CallNext, Chunk, ConfigError, GuardrailViolation, Layer, Order, Request, Response, resolve_import
+from onion import (
+    CallNext,
+    Chunk,
+    Completion,
+    ConfigError,
+    GuardrailViolation,
+    Layer,
+    Order,
+    Request,
+    Response,
+    resolve_import,
+)
 
 from .pii import DETECTORS, Detector, PhoneDetector
 
@@ -58,7 +70,7 @@ def _detector(spec: str | Detector, phone_regions: Sequence[str] | None = None) 
 class _Plan:
     """The detectors with their modes, shared by every scan of one guard."""
 
-    __slots__ = ("block", "detectors", "horizon", "longest", "steps")
+    __slots__ = ("block", "detectors", "horizon", "longest", "mask", "steps")
 
     def __init__(self, detectors: Sequence[Detector], block: frozenset[str]) -> None:
         self.detectors = tuple(detectors)
@@ -69,25 +81,57 @@ class _Plan:
         groups: dict[tuple[str, int], list[tuple[Detector, Any]]] = {}
         for d in detectors:
             groups.setdefault(("".join(sorted(d.chars)), d.max_length), []).append((d, d.find))
-        self.steps = tuple((chars, length, tuple(finders)) for (chars, length), finders in groups.items())
+        self.steps = tuple(
+            (chars, length, tuple(finders), _hint(d for d, _ in finders)) for (chars, length), finders in groups.items()
+        )
         # Context kept for look-behinds and for finding where a run began: a detector
         # may look ``lookbehind`` characters before a match ("Order #", "ISBN").
         self.longest = max((d.max_length for d in detectors), default=0)
         self.horizon = max((d.max_length + getattr(d, "lookbehind", 0) for d in detectors), default=0) + 1
+        # What stands for an escape sequence in tool-call arguments: no detector's character.
+        used = frozenset().union(*(d.chars for d in detectors))
+        self.mask = next(chr(c) for c in range(1, 0x110000) if chr(c) not in used and not chr(c).isalnum())
+
+
+# Trailing runs shorter than this are looked at with the window (see Scanner._find).
+_SHORT_RUN = 8
+
+
+def _hint(detectors: Any) -> re.Pattern[str] | None:
+    """One pattern for the ``hint``s of detectors that all have one (a cheap pattern that
+    occurs in every match: where it does not occur, none of them can match)."""
+    hints = [getattr(d, "hint", None) for d in detectors]
+    if not hints or any(h is None for h in hints):
+        return None
+    return re.compile("|".join(f"(?:{h.pattern})" for h in hints))
 
 
 class Scanner:
     """Scans one answer: ``feed(text)`` returns what may go out now, ``finish()`` the
     rest. Raises ``GuardrailViolation`` when a block-mode detector matches; redacts the
-    others. ``found`` counts matches per detector."""
+    others. ``found`` counts matches per detector (a dict shared by the scanners of one
+    answer when given).
 
-    __slots__ = ("_context", "_pending", "_plan", "found")
+    The scan is amortised over the hold-back window: each detector is asked about a
+    stretch of text once, when it has settled (a character outside the detector's set
+    followed it), and its final matches are carried until the text around them goes
+    out. A chunk that settles nothing new for a detector costs it one ``rstrip``; the
+    run still growing at the end is never validated before it ends.
+    """
 
-    def __init__(self, plan: _Plan) -> None:
+    __slots__ = ("_base", "_carried", "_context", "_done", "_pending", "_plan", "found")
+
+    def __init__(self, plan: _Plan, found: dict[str, int] | None = None) -> None:
         self._plan = plan
         self._context = ""  # the last emitted original text (never placeholders)
         self._pending = ""  # received, not yet emitted
-        self.found: dict[str, int] = {}
+        self._base = 0  # the position in the whole answer of the context's first character
+        # Per step: up to where (a position in the whole answer) its final matches are
+        # known; None after a run longer than the step's bound (then it looks again).
+        self._done: list[int | None] = [0] * len(plan.steps)
+        # Final matches not yet sent, as (begin, stop, detector) in whole-answer positions.
+        self._carried: list[tuple[int, int, Detector]] = []
+        self.found: dict[str, int] = {} if found is None else found
 
     @property
     def held(self) -> int:
@@ -107,74 +151,226 @@ class Scanner:
 
     def _scan(self, *, final: bool) -> str:
         context = self._context
+        pending = self._pending
         offset = len(context)
-        window = context + self._pending
+        window = context + pending
         end = len(window)
+        base = self._base
         cut = end
-        spans: list[tuple[int, int, Detector]] = []
-        for chars, max_length, finders in self._plan.steps:
-            # Where the run holding the first pending character began (look-behinds
-            # and grouped numbers need the whole run).
-            start = len(context.rstrip(chars)) if offset else 0
-            # Where the trailing run, which may still grow, begins.
+        carried = self._carried
+        done = self._done
+        for step, (chars, max_length, finders, hint) in enumerate(self._plan.steps):
             if final:
                 settled = end
             else:
+                # Where the trailing run, which may still grow, begins.
                 floor = end - max_length
-                if floor < offset:
-                    floor = offset
-                settled = floor + len(window[floor:].rstrip(chars))
-            for detector, find in finders:
-                for begin, stop in find(window, start):
-                    if stop <= offset:
-                        continue
-                    if begin < offset:
-                        begin = offset
-                    if stop > settled:
-                        # Not final: it may grow or vanish; hold it whole.
-                        if begin < cut:
-                            cut = begin
-                    else:
-                        spans.append((begin, stop, detector))
+                if floor <= offset:  # the usual case: the pending text is shorter than the bound
+                    settled = offset + len(pending.rstrip(chars))
+                else:
+                    settled = floor + len(window[floor:].rstrip(chars))
             if settled < cut:
                 cut = settled
-        if spans:
-            spans.sort(key=lambda s: (s[0], -s[1]))
+            known = done[step]
+            if settled == end or settled == 0 or window[settled - 1] not in chars:
+                # Everything before ``settled`` is final for this step, and no run crosses
+                # the point up to which it looked last time: look only at what is new.
+                if known is None:
+                    carried = self._forget(carried, finders)
+                    # Where the run holding the first pending character began (look-behinds
+                    # and grouped numbers need the whole run).
+                    begin_at = len(context.rstrip(chars)) if offset else 0
+                else:
+                    begin_at = known - base
+                if settled > begin_at:
+                    # The hint tells at C speed when nothing new can match; a hint lies
+                    # inside the match, so the settled stretch alone is searched.
+                    if hint is None or hint.search(window, begin_at, settled) is not None:
+                        # A match past ``settled`` lies in the trailing run, still growing:
+                        # it is dropped, and looked for again once the run has ended. The
+                        # detectors see the text cut at ``settled`` when that run is long
+                        # (a long number is not validated at every chunk); a short one
+                        # costs less to look at than a copy of the window.
+                        text = window if end - settled < _SHORT_RUN else window[:settled]
+                        for detector, find in finders:
+                            for begin, stop in find(text, begin_at):
+                                if offset < stop <= settled:
+                                    carried.append(
+                                        (base + (begin if begin > offset else offset), base + stop, detector)
+                                    )
+                    done[step] = base + settled
+            else:
+                # A run longer than the bound: look at the whole window, as final only
+                # what ends before the run's last ``max_length`` characters.
+                carried = self._forget(carried, finders)
+                begin_at = len(context.rstrip(chars)) if offset else 0
+                for _detector, find in finders:
+                    for begin, stop in find(window, begin_at):
+                        if stop <= offset:
+                            continue
+                        if begin < offset:
+                            begin = offset
+                        if stop > settled:
+                            # Not final: it may grow or vanish; hold it whole.
+                            if begin < cut:
+                                cut = begin
+                        else:
+                            carried.append((base + begin, base + stop, _detector))
+                done[step] = None
+        if carried:
+            carried.sort(key=_span_order)
             # A final match must not straddle the cut (another detector may hold text
             # from inside it): move the cut to its start, until nothing straddles.
+            absolute = base + cut
             moved = True
             while moved:
                 moved = False
-                for begin, stop, _ in spans:
-                    if begin < cut < stop:
-                        cut = begin
+                for begin, stop, _ in carried:
+                    if begin < absolute < stop:
+                        absolute = begin
                         moved = True
-            out = self._redact(window, offset, cut, [s for s in spans if s[1] <= cut])
+            cut = absolute - base
+            ready = [(b - base, s - base, d) for b, s, d in carried if s <= absolute]
+            self._carried = [span for span in carried if span[1] > absolute]
+            out = self._emit(window, offset, cut, ready)
         else:
-            out = window[offset:cut]
+            self._carried = carried
+            out = self._emit(window, offset, cut, None)
         self._pending = window[cut:]
-        horizon = self._plan.horizon
-        self._context = window[max(0, cut - horizon) : cut]
+        keep = cut - self._plan.horizon
+        if keep < 0:
+            keep = 0
+        self._context = window[keep:cut]
+        self._base = base + keep
         return out
 
-    def _redact(self, window: str, offset: int, cut: int, spans: list[tuple[int, int, Detector]]) -> str:
+    @staticmethod
+    def _forget(carried: list[tuple[int, int, Detector]], finders: tuple[Any, ...]) -> list[tuple[int, int, Detector]]:
+        """``carried`` without one step's matches (that step is about to look again)."""
+        mine = {id(detector) for detector, _ in finders}
+        return [span for span in carried if id(span[2]) not in mine]
+
+    def _emit(self, window: str, offset: int, cut: int, spans: list[tuple[int, int, Detector]] | None) -> str:
+        """The text from ``offset`` to ``cut`` with ``spans`` redacted."""
+        if not spans:
+            return window[offset:cut]
+        return self._redact(window, 0, offset, cut, spans)
+
+    def _placeholder(self, detector: Detector, at: int) -> str:
+        return detector.placeholder
+
+    def _redact(self, source: str, shift: int, offset: int, cut: int, spans: list[tuple[int, int, Detector]]) -> str:
+        """``source`` (window positions minus ``shift``) from ``offset`` to ``cut``, each
+        span replaced by its detector's placeholder or raising for a block-mode one."""
         pieces: list[str] = []
         position = offset
         block = self._plan.block
+        found = self.found
         for begin, stop, detector in spans:
             if stop <= position:
                 continue  # inside an earlier, overlapping match
-            found = self.found
             found[detector.name] = found.get(detector.name, 0) + 1
             if detector.name in block:
                 raise GuardrailViolation(f"a {detector.name} match in the answer", stage="output", rule=detector.name)
             if begin >= position:
-                pieces.append(window[position:begin])
-                pieces.append(detector.placeholder)
+                pieces.append(source[position - shift : begin - shift])
+                pieces.append(self._placeholder(detector, begin - shift))
             # else it overlaps the previous match: that placeholder covers both.
             position = stop
-        pieces.append(window[position:cut])
+        pieces.append(source[position - shift : cut - shift])
         return "".join(pieces)
+
+
+def _span_order(span: tuple[int, int, Detector]) -> tuple[int, int]:
+    return span[0], -span[1]
+
+
+_STRING_STOP = re.compile(r'["\\]')
+
+
+class _ArgumentScanner(Scanner):
+    """Scans a tool call's arguments, a JSON text, keeping it valid JSON.
+
+    The detectors see the arguments with every escape sequence (``\\n``, ``\\u00e9``)
+    masked by a character no detector matches, so a match never starts inside an
+    escape (``"Contact:\\nbob@example.com"`` becomes ``"Contact:\\n[EMAIL]"``, not the
+    invalid ``\\[EMAIL]``); what goes out is the original text. A match inside a JSON
+    string is replaced by its placeholder JSON-escaped; one outside a string (a card or
+    phone number written as a JSON number) by the placeholder as a JSON string
+    (``{"card": 4111111111111111}`` becomes ``{"card": "[CARD]"}``). Text that is not JSON
+    is scanned the same way (text between double quotes counts as a string). Not
+    caught: personal data spelled with escapes (``\\u0034111 ...``), and a detector
+    whose characters include ``"`` or ``\\`` may break the JSON.
+    """
+
+    __slots__ = ("_escape", "_flags", "_raw", "_string")
+
+    def __init__(self, plan: _Plan, found: dict[str, int] | None = None) -> None:
+        super().__init__(plan, found)
+        self._raw = ""  # the original text of what is pending
+        self._flags = ""  # per pending character: "s" inside a JSON string, "o" outside
+        self._string = False
+        self._escape = 0  # characters of an escape still to come; -1: the one after "\\"
+
+    def feed(self, text: str) -> str:
+        """Add ``text`` (a fragment of the arguments); return what may go out now."""
+        if not text:
+            return ""
+        view, flags = self._view(text)
+        self._raw += text
+        self._flags += flags
+        self._pending += view
+        return self._scan(final=False)
+
+    def _view(self, text: str) -> tuple[str, str]:
+        mask = self._plan.mask
+        views: list[str] = []
+        flags: list[str] = []
+        i, n = 0, len(text)
+        while i < n:
+            if self._escape:
+                self._escape = (4 if text[i] == "u" else 0) if self._escape < 0 else self._escape - 1
+                views.append(mask)
+                flags.append("s")
+                i += 1
+            elif self._string:
+                found = _STRING_STOP.search(text, i)
+                j = n if found is None else found.start()
+                views.append(text[i:j])
+                flags.append("s" * (j - i))
+                if j < n:
+                    if text[j] == '"':
+                        views.append('"')
+                        self._string = False
+                    else:
+                        views.append(mask)
+                        self._escape = -1
+                    flags.append("s")
+                i = j + 1
+            else:
+                j = text.find('"', i)
+                if j < 0:
+                    j = n
+                views.append(text[i:j])
+                flags.append("o" * (j - i))
+                if j < n:
+                    views.append('"')
+                    flags.append("o")
+                    self._string = True
+                i = j + 1
+        return "".join(views), "".join(flags)
+
+    def _emit(self, window: str, offset: int, cut: int, spans: list[tuple[int, int, Detector]] | None) -> str:
+        count = cut - offset
+        raw = self._raw
+        out = self._redact(raw, offset, offset, cut, spans) if spans else raw[:count]
+        self._raw = raw[count:]
+        self._flags = self._flags[count:]
+        return out
+
+    def _placeholder(self, detector: Detector, at: int) -> str:
+        quoted = msgspec.json.encode(detector.placeholder).decode()
+        return quoted[1:-1] if self._flags[at] == "s" else quoted
 
 
 class OutputGuard(Layer):
@@ -231,38 +427,71 @@ class OutputGuard(Layer):
         scanner = self.scanner()
         return scanner.feed(text) + scanner.finish()
 
+    def check_arguments(self, arguments: str) -> str:
+        """A tool call's ``arguments`` (JSON) with redactions applied, still valid JSON
+        where a match was inside a string; raises ``GuardrailViolation`` on a block."""
+        scanner = _ArgumentScanner(self._plan)
+        return scanner.feed(arguments) + scanner.finish()
+
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         response = await call_next(request)
-        scanner = Scanner(self._plan)
         completion = response.completion
+        plan = self._plan
         if completion is None:
-            return response.wrap(lambda source: _guard_stream(source, scanner, request))
+            return response.wrap(lambda source: _guard_stream(source, plan, request))
+        found: dict[str, int] = {}
         with request.context.span("output_guard scan", _SPAN_ATTRIBUTES) as span:
             try:
-                content = scanner.feed(completion.content) + scanner.finish()
-                calls = _scan_calls(completion.tool_calls, self._plan, scanner.found)
+                if completion.other_choices is None:  # one choice: no need to split the answer
+                    content = _scan_text(completion.content, plan, found)
+                    calls = _scan_calls(completion.tool_calls, plan, found)
+                    if content is completion.content and calls is completion.tool_calls:
+                        return response
+                    scanned = msgspec.structs.replace(completion, content=content, tool_calls=calls)
+                else:
+                    scanned = _scan_choices(completion, plan, found)
+                    if scanned is completion:
+                        return response
             finally:
-                _record(request, scanner)
-                _annotate(span, scanner)
-        if content == completion.content and calls is completion.tool_calls:
-            return response
-        return response.replace_completion(msgspec.structs.replace(completion, content=content, tool_calls=calls))
+                _record(request, found)
+                _annotate(span, found)
+        return response.replace_completion(scanned)
+
+
+def _scan_text(text: str, plan: _Plan, found: dict[str, int]) -> str:
+    """``text`` scanned (the same object when nothing changed)."""
+    if not text:
+        return text
+    scanner = Scanner(plan, found)
+    out = scanner.feed(text) + scanner.finish()
+    return text if out == text else out
+
+
+def _scan_choices(completion: Completion, plan: _Plan, found: dict[str, int]) -> Completion:
+    """Every choice of an ``n > 1`` answer scanned on its own (the same answer if clean)."""
+    choices = completion.all_choices()
+    out = []
+    for choice in choices:
+        content = _scan_text(choice.content, plan, found) if choice.content else choice.content
+        calls = _scan_calls(choice.tool_calls, plan, found)
+        if content is not choice.content or calls is not choice.tool_calls:
+            choice = msgspec.structs.replace(choice, content=content, tool_calls=calls)
+        out.append(choice)
+    if all(a is b for a, b in zip(out, choices, strict=True)):
+        return completion
+    return completion.with_choices(out)
 
 
 def _scan_calls(calls: list[dict[str, Any]] | None, plan: _Plan, found: dict[str, int]) -> Any:
-    """Tool calls with their arguments scanned like the answer (the same list if clean)."""
+    """Tool calls with their arguments scanned as JSON (the same list if clean)."""
     if not calls:
         return calls
     out = []
     for call in calls:
         arguments = _arguments(call)
         if arguments:
-            scanner = Scanner(plan)
-            try:
-                scanned = scanner.feed(arguments) + scanner.finish()
-            finally:
-                for name, count in scanner.found.items():
-                    found[name] = found.get(name, 0) + count
+            scanner = _ArgumentScanner(plan, found)
+            scanned = scanner.feed(arguments) + scanner.finish()
             if scanned != arguments:
                 call = _with_arguments(call, scanned)
         out.append(call)
@@ -279,84 +508,116 @@ def _with_arguments(call: dict[str, Any], arguments: str) -> dict[str, Any]:
     return {**call, "function": {**call["function"], "arguments": arguments}}
 
 
-class _CallScanners:
-    """Streamed tool calls: one scanner per call index, since OpenAI streams a call's
-    arguments as fragments of one string (``tool_calls[i].function.arguments``)."""
+class _ChoiceScan:
+    """One choice of a stream: a scanner for its text and one per tool call, since
+    OpenAI streams a call's arguments as fragments of one string
+    (``tool_calls[i].function.arguments``, ``i`` the call's ``index``)."""
 
-    __slots__ = ("_plan", "found", "scanners")
+    __slots__ = ("calls", "found", "plan", "text")
 
     def __init__(self, plan: _Plan, found: dict[str, int]) -> None:
-        self._plan = plan
-        self.found = found  # the answer's scanner's counts, shared
-        self.scanners: dict[Any, Scanner] = {}
+        self.plan = plan
+        self.found = found  # shared by every scanner of the answer
+        self.text = Scanner(plan, found)
+        self.calls: dict[Any, _ArgumentScanner] = {}
 
-    def feed(self, deltas: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def feed_calls(self, deltas: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for delta in deltas:
             arguments = _arguments(delta)
             if arguments:
                 key = delta.get("index", 0)
-                scanner = self.scanners.get(key)
+                scanner = self.calls.get(key)
                 if scanner is None:
-                    scanner = self.scanners[key] = Scanner(self._plan)
-                    scanner.found = self.found
-                delta = _with_arguments(delta, scanner.feed(arguments))
+                    scanner = self.calls[key] = _ArgumentScanner(self.plan, self.found)
+                scanned = scanner.feed(arguments)
+                if scanned != arguments:
+                    delta = _with_arguments(delta, scanned)
             out.append(delta)
         return out
 
-    def finish(self) -> list[dict[str, Any]]:
-        """The held-back ends of every call's arguments, as deltas."""
-        rests = [(key, scanner.finish()) for key, scanner in self.scanners.items()]
-        return [{"index": key, "function": {"arguments": rest}} for key, rest in rests if rest]
+    def finish_calls(self, deltas: list[dict[str, Any]] | None) -> tuple[list[dict[str, Any]], Any]:
+        """The held-back ends of every call's arguments: those of calls in ``deltas`` (a
+        chunk's, already fed) appended to their last delta there, the others returned
+        as deltas of their own, to send before that chunk."""
+        before: list[dict[str, Any]] = []
+        if not self.calls:
+            return before, deltas
+        last = {delta.get("index", 0): position for position, delta in enumerate(deltas or ())}
+        merged = deltas
+        for key, scanner in self.calls.items():
+            rest = scanner.finish()
+            if not rest:
+                continue
+            position = last.get(key)
+            if merged is None or position is None:
+                before.append({"index": key, "function": {"arguments": rest}})
+            else:
+                if merged is deltas:
+                    merged = list(deltas)
+                delta = merged[position]
+                merged[position] = _with_arguments(delta, _arguments(delta) + rest)
+        return before, merged
 
 
-def _annotate(span: Any, scanner: Scanner) -> None:
-    if span is not None and scanner.found:
-        span.set_attribute("onion.guard.found", sorted(scanner.found))
+def _annotate(span: Any, found: dict[str, int]) -> None:
+    if span is not None and found:
+        span.set_attribute("onion.guard.found", sorted(found))
 
 
-def _record(request: Request, scanner: Scanner) -> None:
-    if scanner.found:
+def _record(request: Request, found: dict[str, int]) -> None:
+    if found:
         record = request.context.guard_findings().redactions
-        for name, count in scanner.found.items():
+        for name, count in found.items():
             record[name] = record.get(name, 0) + count
 
 
-async def _guard_stream(
-    source: AsyncIterator[Chunk], scanner: Scanner, request: Request
-) -> AsyncGenerator[Chunk, None]:
+async def _guard_stream(source: AsyncIterator[Chunk], plan: _Plan, request: Request) -> AsyncGenerator[Chunk, None]:
     # For a stream the span covers the whole answer the guard watched, chunk by chunk.
     span_context = request.context.span("output_guard scan", _STREAM_SPAN_ATTRIBUTES)
     span = span_context.__enter__()
     failure: BaseException | None = None
-    calls = _CallScanners(scanner._plan, scanner.found)
+    found: dict[str, int] = {}
+    # One hold-back window per choice (``Chunk.index``): the choices of an ``n > 1``
+    # stream interleave, and each is its own text.
+    choices: dict[int, _ChoiceScan] = {}
+    last_index, choice = -1, None  # the choice of the previous chunk: usually this one's too
     try:
         async for chunk in source:
-            if chunk.tool_calls:
-                chunk = msgspec.structs.replace(chunk, tool_calls=calls.feed(chunk.tool_calls))
+            if chunk.index != last_index or choice is None:
+                last_index = chunk.index
+                choice = choices.get(last_index)
+                if choice is None:
+                    choice = choices[last_index] = _ChoiceScan(plan, found)
+            deltas = chunk.tool_calls
+            if deltas:
+                deltas = choice.feed_calls(deltas)
             if chunk.finish_reason is not None:
-                text = scanner.feed(chunk.content) + scanner.finish()
-                rests = calls.finish()
-                if rests:
-                    yield Chunk(tool_calls=rests)
+                text = choice.text.feed(chunk.content) + choice.text.finish()
+                before, deltas = choice.finish_calls(deltas)
+                if before:
+                    yield Chunk(tool_calls=before, index=chunk.index)
             else:
-                text = scanner.feed(chunk.content)
-            if text != chunk.content:
+                text = choice.text.feed(chunk.content)
+            if deltas is not chunk.tool_calls:
+                chunk = msgspec.structs.replace(chunk, content=text, tool_calls=deltas)
+            elif text != chunk.content:
                 chunk = msgspec.structs.replace(chunk, content=text)
             if text or _carries_more_than_text(chunk):
                 yield chunk
-        rest = scanner.finish()
-        if rest:
-            yield Chunk(content=rest)
-        rests = calls.finish()
-        if rests:
-            yield Chunk(tool_calls=rests)
+        for index, choice in choices.items():
+            rest = choice.text.finish()
+            if rest:
+                yield Chunk(content=rest, index=index)
+            before, _ = choice.finish_calls(None)
+            if before:
+                yield Chunk(tool_calls=before, index=index)
     except BaseException as error:
         failure = error
         raise
     finally:
-        _record(request, scanner)
-        _annotate(span, scanner)
+        _record(request, found)
+        _annotate(span, found)
         if failure is None:
             span_context.__exit__(None, None, None)
         else:
@@ -369,17 +630,19 @@ async def _guard_stream(
 def _carries_more_than_text(chunk: Chunk) -> bool:
     """Whether a chunk whose text is (now) empty still carries something the caller needs:
     a role, tool calls, an end, usage, a refusal, logprobs, annotations, audio, unknown fields."""
-    return bool(
-        chunk.role
-        or chunk.tool_calls
+    # ``is not None``: an empty list or object the upstream sent (``annotations: []``) is
+    # passed on as sent.
+    return (
+        chunk.role is not None
+        or chunk.tool_calls is not None
         or chunk.finish_reason is not None
-        or chunk.usage
+        or chunk.usage is not None
         or chunk.refusal is not None
-        or chunk.logprobs
-        or chunk.annotations
-        or chunk.audio
-        or chunk.system_fingerprint
-        or chunk.service_tier
-        or chunk.extra
-        or chunk.delta_extra
+        or chunk.logprobs is not None
+        or chunk.annotations is not None
+        or chunk.audio is not None
+        or chunk.system_fingerprint is not None
+        or chunk.service_tier is not None
+        or bool(chunk.extra)
+        or bool(chunk.delta_extra)
     )

@@ -305,6 +305,7 @@ class CardDetector(PatternDetector):
     chars = frozenset(_DIGITS + "-" + _CARD_SPACES)
     max_length = 19 + 18 * 2
     lookbehind = LABEL_LOOKBEHIND
+    hint = re.compile(_D)
     pattern = _runs_of(12)
 
     def find(self, text: str, start: int = 0) -> list[tuple[int, int]]:
@@ -320,6 +321,7 @@ class MyNumberDetector(PatternDetector):
     placeholder = "[MY_NUMBER]"
     chars = frozenset(_DIGITS + " -")
     max_length = 14
+    hint = re.compile(_D)
     pattern = re.compile(rf"{_D}(?<![0-9０-９]{_D}){_D}{{3}}[ -]?{_D}{{4}}[ -]?{_D}{{4}}(?![0-9０-９])")
 
     lookbehind = LABEL_LOOKBEHIND
@@ -469,6 +471,7 @@ class IbanDetector(PatternDetector):
     chars = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -")
     # The longest IBAN of a known country, and a separator after each whole group of four.
     max_length = max(_IBAN_LENGTHS.values()) + (max(_IBAN_LENGTHS.values()) - 1) // 4
+    hint = re.compile("[0-9]")
     # From the check digits (a digit: the regex engine scans for it at C speed) the
     # look-behind sees the two letters of the country code, which must start a word;
     # then the groups: a separator may only follow a whole group of four (so a match

@@ -51,8 +51,7 @@ def gateway(upstream: FakeUpstream) -> Iterator[ThreadedServer]:
 
 @pytest.fixture(scope="module")
 def unguarded(upstream: FakeUpstream) -> Iterator[ThreadedServer]:
-    # The default stack without the output guard: it scans one choice per stream, so
-    # interleaved n > 1 choices would get their held-back text mixed (not yet per choice).
+    # The default stack without the output guard, for the refusal case below.
     with ThreadedServer(create_app(_gateway(upstream, without=("output_guard",))), lifespan="on") as server:
         yield server
 
@@ -238,9 +237,11 @@ def test_any_upstream_answer_reaches_the_client_field_by_field_complete(
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(answer=completions())
 def test_any_upstream_answer_reaches_the_client_field_by_field_streamed(
-    upstream: FakeUpstream, unguarded: ThreadedServer, answer: dict[str, Any]
+    upstream: FakeUpstream, gateway: ThreadedServer, answer: dict[str, Any]
 ) -> None:
-    _check_round_trip(upstream, unguarded, answer, stream=True)
+    # The whole default stack, output guard included: it holds text back per choice and
+    # per tool call, so chunk boundaries move, but the folded answer is unchanged.
+    _check_round_trip(upstream, gateway, answer, stream=True)
 
 
 REFUSED = {
@@ -268,3 +269,54 @@ def test_a_streamed_refusal_passes_the_default_stacks_output_guard(
 
 def test_a_streamed_refusal_passes_without_the_output_guard(upstream: FakeUpstream, unguarded: ThreadedServer) -> None:
     _check_round_trip(upstream, unguarded, REFUSED, stream=True)
+
+
+PAYMENT = '{"card": "4111 1111 1111 1111", "n": 4111111111111111}'
+PERSONAL = {
+    "id": "chatcmpl-personal",
+    "object": "chat.completion",
+    "created": 1_700_000_000,
+    "model": "gpt-4o",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "nothing here"}, "finish_reason": "stop"},
+        {
+            "index": 1,
+            "message": {
+                "role": "assistant",
+                "content": "write to bob@example.com",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {
+                            "name": "pay",
+                            "arguments": '{"card": "4111 1111 1111 1111", "n": 4111111111111111}',
+                        },
+                    }
+                ],
+            },
+            "finish_reason": "tool_calls",
+        },
+    ],
+    "usage": None,
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_default_stacks_output_guard_redacts_every_choice_and_tool_call(
+    upstream: FakeUpstream, gateway: ThreadedServer, stream: bool
+) -> None:
+    upstream.completion_for = lambda body: PERSONAL
+    with httpx.Client(timeout=10) as http:
+        answer = _ask(http, gateway.url, 2, stream, next(_nonce))
+    assert "4111" not in answer.text and "bob@" not in answer.text
+    if stream:
+        choices = fold(_events(answer.text))["choices"]
+        content, arguments = choices[1]["content"], choices[1]["tools"][0]["arguments"]
+    else:
+        choices = answer.json()["choices"]
+        content = choices[1]["message"]["content"]
+        arguments = choices[1]["message"]["tool_calls"][0]["function"]["arguments"]
+    assert (choices[0]["content"] if stream else choices[0]["message"]["content"]) == "nothing here"
+    assert content == "write to [EMAIL]"
+    assert msgspec.json.decode(arguments) == {"card": "[CARD]", "n": "[CARD]"}

@@ -323,3 +323,22 @@ async def test_redis_backend_is_shared_between_instances(redis_url: str) -> None
     finally:
         await one.aclose()
         await two.aclose()
+
+
+async def test_allow_n_and_the_policy_are_set_from_toml() -> None:
+    import tomllib
+
+    provider = ScriptedProvider()
+    for toml in ('use = "exact_cache"\nallow_n = true', 'use = "exact_cache"\npolicy = {allow_n = true}'):
+        stack = Stack.from_config([tomllib.loads(toml)], provider)
+        assert stack.layers[0].policy.allow_n
+        await (await stack(req(n=2))).result()
+        assert (await stack(req(n=2))).served_by == "exact_cache"
+    assert not Stack.from_config([{"use": "exact_cache"}], provider).layers[0].policy.allow_n
+    with pytest.raises(ConfigError, match="allow_n"):
+        Stack.from_config([{"use": "exact_cache", "allow_n": "yes"}], provider)
+    with pytest.raises(ConfigError, match=r"policy\.allow_n"):
+        Stack.from_config([{"use": "semantic_cache", "policy": {"allow_n": 2}}], provider)
+    with pytest.raises(ConfigError, match="not both"):
+        Stack.from_config([{"use": "exact_cache", "allow_n": True, "policy": {"max_temperature": 1.0}}], provider)
+    assert Stack.from_config([{"use": "semantic_cache", "allow_n": True}], provider).layers[0].policy.allow_n

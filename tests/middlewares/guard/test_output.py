@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 
@@ -15,7 +16,19 @@ from hypothesis import strategies as st
 
 from middlewares.guard.output import OutputGuard
 from middlewares.guard.pii import DETECTORS, IbanDetector, PatternDetector
-from onion import AnswerEnd, CallNext, Chunk, ConfigError, GuardrailViolation, Layer, Request, Response, Stack
+from onion import (
+    AnswerEnd,
+    CallNext,
+    Chunk,
+    Completion,
+    ConfigError,
+    GuardrailViolation,
+    Layer,
+    Request,
+    Response,
+    Stack,
+)
+from onion._types import Choice  # not in onion's public API: Completion.all_choices() hands them out
 from onion.testing import Reply, ScriptedProvider
 
 CARD = "4111 1111 1111 1111"
@@ -485,3 +498,205 @@ def test_streamed_tool_call_arguments_match_the_complete_scan_at_any_split(first
 def test_phone_regions_from_configuration() -> None:
     assert OutputGuard().check_text("llame al 912 34 56 78") == "llame al 912 34 56 78"  # Spain: not a default
     assert OutputGuard(phone_regions=["ES"]).check_text("llame al 912 34 56 78") == "llame al [PHONE]"
+
+
+# --- several choices and tool-call arguments, streamed at any chunk boundary -----------
+
+ANSWER_PICKS = st.lists(st.integers(0, 2), max_size=60)
+
+
+@st.composite
+def choice_texts(draw: st.DrawFn) -> dict[str, object]:
+    """One choice: prose with planted values, and tool calls whose JSON arguments hold
+    planted values inside strings (with escapes around them) or, for a card, as a number."""
+    segments, chosen = draw(planted())
+    text = segments[0] + "".join(value + segment for (_, value), segment in zip(chosen, segments[1:], strict=True))
+    expected = segments[0] + "".join(
+        PLACEHOLDERS[name] + segment for (name, _), segment in zip(chosen, segments[1:], strict=True)
+    )
+    calls = []
+    for _ in range(draw(st.integers(0, 2))):
+        glue = draw(st.sampled_from([" ", "\n", '"', "\t"]))  # escaped in JSON
+        name, value = draw(st.sampled_from(chosen))
+        note = "see" + glue + value + glue + "thanks"
+        arguments: dict[str, object] = {"note": note}
+        redacted: dict[str, object] = {"note": "see" + glue + PLACEHOLDERS[name] + glue + "thanks"}
+        if name == "card" and value.isdigit():
+            arguments["number"], redacted["number"] = int(value), "[CARD]"
+        calls.append((json.dumps(arguments, ensure_ascii=False), redacted, value))
+    return {"text": text, "expected": expected, "values": [v for _, v in chosen], "calls": calls}
+
+
+def _completion(choices: list[dict[str, object]]) -> Completion:
+    built = []
+    for index, choice in enumerate(choices):
+        calls = [
+            {"id": f"call_{index}_{i}", "type": "function", "function": {"name": "f", "arguments": arguments}}
+            for i, (arguments, _, _) in enumerate(choice["calls"])  # type: ignore[arg-type]
+        ]
+        built.append(Choice(index, choice["text"], tool_calls=calls or None))  # type: ignore[arg-type]
+    return Completion().with_choices(built)
+
+
+def _streamed(choices: list[dict[str, object]], cuts: list[int], picks: list[int], on_finish: bool) -> list[Chunk]:
+    """Each choice's text and arguments split at ``cuts``, the choices interleaved as
+    ``picks`` says (each choice's own order kept); the last piece rides on the finish
+    chunk when ``on_finish``."""
+    queues: list[list[Chunk]] = []
+    for index, choice in enumerate(choices):
+        queue = [Chunk(content=piece, index=index) for piece in split_at(choice["text"], cuts) if piece]  # type: ignore[arg-type]
+        for i, (arguments, _, _) in enumerate(choice["calls"]):  # type: ignore[arg-type]
+            head = {"index": i, "id": f"call_{index}_{i}", "type": "function", "function": {"name": "f"}}
+            queue.append(Chunk(tool_calls=[head], index=index))
+            queue += [Chunk(tool_calls=[_call_delta(i, p)], index=index) for p in split_at(arguments, cuts) if p]
+        if on_finish and queue:
+            last = queue.pop()
+            queue.append(msgspec.structs.replace(last, finish_reason="stop"))
+        else:
+            queue.append(Chunk(finish_reason="stop", index=index))
+        queues.append(queue)
+    out = []
+    for pick in picks:
+        queue = queues[pick % len(queues)]
+        if queue:
+            out.append(queue.pop(0))
+    for queue in queues:
+        out += queue
+    return out
+
+
+async def _run_layer(guard: OutputGuard, answer: Response) -> tuple[Response, Request]:
+    req = request(answer.is_stream)
+
+    async def upstream(_: Request) -> Response:
+        return answer
+
+    return await guard(req, upstream), req
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(choice_texts(), min_size=1, max_size=3),
+    st.lists(st.integers(0, 10_000), max_size=30),
+    ANSWER_PICKS,
+    st.booleans(),
+)
+def test_every_choice_and_tool_call_is_redacted_streamed_as_complete_at_any_boundary(
+    choices: list[dict[str, object]], cuts: list[int], picks: list[int], on_finish: bool
+) -> None:
+    guard = OutputGuard()
+    chunks = _streamed(choices, cuts, picks, on_finish)
+
+    async def run() -> tuple[Completion, Completion, list[Chunk]]:
+        complete, _ = await _run_layer(guard, Response.complete(_completion(choices)))
+
+        async def source():  # type: ignore[no-untyped-def]
+            for chunk in chunks:
+                yield chunk
+
+        streamed, req = await _run_layer(guard, Response.stream(source()))
+        sent = [chunk async for chunk in streamed]
+        return await complete.result(), req, sent
+
+    complete, _, sent = anyio.run(run)
+    folded = _fold(sent)
+    for index, (choice, scanned) in enumerate(zip(choices, complete.all_choices(), strict=True)):
+        assert scanned.content == choice["expected"]
+        assert folded[index]["content"] == choice["expected"]
+        for i, (_, redacted, _) in enumerate(choice["calls"]):  # type: ignore[arg-type]
+            arguments = scanned.tool_calls[i]["function"]["arguments"]  # type: ignore[index]
+            assert json.loads(arguments) == redacted  # valid JSON, every value redacted
+            assert folded[index]["calls"][i] == arguments  # streamed: the same text exactly
+    # Nothing of a value went out before its detector had seen all of it: at every chunk,
+    # what each choice has received is a prefix of its redacted text and arguments.
+    received: dict[tuple[int, object], str] = {}
+    for chunk in sent:
+        received[chunk.index, "text"] = received.get((chunk.index, "text"), "") + chunk.content
+        assert choices[chunk.index]["expected"].startswith(received[chunk.index, "text"])  # type: ignore[attr-defined]
+        for delta in chunk.tool_calls or ():
+            key = (chunk.index, delta["index"])
+            received[key] = received.get(key, "") + (delta.get("function", {}).get("arguments") or "")
+            assert folded[chunk.index]["calls"][delta["index"]].startswith(received[key])
+    values = [v for choice in choices for v in choice["values"]]  # type: ignore[attr-defined]
+    wire = msgspec.json.encode(sent).decode()
+    assert not any(msgspec.json.encode(v).decode()[1:-1] in wire for v in values)
+
+
+def _fold(chunks: list[Chunk]) -> dict[int, dict[str, object]]:
+    out: dict[int, dict[str, object]] = {}
+    for chunk in chunks:
+        choice = out.setdefault(chunk.index, {"content": "", "calls": {}})
+        choice["content"] += chunk.content  # type: ignore[operator]
+        for delta in chunk.tool_calls or ():
+            calls = choice["calls"]
+            calls[delta["index"]] = calls.get(delta["index"], "") + (delta.get("function", {}).get("arguments") or "")  # type: ignore[union-attr,attr-defined,index]
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(choice_texts(), min_size=2, max_size=3), st.lists(st.integers(0, 10_000), max_size=30), ANSWER_PICKS)
+def test_a_block_in_any_choice_stops_the_stream_before_any_part_of_the_match(
+    choices: list[dict[str, object]], cuts: list[int], picks: list[int]
+) -> None:
+    guard = OutputGuard(mode="block")
+    chunks = _streamed(choices, cuts, picks, on_finish=False)
+    sent: list[Chunk] = []
+
+    async def run() -> None:
+        async def source():  # type: ignore[no-untyped-def]
+            for chunk in chunks:
+                yield chunk
+
+        streamed, _ = await _run_layer(guard, Response.stream(source()))
+        async for chunk in streamed:
+            sent.append(chunk)
+
+    with pytest.raises(GuardrailViolation):
+        anyio.run(run)
+    with pytest.raises(GuardrailViolation):
+        anyio.run(_run_layer, guard, Response.complete(_completion(choices)))
+    folded = _fold(sent)
+    for index, choice in folded.items():
+        text, first = choices[index]["text"], choices[index]["values"][0]  # type: ignore[index]
+        assert text[: text.index(first)].startswith(choice["content"])  # type: ignore[union-attr,attr-defined]
+        for i, arguments in choice["calls"].items():  # type: ignore[union-attr,attr-defined]
+            raw, _, value = choices[index]["calls"][i]  # type: ignore[index]
+            assert raw[: raw.index(value)].startswith(arguments)
+
+
+def test_tool_call_arguments_stay_valid_json() -> None:
+    guard = OutputGuard()
+    assert guard.check_arguments('{"to": "Contact:\\nbob@example.com"}') == '{"to": "Contact:\\n[EMAIL]"}'
+    assert guard.check_arguments('{"card": 4111111111111111, "n": 2}') == '{"card": "[CARD]", "n": 2}'
+    assert guard.check_arguments('{"q": "say \\"a@b.io\\""}') == '{"q": "say \\"[EMAIL]\\""}'
+    # An escape is not the start of a number: "\u4111" is one character.
+    assert guard.check_arguments('{"c": "\\u4111 1111 1111 1111"}') == '{"c": "\\u4111 1111 1111 1111"}'
+    # Escapes split over fragments.
+    scanner_out = "".join(feed_all_arguments(guard, ['{"to": "x\\', "nbob@exam", "ple.com\\", 'u00e9"}']))
+    assert scanner_out == '{"to": "x\\n[EMAIL]\\u00e9"}'
+
+
+def feed_all_arguments(guard: OutputGuard, pieces: list[str]) -> list[str]:
+    from middlewares.guard.output import _ArgumentScanner
+
+    scanner = _ArgumentScanner(guard._plan)
+    return [*(scanner.feed(p) for p in pieces), scanner.finish()]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_every_choice_is_redacted_in_a_stack(stream: bool) -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "send", "arguments": '{"to": "bob@example.com"}'}}
+    answer = Completion().with_choices(
+        [Choice(0, "clean one"), Choice(1, f"card {CARD} ok", tool_calls=[call]), Choice(2, "mail a@b.io")]
+    )
+
+    async def handler(req: Request) -> Response:
+        return Response.replay(answer, piece_chars=5) if req.stream else Response.complete(answer)
+
+    req = msgspec.structs.replace(request(stream), n=3)
+    completion = await (await Stack([OutputGuard()], handler)(req)).result()
+    choices = completion.all_choices()
+    assert [c.content for c in choices] == ["clean one", "card [CARD] ok", "mail [EMAIL]"]
+    assert choices[1].tool_calls is not None
+    assert choices[1].tool_calls[0]["function"]["arguments"] == '{"to": "[EMAIL]"}'
+    assert req.context.findings is not None and req.context.findings.redactions == {"card": 1, "email": 2}
