@@ -565,7 +565,10 @@ def _validate(data: Mapping[str, Any], origin: str, env: Mapping[str, str]) -> t
     if "router" in data:
         converted = _convert(data["router"], RouterConfig, "router", origin, problems)
         router = _check_router(converted, origin, env, problems) if converted is not None else router
-    stack = _check_stack(_convert(data.get("stack", []), list[Any], "stack", origin, problems) or [], origin, problems)
+    # No [[stack]] at all is the embedded default stack (its per-attempt limits, one
+    # retry, the breaker, the guards and the cache); `stack = []` asks for no layers.
+    tables = data["stack"] if "stack" in data else [dict(table) for table in DEFAULT_STACK]
+    stack = _check_stack(_convert(tables, list[Any], "stack", origin, problems) or [], origin, problems)
     config = GatewayConfig(
         server=server,
         telemetry=telemetry or TelemetryConfig(),
