@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from middlewares.resilience import CircuitBreaker, Deadline, Fallback, Retry
+from middlewares.resilience.circuit_breaker import BreakerPolicy
 from onion import Message, OnionError, Request, Stack
 from onion.config import DEFAULT_STACK
 from onion.providers import OpenAIProvider, Router
@@ -38,8 +39,15 @@ _SCALED = {
 
 def default_stack(k: float = K) -> list[Any]:
     """The resilience layers of the embedded ``DEFAULT_STACK``, durations scaled by ``k``."""
+    # The breaker's windows are class defaults, not in the table: scaled too, or a
+    # breaker opened by a scaled outage stays open for a full 15 s (a flaky test).
+    policy = BreakerPolicy()
+    breaker = {"open_seconds": policy.open_seconds, "window_seconds": policy.window_seconds}
     tables = [
-        {key: value * k if key in _SCALED and value is not None else value for key, value in table.items()}
+        {
+            key: value * k if key in _SCALED and value is not None else value
+            for key, value in ({**breaker, **table} if table["use"] == "circuit_breaker" else table).items()
+        }
         for table in DEFAULT_STACK
         if table["use"] in ("timeout", "retry", "circuit_breaker")
     ]
