@@ -111,6 +111,7 @@ class _Deployment:
         "failed",
         "failures",
         "in_flight",
+        "last_failed",
         "last_healthy",
         "name",
         "probe_busy",
@@ -128,6 +129,7 @@ class _Deployment:
         self.ejections = 0
         self.ejected_until = 0.0  # 0: never ejected
         self.last_healthy = 0.0  # when the last ejection ended in a success
+        self.last_failed = 0.0  # when the last failure ended
         self.probe_busy = False
         self.served = 0
         self.failed = 0
@@ -193,6 +195,19 @@ class HealthTable:
         """True while ``name`` is ejected (its ejection time not yet over)."""
         return self._deployments[name].ejected(self.clock())
 
+    def failing(self, name: str) -> bool:
+        """True while ``name`` is ejected, or has failed ``consecutive_failures`` times in
+        a row with the last failure less than ``base_ejection_seconds`` ago. Readiness
+        reads it: a model's only deployment is never ejected (it keeps taking calls), but
+        it is down. The time limit lets readiness come back with no traffic to prove it,
+        as an ejection ends, so a load balancer sends the calls that test it again."""
+        d = self._deployments[name]
+        now = self.clock()
+        if d.ejected(now):
+            return True
+        policy = self.policy
+        return d.failures >= policy.consecutive_failures and now - d.last_failed < policy.base_ejection_seconds
+
     # -- picking ---------------------------------------------------------------
 
     def pick(self, names: Sequence[str], exclude: str | None = None) -> str | None:
@@ -245,6 +260,7 @@ class HealthTable:
                 d.last_healthy = now  # the probe answered: back in the pool
             return False
         d.failed += 1
+        d.last_failed = now
         # Redis's count is every worker's: a success anywhere ended the streak.
         d.failures = d.failures + 1 if shared_failures is None else shared_failures
         if d.ejected(now):

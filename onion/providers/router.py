@@ -148,13 +148,20 @@ class Router:
         healthy = [p for p in deployments if not self.health.ejected(p.name)]
         return healthy or deployments
 
+    def ready_deployments(self, model: str) -> list[Provider]:
+        """The deployments of ``model`` that are neither ejected nor failing
+        (``HealthTable.failing``); empty when every one is down. ``/readyz`` reads it:
+        unlike ``healthy_deployments`` it tells a model whose only upstream is down."""
+        return [p for p in self.deployments(model) if not self.health.failing(p.name)]
+
     async def __call__(self, request: Request) -> Response:
         names = self._balanced.get(request.model)
         if names is None:
             provider, model = self.route(request.model)
             if model != request.model:
                 request = msgspec.structs.replace(request, model=model)
-            return await provider(request)
+            # One deployment: no pick, but its verdicts are kept (readiness reads them).
+            return await self._attempt(provider.name, request, balanced=False)
         await self._refresh()
         first = self.health.pick(names)
         assert first is not None  # a balanced model has two deployments or more
@@ -169,7 +176,7 @@ class Router:
             request.context.attempts += 1
             return await self._attempt(second, request)
 
-    async def _attempt(self, name: str, request: Request) -> Response:
+    async def _attempt(self, name: str, request: Request, *, balanced: bool = True) -> Response:
         provider = self.providers[name]
         self.health.started(name)
         started = time.monotonic()  # waits are measured on it (anyio's clock costs more per read)
@@ -179,7 +186,8 @@ class Router:
             with anyio.CancelScope(shield=True):
                 await self._finish(name, _verdict(error, request, started, True))
             raise
-        response.headers["x-onion-deployment"] = name
+        if balanced:
+            response.headers["x-onion-deployment"] = name
         if response.is_stream:
             response.wrap(lambda chunks: self._watch(name, request, chunks, started))
         else:

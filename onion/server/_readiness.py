@@ -9,8 +9,10 @@ Ready means, at once:
   ping in flight at a time; the others wait for its result), so a load balancer that
   polls ``/readyz`` cannot hammer Redis; each ping has ``timeout`` seconds;
 - every model the config lists has at least one deployment the router counts as
-  healthy (``Router.healthy_deployments``: the router's own health data, gathered from
-  the traffic it routes, never a probe per ``/readyz``).
+  ready (``Router.ready_deployments``: not ejected, and not failed
+  ``consecutive_failures`` times in a row within ``base_ejection_seconds``; the
+  router's own health data, gathered from the traffic it routes, never a probe per
+  ``/readyz``).
 
 ``/healthz`` stays liveness (the process answers); ``/readyz`` answers 200 with what it
 checked, or 503 with ``"down"`` naming each store and model that is not.
@@ -70,7 +72,10 @@ class Readiness:
             if model in states:
                 continue
             try:
-                healthy = [p.name for p in self.router.healthy_deployments(model)]
+                # ready_deployments when the router has it (it also tells a model whose
+                # only deployment fails), else the deployments not ejected.
+                ready = getattr(self.router, "ready_deployments", self.router.healthy_deployments)
+                healthy = [p.name for p in ready(model)]
                 every = [p.name for p in self.router.deployments(model)]
             except Exception:  # a router that cannot resolve its own model: not ready
                 healthy, every = [], []

@@ -451,6 +451,7 @@ async def test_the_gateway_names_the_deployment_that_served(
                 {"name": "west", "kind": "openai", "base_url": west.base_url, "models": [MODEL], "weight": 1e9},
             ],
             "router": {"consecutive_failures": 1},
+            "stack": [],  # the router alone (no [[stack]] would be the default stack)
         }
     )
     gateway = build_gateway(config)

@@ -18,7 +18,7 @@ import redis
 from onion import Router, SimulatedProvider, Stack
 from onion.server import GatewayApp
 from onion.server._readiness import Readiness
-from onion.testing.upstream import ThreadedServer
+from onion.testing.upstream import FakeUpstream, Fault, ThreadedServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -111,6 +111,33 @@ def test_readiness_follows_redis_going_away_and_coming_back(
     assert _until(served.url, 200)["status"] == "ready"
 
 
+def test_readiness_follows_a_models_only_upstream_failing_and_recovering(
+    tmp_path: Path, gateway: Callable[..., Any]
+) -> None:
+    # One deployment is never ejected (it keeps taking calls), but after 3 failures in a
+    # row it is down for readiness, until base_ejection_seconds pass with no new one.
+    with FakeUpstream() as upstream:
+        config = tmp_path / "onion.toml"
+        config.write_text(
+            "stack = []\n[router]\nconsecutive_failures = 3\nbase_ejection_seconds = 1.5\n"
+            f'[[providers]]\nname = "up"\nkind = "openai"\nbase_url = "{upstream.base_url}"\nmodels = ["gpt-4o"]\n'
+        )
+        served = gateway(config)
+        assert _until(served.url, 200)["models"] == {"gpt-4o": {"healthy": ["up"], "deployments": ["up"]}}
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(3):
+            upstream.push(Fault(status=503))
+            assert httpx.post(served.url + "/v1/chat/completions", json=body, timeout=10).status_code == 502
+        down = httpx.get(served.url + "/readyz", timeout=5)
+        assert down.status_code == 503, down.text
+        assert "model gpt-4o: no healthy deployment" in down.json()["down"]
+        assert httpx.get(served.url + "/healthz").status_code == 200
+        # No traffic is needed to come back: the load balancer then sends the calls that tell.
+        assert _until(served.url, 200, seconds=10)["status"] == "ready"
+        assert httpx.post(served.url + "/v1/chat/completions", json=body, timeout=10).status_code == 200
+        assert httpx.get(served.url + "/readyz", timeout=5).status_code == 200
+
+
 class _HealthRouter(Router):
     """A router whose health data a test sets (what outlier ejection will feed)."""
 
@@ -118,7 +145,7 @@ class _HealthRouter(Router):
         super().__init__(providers)
         self.ejected: set[str] = set()
 
-    def healthy_deployments(self, model: str) -> list[Any]:
+    def ready_deployments(self, model: str) -> list[Any]:
         return [p for p in self.deployments(model) if p.name not in self.ejected]
 
 
