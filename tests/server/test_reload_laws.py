@@ -83,7 +83,7 @@ class _HealthRouter(Router):
         super().__init__(providers)
         self.down = down
 
-    def healthy_deployments(self, model: str) -> list[Any]:
+    def ready_deployments(self, model: str) -> list[Any]:  # what /readyz reads
         return [p for p in self.deployments(model) if p.name not in self.down]
 
 
