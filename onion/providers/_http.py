@@ -24,6 +24,7 @@ from .._context import Context
 from .._response import Response
 from .._types import Chunk, Completion, Message, Request
 from ..errors import AnswerTooLarge, BadRequest, ProviderError, Timeout, scrub
+from ._h1 import H1Transport
 from ._sse import SSEDecoder, SSEOverflow
 from ._transport import pooled_transport
 
@@ -225,8 +226,13 @@ class HTTPProvider:
         if client is None:
             limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
             timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout)
-            self._transport = pooled_transport(limits, trust_env=trust_env)
-            client = httpx.AsyncClient(timeout=timeout, transport=self._transport, trust_env=trust_env)
+            if trust_env:
+                # Proxies from the environment are mounted by httpx's client, so every call
+                # goes through it (on httpcore2's pool for the direct ones).
+                transport = pooled_transport(limits, trust_env=True)
+            else:
+                transport = self._transport = H1Transport(limits, ssl_context=httpx.create_ssl_context())
+            client = httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=trust_env)
             self._extensions = {"timeout": timeout.as_dict()}
             self._url_object = httpx.URL(self._url)
         self._embeddings_url = None if self.embeddings_path is None else httpx.URL(self.base_url + self.embeddings_path)

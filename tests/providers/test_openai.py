@@ -210,10 +210,9 @@ async def test_connections_are_pooled_across_calls(provider: OpenAIProvider, ups
 
 @pytest.mark.parametrize("limit", [8, 40])
 async def test_concurrent_calls_share_a_bounded_pool(upstream: FakeUpstream, limit: int) -> None:
-    # The pools under the provider (httpcore2's; 40 connections are split over 3 pools)
-    # must hand each idle connection to one waiting request: more calls than connections
-    # all finish, on no more connections than allowed, and every connection is handed
-    # back (each pool's busy count returns to zero).
+    # The pool under the provider must hand each idle connection to one waiting request:
+    # more calls than connections all finish, on no more connections than allowed, and
+    # every connection is handed back (none is left in use).
     provider = OpenAIProvider(base_url=upstream.base_url, api_key="sk-test", max_connections=limit, read_timeout=5)
     answers: list[str] = []
 
@@ -226,7 +225,7 @@ async def test_concurrent_calls_share_a_bounded_pool(upstream: FakeUpstream, lim
             async with anyio.create_task_group() as group:
                 for index in range(60):
                     group.start_soon(call, index)
-        assert set(provider._transport._busy) == {0}  # type: ignore[union-attr]
+        assert provider._transport.in_use == 0  # type: ignore[union-attr]
     finally:
         await provider.aclose()
     assert len(answers) == 120 and all(a.startswith("You said: call ") for a in answers)
