@@ -36,6 +36,8 @@ __all__ = ["H1Transport"]
 
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _READ_SIZE = 65536
+# Within asyncio's default write buffer high-water mark (64 KiB) and trio's socket buffer.
+_SMALL_WRITE = 16384
 
 
 class _Answer:
@@ -107,7 +109,9 @@ class _Connection:
 
     async def send(self, data: bytes, timeout: float | None) -> None:  # noqa: ASYNC109
         try:
-            if timeout is None:
+            # Below the transport's high-water mark a send never waits (the bytes go to the
+            # kernel or the write buffer at once), so the write timeout needs no cancel scope.
+            if timeout is None or len(data) < _SMALL_WRITE:
                 await self.stream.send(data)
             else:
                 with anyio.fail_after(timeout):

@@ -45,9 +45,11 @@ from ._admin_ops import add_cache_route
 from ._admin_spend import add_spend_routes
 from ._chain import take_chain
 from ._http import (
+    DISCONNECT,
     JSON,
     SSE_HEADERS,
     ApiKeys,
+    DisconnectHook,
     Receive,
     Scope,
     Send,
@@ -336,24 +338,38 @@ class GatewayApp:
             await _refuse(send, dialect, refusal, None if context is None else context.request_id)
             return
         try:
-            await self._answer(receive, send, dialect, request)
+            await self._answer(receive, send, dialect, request, scope.get("extensions"))
         except Exception as error:
             await _crash(send, error, request.context.request_id)
 
-    async def _answer(self, receive: Receive, send: Send, dialect: Dialect, request: Request) -> None:
+    async def _answer(
+        self, receive: Receive, send: Send, dialect: Dialect, request: Request, extensions: dict[str, object] | None
+    ) -> None:
         # Every call runs in a cancel scope of its own: the client's disconnect and the
         # end of the shutdown grace period cancel it, and every layer's cleanup runs.
         context = request.context
         progress = _Progress()
         call = anyio.CancelScope()
         self._calls.add(call)
+        hook = extensions.get(DISCONNECT) if extensions else None
+        if not isinstance(hook, DisconnectHook):
+            hook = None
         try:
             with call:
-                async with anyio.create_task_group() as group:
-                    group.start_soon(cancel_on_disconnect, receive, call)
+                if hook is not None:
+                    # onion's protocol cancels the call itself when the client leaves.
+                    hook.callback = call.cancel
+                    if hook.disconnected:
+                        call.cancel()
                     await self._run(send, dialect, request, progress)
-                    group.cancel_scope.cancel()
+                else:
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(cancel_on_disconnect, receive, call)
+                        await self._run(send, dialect, request, progress)
+                        group.cancel_scope.cancel()
         finally:
+            if hook is not None:
+                hook.callback = None
             self._calls.discard(call)
             if self._idle is not None and not self._calls:
                 self._idle.set()

@@ -24,9 +24,11 @@ from .._response import Response
 from ..errors import BadRequest, RequestTooLarge, Unauthorized
 
 __all__ = [
+    "DISCONNECT",
     "JSON",
     "SSE_HEADERS",
     "ApiKeys",
+    "DisconnectHook",
     "Receive",
     "Scope",
     "Send",
@@ -278,6 +280,32 @@ def answer_headers(response: Response, context: Context, base: list[tuple[bytes,
     if response.headers:
         headers += header_pairs(response.headers)
     return headers
+
+
+DISCONNECT = "onion.disconnect"
+"""The key, in a request scope's ``extensions``, of its ``DisconnectHook``."""
+
+
+class DisconnectHook:
+    """Calls ``callback`` when the request's client disconnects before its answer ends.
+
+    The app registers its call's cancel here instead of running a task per request that
+    waits for ``http.disconnect`` (a task group, a spawn and a cancel, whose message
+    formats the task's repr: about a tenth of the gateway's CPU per call). Called from
+    the protocol's ``connection_lost``, in the event loop, outside any task.
+    """
+
+    __slots__ = ("callback", "disconnected")
+
+    def __init__(self) -> None:
+        self.callback: Any = None
+        self.disconnected = False
+
+    def fire(self) -> None:
+        self.disconnected = True
+        callback, self.callback = self.callback, None
+        if callback is not None:
+            callback()
 
 
 async def cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

@@ -29,8 +29,10 @@ import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..wire.openai_chat import error_body
+from ._http import DISCONNECT, DisconnectHook
 
 __all__ = ["ConnectionLimits", "GuardedProtocol"]
+
 
 logger = logging.getLogger("onion.server")
 
@@ -106,7 +108,12 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and cycle.disconnected:
+            hook = cycle.scope.get("extensions", {}).get(DISCONNECT)
+            if hook is not None:
+                hook.fire()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -145,6 +152,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._arm(self.limits.body_timeout, "body")
+        self.scope.setdefault("extensions", {})[DISCONNECT] = DisconnectHook()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
