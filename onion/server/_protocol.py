@@ -78,6 +78,46 @@ class _Closures:
         logger.warning("closed %d connection(s) that broke a limit (%s)", total, detail)
 
 
+class _HeldHead:
+    """The transport as one request's cycle sees it: the answer's status line and headers
+    are held until its body's first write (or the end of the event loop's current pass)
+    and go out with it in one segment. uvicorn writes them apart: on loopback every write
+    is a send that wakes the client, and a complete answer took two."""
+
+    __slots__ = ("_held", "_loop", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif not self._started:
+            self._started = True
+            self._held = data
+            # A stream's first event may come much later: the headers must not wait for it.
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with deadlines and caps; build with ``with_limits``."""
 
@@ -154,6 +194,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._arm(self.limits.body_timeout, "body")
         self.scope.setdefault("extensions", {})[DISCONNECT] = DisconnectHook()
         super().on_headers_complete()
+        if self.cycle is not None:
+            self.cycle.transport = _HeldHead(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._cancel_deadline()
