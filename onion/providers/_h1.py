@@ -24,15 +24,15 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, NamedTuple
 
 import anyio
 import httptools
 import httpx
 from anyio.abc import ByteStream, SocketAttribute
 
-__all__ = ["H1Transport"]
+__all__ = ["H1Transport", "RawHeaders", "Reply", "Target"]
 
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _READ_SIZE = 65536
@@ -125,11 +125,28 @@ class _Connection:
         await anyio.aclose_forcefully(self.stream)
 
 
-class _Body(httpx.AsyncByteStream):
-    """An answer's body as it arrives; closing it hands the connection back, reusable
-    only when the answer was read to its end and the peer keeps the connection open."""
+class RawHeaders(list[tuple[bytes, bytes]]):
+    """An answer's headers as received; ``get`` by name, case-insensitively."""
 
-    __slots__ = ("_answer", "_connection", "_parser", "_read", "_transport", "_until_close")
+    __slots__ = ()
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        wanted = name.lower().encode("latin-1")
+        for key, value in self:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return default
+
+
+class Reply(httpx.AsyncByteStream):
+    """One answer: ``status_code``, ``headers``, and its body as it arrives
+    (``aiter_bytes``, or iterate the reply); closing it hands the connection back,
+    reusable only when the answer was read to its end and the peer keeps it open.
+
+    The providers read a reply as they would an ``httpx.Response`` (the same names), so
+    the hot path builds no httpx request or response objects."""
+
+    __slots__ = ("_answer", "_connection", "_parser", "_read", "_transport", "_until_close", "headers", "status_code")
 
     def __init__(
         self,
@@ -140,12 +157,18 @@ class _Body(httpx.AsyncByteStream):
         read: float | None,
         until_close: bool,
     ) -> None:
+        self.status_code: int = parser.get_status_code()
+        self.headers = RawHeaders(answer.headers)
         self._transport = transport
         self._connection: _Connection | None = connection
         self._parser = parser
         self._answer = answer
         self._read = read
         self._until_close = until_close
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive (no content decoding: none is asked for)."""
+        return self.__aiter__()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         answer, connection = self._answer, self._connection
@@ -186,6 +209,15 @@ def _feed(parser: Any, data: bytes) -> None:
         raise httpx.RemoteProtocolError("the upstream switched protocols") from None
     except httptools.HttpParserError as error:
         raise httpx.RemoteProtocolError(f"malformed answer: {error}") from None
+
+
+class Target(NamedTuple):
+    """Where a provider's requests go: the pool's key, the host to connect to, and the
+    request line and headers every request there starts with."""
+
+    key: tuple[bytes, bytes, int]
+    host: str
+    head: bytes
 
 
 class H1Transport(httpx.AsyncBaseTransport):
@@ -305,20 +337,29 @@ class H1Transport(httpx.AsyncBaseTransport):
 
     # -- one request ------------------------------------------------------------------
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
+    def target(self, url: httpx.URL, headers: Mapping[str, str], method: str = "POST") -> Target:
+        """What ``exchange`` needs to send ``method`` requests with ``headers`` to ``url``
+        (built once per provider and URL)."""
         scheme = url.raw_scheme
         if scheme not in _DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"the upstream URL must be http or https, not {url.scheme!r}")
         port = url.port or _DEFAULT_PORTS[scheme]
-        key = (scheme, url.raw_host, port)
-        timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
-        head = _head(request)
-        body = await _body(request)
-        connection = await self._acquire(key, url.host, timeouts)
+        lines = [b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), url.raw_path), b"Host: %s\r\n" % url.netloc]
+        lines += [b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+        head = b"".join(lines)
+        _check_head(head, len(lines))
+        # The length and the blank line come with each request's body.
+        return Target((scheme, url.raw_host, port), url.host, head)
+
+    async def exchange(self, target: Target, head: bytes, body: bytes, timeouts: Mapping[str, Any]) -> Reply:
+        """Send one request (``head`` ends with its blank line) and read the answer's
+        status and headers; the body is the reply's to read, and closing it is a must."""
+        connection = await self._acquire(target.key, target.host, timeouts)
         try:
-            await connection.send(head + body if len(body) < 65536 else head, timeouts.get("write"))
-            if len(body) >= 65536:
+            if len(body) < _SMALL_WRITE:
+                await connection.send(head + body, None)
+            else:
+                await connection.send(head, timeouts.get("write"))
                 await connection.send(body, timeouts.get("write"))
             answer = _Answer()
             parser = answer.parser = httptools.HttpResponseParser(answer)
@@ -328,18 +369,29 @@ class H1Transport(httpx.AsyncBaseTransport):
                 if not data:
                     raise httpx.RemoteProtocolError("the upstream closed the connection without answering")
                 _feed(parser, data)
-            status = parser.get_status_code()
         except BaseException:
             # Cancelled or failed mid-request: the connection's state is unknown, so it is
             # closed, which is also what tells the upstream the caller has gone.
             with anyio.CancelScope(shield=True):
                 await self._release(connection, False)
             raise
+        status = parser.get_status_code()
         until_close = not answer.complete and _until_close(answer.headers, status)
+        return Reply(self, connection, parser, answer, read, until_close)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.raw_scheme not in _DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"the upstream URL must be http or https, not {url.scheme!r}")
+        key = (url.raw_scheme, url.raw_host, url.port or _DEFAULT_PORTS[url.raw_scheme])
+        target = Target(key, url.host, b"")
+        head = _head(request)
+        body = await _body(request)
+        reply = await self.exchange(target, head, body, request.extensions.get("timeout") or {})
         return httpx.Response(
-            status_code=status,
-            headers=answer.headers,
-            stream=_Body(self, connection, parser, answer, read, until_close),
+            status_code=reply.status_code,
+            headers=list(reply.headers),
+            stream=reply,
             extensions={"http_version": b"HTTP/1.1"},
         )
 
@@ -363,10 +415,13 @@ def _head(request: httpx.Request) -> bytes:
         + [b"%s: %s\r\n" % pair for pair in raw]
         + [b"\r\n"]
     )
-    lines = len(raw) + 2
+    _check_head(head, len(raw) + 2)
+    return head
+
+
+def _check_head(head: bytes, lines: int) -> None:
     if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
         raise httpx.LocalProtocolError("a request header holds a line break or a NUL byte")
-    return head
 
 
 async def _body(request: httpx.Request) -> bytes:

@@ -24,7 +24,7 @@ from .._context import Context
 from .._response import Response
 from .._types import Chunk, Completion, Message, Request
 from ..errors import AnswerTooLarge, BadRequest, ProviderError, Timeout, scrub
-from ._h1 import H1Transport
+from ._h1 import H1Transport, Reply
 from ._sse import SSEDecoder, SSEOverflow
 from ._transport import pooled_transport
 
@@ -214,11 +214,17 @@ class HTTPProvider:
         self._api_key = api_key
         self._url = self.base_url + self.path
         self._headers = {"content-type": "application/json", **self.auth_headers(api_key), **(headers or {})}
+        for header, value in self._headers.items():
+            # A line break would split the request (header injection); never the value in
+            # the message, which may be a key.
+            if any(bad in header or bad in value for bad in "\r\n\0"):
+                raise ValueError(f"the header {header[:60]!r} holds a line break or a NUL byte (api_key or headers)")
         self._owns_client = client is None
         # With its own client, the provider sends through the client's transport directly:
         # the Client layer around it would keep upstream cookies (shared between callers),
         # follow redirects, and log every request URL at INFO, none of which a gateway wants.
         self._transport: httpx.AsyncBaseTransport | None = None
+        self._h1: H1Transport | None = None
         self._read_timeout = read_timeout
         self._connect_timeout = connect_timeout
         self._guarded_timeout = httpx.Timeout(None, connect=connect_timeout, pool=connect_timeout)
@@ -231,11 +237,16 @@ class HTTPProvider:
                 # goes through it (on httpcore2's pool for the direct ones).
                 transport = pooled_transport(limits, trust_env=True)
             else:
-                transport = self._transport = H1Transport(limits, ssl_context=httpx.create_ssl_context())
+                transport = self._transport = self._h1 = H1Transport(limits, ssl_context=httpx.create_ssl_context())
             client = httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=trust_env)
             self._extensions = {"timeout": timeout.as_dict()}
             self._url_object = httpx.URL(self._url)
         self._embeddings_url = None if self.embeddings_path is None else httpx.URL(self.base_url + self.embeddings_path)
+        if self._h1 is not None:
+            # The request line and headers of every call, built (and checked) once.
+            self._chat_target = self._h1.target(self._url_object, self._headers)
+            if self._embeddings_url is not None:
+                self._embeddings_target = self._h1.target(self._embeddings_url, self._headers)
         self.client = client
 
     def __repr__(self) -> str:
@@ -339,7 +350,7 @@ class HTTPProvider:
             return self._error(f"undecodable body {during}: {error}", request, retryable=False, failure="malformed")
         return self._error(f"{type(error).__name__} {during}: {error}", request, retryable=True, failure=failure)
 
-    async def _status_error(self, response: httpx.Response, request: Request) -> ProviderError:
+    async def _status_error(self, response: httpx.Response | Reply, request: Request) -> ProviderError:
         try:
             data = b""
             async for piece in response.aiter_bytes():
@@ -374,7 +385,7 @@ class HTTPProvider:
 
     async def _send(
         self, body: bytes, remaining: float | None, url: httpx.URL | None = None, *, guarded: bool = False
-    ) -> httpx.Response:
+    ) -> httpx.Response | Reply:
         if guarded:
             timeouts: httpx.Timeout | None = self._guarded_timeout
         else:
@@ -394,6 +405,10 @@ class HTTPProvider:
             extensions = self._guarded_extensions
         else:
             extensions = {"timeout": timeouts.as_dict()}
+        if self._h1 is not None:
+            target = self._chat_target if url is None else self._embeddings_target
+            head = target.head + b"content-length: %d\r\n\r\n" % len(body)
+            return await self._h1.exchange(target, head, body, extensions["timeout"])
         http_request = httpx.Request(
             "POST", url or self._url_object, headers=self._headers, content=body, extensions=extensions
         )
@@ -467,7 +482,7 @@ class HTTPProvider:
         return answer
 
     async def _read_complete(
-        self, response: httpx.Response, request: Request, deadline: float | None, own: bool
+        self, response: httpx.Response | Reply, request: Request, deadline: float | None, own: bool
     ) -> Completion:
         """The complete answer: a chat completion, or the vectors of an embeddings request."""
         began = _perf()
@@ -503,7 +518,7 @@ class HTTPProvider:
         ) as error:
             raise self._error(f"malformed answer body: {error}", request, retryable=True, failure="malformed") from None
 
-    async def _read_bounded(self, response: httpx.Response, request: Request) -> bytes:
+    async def _read_bounded(self, response: httpx.Response | Reply, request: Request) -> bytes:
         limit = self.max_answer_bytes
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -520,7 +535,12 @@ class HTTPProvider:
         return AnswerTooLarge(self.max_answer_bytes, provider=self.name, model=request.model)
 
     async def _stream(
-        self, response: httpx.Response, request: Request, deadline: float | None, own: bool, replay: _Replay | None
+        self,
+        response: httpx.Response | Reply,
+        request: Request,
+        deadline: float | None,
+        own: bool,
+        replay: _Replay | None,
     ) -> AsyncGenerator[Chunk, None]:
         context = request.context
         decoder = self.stream_decoder(request)

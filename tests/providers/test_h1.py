@@ -381,3 +381,15 @@ async def test_any_segmentation_reads_the_same_body(
     finally:
         await t.aclose()
     assert upstream.connections == (2 if close else 1)
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_a_key_or_header_with_a_line_break_is_refused_at_build_without_echoing_it(kind: str) -> None:
+    from onion.providers import build_provider
+
+    secret = "sk-live-abc\r\nx-injected: 1"
+    with pytest.raises(ValueError, match="line break") as caught:
+        build_provider(kind, name="p", base_url="http://127.0.0.1:9/v1", api_key=secret, models=["m"])
+    assert "sk-live" not in str(caught.value)
+    with pytest.raises(ValueError, match="'x-trace'"):
+        build_provider(kind, name="p", base_url="http://127.0.0.1:9/v1", headers={"x-trace": "a\nb"}, models=["m"])
