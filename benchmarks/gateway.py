@@ -37,6 +37,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -456,8 +457,45 @@ def _http_rps(url: str, seconds: float, concurrency: int) -> tuple[float, int]:
     return anyio.run(throughput, url, seconds, concurrency, "gpt-4o")
 
 
-def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0) -> dict[str, Any]:
-    """Requests/s at c=64 through the default stack (no cache) over the HTTP upstream."""
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (the workers of ``onion serve --workers N``)."""
+    pids = [pid]
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        pids += _process_tree(int(child))
+    return pids
+
+
+def _wait_healthy(url: str, limit: float = 60.0) -> None:
+    """Until the gateway answers ``/healthz`` (workers import the whole stack first)."""
+    import urllib.request
+
+    deadline = time.perf_counter() + limit
+    while True:
+        try:
+            with urllib.request.urlopen(url.removesuffix("/v1") + "/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            if time.perf_counter() > deadline:
+                raise
+        time.sleep(0.2)
+
+
+def _wrk_run(url: str, seconds: float, concurrency: int, expect: str, workdir: str) -> tuple[float, int]:
+    """Requests/s from ``wrk`` (a load generator in C, so it takes little of the cores the
+    workers need), every answer checked to come from ``expect``; and the errors."""
+    import http_stack
+
+    script = Path(workdir) / "unique.lua"
+    script.write_text(http_stack.LUA)
+    served, _p50, _p99, total = http_stack.wrk(url.removesuffix("/v1"), concurrency, seconds, "s", [], script)
+    http_stack.check(f"scale-out via {url}", served, expect)
+    return total / seconds, 0
+
+
+def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0, rounds: int = 2) -> dict[str, Any]:
+    """Requests/s at c=64 through the default stack (no cache) over the HTTP upstream,
+    with 1 and 2 workers in interleaved rounds, and what each costs in gateway CPU."""
     from onion.config import DEFAULT_STACK
 
     provider = f'[[providers]]\nname = "up"\nkind = "openai"\nbase_url = "{upstream_url}"\nmodels = ["gpt-4o"]\n'
@@ -471,7 +509,9 @@ def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0) -> 
     # workers gain when the cores are not also running the upstream.
     simulated = '[[providers]]\nname = "up"\nkind = "simulated"\nmodels = ["gpt-4o"]\nttft = 0.0\n'
     simulated += "tokens_per_second = 0.0\nanswer_tokens = 16\n"
-    result: dict[str, Any] = {"concurrency": 64, "seconds": seconds}
+    use_wrk = shutil.which("wrk") is not None
+    result: dict[str, Any] = {"concurrency": 64, "seconds": seconds, "rounds": rounds}
+    result["load_generator"] = "wrk" if use_wrk else "this script's Python client"
     runs = {
         "workers_1": ([], None, provider),
         "workers_2": (["--workers", "2"], None, provider),
@@ -479,16 +519,36 @@ def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0) -> 
         "workers_1_simulated": ([], None, simulated),
         "workers_2_simulated": (["--workers", "2"], None, simulated),
     }
-    for name, (extra, command, upstream) in runs.items():
-        print(f"measuring scale-out: {name}...", file=sys.stderr, flush=True)
-        process, url = start_gateway(quiet + upstream + stack, workdir, name, extra, command)
-        try:
-            time.sleep(1.5)  # every worker up
-            rps, errors = _http_rps(url, seconds, 64)
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
-        result[name] = {"rps": round(rps, 1), "errors": errors}
+    hertz = os.sysconf("SC_CLK_TCK")
+    samples: dict[str, list[tuple[float, int, float]]] = {name: [] for name in runs}
+    for round_index in range(rounds):
+        for name, (extra, command, upstream) in runs.items():
+            print(f"measuring scale-out: {name} (round {round_index + 1})...", file=sys.stderr, flush=True)
+            process, url = start_gateway(quiet + upstream + stack, workdir, name, extra, command)
+            try:
+                _wait_healthy(url)
+                time.sleep(1.5)  # every worker up
+                pids = _process_tree(process.pid)
+                before = _cpu_ticks(pids)
+                if use_wrk:
+                    rps, errors = _wrk_run(url, seconds, 64, "up", workdir)
+                else:
+                    rps, errors = _http_rps(url, seconds, 64)
+                cpu = (_cpu_ticks(pids) - before) / hertz
+            finally:
+                process.terminate()
+                process.wait(timeout=20)
+            samples[name].append((rps, errors, cpu))
+    for name, values in samples.items():
+        rps = sorted(v[0] for v in values)[len(values) // 2]  # the median round
+        cpu = sum(v[2] for v in values)
+        requests = sum(v[0] * seconds for v in values)
+        result[name] = {
+            "rps": round(rps, 1),
+            "rps_rounds": [round(v[0], 1) for v in values],
+            "errors": sum(v[1] for v in values),
+            "requests_per_gateway_cpu_second": round(requests / cpu, 1) if cpu else None,
+        }
     result["ratio_2_to_1"] = round(result["workers_2"]["rps"] / result["workers_1"]["rps"], 2)
     result["ratio_2_to_1_simulated"] = round(
         result["workers_2_simulated"]["rps"] / result["workers_1_simulated"]["rps"], 2
@@ -498,9 +558,16 @@ def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0) -> 
 
 
 def print_scale_out(scale: dict[str, Any]) -> None:
-    print(f"\nscale-out, default stack (no cache), HTTP fake upstream, c={scale['concurrency']}:")
+    print(
+        f"\nscale-out, default stack (no cache), HTTP fake upstream, c={scale['concurrency']}, "
+        f"load from {scale['load_generator']}, median of {scale['rounds']} interleaved rounds:"
+    )
     for name in ("workers_1", "workers_2", "plain_uvicorn", "workers_1_simulated", "workers_2_simulated"):
-        print(f"  {name:<20} {scale[name]['rps']:>9} req/s  ({scale[name]['errors']} errors)")
+        run = scale[name]
+        print(
+            f"  {name:<20} {run['rps']:>9} req/s  {run['requests_per_gateway_cpu_second'] or '-':>8} per gateway CPU-s"
+            f"  rounds {run['rps_rounds']}  ({run['errors']} errors)"
+        )
     print(f"  2 workers / 1: {scale['ratio_2_to_1']}x (simulated provider: {scale['ratio_2_to_1_simulated']}x)")
     print(f"  GuardedProtocol / plain uvicorn (1 worker): {scale['guarded_vs_plain_uvicorn']}")
 
