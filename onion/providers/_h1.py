@@ -7,7 +7,7 @@ upstream cost 650-760 µs of gateway CPU each through httpx's client on httpcore
 response models twice over), against 120-145 µs for the same bytes sent on an anyio
 stream and parsed by llhttp; with an empty stack that was half of the gateway's CPU per
 request. The parsing, TLS and sockets stay in the libraries (llhttp, ``ssl``, anyio);
-what is ours is the pool, about the size of the glue httpcore2 needed around it.
+what is ours is the pool.
 
 What it does, and no more (a gateway's upstream calls need no more): HTTP/1.1 over TCP
 or TLS, keep-alive connections reused most-recent first, idle ones dropped after

@@ -26,7 +26,6 @@ from .._types import Chunk, Completion, Message, Request
 from ..errors import AnswerTooLarge, BadRequest, ProviderError, Timeout, scrub
 from ._h1 import H1Transport, Reply
 from ._sse import SSEDecoder, SSEOverflow
-from ._transport import pooled_transport
 
 __all__ = [
     "HTTPProvider",
@@ -233,12 +232,13 @@ class HTTPProvider:
             limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
             timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout)
             if trust_env:
-                # Proxies from the environment are mounted by httpx's client, so every call
-                # goes through it (on httpcore2's pool for the direct ones).
-                transport = pooled_transport(limits, trust_env=True)
+                # httpx mounts the environment's proxies only on its own transports (a custom
+                # transport turns them off), so a provider that trusts the environment sends
+                # every call through httpx's client and pool.
+                client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=True)
             else:
-                transport = self._transport = self._h1 = H1Transport(limits, ssl_context=httpx.create_ssl_context())
-            client = httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=trust_env)
+                self._transport = self._h1 = H1Transport(limits, ssl_context=httpx.create_ssl_context())
+                client = httpx.AsyncClient(timeout=timeout, transport=self._h1, trust_env=False)
             self._extensions = {"timeout": timeout.as_dict()}
             self._url_object = httpx.URL(self._url)
         self._embeddings_url = None if self.embeddings_path is None else httpx.URL(self.base_url + self.embeddings_path)

@@ -393,3 +393,29 @@ def test_a_key_or_header_with_a_line_break_is_refused_at_build_without_echoing_i
     assert "sk-live" not in str(caught.value)
     with pytest.raises(ValueError, match="'x-trace'"):
         build_provider(kind, name="p", base_url="http://127.0.0.1:9/v1", headers={"x-trace": "a\nb"}, models=["m"])
+
+
+async def test_a_provider_that_trusts_the_environment_goes_through_its_proxy(serve, monkeypatch) -> None:
+    # trust_env sends through httpx's client, which mounts HTTP_PROXY: the proxy gets the
+    # request with the upstream's absolute URL (the upstream's name never resolves here).
+    from onion import Request
+    from onion.providers import build_provider
+
+    group, _ = serve
+    answer = (
+        b'{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,'
+        b'"message":{"role":"assistant","content":"via proxy"},"finish_reason":"stop"}]}'
+    )
+    proxy = await start(group, [ok(answer, headers="content-type: application/json\r\n")])
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    provider = build_provider(
+        "openai", name="p", base_url="http://upstream.invalid/v1", api_key="sk-x", models=["gpt-4o"], trust_env=True
+    )
+    try:
+        response = await provider(Request(model="gpt-4o", messages=[{"role": "user", "content": "hi"}]))
+        assert (await response.result()).content == "via proxy"
+    finally:
+        await provider.aclose()
+    assert proxy.requests[0].startswith(b"POST http://upstream.invalid/v1/chat/completions HTTP/1.1\r\n")
