@@ -11,7 +11,6 @@ lists the false alarms (train and dev rows only) with what caught them; ``--save
 recall shows at once. It never reads the ``test`` split: that is measured once, at the
 end, by ``guards.py``.
 """
-# ruff: noqa: T201
 
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ Reads only the ``train`` split of ``benchmarks/data/injection.jsonl`` (see
 read here. scikit-learn's logistic regression is fitted on the same hashed character
 n-grams the guard computes at run time (``ngram_hashes``); the threshold is the lowest
 whose false-alarm rate on benign training prompts, under 5-fold cross-validation, is at
-most ``--fp``, counting only texts of ``--min-chars`` or more (the guard leaves shorter
-ones to its phrase rules). Writes ``middlewares/guard/data/injection.npz`` (float16 weights).
+most ``--fp``, counting only texts of ``--min-letters`` letters or more (the guard leaves
+shorter ones to its phrase rules; letters, not characters, so encodings that lengthen a
+text do not change its gate). Writes ``middlewares/guard/data/injection.npz`` (float16 weights).
 scikit-learn is needed here only, never by the guard.
 """
 
@@ -27,7 +28,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from middlewares.guard.classifier import DEFAULT_WEIGHTS, ngram_hashes
+from middlewares.guard.classifier import DEFAULT_WEIGHTS, letters, ngram_hashes
 from middlewares.guard.normalize import normalize
 
 DATA = Path(__file__).parent / "data" / "injection.jsonl"
@@ -53,7 +54,9 @@ def main() -> None:
     parser.add_argument("--bits", type=int, default=17)
     parser.add_argument("--fp", type=float, default=0.005, help="false-alarm rate allowed on training benign")
     parser.add_argument("--c", type=float, default=4.0, help="inverse regularisation strength")
-    parser.add_argument("--min-chars", type=int, default=120, help="shorter texts are left to the phrase rules")
+    parser.add_argument(
+        "--min-letters", type=int, default=100, help="texts with fewer letters are left to the phrase rules"
+    )
     args = parser.parse_args()
     rows = [json.loads(line) for line in DATA.read_text().split("\n") if line]
     train = [r for r in rows if r["split"] == "train"]
@@ -63,7 +66,7 @@ def main() -> None:
     model = LogisticRegression(C=args.c, class_weight="balanced", max_iter=2000)
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
     probs = cross_val_predict(model, x, labels, cv=folds, method="predict_proba")[:, 1]
-    long_enough = np.array([len(normalize(t)) >= args.min_chars for t in texts])
+    long_enough = np.array([letters(normalize(t)) >= args.min_letters for t in texts])
     probs = np.where(long_enough, probs, 0.0)
     benign = np.sort(probs[labels == 0])
     allowed = math.floor(args.fp * len(benign))
@@ -78,7 +81,7 @@ def main() -> None:
         weights=model.coef_[0].astype(np.float16),
         bias=np.float32(model.intercept_[0]),
         threshold=np.float32(threshold),
-        min_chars=np.int32(args.min_chars),
+        min_letters=np.int32(args.min_letters),
     )
     print(
         f"train: {len(train)} prompts ({int(labels.sum())} attacks); cross-validated at threshold "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_WEIGHTS", "InjectionClassifier", "ngram_hashes"]
+__all__ = ["DEFAULT_WEIGHTS", "InjectionClassifier", "letters", "ngram_hashes"]
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "data" / "injection.npz"
 
@@ -65,14 +65,14 @@ class InjectionClassifier:
     """Scores a normalised text: ``score(text)`` is the probability that it is a prompt
     injection or jailbreak; ``flags(text)`` compares it with ``threshold``."""
 
-    __slots__ = ("bias", "bits", "min_chars", "threshold", "weights")
+    __slots__ = ("bias", "bits", "min_letters", "threshold", "weights")
 
     def __init__(self, path: str | Path = DEFAULT_WEIGHTS, *, threshold: float | None = None) -> None:
         with np.load(path) as data:
             self.weights = data["weights"].astype(np.float32)
             self.bias = float(data["bias"])
             self.threshold = float(data["threshold"]) if threshold is None else threshold
-            self.min_chars = int(data["min_chars"]) if "min_chars" in data else 0
+            self.min_letters = int(data["min_letters"]) if "min_letters" in data else 0
         bits = int(math.log2(len(self.weights)))
         if 2**bits != len(self.weights):
             raise ValueError(f"{path}: the weight vector's length must be a power of two")
@@ -90,7 +90,15 @@ class InjectionClassifier:
         return 1.0 / (1.0 + math.exp(-self.margin(text)))
 
     def flags(self, text: str) -> bool:
-        """Whether the score reaches the threshold. Texts shorter than ``min_chars`` are
-        never flagged: a sentence or two is too little for character statistics (the
-        phrase rules judge those), and benign questions about instructions are short."""
-        return len(text) >= self.min_chars and self.score(text) >= self.threshold
+        """Whether the score reaches the threshold. Texts of fewer than ``min_letters``
+        letters are never flagged: a sentence or two is too little for character
+        statistics (the phrase rules judge those), and benign questions about
+        instructions are short. Letters, not characters, are counted, so an encoding
+        that lengthens a text (``%20`` for each space, spaced-out letters) does not
+        carry a short sentence past the gate."""
+        return letters(text) >= self.min_letters and self.score(text) >= self.threshold
+
+
+def letters(text: str) -> int:
+    """How many letters ``text`` has (any script): the classifier's length gate."""
+    return sum(map(str.isalpha, text))
