@@ -53,10 +53,11 @@ def main() -> None:
     parser.add_argument("--diff")
     parser.add_argument("--show", action="store_true")
     parser.add_argument("--no-classifier", action="store_true")
+    parser.add_argument("--weights", help="other classifier weights (an .npz of train_injection_classifier.py)")
     parser.add_argument("--only", help="obfuscations, comma separated")
     parser.add_argument("--check", action="store_true", help="include the check batch (read once, at the end)")
     args = parser.parse_args()
-    detector = InjectionDetector(classifier=not args.no_classifier)
+    detector = InjectionDetector(classifier=False if args.no_classifier else (args.weights or True))
     cells: dict[tuple[str, int, str], list[int]] = defaultdict(lambda: [0, 0])
     verdicts: dict[str, str | None] = {}
     alarms = []
