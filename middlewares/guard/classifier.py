@@ -120,7 +120,14 @@ class InjectionClassifier:
         instructions are short. Letters, not characters, are counted, so an encoding
         that lengthens a text (``%20`` for each space, spaced-out letters) does not
         carry a short sentence past the gate."""
-        return letters(text) >= self.min_letters and self.score(text) >= self.threshold
+        return _at_least_letters(text, self.min_letters) and self.score(text) >= self.threshold
+
+
+def _at_least_letters(text: str, count: int) -> bool:
+    # Most texts long enough have the letters in their first few hundred characters.
+    if len(text) < count:
+        return False
+    return letters(text[: 2 * count]) >= count or letters(text) >= count
 
 
 def letters(text: str) -> int:
