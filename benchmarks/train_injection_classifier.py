@@ -123,6 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bits", type=int, default=17)
     parser.add_argument("--fp", type=float, default=0.005, help="false-alarm rate allowed on judged benign texts")
+    parser.add_argument("--per-source", action="store_true", help="the --fp budget for each benign source alone")
     parser.add_argument("--c", type=float, default=4.0, help="inverse regularisation strength")
     parser.add_argument(
         "--min-letters", type=int, default=100, help="texts with fewer letters are left to the phrase rules"
@@ -146,7 +147,7 @@ def main() -> None:
     # Cross-validated scores: each fold's composites are made from its own rows only, so
     # no sentence or document is on both sides of a fold.
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
-    scores, truth = [], []
+    scores, truth, kinds = [], [], []
     for fold, (fit_index, held_index) in enumerate(folds.split(np.zeros(len(train)), labels)):
         fit_rows = [train[i] for i in fit_index]
         held_rows = [train[i] for i in held_index]
@@ -159,13 +160,23 @@ def main() -> None:
         probs = model.predict_proba(features(held_texts, args.bits))[:, 1]
         scores.append(np.where(judged(held_texts), probs, 0.0))
         truth.append(held_labels)
-    probs, truth = np.concatenate(scores), np.concatenate(truth)
+        kinds += [f"{r['lang']} {r['source']}" for r in held_rows] + ["composite"] * (len(held_texts) - len(held_rows))
+    probs, truth, sources = np.concatenate(scores), np.concatenate(truth), np.array(kinds)
     # The false-alarm budget is spent on the benign texts the classifier judges (long
     # enough): counting the short ones, which it never flags, would hide its rate.
-    long_benign = np.sort(probs[(truth == 0) & (probs > 0)])
-    allowed = math.floor(args.fp * len(long_benign))
-    threshold = float(long_benign[len(long_benign) - allowed - 1]) + 1e-6 if allowed < len(long_benign) else 0.5
-    threshold = max(threshold, 0.5)
+    # ``--per-source`` makes it hold for every kind of benign text on its own: pooled,
+    # the thousands of easy docstring paragraphs let the train split's documents (the
+    # kind that looks most like a latent injection) alarm 6 times in 66 under
+    # cross-validation; per source, the threshold rises to 0.73 and the judged attacks'
+    # recall falls from 96.8 % to 89.4 % (0.64 and 91.4 % with --fp 0.02).
+    threshold = 0.5
+    judged_benign = (truth == 0) & (probs > 0)
+    long_benign = probs[judged_benign]
+    for source in sorted(set(sources[judged_benign])) if args.per_source else [None]:
+        ranked = np.sort(probs[judged_benign & (sources == source)] if source else long_benign)
+        allowed = math.floor(args.fp * len(ranked))
+        if allowed < len(ranked):
+            threshold = max(threshold, float(ranked[len(ranked) - allowed - 1]) + 1e-6)
     recall = float((probs[truth == 1] >= threshold).mean())
     long_attacks = probs[(truth == 1) & (probs > 0)]
     false_alarms = float((long_benign >= threshold).mean())
