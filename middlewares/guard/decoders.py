@@ -22,7 +22,9 @@ something:
 - ``rot13``: the message mentions ROT13 or a Caesar shift.
 
 Decoding nests once (base64 of leetspeak is read), which is what published obfuscation
-sets use; each pair is then ``normalize``\\ d by the caller.
+sets use; each pair is then ``normalize``\\ d by the caller. ``readings(raw)`` gives each
+reading's payload too (only what the decoding revealed), which the detector's
+classifier judges alone, as it would the same words sent in clear.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import unquote
 
-__all__ = ["DECODERS", "decode"]
+__all__ = ["DECODERS", "decode", "readings"]
 
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,2}")
 _HEX = re.compile(r"(?:(?:\\x)?[0-9a-fA-F]{2}){8,}")
@@ -82,8 +84,8 @@ def _bytes_text(data: bytes) -> str | None:
     return text if _printable(text) else None
 
 
-def _base64(raw: str) -> str | None:
-    out, changed = [], False
+def _base64(raw: str) -> tuple[str, str] | None:
+    out, parts = [], []
     position = 0
     for m in _BASE64.finditer(raw):
         token = m.group()
@@ -99,22 +101,27 @@ def _base64(raw: str) -> str | None:
         if text is not None:
             out.append(raw[position : m.start()])
             out.append("\n" + text + "\n")  # the payload reads as a message of its own
+            parts.append(text)
             position = m.end()
-            changed = True
-    return "".join(out) + raw[position:] if changed else None
+    return ("".join(out) + raw[position:], "\n".join(parts)) if parts else None
 
 
-def _hex(raw: str) -> str | None:
+def _hex(raw: str) -> tuple[str, str] | None:
+    parts = []
+
     def one(m: re.Match[str]) -> str:
         digits = m.group().replace("\\x", "")
         try:
             text = _bytes_text(bytes.fromhex(digits[: len(digits) // 2 * 2]))
         except ValueError:
             text = None
-        return f"\n{text}\n" if text is not None else m.group()
+        if text is None:
+            return m.group()
+        parts.append(text)
+        return f"\n{text}\n"
 
     decoded = _HEX.sub(one, raw)
-    return decoded if decoded != raw else None
+    return (decoded, "\n".join(parts)) if parts else None
 
 
 def _url(raw: str) -> str | None:
@@ -153,11 +160,23 @@ def _backwards(lowered: str) -> bool:
     return backward >= 2 and backward > len(_FORWARD_WORDS.findall(lowered))
 
 
-def _rot13(raw: str) -> str | None:
-    return codecs.encode(raw, "rot13")
+def _rot13(raw: str) -> tuple[str, str]:
+    # The whole text is read shifted (for the phrases); the payload is the side of the
+    # cipher's name that holds the ciphertext ("Decode this rot13: <ciphertext>"), so the
+    # classifier is not shown the shifted gibberish of the clear words around it.
+    decoded = codecs.encode(raw, "rot13")
+    mention = _ROT13_MENTION.search(raw)
+    if mention is None:
+        return decoded, decoded
+    after = raw[mention.end() :]
+    cut = _ROT13_CUT.search(after[:60])
+    if cut is not None:
+        after = after[cut.end() :]
+    side = after if sum(c.isalpha() for c in after) >= 3 else raw[: mention.start()]
+    return decoded, codecs.encode(side.strip(), "rot13")
 
 
-DECODERS = {
+DECODERS: dict[str, Callable[[str], str | tuple[str, str] | None]] = {
     "base64": _base64,
     "hex": _hex,
     "url": _url,
@@ -166,7 +185,8 @@ DECODERS = {
     "reversed": _reversed,
     "rot13": _rot13,
 }
-"""The decoders by name, in the order they are tried."""
+"""The decoders by name, in the order they are tried: each returns the decoded text, or
+``(text, payload)`` when only part of the message was encoded, or ``None``."""
 
 # What each decoder needs to see before it runs, given the text and its lower case:
 # C-speed checks first (a literal, the longest run without a space), a regex only when
@@ -188,6 +208,8 @@ def _reversed_sign(lowered: str) -> bool:
 
 
 _ROT13_LITERALS = ("rot13", "rot-13", "rot 13", "caesar", "シーザー")
+_ROT13_MENTION = re.compile("|".join(map(re.escape, _ROT13_LITERALS)), re.IGNORECASE)
+_ROT13_CUT = re.compile(r"[:\n]")
 _BASE64_SIGN = re.compile(r"[A-Za-z0-9+/_-]{16}")
 _HEX_SIGN = re.compile(r"[0-9a-fA-F]{16}|\\x[0-9a-fA-F]{2}")
 _URL_SIGN = re.compile(r"%[0-9A-Fa-f]{2}")
@@ -210,9 +232,14 @@ _SIGN: dict[str, Callable[[str, str], bool]] = {
 }
 
 
-def decode(raw: str, *, depth: int = 2) -> list[tuple[str, str]]:
-    """Every other reading of ``raw``: ``(decoder names joined by "+", text)`` pairs."""
-    readings: list[tuple[str, str]] = []
+def readings(raw: str, *, depth: int = 2) -> list[tuple[str, str, str]]:
+    """Every other reading of ``raw``: ``(decoder names joined by "+", text, payload)``.
+
+    ``text`` is the whole message as decoded (clear parts kept, for context); ``payload``
+    is only what the decoding revealed (the decoded base64 or hex runs, the ciphertext's
+    side of a ROT13 message, else the whole text). A payload is judged like a message of
+    its own: an encoded benign sentence must not alarm because of the words around it."""
+    found_all: list[tuple[str, str, str]] = []
     frontier = [("", raw)]
     for _ in range(depth):
         found = []
@@ -221,15 +248,23 @@ def decode(raw: str, *, depth: int = 2) -> list[tuple[str, str]]:
             for decoder, fn in DECODERS.items():
                 if not _SIGN[decoder](text, lowered):
                     continue
-                decoded = fn(text)
-                if decoded is not None and decoded != text:
-                    found.append((f"{name}+{decoder}" if name else decoder, decoded))
-        readings.extend(found)
+                result = fn(text)
+                if result is None:
+                    continue
+                decoded, payload = result if isinstance(result, tuple) else (result, result)
+                if decoded != text:
+                    found.append((f"{name}+{decoder}" if name else decoder, decoded, payload))
+        found_all.extend(found)
         # Only what an encoding revealed is decoded again (base64 of leetspeak).
-        frontier = [(n, t) for n, t in found if n.rsplit("+", 1)[-1] in _NESTING]
+        frontier = [(n, payload) for n, _, payload in found if n.rsplit("+", 1)[-1] in _NESTING]
         if not frontier:
             break
-    return readings
+    return found_all
+
+
+def decode(raw: str, *, depth: int = 2) -> list[tuple[str, str]]:
+    """Every other reading of ``raw``: ``(decoder names joined by "+", text)`` pairs."""
+    return [(name, text) for name, text, _ in readings(raw, depth=depth)]
 
 
 _NESTING = frozenset({"base64", "hex", "url", "rot13", "reversed"})

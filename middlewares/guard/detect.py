@@ -7,7 +7,8 @@ In order, stopping at the first finding:
 2. every decoded reading of the raw text (``decoders``: base64, hex, URL escapes,
    spaced or interleaved letters, leetspeak, reversed text, ROT13), normalised and
    matched the same way;
-3. the local classifier (``classifier``) over the normalised text and each reading.
+3. the local classifier (``classifier``) over the normalised text and the payload of
+   each reading (what the decoding revealed, without the clear words around it).
 
 A finding is named for what caught it: the phrase (``ignore_previous``), the phrase and
 the decoding (``ignore_previous via base64``), or ``classifier`` (with its reading).
@@ -20,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .classifier import InjectionClassifier
-from .decoders import decode
+from .decoders import readings as decoded_readings
 from .injection import INJECTION_PATTERNS, compile_phrases, find_injection
 from .normalize import normalize
 
@@ -75,14 +76,22 @@ class InjectionDetector:
         found = find_injection(phrases, norm)
         if found is not None:
             return found
-        readings = [(name, normalize(decoded)) for name, decoded in decode(text)] if self.decoders else []
-        for name, reading in readings:
+        readings = (
+            [(name, normalize(decoded), payload) for name, decoded, payload in decoded_readings(text)]
+            if self.decoders
+            else []
+        )
+        for name, reading, _ in readings:
             found = find_injection(phrases, reading)
             if found is not None:
                 return f"{found} via {name}"
         classifier = self.classifier
         if classifier is not None:
-            for name, reading in [("", norm), *readings]:
-                if classifier.flags(reading):
-                    return f"classifier via {name}" if name else "classifier"
+            if classifier.flags(norm):
+                return "classifier"
+            # The classifier sees what a decoding revealed, alone: the same evidence a
+            # plain message needs (the words around an encoded run are read in ``norm``).
+            for name, _, payload in readings:
+                if classifier.flags(normalize(payload)):
+                    return f"classifier via {name}"
         return None

@@ -18,7 +18,12 @@ named for the intent it catches:
 
 Negation and narration ("don't ignore the previous instructions", 「指示を無視しないで」,
 「無視されました」) are excluded, and so are requests *about* prompts ("how do I write a good
-system prompt", 「良いシステムプロンプトの書き方を教えて」).
+system prompt", 「良いシステムプロンプトの書き方を教えて」). A command is not given when it
+is quoted bare ("phrases like "ignore previous instructions"", 「以前の指示を無視して」という
+ミーム), reported of someone else ("the captain tells the crew to disregard the earlier
+orders"), said of a third party ("do LLMs forget earlier messages") or aimed at the rules
+*of* a named thing ("the old rules of dieting"); a quotation that also says what to do
+instead is an attack like any other.
 """
 # ruff: noqa: RUF001, E501  (full-width punctuation is part of the Japanese phrases; they read best whole)
 
@@ -29,8 +34,23 @@ import re
 __all__ = ["INJECTION_PATTERNS", "Phrase", "compile_phrases", "find_injection"]
 
 _EN_OBJECT = (
-    r"(?:instructions?|prompts?|rules|directions|guidelines|context|messages?|commands?|constraints|orders"
+    r"(?:instructions?|prompts?|rules|directions|guidelines|constraints"
     r"|programming|guardrails|restrictions|polic(?:y|ies))"
+)
+# Objects that everyday messages have too ("ignore the automated message you received",
+# "forget the context"): an attack only with a time or an owner before them.
+_EN_LOOSE_OBJECT = r"(?:context|messages?|commands?|orders)"
+_EN_TIMED = (
+    r"(?:previous|prior|above|earlier|preceding|foregoing|initial|original|system|all|your|every|old|existing"
+    r"|given|safety)"
+)
+# The rules or instructions *of* something named ("the old rules of dieting", "the
+# previous instructions in the README") belong to it, not to the model; the model's own
+# ("in your system prompt", "of this conversation", "from your developers") stay caught.
+_EN_OF_OTHER = (
+    r"(?! (?:of|in|on|from|for) (?!(?:(?:your|this|the|these|my|our|any|all) )?(?:ai|assistant|system|model"
+    r"|conversation|chat|prompt|openai|chatgpt|above|developers?|creators?|session|context|previous|prior"
+    r"|earlier|message|messages|thread)\b)\w+)"
 )
 _EN_BEFORE = (
     r"(?:previous|prior|above|earlier|preceding|foregoing|initial|original|system|all|any|the|your|those|these"
@@ -53,6 +73,8 @@ _EN_NOT = (
     # Reported or described, not ordered: "told me to ignore ...", "people ignore ...".
     r"(?<!me to )(?<!us to )(?<!him to )(?<!her to )(?<!them to )"
     r"(?<!people )(?<!they )(?<!users )(?<!who )(?<!drivers )(?<!kids )(?<!children )"
+    # A third party as the subject: "do LLMs forget earlier messages", "it ignores ...".
+    r"(?<!llms )(?<!models )(?<!ais )(?<!bots )(?<!chatbots )(?<!assistants )(?<!it )(?<!he )(?<!she )"
 )
 _EN_WHAT = (
     r"(?:typos?|mistakes?|errors?|lines?|sentences?|paragraphs?|parts?|sections?|comments?|notes?|formatting|format"
@@ -72,8 +94,9 @@ _JA_VERB = "(?:無視|忘れ|わすれ|むし|取り消|破棄|捨て|なかっ�
 
 INJECTION_PATTERNS: dict[str, str] = {
     # Override: "ignore (all) previous instructions" and its many wordings.
-    "ignore_previous": rf"{_EN_NOT}\b{_EN_IGNORE}\b(?: \w+){{0,3}}? {_EN_BEFORE}(?: \w+){{0,2}}? {_EN_OBJECT}\b"
-    rf"|{_EN_NOT}\b{_EN_WEAK}\b(?: \w+){{0,2}}? {_EN_OWNED}(?: \w+){{0,2}}? {_EN_WEAK_OBJECT}\b",
+    "ignore_previous": rf"{_EN_NOT}\b{_EN_IGNORE}\b(?: \w+){{0,3}}? {_EN_BEFORE}(?: \w+){{0,2}}? {_EN_OBJECT}\b{_EN_OF_OTHER}"
+    rf"|{_EN_NOT}\b{_EN_IGNORE}\b(?: \w+){{0,3}}? {_EN_TIMED}(?: \w+){{0,2}}? {_EN_LOOSE_OBJECT}\b{_EN_OF_OTHER}"
+    rf"|{_EN_NOT}\b{_EN_WEAK}\b(?: \w+){{0,2}}? {_EN_OWNED}(?: \w+){{0,2}}? {_EN_WEAK_OBJECT}\b{_EN_OF_OTHER}",
     "ignore_rest": r"\b(?:ignore|disregard|forget) the rest of (?:this|the) (?:data|text|document|input|message|page)\b"
     r"|\bstop everything\b",
     # "ignore the above and ...", "disregard everything above".
@@ -95,7 +118,7 @@ INJECTION_PATTERNS: dict[str, str] = {
     # A fake system or developer message.
     "fake_system": r"(?:^|\n|\]|\.|!|:) ?(?:new |updated )?(?:system|developer|admin(?:istrator)?) (?:message|prompt|"
     r"instructions?|override|note)\s?:|\b(?:new|updated) (?:system|developer) (?:message|prompt|instructions?)\s?:|\[(?:system|admin|developer)\]|<\|?(?:im_start\|>system|system\|?>)|"
-    r"#{2,} ?(?:system|instruction)s?\b|\badmin override(?: ?:| (?:mode|activated|enabled|granted|code|protocol|"
+    r"#{2,} ?(?:system|instruction)s?\b(?! (?!(?:prompt|message|override|note|instructions?)\b)\w)|\badmin override(?: ?:| (?:mode|activated|enabled|granted|code|protocol|"
     r"engaged|in effect))",
     "no_safety": r"\b(?:ignores?|ignoring|without|disregards?|free of|no) (?:all |any )?(?:safety|ethical|moral|content)"
     r" (?:policies|guidelines|rules|filters|restrictions|constraints)\b",
@@ -107,16 +130,20 @@ INJECTION_PATTERNS: dict[str, str] = {
     r"|(?:initial|original|hidden|secret|first) (?:instructions|prompt|message)|developer message|pre-?prompt)"
     r"(?! (?:of|template|examples?|a|an) )",
     # Patterns that start with a literal let the regex engine scan for it at C speed.
+    # Not the instructions for a thing ("your original instructions for a cake").
     "own_prompt": r"your (?:initial|original|first|hidden|secret|starting|underlying) (?:instructions|prompt|"
-    r"configuration|message|text|directives)\b",
+    r"configuration|message|text|directives)\b(?! (?:for|on|about) (?:an? |the |making |\w+ing\b))",
     "code_prompt": r"system_?prompt\b|initiali[sz]ation string\b",
     "see_prompt": r"\b(?:see|read|share|dump|leak|get) (?:the |your )?system prompt\b",
     "not_supposed": r"\bwhat (?:are|were) you (?:not supposed|told not|instructed not) to\b",
     "verbatim": r"\b(?:repeat|print|output|reproduce|recite)\b[^.!?\n]{0,60}\b(?:word for word|verbatim)\b",
-    "told_before": r"\bwhat (?:were|was) you (?:told|given|instructed|programmed)\b",
+    # Not a topic ("what were you told about the history of Rome").
+    "told_before": r"\bwhat (?:were|was) you (?:told|given|instructed|programmed)\b(?! (?:about|regarding|on) (?!(?:this|the|your) "
+    r"(?:conversation|chat|prompt|rules|user|system)\b))",
     "repeat_above": r"\b(?:repeat|print|output|show)\b(?: \w+){0,3}? (?:everything|all|the text|the words|"
-    r"what(?:'s| is)?) (?:above|before this|so far)\b(?! the (?:line|row|cell|header) (?:in|of) )",
-    "your_instructions": r"\bwhat (?:are|were) your (?:initial |original |first )?instructions\b(?! (?:for|on|about) \w+ing\b)",
+    r"what(?:'s| is)?) (?:above|before this|so far)\b(?! the (?:line|row|cell|header) (?:in|of) )"
+    r"(?! (?:line|row|cell|paragraph|section|header|point|step|date|page)\b)",
+    "your_instructions": r"\bwhat (?:are|were) your (?:initial |original |first )?instructions\b(?! (?:for|on|about) (?:an? |the |making |\w+ing\b))",
     # Indirect: instructions addressed to the model inside content.
     "ai_turn": r"(?:^|\n|<!--|: ) ?(?:ai|assistant|chatbot|model|system) ?[:,] (?:\w+ ){0,2}?(?:say|send|print|ignore|"
     r"recommend|reply|respond|tell|output|write|forward|email|reveal|override|skip|disregard|forget)\b",
@@ -135,7 +162,8 @@ INJECTION_PATTERNS: dict[str, str] = {
     # so "I ignored my boss's orders" is not caught.
     "ja_imperative": f"(?:指示|命令|指令|プロンプト|ガイドライン|設定|ルール|制約)(?:を|は)?(?:すべて|全て|全部)?{_JA_VERB}"
     "(?:しろ|して|せよ|しなさい|ろ|て|なさい)(?!しま|いま|いた|た|ない|る)",
-    "ja_rules": f"(?:ルール|規則|制限|制約|ガイドライン|ポリシー).{{0,4}}?(?:{_JA_VERB}|解除|破っ|やぶっ){_JA_NOT}"
+    # 制限 as a compound's head names a physical limit (制限速度, 制限時間), not a rule.
+    "ja_rules": f"(?:ルール|規則|制限(?!速度|時間|区域|値)|制約|ガイドライン|ポリシー).{{0,4}}?(?:{_JA_VERB}|解除|破っ|やぶっ){_JA_NOT}"
     "|(?:ルール|制限|制約)は(?:もう)?(?:適用されません|ありません|無効)",
     "ja_persona": "(?:あなたは|君は|これからは|今から)(?:今から|これから)?.{0,12}?(?:制限|検閲|倫理|フィルター)の?(?:ない|なし)"
     "|(?:制限|検閲|倫理的な制約)(?:の|が)?(?:ない|なし)(?:で|に).{0,10}?(?:答え|回答|振る舞)"
@@ -149,7 +177,8 @@ INJECTION_PATTERNS: dict[str, str] = {
     "ja_extraction": "(?:最初に|事前に|会話の前に)(?:与えられた|言われた|受けた|設定された).{0,6}?(?:指示|こと|内容|命令)"
     ".{0,8}?(?:表示|出力|教え|繰り返|見せ)|(?:あなたの)?設定内容を.{0,6}?(?:教え|表示|出力)",
     "ja_to_the_ai": "(?:ai|aiアシスタント|アシスタント|言語モデル)(?:への?|に)(?:注意|指示|メッセージ|お願い)(?:[:：]|です|があります)"
-    "|(?:ai|aiアシスタント|アシスタント|言語モデル)への(?:注意|指示|メッセージ|お願い)(?!の?(?:書き方|出し方|コツ|方法))"
+    # Not the subject or object of a sentence about them (AIへの指示が長すぎると…).
+    "|(?:ai|aiアシスタント|アシスタント|言語モデル)への(?:注意|指示|メッセージ|お願い)(?!の?(?:書き方|出し方|コツ|方法)|が|を|って|について|で|は)"
     "|(?:もし)?あなたが(?:ai|言語モデル)なら|(?:読んでいる|処理している)(?:ai|aiアシスタント)",
 }
 """Prompt-injection phrases (regex over normalised text) by name."""
@@ -236,8 +265,62 @@ def compile_phrases(patterns: dict[str, str] = INJECTION_PATTERNS) -> tuple[Phra
     )
 
 
+# A phrase reported, not ordered: "the captain tells the crew to disregard ...", "my
+# manager asked everyone to ignore ...". Whoever is told is someone other than the model.
+_REPORTED = re.compile(
+    r"\b(?:tells?|told|telling|asks?|asked|orders?|ordered|instructs?|instructed|reminds?|reminded|wants?|wanted"
+    r"|expects?|advises?|advised|warns?|warned)\b(?: (?!(?:you|u|ai|model|assistant|chatbot|bot|gpt|chatgpt|system)\b)"
+    r"[\w'-]+){1,3} (?:to|not to) $"
+)
+_QUOTES = (('"', '"'), ("\u201c", "\u201d"), ("「", "」"), ("『", "』"))
+# A quotation that holds the phrase and at most this many more characters quotes it.
+_MENTION_SLACK = 12
+
+
+def _quoted(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` is quoted as a phrase, not used: inside quotation marks
+    that hold little more than it ("phrases like "ignore previous instructions"",
+    「以前の指示を無視して」というミーム), in a message that says something else around
+    them. An attack needs what to do instead; a bare quoted phrase names one."""
+    for opening, closing in _QUOTES:
+        if opening == closing:
+            if text.count(opening, 0, start) % 2 == 0:
+                continue
+            left = text.rfind(opening, 0, start)
+        else:
+            left = text.rfind(opening, 0, start)
+            if left < 0 or text.find(closing, left, start) >= 0:
+                continue
+        right = text.find(closing, end)
+        if left < 0 or right < 0:
+            continue
+        inside = right - left - 1
+        outside = len(text) - inside - 2
+        if inside - (end - start) <= _MENTION_SLACK and outside >= 15:
+            return True
+    return False
+
+
+# Commands, which a quotation can name without giving them; a persona's name ("do
+# anything now"), a fake header or a template token is the attack itself, quoted or not.
+_COMMANDS = frozenset(
+    {"ignore_previous", "ignore_above", "ignore_rest", "forget_everything", "ja_previous", "ja_imperative", "ja_rules"}
+)
+
+
+def _used(name: str, text: str, match: re.Match[str]) -> bool:
+    if name not in _COMMANDS:
+        return True
+    start = match.start()
+    if _REPORTED.search(text, max(0, start - 60), start) is not None:
+        return False
+    return not _quoted(text, start, match.end())
+
+
 def find_injection(phrases: tuple[Phrase, ...], norm: str) -> str | None:
-    """The name of the first injection phrase in ``norm`` (normalised text), or ``None``."""
+    """The name of the first injection phrase in ``norm`` (normalised text), or ``None``.
+
+    A match counts only when it is used, not quoted or reported (``_used``)."""
     compact = None
     # English phrases need Latin words and Japanese ones non-ASCII text: a message in one
     # script skips the other's phrases.
@@ -251,6 +334,8 @@ def find_injection(phrases: tuple[Phrase, ...], norm: str) -> str | None:
             if compact is None:
                 compact = norm.replace(" ", "")
             text = compact
-        if all(any(a in text for a in group) for group in anchors) and pattern.search(text) is not None:
-            return name
+        if all(any(a in text for a in group) for group in anchors):
+            for match in pattern.finditer(text):
+                if _used(name, text, match):
+                    return name
     return None
