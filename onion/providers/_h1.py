@@ -19,6 +19,7 @@ are not its business: a provider that trusts the environment sends through httpx
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import ssl
@@ -74,6 +75,8 @@ class _Answer:
 
 
 class _Connection:
+    """A connection on an anyio byte stream (any backend; trio's path)."""
+
     __slots__ = ("idle_since", "key", "socket", "stream")
 
     def __init__(self, stream: ByteStream, key: tuple[bytes, bytes, int]) -> None:
@@ -125,6 +128,161 @@ class _Connection:
         await anyio.aclose_forcefully(self.stream)
 
 
+_TIMED_OUT = object()
+# Pause reading from the upstream past this many unread bytes (back-pressure: a client
+# that stops reading a stream stops the gateway reading the upstream), resume below it.
+_HIGH_WATER = 256 * 1024
+
+
+class _Protocol(asyncio.Protocol):
+    """The asyncio side of a ``_LoopConnection``: bytes queued as they arrive, one waiter."""
+
+    __slots__ = ("buffered", "chunks", "drained", "eof", "error", "paused", "transport", "waiter")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.waiter: asyncio.Future[Any] | None = None
+        self.drained: asyncio.Future[None] | None = None
+        self.eof = False
+        self.paused = False
+        self.error: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered > _HIGH_WATER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake()
+        drained, self.drained = self.drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self.drained is None and self.transport is not None:
+            self.drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        drained, self.drained = self.drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _on_asyncio() -> bool:
+    # What anyio's own backend detection checks for asyncio, without sniffio (which anyio
+    # no longer requires): a running asyncio loop in this thread.
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(_TIMED_OUT)
+
+
+class _LoopConnection:
+    """A connection on asyncio's own transport and protocol (the fast path under asyncio).
+
+    anyio's socket stream pauses and resumes reading around every receive (two
+    ``epoll_ctl`` calls), yields to the loop once more on every send and receive, and a
+    read timeout needs a cancel scope; here the protocol queues what arrives, a read waits
+    on one future, and its timeout is a timer that resolves that future."""
+
+    __slots__ = ("_loop", "_protocol", "idle_since", "key", "socket")
+
+    def __init__(self, protocol: _Protocol, key: tuple[bytes, bytes, int]) -> None:
+        self._protocol = protocol
+        self._loop = asyncio.get_running_loop()
+        self.key = key
+        self.idle_since = 0.0
+        transport = protocol.transport
+        self.socket = None if transport is None else transport.get_extra_info("socket")
+
+    def gone(self) -> bool:
+        """Whether the peer closed it (or sent something) while it sat idle."""
+        protocol = self._protocol
+        return protocol.eof or bool(protocol.chunks) or protocol.transport is None or protocol.transport.is_closing()
+
+    async def receive(self, timeout: float | None) -> bytes:  # noqa: ASYNC109 (httpx's read timeout)
+        """The next bytes, or ``b""`` at the end of the connection."""
+        protocol = self._protocol
+        if not protocol.chunks:
+            if protocol.eof:
+                return self._ended()
+            waiter = protocol.waiter = self._loop.create_future()
+            timer = None if timeout is None else self._loop.call_later(timeout, _expire, waiter)
+            try:
+                woken = await waiter
+            finally:
+                protocol.waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if woken is _TIMED_OUT:
+                raise httpx.ReadTimeout("timed out reading the answer")
+            if not protocol.chunks:
+                return self._ended()
+        chunks = protocol.chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join([chunks.popleft() for _ in range(len(chunks))])
+        protocol.buffered -= len(data)
+        if protocol.paused and protocol.transport is not None:
+            protocol.paused = False
+            protocol.transport.resume_reading()
+        return data
+
+    def _ended(self) -> bytes:
+        error = self._protocol.error
+        if error is not None:
+            raise httpx.ReadError(str(error) or type(error).__name__)
+        return b""
+
+    async def send(self, data: bytes, timeout: float | None) -> None:  # noqa: ASYNC109
+        protocol = self._protocol
+        transport = protocol.transport
+        if transport is None or transport.is_closing():
+            raise httpx.WriteError("the connection to the upstream is closed")
+        transport.write(data)
+        drained = protocol.drained
+        if drained is not None:  # past the write buffer's high-water mark
+            try:
+                with anyio.fail_after(timeout):
+                    await asyncio.shield(drained)
+            except TimeoutError:
+                raise httpx.WriteTimeout("timed out sending the request") from None
+            if protocol.error is not None:
+                raise httpx.WriteError(str(protocol.error))
+
+    async def close(self) -> None:
+        transport = self._protocol.transport
+        if transport is not None:
+            transport.abort()
+
+
+_AnyConnection = _Connection | _LoopConnection
+
+
 class RawHeaders(list[tuple[bytes, bytes]]):
     """An answer's headers as received; ``get`` by name, case-insensitively."""
 
@@ -151,7 +309,7 @@ class Reply(httpx.AsyncByteStream):
     def __init__(
         self,
         transport: H1Transport,
-        connection: _Connection,
+        connection: _AnyConnection,
         parser: Any,
         answer: _Answer,
         read: float | None,
@@ -160,7 +318,7 @@ class Reply(httpx.AsyncByteStream):
         self.status_code: int = parser.get_status_code()
         self.headers = RawHeaders(answer.headers)
         self._transport = transport
-        self._connection: _Connection | None = connection
+        self._connection: _AnyConnection | None = connection
         self._parser = parser
         self._answer = answer
         self._read = read
@@ -228,7 +386,7 @@ class H1Transport(httpx.AsyncBaseTransport):
         self._max_idle = limits.max_keepalive_connections
         self._expiry = limits.keepalive_expiry
         self._ssl_context = ssl_context
-        self._idle: dict[tuple[bytes, bytes, int], list[_Connection]] = {}
+        self._idle: dict[tuple[bytes, bytes, int], list[_AnyConnection]] = {}
         self._idle_count = 0
         self._open = 0
         self._waiters: deque[anyio.Event] = deque()
@@ -241,7 +399,7 @@ class H1Transport(httpx.AsyncBaseTransport):
 
     # -- the pool -------------------------------------------------------------------
 
-    async def _acquire(self, key: tuple[bytes, bytes, int], host: str, timeouts: dict[str, Any]) -> _Connection:
+    async def _acquire(self, key: tuple[bytes, bytes, int], host: str, timeouts: dict[str, Any]) -> _AnyConnection:
         while True:
             if self._closed:
                 raise httpx.PoolTimeout("the transport is closed")
@@ -288,7 +446,7 @@ class H1Transport(httpx.AsyncBaseTransport):
             self._waiters.popleft().set()
 
     async def _drop_one_idle(self) -> None:
-        oldest: _Connection | None = None
+        oldest: _AnyConnection | None = None
         for connections in self._idle.values():
             if connections and (oldest is None or connections[0].idle_since < oldest.idle_since):
                 oldest = connections[0]
@@ -299,13 +457,19 @@ class H1Transport(httpx.AsyncBaseTransport):
         self._open -= 1
         await oldest.close()
 
-    async def _connect(self, key: tuple[bytes, bytes, int], host: str, timeout: float | None) -> _Connection:  # noqa: ASYNC109
+    async def _connect(self, key: tuple[bytes, bytes, int], host: str, timeout: float | None) -> _AnyConnection:  # noqa: ASYNC109
         self._open += 1
         tls = key[0] == b"https"
         try:
             with anyio.fail_after(timeout):
-                if tls:
-                    context = self._ssl_context or ssl.create_default_context()
+                context = (self._ssl_context or ssl.create_default_context()) if tls else None
+                if _on_asyncio():
+                    loop = asyncio.get_running_loop()
+                    _, protocol = await loop.create_connection(
+                        _Protocol, host, key[2], ssl=context, server_hostname=host if tls else None
+                    )
+                    return _LoopConnection(protocol, key)
+                if context is not None:
                     stream: ByteStream = await anyio.connect_tcp(
                         host, key[2], ssl_context=context, tls_hostname=host, tls_standard_compatible=False
                     )
@@ -325,7 +489,7 @@ class H1Transport(httpx.AsyncBaseTransport):
             raise
         return _Connection(stream, key)
 
-    async def _release(self, connection: _Connection, reusable: bool) -> None:
+    async def _release(self, connection: _AnyConnection, reusable: bool) -> None:
         if reusable and not self._closed and (self._max_idle is None or self._idle_count < self._max_idle):
             connection.idle_since = time.monotonic()
             self._idle.setdefault(connection.key, []).append(connection)
