@@ -16,9 +16,13 @@ cancelling it), never held across a ``yield``, plus one clock read per chunk.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
+import sniffio
 
 from ._context import PhaseLimits
 from ._response import Response
@@ -26,6 +30,21 @@ from ._types import Chunk, Request
 from .errors import Timeout
 
 __all__ = ["bounded_attempt"]
+
+try:  # anyio's per-task cancel-scope state, read to honour shields (see ``_PullWatch``)
+    from anyio._backends._asyncio import _task_states
+except ImportError:  # another anyio layout: every pull gets its own cancel scope
+    _task_states = None
+# The running task of each loop: asyncio's own table (``current_task`` is a Python
+# function in 3.11, five times the cost of the lookup it makes).
+_current_tasks: dict[Any, asyncio.Task[Any]] | None = getattr(asyncio.tasks, "_current_tasks", None)
+
+
+def _scope_type(library: str) -> Any:
+    """The cancel scope a pull opens where no ``_PullWatch`` runs: under trio its own
+    (half the cost of anyio's wrapper around it, same clock), else anyio's."""
+    trio = sys.modules.get("trio") if library == "trio" else None
+    return trio.CancelScope if trio is not None else anyio.CancelScope
 
 
 async def bounded_attempt(
@@ -67,6 +86,11 @@ async def _bounded_chunks(
     or a finish reason; from the previous chunk after it)."""
     pull = source.__anext__
     gap, since, phase = first, start, "first_chunk"
+    library = sniffio.current_async_library()
+    watch = _PullWatch.start() if library == "asyncio" else None
+    scope_type = _scope_type(library) if watch is None else None
+    # The backend's clock itself (anyio's current_time looks the backend up on every read).
+    now = watch.loop.time if watch is not None else anyio.current_time
     try:
         while True:
             # Plain comparisons (no allocation): the earlier of the deadline and the phase limit.
@@ -78,8 +102,23 @@ async def _bounded_chunks(
                     chunk = await pull()
                 except StopAsyncIteration:
                     return
+            elif watch is not None:
+                # asyncio: the attempt's one timer stands guard; a pull costs a few stores.
+                watch.arm(until)
+                try:
+                    chunk = await pull()
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    if watch.caught():
+                        raise Timeout(f"the stream passed its {label} limit", phase=label) from None
+                    raise
+                finally:
+                    watch.active = False
+                if watch.caught():  # the pull swallowed the cancellation: the limit still passed
+                    raise Timeout(f"the stream passed its {label} limit", phase=label)
             else:
-                with anyio.CancelScope(deadline=until) as scope:
+                with scope_type(deadline=until) as scope:
                     try:
                         chunk = await pull()
                     except StopAsyncIteration:
@@ -90,12 +129,95 @@ async def _bounded_chunks(
             if phase == "first_chunk" and not (chunk.content or chunk.tool_calls or chunk.finish_reason):
                 continue  # a role-only opening chunk is no token: the first-chunk limit holds
             if idle is not None:
-                since = anyio.current_time()
+                since = now()
             gap, phase = idle, "idle"
     finally:
+        if watch is not None:
+            watch.stop()
         aclose = getattr(source, "aclose", None)
         # A generator that ran to its end needs no close (a shielded scope costs as
         # much as a short stream's other overhead).
         if aclose is not None and getattr(source, "ag_frame", True) is not None:
             with anyio.CancelScope(shield=True):
                 await aclose()
+
+
+def _shielded_asyncio(task: asyncio.Task[object]) -> bool:
+    """True while ``task`` runs inside a shielded anyio cancel scope (anyio's own
+    bookkeeping, read only here; a task anyio does not know is never shielded)."""
+    state = _task_states.get(task) if _task_states is not None else None
+    scope = state.cancel_scope if state is not None else None
+    while scope is not None:
+        if scope.shield:
+            return True
+        scope = scope._parent_scope
+    return False
+
+
+class _PullWatch:
+    """asyncio only: one timer for a whole stream's pulls, in place of a cancel scope per pull.
+
+    A pull stores its limit (``arm``: three attribute writes and a timer only when the
+    limit moved earlier than the one scheduled). The timer, when it fires, looks at the
+    limit in force: later (a chunk arrived meanwhile) → it re-arms once for that time;
+    passed while a pull waits → it cancels the task (``Task.cancel``, counted as
+    ``asyncio.timeout`` counts it, so a cancellation from elsewhere is never taken for
+    ours); passed while no pull waits → nothing (the next pull re-arms). A pull waiting
+    inside a shielded anyio scope (a provider closing its connection) is not cancelled
+    until the shield ends, as an anyio deadline would behave.
+    """
+
+    __slots__ = ("active", "at", "cancelling", "fired", "handle", "loop", "task", "until")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.task: asyncio.Task[object] | None = None
+        self.until = self.at = 0.0
+        self.handle: asyncio.TimerHandle | None = None
+        self.active = self.fired = False
+        self.cancelling = 0
+
+    @classmethod
+    def start(cls) -> _PullWatch | None:
+        """A watch on the running asyncio loop, or ``None`` if anyio's state cannot be read."""
+        return None if _task_states is None else cls(asyncio.get_running_loop())
+
+    def arm(self, until: float) -> None:
+        tasks = _current_tasks
+        task = self.task = tasks.get(self.loop) if tasks is not None else asyncio.current_task()
+        self.cancelling = task.cancelling() if task is not None else 0
+        self.until = until
+        self.active = True
+        if self.handle is None or until < self.at:
+            if self.handle is not None:
+                self.handle.cancel()
+            self.at = until
+            self.handle = self.loop.call_at(until, self._fire)
+
+    def _fire(self) -> None:
+        self.handle = None
+        if not self.active or self.task is None:
+            return  # between pulls: the next pull arms again
+        wait = self.until - self.loop.time()
+        if wait <= 0 and _shielded_asyncio(self.task):
+            wait = 0.005  # look again once the shield may have ended
+        if wait > 0:
+            self.at = self.loop.time() + wait
+            self.handle = self.loop.call_at(self.at, self._fire)
+            return
+        self.fired = True
+        self.task.cancel()
+
+    def caught(self) -> bool:
+        """After a pull: whether this watch cancelled it (the cancel request is withdrawn)."""
+        if not self.fired:
+            return False
+        self.fired = False
+        task = self.task
+        return task is None or task.uncancel() <= self.cancelling
+
+    def stop(self) -> None:
+        self.active = False
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None

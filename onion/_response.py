@@ -283,6 +283,15 @@ class _Producer:
     def __aiter__(self) -> _Producer:
         return self
 
+    @property
+    def ag_frame(self) -> object:
+        # Read as an async generator's: ``None`` once nothing is left to close (the
+        # producer ran to its end, no ``on_close`` pending), so a wrapper skips the
+        # shielded close it would otherwise open.
+        if self._on_close is not None:
+            return True
+        return getattr(self._chunks, "ag_frame", True)
+
     def __anext__(self) -> Awaitable[Chunk]:
         if self._cut:
             return _closed()

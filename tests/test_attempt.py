@@ -1,0 +1,129 @@
+"""The handler boundary's limits on a stream's pulls (``onion._attempt``).
+
+Under asyncio one timer per stream stands in for a cancel scope per pull; these tests
+hold it to what a scope per pull did: the limits cut a wait, a shield defers the cut, a
+cancellation from elsewhere stays a cancellation, and the task reading is the one cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from onion import Chunk, Message, Request, Response, Stack, Timeout
+from onion._attempt import bounded_attempt
+from onion._context import PhaseLimits
+
+
+def _request() -> Request:
+    return Request(model="m", messages=[Message("user", "hi")], stream=True)
+
+
+class Gaps:
+    """A stream handler: before chunk i it waits ``gaps[i]`` seconds (``shielded``: those
+    waits run in a shielded scope); after the last, it stalls for ``stall_after`` seconds."""
+
+    def __init__(self, gaps: list[float], *, shielded: frozenset[int] = frozenset(), stall_after: float = 0.0) -> None:
+        self.gaps, self.shielded, self.stall_after = gaps, shielded, stall_after
+        self.closed = False
+
+    async def __call__(self, request: Request) -> Response:
+        return Response.stream(self._chunks(), served_by="gaps", model=request.model)
+
+    async def _chunks(self) -> AsyncGenerator[Chunk, None]:
+        try:
+            for i, gap in enumerate(self.gaps):
+                if i in self.shielded:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.sleep(gap)
+                elif gap:
+                    await anyio.sleep(gap)
+                yield Chunk(content=f"c{i} ")
+            if self.stall_after:
+                await anyio.sleep(self.stall_after)
+            yield Chunk(finish_reason="stop")
+        finally:
+            self.closed = True
+
+
+async def _open(handler: Gaps, first: float | None, idle: float | None) -> Response:
+    request = _request()
+    return await bounded_attempt(handler, request, PhaseLimits(first_chunk=first, idle=idle), None)
+
+
+async def test_a_wait_in_a_shielded_scope_is_cut_only_after_the_shield() -> None:
+    # The second chunk's wait (0.3 s) passes the idle limit inside a shield: it arrives,
+    # as under a cancel scope; the stall after it is cut.
+    handler = Gaps([0.0, 0.3], shielded={1}, stall_after=30)
+    received = []
+    began = anyio.current_time()
+    with pytest.raises(Timeout) as info:
+        async for chunk in await _open(handler, first=1.0, idle=0.05):
+            received.append(chunk.content)
+    assert info.value.phase == "idle"
+    assert received == ["c0 ", "c1 "]
+    assert anyio.current_time() - began < 5
+    assert handler.closed
+
+
+async def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
+    handler = Gaps([0.0], stall_after=30)
+    received = []
+    with anyio.move_on_after(0.1) as scope:
+        async for chunk in await _open(handler, first=10, idle=10):
+            received.append(chunk.content)
+    assert scope.cancelled_caught
+    assert received == ["c0 "]
+    assert handler.closed
+    await anyio.sleep(0.01)  # nothing cancels this task later: no cancel request was left behind
+
+
+async def test_the_task_reading_is_the_one_cut() -> None:
+    # The first chunk is read in another task; the stall is met by this one.
+    handler = Gaps([0.0], stall_after=30)
+    response = await _open(handler, first=10, idle=0.05)
+    chunks = aiter(response)
+    firsts: list[str] = []
+
+    async def first() -> None:
+        firsts.append((await anext(chunks)).content)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(first)
+    assert firsts == ["c0 "]
+    with pytest.raises(Timeout) as info:
+        await anext(chunks)
+    assert info.value.phase == "idle"
+
+
+async def test_limits_that_move_every_chunk_never_cut_a_steady_stream() -> None:
+    # 12 chunks 30 ms apart: 0.36 s in all, past the first-chunk limit and many idle limits.
+    handler = Gaps([0.03] * 12)
+    response = await _open(handler, first=0.2, idle=0.15)
+    assert len([chunk async for chunk in response]) == 13
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(gaps=st.lists(st.sampled_from([0.0, 0.01, 0.4]), min_size=1, max_size=4))
+async def test_a_stream_fails_at_its_first_gap_past_the_idle_limit(gaps: list[float]) -> None:
+    # The law a cancel scope per pull gave: every chunk before the first gap past the
+    # limit arrives, then Timeout("idle"); no such gap, the whole stream. The first gap
+    # counts against the first-chunk limit, which is generous here.
+    handler = Gaps([0.0, *gaps])
+    stack = Stack([], handler)
+    request = _request()
+    request.context.phases = PhaseLimits(first_chunk=5.0, idle=0.1)
+    received = []
+    late = next((i + 1 for i, gap in enumerate(gaps) if gap > 0.1), None)
+    try:
+        async for chunk in await stack(request):
+            received.append(chunk)
+    except Timeout as error:
+        assert late is not None and error.phase == "idle"
+        assert [c.content for c in received] == [f"c{i} " for i in range(late)]
+    else:
+        assert late is None and len(received) == len(gaps) + 2
