@@ -10,8 +10,11 @@ between layers. Providers need no cancel scope of their own for the deadline
 (``context.deadline_guarded`` says it is enforced).
 
 Costs: nothing when no limit is set; otherwise one cancel scope to open the attempt and,
-for a stream, one per pull from the handler (a blocked read can only be abandoned by
-cancelling it), never held across a ``yield``, plus one clock read per chunk.
+for a stream, a time comparison and one clock read per chunk. A blocked pull can only be
+abandoned by cancelling it, and no cancel scope may be held across a ``yield``: under
+asyncio one timer per stream (``_PullWatch``) cancels a pull that waits past its limit,
+honouring anyio shields; under trio (and when anyio's state cannot be read) each pull
+opens its own scope (trio's, half the cost of anyio's).
 """
 
 from __future__ import annotations
