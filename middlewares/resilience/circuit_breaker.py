@@ -228,7 +228,8 @@ class CircuitBreaker(Layer):
             failure = error if isinstance(error, Exception) else None
             self._finish(model, circuit, trial, failure, ended=failure is not None)
             raise
-        return await response.on_end(lambda end: self._ended(model, circuit, trial, end, start), now=now)
+        # The verdict needs how and when the answer ended, never its text.
+        return await response.on_end(lambda end: self._ended(model, circuit, trial, end, start), now=now, content=False)
 
     def _ended(self, model: str, circuit: _Circuit, trial: bool, end: AnswerEnd, start: float) -> None:
         # A consumer that stopped early gives no verdict; a failure that is not an
