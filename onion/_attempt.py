@@ -57,7 +57,9 @@ async def bounded_attempt(
     deadline: float | None,
 ) -> Response:
     """``handler(request)`` within ``deadline`` and, for a stream, ``phases``."""
-    start = anyio.current_time()
+    library = sniffio.current_async_library()
+    watch = _PullWatch.start() if library == "asyncio" else None
+    start = watch.loop.time() if watch is not None else anyio.current_time()
     first = idle = None
     if phases is not None:
         if request.stream:
@@ -71,26 +73,63 @@ async def bounded_attempt(
     request.context.deadline_guarded = deadline
     if until is None:
         response = await handler(request)
+    elif watch is not None:
+        # asyncio: the attempt's one timer, kept for its stream's pulls.
+        watch.arm(until)
+        try:
+            response = await handler(request)
+        except asyncio.CancelledError:
+            if watch.caught():
+                watch.stop()
+                raise _late(phase, until - start) from None
+            watch.stop()
+            raise
+        except BaseException:
+            watch.stop()
+            raise
+        watch.active = False
+        if watch.caught():
+            watch.stop()
+            await _aclose_response(response)
+            raise _late(phase, until - start)
     else:
         with anyio.CancelScope(deadline=until) as scope:
             response = await handler(request)
         if scope.cancelled_caught:
-            raise Timeout(f"the attempt passed its {phase} limit ({until - start:.3g} s) before answering", phase=phase)
+            raise _late(phase, until - start)
     if response.is_stream and (deadline is not None or first is not None or idle is not None):
-        response.wrap(lambda chunks: _bounded_chunks(chunks, start, first, idle, deadline))
+        response.wrap(lambda chunks: _bounded_chunks(chunks, start, first, idle, deadline, library, watch))
+    elif watch is not None:
+        watch.stop()
     return response
 
 
+def _late(phase: str, seconds: float) -> Timeout:
+    return Timeout(f"the attempt passed its {phase} limit ({seconds:.3g} s) before answering", phase=phase)
+
+
+async def _aclose_response(response: Response) -> None:
+    with anyio.CancelScope(shield=True):
+        await response.aclose()
+
+
 async def _bounded_chunks(
-    source: AsyncIterator[Chunk], start: float, first: float | None, idle: float | None, deadline: float | None
+    source: AsyncIterator[Chunk],
+    start: float,
+    first: float | None,
+    idle: float | None,
+    deadline: float | None,
+    library: str,
+    watch: _PullWatch | None,
 ) -> AsyncGenerator[Chunk, None]:
     """Forward ``source``; each pull is cancelled at the earlier of the deadline and its
     phase limit (from the attempt's start until the first chunk with content, a tool call
-    or a finish reason; from the previous chunk after it)."""
+    or a finish reason; from the previous chunk after it). ``watch``: the attempt's
+    timer under asyncio (made here if the attempt had none: no limit while it opened)."""
     pull = source.__anext__
     gap, since, phase = first, start, "first_chunk"
-    library = sniffio.current_async_library()
-    watch = _PullWatch.start() if library == "asyncio" else None
+    if watch is None and library == "asyncio":
+        watch = _PullWatch.start()
     scope_type = _scope_type(library) if watch is None else None
     # The backend's clock itself (anyio's current_time looks the backend up on every read).
     now = watch.loop.time if watch is not None else anyio.current_time

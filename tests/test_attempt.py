@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onion import Chunk, Message, Request, Response, Stack, Timeout
+from onion import Chunk, Completion, Message, Request, Response, Stack, Timeout
 from onion._attempt import bounded_attempt
 from onion._context import PhaseLimits
 
@@ -127,3 +127,18 @@ async def test_a_stream_fails_at_its_first_gap_past_the_idle_limit(gaps: list[fl
         assert [c.content for c in received] == [f"c{i} " for i in range(late)]
     else:
         assert late is None and len(received) == len(gaps) + 2
+
+
+async def test_a_complete_answer_past_its_limit_times_out_unless_shielded() -> None:
+    async def slow(request: Request, shielded: bool) -> Response:
+        with anyio.CancelScope(shield=shielded):
+            await anyio.sleep(0.3)
+        return Response.complete(Completion(content="late"), served_by="slow")
+
+    request = Request(model="m", messages=[Message("user", "hi")])
+    limits = PhaseLimits(first_chunk=None, idle=None, answer=0.05)
+    with pytest.raises(Timeout) as info:
+        await bounded_attempt(lambda r: slow(r, False), request, limits, None)
+    assert info.value.phase == "answer"
+    answer = await bounded_attempt(lambda r: slow(r, True), request, limits, None)
+    assert (await answer.result()).content == "late"
