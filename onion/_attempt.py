@@ -25,8 +25,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
-import sniffio
 
+from ._clock import async_library
 from ._context import PhaseLimits
 from ._response import Response
 from ._types import Chunk, Request
@@ -57,7 +57,7 @@ async def bounded_attempt(
     deadline: float | None,
 ) -> Response:
     """``handler(request)`` within ``deadline`` and, for a stream, ``phases``."""
-    library = sniffio.current_async_library()
+    library = async_library()
     watch = _PullWatch.start() if library == "asyncio" else None
     start = watch.loop.time() if watch is not None else anyio.current_time()
     first = idle = None

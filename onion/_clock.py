@@ -6,12 +6,33 @@ Layers that wait or count over time (backoff, TTLs, rate windows, breaker window
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import anyio
 
-__all__ = ["Clock", "SystemClock", "system_clock"]
+try:  # what anyio itself asks; trio depends on it, so without it only asyncio can run
+    from sniffio import current_async_library as _sniffed
+except ImportError:  # pragma: no cover - sniffio comes with trio and httpx's stack
+    _sniffed = None
+
+__all__ = ["Clock", "SystemClock", "async_library", "loop_clock", "system_clock"]
+
+
+def async_library() -> str:
+    """The running async library's name (``"asyncio"``, ``"trio"``), as anyio finds it."""
+    return _sniffed() if _sniffed is not None else "asyncio"
+
+
+def loop_clock() -> Callable[[], float]:
+    """The running event loop's clock, the one ``anyio.current_time`` reads (deadlines
+    are on it). A layer that reads it per chunk looks it up once: ``anyio.current_time``
+    finds the backend again on every read."""
+    if async_library() == "asyncio":
+        return asyncio.get_running_loop().time
+    return anyio.current_time
 
 
 @runtime_checkable

@@ -21,13 +21,11 @@ clock read compared with the deadline (the handler boundary cancels a blocked pu
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import anyio
-import sniffio
 
-from onion import CallNext, Chunk, Context, Layer, PhaseLimits, Request, Response, Timeout
+from onion import CallNext, Chunk, Context, Layer, PhaseLimits, Request, Response, Timeout, loop_clock
 
 __all__ = ["Deadline"]
 
@@ -116,14 +114,6 @@ class Deadline(Layer):
         return response.wrap(lambda chunks: _within(chunks, deadline, context, outer, outer_phases))
 
 
-def _clock() -> Callable[[], float]:
-    """The running backend's own clock, the one ``anyio.current_time`` reads (which looks
-    the backend up again on every read: a tenth of a stream's cost here)."""
-    if sniffio.current_async_library() == "asyncio":
-        return asyncio.get_running_loop().time
-    return anyio.current_time
-
-
 def _restore(context: Context, deadline: float | None, phases: PhaseLimits | None) -> None:
     context.deadline, context.phases = deadline, phases
 
@@ -141,7 +131,7 @@ async def _within(
     here one clock read and one comparison per chunk suffice.
     """
     pull = source.__anext__
-    now = _clock()
+    now = loop_clock()  # the deadline's clock, looked up once per stream
     try:
         while True:
             try:
