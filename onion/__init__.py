@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._attempt import within
 from ._clock import Clock, SystemClock, loop_clock, system_clock
 from ._context import (
     Context,
@@ -203,5 +204,6 @@ __all__ = [
     "resolve_import",
     "resolve_layer",
     "system_clock",
+    "within",
     *_LAZY,
 ]

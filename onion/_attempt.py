@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -32,7 +32,9 @@ from ._response import Response
 from ._types import Chunk, Request
 from .errors import Timeout
 
-__all__ = ["bounded_attempt"]
+__all__ = ["bounded_attempt", "within"]
+
+T = TypeVar("T")
 
 try:  # anyio's per-task cancel-scope state, read to honour shields (see ``_PullWatch``)
     from anyio._backends._asyncio import _task_states
@@ -102,6 +104,34 @@ async def bounded_attempt(
     elif watch is not None:
         watch.stop()
     return response
+
+
+async def within(awaitable: Awaitable[T], deadline: float, late: Callable[[], BaseException]) -> T:
+    """``await awaitable``, cancelled at ``deadline`` (on ``anyio.current_time``'s clock);
+    raises ``late()`` if the deadline cut it. What ``with anyio.CancelScope(deadline=...)``
+    does around one await, at a fraction of its cost under asyncio: one timer, anyio
+    shields inside honoured, a cancellation from elsewhere left one. A cancel scope on
+    other backends.
+    """
+    if _task_states is None or async_library() != "asyncio":
+        with anyio.CancelScope(deadline=deadline) as scope:
+            result = await awaitable
+        if scope.cancelled_caught:
+            raise late()
+        return result
+    watch = _PullWatch(asyncio.get_running_loop())
+    watch.arm(deadline)
+    try:
+        result = await awaitable
+    except asyncio.CancelledError:
+        if watch.caught():
+            raise late() from None
+        raise
+    finally:
+        watch.stop()
+    if watch.caught():  # the cancellation was swallowed inside: the deadline still passed
+        raise late()
+    return result
 
 
 def _late(phase: str, seconds: float) -> Timeout:

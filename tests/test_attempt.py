@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from onion import Chunk, Completion, Message, Request, Response, Stack, Timeout
-from onion._attempt import bounded_attempt
+from onion._attempt import bounded_attempt, within
 from onion._context import PhaseLimits
 
 
@@ -142,3 +142,35 @@ async def test_a_complete_answer_past_its_limit_times_out_unless_shielded() -> N
     assert info.value.phase == "answer"
     answer = await bounded_attempt(lambda r: slow(r, True), request, limits, None)
     assert (await answer.result()).content == "late"
+
+
+class _Late(Exception):
+    pass
+
+
+async def test_within_raises_late_only_for_its_own_deadline() -> None:
+    with pytest.raises(_Late):
+        await within(anyio.sleep(5), anyio.current_time() + 0.05, _Late)
+    assert await within(_value(), anyio.current_time() + 5, _Late) == 7
+
+    async def own_timeout() -> None:
+        raise TimeoutError("the inner code's own")
+
+    with pytest.raises(TimeoutError, match="inner code"):  # not taken for the deadline's
+        await within(own_timeout(), anyio.current_time() + 5, _Late)
+    with anyio.move_on_after(0.05) as outer:  # a cancellation from outside stays one
+        await within(anyio.sleep(5), anyio.current_time() + 5, _Late)
+    assert outer.cancelled_caught
+
+    async def shielded() -> int:
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(0.2)
+        return 8
+
+    # The deadline passes inside a shield: the shielded work finishes, as under a scope.
+    assert await within(shielded(), anyio.current_time() + 0.02, _Late) == 8
+
+
+async def _value() -> int:
+    await anyio.sleep(0.001)
+    return 7

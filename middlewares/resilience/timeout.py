@@ -25,7 +25,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 import anyio
 
-from onion import CallNext, Chunk, Context, Layer, PhaseLimits, Request, Response, Timeout, loop_clock
+from onion import CallNext, Chunk, Context, Layer, PhaseLimits, Request, Response, Timeout, loop_clock, within
 
 __all__ = ["Deadline"]
 
@@ -98,20 +98,21 @@ class Deadline(Layer):
         if mine is not None:
             context.phases = mine if outer_phases is None else outer_phases.tighter(mine)
         try:
-            with anyio.CancelScope(deadline=deadline) as scope:
-                response = await call_next(request)
+            # One cancel scope's worth (a timer under asyncio) around everything inside.
+            response = await within(call_next(request), deadline, lambda: _late(deadline - start))
         except BaseException:
             _restore(context, outer, outer_phases)
             raise
-        if scope.cancelled_caught:
-            _restore(context, outer, outer_phases)
-            raise Timeout(f"no answer within {deadline - start:.3g} s", phase="total")
         if not response.is_stream:
             _restore(context, outer, outer_phases)
             return response
         # Kept on the context until the stream ends: a retry that reopens it mid-way must
         # see this deadline (it starts no attempt or backoff that cannot finish in time).
         return response.wrap(lambda chunks: _within(chunks, deadline, context, outer, outer_phases))
+
+
+def _late(seconds: float) -> Timeout:
+    return Timeout(f"no answer within {seconds:.3g} s", phase="total")
 
 
 def _restore(context: Context, deadline: float | None, phases: PhaseLimits | None) -> None:
