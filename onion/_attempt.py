@@ -12,15 +12,17 @@ between layers. Providers need no cancel scope of their own for the deadline
 Costs: nothing when no limit is set; otherwise one cancel scope to open the attempt and,
 for a stream, a time comparison and one clock read per chunk. A blocked pull can only be
 abandoned by cancelling it, and no cancel scope may be held across a ``yield``: under
-asyncio one timer per stream (``_PullWatch``) cancels a pull that waits past its limit,
-honouring anyio shields; under trio (and when anyio's state cannot be read) each pull
-opens its own scope (trio's, half the cost of anyio's).
+asyncio a ``_PullWatch`` per attempt, on the loop's one timer, cancels an await (the
+handler call, a pull) that waits past its limit, honouring anyio shields; under trio (and
+when anyio's state cannot be read) the call and each pull open their own scope (trio's,
+half the cost of anyio's). ``within`` gives layers the same for one await.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -227,25 +229,25 @@ def _shielded_asyncio(task: asyncio.Task[object]) -> bool:
 
 
 class _PullWatch:
-    """asyncio only: one timer for a whole stream's pulls, in place of a cancel scope per pull.
+    """asyncio only: a deadline on one await at a time, in place of a cancel scope each.
 
-    A pull stores its limit (``arm``: three attribute writes and a timer only when the
-    limit moved earlier than the one scheduled). The timer, when it fires, looks at the
-    limit in force: later (a chunk arrived meanwhile) → it re-arms once for that time;
-    passed while a pull waits → it cancels the task (``Task.cancel``, counted as
-    ``asyncio.timeout`` counts it, so a cancellation from elsewhere is never taken for
-    ours); passed while no pull waits → nothing (the next pull re-arms). A pull waiting
-    inside a shielded anyio scope (a provider closing its connection) is not cancelled
-    until the shield ends, as an anyio deadline would behave.
+    ``arm(until)`` before the await (a few attribute writes; the loop's one timer,
+    ``_LoopTimer``, moves only when ``until`` is earlier than any it watches), ``active =
+    False`` after it. When the timer finds an armed watch past its limit, it cancels the
+    task (``Task.cancel``, counted as ``asyncio.timeout`` counts it, so a cancellation
+    from elsewhere is never taken for ours: ``caught``). A watch no longer armed is
+    forgotten (the next pull arms it again). An await inside a shielded anyio scope (a
+    provider closing its connection) is not cancelled until the shield ends, as under an
+    anyio deadline.
     """
 
-    __slots__ = ("active", "at", "cancelling", "fired", "handle", "loop", "task", "until")
+    __slots__ = ("active", "cancelling", "fired", "loop", "task", "timer", "until")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.timer = _timer_of(loop)
         self.task: asyncio.Task[object] | None = None
-        self.until = self.at = 0.0
-        self.handle: asyncio.TimerHandle | None = None
+        self.until = 0.0
         self.active = self.fired = False
         self.cancelling = 0
 
@@ -260,28 +262,13 @@ class _PullWatch:
         self.cancelling = task.cancelling() if task is not None else 0
         self.until = until
         self.active = True
-        if self.handle is None or until < self.at:
-            if self.handle is not None:
-                self.handle.cancel()
-            self.at = until
-            self.handle = self.loop.call_at(until, self._fire)
-
-    def _fire(self) -> None:
-        self.handle = None
-        if not self.active or self.task is None:
-            return  # between pulls: the next pull arms again
-        wait = self.until - self.loop.time()
-        if wait <= 0 and _shielded_asyncio(self.task):
-            wait = 0.005  # look again once the shield may have ended
-        if wait > 0:
-            self.at = self.loop.time() + wait
-            self.handle = self.loop.call_at(self.at, self._fire)
-            return
-        self.fired = True
-        self.task.cancel()
+        timer = self.timer
+        timer.watches.add(self)
+        if until < timer.at:
+            timer.schedule(until)
 
     def caught(self) -> bool:
-        """After a pull: whether this watch cancelled it (the cancel request is withdrawn)."""
+        """After an await: whether this watch cancelled it (the cancel request is withdrawn)."""
         if not self.fired:
             return False
         self.fired = False
@@ -290,6 +277,65 @@ class _PullWatch:
 
     def stop(self) -> None:
         self.active = False
+        self.timer.watches.discard(self)
+
+
+_INF = float("inf")
+
+
+class _LoopTimer:
+    """The one ``call_at`` timer of a loop's watches, due at the earliest limit among them
+    (or earlier: a watch that ended leaves it due, and it then looks and moves on)."""
+
+    __slots__ = ("at", "handle", "loop", "watches")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.watches: set[_PullWatch] = set()
+        self.handle: asyncio.TimerHandle | None = None
+        self.at = _INF
+
+    def schedule(self, at: float) -> None:
         if self.handle is not None:
             self.handle.cancel()
-            self.handle = None
+        self.at = at
+        self.handle = self.loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        self.handle, self.at = None, _INF
+        now = self.loop.time()
+        earliest = _INF
+        watches = self.watches
+        for watch in list(watches):
+            task = watch.task
+            if not watch.active or task is None:
+                watches.discard(watch)  # between pulls, or done: its next arm adds it again
+                continue
+            due = watch.until
+            if due <= now:
+                if not _shielded_asyncio(task):
+                    watches.discard(watch)
+                    watch.fired = True
+                    task.cancel()
+                    continue
+                due = now + 0.005  # look again once the shield may have ended
+            if due < earliest:
+                earliest = due
+        if earliest < _INF:
+            self.schedule(earliest)
+
+
+_TIMERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopTimer] = weakref.WeakKeyDictionary()
+_last_timer: _LoopTimer | None = None  # the usual case: one loop per process
+
+
+def _timer_of(loop: asyncio.AbstractEventLoop) -> _LoopTimer:
+    global _last_timer
+    timer = _last_timer
+    if timer is not None and timer.loop is loop:
+        return timer
+    timer = _TIMERS.get(loop)
+    if timer is None:
+        timer = _TIMERS[loop] = _LoopTimer(loop)
+    _last_timer = timer
+    return timer
