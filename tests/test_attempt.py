@@ -174,3 +174,25 @@ async def test_within_raises_late_only_for_its_own_deadline() -> None:
 async def _value() -> int:
     await anyio.sleep(0.001)
     return 7
+
+
+async def test_concurrent_deadlines_each_end_at_their_own_time() -> None:
+    # One timer serves every watch on a loop: each still ends at its own limit, also
+    # after the earliest one ended early (the timer wakes for nothing, then moves on).
+    began = anyio.current_time()
+    ended: dict[str, float] = {}
+
+    async def wait(name: str, seconds: float, sleep: float) -> None:
+        try:
+            await within(anyio.sleep(sleep), began + seconds, _Late)
+        except _Late:
+            ended[name] = anyio.current_time() - began
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(wait, "late", 0.45, 5)
+        group.start_soon(wait, "early", 0.15, 5)
+        group.start_soon(wait, "done first", 0.05, 0.01)  # ends before its limit
+        group.start_soon(wait, "middle", 0.3, 5)
+    assert sorted(ended, key=ended.__getitem__) == ["early", "middle", "late"]
+    assert ended["early"] >= 0.15 and ended["middle"] >= 0.3 and ended["late"] >= 0.45
+    assert ended["late"] < 3
