@@ -14,16 +14,23 @@ from typing import Protocol, runtime_checkable
 import anyio
 
 try:  # what anyio itself asks; trio depends on it, so without it only asyncio can run
-    from sniffio import current_async_library as _sniffed
-except ImportError:  # pragma: no cover - sniffio comes with trio and httpx's stack
-    _sniffed = None
+    from sniffio import current_async_library_cvar as _library_cvar
+    from sniffio import thread_local as _library_thread
+except ImportError:  # pragma: no cover - sniffio comes with trio
+    _library_cvar = _library_thread = None
 
 __all__ = ["Clock", "SystemClock", "async_library", "loop_clock", "system_clock"]
 
 
 def async_library() -> str:
-    """The running async library's name (``"asyncio"``, ``"trio"``), as anyio finds it."""
-    return _sniffed() if _sniffed is not None else "asyncio"
+    """The running async library's name (``"asyncio"``, ``"trio"``), for code running in
+    one: what ``sniffio`` answers, without its final look for an asyncio task (a library
+    other than asyncio says its name where sniffio reads it; anyio runs on no third)."""
+    if _library_thread is not None:
+        name = _library_thread.name or _library_cvar.get()  # type: ignore[union-attr]
+        if name:
+            return name  # type: ignore[no-any-return]
+    return "asyncio"
 
 
 def loop_clock() -> Callable[[], float]:

@@ -196,3 +196,15 @@ async def test_concurrent_deadlines_each_end_at_their_own_time() -> None:
     assert sorted(ended, key=ended.__getitem__) == ["early", "middle", "late"]
     assert ended["early"] >= 0.15 and ended["middle"] >= 0.3 and ended["late"] >= 0.45
     assert ended["late"] < 3
+
+
+async def test_the_loop_clock_and_library_are_anyios() -> None:
+    import sniffio
+
+    from onion import loop_clock
+    from onion._clock import async_library
+
+    assert async_library() == sniffio.current_async_library()
+    before = anyio.current_time()
+    read = loop_clock()()
+    assert before <= read <= anyio.current_time()
