@@ -97,7 +97,7 @@ async def bounded_attempt(
             await _aclose_response(response)
             raise _late(phase, until - start)
     else:
-        with anyio.CancelScope(deadline=until) as scope:
+        with _scope_type(library)(deadline=until) as scope:
             response = await handler(request)
         if scope.cancelled_caught:
             raise _late(phase, until - start)
@@ -115,8 +115,9 @@ async def within(awaitable: Awaitable[T], deadline: float, late: Callable[[], Ba
     shields inside honoured, a cancellation from elsewhere left one. A cancel scope on
     other backends.
     """
-    if _task_states is None or async_library() != "asyncio":
-        with anyio.CancelScope(deadline=deadline) as scope:
+    library = async_library()
+    if _task_states is None or library != "asyncio":
+        with _scope_type(library)(deadline=deadline) as scope:
             result = await awaitable
         if scope.cancelled_caught:
             raise late()
