@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from ._clock import async_library
+from ._clock import async_library, loop_clock
 from ._context import PhaseLimits
 from ._response import Response
 from ._types import Chunk, Request
@@ -63,7 +63,7 @@ async def bounded_attempt(
     """``handler(request)`` within ``deadline`` and, for a stream, ``phases``."""
     library = async_library()
     watch = _PullWatch.start() if library == "asyncio" else None
-    start = watch.loop.time() if watch is not None else anyio.current_time()
+    start = watch.loop.time() if watch is not None else loop_clock()()
     first = idle = None
     if phases is not None:
         if request.stream:
@@ -165,7 +165,7 @@ async def _bounded_chunks(
         watch = _PullWatch.start()
     scope_type = _scope_type(library) if watch is None else None
     # The backend's clock itself (anyio's current_time looks the backend up on every read).
-    now = watch.loop.time if watch is not None else anyio.current_time
+    now = watch.loop.time if watch is not None else loop_clock()
     try:
         while True:
             # Plain comparisons (no allocation): the earlier of the deadline and the phase limit.

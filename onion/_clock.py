@@ -7,6 +7,7 @@ Layers that wait or count over time (backoff, TTLs, rate windows, breaker window
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -37,9 +38,11 @@ def loop_clock() -> Callable[[], float]:
     """The running event loop's clock, the one ``anyio.current_time`` reads (deadlines
     are on it). A layer that reads it per chunk looks it up once: ``anyio.current_time``
     finds the backend again on every read."""
-    if async_library() == "asyncio":
+    library = async_library()
+    if library == "asyncio":
         return asyncio.get_running_loop().time
-    return anyio.current_time
+    trio = sys.modules.get("trio") if library == "trio" else None
+    return trio.current_time if trio is not None else anyio.current_time  # type: ignore[no-any-return]
 
 
 @runtime_checkable
