@@ -434,7 +434,7 @@ async def _report(callbacks: list[EndCallback], end: AnswerEnd) -> None:
     for fn in callbacks:
         try:
             result = fn(end)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):  # most callbacks are plain
                 await result
         except Exception as error:
             failure = failure or error
