@@ -105,10 +105,15 @@ class CompleteHandler:
     def __init__(self, text: str = "The quick brown fox jumps over the lazy dog.") -> None:
         self.text = text
         self.usage = Usage(10, 10, 20)
+        # Streamed as an upstream streams tokens, each word with the space before it: the
+        # streamed answer is the complete one (split without its spaces, the text was one
+        # 35-letter run, a case the output guard must hold back whole).
+        words = text.split(" ")
+        self.pieces = [words[0], *(" " + word for word in words[1:])]
 
     async def __call__(self, request: Request) -> Response:
         if request.stream:
-            return Response.stream(_chunks(self.text.split(" "), self.usage), served_by="bench", model=request.model)
+            return Response.stream(_chunks(self.pieces, self.usage), served_by="bench", model=request.model)
         return Response.complete(
             Completion(content=self.text, model=request.model, usage=self.usage), served_by="bench"
         )

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._clock import Clock, SystemClock, system_clock
+from ._attempt import within
+from ._clock import Clock, SystemClock, loop_clock, system_clock
 from ._context import (
     Context,
     GuardFindings,
@@ -194,6 +195,7 @@ __all__ = [
     "input_tokens",
     "layer_info",
     "lazy_getattr",
+    "loop_clock",
     "message_tokens",
     "outcome",
     "prompt_tokens",
@@ -202,5 +204,6 @@ __all__ = [
     "resolve_import",
     "resolve_layer",
     "system_clock",
+    "within",
     *_LAZY,
 ]

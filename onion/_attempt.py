@@ -10,22 +10,48 @@ between layers. Providers need no cancel scope of their own for the deadline
 (``context.deadline_guarded`` says it is enforced).
 
 Costs: nothing when no limit is set; otherwise one cancel scope to open the attempt and,
-for a stream, one per pull from the handler (a blocked read can only be abandoned by
-cancelling it), never held across a ``yield``, plus one clock read per chunk.
+for a stream, a time comparison and one clock read per chunk. A blocked pull can only be
+abandoned by cancelling it, and no cancel scope may be held across a ``yield``: under
+asyncio a ``_PullWatch`` per attempt, on the loop's one timer, cancels an await (the
+handler call, a pull) that waits past its limit, honouring anyio shields; under trio (and
+when anyio's state cannot be read) the call and each pull open their own scope (trio's,
+half the cost of anyio's). ``within`` gives layers the same for one await.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 
+from ._clock import async_library, loop_clock
 from ._context import PhaseLimits
 from ._response import Response
 from ._types import Chunk, Request
 from .errors import Timeout
 
-__all__ = ["bounded_attempt"]
+__all__ = ["bounded_attempt", "within"]
+
+T = TypeVar("T")
+
+try:  # anyio's per-task cancel-scope state, read to honour shields (see ``_PullWatch``)
+    from anyio._backends._asyncio import _task_states
+except ImportError:  # another anyio layout: every pull gets its own cancel scope
+    _task_states = None
+# The running task of each loop: asyncio's own table (``current_task`` is a Python
+# function in 3.11, five times the cost of the lookup it makes).
+_current_tasks: dict[Any, asyncio.Task[Any]] | None = getattr(asyncio.tasks, "_current_tasks", None)
+
+
+def _scope_type(library: str) -> Any:
+    """The cancel scope a pull opens where no ``_PullWatch`` runs: under trio its own
+    (half the cost of anyio's wrapper around it, same clock), else anyio's."""
+    trio = sys.modules.get("trio") if library == "trio" else None
+    return trio.CancelScope if trio is not None else anyio.CancelScope
 
 
 async def bounded_attempt(
@@ -35,7 +61,9 @@ async def bounded_attempt(
     deadline: float | None,
 ) -> Response:
     """``handler(request)`` within ``deadline`` and, for a stream, ``phases``."""
-    start = anyio.current_time()
+    library = async_library()
+    watch = _PullWatch.start() if library == "asyncio" else None
+    start = watch.loop.time() if watch is not None else loop_clock()()
     first = idle = None
     if phases is not None:
         if request.stream:
@@ -49,24 +77,95 @@ async def bounded_attempt(
     request.context.deadline_guarded = deadline
     if until is None:
         response = await handler(request)
+    elif watch is not None:
+        # asyncio: the attempt's one timer, kept for its stream's pulls.
+        watch.arm(until)
+        try:
+            response = await handler(request)
+        except asyncio.CancelledError:
+            if watch.caught():
+                watch.stop()
+                raise _late(phase, until - start) from None
+            watch.stop()
+            raise
+        except BaseException:
+            watch.stop()
+            raise
+        watch.active = False
+        if watch.caught():
+            watch.stop()
+            await _aclose_response(response)
+            raise _late(phase, until - start)
     else:
-        with anyio.CancelScope(deadline=until) as scope:
+        with _scope_type(library)(deadline=until) as scope:
             response = await handler(request)
         if scope.cancelled_caught:
-            raise Timeout(f"the attempt passed its {phase} limit ({until - start:.3g} s) before answering", phase=phase)
+            raise _late(phase, until - start)
     if response.is_stream and (deadline is not None or first is not None or idle is not None):
-        response.wrap(lambda chunks: _bounded_chunks(chunks, start, first, idle, deadline))
+        response.wrap(lambda chunks: _bounded_chunks(chunks, start, first, idle, deadline, library, watch))
+    elif watch is not None:
+        watch.stop()
     return response
 
 
+async def within(awaitable: Awaitable[T], deadline: float, late: Callable[[], BaseException]) -> T:
+    """``await awaitable``, cancelled at ``deadline`` (on ``anyio.current_time``'s clock);
+    raises ``late()`` if the deadline cut it. What ``with anyio.CancelScope(deadline=...)``
+    does around one await, at a fraction of its cost under asyncio: one timer, anyio
+    shields inside honoured, a cancellation from elsewhere left one. A cancel scope on
+    other backends.
+    """
+    library = async_library()
+    if _task_states is None or library != "asyncio":
+        with _scope_type(library)(deadline=deadline) as scope:
+            result = await awaitable
+        if scope.cancelled_caught:
+            raise late()
+        return result
+    watch = _PullWatch(asyncio.get_running_loop())
+    watch.arm(deadline)
+    try:
+        result = await awaitable
+    except asyncio.CancelledError:
+        if watch.caught():
+            raise late() from None
+        raise
+    finally:
+        watch.stop()
+    if watch.caught():  # the cancellation was swallowed inside: the deadline still passed
+        raise late()
+    return result
+
+
+def _late(phase: str, seconds: float) -> Timeout:
+    return Timeout(f"the attempt passed its {phase} limit ({seconds:.3g} s) before answering", phase=phase)
+
+
+async def _aclose_response(response: Response) -> None:
+    with anyio.CancelScope(shield=True):
+        await response.aclose()
+
+
 async def _bounded_chunks(
-    source: AsyncIterator[Chunk], start: float, first: float | None, idle: float | None, deadline: float | None
+    source: AsyncIterator[Chunk],
+    start: float,
+    first: float | None,
+    idle: float | None,
+    deadline: float | None,
+    library: str,
+    watch: _PullWatch | None,
 ) -> AsyncGenerator[Chunk, None]:
     """Forward ``source``; each pull is cancelled at the earlier of the deadline and its
     phase limit (from the attempt's start until the first chunk with content, a tool call
-    or a finish reason; from the previous chunk after it)."""
+    or a finish reason; from the previous chunk after it). ``watch``: the attempt's
+    timer under asyncio (made here if the attempt had none: no limit while it opened)."""
     pull = source.__anext__
     gap, since, phase = first, start, "first_chunk"
+    if watch is None and library == "asyncio":
+        watch = _PullWatch.start()
+    scope_type = _scope_type(library) if watch is None else None
+    # The backend's clock itself (anyio's current_time looks the backend up on every read).
+    now = watch.loop.time if watch is not None else loop_clock()
     try:
         while True:
             # Plain comparisons (no allocation): the earlier of the deadline and the phase limit.
@@ -78,8 +177,23 @@ async def _bounded_chunks(
                     chunk = await pull()
                 except StopAsyncIteration:
                     return
+            elif watch is not None:
+                # asyncio: the attempt's one timer stands guard; a pull costs a few stores.
+                watch.arm(until)
+                try:
+                    chunk = await pull()
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    if watch.caught():
+                        raise Timeout(f"the stream passed its {label} limit", phase=label) from None
+                    raise
+                finally:
+                    watch.active = False
+                if watch.caught():  # the pull swallowed the cancellation: the limit still passed
+                    raise Timeout(f"the stream passed its {label} limit", phase=label)
             else:
-                with anyio.CancelScope(deadline=until) as scope:
+                with scope_type(deadline=until) as scope:
                     try:
                         chunk = await pull()
                     except StopAsyncIteration:
@@ -90,12 +204,139 @@ async def _bounded_chunks(
             if phase == "first_chunk" and not (chunk.content or chunk.tool_calls or chunk.finish_reason):
                 continue  # a role-only opening chunk is no token: the first-chunk limit holds
             if idle is not None:
-                since = anyio.current_time()
+                since = now()
             gap, phase = idle, "idle"
     finally:
+        if watch is not None:
+            watch.stop()
         aclose = getattr(source, "aclose", None)
         # A generator that ran to its end needs no close (a shielded scope costs as
         # much as a short stream's other overhead).
         if aclose is not None and getattr(source, "ag_frame", True) is not None:
             with anyio.CancelScope(shield=True):
                 await aclose()
+
+
+def _shielded_asyncio(task: asyncio.Task[object]) -> bool:
+    """True while ``task`` runs inside a shielded anyio cancel scope (anyio's own
+    bookkeeping, read only here; a task anyio does not know is never shielded)."""
+    state = _task_states.get(task) if _task_states is not None else None
+    scope = state.cancel_scope if state is not None else None
+    while scope is not None:
+        if scope.shield:
+            return True
+        scope = scope._parent_scope
+    return False
+
+
+class _PullWatch:
+    """asyncio only: a deadline on one await at a time, in place of a cancel scope each.
+
+    ``arm(until)`` before the await (a few attribute writes; the loop's one timer,
+    ``_LoopTimer``, moves only when ``until`` is earlier than any it watches), ``active =
+    False`` after it. When the timer finds an armed watch past its limit, it cancels the
+    task (``Task.cancel``, counted as ``asyncio.timeout`` counts it, so a cancellation
+    from elsewhere is never taken for ours: ``caught``). A watch no longer armed is
+    forgotten (the next pull arms it again). An await inside a shielded anyio scope (a
+    provider closing its connection) is not cancelled until the shield ends, as under an
+    anyio deadline.
+    """
+
+    __slots__ = ("active", "cancelling", "fired", "loop", "task", "timer", "until")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.timer = _timer_of(loop)
+        self.task: asyncio.Task[object] | None = None
+        self.until = 0.0
+        self.active = self.fired = False
+        self.cancelling = 0
+
+    @classmethod
+    def start(cls) -> _PullWatch | None:
+        """A watch on the running asyncio loop, or ``None`` if anyio's state cannot be read."""
+        return None if _task_states is None else cls(asyncio.get_running_loop())
+
+    def arm(self, until: float) -> None:
+        tasks = _current_tasks
+        task = self.task = tasks.get(self.loop) if tasks is not None else asyncio.current_task()
+        self.cancelling = task.cancelling() if task is not None else 0
+        self.until = until
+        self.active = True
+        timer = self.timer
+        timer.watches.add(self)
+        if until < timer.at:
+            timer.schedule(until)
+
+    def caught(self) -> bool:
+        """After an await: whether this watch cancelled it (the cancel request is withdrawn)."""
+        if not self.fired:
+            return False
+        self.fired = False
+        task = self.task
+        return task is None or task.uncancel() <= self.cancelling
+
+    def stop(self) -> None:
+        self.active = False
+        self.timer.watches.discard(self)
+
+
+_INF = float("inf")
+
+
+class _LoopTimer:
+    """The one ``call_at`` timer of a loop's watches, due at the earliest limit among them
+    (or earlier: a watch that ended leaves it due, and it then looks and moves on)."""
+
+    __slots__ = ("at", "handle", "loop", "watches")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.watches: set[_PullWatch] = set()
+        self.handle: asyncio.TimerHandle | None = None
+        self.at = _INF
+
+    def schedule(self, at: float) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        self.at = at
+        self.handle = self.loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        self.handle, self.at = None, _INF
+        now = self.loop.time()
+        earliest = _INF
+        watches = self.watches
+        for watch in list(watches):
+            task = watch.task
+            if not watch.active or task is None:
+                watches.discard(watch)  # between pulls, or done: its next arm adds it again
+                continue
+            due = watch.until
+            if due <= now:
+                if not _shielded_asyncio(task):
+                    watches.discard(watch)
+                    watch.fired = True
+                    task.cancel()
+                    continue
+                due = now + 0.005  # look again once the shield may have ended
+            if due < earliest:
+                earliest = due
+        if earliest < _INF:
+            self.schedule(earliest)
+
+
+_TIMERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopTimer] = weakref.WeakKeyDictionary()
+_last_timer: _LoopTimer | None = None  # the usual case: one loop per process
+
+
+def _timer_of(loop: asyncio.AbstractEventLoop) -> _LoopTimer:
+    global _last_timer
+    timer = _last_timer
+    if timer is not None and timer.loop is loop:
+        return timer
+    timer = _TIMERS.get(loop)
+    if timer is None:
+        timer = _TIMERS[loop] = _LoopTimer(loop)
+    _last_timer = timer
+    return timer

@@ -6,12 +6,43 @@ Layers that wait or count over time (backoff, TTLs, rate windows, breaker window
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import anyio
 
-__all__ = ["Clock", "SystemClock", "system_clock"]
+try:  # what anyio itself asks; trio depends on it, so without it only asyncio can run
+    from sniffio import current_async_library_cvar as _library_cvar
+    from sniffio import thread_local as _library_thread
+except ImportError:  # pragma: no cover - sniffio comes with trio
+    _library_cvar = _library_thread = None
+
+__all__ = ["Clock", "SystemClock", "async_library", "loop_clock", "system_clock"]
+
+
+def async_library() -> str:
+    """The running async library's name (``"asyncio"``, ``"trio"``), for code running in
+    one: what ``sniffio`` answers, without its final look for an asyncio task (a library
+    other than asyncio says its name where sniffio reads it; anyio runs on no third)."""
+    if _library_thread is not None:
+        name = _library_thread.name or _library_cvar.get()  # type: ignore[union-attr]
+        if name:
+            return name  # type: ignore[no-any-return]
+    return "asyncio"
+
+
+def loop_clock() -> Callable[[], float]:
+    """The running event loop's clock, the one ``anyio.current_time`` reads (deadlines
+    are on it). A layer that reads it per chunk looks it up once: ``anyio.current_time``
+    finds the backend again on every read."""
+    library = async_library()
+    if library == "asyncio":
+        return asyncio.get_running_loop().time
+    trio = sys.modules.get("trio") if library == "trio" else None
+    return trio.current_time if trio is not None else anyio.current_time  # type: ignore[no-any-return]
 
 
 @runtime_checkable

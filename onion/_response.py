@@ -283,6 +283,15 @@ class _Producer:
     def __aiter__(self) -> _Producer:
         return self
 
+    @property
+    def ag_frame(self) -> object:
+        # Read as an async generator's: ``None`` once nothing is left to close (the
+        # producer ran to its end, no ``on_close`` pending), so a wrapper skips the
+        # shielded close it would otherwise open.
+        if self._on_close is not None:
+            return True
+        return getattr(self._chunks, "ag_frame", True)
+
     def __anext__(self) -> Awaitable[Chunk]:
         if self._cut:
             return _closed()
@@ -425,7 +434,7 @@ async def _report(callbacks: list[EndCallback], end: AnswerEnd) -> None:
     for fn in callbacks:
         try:
             result = fn(end)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):  # most callbacks are plain
                 await result
         except Exception as error:
             failure = failure or error
@@ -433,23 +442,52 @@ async def _report(callbacks: list[EndCallback], end: AnswerEnd) -> None:
         raise failure
 
 
+class _Tally:
+    """What a watch keeps when no callback reads the answer's text (``on_end(...,
+    content=False)``): its usage, model, choice 0's finish reason and the chunk count."""
+
+    __slots__ = ("chunks", "finish_reason", "model", "usage")
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.finish_reason: str | None = None
+        self.model: str | None = None
+        self.usage: Usage | None = None
+
+    def add(self, chunk: Chunk) -> None:
+        self.chunks += 1
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.model:
+            self.model = chunk.model
+        if chunk.finish_reason is not None and not chunk.index:
+            self.finish_reason = chunk.finish_reason
+
+    def completion(self, model: str = "") -> Completion:
+        return Completion(model=self.model or model, usage=self.usage, finish_reason=self.finish_reason)
+
+
 class _Watch:
     """The state of one ``on_end`` wrapper. Layers that call ``on_end`` one after another
     with nothing wrapped in between share it: they would see the same chunks, so one
-    pass over them serves every callback."""
+    pass over them serves every callback. It builds the answer only when one of them
+    reads its content."""
 
-    __slots__ = ("callbacks", "chunk_times", "model", "now", "top")
+    __slots__ = ("callbacks", "chunk_times", "content", "model", "now", "started", "top")
 
     def __init__(self, now: Callable[[], float], model: str) -> None:
         self.callbacks: list[EndCallback] = []
         self.now = now
         self.model = model
         self.chunk_times = False
+        self.content = False
+        self.started = False
         self.top: AsyncIterator[Chunk] | None = None
 
     async def run(self, source: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
         now = self.now
-        acc = Accumulator()
+        self.started = True
+        acc: Accumulator | _Tally = Accumulator() if self.content else _Tally()
         times: list[float] | None = [] if self.chunk_times else None
         first_at: float | None = None
         held = 0.0
@@ -646,15 +684,23 @@ class Response:
         return self
 
     async def on_end(
-        self, fn: EndCallback, *, now: Callable[[], float] | None = None, chunk_times: bool = False
+        self,
+        fn: EndCallback,
+        *,
+        now: Callable[[], float] | None = None,
+        chunk_times: bool = False,
+        content: bool = True,
     ) -> Response:
         """Run ``fn(end)`` once when the answer ends, with an ``AnswerEnd``: the answer,
         how it ended and when its first chunk passed. A complete answer calls it at once.
 
         ``now`` is the clock the times are read from (default ``time.perf_counter``; a
         layer with an injectable clock passes its own); ``chunk_times`` also records each
-        chunk's arrival. Successive ``on_end`` calls with nothing wrapped in between share
-        one pass over the chunks.
+        chunk's arrival. ``content=False`` says ``fn`` reads no text of a streamed answer:
+        ``end.completion`` then holds only its model, usage and finish reason (what
+        metrics and a breaker read), and the stream's text is not gathered for it.
+        Successive ``on_end`` calls with nothing wrapped in between share one pass over
+        the chunks.
         """
         clock = now or time.perf_counter
         if self._completion is not None:
@@ -669,11 +715,17 @@ class Response:
                 await result
             return self
         watch = self._watch
-        if watch is None or watch.top is not self._chunks or watch.now is not clock:
+        if (
+            watch is None
+            or watch.top is not self._chunks
+            or watch.now is not clock
+            or (watch.started and ((content and not watch.content) or (chunk_times and not watch.chunk_times)))
+        ):
             watch = self._watch = _Watch(clock, self.model)
             self._chunks = watch.top = watch.run(self._source())
         watch.callbacks.append(fn)
         watch.chunk_times = watch.chunk_times or chunk_times
+        watch.content = watch.content or content
         return self
 
     async def aclose(self) -> None:

@@ -204,3 +204,58 @@ async def test_a_stream_can_be_read_only_once() -> None:
 def test_a_response_needs_exactly_one_body() -> None:
     with pytest.raises(ValueError):
         Response()
+
+
+async def _passed(source: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    async for chunk in source:
+        yield chunk
+
+
+_chunk = st.builds(
+    Chunk,
+    content=st.text(max_size=4),
+    finish_reason=st.sampled_from([None, None, "stop", "length"]),
+    usage=st.sampled_from([None, Usage(1, 2, 3), Usage(4, 5, 9)]),
+    model=st.sampled_from([None, "m1", "m2"]),
+    index=st.sampled_from([0, 0, 0, 1]),
+)
+
+
+@settings(max_examples=60)
+@given(chunks=st.lists(_chunk, max_size=8))
+async def test_an_end_without_content_reports_what_the_whole_answer_reports(chunks: list[Chunk]) -> None:
+    # The law behind ``on_end(content=False)``: the model, usage, finish reason, chunk
+    # count and times are those a callback reading the whole answer gets.
+    async def gen() -> AsyncIterator[Chunk]:
+        for chunk in chunks:
+            yield chunk
+
+    light: list[AnswerEnd] = []
+    full: list[AnswerEnd] = []
+    response = Response.stream(gen(), model="asked")
+    response = await response.on_end(light.append, content=False)
+    response.wrap(_passed)  # something in between: the next watch is its own
+    response = await response.on_end(full.append)
+    assert [c.content async for c in response] == [c.content for c in chunks]
+    (a,), (b,) = light, full
+    assert (a.completion.model, a.completion.usage, a.completion.finish_reason, a.chunks) == (
+        b.completion.model,
+        b.completion.usage,
+        b.completion.finish_reason,
+        b.chunks,
+    )
+    assert a.completion.content == ""
+
+
+async def test_a_watch_shared_by_a_callback_reading_content_gathers_it() -> None:
+    seen: list[str] = []
+
+    async def gen() -> AsyncIterator[Chunk]:
+        yield Chunk(content="a")
+        yield Chunk(content="b", finish_reason="stop")
+
+    response = Response.stream(gen())
+    await response.on_end(lambda end: seen.append("light:" + end.completion.content), content=False)
+    await response.on_end(lambda end: seen.append("full:" + end.completion.content))
+    assert (await response.result()).content == "ab"
+    assert sorted(seen) == ["full:ab", "light:ab"]  # one pass, one answer for both

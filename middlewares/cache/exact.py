@@ -16,7 +16,9 @@ stream to a streaming caller and returned complete otherwise.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import operator
 from typing import Any, Literal
 
 import msgspec
@@ -43,6 +45,8 @@ log = structlog.get_logger("onion.cache")
 # (user: it is part of the scope instead) and the per-request context.
 _NOT_ANSWER_CHANGING = frozenset({"stream", "stream_options", "user", "context"})
 _KEY_FIELDS = tuple(f for f in Request.__struct_fields__ if f not in _NOT_ANSWER_CHANGING)
+# The same tuple as ``tuple(getattr(request, f) for f in _KEY_FIELDS)``, read in C.
+_key_values = operator.attrgetter(*_KEY_FIELDS)
 # JSON rather than msgpack because it takes ints of any size; sorted keys make the
 # encoding canonical: {"a":1,"b":2} and {"b":2,"a":1} hash alike.
 _KEY_ENCODER = msgspec.json.Encoder(order="sorted")
@@ -100,7 +104,7 @@ def caller_scope(request: Request, policy: CachePolicy) -> str:
 
 def request_key(request: Request, scope: str) -> str:
     """The canonical hash of everything in ``request`` that changes the answer, in ``scope``."""
-    payload = _KEY_ENCODER.encode(tuple(getattr(request, f) for f in _KEY_FIELDS))
+    payload = _KEY_ENCODER.encode(_key_values(request))
     digest = hashlib.blake2b(_KEY_VERSION, digest_size=20)
     digest.update(scope.encode())
     digest.update(b"\0")
@@ -108,6 +112,7 @@ def request_key(request: Request, scope: str) -> str:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=4096)  # a few callers and models, hashed once each
 def _tag(text: str) -> str:
     # 12 hex digits: a glob can select by it (hex holds no glob characters), and two
     # models or callers sharing one only make a purge remove more, never less.
@@ -217,12 +222,17 @@ class ExactCache(Layer):
             self.stats.bypassed += 1
             return await call_next(request)
         key = entry_key(request, caller_scope(request, self.policy))
-        refresh = request.context.options.refresh
+        context = request.context
+        refresh = context.options.refresh
         if not refresh:
-            with request.context.span("exact_cache lookup", self._span_attributes) as span:
-                data = await self._get(key)
-                if span is not None:
-                    span.set_attribute("onion.cache.hit", data is not None)
+            memory = self.store if isinstance(self.store, MemoryStore) else None
+            if memory is not None and context.tracer is None:
+                data = memory.get_now(key)  # nothing to trace, nothing to wait for
+            else:
+                with context.span("exact_cache lookup", self._span_attributes) as span:
+                    data = await self._get(key)
+                    if span is not None:
+                        span.set_attribute("onion.cache.hit", data is not None)
             if data is not None:
                 self.stats.hits += 1
                 answer = serve_cached(request, decode_completion(data), self.name)
@@ -237,6 +247,16 @@ class ExactCache(Layer):
         response.cache = "miss"
         response.headers["x-onion-cache"] = "refresh" if refresh else "miss"
         response.headers["x-onion-cache-key"] = key
+
+        memory = self.store if isinstance(self.store, MemoryStore) else None
+        if memory is not None:
+            # The memory store never waits: a plain callback, no coroutine per answer.
+            def store_now(end: AnswerEnd) -> None:
+                if end.ok and self.policy.storable(end.completion):
+                    memory.set_now(key, encode_completion(end.completion), self.ttl_seconds)
+                    self.stats.stores += 1
+
+            return await response.on_end(store_now)
 
         async def store(completion: Completion) -> None:
             if self.policy.storable(completion):

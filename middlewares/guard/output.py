@@ -149,6 +149,14 @@ class Scanner:
         """The end of the answer: everything still held, checked as final."""
         return self._scan(final=True) if self._pending else ""
 
+    def scan(self, text: str) -> str:
+        """A whole answer at once: what ``feed(text) + finish()`` returns, in one pass
+        (every character is final, so nothing is held back to look at again)."""
+        if not text:
+            return self.finish()
+        self._pending += text
+        return self._scan(final=True)
+
     def _scan(self, *, final: bool) -> str:
         context = self._context
         pending = self._pending
@@ -424,8 +432,7 @@ class OutputGuard(Layer):
 
     def check_text(self, text: str) -> str:
         """``text`` with redactions applied; raises ``GuardrailViolation`` on a block."""
-        scanner = self.scanner()
-        return scanner.feed(text) + scanner.finish()
+        return self.scanner().scan(text)
 
     def check_arguments(self, arguments: str) -> str:
         """A tool call's ``arguments`` (JSON) with redactions applied, still valid JSON
@@ -462,8 +469,7 @@ def _scan_text(text: str, plan: _Plan, found: dict[str, int]) -> str:
     """``text`` scanned (the same object when nothing changed)."""
     if not text:
         return text
-    scanner = Scanner(plan, found)
-    out = scanner.feed(text) + scanner.finish()
+    out = Scanner(plan, found).scan(text)
     return text if out == text else out
 
 

@@ -303,6 +303,7 @@ class Metrics(Layer):
             lambda end: self._ended(request, response, end, start, upstream_before),
             now=self._now,
             chunk_times=self.chunk_timing and response.is_stream,
+            content=False,  # the model, usage and timings only: a stream's text is not gathered
         )
 
     def _ended(

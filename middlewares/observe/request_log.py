@@ -159,7 +159,9 @@ class RequestLog(Layer):
         except BaseException as error:
             self._emit(request, None, AnswerEnd.failed(error, self._now()), start)
             raise
-        return await response.on_end(lambda end: self._emit(request, response, end, start), now=self._now)
+        return await response.on_end(
+            lambda end: self._emit(request, response, end, start), now=self._now, content=self.log_content
+        )
 
     def _emit(self, request: Request, response: Response | None, end: AnswerEnd, start: float) -> None:
         # A consumer that stopped early is logged as cancelled, as a cancelled task is.

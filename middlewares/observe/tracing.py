@@ -147,7 +147,9 @@ class Tracing(Layer):
             raise
         finally:
             otel_context.detach(token)
-        return await response.on_end(lambda end: self._ended(request, span, outer, response, end, started))
+        return await response.on_end(
+            lambda end: self._ended(request, span, outer, response, end, started), content=False
+        )
 
     def _ended(
         self, request: Request, span: Span, outer: SpanHook | None, response: Response, end: AnswerEnd, started: float

@@ -32,6 +32,7 @@ is called on every change.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Literal
 
@@ -47,6 +48,7 @@ from onion import (
     Order,
     Request,
     Response,
+    SystemClock,
     failure_class,
     failure_classes,
     system_clock,
@@ -190,6 +192,9 @@ class CircuitBreaker(Layer):
             raise ValueError("window_seconds, min_calls and half_open_calls must be positive")
         self.policy = policy
         self.clock = clock or system_clock
+        # The same reading as system_clock.now without its Python frame: a stream's watch
+        # reads the clock twice per chunk.
+        self._now = time.monotonic if type(self.clock) is SystemClock else self.clock.now
         self.on_transition = on_transition
         self._slot_seconds = policy.window_seconds / self._BUCKETS
         self._circuits: dict[str, _Circuit] = {}
@@ -218,7 +223,7 @@ class CircuitBreaker(Layer):
         if circuit is None:
             circuit = self._circuits[model] = _Circuit(self._BUCKETS)
         trial = self._admit(model, circuit)
-        now = self.clock.now
+        now = self._now
         start = now()
         try:
             response = await call_next(request)
@@ -228,7 +233,8 @@ class CircuitBreaker(Layer):
             failure = error if isinstance(error, Exception) else None
             self._finish(model, circuit, trial, failure, ended=failure is not None)
             raise
-        return await response.on_end(lambda end: self._ended(model, circuit, trial, end, start), now=now)
+        # The verdict needs how and when the answer ended, never its text.
+        return await response.on_end(lambda end: self._ended(model, circuit, trial, end, start), now=now, content=False)
 
     def _ended(self, model: str, circuit: _Circuit, trial: bool, end: AnswerEnd, start: float) -> None:
         # A consumer that stopped early gives no verdict; a failure that is not an

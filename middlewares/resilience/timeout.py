@@ -25,7 +25,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 import anyio
 
-from onion import CallNext, Chunk, Context, Layer, PhaseLimits, Request, Response, Timeout
+from onion import CallNext, Chunk, Context, Layer, PhaseLimits, Request, Response, Timeout, loop_clock, within
 
 __all__ = ["Deadline"]
 
@@ -88,7 +88,7 @@ class Deadline(Layer):
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         context = request.context
-        start = anyio.current_time()
+        start = loop_clock()()  # anyio.current_time's clock, without its backend look-up
         outer, outer_phases = context.deadline, context.phases
         deadline = start + self.seconds
         if outer is not None and outer < deadline:
@@ -98,20 +98,21 @@ class Deadline(Layer):
         if mine is not None:
             context.phases = mine if outer_phases is None else outer_phases.tighter(mine)
         try:
-            with anyio.CancelScope(deadline=deadline) as scope:
-                response = await call_next(request)
+            # One cancel scope's worth (a timer under asyncio) around everything inside.
+            response = await within(call_next(request), deadline, lambda: _late(deadline - start))
         except BaseException:
             _restore(context, outer, outer_phases)
             raise
-        if scope.cancelled_caught:
-            _restore(context, outer, outer_phases)
-            raise Timeout(f"no answer within {deadline - start:.3g} s", phase="total")
         if not response.is_stream:
             _restore(context, outer, outer_phases)
             return response
         # Kept on the context until the stream ends: a retry that reopens it mid-way must
         # see this deadline (it starts no attempt or backoff that cannot finish in time).
         return response.wrap(lambda chunks: _within(chunks, deadline, context, outer, outer_phases))
+
+
+def _late(seconds: float) -> Timeout:
+    return Timeout(f"no answer within {seconds:.3g} s", phase="total")
 
 
 def _restore(context: Context, deadline: float | None, phases: PhaseLimits | None) -> None:
@@ -131,7 +132,7 @@ async def _within(
     here one clock read and one comparison per chunk suffice.
     """
     pull = source.__anext__
-    now = anyio.current_time
+    now = loop_clock()  # the deadline's clock, looked up once per stream
     try:
         while True:
             try:

@@ -17,6 +17,7 @@ import datetime
 import logging
 import re
 import sys
+import time
 from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
@@ -136,7 +137,7 @@ def json_line_writer(logger: Any) -> Callable[[str, str, dict[str, Any]], None] 
     output = getattr(logger, "_logger", None)
     if chain is None or processors is not chain or output is None or getattr(logger, "_context", None):
         return None
-    emit = output.msg
+    emit = _printer(output)
 
     def write(level: str, event: str, fields: dict[str, Any]) -> None:
         # The order structlog builds: the call's fields, the event, the context-local
@@ -153,10 +154,51 @@ def json_line_writer(logger: Any) -> Callable[[str, str, dict[str, Any]], None] 
         fields["level"] = level
         if len(fields) != size + 1:  # context-local fields joined: scrub the whole line
             scrub_secrets(None, level, fields)
-        fields["timestamp"] = datetime.datetime.now(tz=_UTC).isoformat().replace("+00:00", "Z")
+        fields["timestamp"] = _utc_iso_now()
         emit(_encode(fields).decode())
 
     return write
+
+
+# The second of the last timestamp and its formatted part (one tuple: threads read both
+# at once). A line's timestamp costs one clock read and one small format, not a
+# ``datetime``: the format is ``TimeStamper(fmt="iso", utc=True)``'s.
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _utc_iso_now(ns: int | None = None) -> str:
+    """``datetime.now(UTC).isoformat()`` with ``Z`` for ``+00:00``, as structlog stamps it
+    (``ns``: that instant instead of now, in nanoseconds since the epoch)."""
+    global _last_second
+    second, micro = divmod((time.time_ns() if ns is None else ns) // 1000, 1_000_000)
+    cached, prefix = _last_second
+    if second != cached:
+        prefix = datetime.datetime.fromtimestamp(second, _UTC).isoformat().removesuffix("+00:00")
+        _last_second = (second, prefix)
+    # isoformat leaves out a zero microsecond part.
+    return f"{prefix}.{micro:06d}Z" if micro else prefix + "Z"
+
+
+def _printer(output: Any) -> Callable[[str], None]:
+    """What ``PrintLogger.msg`` does (the line and a newline, flushed, under its lock) in
+    one write; any other output logger's own ``msg``."""
+    file, lock = getattr(output, "_file", None), getattr(output, "_lock", None)
+    # On standard output PrintLogger prints to whatever sys.stdout is at the time.
+    if (
+        type(output) is not structlog.PrintLogger
+        or file is None
+        or lock is None
+        or file in (sys.stdout, sys.__stdout__)
+    ):
+        return output.msg  # type: ignore[no-any-return]
+    write, flush = file.write, file.flush
+
+    def emit(line: str) -> None:
+        with lock:
+            write(line + "\n")
+            flush()
+
+    return emit
 
 
 def configure_logging(

@@ -26,6 +26,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -37,7 +38,7 @@ _PLAIN = (str, bool, int, float)
 class LightTracer:
     """Starts ``LightSpan``\\ s on an SDK ``TracerProvider`` (see the module's docstring)."""
 
-    __slots__ = ("_ids", "_processor", "_resource", "_sampler", "_scope")
+    __slots__ = ("_ids", "_processor", "_resource", "_sampler", "_scope", "_static")
 
     def __init__(self, provider: TracerProvider, scope: str) -> None:
         # The provider's own parts; its processor list is the object spans end into, so
@@ -47,6 +48,7 @@ class LightTracer:
         self._ids = provider.id_generator
         self._resource = provider.resource
         self._scope = InstrumentationScope(scope)
+        self._static = _static_decisions(provider.sampler)
 
     def start_span(
         self,
@@ -65,19 +67,32 @@ class LightTracer:
         else:
             trace_id = parent.trace_id
             random_id = parent.trace_flags.random_trace_id
-        sampled = self._sampler.should_sample(context, trace_id, name, kind, attributes, ())
-        flags = TraceFlags.SAMPLED if sampled.decision.is_sampled() else TraceFlags.DEFAULT
+        static = self._static
+        added: Any = None
+        if static is not None:
+            # The SDK's default sampler, decided as it decides: by the parent's flags
+            # alone, the parent's trace state kept, no attribute added.
+            if parent is None:
+                decision, trace_state = static[0], None
+            else:
+                flags_in = parent.trace_flags.sampled
+                decision = static[(1 if flags_in else 2) if parent.is_remote else (3 if flags_in else 4)]
+                trace_state = parent.trace_state
+        else:
+            sampled = self._sampler.should_sample(context, trace_id, name, kind, attributes, ())
+            decision, trace_state, added = sampled.decision, sampled.trace_state, sampled.attributes
+        flags = TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT
         if random_id:
             flags |= TraceFlags.RANDOM_TRACE_ID
         span_context = SpanContext(
-            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(flags),
-            trace_state=sampled.trace_state,
-        )  # fmt: skip
-        if not sampled.decision.is_recording():
+            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(flags), trace_state=trace_state
+        )
+        if not decision.is_recording():
             return NonRecordingSpan(span_context)
         attrs = attributes if attributes is not None else {}
-        if sampled.attributes is not attributes and sampled.attributes:
-            attrs.update(sampled.attributes)  # what the sampler added
+        if added:
+            for key, value in added.items():  # what the sampler added (its view of ours is the same dict)
+                attrs[key] = value
         span = LightSpan(self, name, span_context, parent, kind, attrs)
         self._processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
         return span
@@ -182,6 +197,25 @@ class LightSpan(trace_api.Span):
 
     def __repr__(self) -> str:
         return f"<LightSpan {self._name!r}>"
+
+
+def _static_decisions(sampler: Any) -> tuple[Decision, Decision, Decision, Decision, Decision] | None:
+    """For a ``ParentBased`` sampler whose five parts are fixed decisions (the SDK's
+    default, ``ParentBased(ALWAYS_ON)``): the decisions for no parent, a remote parent
+    sampled / not, a local parent sampled / not. ``None`` for any other sampler (asked)."""
+    if type(sampler) is not ParentBased:
+        return None
+    parts = (
+        getattr(sampler, "_root", None),
+        getattr(sampler, "_remote_parent_sampled", None),
+        getattr(sampler, "_remote_parent_not_sampled", None),
+        getattr(sampler, "_local_parent_sampled", None),
+        getattr(sampler, "_local_parent_not_sampled", None),
+    )
+    if not all(type(part) is StaticSampler for part in parts):
+        return None
+    root, remote_yes, remote_no, local_yes, local_no = (part._decision for part in parts)  # type: ignore[union-attr]
+    return root, remote_yes, remote_no, local_yes, local_no
 
 
 def light_tracer(provider: Any, scope: str) -> LightTracer | None:

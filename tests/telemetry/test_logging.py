@@ -3,6 +3,7 @@ and the request log's JSON short cut renders the line structlog's chain renders.
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import re
@@ -103,3 +104,11 @@ def test_no_short_cut_for_another_chain_or_a_bound_context() -> None:
         assert json_line_writer(structlog.wrap_logger(None, processors=[]).bind()) is None
     finally:
         reset_logging()
+
+
+@given(ns=st.integers(0, 4_102_444_800 * 10**9))  # to 2100
+def test_the_short_cut_timestamp_is_structlogs_iso_format(ns: int) -> None:
+    from onion.telemetry._logging import _utc_iso_now
+
+    expected = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(microseconds=ns // 1000)
+    assert _utc_iso_now(ns) == expected.isoformat().replace("+00:00", "Z")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -85,3 +85,37 @@ def test_a_sampled_out_request_records_nothing() -> None:
 
 def test_only_the_sdk_provider_gets_light_spans() -> None:
     assert light_tracer(trace.NoOpTracerProvider(), "onion") is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    parent=st.sampled_from(["none", "remote sampled", "remote not", "local sampled", "local not"]),
+    state=st.lists(st.tuples(st.sampled_from(["v", "w"]), st.sampled_from(["1", "x2"])), max_size=2),
+    sampler=st.sampled_from(["default", "parent-based off", "ratio"]),
+)
+def test_law_sampling_decides_as_the_sdk_for_every_parent(parent: str, state: list[Any], sampler: str) -> None:
+    # The default sampler is decided without asking it (LightTracer._static): the same
+    # decision, flags and trace state as the SDK's own span, whatever the parent.
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    # A ratio decides a root by its trace id, which each tracer draws anew.
+    assume(not (sampler == "ratio" and parent == "none"))
+    chosen = {"default": None, "parent-based off": ParentBased(ALWAYS_OFF), "ratio": TraceIdRatioBased(0.5)}[sampler]
+    tracer_provider, _ = provider(**({"sampler": chosen} if chosen is not None else {}))
+    sdk, light = tracer_provider.get_tracer("onion"), light_tracer(tracer_provider, "onion")
+    assert light is not None
+    context = None
+    if parent != "none":
+        flags = TraceFlags(TraceFlags.SAMPLED if parent.endswith(" sampled") else TraceFlags.DEFAULT)
+        span_context = SpanContext(
+            0x1234, 0x99, is_remote=parent.startswith("remote"), trace_flags=flags, trace_state=TraceState(state)
+        )
+        context = trace.set_span_in_context(NonRecordingSpan(span_context))
+    spans = [tracer.start_span("s", context=context, attributes={"a": 1}) for tracer in (sdk, light)]
+    seen = [
+        (s.is_recording(), s.get_span_context().trace_flags.sampled, s.get_span_context().trace_state) for s in spans
+    ]
+    assert seen[0] == seen[1]
+    for span in spans:
+        span.end()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from typing import Any
 
 import anyio
 import httpx
@@ -700,3 +701,22 @@ async def test_every_choice_is_redacted_in_a_stack(stream: bool) -> None:
     assert choices[1].tool_calls is not None
     assert choices[1].tool_calls[0]["function"]["arguments"] == '{"to": "[EMAIL]"}'
     assert req.context.findings is not None and req.context.findings.redactions == {"card": 1, "email": 2}
+
+
+@settings(max_examples=100, deadline=None)
+@given(planted(), st.sampled_from(["redact", "block"]))
+def test_a_whole_answer_in_one_pass_is_what_feeding_it_then_finishing_gives(
+    case: tuple[list[str], list[tuple[str, str]]], mode: str
+) -> None:
+    # ``Scanner.scan`` (complete answers) against ``feed`` + ``finish`` (a one-chunk stream).
+    segments, chosen = case
+    text = segments[0] + "".join(value + segment for (_, value), segment in zip(chosen, segments[1:], strict=True))
+    guard = OutputGuard(mode=mode)  # type: ignore[arg-type]
+
+    def outcome(run: Any) -> tuple[str, str | None]:
+        try:
+            return run(guard.scanner()), None
+        except GuardrailViolation as error:
+            return "", error.rule
+
+    assert outcome(lambda s: s.scan(text)) == outcome(lambda s: s.feed(text) + s.finish())

@@ -1,0 +1,210 @@
+"""The handler boundary's limits on a stream's pulls (``onion._attempt``).
+
+Under asyncio one timer per stream stands in for a cancel scope per pull; these tests
+hold it to what a scope per pull did: the limits cut a wait, a shield defers the cut, a
+cancellation from elsewhere stays a cancellation, and the task reading is the one cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from onion import Chunk, Completion, Message, Request, Response, Stack, Timeout
+from onion._attempt import bounded_attempt, within
+from onion._context import PhaseLimits
+
+
+def _request() -> Request:
+    return Request(model="m", messages=[Message("user", "hi")], stream=True)
+
+
+class Gaps:
+    """A stream handler: before chunk i it waits ``gaps[i]`` seconds (``shielded``: those
+    waits run in a shielded scope); after the last, it stalls for ``stall_after`` seconds."""
+
+    def __init__(self, gaps: list[float], *, shielded: frozenset[int] = frozenset(), stall_after: float = 0.0) -> None:
+        self.gaps, self.shielded, self.stall_after = gaps, shielded, stall_after
+        self.closed = False
+
+    async def __call__(self, request: Request) -> Response:
+        return Response.stream(self._chunks(), served_by="gaps", model=request.model)
+
+    async def _chunks(self) -> AsyncGenerator[Chunk, None]:
+        try:
+            for i, gap in enumerate(self.gaps):
+                if i in self.shielded:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.sleep(gap)
+                elif gap:
+                    await anyio.sleep(gap)
+                yield Chunk(content=f"c{i} ")
+            if self.stall_after:
+                await anyio.sleep(self.stall_after)
+            yield Chunk(finish_reason="stop")
+        finally:
+            self.closed = True
+
+
+async def _open(handler: Gaps, first: float | None, idle: float | None) -> Response:
+    request = _request()
+    return await bounded_attempt(handler, request, PhaseLimits(first_chunk=first, idle=idle), None)
+
+
+async def test_a_wait_in_a_shielded_scope_is_cut_only_after_the_shield() -> None:
+    # The second chunk's wait (0.3 s) passes the idle limit inside a shield: it arrives,
+    # as under a cancel scope; the stall after it is cut.
+    handler = Gaps([0.0, 0.3], shielded={1}, stall_after=30)
+    received = []
+    began = anyio.current_time()
+    with pytest.raises(Timeout) as info:
+        async for chunk in await _open(handler, first=1.0, idle=0.05):
+            received.append(chunk.content)
+    assert info.value.phase == "idle"
+    assert received == ["c0 ", "c1 "]
+    assert anyio.current_time() - began < 5
+    assert handler.closed
+
+
+async def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
+    handler = Gaps([0.0], stall_after=30)
+    received = []
+    with anyio.move_on_after(0.1) as scope:
+        async for chunk in await _open(handler, first=10, idle=10):
+            received.append(chunk.content)
+    assert scope.cancelled_caught
+    assert received == ["c0 "]
+    assert handler.closed
+    await anyio.sleep(0.01)  # nothing cancels this task later: no cancel request was left behind
+
+
+async def test_the_task_reading_is_the_one_cut() -> None:
+    # The first chunk is read in another task; the stall is met by this one.
+    handler = Gaps([0.0], stall_after=30)
+    response = await _open(handler, first=10, idle=0.05)
+    chunks = aiter(response)
+    firsts: list[str] = []
+
+    async def first() -> None:
+        firsts.append((await anext(chunks)).content)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(first)
+    assert firsts == ["c0 "]
+    with pytest.raises(Timeout) as info:
+        await anext(chunks)
+    assert info.value.phase == "idle"
+
+
+async def test_limits_that_move_every_chunk_never_cut_a_steady_stream() -> None:
+    # 12 chunks 30 ms apart: 0.36 s in all, past the first-chunk limit and many idle limits.
+    handler = Gaps([0.03] * 12)
+    response = await _open(handler, first=0.2, idle=0.15)
+    assert len([chunk async for chunk in response]) == 13
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(gaps=st.lists(st.sampled_from([0.0, 0.01, 0.4]), min_size=1, max_size=4))
+async def test_a_stream_fails_at_its_first_gap_past_the_idle_limit(gaps: list[float]) -> None:
+    # The law a cancel scope per pull gave: every chunk before the first gap past the
+    # limit arrives, then Timeout("idle"); no such gap, the whole stream. The first gap
+    # counts against the first-chunk limit, which is generous here.
+    handler = Gaps([0.0, *gaps])
+    stack = Stack([], handler)
+    request = _request()
+    request.context.phases = PhaseLimits(first_chunk=5.0, idle=0.1)
+    received = []
+    late = next((i + 1 for i, gap in enumerate(gaps) if gap > 0.1), None)
+    try:
+        async for chunk in await stack(request):
+            received.append(chunk)
+    except Timeout as error:
+        assert late is not None and error.phase == "idle"
+        assert [c.content for c in received] == [f"c{i} " for i in range(late)]
+    else:
+        assert late is None and len(received) == len(gaps) + 2
+
+
+async def test_a_complete_answer_past_its_limit_times_out_unless_shielded() -> None:
+    async def slow(request: Request, shielded: bool) -> Response:
+        with anyio.CancelScope(shield=shielded):
+            await anyio.sleep(0.3)
+        return Response.complete(Completion(content="late"), served_by="slow")
+
+    request = Request(model="m", messages=[Message("user", "hi")])
+    limits = PhaseLimits(first_chunk=None, idle=None, answer=0.05)
+    with pytest.raises(Timeout) as info:
+        await bounded_attempt(lambda r: slow(r, False), request, limits, None)
+    assert info.value.phase == "answer"
+    answer = await bounded_attempt(lambda r: slow(r, True), request, limits, None)
+    assert (await answer.result()).content == "late"
+
+
+class _Late(Exception):
+    pass
+
+
+async def test_within_raises_late_only_for_its_own_deadline() -> None:
+    with pytest.raises(_Late):
+        await within(anyio.sleep(5), anyio.current_time() + 0.05, _Late)
+    assert await within(_value(), anyio.current_time() + 5, _Late) == 7
+
+    async def own_timeout() -> None:
+        raise TimeoutError("the inner code's own")
+
+    with pytest.raises(TimeoutError, match="inner code"):  # not taken for the deadline's
+        await within(own_timeout(), anyio.current_time() + 5, _Late)
+    with anyio.move_on_after(0.05) as outer:  # a cancellation from outside stays one
+        await within(anyio.sleep(5), anyio.current_time() + 5, _Late)
+    assert outer.cancelled_caught
+
+    async def shielded() -> int:
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(0.2)
+        return 8
+
+    # The deadline passes inside a shield: the shielded work finishes, as under a scope.
+    assert await within(shielded(), anyio.current_time() + 0.02, _Late) == 8
+
+
+async def _value() -> int:
+    await anyio.sleep(0.001)
+    return 7
+
+
+async def test_concurrent_deadlines_each_end_at_their_own_time() -> None:
+    # One timer serves every watch on a loop: each still ends at its own limit, also
+    # after the earliest one ended early (the timer wakes for nothing, then moves on).
+    began = anyio.current_time()
+    ended: dict[str, float] = {}
+
+    async def wait(name: str, seconds: float, sleep: float) -> None:
+        try:
+            await within(anyio.sleep(sleep), began + seconds, _Late)
+        except _Late:
+            ended[name] = anyio.current_time() - began
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(wait, "late", 0.45, 5)
+        group.start_soon(wait, "early", 0.15, 5)
+        group.start_soon(wait, "done first", 0.05, 0.01)  # ends before its limit
+        group.start_soon(wait, "middle", 0.3, 5)
+    assert sorted(ended, key=ended.__getitem__) == ["early", "middle", "late"]
+    assert ended["early"] >= 0.15 and ended["middle"] >= 0.3 and ended["late"] >= 0.45
+    assert ended["late"] < 3
+
+
+async def test_the_loop_clock_and_library_are_anyios() -> None:
+    import sniffio
+
+    from onion import loop_clock
+    from onion._clock import async_library
+
+    assert async_library() == sniffio.current_async_library()
+    before = anyio.current_time()
+    read = loop_clock()()
+    assert before <= read <= anyio.current_time()
