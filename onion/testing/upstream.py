@@ -542,6 +542,11 @@ class FakeUpstream:
             if (index == 0 and fault.malformed) or index == fault.malformed_at:
                 event = b"data: {not json at all\n\n"
             await send({"type": "http.response.body", "body": event, "more_body": True})
+            if index % 16 == 15:
+                # uvicorn's send returns at once, without yielding, once the client has gone:
+                # without a checkpoint the rest of a long stream would be "sent" before the
+                # disconnect watcher ever ran, and an abandoned stream counted as completed.
+                await anyio.lowlevel.checkpoint()
         ending.append(True)
         await send({"type": "http.response.body", "body": b""})
         return completed
