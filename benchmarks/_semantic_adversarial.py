@@ -65,6 +65,7 @@ async def replay(
     answers: dict[str, str],
     seed: int,
     misses: list[dict[str, Any]] | None = None,
+    cache: SemanticCache | None = None,
 ) -> dict[str, Any]:
     """Store every question, then ask paraphrases and negatives shuffled; count per language.
 
@@ -88,7 +89,18 @@ async def replay(
             c["wrong_hits"] += not right
             c["right_hits"] += right and is_paraphrase
         if misses is not None and ((served and not right) or (is_paraphrase and not served)):
-            misses.append({"lang": lang, "asked": text, "wrong": served, "served": completion.content})
+            entry = None
+            if served and cache is not None:
+                entry = await cache.entries.get(response.headers.get("x-onion-cache-key", ""))
+            misses.append(
+                {
+                    "lang": lang,
+                    "asked": text,
+                    "wrong": served,
+                    "served": completion.content,
+                    "entry": entry.text if entry is not None else "",
+                }
+            )
     return counts
 
 
@@ -120,8 +132,9 @@ async def measure(
     async with anyio.create_task_group() as tg:
         if bound is not None:
             tg.start_soon(semantic.run_verifier)
-        learned = await replay(stack, tune, answers, seed=1, misses=misses)
-        counts = await replay(stack, heldout, answers, seed=2, misses=None if split == "heldout" else misses)
+        learned = await replay(stack, tune, answers, seed=1, misses=misses, cache=semantic)
+        shown = None if split == "heldout" else misses
+        counts = await replay(stack, heldout, answers, seed=2, misses=shown, cache=semantic)
         tg.cancel_scope.cancel()
     out: dict[str, Any] = {lang: rates(c) for lang, c in sorted(counts.items())}
     out["tune"] = {lang: rates(c) for lang, c in sorted(learned.items())}
@@ -149,7 +162,7 @@ async def adversarial(
         fixed = await measure(embedder, None, split, misses)
         for miss in misses or ():
             flag = "WRONG" if miss["wrong"] else "not served"
-            print(f"  {name} fixed {miss['lang']} {flag}: {miss['asked']}  <- {miss['served'][:70]}")
+            print(f"  {name} fixed {miss['lang']} {flag}: {miss['asked']}  <- {miss['entry']}: {miss['served'][:70]}")
         bounded = await measure(embedder, WrongHitBound(max_wrong_hit_rate=rate), split)
         out[name] = {"fixed_threshold": fixed, "bound": bounded, "threshold": embedder.default_threshold}
         phases = [("", fixed, bounded)]

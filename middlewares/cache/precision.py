@@ -22,7 +22,15 @@ import unicodedata
 import msgspec
 
 from .precision_ja import canonical, japanese_signature
-from .precision_lexicon import CURRENCIES, EXCLUSIVE_AXES, OPPOSITES, SYMBOL_CURRENCIES, UNITS, UNITS_CASED, VERDICT_AXIS
+from .precision_lexicon import (
+    CURRENCIES,
+    EXCLUSIVE_AXES,
+    OPPOSITES,
+    SYMBOL_CURRENCIES,
+    UNITS,
+    UNITS_CASED,
+    VERDICT_AXIS,
+)
 
 __all__ = ["Signature", "guards_pass", "signature"]
 

@@ -24,10 +24,11 @@ _KANJI_DIGITS = {"\u3007": 0, "零": 0, "一": 1, "二": 2, "三": 3, "四": 4, 
 _KANJI_SMALL = {"十": 10, "百": 100, "千": 1000}
 _KANJI_LARGE = {"万": 10_000, "億": 100_000_000, "兆": 1_000_000_000_000}
 _KANJI_NUMBER = re.compile("[\u3007零一二三四五六七八九十百千万億兆]+")
-# Words that are written with numerals but are not numbers (place names among them).
+# Words that are written with numerals but are not numbers (place names among them),
+# unless a numeral comes before them (十二万一 is 120001, not 十二 and 万一 "just in case").
 _NOT_NUMBERS = re.compile(
-    "一緒|一般|一番|一部|一応|一度も|十分|一つ一つ|唯一|統一|万一|一方|同一|一致|一体|一生|一気|一斉|一時的|"
-    "九州|四国|三重|千葉|八王子|千代田|万博|三菱|七夕|四季|三角|八百屋|十字|百科|千差万別|万能|万年筆"
+    "(?<![0-9\u3007零一二三四五六七八九十百千万億兆])(?:一緒|一般|一番|一部|一応|一度も|十分|一つ一つ|唯一|統一|万一|一方|同一|一致|一体|一生|一気|一斉|一時的|"
+    "九州|四国|三重|千葉|八王子|千代田|万博|三菱|七夕|四季|三角|八百屋|十字|百科|千差万別|万能|万年筆)"
 )
 # A number as it is written: digits, kanji numerals, or both (1万, 3千5百, 二十五).
 _ANY_NUMBER = re.compile("(?:[0-9]+(?:[.,][0-9]+)*|[\u3007零一二三四五六七八九十百千万億兆])+")
@@ -35,7 +36,7 @@ _PREFIX_UNIT = re.compile("(華氏|摂氏)\\s?(-?[0-9]+(?:\\.[0-9]+)?)度?")
 # Only politeness, or only the frame of a question: dropped before embedding.
 _POLITE_END = re.compile(
     "(?:は|って|を)?(?:教えて(?:ください|下さい|くれますか|もらえますか)?|知りたいです|知りたい)?"
-    "(?:ですか|でしょうか|ますか|ですかね|ですね|か)?[?？!！。]*$"
+    "(?:ですか|でしょうか|ますか|ですかね|ですね|か)?[?!。]*$"
 )
 # Single-character units count only after a number or 何 (分 alone is in 分かる, 日 in 日本),
 # or as what a conversion asks for (時間を分に換算, 円でいくら: a particle on each side).
@@ -51,7 +52,12 @@ _NEGATION = re.compile(
 )
 # Set phrases whose ない is no negation of the question: "no problem", "do not mind"
 # (their meaning is a pole of the safety axis, in the lexicon).
-_NOT_NEGATIONS = re.compile("問題(?:は)?(?:ない|なく|ありません)|(?:構わ|かまわ|差し支え)(?:ない|ありません)")
+# And words whose 不/非/無/未 is part of the word, not a "not" (無料 is "free", 非常口 an
+# exit; 無料/有料 is an axis of the lexicon).
+_NOT_NEGATIONS = re.compile(
+    "問題(?:は)?(?:ない|なく|ありません)|(?:構わ|かまわ|差し支え)(?:ない|ありません)|"
+    "非常|無料|無事|未来|不動産|無線|未満|無印|不思議|無数|不安"
+)
 _KATAKANA_WORD = re.compile("[\u30a1-\u30fa\u30fc]{2,}")
 # Katakana words of a question's frame, not names: 方法 / コツ / ポイント say one thing.
 _COMMON_KATAKANA = frozenset(("コツ", "ポイント", "ヒント", "タイミング", "オススメ", "ベスト"))
@@ -60,7 +66,7 @@ _COMMON_KATAKANA = frozenset(("コツ", "ポイント", "ヒント", "タイミ�
 _FOCUS = (
     ("why", re.compile("なぜ|何故|どうして|なんで|理由|原因")),
     ("when", re.compile("いつ|時期|タイミング")),
-    ("where", re.compile("どこ|何処")),
+    ("where", re.compile("どこ|何処|場所")),
     ("who", re.compile("誰|だれ|どなた")),
 )
 _PLACE = re.compile("[\u4e00-\u9fff]{1,4}?(?:都|道|府|県|市|区|町|村|駅|国|島|州|語|大学|銀行)")
@@ -77,14 +83,15 @@ _NOUN = re.compile("([\u4e00-\u9fff]+)(?=[をが])|^([\u4e00-\u9fff]+)(?=[はの
 # And every kanji word a particle follows (保育士の, 首都は, 人口って): what the question
 # asks about (the capital or the population, a nurse's or a lawyer's pay). Compared by
 # its characters, so that a reordering (平均年収, 年収の平均) still matches.
-# って after one kanji is a verb's te-form (入って, 言って), not the topic particle.
+# A word before a comma is a topic too (那覇、明日の天気は). って after one kanji is a
+# verb's te-form (入って, 言って), not the topic particle.
 _CONTENT_NOUN = re.compile(
-    "([\u4e00-\u9fff]+)(?=[のはがをにへとも]|で(?!す|し|は)|より)|([\u4e00-\u9fff]{2,})(?=って)"
+    "([\u4e00-\u9fff]+)(?=[のはがをにへとも、]|で(?!す|し|は)|より)|([\u4e00-\u9fff]{2,})(?=って)"
 )
 _FORMAL_NOUNS = frozenset("方事物時所為様度")
 # Kanji words of the question's frame, said in other words by a paraphrase (方法 / コツ,
 # 必要 / いる, 時期 / いつ, 理由 / なぜ: the focus guard compares those): not what it is about.
-_GRAMMAR_NOUNS = frozenset(("方法", "必要", "何", "誰", "時期", "理由", "原因", "仕方"))
+_GRAMMAR_NOUNS = frozenset(("方法", "必要", "何", "誰", "時期", "理由", "原因", "仕方", "場所"))
 _KNOWN_NAMES = alternation(_NAMES.split(" "))
 
 
@@ -204,14 +211,13 @@ def japanese_signature(text: str) -> JapaneseSignature:
         noun
         for pair in _NOUN.findall(text)
         for noun in pair
-        if noun and noun not in _FORMAL_NOUNS and not _KANJI_NUMBER.search(noun)
+        if noun and noun not in _FORMAL_NOUNS and noun not in _GRAMMAR_NOUNS and not _KANJI_NUMBER.search(noun)
     )
     # A set phrase of the lexicon (法律で認められ) is the pole guard's, not a topic.
     found.content = frozenset(
         noun
         for pair in _CONTENT_NOUN.findall(_OPPOSITE.sub("、", text))
         for noun in pair
-        if noun
-        and noun not in _FORMAL_NOUNS and not _KANJI_NUMBER.search(noun) and noun not in _GRAMMAR_NOUNS
+        if noun and noun not in _FORMAL_NOUNS and not _KANJI_NUMBER.search(noun) and noun not in _GRAMMAR_NOUNS
     )
     return found

@@ -75,7 +75,8 @@ def _opposites(spec: str) -> dict[str, tuple[str, int]]:
 
 
 OPPOSITES = _opposites(
-    "legal,legally,lawful/illegal,illegally,unlawful safe,safely,safety,risk-free,harmless/unsafe,dangerous,unsafely,"
+    "legal,legally,lawful,allowed,permitted/illegal,illegally,unlawful,forbidden,banned,prohibited "
+    "safe,safely,safety,risk-free,harmless/unsafe,dangerous,unsafely,"
     "risky,harmful "
     "install,installing/uninstall,uninstalling "
     "possible/impossible true/false correct,right/wrong,incorrect hot/cold warm/cool buy,buying/sell,selling "
@@ -90,7 +91,7 @@ OPPOSITES = _opposites(
     "faster,fastest/slower,slowest "
     "older,oldest/younger,youngest longer,longest/shorter,shortest heavier/lighter strong,stronger/weak,weaker "
     "healthy,healthier/unhealthy input/output inside/outside above/below push/pull "
-    "allowed,permitted/forbidden,banned,prohibited include,including/exclude,excluding accept/reject "
+    "include,including/exclude,excluding accept/reject "
     "ascending/descending first/last min_to_max/max_to_min vegetarian/meat"
 )
 # Japanese has no spaces: these are matched as substrings, longest first. Set phrases
@@ -99,8 +100,9 @@ OPPOSITES = _opposites(
 JA_OPPOSITES = _opposites(
     "合法,法律で認められ,法律上問題な,法的に問題な,許可,認められ/違法,非合法,法律違反,禁止 "
     "安全,大丈夫,問題な,問題ありません,問題はな/危険,危な,有害 "
-    "インストール/アンインストール "
-    "てもいい,ても良い,てもよい,ても平気,ても構わない,てもかまわない/てはいけない,ちゃいけない,てはだめ,ちゃだめ,てはならない "
+    "インストール/アンインストール 無料,タダ/有料 "
+    "てもいい,ても良い,てもよい,ても平気,ても構わない,てもかまわない/"
+    "てはいけない,ちゃいけない,てはだめ,ちゃだめ,てはならない "
     "可能/不可能 正しい,正解/間違,誤り 暑い/寒い 熱い/冷たい "
     "買う,買い/売る,売り 増え,増や,増加/減り,減ら,減少 "
     "上げ,上が/下げ,下が 最大/最小 最高/最低 安い,安く/高い,高く 長所,メリット/短所,デメリット 開け,開く/閉め,閉じ "
@@ -127,7 +129,9 @@ def alternation(forms: list[str]) -> re.Pattern[str]:
 # Axes of a verdict on an action: "is it safe to X" and "is it legal to X" ask different
 # things, so two texts that each judge on one of these axes must share one.
 EXCLUSIVE_AXES = frozenset(
-    table[word][0] for table, words in ((OPPOSITES, ("safe", "legal")), (JA_OPPOSITES, ("安全", "合法"))) for word in words
+    table[word][0]
+    for table, words in ((OPPOSITES, ("safe", "legal")), (JA_OPPOSITES, ("安全", "合法")))
+    for word in words
 )
 # "May I X" (してもいい) or "must I not X" (してはいけない): a verdict on no named axis, which
 # no verdict of the other sign (危険, 違法) may answer.

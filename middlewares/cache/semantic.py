@@ -79,6 +79,9 @@ _SCOPE_FIELDS = tuple(
     if f not in {"messages", "stream", "stream_options", "user", "context", "tools", "tool_choice"}
 )
 _SCOPE_ENCODER = msgspec.json.Encoder(order="sorted")
+# Nearest entries a lookup tries, best first: the nearest is often a stored question that
+# differs in a number or a name (the guards reject it) while the next one is the paraphrase.
+_CANDIDATES = 3
 
 
 _CJK = re.compile("[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
@@ -328,30 +331,40 @@ class SemanticCache(Layer):
     async def _lookup(
         self, vector: np.ndarray, scope: str, sig: Signature, stratum: str
     ) -> tuple[str, float, str, Completion] | None:
-        """The nearest entry that passes the guards, as ``(key, similarity, decision,
-        its answer)``; the decision is ``SERVE``, or with a bound ``EXPLORE``."""
+        """The nearest of the ``_CANDIDATES`` nearest entries that is over its threshold
+        and passes the guards, as ``(key, similarity, decision, its answer)``; the
+        decision is ``SERVE``, or with a bound ``EXPLORE``."""
         index = self._ensure_index(vector.shape[0])
         await self.entries.sync(index)
-        match = index.search(vector, scope)
-        if match is None:
-            return None
-        decision = SERVE if match.score >= self.threshold else "miss"
-        if self.thresholds is not None:
-            decision = self.thresholds.decide(match.key, match.score, stratum)
-        if decision not in (SERVE, EXPLORE):
-            self.stats.below_threshold += 1
-            return None
-        entry = await self.entries.get(match.key)
-        if entry is None or entry.scope != scope:
-            # Gone from Redis (expired, evicted), or - defence in depth - not this scope.
-            index.delete(match.key)
-            return None
-        if not guards_pass(sig, signature(entry.text)):
+        many = getattr(index, "search_many", None)
+        if many is not None:
+            matches = many(vector, scope, _CANDIDATES)
+        else:  # an index of the older protocol: its nearest entry only
+            match = index.search(vector, scope)
+            matches = [match] if match is not None else []
+        rejected = False
+        for match in matches:
+            decision = SERVE if match.score >= self.threshold else "miss"
+            if self.thresholds is not None:
+                decision = self.thresholds.decide(match.key, match.score, stratum)
+            if decision not in (SERVE, EXPLORE):
+                continue
+            entry = await self.entries.get(match.key)
+            if entry is None or entry.scope != scope:
+                # Gone from Redis (expired, evicted), or - defence in depth - not this scope.
+                index.delete(match.key)
+                continue
+            if not guards_pass(sig, signature(entry.text)):
+                rejected = True
+                continue
+            if decision == EXPLORE:
+                self.stats.explored += 1
+            return match.key, match.score, decision, entry.completion
+        if rejected:
             self.stats.guard_rejections += 1
-            return None
-        if decision == EXPLORE:
-            self.stats.explored += 1
-        return match.key, match.score, decision, entry.completion
+        elif matches:
+            self.stats.below_threshold += 1
+        return None
 
     async def _learn(self, key: str, similarity: float, stored: Completion, fresh: Completion, stratum: str) -> None:
         """Record whether the entry at ``key`` held the answer the upstream just gave."""
