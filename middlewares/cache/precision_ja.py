@@ -83,10 +83,10 @@ _NOUN = re.compile("([\u4e00-\u9fff]+)(?=[をが])|^([\u4e00-\u9fff]+)(?=[はの
 # And every kanji word a particle follows (保育士の, 首都は, 人口って): what the question
 # asks about (the capital or the population, a nurse's or a lawyer's pay). Compared by
 # its characters, so that a reordering (平均年収, 年収の平均) still matches.
-# A word before a comma is a topic too (那覇、明日の天気は). って after one kanji is a
+# A word before a comma or a number is a topic too (那覇、明日の天気は; ちらし寿司9人分). って after one kanji is a
 # verb's te-form (入って, 言って), not the topic particle.
 _CONTENT_NOUN = re.compile(
-    "([\u4e00-\u9fff]+)(?=[のはがをにへとも、]|で(?!す|し|は)|より)|([\u4e00-\u9fff]{2,})(?=って)"
+    "([\u4e00-\u9fff]+)(?=[のはがをにへとも、0-9]|で(?!す|し|は)|より)|([\u4e00-\u9fff]{2,})(?=って)"
 )
 _FORMAL_NOUNS = frozenset("方事物時所為様度")
 # Kanji words of the question's frame, said in other words by a paraphrase (方法 / コツ,

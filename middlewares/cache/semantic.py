@@ -115,6 +115,21 @@ def _threshold(given: float | None, embedder: Embedder) -> float:
     return threshold
 
 
+def _script_thresholds(given: dict[str, float] | None, threshold: float | None, embedder: Embedder) -> dict[str, float]:
+    """The threshold per stratum (``"cjk"``, ``"latin"``) that overrides the global one:
+    as given, or the embedder's measured ones unless a global ``threshold`` was set."""
+    if given is not None:
+        unknown = set(given) - {"cjk", "latin"}
+        if unknown or not all(isinstance(v, int | float) and 0.0 <= v <= 1.0 for v in given.values()):
+            raise ConfigError(
+                f"field 'script_thresholds': a table of 'cjk' and/or 'latin' to a similarity in [0, 1], got {given!r}"
+            )
+        return {k: float(v) for k, v in given.items()}
+    if threshold is not None:
+        return {}
+    return dict(getattr(embedder, "script_thresholds", None) or {})
+
+
 class SemanticCache(Layer):
     """Answers requests similar in meaning to earlier ones, within one scope.
 
@@ -130,7 +145,10 @@ class SemanticCache(Layer):
     ``bound=WrongHitBound(...)`` for the rest of its policy) and
     ``shadow_timeout_seconds`` (how long a shadow check may wait for the upstream) and
     ``verify_rate`` (the share of served hits shadow-checked, 0.05 by default; the
-    checks run in ``run_background``, which ``onion serve`` starts).
+    checks run in ``run_background``, which ``onion serve`` starts), and
+    ``script_thresholds`` (``{cjk = 0.8}``: a threshold for questions in one script, where
+    an embedder's scale differs; by default the embedder's measured ones, none if
+    ``threshold`` is set).
     """
 
     name = "semantic_cache"
@@ -161,6 +179,7 @@ class SemanticCache(Layer):
         max_wrong_hit_rate: float | None = None,
         shadow_timeout_seconds: float = 30.0,
         verify_rate: float | None = None,
+        script_thresholds: dict[str, float] | None = None,
         *,
         bound: WrongHitBound | None = None,
         allow_n: bool = False,
@@ -176,6 +195,7 @@ class SemanticCache(Layer):
             raise ValueError("max_entries and max_turns must be positive")
         self.embedder = resolve_embedder(embedder, embedder_params)
         self.threshold: float = _threshold(threshold, self.embedder)
+        self.script_thresholds = _script_thresholds(script_thresholds, threshold, self.embedder)
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
         self.policy = cache_policy(policy, scope, allow_n)
@@ -344,7 +364,7 @@ class SemanticCache(Layer):
             matches = [match] if match is not None else []
         rejected = False
         for match in matches:
-            decision = SERVE if match.score >= self.threshold else "miss"
+            decision = SERVE if match.score >= self.script_thresholds.get(stratum, self.threshold) else "miss"
             if self.thresholds is not None:
                 decision = self.thresholds.decide(match.key, match.score, stratum)
             if decision not in (SERVE, EXPLORE):
