@@ -14,6 +14,11 @@ held-out split is measured the same way: stored questions first, then paraphrase
 negatives shuffled. Reported per language: the hit rate (paraphrases answered right
 from the cache / paraphrases), the wrong-hit rate (wrong answers served / hits) and, for
 the bound, what it costs in hit rate against the fixed threshold.
+
+    python benchmarks/_semantic_adversarial.py                       # held out, both embedders
+    python benchmarks/_semantic_adversarial.py --split dev --show    # development triples,
+        # with every wrong hit and unserved paraphrase printed (never the held-out rows)
+    python benchmarks/_semantic_adversarial.py --embedder minilm --cjk-threshold 0.86 --fixed-only
 """
 
 from __future__ import annotations

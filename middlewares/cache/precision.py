@@ -10,7 +10,10 @@ must agree (``guards_pass``): the same numbers, each with the same unit or curre
 after it, the same units and currencies, no axis of opposites on different poles, no
 word negated by a prefix in one text alone (safe/unsafe, able/unable), the same count
 of negations, and the same named entities, compared against the same thing ("A faster than B"
-is not "B faster than A").
+is not "B faster than A") on the same dimension ("bigger than B" is not "colder than B").
+A verdict on an action is on one axis in both texts ("is it safe to X" is not "is it
+legal to X") and of one sign ("may I X" is not "is X illegal"); in Japanese, what the
+question asks for (why, when, where, who) is the same.
 The word lists are in ``precision_lexicon``, the Japanese scan in ``precision_ja``.
 """
 

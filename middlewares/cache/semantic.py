@@ -13,7 +13,11 @@ A hit needs, all at once:
 - an eligible request: deterministic by the policy, no tools or tool results, no
   non-text content, at most ``max_turns`` non-system messages;
 - cosine similarity of the embedded conversation (or only the last user message, with
-  the earlier turns then required to match exactly) at or above ``threshold``;
+  the earlier turns then required to match exactly) at or above ``threshold`` (or the
+  threshold of the question's script, ``script_thresholds``); the three nearest entries
+  are tried, best first, so a nearer entry the guards reject does not hide the next one.
+  Japanese is embedded in its canonical form (numerals as digits, no polite ending:
+  ``precision_ja.embedding_text``);
 - the **precision guards**: the same numbers, the same named entities and the same
   number of negations in both texts ("2 eggs" is not "3 eggs", "Paris" is not "Rome",
   "is X safe" is not "is X not safe").
