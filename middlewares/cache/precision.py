@@ -24,7 +24,7 @@ import unicodedata
 
 import msgspec
 
-from .precision_ja import canonical, japanese_signature
+from .precision_ja import canonical, frame, japanese_signature, swapped_word
 from .precision_lexicon import (
     CURRENCIES,
     EXCLUSIVE_AXES,
@@ -106,6 +106,7 @@ class Signature(msgspec.Struct, frozen=True):
     nouns: frozenset[str] = frozenset()  # Japanese: each must occur in the other text
     content: frozenset[str] = frozenset()  # Japanese: each one's characters must occur in the other text
     focus: frozenset[str] = frozenset()  # Japanese: what the question asks for (why, when, where, who)
+    frame: str = ""  # Japanese: the text as the swapped-word check reads it
 
 
 def _unit_of(word: str) -> str | None:
@@ -214,6 +215,7 @@ def signature(text: str) -> Signature:
         nouns,
         content,
         focus,
+        frame(text) if japanese else "",
     )
 
 
@@ -264,6 +266,8 @@ def guards_pass(a: Signature, b: Signature) -> bool:
         return False  # compared on another dimension: "bigger than Osaka" is not "colder than Osaka"
     if not _same_focus(a.focus, b.focus):
         return False
+    if a.frame and b.frame and swapped_word(a.frame, b.frame):
+        return False  # one word of the question swapped for another (そば / うどん)
     if any(noun not in b.text for noun in a.nouns) or any(noun not in a.text for noun in b.nouns):
         return False
     if not (_said_in(a.content, b.text) and _said_in(b.content, a.text)):

@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from .precision_lexicon import JA_OPPOSITES, JA_UNITS, alternation
+from .precision_lexicon import EXCLUSIVE_AXES, JA_OPPOSITES, JA_UNITS, VERDICT_AXIS, alternation
 
-__all__ = ["JapaneseSignature", "canonical", "embedding_text", "japanese_signature"]
+__all__ = ["JapaneseSignature", "canonical", "embedding_text", "frame", "japanese_signature", "swapped_word"]
 
 _KANJI_DIGITS = {"\u3007": 0, "零": 0, "一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _KANJI_SMALL = {"十": 10, "百": 100, "千": 1000}
@@ -221,3 +221,78 @@ def japanese_signature(text: str) -> JapaneseSignature:
         if noun and noun not in _FORMAL_NOUNS and not _KANJI_NUMBER.search(noun) and noun not in _GRAMMAR_NOUNS
     )
     return found
+
+
+# Words of a question's frame a paraphrase says in other words (方法 / コツ / やり方).
+_FRAME_SYNONYMS = re.compile("コツ|やり方|仕方|ポイント")
+# Verbs said two ways: グルテンは入っている / 含まれている, あげる / 与える.
+_VERB_SYNONYMS = ((re.compile("入っ(?=てい)"), "含まれ"), (re.compile("あげ(?=[てるた])"), "与え"))
+# Each pole of the lexicon as one private-use character: 安全 and 問題ない are one word to
+# the swapped-word check (the pole guard compares poles), and so is every verdict of one
+# sign (合法, 安全, してもいい: the verdict guard compares those).
+_VERDICTS = EXCLUSIVE_AXES | {VERDICT_AXIS}
+_POLE_MARK = {
+    pole: chr(0xE000 + (pole[1] > 0 if pole[0] in _VERDICTS else 2 + n))
+    for n, pole in enumerate(sorted(set(JA_OPPOSITES.values())))
+}
+# Hiragana that ask or join, never a topic (どこ, いくら; には, って).
+_GRAMMAR_WORDS = "どこ いつ なに なん だれ どれ どの どう どんな いくら いくつ どのくらい どれくらい どうやって "
+_GRAMMAR_WORDS += "どうすれば には では とは から まで より って ので のに けど です ます でしょう"
+_GRAMMAR_KANA = frozenset(_GRAMMAR_WORDS.split())
+_HIRAGANA_RUN = re.compile("[\u3041-\u309f]{2,}")
+_CONTENT_CHAR = re.compile("[\u30a1-\u30fa\u30fc\u4e00-\u9fffA-Za-z0-9\ue000-\ue0ff]")
+
+
+def frame(text: str) -> str:
+    """``text`` (NFKC-normalized) as the swapped-word check reads it: canonical, without
+    its polite ending, one word for 方法 / コツ / やり方."""
+    text = _FRAME_SYNONYMS.sub("方法", _POLITE_END.sub("", canonical(text)).strip())
+    for pattern, canon in _VERB_SYNONYMS:
+        text = pattern.sub(canon, text)
+    return _OPPOSITE.sub(lambda m: _POLE_MARK[JA_OPPOSITES[m.group()]], text)
+
+
+# A word of hiragana alone (そば, おでん): it starts after a particle or at the start and
+# ends before one or before a kanji (すき焼き); kana after a kanji are its ending (食べる).
+_KANA_WORD = re.compile(
+    "(?:^|(?<=[のはがをにでともへ、]))([\u3041-\u309f]{2,}?)(?=[のはがをにでともへ、\u30a1-\u30fa\u4e00-\u9fff]|$)"
+)
+
+
+def _brings_content(text: str, start: int, end: int, other: str) -> bool:
+    """The changed part ``text[start:end]`` says something ``other`` does not: a kanji,
+    katakana, Latin letter or digit it lacks, or a word of hiragana it does not contain."""
+    if any(c not in other and c != "何" for c in _CONTENT_CHAR.findall(text[start:end])):
+        return True
+    for match in _KANA_WORD.finditer(text):
+        # A particle that ends the run ends the word before it (ひらがなは: ...な, は).
+        word = match.group(1).rstrip(_PARTICLES)
+        changed = match.start() < end and start < match.start() + len(word)
+        if changed and len(word) > 1 and word not in other and word not in _GRAMMAR_KANA:
+            return True
+    return False
+
+
+_PARTICLES = "のはがをにでともへ"
+_MAX_SWAPPED = 8  # characters: a longer change rewords the question
+
+
+def swapped_word(a: str, b: str) -> bool:
+    """Two frames (``frame``) that are one question with one word swapped for another:
+    most of the text the same around the change, and each side's changed words bring
+    content the other lacks (3人分のおでんの材料 / 3人分の肉じゃがの材料; そばには / うどんには).
+    A paraphrase reorders or rewords the frame; a hard negative swaps a word in it."""
+    if a == b:
+        return False
+    prefix = 0
+    limit = min(len(a), len(b))
+    while prefix < limit and a[prefix] == b[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < limit - prefix and a[-1 - suffix] == b[-1 - suffix]:
+        suffix += 1
+    if prefix + suffix < 0.4 * max(len(a), len(b)) or max(len(a), len(b)) - prefix - suffix > _MAX_SWAPPED:
+        return False  # reworded, not one word swapped: the other guards decide
+    if prefix >= len(a) - suffix or prefix >= len(b) - suffix:
+        return False  # one text only adds to the other: not a swap
+    return _brings_content(a, prefix, len(a) - suffix, b) and _brings_content(b, prefix, len(b) - suffix, a)

@@ -230,3 +230,42 @@ def test_paraphrases_the_guards_used_to_reject_pass(a: str, b: str) -> None:
 )
 def test_texts_that_used_to_pass_are_told_apart(a: str, b: str) -> None:
     assert not same(a, b)
+
+
+DISHES = ["おでん", "すき焼き", "たこ焼き", "お好み焼き", "肉じゃが", "カレー", "そば", "うどん", "ちくわ", "味噌汁"]
+DISH_FRAMES = ["{n}人分の{x}の材料は？", "{x}には{g}が含まれていますか？", "{x}を生で食べるのは安全ですか？"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(DISHES), st.sampled_from(DISHES), st.sampled_from(DISH_FRAMES), st.integers(1, 20))
+def test_law_one_word_swapped_in_one_frame_never_matches(a: str, b: str, frame: str, n: int) -> None:
+    """The word may be kana alone (そば / うどん), kanji and kana (肉じゃが) or katakana."""
+    first, second = frame.format(n=n, x=a, g="グルテン"), frame.format(n=n, x=b, g="グルテン")
+    assert same(first, second) is (a == b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("おこづかいを増やす方法は？", "ちょきんを増やす方法は？"),
+        ("ひたちなか市の人口は？", "つくば市の人口は？"),
+        ("3人分のすき焼きの材料は？", "3人分のたこ焼きの材料は？"),
+    ],
+)
+def test_a_swapped_kana_word_is_told_apart(a: str, b: str) -> None:
+    assert not same(a, b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("豚肉を生で食べるのは安全ですか？", "豚肉を生で食べても安全ですか？"),  # a verb's ending
+        ("ひらがなはカタカナより簡単ですか？", "ひらがなの方がカタカナより簡単ですか？"),  # particles in a word
+        ("筋肉量を増やす方法は？", "筋肉量を増やすには？"),
+        ("そばにはグルテンが含まれていますか？", "そばにグルテンは入っていますか？"),
+        ("ドイツでドローンを飛ばすのは合法ですか？", "ドイツでドローンを飛ばしてもいいですか？"),
+        ("赤ちゃんにはちみつを与えるのは安全ですか？", "赤ちゃんにはちみつをあげても大丈夫？"),
+    ],
+)
+def test_a_reworded_frame_is_no_swap(a: str, b: str) -> None:
+    assert same(a, b)
