@@ -239,7 +239,6 @@ _POLE_MARK = {
 _GRAMMAR_WORDS = "どこ いつ なに なん だれ どれ どの どう どんな いくら いくつ どのくらい どれくらい どうやって "
 _GRAMMAR_WORDS += "どうすれば には では とは から まで より って ので のに けど です ます でしょう"
 _GRAMMAR_KANA = frozenset(_GRAMMAR_WORDS.split())
-_HIRAGANA_RUN = re.compile("[\u3041-\u309f]{2,}")
 _CONTENT_CHAR = re.compile("[\u30a1-\u30fa\u30fc\u4e00-\u9fffA-Za-z0-9\ue000-\ue0ff]")
 
 
