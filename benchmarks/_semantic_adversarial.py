@@ -26,11 +26,13 @@ from __future__ import annotations
 import json
 import random
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from middlewares.cache.precision_ja import canonical
 from middlewares.cache.semantic import SemanticCache, WrongHitBound
 from onion import Context, Message, Request, Stack
 from onion.testing import Reply, ScriptedProvider
@@ -83,20 +85,25 @@ async def replay(
     random.Random(seed).shuffle(asks)
     counts: dict[str, dict[str, int]] = {}
     for lang, text, is_paraphrase in asks:
-        c = counts.setdefault(lang, {"paraphrases": 0, "right_hits": 0, "hits": 0, "wrong_hits": 0})
+        c = counts.setdefault(
+            lang, {"paraphrases": 0, "right_hits": 0, "hits": 0, "wrong_hits": 0, "same_question_wrong": 0}
+        )
         response = await stack(request(text))
         completion = await response.result()
         c["paraphrases"] += is_paraphrase
         served = response.served_by == "semantic_cache"
         right = completion.content == answers[text]
+        entry = None
+        if served and not right and cache is not None:
+            entry = await cache.entries.get(response.headers.get("x-onion-cache-key", ""))
         if served:
             c["hits"] += 1
             c["wrong_hits"] += not right
             c["right_hits"] += right and is_paraphrase
+            # The oracle answers two spellings of one question differently (八人分 / 8人分,
+            # one in a question, one in another's negative): count those wrong hits apart.
+            c["same_question_wrong"] += entry is not None and spelled_alike(text, entry.text)
         if misses is not None and ((served and not right) or (is_paraphrase and not served)):
-            entry = None
-            if served and cache is not None:
-                entry = await cache.entries.get(response.headers.get("x-onion-cache-key", ""))
             misses.append(
                 {
                     "lang": lang,
@@ -109,12 +116,23 @@ async def replay(
     return counts
 
 
+def spelled_alike(a: str, b: str) -> bool:
+    """One text up to the width of its characters, the spelling of its numbers (kanji,
+    digits, mixed) and its final question mark."""
+
+    def plain(text: str) -> str:
+        return canonical(unicodedata.normalize("NFKC", text)).rstrip("?").strip()
+
+    return plain(a) == plain(b)
+
+
 def rates(counts: dict[str, int]) -> dict[str, float]:
     return {
         "hit_rate": counts["right_hits"] / max(1, counts["paraphrases"]),
         "wrong_hit_rate": counts["wrong_hits"] / max(1, counts["hits"]),
         "hits": counts["hits"],
         "wrong_hits": counts["wrong_hits"],
+        "same_question_wrong": counts["same_question_wrong"],
     }
 
 
@@ -174,7 +192,7 @@ async def adversarial(
     rows; ``show`` then prints each wrong hit and each paraphrase not served (tune and dev
     rows only: the held-out rows are never printed)."""
     print(f"\nadversarial paraphrase set, {split} (tune split learned first); bound = {rate:.0%} wrong hits")
-    print("embedder     lang  mode         hit%   wrong%   hits  wrong   (bound costs hit% pts)")
+    print("embedder     lang  mode         hit%   wrong%   hits  wrong  (same q.)  (bound costs hit% pts)")
     out: dict[str, Any] = {}
     for name, embedder in embedders.items():
         misses: list[dict[str, Any]] | None = [] if show and split != "heldout" else None
@@ -209,7 +227,8 @@ def _print_rows(name: str, phase: str, fixed: dict[str, Any], bounded: dict[str,
                 cost = f"   ({100 * (fixed[lang]['hit_rate'] - r['hit_rate']):+.1f})" if mode == "bound" else ""
                 print(
                     f"{name:12s} {lang:4s}  {phase + mode:10s} {100 * r['hit_rate']:6.1f}"
-                    f" {100 * r['wrong_hit_rate']:8.2f} {r['hits']:6d} {r['wrong_hits']:6d}{cost}"
+                    f" {100 * r['wrong_hit_rate']:8.2f} {r['hits']:6d} {r['wrong_hits']:6d}"
+                    f"  ({r['same_question_wrong']:3d}){cost}"
                 )
 
 

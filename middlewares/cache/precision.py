@@ -19,6 +19,7 @@ The word lists are in ``precision_lexicon``, the Japanese scan in ``precision_ja
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -137,6 +138,7 @@ def _japanese_unit(after: str) -> str | None:
     return min(units) if len(units) == 1 else None
 
 
+@functools.lru_cache(maxsize=8192)  # the entries' texts recur at every lookup near them
 def signature(text: str) -> Signature:
     """The guard signature of ``text``: a few regex scans and one pass over the words.
 
