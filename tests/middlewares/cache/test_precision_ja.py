@@ -269,3 +269,19 @@ def test_a_swapped_kana_word_is_told_apart(a: str, b: str) -> None:
 )
 def test_a_reworded_frame_is_no_swap(a: str, b: str) -> None:
     assert same(a, b)
+
+
+ADJECTIVES = ["大きい", "寒い", "暑い", "速い", "安い", "重い", "新しい", "長い"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from(ADJECTIVES), st.sampled_from(ADJECTIVES), st.sampled_from([("東京", "大阪"), ("バス", "電車")]))
+def test_law_a_comparison_on_another_dimension_never_matches(a: str, b: str, pair: tuple[str, str]) -> None:
+    """「東京は大阪より大きい」 is not 「東京は大阪より寒い」 (nor, in English, bigger / colder)."""
+    x, y = pair
+    assert same(f"{x}は{y}より{a}ですか？", f"{x}の方が{y}より{b}？") is (a == b)
+
+
+@pytest.mark.parametrize("other", ["bigger", "colder", "cheaper", "older"])
+def test_an_english_comparison_on_another_dimension_never_matches(other: str) -> None:
+    assert not same("Is Tokyo faster than Osaka?", f"Is Tokyo {other} than Osaka?")
