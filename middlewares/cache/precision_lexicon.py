@@ -12,7 +12,17 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["CURRENCIES", "JA_OPPOSITES", "JA_UNITS", "OPPOSITES", "SYMBOL_CURRENCIES", "UNITS", "UNITS_CASED"]
+__all__ = [
+    "CURRENCIES",
+    "EXCLUSIVE_AXES",
+    "VERDICT_AXIS",
+    "JA_OPPOSITES",
+    "JA_UNITS",
+    "OPPOSITES",
+    "SYMBOL_CURRENCIES",
+    "UNITS",
+    "UNITS_CASED",
+]
 
 
 def _table(spec: str) -> dict[str, str]:
@@ -65,8 +75,12 @@ def _opposites(spec: str) -> dict[str, tuple[str, int]]:
 
 
 OPPOSITES = _opposites(
-    "legal,legally/illegal,illegally,unlawful safe,safely,safety/unsafe,dangerous,unsafely,risky "
-    "possible/impossible true/false correct,right/wrong,incorrect hot/cold warm/cool buy,buying/sell,selling "
+    "legal,legally,lawful,allowed,permitted/illegal,illegally,unlawful,forbidden,banned,prohibited "
+    "safe,safely,safety,risk-free,harmless/unsafe,dangerous,unsafely,"
+    "risky,harmful "
+    "install,installing/uninstall,uninstalling "
+    "possible/impossible true/false correct,right/wrong,incorrect hot,hotter,hottest/cold,colder,coldest "
+    "warm,warmer/cool,cooler buy,buying/sell,selling "
     "increase,increasing,raise/decrease,decreasing,lower,reduce cheap,cheaper,cheapest/expensive,pricier "
     "before/after up,upward/down,downward maximum,max/minimum,min best/worst better/worse "
     "advantages,pros,benefits,upsides/disadvantages,cons,drawbacks,downsides "
@@ -78,17 +92,25 @@ OPPOSITES = _opposites(
     "faster,fastest/slower,slowest "
     "older,oldest/younger,youngest longer,longest/shorter,shortest heavier/lighter strong,stronger/weak,weaker "
     "healthy,healthier/unhealthy input/output inside/outside above/below push/pull "
-    "allowed,permitted/forbidden,banned,prohibited include,including/exclude,excluding accept/reject "
+    "include,including/exclude,excluding accept/reject "
     "ascending/descending first/last min_to_max/max_to_min vegetarian/meat"
 )
-# Japanese has no spaces: these are matched as substrings, longest first.
+# Japanese has no spaces: these are matched as substrings, longest first. Set phrases
+# carry a pole too: 大丈夫 and 問題ない say "safe", 法律で認められ "legal" (and 許可
+# / 禁止 are the legal axis: "allowed" and "forbidden" by a rule).
 JA_OPPOSITES = _opposites(
-    "合法/違法,非合法 安全/危険,危な 可能/不可能 正しい,正解/間違,誤り 暑い/寒い 熱い/冷たい "
+    "合法,法律で認められ,法律上問題な,法的に問題な,許可,認められ/違法,非合法,法律違反,禁止 "
+    "安全,大丈夫,問題な,問題ありません,問題はな/危険,危な,有害 "
+    "インストール/アンインストール 無料,タダ/有料 "
+    "てもいい,ても良い,てもよい,ても平気,ても構わない,てもかまわない/"
+    "てはいけない,ちゃいけない,てはだめ,ちゃだめ,てはならない "
+    "可能/不可能 正しい,正解/間違,誤り 暑い/寒い 熱い/冷たい "
     "買う,買い/売る,売り 増え,増や,増加/減り,減ら,減少 "
     "上げ,上が/下げ,下が 最大/最小 最高/最低 安い,安く/高い,高く 長所,メリット/短所,デメリット 開け,開く/閉め,閉じ "
     "始め,開始/終わ,終了 勝つ,勝ち/負け 追加/削除 有効/無効 輸入/輸出 アップロード/ダウンロード 暗号化/復号 北部/南部 "
-    "多い,多く/少ない,少なく 大きい,大きく/小さい,小さく 速い,早い/遅い 新しい/古い 長い/短い 重い/軽い 強い/弱い "
-    "入力/出力 以上/以下 許可/禁止 含め,含む/除い,除く 昇順/降順 最初/最後"
+    "多い,多く/少ない,少なく 大きい,大きく/小さい,小さく 速い,早い,高速/遅い,低速 新しい/古い "
+    "長い/短い 重い/軽い 強い/弱い "
+    "入力/出力 以上/以下 含め,含む/除い,除く 昇順/降順 最初/最後"
 )
 JA_UNITS = _table(
     "km: キロメートル キロ; mile: マイル; meter: メートル; cm: センチメートル センチ; mm: ミリメートル ミリ;"
@@ -104,3 +126,15 @@ JA_UNITS.update({form: canon for form, canon in JA_CURRENCIES.items()})
 def alternation(forms: list[str]) -> re.Pattern[str]:
     """One regex matching any of ``forms``, longest first (so キロメートル wins over キロ)."""
     return re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+
+
+# Axes of a verdict on an action: "is it safe to X" and "is it legal to X" ask different
+# things, so two texts that each judge on one of these axes must share one.
+EXCLUSIVE_AXES = frozenset(
+    table[word][0]
+    for table, words in ((OPPOSITES, ("safe", "legal")), (JA_OPPOSITES, ("安全", "合法")))
+    for word in words
+)
+# "May I X" (してもいい) or "must I not X" (してはいけない): a verdict on no named axis, which
+# no verdict of the other sign (危険, 違法) may answer.
+VERDICT_AXIS = JA_OPPOSITES["てもいい"][0]

@@ -168,9 +168,15 @@ class VectorIndex:
 
     def search(self, vector: np.ndarray, scope: str) -> Match | None:
         """The most similar live entry in ``scope`` (cosine similarity), or ``None``."""
+        found = self.search_many(vector, scope, 1)
+        return found[0] if found else None
+
+    def search_many(self, vector: np.ndarray, scope: str, k: int) -> list[Match]:
+        """The ``k`` most similar live entries in ``scope``, best first (fewer if the
+        scope holds fewer); expired rows met on the way are removed."""
         sid = self._scope_ids.get(scope)
         if sid is None:
-            return None
+            return []
         n = self._high
         sims = normalize(vector) @ self._vectors[:, :n]
         if self._scope_sizes[sid] != n:
@@ -178,18 +184,21 @@ class VectorIndex:
             # small beside the n x dim product).
             sims[self._scopes[:n] != sid] = -np.inf
         now = self.clock.now()
-        while True:
+        found: list[Match] = []
+        while len(found) < k:
             row = int(np.argmax(sims))
             score = float(sims[row])
             if score == -np.inf:
-                return None
+                break
+            sims[row] = -np.inf
             if self._expires[row] > now:
                 self._used[row] = now
                 key = self._keys[row]
                 assert key is not None
-                return Match(key, score)
-            self._remove_row(row, expired=True)
-            sims[row] = -np.inf
+                found.append(Match(key, score))
+            else:
+                self._remove_row(row, expired=True)
+        return found
 
     def delete(self, key: str) -> bool:
         """Remove ``key``: its row is freed for reuse, nothing is rebuilt."""
@@ -351,10 +360,16 @@ class UsearchIndex:
 
     def search(self, vector: np.ndarray, scope: str) -> Match | None:
         """The best live candidate in ``scope`` among the ``oversample`` nearest."""
+        found = self.search_many(vector, scope, 1)
+        return found[0] if found else None
+
+    def search_many(self, vector: np.ndarray, scope: str, k: int) -> list[Match]:
+        """Up to ``k`` live candidates in ``scope`` among the ``oversample`` nearest, best first."""
         if not self._labels:
-            return None
+            return []
         found = self._index.search(normalize(vector), min(self.oversample, len(self._labels)))
         now = self.clock.now()
+        out: list[Match] = []
         for label, distance in zip(found.keys.tolist(), found.distances.tolist(), strict=True):
             meta = self._meta.get(label)
             if meta is None or meta[1] != scope:
@@ -364,8 +379,10 @@ class UsearchIndex:
                 self.expirations += 1
                 continue
             # usearch's "ip" distance is 1 - inner product.
-            return Match(meta[0], 1.0 - distance)
-        return None
+            out.append(Match(meta[0], 1.0 - distance))
+            if len(out) == k:
+                break
+        return out
 
     def delete(self, key: str) -> bool:
         """Remove ``key`` from the graph (marked deleted, not rebuilt)."""

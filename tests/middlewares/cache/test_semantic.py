@@ -5,7 +5,7 @@ called once per request and never stalls one, streams and Redis peers behave."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import msgspec
@@ -301,13 +301,21 @@ def test_from_config_with_an_embedder_table() -> None:
                 "max_entries": 50,
                 "ttl_seconds": 30,
             },
-            {"use": "semantic_cache", "embedder": "hashed", "embedder_params": {"dim": 128}},
+            {
+                "use": "semantic_cache",
+                "embedder": "hashed",
+                "embedder_params": {"dim": 128},
+                "script_thresholds": {"cjk": 0.85},
+            },
         ],
         ScriptedProvider(),
     )
     first, second = stack.layers
     assert first.threshold == 0.9 and first.embedder.dim == 256 and first.max_entries == 50
     assert second.embedder.dim == 128 and second.threshold == HashedEmbedder.default_threshold
+    assert first.script_thresholds == {} and second.script_thresholds == {"cjk": 0.85}
+    with pytest.raises(ConfigError, match="script_thresholds"):
+        Stack.from_config([{"use": "semantic_cache", "script_thresholds": {"cjk": 2}}], ScriptedProvider())
     with pytest.raises(ConfigError, match="unknown embedder"):
         Stack.from_config([{"use": "semantic_cache", "embedder": "nope"}], ScriptedProvider())
     with pytest.raises(ConfigError, match="redis_url"):
@@ -493,3 +501,70 @@ async def test_an_embedding_of_another_size_bypasses_instead_of_failing() -> Non
     await (await stack(req("What is the capital of France?"))).result()
     assert (await (await stack(req("What is the capital of France?"))).result()).content == "ok"
     assert semantic.stats.embed_failures == 1
+
+
+class RecordingEmbedder(CountingEmbedder):
+    """The hashed embedder, keeping the texts it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts.extend(texts)
+        return await super().embed(texts)
+
+
+async def test_a_lookup_passes_over_a_nearer_entry_the_guards_reject() -> None:
+    """The nearest stored question differs in its number; the next one is the paraphrase."""
+    provider = ScriptedProvider([Reply("three eggs"), Reply("two eggs")])
+    semantic = cache(threshold=0.3)
+    stack = Stack([semantic], provider)
+    await (await stack(req("How many calories are in 3 eggs boiled?"))).result()
+    await (await stack(req("Calories in 2 eggs?"))).result()
+    hit = await stack(req("How many calories are in 2 eggs boiled?"))
+    assert hit.served_by == "semantic_cache" and (await hit.result()).content == "two eggs"
+    assert provider.calls == 2
+
+
+async def test_a_japanese_question_is_embedded_in_its_canonical_form() -> None:
+    """Kanji numerals as digits and no polite ending: 三人分…教えてください and 3人前…は?
+    are one text to the embedder; the key and the guards still see the question as asked."""
+    embedder = RecordingEmbedder()
+    provider = ScriptedProvider([Reply("材料")])
+    stack = Stack([cache(embedder=embedder, threshold=0.99)], provider)
+    await (await stack(req("三人分の肉じゃがの材料を教えてください"))).result()
+    hit = await stack(req("3人前の肉じゃがの材料は?"))
+    assert embedder.texts == ["3人分の肉じゃがの材料", "3人分の肉じゃがの材料"]
+    assert hit.served_by == "semantic_cache" and provider.calls == 1
+    assert (await stack(req("4人分の肉じゃがの材料は?"))).served_by == "scripted"
+    assert embedder.texts[-1] == "4人分の肉じゃがの材料"
+    english = "What is the capital of France?"
+    await (await stack(req(english))).result()
+    assert embedder.texts[-1] == english  # other scripts are embedded as they are
+
+
+async def test_a_script_threshold_applies_to_its_script_only() -> None:
+    """A low CJK threshold lets a Japanese rewording hit; English keeps the global one."""
+    provider = ScriptedProvider()
+    semantic = cache(threshold=0.99, script_thresholds={"cjk": 0.3})
+    stack = Stack([semantic], provider)
+    await (await stack(req("インドの首都はどこですか?"))).result()
+    assert (await stack(req("インドの首都ってどこ?"))).served_by == "semantic_cache"
+    await (await stack(req("What is the capital of India?"))).result()
+    assert (await stack(req("capital of India, please"))).served_by == "scripted"
+    assert semantic.script_thresholds == {"cjk": 0.3}
+
+
+def test_script_thresholds_come_from_the_embedder_unless_a_threshold_is_set() -> None:
+    class Measured(CountingEmbedder):
+        script_thresholds: ClassVar[dict[str, float]] = {"cjk": 0.5}
+
+    assert SemanticCache(embedder=Measured()).script_thresholds == {"cjk": 0.5}
+    assert SemanticCache(embedder=Measured(), threshold=0.8).script_thresholds == {}
+
+
+@pytest.mark.parametrize("bad", [{"kanji": 0.8}, {"cjk": 1.5}, {"cjk": "high"}])
+def test_a_bad_script_threshold_is_a_config_error_naming_the_field(bad: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="script_thresholds"):
+        SemanticCache(script_thresholds=bad)

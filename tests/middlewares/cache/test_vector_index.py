@@ -190,3 +190,31 @@ def test_usearch_add_many_respects_capacity() -> None:
     ann.add_many([f"k{i}" for i in range(7)], np.eye(4)[np.arange(7) % 4] + 0.01, "s")
     assert len(ann) == 5 and "x" not in ann
     assert ann.search(np.array([0, 0, 1.0, 0]), "s").key in {"k2", "k6"}
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(vectors, st.sampled_from("ab"), st.sampled_from([None, 1])), max_size=20),
+    vectors,
+    st.sampled_from("ab"),
+    st.integers(1, 5),
+)
+def test_law_search_many_is_the_k_best_live_entries_in_order(
+    entries: list[tuple[np.ndarray, str, float | None]], query: np.ndarray, scope: str, k: int
+) -> None:
+    clock = FakeClock()
+    index = VectorIndex(DIM, 64, clock=clock)
+    live: dict[str, float] = {}
+    unit = query / np.linalg.norm(query)
+    for n, (vector, in_scope, ttl) in enumerate(entries):
+        index.add(f"k{n}", vector, in_scope, ttl)
+        if in_scope == scope and ttl is None:
+            live[f"k{n}"] = float(vector / np.linalg.norm(vector) @ unit)
+    clock.advance(2)  # the entries with a TTL of 1 s are gone
+    found = index.search_many(query, scope, k)
+    best = sorted(live.values(), reverse=True)[:k]
+    assert [m.score for m in found] == pytest.approx(best, abs=1e-5)
+    assert all(live[m.key] == pytest.approx(m.score, abs=1e-5) for m in found)
+    assert len({m.key for m in found}) == len(found)
+    single = index.search(query, scope)
+    assert (single is None) == (not found) and (single is None or single.score == pytest.approx(found[0].score))
