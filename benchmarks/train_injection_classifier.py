@@ -1,20 +1,26 @@
 """Trains the input guard's injection classifier (``middlewares/guard/classifier.py``).
 
-    python benchmarks/train_injection_classifier.py [--bits 17] [--fp 0.005]
+    python benchmarks/train_injection_classifier.py [--c 25] [--fp 0.02] [--obfuscations] [--dry-run]
 
 Reads only the ``train`` split of ``benchmarks/data/injection.jsonl`` (see
 ``benchmarks/guard_data.py`` for where it comes from); the ``test`` split is never
 read here. To it are added benign texts the split lacks, long enough for the classifier
-to judge: ``--prose`` paragraphs of this Python's standard-library docstrings (real
-sentences with "ignore", "override", "rules" in their everyday senses) and
-``--augment`` composites per language of the split's own benign rows (``composites``).
-scikit-learn's logistic regression is fitted on the same hashed character n-grams the
-guard computes at run time (``ngram_hashes`` of the text without the grammar's trigger
-words, ``unmarked``); the threshold is the lowest whose false-alarm rate on the benign
-texts the guard judges (``--min-letters`` letters or more; shorter ones are left to its
-phrase rules), under 5-fold cross-validation whose composites are built within each
-fold, is at most ``--fp``. Writes ``middlewares/guard/data/injection.npz`` (float16
-weights). scikit-learn is needed here only, never by the guard.
+to judge: the ``train`` rows of ``benchmarks/data/package_docs.jsonl`` (real README,
+changelog and docs chunks of permissively licensed packages, ``data/make_package_docs.py``;
+its ``check`` rows are never read here), ``--prose`` paragraphs of this Python's
+standard-library docstrings and ``--augment`` composites per language of the split's own
+benign rows (``composites``). scikit-learn's logistic regression is fitted on the same
+hashed character n-grams the guard computes at run time (``ngram_hashes`` of the text
+without the grammar's trigger words, ``unmarked``). The threshold comes from 5-fold
+cross-validation grouped by package (a package's chunks on one side of a fold; each
+fold's composites made from its own rows): the lowest at which each benign source alone
+has at most ``--fp`` false alarms among the texts the guard judges (``--min-letters``
+letters or more; shorter ones are left to its phrase rules). It prints the
+cross-validated recall and false alarms per source, for the classifier alone and with
+the phrase rules, and with ``--obfuscations`` the whole pipeline's (phrases, decoders,
+classifier) on the split's rows under every obfuscation of ``guard_accuracy``. Writes
+``middlewares/guard/data/injection.npz`` (float16 weights) unless ``--dry-run``.
+scikit-learn is needed here only, never by the guard.
 """
 
 from __future__ import annotations
@@ -175,9 +181,9 @@ def pipeline_score(clf: InjectionClassifier, grammar: InjectionDetector, text: s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bits", type=int, default=17)
-    parser.add_argument("--fp", type=float, default=0.015, help="false-alarm rate allowed on each benign source")
+    parser.add_argument("--fp", type=float, default=0.02, help="false-alarm rate allowed on each benign source")
     parser.add_argument("--pooled", action="store_true", help="one --fp budget over all judged benign texts (old)")
-    parser.add_argument("--c", type=float, default=4.0, help="inverse regularisation strength")
+    parser.add_argument("--c", type=float, default=25.0, help="inverse regularisation strength")
     parser.add_argument(
         "--min-letters", type=int, default=100, help="texts with fewer letters are left to the phrase rules"
     )

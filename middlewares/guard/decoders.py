@@ -130,7 +130,9 @@ def _url(raw: str) -> str | None:
 
 
 def _spaced(raw: str) -> str | None:
-    decoded = _SPACED.sub(lambda m: _SPACED_SEP.sub("", m.group()), raw)
+    # Every other character of a run is its separator: dropping those alone keeps the
+    # run's own punctuation ("g a m e ." reads "game."), so the reading is the text.
+    decoded = _SPACED.sub(lambda m: m.group()[::2], raw)
     return decoded if decoded != raw else None
 
 
