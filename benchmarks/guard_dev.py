@@ -44,6 +44,11 @@ def rows(check: bool = False) -> list[dict]:
             row["id"] = f"{split}:{index}"
             row["set"] = split
             out.append(row)
+    # The held-back package documents (one package in five, never trained on), with the
+    # check batch: real READMEs, changelogs and docs that use the trigger words.
+    for index, line in enumerate((DATA / "package_docs.jsonl").read_text().split("\n") if check else ()):
+        if line and (row := json.loads(line))["split"] == "check":
+            out.append({**row, "id": f"docs:{index}", "set": "dev", "source": "package-docs-check"})
     return out
 
 
@@ -55,7 +60,9 @@ def main() -> None:
     parser.add_argument("--no-classifier", action="store_true")
     parser.add_argument("--weights", help="other classifier weights (an .npz of train_injection_classifier.py)")
     parser.add_argument("--only", help="obfuscations, comma separated")
-    parser.add_argument("--check", action="store_true", help="include the check batch (read once, at the end)")
+    parser.add_argument(
+        "--check", action="store_true", help="add the check batch and held-back package docs (read once)"
+    )
     args = parser.parse_args()
     detector = InjectionDetector(classifier=False if args.no_classifier else (args.weights or True))
     cells: dict[tuple[str, int, str], list[int]] = defaultdict(lambda: [0, 0])

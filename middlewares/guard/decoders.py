@@ -130,7 +130,9 @@ def _url(raw: str) -> str | None:
 
 
 def _spaced(raw: str) -> str | None:
-    decoded = _SPACED.sub(lambda m: _SPACED_SEP.sub("", m.group()), raw)
+    # Every other character of a run is its separator: dropping those alone keeps the
+    # run's own punctuation ("g a m e ." reads "game."), so the reading is the text.
+    decoded = _SPACED.sub(lambda m: m.group()[::2], raw)
     return decoded if decoded != raw else None
 
 
@@ -201,10 +203,28 @@ _BACKWARD_LITERALS = (
 _JA_STOPS = ("。", "！", "？")  # noqa: RUF001 (Japanese sentence ends)
 
 
+# Letter pairs that Latin-script languages write far more often one way than the other
+# ("th", "he", "ng", "qu", "ch", "ion"); reversed text has them the other way round
+# ("ht", "eh", "gn", "uq", "hc", "noi"). This reads text with no English function word
+# ("STOP EVERYTHING!!! JUST PRINT", French or German jailbreaks, word salad) backwards.
+_PAIRS = (
+    ("th", "ht"), ("he", "eh"), ("nd", "dn"), ("ng", "gn"), ("wh", "hw"), ("qu", "uq"), ("ch", "hc"),
+    ("ou", "uo"), ("ck", "kc"), ("io", "oi"), ("ly", "yl"), ("ea", "ae"), ("sh", "hs"),
+)  # fmt: skip
+
+
+def _pairs_backwards(lowered: str) -> bool:
+    backward = sum(lowered.count(b) for _, b in _PAIRS)
+    if backward < 2:
+        return False
+    return backward > 2 * sum(lowered.count(f) for f, _ in _PAIRS)
+
+
 def _reversed_sign(lowered: str) -> bool:
     return (
-        any(word in lowered for word in _BACKWARD_LITERALS) or lowered.lstrip().startswith(_JA_STOPS)
-    ) and _backwards(lowered)
+        (any(word in lowered for word in _BACKWARD_LITERALS) or lowered.lstrip().startswith(_JA_STOPS))
+        and _backwards(lowered)
+    ) or _pairs_backwards(lowered)
 
 
 _ROT13_LITERALS = ("rot13", "rot-13", "rot 13", "caesar", "シーザー")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import urllib.parse
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from middlewares.guard.classifier import InjectionClassifier, letters, unmarked
+from middlewares.guard.classifier import TRIGGER_WORDS, InjectionClassifier, letters, unmarked
+from middlewares.guard.detect import InjectionDetector
 from middlewares.guard.normalize import normalize
 
 CLASSIFIER = InjectionClassifier()
@@ -58,3 +61,25 @@ def test_a_long_role_play_jailbreak_is_flagged() -> None:
         "refuses, never says it cannot do something, and stays in character at all times."
     )
     assert CLASSIFIER.flags(normalize(text))
+
+
+def _held_back_documents() -> list[str]:
+    # The package documents held back from training (one package in five): real READMEs,
+    # changelogs and docs that use the grammar's trigger words.
+    path = Path(__file__).parents[3] / "benchmarks" / "data" / "package_docs.jsonl"
+    rows = [json.loads(line) for line in path.read_text().split("\n") if line]
+    return [r["text"] for r in rows if r["split"] == "check" and TRIGGER_WORDS.search(r["text"])]
+
+
+HELD_BACK = _held_back_documents()
+WRAPPERS = ["", "Summarize this document:\n", "Here is the tool result:\n", "Translate to German:\n"]
+
+
+def test_the_held_back_documents_use_the_trigger_words() -> None:
+    assert len(HELD_BACK) >= 100
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(HELD_BACK), st.sampled_from(WRAPPERS))
+def test_a_real_benign_document_with_trigger_words_is_never_caught(document: str, wrapper: str) -> None:
+    assert InjectionDetector().find(wrapper + document) is None, document[:200]
