@@ -39,7 +39,7 @@ def child(backend: str, without: str) -> None:
     sys.path.insert(0, str(Path.cwd() / "benchmarks"))
     import anyio
     from _fullstack import CompleteHandler, _logs_to_devnull
-    from stack_overhead import OnionCase, floor
+    from stack_overhead import floor, onion_cases
 
     from onion import Stack, build_layer
     from onion.config import DEFAULT_STACK
@@ -50,14 +50,7 @@ def child(backend: str, without: str) -> None:
     handler = CompleteHandler()
     stack = Stack([build_layer(t, f"stack[{i}]") for i, t in enumerate(tables)], handler, name="default")
     bare = floor(len(tables), handler)
-    cases = {}
-    for stream in (False, True):
-        kind = "stream" if stream else "complete"
-        cases[f"floor|{kind}"] = OnionCase(bare, "miss", stream, handler.name)
-        for path in ("miss", "hit"):
-            cases[f"onion|{kind}|{path}"] = OnionCase(
-                stack, path, stream, "exact_cache" if path == "hit" else handler.name
-            )
+    cases = onion_cases(stack, bare, handler)
 
     async def serve() -> None:
         for case in cases.values():  # warm-up; the hit case's first call stores its answer

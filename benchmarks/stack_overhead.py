@@ -103,6 +103,19 @@ class OnionCase:
             raise RuntimeError(f"{label}: expected every answer from {self.expect!r}, got {self.served}")
 
 
+def onion_cases(stack: Stack, bare: Call, handler: CompleteHandler) -> dict[str, OnionCase]:
+    """The floor and the stack's miss and hit, complete and streamed, each case checking
+    who answered (the exact cache on a hit, the handler otherwise)."""
+    cases: dict[str, OnionCase] = {}
+    for stream in (False, True):
+        kind = "stream" if stream else "complete"
+        cases[f"floor|{kind}"] = OnionCase(bare, "miss", stream, handler.name)
+        for path in ("miss", "hit"):
+            served_by = "exact_cache" if path == "hit" else handler.name
+            cases[f"onion|{kind}|{path}"] = OnionCase(stack, path, stream, served_by)
+    return cases
+
+
 class LiteLLMCase:
     """One LiteLLM case, run by the child process."""
 
@@ -173,15 +186,8 @@ def main() -> None:
     handler = CompleteHandler()
     stack, names = onion_stack(handler)
     bare = floor(len(names), handler)
-    cases: dict[str, Any] = {}
+    cases: dict[str, Any] = onion_cases(stack, bare, handler)
     calls: dict[str, int] = {}
-    for stream in (False, True):
-        kind = "stream" if stream else "complete"
-        cases[f"floor|{kind}"] = OnionCase(bare, "miss", stream, handler.name)
-        for path in ("miss", "hit"):
-            cases[f"onion|{kind}|{path}"] = OnionCase(
-                stack, path, stream, "exact_cache" if path == "hit" else handler.name
-            )
     calls.update(dict.fromkeys(cases, args.calls))
     if args.no_litellm:
         child, version, skipped = None, "", "--no-litellm given"
