@@ -211,15 +211,13 @@ class _LoopConnection:
     read timeout needs a cancel scope; here the protocol queues what arrives, a read waits
     on one future, and its timeout is a timer that resolves that future."""
 
-    __slots__ = ("_loop", "_protocol", "idle_since", "key", "socket")
+    __slots__ = ("_loop", "_protocol", "idle_since", "key")
 
     def __init__(self, protocol: _Protocol, key: tuple[bytes, bytes, int]) -> None:
         self._protocol = protocol
         self._loop = asyncio.get_running_loop()
         self.key = key
         self.idle_since = 0.0
-        transport = protocol.transport
-        self.socket = None if transport is None else transport.get_extra_info("socket")
 
     def gone(self) -> bool:
         """Whether the peer closed it (or sent something) while it sat idle."""

@@ -219,15 +219,15 @@ class HTTPProvider:
             if any(bad in header or bad in value for bad in "\r\n\0"):
                 raise ValueError(f"the header {header[:60]!r} holds a line break or a NUL byte (api_key or headers)")
         self._owns_client = client is None
-        # With its own client, the provider sends through the client's transport directly:
+        # With its own client, the provider sends through its HTTP/1.1 transport directly:
         # the Client layer around it would keep upstream cookies (shared between callers),
         # follow redirects, and log every request URL at INFO, none of which a gateway wants.
-        self._transport: httpx.AsyncBaseTransport | None = None
-        self._h1: H1Transport | None = None
+        self._transport: H1Transport | None = None
         self._read_timeout = read_timeout
         self._connect_timeout = connect_timeout
         self._guarded_timeout = httpx.Timeout(None, connect=connect_timeout, pool=connect_timeout)
-        self._guarded_extensions = {"timeout": self._guarded_timeout.as_dict()}
+        self._guarded_timeouts = self._guarded_timeout.as_dict()
+        self._embeddings_url = None if self.embeddings_path is None else httpx.URL(self.base_url + self.embeddings_path)
         if client is None:
             limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
             timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout)
@@ -237,16 +237,13 @@ class HTTPProvider:
                 # every call through httpx's client and pool.
                 client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=True)
             else:
-                self._transport = self._h1 = H1Transport(limits, ssl_context=httpx.create_ssl_context())
-                client = httpx.AsyncClient(timeout=timeout, transport=self._h1, trust_env=False)
-            self._extensions = {"timeout": timeout.as_dict()}
-            self._url_object = httpx.URL(self._url)
-        self._embeddings_url = None if self.embeddings_path is None else httpx.URL(self.base_url + self.embeddings_path)
-        if self._h1 is not None:
-            # The request line and headers of every call, built (and checked) once.
-            self._chat_target = self._h1.target(self._url_object, self._headers)
-            if self._embeddings_url is not None:
-                self._embeddings_target = self._h1.target(self._embeddings_url, self._headers)
+                transport = self._transport = H1Transport(limits, ssl_context=httpx.create_ssl_context())
+                client = httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False)
+                self._timeouts = timeout.as_dict()
+                # The request line and headers of every call, built (and checked) once.
+                self._chat_target = transport.target(httpx.URL(self._url), self._headers)
+                if self._embeddings_url is not None:
+                    self._embeddings_target = transport.target(self._embeddings_url, self._headers)
         self.client = client
 
     def __repr__(self) -> str:
@@ -400,21 +397,14 @@ class HTTPProvider:
             )
             return await self.client.send(built, stream=True)
         if timeouts is None:
-            extensions = self._extensions
+            timeout_dict = self._timeouts
         elif guarded:
-            extensions = self._guarded_extensions
+            timeout_dict = self._guarded_timeouts
         else:
-            extensions = {"timeout": timeouts.as_dict()}
-        if self._h1 is not None:
-            target = self._chat_target if url is None else self._embeddings_target
-            head = target.head + b"content-length: %d\r\n\r\n" % len(body)
-            return await self._h1.exchange(target, head, body, extensions["timeout"])
-        http_request = httpx.Request(
-            "POST", url or self._url_object, headers=self._headers, content=body, extensions=extensions
-        )
-        response = await self._transport.handle_async_request(http_request)
-        response.request = http_request
-        return response
+            timeout_dict = timeouts.as_dict()
+        target = self._chat_target if url is None else self._embeddings_target
+        head = target.head + b"content-length: %d\r\n\r\n" % len(body)
+        return await self._transport.exchange(target, head, body, timeout_dict)
 
     def _embeddings_call(self, request: Request) -> tuple[bytes, httpx.URL]:
         if self.embeddings_path is None or self._embeddings_url is None:
