@@ -31,7 +31,7 @@ from ._context import (
     SpanHook,
     TrimReport,
 )
-from ._failures import FAILURE_CLASSES, failure_class, failure_classes
+from ._failures import FAILURE_CLASSES, UPSTREAM_FAILURES, failure_class, failure_classes
 from ._lazy import lazy_getattr
 from ._operable import CacheSelector, Pingable, Purgeable
 from ._policy import KeyPolicy
@@ -161,6 +161,7 @@ __all__ = [
     "OnionError",
     "Order",
     "FAILURE_CLASSES",
+    "UPSTREAM_FAILURES",
     "PhaseLimits",
     "Pingable",
     "ProviderError",

@@ -29,27 +29,23 @@ from collections.abc import Iterable
 
 from .errors import AllProvidersFailed, CircuitOpen, ConfigError, OnionError, ProviderError, Timeout
 
-__all__ = ["FAILURE_CLASSES", "failure_class", "failure_classes"]
+__all__ = ["FAILURE_CLASSES", "UPSTREAM_FAILURES", "failure_class", "failure_classes"]
 
-FAILURE_CLASSES = frozenset(
-    {
-        "rate_limited",
-        "server_error",
-        "connection",
-        "cut",
-        "malformed",
-        "first_chunk",
-        "idle",
-        "timeout",
-        "circuit_open",
-        "context_length",
-        "content_filter",
-        "invalid_request",
-        "upstream_auth",
-        "caller",
-        "internal",
-    }
+UPSTREAM_FAILURES = frozenset(
+    {"rate_limited", "server_error", "connection", "cut", "malformed", "first_chunk", "idle", "timeout"}
 )
+"""The upstream's transient failures: what ``retry`` retries by default, and the core of
+what ``fallback`` and ``circuit_breaker`` act on (each adds its own classes to it)."""
+
+FAILURE_CLASSES = UPSTREAM_FAILURES | {
+    "circuit_open",
+    "context_length",
+    "content_filter",
+    "invalid_request",
+    "upstream_auth",
+    "caller",
+    "internal",
+}
 """Every class ``failure_class`` can return."""
 
 _TIMEOUT_CLASSES = {"first_chunk": "first_chunk", "idle": "idle"}

@@ -40,6 +40,7 @@ import msgspec
 import structlog
 
 from onion import (
+    UPSTREAM_FAILURES,
     AnswerEnd,
     CallNext,
     CircuitOpen,
@@ -84,19 +85,7 @@ class BreakerState(msgspec.Struct):
     slow: int = 0
 
 
-DEFAULT_FAILURE_ON = frozenset(
-    {
-        "rate_limited",
-        "server_error",
-        "connection",
-        "cut",
-        "malformed",
-        "first_chunk",
-        "idle",
-        "timeout",
-        "upstream_auth",
-    }
-)
+DEFAULT_FAILURE_ON = UPSTREAM_FAILURES | {"upstream_auth"}
 """Failure classes the breaker counts as failures by default."""
 
 

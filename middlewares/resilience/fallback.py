@@ -29,6 +29,7 @@ import msgspec
 import structlog
 
 from onion import (
+    UPSTREAM_FAILURES,
     AllProvidersFailed,
     BadRequest,
     CallNext,
@@ -49,20 +50,7 @@ __all__ = ["DEFAULT_FALLBACK_ON", "Fallback", "FallbackPolicy"]
 _log = structlog.get_logger("onion.fallback")
 
 
-DEFAULT_FALLBACK_ON = frozenset(
-    {
-        "rate_limited",
-        "server_error",
-        "connection",
-        "cut",
-        "malformed",
-        "first_chunk",
-        "idle",
-        "timeout",
-        "circuit_open",
-        "upstream_auth",
-    }
-)
+DEFAULT_FALLBACK_ON = UPSTREAM_FAILURES | {"upstream_auth", "circuit_open"}
 """Failure classes ``fallback`` moves to the next model on by default (``context_length``
 moves only to a model listed in ``context_fallbacks``)."""
 

@@ -31,6 +31,7 @@ import anyio
 import structlog
 
 from onion import (
+    UPSTREAM_FAILURES,
     BadRequest,
     CallNext,
     Clock,
@@ -50,9 +51,7 @@ __all__ = ["DEFAULT_MOVE_ON", "DEFAULT_RETRY_ON", "Retry", "RetryBudget", "Retry
 _log = structlog.get_logger("onion.retry")
 
 
-DEFAULT_RETRY_ON = frozenset(
-    {"rate_limited", "server_error", "connection", "cut", "malformed", "first_chunk", "idle", "timeout"}
-)
+DEFAULT_RETRY_ON = UPSTREAM_FAILURES
 """Failure classes ``retry`` retries by default."""
 
 DEFAULT_MOVE_ON = frozenset({"first_chunk", "idle", "timeout"})
