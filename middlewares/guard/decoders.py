@@ -41,13 +41,13 @@ __all__ = ["DECODERS", "decode", "readings"]
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,2}")
 _HEX = re.compile(r"(?:(?:\\x)?[0-9a-fA-F]{2}){8,}")
 _URL = re.compile(r"(?:%[0-9A-Fa-f]{2}.{0,3}){3,}")
-# A letter, then two or more times: one separator and one letter. Separators are the
-# ones obfuscation uses; the run ends where two separators (a word break) meet.
+# The separators obfuscation puts between letters.
+_SEPARATORS = r"[ .\-_*|/+~,]"
 # One character, then once or more: one separator and one character, every character
 # standing alone (a word of spaced letters, its punctuation too: "[ S Y S T E M ]").
 # Word breaks are wider (three spaces) or another separator, so the words stay apart.
-_SPACED = re.compile(r"(?<!\S)\S(?P<s>[ .\-_*|/+~,])\S(?:(?P=s)\S)*(?!\S)")
-_SPACED_SEP = re.compile(r"[ .\-_*|/+~,]")
+_SPACED = re.compile(rf"(?<!\S)\S(?P<s>{_SEPARATORS})\S(?:(?P=s)\S)*(?!\S)")
+_SPACED_SEP = re.compile(_SEPARATORS)
 _LEET_SIGN = re.compile(r"[a-z][0-9@$!|]|[0-9@$|][a-z]")
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
                        "@": "a", "$": "s", "|": "l", "+": "t"})  # fmt: skip
@@ -233,7 +233,7 @@ _ROT13_CUT = re.compile(r"[:\n]")
 _BASE64_SIGN = re.compile(r"[A-Za-z0-9+/_-]{16}")
 _HEX_SIGN = re.compile(r"[0-9a-fA-F]{16}|\\x[0-9a-fA-F]{2}")
 _URL_SIGN = re.compile(r"%[0-9A-Fa-f]{2}")
-_SPACED_SIGN = re.compile(r"(?:[ .\-_*|/+~,][^\W\d_]){3}[ .\-_*|/+~,]")
+_SPACED_SIGN = re.compile(rf"(?:{_SEPARATORS}[^\W\d_]){{3}}{_SEPARATORS}")
 _LEET_ANY = re.compile(r"[0-9@$|]")
 
 
