@@ -30,8 +30,11 @@ instead is an attack like any other.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-__all__ = ["INJECTION_PATTERNS", "Phrase", "compile_phrases", "find_injection"]
+import ahocorasick
+
+__all__ = ["INJECTION_PATTERNS", "Phrase", "PhraseBook", "compile_phrases", "find_injection"]
 
 _EN_OBJECT = (
     r"(?:instructions?|prompts?|rules|directions|guidelines|constraints"
@@ -258,10 +261,75 @@ Phrase = tuple[str, tuple[tuple[str, ...], ...], re.Pattern[str], bool]
 _LATIN_WORD = re.compile("[a-z]{2}")
 
 
-def compile_phrases(patterns: dict[str, str] = INJECTION_PATTERNS) -> tuple[Phrase, ...]:
-    """The phrases ready to match: name, anchors, compiled pattern, spaceless or not."""
-    return tuple(
+@dataclass(frozen=True, slots=True)
+class _Script:
+    """The phrases matched against one form of the text (as normalised, or without
+    spaces), and the automaton that tells in one pass which of them can match.
+
+    ``anchors`` maps each anchor literal to ``(phrase index, group bit)`` pairs; a phrase
+    is a candidate when the anchors found cover all its groups (``full``). Testing each
+    phrase's groups with ``in`` cost a Python-level loop over every phrase per text (most
+    of the guard's time on a short message); the automaton (Aho-Corasick, in C) finds
+    every anchor, overlapping ones too, in one scan, and only the phrases it points at
+    are looked at."""
+
+    phrases: tuple[Phrase, ...]
+    automaton: ahocorasick.Automaton | None
+    full: tuple[int, ...]
+    always: tuple[int, ...]
+
+    @classmethod
+    def build(cls, phrases: tuple[Phrase, ...]) -> _Script:
+        pairs: dict[str, list[tuple[int, int]]] = {}
+        for index, (_, groups, _, _) in enumerate(phrases):
+            for bit, group in enumerate(groups):
+                for anchor in group:
+                    if not anchor:
+                        raise ValueError(f"phrase {phrases[index][0]!r}: an empty anchor")
+                    pairs.setdefault(anchor, []).append((index, 1 << bit))
+        automaton = None
+        if pairs:
+            automaton = ahocorasick.Automaton()
+            for anchor, hits in pairs.items():
+                automaton.add_word(anchor, tuple(hits))
+            automaton.make_automaton()
+        full = tuple((1 << len(groups)) - 1 for _, groups, _, _ in phrases)
+        always = tuple(index for index, (_, groups, _, _) in enumerate(phrases) if not groups)
+        return cls(phrases, automaton, full, always)
+
+    def candidates(self, text: str) -> list[Phrase]:
+        """The phrases whose every anchor group has a member in ``text``, in order."""
+        found: dict[int, int] = {}
+        if self.automaton is not None:
+            # Each distinct anchor once, however often it occurs (commas, "ai").
+            for hits in {hits for _, hits in self.automaton.iter(text)}:
+                for index, bit in hits:
+                    found[index] = found.get(index, 0) | bit
+        full = self.full
+        chosen = [index for index, bits in found.items() if bits == full[index]]
+        if self.always:
+            chosen.extend(self.always)
+        phrases = self.phrases
+        return [phrases[index] for index in sorted(chosen)]
+
+
+@dataclass(frozen=True, slots=True)
+class PhraseBook:
+    """The phrases ready to match (``compile_phrases``): the English ones, matched on
+    the normalised text, and the Japanese ones, matched on it without spaces."""
+
+    latin: _Script
+    compact: _Script
+
+
+def compile_phrases(patterns: dict[str, str] = INJECTION_PATTERNS) -> PhraseBook:
+    """The phrases ready to match, each with its anchors, split by the text they read."""
+    phrases = [
         (name, _ANCHORS.get(name, ()), re.compile(pattern), name in _COMPACT) for name, pattern in patterns.items()
+    ]
+    return PhraseBook(
+        latin=_Script.build(tuple(p for p in phrases if not p[3])),
+        compact=_Script.build(tuple(p for p in phrases if p[3])),
     )
 
 
@@ -317,25 +385,27 @@ def _used(name: str, text: str, match: re.Match[str]) -> bool:
     return not _quoted(text, start, match.end())
 
 
-def find_injection(phrases: tuple[Phrase, ...], norm: str) -> str | None:
-    """The name of the first injection phrase in ``norm`` (normalised text), or ``None``.
+def find_injection(book: PhraseBook, norm: str) -> str | None:
+    """The name of the first injection phrase in ``norm`` (normalised text), or ``None``:
+    English phrases before Japanese ones, each in the order of ``INJECTION_PATTERNS``.
 
     A match counts only when it is used, not quoted or reported (``_used``)."""
-    compact = None
     # English phrases need Latin words and Japanese ones non-ASCII text: a message in one
     # script skips the other's phrases.
-    latin = norm.isascii() or _LATIN_WORD.search(norm) is not None
-    japanese = not norm.isascii()
-    for name, anchors, pattern, spaceless in phrases:
-        if not (japanese if spaceless else latin):
-            continue
-        text = norm
-        if spaceless:
-            if compact is None:
-                compact = norm.replace(" ", "")
-            text = compact
-        if all(any(a in text for a in group) for group in anchors):
-            for match in pattern.finditer(text):
-                if _used(name, text, match):
-                    return name
+    ascii_only = norm.isascii()
+    if ascii_only or _LATIN_WORD.search(norm) is not None:
+        found = _first_used(book.latin.candidates(norm), norm)
+        if found is not None:
+            return found
+    if not ascii_only:
+        compact = norm.replace(" ", "")
+        return _first_used(book.compact.candidates(compact), compact)
+    return None
+
+
+def _first_used(phrases: list[Phrase], text: str) -> str | None:
+    for name, _, pattern, _ in phrases:
+        for match in pattern.finditer(text):
+            if _used(name, text, match):
+                return name
     return None
