@@ -81,8 +81,15 @@ def goals_table() -> list[str]:
                 continue
             lines.append(f"| gateway added latency, c=1, default stack, HTTP upstream, {client}: p50 | ≤ 0.5 ms | "
                          f"{fmt(c1['added_p50_ms'], 'ms')} | {verdict(c1['added_p50_ms'], 0.5)} |")  # fmt: skip
-            lines.append(f"| the same, p99 | ≤ 1 ms | {fmt(c1['added_p99_ms'], 'ms')} | "
-                         f"{verdict(c1['added_p99_ms'], 1.0)} |")  # fmt: skip
+            added99 = c1["added_p99_ms"]
+            if added99 < 0:
+                # A difference of two tails: the direct run's own tail was the longer one
+                # (noise on the shared cores), so the difference says nothing of the gateway.
+                lines.append(f"| the same, p99 | ≤ 1 ms | {fmt(added99, 'ms')} (direct p99 "
+                             f"{c1['direct']['p99_ms']:.1f} ms > gateway p99 {c1['gateway']['p99_ms']:.1f} ms) | "
+                             "not measured (noise) |")  # fmt: skip
+                continue
+            lines.append(f"| the same, p99 | ≤ 1 ms | {fmt(added99, 'ms')} | {verdict(added99, 1.0)} |")
         per = http["throughput_c16"]["per_cpu_second"]
         met = "met" if per >= 2000 else f"**missed** ({per / 2000:.2f}x the goal)"
         lines.append(f"| requests per gateway CPU-second, default stack, HTTP upstream (wrk c=16) | ≥ 2,000 | "
