@@ -20,7 +20,6 @@ it never changes what is sent upstream, only what the rules look at.
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
 
 __all__ = ["HOMOGLYPHS", "normalize", "strip_control"]
@@ -28,9 +27,15 @@ __all__ = ["HOMOGLYPHS", "normalize", "strip_control"]
 # Characters that render as nothing (or move text around) and let "ig\u200bnore" slip
 # past a plain regex. Built once from the Unicode database: every Cf and Cc character,
 # except the whitespace controls, which step 5 turns into spaces.
+# Unicode puts format and control characters in planes 0, 1 and 14 only (tags, U+E0001
+# and up); scanning those three, not all seventeen, takes a sixth of the time at start
+# (the full scan cost the gateway about half a second). A test compares it with the full
+# scan on the running Python's Unicode database.
+_INVISIBLE_PLANES = (0, 1, 14)
 _INVISIBLE = {
     cp: None
-    for cp in range(sys.maxunicode + 1)
+    for plane in _INVISIBLE_PLANES
+    for cp in range(plane << 16, (plane + 1) << 16)
     if unicodedata.category(chr(cp)) in ("Cf", "Cc") and chr(cp) not in "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85"
 }
 

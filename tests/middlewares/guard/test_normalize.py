@@ -55,3 +55,16 @@ def test_normal_form_has_no_invisible_characters_or_space_runs(text: str) -> Non
     assert out == out.strip()
     assert not any(unicodedata.category(c) in ("Cf", "Cc") for c in out)
     assert not set(out) & set(HOMOGLYPHS)
+
+
+def test_the_invisible_table_holds_every_format_and_control_character_of_this_unicode() -> None:
+    # The table scans three planes only (start-up time); the full scan must agree.
+    import sys
+
+    from middlewares.guard.normalize import _INVISIBLE
+
+    kept = "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85"
+    full = {
+        cp for cp in range(sys.maxunicode + 1) if unicodedata.category(chr(cp)) in ("Cf", "Cc") and chr(cp) not in kept
+    }
+    assert set(_INVISIBLE) == full
