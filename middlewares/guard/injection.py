@@ -71,6 +71,9 @@ _EN_OWNED = (
     r"|system|safety)"
 )
 # "don't ignore the previous instructions" asks for the opposite of an injection.
+# The phrases put ``\b`` and a look-ahead for their verb before these look-behinds: all
+# are zero-width at one position, so the matches are the same, but sre would otherwise
+# try every look-behind at every position of a message (most of the guard's time on prose).
 _EN_NOT = (
     r"(?<!not )(?<!n't )(?<!never )(?<!how to )(?<!why )"
     # Reported or described, not ordered: "told me to ignore ...", "people ignore ...".
@@ -97,13 +100,13 @@ _JA_VERB = "(?:無視|忘れ|わすれ|むし|取り消|破棄|捨て|なかっ�
 
 INJECTION_PATTERNS: dict[str, str] = {
     # Override: "ignore (all) previous instructions" and its many wordings.
-    "ignore_previous": rf"{_EN_NOT}\b{_EN_IGNORE}\b(?: \w+){{0,3}}? {_EN_BEFORE}(?: \w+){{0,2}}? {_EN_OBJECT}\b{_EN_OF_OTHER}"
-    rf"|{_EN_NOT}\b{_EN_IGNORE}\b(?: \w+){{0,3}}? {_EN_TIMED}(?: \w+){{0,2}}? {_EN_LOOSE_OBJECT}\b{_EN_OF_OTHER}"
-    rf"|{_EN_NOT}\b{_EN_WEAK}\b(?: \w+){{0,2}}? {_EN_OWNED}(?: \w+){{0,2}}? {_EN_WEAK_OBJECT}\b{_EN_OF_OTHER}",
+    "ignore_previous": rf"\b(?={_EN_IGNORE}){_EN_NOT}{_EN_IGNORE}\b(?: \w+){{0,3}}? {_EN_BEFORE}(?: \w+){{0,2}}? {_EN_OBJECT}\b{_EN_OF_OTHER}"
+    rf"|\b(?={_EN_IGNORE}){_EN_NOT}{_EN_IGNORE}\b(?: \w+){{0,3}}? {_EN_TIMED}(?: \w+){{0,2}}? {_EN_LOOSE_OBJECT}\b{_EN_OF_OTHER}"
+    rf"|\b(?={_EN_WEAK}){_EN_NOT}{_EN_WEAK}\b(?: \w+){{0,2}}? {_EN_OWNED}(?: \w+){{0,2}}? {_EN_WEAK_OBJECT}\b{_EN_OF_OTHER}",
     "ignore_rest": r"\b(?:ignore|disregard|forget) the rest of (?:this|the) (?:data|text|document|input|message|page)\b"
     r"|\bstop everything\b",
     # "ignore the above and ...", "disregard everything above".
-    "ignore_above": rf"{_EN_NOT}\b(?:ignore|disregard|forget|drop)\b(?: (?:all|everything|anything))?(?: of)?"
+    "ignore_above": rf"\b(?=ignore|disregard|forget|drop){_EN_NOT}(?:ignore|disregard|forget|drop)\b(?: (?:all|everything|anything))?(?: of)?"
     rf"(?: (?:the|what(?:'s| is| was)(?: written| said)?))? (?:above|preceding)\b(?! {_EN_WHAT}\b)",
     "forget_everything": r"\b(?:forget|disregard|ignore) (?:everything|all|anything)(?: that)? (?:you(?:'ve| have)? "
     r"(?:were|was|been|got|learned|know)|(?:you )?(?:were|was|have been) (?:told|given|taught))",
@@ -250,7 +253,9 @@ _ANCHORS: dict[str, tuple[tuple[str, ...], ...]] = {
     "ja_previous": (("指示", "命令", "指令", "ルール", "設定", "制約", "プロンプト", "ガイドライン"), _JA_VERBS),
     "ja_imperative": (("指示", "命令", "指令", "プロンプト", "ガイドライン", "設定", "ルール", "制約"), _JA_VERBS),
     "ja_rules": (("ルール", "規則", "制限", "制約", "ガイドライン", "ポリシー"),),
-    "ja_persona": (("制限", "検閲", "倫理", "フィルター", "開発者モード", "dan", "ai"),),
+    # "dan" and "ai" with what follows them in the phrase: alone they are in most English text.
+    "ja_persona": (("制限", "検閲", "倫理", "フィルター", "開発者モード", "danとして", "danに", "aiとして", "aiに", "aiです",
+                    "aiだ"),),
     "ja_fake_system": (("システムメッセージ", "管理者からの指示", "【システム】", "システム通知"),),
     "ja_extraction": (("最初に", "事前に", "会話の前に", "設定内容"),),
     "ja_to_the_ai": (("aiへ", "aiに", "aiアシスタント", "アシスタントへ", "アシスタントに", "言語モデル", "あなたがai",

@@ -18,7 +18,7 @@ ANCHORS = sorted({anchor for groups in _ANCHORS.values() for group in groups for
 # words and any characters, so that phrases are picked, half-picked and skipped.
 pieces = st.one_of(
     st.sampled_from(ANCHORS),
-    st.sampled_from(["please", "the", "all", "your", " ", "、", "を", "して", "ai", "to the"]),
+    st.sampled_from(["please", "the", "all", "your", " ", "、", "を", "して", "ai", "dan", "として", "に", "to the"]),
     st.text(max_size=3),
 )
 texts = st.lists(pieces, max_size=14).map("".join)
