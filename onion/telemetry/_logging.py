@@ -144,6 +144,10 @@ _json_chain: list[Any] | None = None
 _UTC = datetime.UTC
 _encode = msgspec.json.Encoder(enc_hook=str).encode
 _merge_contextvars = structlog.contextvars.merge_contextvars
+# structlog's context-local variables, one per name ever bound (private to structlog: when
+# it is gone, every line is merged as before). While none was ever bound, merging (a copy
+# of the task's whole context, every variable of every library looked at) adds nothing.
+_bound_vars: dict[str, Any] | None = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
 
 
 def json_line_writer(logger: Any) -> Callable[..., None] | None:
@@ -189,11 +193,14 @@ def json_line_writer(logger: Any) -> Callable[..., None] | None:
                 elif not isinstance(value, (int, float)):
                     fields[key] = _scrub(value, 3)
         fields["event"] = event
-        size = len(fields)
-        _merge_contextvars(None, level, fields)
-        fields["level"] = level
-        if len(fields) != size + 1:  # context-local fields joined: scrub the whole line
-            scrub_secrets(None, level, fields)
+        if _bound_vars is None or _bound_vars:
+            size = len(fields)
+            _merge_contextvars(None, level, fields)
+            fields["level"] = level
+            if len(fields) != size + 1:  # context-local fields joined: scrub the whole line
+                scrub_secrets(None, level, fields)
+        else:
+            fields["level"] = level
         fields["timestamp"] = _utc_iso_now()
         emit(_encode(fields).decode())
 
