@@ -399,13 +399,10 @@ class Metrics(Layer):
         if end.first_chunk_at is not None and response is not None:
             series.first_chunk().add(end.first_chunk_at - start)
             times = end.chunk_times
-            if times:
+            if times is not None and len(times) > 1:
                 # Per the conventions, one point per chunk after the first: the time since
                 # the previous one arrived. Summed here, so a point costs a bisect.
-                add, previous = series.per_chunk().add, times[0]
-                for current in times[1:]:
-                    add(current - previous)
-                    previous = current
+                series.per_chunk().add_gaps(times)
         self._requests.add(series.requests, 1)
         series.overhead.add(overhead)
         usage = end.completion.usage
