@@ -56,7 +56,6 @@ from onion import (
     RateLimited,
     Request,
     Response,
-    Usage,
     error_type,
     outcome,
 )
@@ -66,6 +65,7 @@ from onion.telemetry import (
     OVERHEAD_BUCKETS,
     SCOPE,
     TOKEN_BUCKETS,
+    HistogramSeries,
     default_meter_provider,
     summed_histogram,
 )
@@ -202,6 +202,66 @@ class _Labels:
         return value
 
 
+_SERIES_MEMO = 4096
+"""Distinct attribute sets a ``Metrics`` layer keeps its series for; later ones are found
+again per request (the histograms bound their own series)."""
+
+
+class _Series:
+    """The series one request adds to, for one attribute set: found once, kept.
+
+    Built per (operation, provider, models, error type, served_by, fallback), so a request
+    with a seen attribute set builds no key tuple and hashes none per instrument; the
+    stream-only and token series are found on first use.
+    """
+
+    __slots__ = ("_first", "_input", "_keys", "_metrics", "_output", "_per_chunk", "cost", "duration", "overhead",
+                 "requests")  # fmt: skip
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        duration: tuple[Any, ...],
+        stream: tuple[Any, ...],
+        requests: tuple[Any, ...],
+        overhead: tuple[str, str],
+        cost: tuple[str, str],
+    ) -> None:
+        self._metrics = metrics
+        self._keys = (duration, stream)
+        self.duration = metrics._duration.series_of(duration, _attributes)
+        self.overhead = metrics._overhead.series_of(overhead, _overhead_attributes)
+        self.requests, self.cost = requests, cost
+        self._first: HistogramSeries | None = None
+        self._per_chunk: HistogramSeries | None = None
+        self._input: HistogramSeries | None = None
+        self._output: HistogramSeries | None = None
+
+    def first_chunk(self) -> HistogramSeries:
+        found = self._first
+        if found is None:
+            found = self._first = self._metrics._first_chunk.series_of(self._keys[1], _attributes)
+        return found
+
+    def per_chunk(self) -> HistogramSeries:
+        found = self._per_chunk
+        if found is None:
+            found = self._per_chunk = self._metrics._per_chunk.series_of(self._keys[1], _attributes)
+        return found
+
+    def input_tokens(self) -> HistogramSeries:
+        found = self._input
+        if found is None:
+            found = self._input = self._metrics._tokens.series_of((*self._keys[0][:5], None, "input"), _attributes)
+        return found
+
+    def output_tokens(self) -> HistogramSeries:
+        found = self._output
+        if found is None:
+            found = self._output = self._metrics._tokens.series_of((*self._keys[0][:5], None, "output"), _attributes)
+        return found
+
+
 class Metrics(Layer):
     """Counts requests, tokens, cost, latency and overhead with OpenTelemetry instruments.
 
@@ -277,6 +337,7 @@ class Metrics(Layer):
         self._requests, self._cost, self._unpriced, self._findings = _counters_of(meters, meter)
         self._spend = _spend_of(meters, meter)
         self._key_label, self._team_label = _Labels(), _Labels()
+        self._series: dict[tuple[Any, ...], _Series] = {}
         self._overhead = summed_histogram(
             meters,
             SCOPE,
@@ -299,8 +360,11 @@ class Metrics(Layer):
             # A stream's headers leave before it ends: its header carries the overhead so far.
             overhead = self._now() - start - (context.upstream_seconds - upstream_before)
             response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"
+        # The callback holds the response only until it runs (no reference cycle through
+        # the stream's callbacks: see the logging layer).
+        held = [response]
         return await response.on_end(
-            lambda end: self._ended(request, response, end, start, upstream_before),
+            lambda end: self._ended(request, held.pop(), end, start, upstream_before),
             now=self._now,
             chunk_times=self.chunk_timing and response.is_stream,
             content=False,  # the model, usage and timings only: a stream's text is not gathered
@@ -314,37 +378,65 @@ class Metrics(Layer):
         # socket must not show up as onion overhead.
         overhead = elapsed - (request.context.upstream_seconds - upstream_before) - end.held
         error = end.failure
-        provider = self._provider_of(response, error)
-        model = end.completion.model or (response.model if response is not None else "")
-        scope = self.scope
+        if response is not None:
+            provider = response.provider or self.provider
+            model = end.completion.model or response.model
+            served_by, answered_model = response.served_by, response.model
+            # A later model of a fallback chain answered.
+            fallback = bool(response.fallback)
+        else:
+            provider = self._provider_of(None, error)
+            model = end.completion.model or ""
+            served_by, answered_model, fallback = _stopped_by(error), "", False
         operation = "chat" if request.embedding is None else "embeddings"
-        # Each key stands for one attribute set, built once (see _attributes).
-        self._duration.record(
-            (operation, provider, request.model, scope, model, error_type(error) if error is not None else None),
-            elapsed,
-            _attributes,
-        )
-        if response is not None and end.first_chunk_at is not None:
-            key = (operation, provider, request.model, scope, response.model, None)
-            self._first_chunk.record(key, end.first_chunk_at - start, _attributes)
-            if end.chunk_times:
+        if error is None:
+            kind, result = None, "ok"
+        else:
+            kind, result = error_type(error), outcome(error)
+        key = (operation, provider, request.model, model, answered_model, kind, result, served_by, fallback)
+        # Every series this request adds to, found once per attribute set (see _Series).
+        series = self._series.get(key)
+        if series is None:
+            series = self._series_for(key)
+        series.duration.add(elapsed)
+        if end.first_chunk_at is not None and response is not None:
+            series.first_chunk().add(end.first_chunk_at - start)
+            times = end.chunk_times
+            if times is not None and len(times) > 1:
                 # Per the conventions, one point per chunk after the first: the time since
                 # the previous one arrived. Summed here, so a point costs a bisect.
-                self._per_chunk.record_gaps(key, end.chunk_times, _attributes)
-        served_by = response.served_by if response is not None else _stopped_by(error)
-        # A later model of a fallback chain answered.
-        fallback = response is not None and bool(response.fallback)
-        self._requests.add((outcome(error), served_by, request.model, scope, fallback), 1)
-        self._overhead.record((served_by, scope), overhead, _overhead_attributes)
+                series.per_chunk().add_gaps(times)
+        self._requests.add(series.requests, 1)
+        series.overhead.add(overhead)
         usage = end.completion.usage
         if usage is not None and _billable(response):
-            cost = self._count_usage((operation, provider, request.model, scope, model), usage, model or request.model)
-            if cost is not None:
+            series.input_tokens().add(usage.prompt_tokens)
+            series.output_tokens().add(usage.completion_tokens)
+            cost = self.prices.cost(model or request.model, usage)
+            if cost is None:
+                self._unpriced.add(series.cost, 1)
+            else:
+                self._cost.add(series.cost, cost)
                 context = request.context
-                self._spend.add((self._key_label(context.caller), self._team_label(context.team), scope), cost)
+                self._spend.add((self._key_label(context.caller), self._team_label(context.team), self.scope), cost)
         findings = request.context.findings
         if findings is not None:
             self._count_findings(findings)
+
+    def _series_for(self, key: tuple[Any, ...]) -> _Series:
+        operation, provider, request_model, model, answered_model, kind, result, served_by, fallback = key
+        scope = self.scope
+        found = _Series(
+            self,
+            (operation, provider, request_model, scope, model, kind),
+            (operation, provider, request_model, scope, answered_model, None),
+            (result, served_by, request_model, scope, fallback),
+            (served_by, scope),
+            (model or request_model, scope),
+        )
+        if len(self._series) < _SERIES_MEMO:  # keys come from callers' model names: bounded
+            self._series[key] = found
+        return found
 
     def _provider_of(self, response: Response | None, error: BaseException | None) -> str:
         if response is not None:
@@ -360,16 +452,6 @@ class Metrics(Layer):
             self._findings.add(("input", rule, self.scope), 1)
         for detector, found in findings.redactions.items():
             self._findings.add(("output", detector, self.scope), found)
-
-    def _count_usage(self, key: tuple[str, str, str, str, str], usage: Usage, model: str) -> float | None:
-        self._tokens.record((*key, None, "input"), usage.prompt_tokens, _attributes)
-        self._tokens.record((*key, None, "output"), usage.completion_tokens, _attributes)
-        cost = self.prices.cost(model, usage)
-        if cost is None:
-            self._unpriced.add((model, self.scope), 1)
-        else:
-            self._cost.add((model, self.scope), cost)
-        return cost
 
 
 def _attributes(key: tuple[Any, ...]) -> dict[str, Any]:

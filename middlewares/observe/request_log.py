@@ -51,6 +51,23 @@ from .prices import PriceTable
 
 __all__ = ["RequestLog", "pii_redactor"]
 
+# The fields of the line whose values come from callers, upstreams or configuration, so
+# may hold a key: only these are scanned for one. The others are numbers, flags and names
+# onion chose (served_by, outcome, error_type, stream, tokens, latency, cost).
+_MAY_HOLD_SECRETS = (
+    "request_id",
+    "caller",
+    "model",
+    "team",
+    "response_model",
+    "fallback",
+    "guard_flags",
+    "redacted",
+    "prompt",
+    "answer",
+    "detail",
+)
+
 
 def pii_redactor() -> Callable[[str], str]:
     """A redactor from the output guard's detectors (``middlewares.guard.pii``), secrets
@@ -125,7 +142,11 @@ class RequestLog(Layer):
             raise ConfigError(f"level must be one of {sorted(LOG_LEVELS)}, not {level!r}")
         self._log = logger if logger is not None else structlog.get_logger("onion.request")
         self._bound: Any = None
-        self._write: Callable[[str, str, dict[str, Any]], None] | None = None
+        self._write: Callable[..., None] | None = None
+        # (watching, routine, warning): whether the logger takes lines at the levels this
+        # layer uses, known once the logger is one whose levels are fixed (the JSON short
+        # cut's filtering logger); ``None`` until then, or for a logger asked each time.
+        self._levels: tuple[bool, bool, bool] | None = None
         self.level = level
         self._level_number = LOG_LEVELS[level]
         self.log_content = log_content
@@ -142,6 +163,14 @@ class RequestLog(Layer):
             bind = getattr(self._log, "bind", None)
             log = self._bound = bind() if bind is not None else self._log
             self._write = json_line_writer(log)
+            enabled = getattr(log, "is_enabled_for", None)
+            if self._write is not None and enabled is not None:
+                # configure_logging's filtering loggers filter by a level fixed per class.
+                self._levels = (
+                    enabled(max(self._level_number, logging.WARNING)),
+                    enabled(self._level_number),
+                    enabled(logging.WARNING),
+                )
         return log
 
     def _enabled(self, level: int) -> bool:
@@ -151,7 +180,8 @@ class RequestLog(Layer):
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         # Failures are warnings: while those are on, the layer has to watch the request.
-        if not self._enabled(max(self._level_number, logging.WARNING)):
+        levels = self._levels
+        if not (levels[0] if levels is not None else self._enabled(max(self._level_number, logging.WARNING))):
             return await call_next(request)
         start = self._now()
         try:
@@ -159,8 +189,13 @@ class RequestLog(Layer):
         except BaseException as error:
             self._emit(request, None, AnswerEnd.failed(error, self._now()), start)
             raise
+        # The callback holds the response only until it runs: a stream's response keeps
+        # its callbacks, so one holding the response for good would make a reference cycle,
+        # and every finished stream (its chunks, generators, answer) would wait for the
+        # garbage collector instead of being freed when the caller lets go of it.
+        held = [response]
         return await response.on_end(
-            lambda end: self._emit(request, response, end, start), now=self._now, content=self.log_content
+            lambda end: self._emit(request, held.pop(), end, start), now=self._now, content=self.log_content
         )
 
     def _emit(self, request: Request, response: Response | None, end: AnswerEnd, start: float) -> None:
@@ -168,7 +203,8 @@ class RequestLog(Layer):
         error = end.failure
         result = outcome(error)
         routine = error is None or result in ("blocked", "rate_limited", "cancelled")
-        if routine and not self._enabled(self._level_number):
+        levels = self._levels
+        if routine and not (levels[1] if levels is not None else self._enabled(self._level_number)):
             return
         fields = self._fields(request, response, end, start)
         fields["outcome"] = result
@@ -176,7 +212,7 @@ class RequestLog(Layer):
             if error is not None:
                 fields["error_type"] = error_type(error)
             if self._write is not None:
-                self._write(self.level, "request", fields)
+                self._write(self.level, "request", fields, _MAY_HOLD_SECRETS)
             else:
                 self._logger().log(self._level_number, "request", **fields)
             return
@@ -186,8 +222,8 @@ class RequestLog(Layer):
         # configured processors and again here in case another configuration is used.
         fields["detail"] = scrub_text(str(error) if isinstance(error, OnionError) else repr(error))
         if self._write is not None:
-            if self._enabled(logging.WARNING):
-                self._write("warning", "request failed", fields)
+            if levels[2] if levels is not None else self._enabled(logging.WARNING):
+                self._write("warning", "request failed", fields, _MAY_HOLD_SECRETS)
         else:
             self._logger().warning("request failed", **fields)
 

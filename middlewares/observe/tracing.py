@@ -147,18 +147,21 @@ class Tracing(Layer):
             raise
         finally:
             otel_context.detach(token)
+        # The callback holds the response only until it runs (no reference cycle through
+        # the stream's callbacks: see the logging layer).
+        held = [response]
         return await response.on_end(
-            lambda end: self._ended(request, span, outer, response, end, started), content=False
+            lambda end: self._ended(request, span, outer, held.pop(), end, started), content=False
         )
 
     def _ended(
         self, request: Request, span: Span, outer: SpanHook | None, response: Response, end: AnswerEnd, started: float
     ) -> None:
-        if end.first_chunk_at is not None and span.is_recording():
-            span.set_attribute("gen_ai.response.time_to_first_chunk", end.first_chunk_at - started)
         # A consumer that stopped is reported as a cancellation, as when it is cancelled.
-        error = end.failure
-        self._end(request, span, outer, response, end.completion, error)
+        first = end.first_chunk_at
+        self._end(
+            request, span, outer, response, end.completion, end.failure, None if first is None else first - started
+        )
 
     def _attributes(self, request: Request) -> dict[str, Any]:
         attrs: dict[str, Any] = {
@@ -205,17 +208,23 @@ class Tracing(Layer):
         response: Response | None,
         completion: Completion | None,
         error: BaseException | None,
+        first_chunk: float | None = None,
     ) -> None:
         try:
             if span.is_recording():
-                self._finish_attributes(span, response, completion, error)
+                self._finish_attributes(span, response, completion, error, first_chunk)
         finally:
             span.end()
             if self.kind == "request":
                 request.context.tracer = outer
 
     def _finish_attributes(
-        self, span: Span, response: Response | None, completion: Completion | None, error: BaseException | None
+        self,
+        span: Span,
+        response: Response | None,
+        completion: Completion | None,
+        error: BaseException | None,
+        first_chunk: float | None,
     ) -> None:
         if error is not None:
             _mark_failed(span, error)
@@ -229,6 +238,8 @@ class Tracing(Layer):
             attrs["gen_ai.provider.name"] = response.provider
         if response.fallback:
             attrs["onion.fallback"] = response.fallback
+        if first_chunk is not None:
+            attrs["gen_ai.response.time_to_first_chunk"] = first_chunk
         if completion is not None:
             model = completion.model or response.model
             if model:

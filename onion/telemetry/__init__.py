@@ -20,6 +20,7 @@ from .._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     # Static twins of the lazy names below (``X as X`` marks a re-export).
+    from ._histograms import HistogramSeries as HistogramSeries
     from ._histograms import SummedHistogram as SummedHistogram
     from ._histograms import summed_histogram as summed_histogram
     from ._logging import LOG_LEVELS as LOG_LEVELS
@@ -58,6 +59,7 @@ _LAZY: dict[str, str] = {
     "render_prometheus": "_otel",
     "LightTracer": "_spans",
     "light_tracer": "_spans",
+    "HistogramSeries": "_histograms",
     "SummedHistogram": "_histograms",
     "summed_histogram": "_histograms",
 }

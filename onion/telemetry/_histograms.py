@@ -37,24 +37,58 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-__all__ = ["SummedHistogram", "summed_histogram"]
+__all__ = ["HistogramSeries", "SummedHistogram", "summed_histogram"]
 
 _OVERFLOW = ("__overflow__",)
 _INF = float("inf")
 
 
-class _Series:
-    """One attribute set's running sums."""
+class HistogramSeries:
+    """One attribute set's running sums (``SummedHistogram.series`` finds it once, a
+    layer keeps it and ``add``\\ s to it: no key is built or hashed per point)."""
 
-    __slots__ = ("attributes", "counts", "max", "min", "started", "sum")
+    __slots__ = ("attributes", "bounds", "counts", "max", "min", "started", "sum")
 
-    def __init__(self, attributes: dict[str, Any], buckets: int) -> None:
+    def __init__(self, attributes: dict[str, Any], bounds: tuple[float, ...]) -> None:
         self.attributes = attributes
-        self.counts = [0] * buckets
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
         self.min = float("inf")
         self.max = float("-inf")
         self.started = time.time_ns()
+
+    def add(self, value: float) -> None:
+        """One point (negative and non-finite values are ignored, as the SDK ignores them)."""
+        if not 0.0 <= value < _INF:
+            return
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
+    def add_gaps(self, times: Sequence[float]) -> None:
+        """One point per gap between consecutive ``times`` (a stream's chunk arrivals),
+        in one loop: a stream's points cost a bisect each, not a call each."""
+        if len(times) < 2:
+            return
+        counts, bounds = self.counts, self.bounds
+        total, low, high = self.sum, self.min, self.max
+        previous = times[0]
+        for current in times[1:]:
+            gap = current - previous
+            previous = current
+            if not 0.0 <= gap < _INF:
+                continue
+            counts[bisect_left(bounds, gap)] += 1
+            total += gap
+            if gap < low:
+                low = gap
+            if gap > high:
+                high = gap
+        self.sum, self.min, self.max = total, low, high
 
 
 class SummedHistogram:
@@ -73,21 +107,20 @@ class SummedHistogram:
         self.name, self.unit, self.description = name, unit, description
         self.bounds = tuple(float(b) for b in bounds)
         self.limit = limit
-        self.series: dict[Any, _Series] = {}
+        self.series: dict[Any, HistogramSeries] = {}
 
     def record(self, key: Any, value: float, attributes: Callable[[Any], dict[str, Any]]) -> None:
         """Add one point to the series ``key`` (``attributes(key)`` builds its attributes once)."""
         series = self.series.get(key)
         if series is None:
             series = self._new(key, attributes)
-        if not 0.0 <= value < _INF:
-            return
-        series.counts[bisect_left(self.bounds, value)] += 1
-        series.sum += value
-        if value < series.min:
-            series.min = value
-        if value > series.max:
-            series.max = value
+        series.add(value)
+
+    def series_of(self, key: Any, attributes: Callable[[Any], dict[str, Any]]) -> HistogramSeries:
+        """The series ``key`` (made with ``attributes(key)`` if new; the overflow series
+        once ``limit`` sets exist), to keep and ``add`` to."""
+        series = self.series.get(key)
+        return series if series is not None else self._new(key, attributes)
 
     def record_gaps(self, key: Any, times: Sequence[float], attributes: Callable[[Any], dict[str, Any]]) -> None:
         """Add the gaps between consecutive ``times`` (a stream's chunk arrivals) to one series."""
@@ -96,27 +129,15 @@ class SummedHistogram:
         series = self.series.get(key)
         if series is None:
             series = self._new(key, attributes)
-        counts, bounds = series.counts, self.bounds
-        previous = times[0]
-        for current in times[1:]:
-            gap = current - previous
-            previous = current
-            if not 0.0 <= gap < _INF:
-                continue
-            counts[bisect_left(bounds, gap)] += 1
-            series.sum += gap
-            if gap < series.min:
-                series.min = gap
-            if gap > series.max:
-                series.max = gap
+        series.add_gaps(times)
 
-    def _new(self, key: Any, attributes: Callable[[Any], dict[str, Any]]) -> _Series:
+    def _new(self, key: Any, attributes: Callable[[Any], dict[str, Any]]) -> HistogramSeries:
         if len(self.series) >= self.limit:
             found = self.series.get(_OVERFLOW)
             if found is None:
-                found = self.series[_OVERFLOW] = _Series({"otel.metric.overflow": True}, len(self.bounds) + 1)
+                found = self.series[_OVERFLOW] = HistogramSeries({"otel.metric.overflow": True}, self.bounds)
             return found
-        series = self.series[key] = _Series(attributes(key), len(self.bounds) + 1)
+        series = self.series[key] = HistogramSeries(attributes(key), self.bounds)
         return series
 
     def metric(self, now: int) -> Metric | None:

@@ -33,22 +33,28 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 __all__ = ["LightTracer", "light_tracer"]
 
 _PLAIN = (str, bool, int, float)
+_UNSET = Status(StatusCode.UNSET)
 
 
 class LightTracer:
     """Starts ``LightSpan``\\ s on an SDK ``TracerProvider`` (see the module's docstring)."""
 
-    __slots__ = ("_ids", "_processor", "_resource", "_sampler", "_scope", "_static")
+    __slots__ = ("_ids", "_new_span_id", "_new_trace_id", "_processor", "_random_ids", "_resource", "_sampler",
+                 "_scope", "_static")  # fmt: skip
 
     def __init__(self, provider: TracerProvider, scope: str) -> None:
         # The provider's own parts; its processor list is the object spans end into, so
         # processors added later are served too.
         self._processor = provider._active_span_processor
         self._sampler = provider.sampler
-        self._ids = provider.id_generator
+        self._ids = ids = provider.id_generator
+        self._new_trace_id = ids.generate_trace_id
+        self._new_span_id = ids.generate_span_id
+        # A property of the generator, not of each id: asked once.
+        self._random_ids = bool(getattr(ids, "is_trace_id_random", lambda: False)())
         self._resource = provider.resource
         self._scope = InstrumentationScope(scope)
-        self._static = _static_decisions(provider.sampler)
+        self._static = _static_flags(provider.sampler)
 
     def start_span(
         self,
@@ -59,11 +65,10 @@ class LightTracer:
     ) -> trace_api.Span:
         """A started span; ``attributes`` must hold only plain values and is owned by the span."""
         parent: SpanContext | None = trace_api.get_current_span(context).get_span_context()
-        ids = self._ids
         if parent is None or not parent.is_valid:
             parent = None
-            trace_id = ids.generate_trace_id()
-            random_id = getattr(ids, "is_trace_id_random", lambda: False)()
+            trace_id = self._new_trace_id()
+            random_id = self._random_ids
         else:
             trace_id = parent.trace_id
             random_id = parent.trace_flags.random_trace_id
@@ -71,23 +76,27 @@ class LightTracer:
         added: Any = None
         if static is not None:
             # The SDK's default sampler, decided as it decides: by the parent's flags
-            # alone, the parent's trace state kept, no attribute added.
+            # alone, the parent's trace state kept, no attribute added. Each entry is
+            # (recording, trace flags without / with a random trace id), built once.
             if parent is None:
-                decision, trace_state = static[0], None
+                recording, flags, random_flags = static[0]
+                trace_state = None
             else:
-                flags_in = parent.trace_flags.sampled
-                decision = static[(1 if flags_in else 2) if parent.is_remote else (3 if flags_in else 4)]
+                sampled_in = parent.trace_flags.sampled
+                recording, flags, random_flags = static[
+                    (1 if sampled_in else 2) if parent.is_remote else (3 if sampled_in else 4)
+                ]
                 trace_state = parent.trace_state
+            if random_id:
+                flags = random_flags
         else:
             sampled = self._sampler.should_sample(context, trace_id, name, kind, attributes, ())
             decision, trace_state, added = sampled.decision, sampled.trace_state, sampled.attributes
-        flags = TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT
-        if random_id:
-            flags |= TraceFlags.RANDOM_TRACE_ID
-        span_context = SpanContext(
-            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(flags), trace_state=trace_state
-        )
-        if not decision.is_recording():
+            recording = decision.is_recording()
+            bits = TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT
+            flags = TraceFlags(bits | TraceFlags.RANDOM_TRACE_ID if random_id else bits)
+        span_context = SpanContext(trace_id, self._new_span_id(), False, flags, trace_state)
+        if not recording:
             return NonRecordingSpan(span_context)
         attrs = attributes if attributes is not None else {}
         if added:
@@ -119,7 +128,7 @@ class LightSpan(trace_api.Span):
         self._kind = kind
         self._attrs = attributes
         self._events: list[Event] | None = None
-        self._status = Status(StatusCode.UNSET)
+        self._status = _UNSET  # immutable: shared
         self._start = time.time_ns()
         self._end: int | None = None
 
@@ -140,8 +149,14 @@ class LightSpan(trace_api.Span):
                 self._attrs[key] = cleaned
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if self._end is not None:
+            return
+        own = self._attrs
         for key, value in attributes.items():
-            self.set_attribute(key, value)
+            if type(value) in _PLAIN:  # the common case inline: one call per span, not per attribute
+                own[key] = value
+            else:
+                self.set_attribute(key, value)
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         if self._end is not None:
@@ -216,6 +231,24 @@ def _static_decisions(sampler: Any) -> tuple[Decision, Decision, Decision, Decis
         return None
     root, remote_yes, remote_no, local_yes, local_no = (part._decision for part in parts)  # type: ignore[union-attr]
     return root, remote_yes, remote_no, local_yes, local_no
+
+
+_Flags = tuple[bool, TraceFlags, TraceFlags]
+
+
+def _static_flags(sampler: Any) -> tuple[_Flags, _Flags, _Flags, _Flags, _Flags] | None:
+    """``_static_decisions`` as what a span needs of each: whether it records, and its
+    trace flags without and with the random-trace-id bit."""
+    decisions = _static_decisions(sampler)
+    if decisions is None:
+        return None
+
+    def flags(decision: Decision) -> _Flags:
+        bits = TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT
+        return decision.is_recording(), TraceFlags(bits), TraceFlags(bits | TraceFlags.RANDOM_TRACE_ID)
+
+    root, remote_yes, remote_no, local_yes, local_no = decisions
+    return flags(root), flags(remote_yes), flags(remote_no), flags(local_yes), flags(local_no)
 
 
 def light_tracer(provider: Any, scope: str) -> LightTracer | None:

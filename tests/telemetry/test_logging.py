@@ -15,11 +15,31 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onion.telemetry import _logging, configure_logging, json_line_writer, reset_logging
-from onion.telemetry._logging import _SECRET_VALUE, _SHORTEST_SECRET, scrub_secrets
+from onion.telemetry._logging import _SECRET_VALUE, _SHORTEST_SECRET, _may_hold_secret, scrub_secrets
 
 
 def test_no_string_shorter_than_the_bound_can_match_the_secret_pattern() -> None:
     assert sre_parse.parse(_SECRET_VALUE.pattern).getwidth()[0] == _SHORTEST_SECRET
+
+
+@settings(max_examples=300)
+@given(st.from_regex(_SECRET_VALUE), st.text(max_size=20), st.text(max_size=20))
+def test_law_every_string_the_pattern_matches_passes_the_prefilter(secret: str, before: str, after: str) -> None:
+    text = before + secret + after
+    assert _SECRET_VALUE.search(text) is not None
+    assert _may_hold_secret(text)
+
+
+@given(st.sampled_from(["sk-", "rk_live_", "ghp_", "github_pat_", "xoxb-", "AKIA", "AIza", "hf_", "BeArEr "]))
+def test_each_kind_of_key_passes_the_prefilter(prefix: str) -> None:
+    text = prefix + "AB12" * 10
+    assert _SECRET_VALUE.search(text) is not None and _may_hold_secret(text)
+
+
+def test_an_onion_request_id_skips_the_pattern() -> None:
+    from onion import Context
+
+    assert not _may_hold_secret(Context().request_id)
 
 
 @given(st.text(alphabet="sk-proj_ABCDEFabcdef0123456789 Bearerx", max_size=80), st.sampled_from(["detail", "api_key"]))

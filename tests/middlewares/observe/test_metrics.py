@@ -578,3 +578,80 @@ async def test_spend_by_key_and_team_with_bounded_labels() -> None:
         len({dict(p.attributes)["onion.key"] for p in points(reader, "onion.spend")}) == metrics_module.SPEND_LABELS + 1
     )
     assert total(reader, "onion.spend") == pytest.approx(total(reader, "onion.cost"))
+
+
+def _series(reader: InMemoryMetricReader) -> dict[str, list[tuple[tuple[str, Any], ...]]]:
+    """Each metric's attribute sets, with its unit and (histograms) boundaries and count."""
+    found: dict[str, list[tuple[tuple[str, Any], ...]]] = {}
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    extra: tuple[tuple[str, Any], ...] = (("unit", metric.unit),)
+                    if hasattr(point, "bucket_counts"):
+                        extra += (("bounds", tuple(point.explicit_bounds)), ("count", point.count))
+                    found.setdefault(metric.name, []).append(tuple(sorted(dict(point.attributes).items())) + extra)
+    return {name: sorted(sets) for name, sets in found.items()}
+
+
+async def test_every_instrument_keeps_its_conventional_attribute_sets_units_and_buckets() -> None:
+    # One complete answer, one stream (4 chunks), one refusal, one upstream failure, and
+    # a second complete answer on the same series: each series is found again, not doubled.
+    reader, provider = new_reader()
+    layer = Metrics(meter_provider=provider, scope="edge", provider="acme")
+    replies = [Reply("a b", usage=Usage(10, 2, 12)), Reply("a b c d", usage=Usage(5, 4, 9), model="gpt-4o-2024")]
+    for request, reply in ((ask(), replies[0]), (ask(stream=True), replies[1]), (ask(), replies[0])):
+        await drain(await Stack([layer], ScriptedProvider([reply]))(request))
+    for error in (RateLimited("slow down", retry_after=1.0), ProviderError("x", upstream_status=503)):
+        with contextlib.suppress(RateLimited, ProviderError):
+            await Stack([layer], ScriptedProvider([Fail(error)]))(ask("gpt-4o-mini"))
+    base = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "acme", "onion.scope": "edge"}
+
+    def attrs(count: int | None = None, bounds: tuple[float, ...] | None = None, unit: str = "s", **more: Any):
+        items = tuple(sorted({**base, **{k.replace("__", "."): v for k, v in more.items()}}.items()))
+        extra: tuple[tuple[str, Any], ...] = (("unit", unit),)
+        if bounds is not None:
+            extra += (("bounds", tuple(float(b) for b in bounds)), ("count", count))
+        return items + extra
+
+    four, mini = {"gen_ai__request__model": "gpt-4o"}, {"gen_ai__request__model": "gpt-4o-mini"}
+    ok = {**four, "gen_ai__response__model": "gpt-4o"}
+    snap = {**four, "gen_ai__response__model": "gpt-4o-2024"}
+    d = DURATION_BUCKETS
+    series = _series(reader)
+    assert series["gen_ai.client.operation.duration"] == sorted(
+        [
+            attrs(2, d, **ok),
+            attrs(1, d, **snap),
+            attrs(1, d, **mini, error__type="rate_limit_exceeded"),
+            attrs(1, d, **mini, error__type="503"),
+        ]
+    )
+    pairs = [(n, m, t) for n, m in ((2, ok), (1, snap)) for t in ("input", "output")]
+    tokens = [attrs(n, TOKEN_BUCKETS, "{token}", **m, gen_ai__token__type=t) for n, m, t in pairs]
+    assert series["gen_ai.client.token.usage"] == sorted(tokens)
+    # The stream's response model is the one the answer named first (``gpt-4o``, then the chunks').
+    first = series["gen_ai.client.operation.time_to_first_chunk"]
+    per_chunk = series["gen_ai.client.operation.time_per_output_chunk"]
+    assert len(first) == 1 and dict(first[0])["count"] == 1
+    assert len(per_chunk) == 1 and first[0][:-1] == per_chunk[0][:-1] and dict(per_chunk[0])["count"] >= 1
+    requests = sorted(
+        (*sorted({**who, "onion.scope": "edge"}.items()), ("unit", "{request}"))
+        for who in (
+            {"onion.outcome": "ok", "onion.served_by": "scripted", "gen_ai.request.model": "gpt-4o"},
+            {"onion.outcome": "rate_limited", "onion.served_by": "rate_limit", "gen_ai.request.model": "gpt-4o-mini"},
+            {"onion.outcome": "error", "onion.served_by": "none", "gen_ai.request.model": "gpt-4o-mini"},
+        )
+    )
+    assert series["onion.requests"] == requests
+    assert total(reader, "onion.requests", onion__outcome="ok") == 3
+    overhead = {tuple(s[:2]) for s in series["onion.overhead"]}
+    assert overhead == {
+        (("onion.scope", "edge"), ("onion.served_by", who)) for who in ("none", "rate_limit", "scripted")
+    }
+    assert sum(dict(s)["count"] for s in series["onion.overhead"]) == 5
+    assert {s[:2] for s in series["onion.cost"]} == {
+        (("gen_ai.response.model", m), ("onion.scope", "edge")) for m in ("gpt-4o", "gpt-4o-2024")
+    }

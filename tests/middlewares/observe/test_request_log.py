@@ -116,6 +116,23 @@ async def test_failures_are_warnings_with_masked_detail() -> None:
     assert KEY not in lines.text
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_key_in_any_text_field_of_the_line_is_masked(stream: bool) -> None:
+    # The fields callers, upstreams and configuration fill; a redactor that leaves keys.
+    request = ask(model=f"gpt-4o {KEY}", stream=stream, text=f"use {KEY}")
+    request.context.caller, request.context.team = f"caller {KEY}", f"team {KEY}"
+    request.context.request_id = f"req {KEY}"
+    with captured() as lines:
+        layer = RequestLog(log_content=True, redactor=lambda text: text)
+        reply = Reply(f"the key is {KEY}", model=f"answered-by {KEY}")
+        response = await Stack([layer], ScriptedProvider([reply]))(request)
+        await response.result()
+    [line] = lines()
+    assert KEY not in lines.text
+    for field in ("model", "caller", "team", "request_id", "response_model", "prompt", "answer"):
+        assert "[REDACTED]" in line[field], field
+
+
 async def test_blocked_requests_are_info_without_detail() -> None:
     with captured() as lines, pytest.raises(GuardrailViolation):
         await Stack(
