@@ -285,3 +285,35 @@ def test_law_a_comparison_on_another_dimension_never_matches(a: str, b: str, pai
 @pytest.mark.parametrize("other", ["bigger", "colder", "cheaper", "older"])
 def test_an_english_comparison_on_another_dimension_never_matches(other: str) -> None:
     assert not same("Is Tokyo faster than Osaka?", f"Is Tokyo {other} than Osaka?")
+
+
+PLACES_AND_THINGS = ["東京", "大阪", "名古屋", "キロ", "マイル", "摂氏", "華氏", "英語", "日本語", "Windows", "Mac"]
+PLACES_AND_THINGS += ["円", "ドル"]
+ROLE_FRAMES = [
+    "{a}から{b}への行き方は？",
+    "{a}から{b}まで何時間かかりますか？",
+    "{a}を{b}に変換する方法は？",
+    "{a}を{b}に翻訳してください",
+    "{a}から{b}にデータを移すには？",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(PLACES_AND_THINGS), st.sampled_from(PLACES_AND_THINGS), st.sampled_from(ROLE_FRAMES))
+def test_law_the_same_words_with_their_roles_swapped_never_match(a: str, b: str, frame: str) -> None:
+    # From a to b is not from b to a: the question's words are all the same, only the
+    # particles after them (から, を / に, へ, まで) say which way it goes.
+    assert same(frame.format(a=a, b=b), frame.format(a=b, b=a)) is (a == b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("東京から大阪まで新幹線で何時間？", "新幹線で東京から大阪まで何時間かかる？"),
+        ("キロをマイルに変換する方法は？", "キロからマイルへ変換する方法は？"),
+        ("英語を日本語に翻訳して", "日本語に英語を翻訳して"),
+        ("12インチは何センチですか？", "12インチをセンチに換算すると？"),
+    ],
+)
+def test_words_keeping_their_roles_still_match(a: str, b: str) -> None:
+    assert same(a, b)
