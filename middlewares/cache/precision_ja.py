@@ -217,6 +217,19 @@ def embedding_text(text: str) -> str:
     return core or text
 
 
+# A topic written in hiragana alone at the start of the question or a clause (さいたまの,
+# つくばは): a name the other text must say too, wherever it puts it (明日のさいたまの天気).
+_KANA_TOPIC = re.compile("(?:^|(?<=[、。]))([\u3041-\u3093]{3,}?)(?<![のはがをにでともへ])(?=[のはが])")
+_PRONOUNS = "わたし あなた みんな ぼくら わたしたち こちら そちら あちら どちら"
+_NOT_KANA_TOPICS = frozenset(_PRONOUNS.split(" "))
+
+
+def _numeral(noun: str) -> bool:
+    """A kanji word with a numeral in it that is a number (三人, 十日), not a name whose
+    characters only look like one (千葉, 九州)."""
+    return _KANJI_NUMBER.search(_NOT_NUMBERS.sub("", noun)) is not None
+
+
 def japanese_signature(text: str) -> JapaneseSignature:
     """The Japanese signature of NFKC-normalized ``text`` (ASCII numbers are the caller's)."""
     plain = _NOT_NUMBERS.sub("", text)
@@ -234,18 +247,21 @@ def japanese_signature(text: str) -> JapaneseSignature:
     found.roles = frozenset((word, _ROLE_OF[particle]) for word, particle in _ROLE.findall(text))
     compared = _COMPARED_WITH.search(text)
     found.compared_with = compared.group(1).strip().lower() if compared else ""
-    found.nouns = frozenset(
-        noun
-        for pair in _NOUN.findall(text)
-        for noun in pair
-        if noun and noun not in _FORMAL_NOUNS and noun not in _GRAMMAR_NOUNS and not _KANJI_NUMBER.search(noun)
+    found.nouns = (
+        frozenset(
+            noun
+            for pair in _NOUN.findall(text)
+            for noun in pair
+            if noun and noun not in _FORMAL_NOUNS and noun not in _GRAMMAR_NOUNS and not _numeral(noun)
+        )
+        | frozenset(_KANA_TOPIC.findall(text)) - _NOT_KANA_TOPICS
     )
     # A set phrase of the lexicon (法律で認められ) is the pole guard's, not a topic.
     found.content = frozenset(
         noun
         for pair in _CONTENT_NOUN.findall(_OPPOSITE.sub("、", text))
         for noun in pair
-        if noun and noun not in _FORMAL_NOUNS and not _KANJI_NUMBER.search(noun) and noun not in _GRAMMAR_NOUNS
+        if noun and noun not in _FORMAL_NOUNS and not _numeral(noun) and noun not in _GRAMMAR_NOUNS
     )
     return found
 

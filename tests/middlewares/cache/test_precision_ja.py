@@ -317,3 +317,14 @@ def test_law_the_same_words_with_their_roles_swapped_never_match(a: str, b: str,
 )
 def test_words_keeping_their_roles_still_match(a: str, b: str) -> None:
     assert same(a, b)
+
+
+KANA_AND_NUMERAL_NAMES = ["さいたま", "つくば", "ひたちなか", "いわき", "千葉", "九州", "八王子", "東京"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(KANA_AND_NUMERAL_NAMES), st.sampled_from(KANA_AND_NUMERAL_NAMES))
+def test_law_a_topic_name_is_compared_wherever_the_paraphrase_puts_it(a: str, b: str) -> None:
+    # A name in hiragana alone, or one whose kanji look like numerals (千葉), moved to
+    # another place in the question: the same name matches, another never does.
+    assert same(f"{a}の明日の天気は？", f"明日の{b}の天気を教えて") is (a == b)
