@@ -217,11 +217,17 @@ def embedding_text(text: str) -> str:
     return core or text
 
 
-# A topic written in hiragana alone at the start of the question or a clause (さいたまの,
-# つくばは): a name the other text must say too, wherever it puts it (明日のさいたまの天気).
-_KANA_TOPIC = re.compile("(?:^|(?<=[、。]))([\u3041-\u3093]{3,}?)(?<![のはがをにでともへ])(?=[のはが])")
-_PRONOUNS = "わたし あなた みんな ぼくら わたしたち こちら そちら あちら どちら"
-_NOT_KANA_TOPICS = frozenset(_PRONOUNS.split(" "))
+# A noun written in hiragana alone (さいたま, うどん, しらす) at the start of the question or
+# a clause, or after a kanji word and の (生のしらす), before a particle: a name or a thing
+# the other text must say too, wherever it puts it (明日のさいたまの天気; うどんには /
+# みそに). Formal nouns and pronouns (ため, こと, これ, どこ) are grammar, not topics.
+_KANA_NOUN = re.compile(
+    "(?:^|(?<=[、。])|(?<=[\u4e00-\u9fff]の))([\u3041-\u3093]{2,}?)(?<![のはがをにでともへ])(?=[にはをがの]|って)"
+)
+_GRAMMAR_KANA_NOUNS = "わたし あなた みんな ぼくら わたしたち こちら そちら あちら どちら これ それ "
+_GRAMMAR_KANA_NOUNS += "あれ どれ ここ そこ あそこ ため こと もの とき ところ ほう ほか よう わけ "
+_GRAMMAR_KANA_NOUNS += "はず うち まま あと まえ なか ほど くらい ぐらい ごろ"
+_NOT_KANA_NOUNS = frozenset(_GRAMMAR_KANA_NOUNS.split(" "))
 
 
 def _numeral(noun: str) -> bool:
@@ -254,7 +260,7 @@ def japanese_signature(text: str) -> JapaneseSignature:
             for noun in pair
             if noun and noun not in _FORMAL_NOUNS and noun not in _GRAMMAR_NOUNS and not _numeral(noun)
         )
-        | frozenset(_KANA_TOPIC.findall(text)) - _NOT_KANA_TOPICS
+        | frozenset(_KANA_NOUN.findall(text)) - _NOT_KANA_NOUNS - _GRAMMAR_KANA
     )
     # A set phrase of the lexicon (法律で認められ) is the pole guard's, not a topic.
     found.content = frozenset(

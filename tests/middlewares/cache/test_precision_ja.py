@@ -328,3 +328,31 @@ def test_law_a_topic_name_is_compared_wherever_the_paraphrase_puts_it(a: str, b:
     # A name in hiragana alone, or one whose kanji look like numerals (千葉), moved to
     # another place in the question: the same name matches, another never does.
     assert same(f"{a}の明日の天気は？", f"明日の{b}の天気を教えて") is (a == b)
+
+
+KANA_FOODS = ["うどん", "そば", "みそ", "せんべい", "しらす", "ほたて", "たまご", "かまぼこ"]
+KANA_FRAMES = [
+    ("{}にはグルテンが含まれていますか？", "{}にグルテンは入っていますか？"),
+    ("{}を生で食べるのは安全ですか？", "生の{}を食べても安全？"),
+    ("{}ってグルテンを含む？", "{}にはグルテンが含まれていますか？"),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(KANA_FOODS), st.sampled_from(KANA_FOODS), st.sampled_from(KANA_FRAMES))
+def test_law_a_kana_noun_in_a_reworded_frame_is_compared(a: str, b: str, frames: tuple[str, str]) -> None:
+    # The frame is reworded (so no one-word swap is seen): the noun written in hiragana
+    # alone must still be the same one.
+    assert same(frames[0].format(a), frames[1].format(b)) is (a == b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("うどんの方がそばより太いですか？", "うどんはそばより細いですか？"),
+        ("画面を明るくする方法は？", "画面を暗くする方法は？"),
+        ("一ヶ月で太る方法は？", "一ヶ月で痩せる方法は？"),
+    ],
+)
+def test_more_opposites_are_told_apart(a: str, b: str) -> None:
+    assert not same(a, b)
