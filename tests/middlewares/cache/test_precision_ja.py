@@ -352,6 +352,7 @@ def test_law_a_kana_noun_in_a_reworded_frame_is_compared(a: str, b: str, frames:
         ("うどんの方がそばより太いですか？", "うどんはそばより細いですか？"),
         ("画面を明るくする方法は？", "画面を暗くする方法は？"),
         ("一ヶ月で太る方法は？", "一ヶ月で痩せる方法は？"),
+        ("風邪のときに食べるべきものは？", "風邪をひいたときに避けるべき食べ物は？"),
     ],
 )
 def test_more_opposites_are_told_apart(a: str, b: str) -> None:
