@@ -6,6 +6,9 @@ politeness or the spelling of a number always does."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -357,3 +360,13 @@ def test_law_a_kana_noun_in_a_reworded_frame_is_compared(a: str, b: str, frames:
 )
 def test_more_opposites_are_told_apart(a: str, b: str) -> None:
     assert not same(a, b)
+
+
+def test_the_hand_written_dev_pairs_are_told_apart() -> None:
+    # benchmarks/data/adversarial_dev_pairs.jsonl: different questions, written by hand
+    # (DEV.md). One rewords the question (違い / メリット) and is left to the threshold.
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "data" / "adversarial_dev_pairs.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    passing = [(row["a"], row["b"]) for row in rows if same(row["a"], row["b"])]
+    assert len(rows) == 80
+    assert passing == [("前払いと後払いの違いは？", "前払いのメリットは？")]
