@@ -25,7 +25,7 @@ import unicodedata
 
 import msgspec
 
-from .precision_ja import canonical, frame, japanese_signature, swapped_word
+from .precision_ja import canonical, frame, japanese_signature, roles_agree, swapped_word
 from .precision_lexicon import (
     CURRENCIES,
     EXCLUSIVE_AXES,
@@ -108,6 +108,7 @@ class Signature(msgspec.Struct, frozen=True):
     content: frozenset[str] = frozenset()  # Japanese: each one's characters must occur in the other text
     focus: frozenset[str] = frozenset()  # Japanese: what the question asks for (why, when, where, who)
     frame: str = ""  # Japanese: the text as the swapped-word check reads it
+    roles: frozenset[tuple[str, str]] = frozenset()  # Japanese: (word, "from" | "to") by its particle
 
 
 def _unit_of(word: str) -> str | None:
@@ -218,6 +219,7 @@ def signature(text: str) -> Signature:
         content,
         focus,
         frame(text) if japanese else "",
+        ja.roles if japanese else frozenset(),
     )
 
 
@@ -268,6 +270,8 @@ def guards_pass(a: Signature, b: Signature) -> bool:
         return False  # compared on another dimension: "bigger than Osaka" is not "colder than Osaka"
     if not _same_focus(a.focus, b.focus):
         return False
+    if a.roles and b.roles and not roles_agree(a.roles, b.roles):
+        return False  # the same words, their roles swapped (東京から大阪へ / 大阪から東京へ)
     if a.frame and b.frame and swapped_word(a.frame, b.frame):
         return False  # one word of the question swapped for another (そば / うどん)
     if any(noun not in b.text for noun in a.nouns) or any(noun not in a.text for noun in b.nouns):

@@ -18,7 +18,15 @@ import unicodedata
 
 from .precision_lexicon import EXCLUSIVE_AXES, JA_OPPOSITES, JA_UNITS, VERDICT_AXIS, alternation
 
-__all__ = ["JapaneseSignature", "canonical", "embedding_text", "frame", "japanese_signature", "swapped_word"]
+__all__ = [
+    "JapaneseSignature",
+    "canonical",
+    "embedding_text",
+    "frame",
+    "japanese_signature",
+    "roles_agree",
+    "swapped_word",
+]
 
 _KANJI_DIGITS = {"\u3007": 0, "零": 0, "一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _KANJI_SMALL = {"十": 10, "百": 100, "千": 1000}
@@ -93,12 +101,29 @@ _FORMAL_NOUNS = frozenset("方事物時所為様度")
 # 必要 / いる, 時期 / いつ, 理由 / なぜ: the focus guard compares those): not what it is about.
 _GRAMMAR_NOUNS = frozenset(("方法", "必要", "何", "誰", "時期", "理由", "原因", "仕方", "場所"))
 _KNOWN_NAMES = alternation(_NAMES.split(" "))
+# The role a word plays by the particle after it: where something starts (から, or を of
+# what is converted, left, translated) or where it goes (に, へ, まで). 「キロをマイルに」 and
+# 「マイルをキロに」 share every word and differ only in these (には, にも, について ... are
+# no destination). The word is the run of kanji, katakana, Latin letters or digits before.
+_ROLE = re.compile("([\u30a1-\u30fa\u30fc\u4e00-\u9fffA-Za-z0-9]+)(から|を|まで|へ|に(?![はもつよ]|対|関|比|とっ))")
+_ROLE_OF = {"から": "from", "を": "from", "まで": "to", "へ": "to", "に": "to"}
 
 
 class JapaneseSignature:
     """Numbers, units, poles (opposites), negations and entities found in Japanese text."""
 
-    __slots__ = ("compared_with", "content", "entities", "focus", "negations", "nouns", "numbers", "poles", "units")
+    __slots__ = (
+        "compared_with",
+        "content",
+        "entities",
+        "focus",
+        "negations",
+        "nouns",
+        "numbers",
+        "poles",
+        "roles",
+        "units",
+    )
 
     def __init__(
         self, numbers: list[str], units: set[str], poles: set[tuple[str, int]], negations: int, entities: set[str]
@@ -112,6 +137,7 @@ class JapaneseSignature:
         self.nouns: frozenset[str] = frozenset()
         self.content: frozenset[str] = frozenset()
         self.focus: frozenset[str] = frozenset()
+        self.roles: frozenset[tuple[str, str]] = frozenset()
 
 
 def kanji_number(text: str) -> int | None:
@@ -191,6 +217,25 @@ def embedding_text(text: str) -> str:
     return core or text
 
 
+# A noun written in hiragana alone (さいたま, うどん, しらす) at the start of the question or
+# a clause, or after a kanji word and の (生のしらす), before a particle: a name or a thing
+# the other text must say too, wherever it puts it (明日のさいたまの天気; うどんには /
+# みそに). Formal nouns and pronouns (ため, こと, これ, どこ) are grammar, not topics.
+_KANA_NOUN = re.compile(
+    "(?:^|(?<=[、。])|(?<=[\u4e00-\u9fff]の))([\u3041-\u3093]{2,}?)(?<![のはがをにでともへ])(?=[にはをがの]|って)"
+)
+_GRAMMAR_KANA_NOUNS = "わたし あなた みんな ぼくら わたしたち こちら そちら あちら どちら これ それ "
+_GRAMMAR_KANA_NOUNS += "あれ どれ ここ そこ あそこ ため こと もの とき ところ ほう ほか よう わけ "
+_GRAMMAR_KANA_NOUNS += "はず うち まま あと まえ なか ほど くらい ぐらい ごろ"
+_NOT_KANA_NOUNS = frozenset(_GRAMMAR_KANA_NOUNS.split(" "))
+
+
+def _numeral(noun: str) -> bool:
+    """A kanji word with a numeral in it that is a number (三人, 十日), not a name whose
+    characters only look like one (千葉, 九州)."""
+    return _KANJI_NUMBER.search(_NOT_NUMBERS.sub("", noun)) is not None
+
+
 def japanese_signature(text: str) -> JapaneseSignature:
     """The Japanese signature of NFKC-normalized ``text`` (ASCII numbers are the caller's)."""
     plain = _NOT_NUMBERS.sub("", text)
@@ -205,20 +250,24 @@ def japanese_signature(text: str) -> JapaneseSignature:
     negations = len(_NEGATION.findall(_NOT_NEGATIONS.sub("", text)))
     found = JapaneseSignature(numbers, units, poles, negations, entities)
     found.focus = frozenset(name for name, pattern in _FOCUS if pattern.search(text))
+    found.roles = frozenset((word, _ROLE_OF[particle]) for word, particle in _ROLE.findall(text))
     compared = _COMPARED_WITH.search(text)
     found.compared_with = compared.group(1).strip().lower() if compared else ""
-    found.nouns = frozenset(
-        noun
-        for pair in _NOUN.findall(text)
-        for noun in pair
-        if noun and noun not in _FORMAL_NOUNS and noun not in _GRAMMAR_NOUNS and not _KANJI_NUMBER.search(noun)
+    found.nouns = (
+        frozenset(
+            noun
+            for pair in _NOUN.findall(text)
+            for noun in pair
+            if noun and noun not in _FORMAL_NOUNS and noun not in _GRAMMAR_NOUNS and not _numeral(noun)
+        )
+        | frozenset(_KANA_NOUN.findall(text)) - _NOT_KANA_NOUNS - _GRAMMAR_KANA
     )
     # A set phrase of the lexicon (法律で認められ) is the pole guard's, not a topic.
     found.content = frozenset(
         noun
         for pair in _CONTENT_NOUN.findall(_OPPOSITE.sub("、", text))
         for noun in pair
-        if noun and noun not in _FORMAL_NOUNS and not _KANJI_NUMBER.search(noun) and noun not in _GRAMMAR_NOUNS
+        if noun and noun not in _FORMAL_NOUNS and not _numeral(noun) and noun not in _GRAMMAR_NOUNS
     )
     return found
 
@@ -274,6 +323,19 @@ def _brings_content(text: str, start: int, end: int, other: str) -> bool:
 
 _PARTICLES = "のはがをにでともへ"
 _MAX_SWAPPED = 8  # characters: a longer change rewords the question
+
+
+def roles_agree(a: frozenset[tuple[str, str]], b: frozenset[tuple[str, str]]) -> bool:
+    """A word both texts give a role (``japanese_signature``'s ``roles``) has one role in
+    both: 東京から大阪へ is not 大阪から東京へ, 円をドルに is not ドルを円に. A word one text
+    gives no role is not compared (12インチは何センチ / 12インチをセンチに)."""
+    roles_a: dict[str, set[str]] = {}
+    for word, role in a:
+        roles_a.setdefault(word, set()).add(role)
+    roles_b: dict[str, set[str]] = {}
+    for word, role in b:
+        roles_b.setdefault(word, set()).add(role)
+    return all(roles_a[word] & roles_b[word] for word in roles_a.keys() & roles_b.keys())
 
 
 def swapped_word(a: str, b: str) -> bool:

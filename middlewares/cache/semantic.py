@@ -26,6 +26,10 @@ With ``max_wrong_hit_rate`` (or a ``bound=WrongHitBound(...)``), the fixed thres
 gives way to per-entry thresholds learned from verified outcomes, and a hit is served
 only while the measured wrong-hit rate at its similarity stays under the bound
 (``thresholds``; how outcomes are verified off the request's path: ``verification``).
+The bound is on the cache's hits as a whole: the scripts' thresholds are chosen
+together, so Japanese opens on the pooled confidence once its own few outcomes are
+clean, instead of after ~266 of its own (``WrongHitBound(holds_for="stratum")`` bounds
+each script alone).
 Without a bound (the default) the fixed ``threshold`` decides, as before.
 
 The embedding is computed once per request: for the lookup and, on a miss, for the

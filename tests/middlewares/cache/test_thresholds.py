@@ -166,3 +166,72 @@ def test_strata_pool_their_outcomes_apart() -> None:
 def test_bound_must_be_a_rate() -> None:
     with pytest.raises(ValueError, match="max_wrong_hit_rate"):
         WrongHitBound(max_wrong_hit_rate=1.5)
+
+
+def _above(outcomes: list[tuple[float, bool, str]], learned: AdaptiveThresholds, stratum: str) -> list[bool]:
+    threshold = learned.thresholds.get(stratum, float("inf"))
+    return [ok for s, ok, name in outcomes if name == stratum and int(s * 100) / 100 >= threshold]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0.5, 1.0), st.booleans() | st.just(True), st.sampled_from(["latin", "cjk"])),
+        min_size=1,
+        max_size=600,
+    ),
+    st.sampled_from([0.01, 0.05, 0.1]),
+)
+def test_law_pooled_the_cache_holds_the_bound_and_no_stratum_is_worse_than_it(
+    outcomes: list[tuple[float, bool, str]], rate: float
+) -> None:
+    # holds_for="cache": the outcomes at or above each stratum's threshold, pooled, hold
+    # the bound with confidence; an open stratum has enough outcomes of its own there and
+    # their measured rate is within the bound.
+    learned = thresholds(rate=rate)
+    for i, (similarity, correct, stratum) in enumerate(outcomes):
+        learned.record(str(i), similarity, correct, stratum)
+    pooled: list[bool] = []
+    for stratum in ("latin", "cjk"):
+        own = _above(outcomes, learned, stratum)
+        if own:
+            assert own.count(False) <= rate * len(own) + 1e-9
+            assert (
+                len(own) >= learned.bound.min_stratum_outcomes
+                or wilson_upper(own.count(False), len(own), 1.64) <= rate + 1e-9
+            )
+        pooled += own
+    if pooled:
+        assert wilson_upper(pooled.count(False), len(pooled), 1.64) <= rate + 1e-9
+
+
+def test_pooled_a_script_with_few_clean_outcomes_opens_beside_a_measured_one() -> None:
+    # The point of pooling: 40 clean Japanese outcomes cannot bound 1 % alone (that takes
+    # about 266), but beside 400 clean English ones the cache's hits can.
+    for holds_for, opens in (("cache", True), ("stratum", False)):
+        learned = AdaptiveThresholds(WrongHitBound(max_wrong_hit_rate=0.01, holds_for=holds_for), 0.5)
+        for i in range(400):
+            learned.record(f"e{i}", 0.9, True, "latin")
+        for i in range(40):
+            learned.record(f"j{i}", 0.9, True, "cjk")
+        assert learned.decide("x", 0.95, "latin") == SERVE
+        assert (learned.decide("x", 0.95, "cjk") == SERVE) is opens
+
+
+def test_pooled_a_scripts_own_wrong_outcomes_close_it() -> None:
+    learned = thresholds(rate=0.01)
+    for i in range(2000):
+        learned.record(f"e{i}", 0.9, True, "latin")
+    for i in range(60):
+        learned.record(f"j{i}", 0.9, i != 0, "cjk")  # 1 wrong of 60: 1.7 %, over the bound
+    assert learned.decide("x", 0.95, "latin") == SERVE
+    assert learned.decide("x", 0.95, "cjk") == EXPLORE
+    for i in range(30):  # clean outcomes above the wrong one open it above that similarity
+        learned.record(f"k{i}", 0.97, True, "cjk")
+    assert learned.decide("x", 0.97, "cjk") == SERVE
+    assert learned.decide("x", 0.905, "cjk") == EXPLORE  # the bin of the wrong one stays shut
+
+
+def test_holds_for_is_checked() -> None:
+    with pytest.raises(ValueError, match="holds_for"):
+        WrongHitBound(holds_for="everything")  # type: ignore[arg-type]
