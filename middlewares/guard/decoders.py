@@ -245,18 +245,17 @@ _SPACED_SIGN = re.compile(rf"(?:{_SEPARATORS}[^\W\d_]){{3}}{_SEPARATORS}")
 _LEET_ANY = re.compile(r"[0-9@$|]")
 
 
-def _long_run(text: str) -> bool:
-    return max(map(len, text.split()), default=0) >= 16
-
-
-_SIGN: dict[str, Callable[[str, str], bool]] = {
-    "base64": lambda text, _: _long_run(text) and _BASE64_SIGN.search(text) is not None,
-    "hex": lambda text, _: ("\\x" in text or _long_run(text)) and _HEX_SIGN.search(text) is not None,
-    "url": lambda text, _: "%" in text and _URL_SIGN.search(text) is not None,
-    "spaced": lambda text, _: _SPACED_SIGN.search(text) is not None,
-    "leet": lambda _, lowered: _LEET_ANY.search(lowered) is not None,
-    "reversed": lambda _, lowered: _reversed_sign(lowered),
-    "rot13": lambda _, lowered: any(map(lowered.__contains__, _ROT13_LITERALS)),
+# The signs, given the text, its lower case, and whether it holds a run of 16 base64
+# characters (searched once per text: a run of 16 hex digits is one too, so the hex sign
+# needs it or a "\\x" escape, and prose with neither skips both regexes).
+_SIGN: dict[str, Callable[[str, str, bool], bool]] = {
+    "base64": lambda _, __, run: run,
+    "hex": lambda text, _, run: (run or "\\x" in text) and _HEX_SIGN.search(text) is not None,
+    "url": lambda text, _, __: "%" in text and _URL_SIGN.search(text) is not None,
+    "spaced": lambda text, _, __: _SPACED_SIGN.search(text) is not None,
+    "leet": lambda _, lowered, __: _LEET_ANY.search(lowered) is not None,
+    "reversed": lambda _, lowered, __: _reversed_sign(lowered),
+    "rot13": lambda _, lowered, __: any(map(lowered.__contains__, _ROT13_LITERALS)),
 }
 
 
@@ -273,8 +272,9 @@ def readings(raw: str, *, depth: int = 2) -> list[tuple[str, str, str]]:
         found = []
         for name, text in frontier:
             lowered = text.lower()
+            run = _BASE64_SIGN.search(text) is not None
             for decoder, fn in DECODERS.items():
-                if not _SIGN[decoder](text, lowered):
+                if not _SIGN[decoder](text, lowered, run):
                     continue
                 result = fn(text)
                 if result is None:
