@@ -97,7 +97,8 @@ class Deadline(Layer):
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         context = request.context
-        start = loop_clock()()  # anyio.current_time's clock, without its backend look-up
+        now = loop_clock()  # anyio.current_time's clock, without its backend look-up per read
+        start = now()
         outer, outer_phases = context.deadline, context.phases
         deadline = start + self.seconds
         if outer is not None and outer < deadline:
@@ -115,12 +116,11 @@ class Deadline(Layer):
         if not response.is_stream:
             _restore(context, outer, outer_phases)
             return response
+
         # Kept on the context until the stream ends: a retry that reopens it mid-way must
         # see this deadline (it starts no attempt or backoff that cannot finish in time).
         # A pull that blocks is cancelled at the handler boundary (it holds the deadline),
         # so a chunk that arrives past it (from a layer's own stream) is all that is left.
-        now = loop_clock()  # the deadline's clock, looked up once per stream
-
         def check(chunk: Chunk) -> None:
             if now() > deadline:
                 raise Timeout("the stream passed its total deadline", phase="total")
