@@ -217,7 +217,10 @@ class Scanner:
             return None
         context = self._context
         cut = len(pending)
+        last = pending[-1]
         for chars, members in plan.outer:
+            if last not in members:
+                continue  # no trailing run of this set (a set lookup; rstrip walks the set)
             settled = len(pending.rstrip(chars))
             if settled < cut:
                 if not settled and context and context[-1] in members:
