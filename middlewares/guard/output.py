@@ -222,9 +222,9 @@ class Scanner:
             if last not in members:
                 continue  # no trailing run of this set (a set lookup; rstrip walks the set)
             settled = len(pending.rstrip(chars))
+            if not settled and context and context[-1] in members:
+                return None  # the run goes on into what was sent: ``_scan`` decides
             if settled < cut:
-                if not settled and context and context[-1] in members:
-                    return None  # the run goes on into what was sent: ``_scan`` decides
                 cut = settled
         if not cut:
             return ""
