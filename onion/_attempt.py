@@ -190,7 +190,9 @@ async def _bounded_chunks(
                     raise
                 finally:
                     watch.active = False
-                if watch.caught():  # the pull swallowed the cancellation: the limit still passed
+                # The pull swallowed the cancellation: the limit still passed (``fired`` read
+                # first: the usual pull costs no call here).
+                if watch.fired and watch.caught():
                     raise Timeout(f"the stream passed its {label} limit", phase=label)
             else:
                 with scope_type(deadline=until) as scope:

@@ -369,7 +369,8 @@ class AnswerEnd:
       answer, or when no chunk passed); ``ended_at``: clock time the answer ended.
     - ``chunks``: how many chunks passed.
     - ``held``: seconds the consumer held chunks (from handing one out to asking for the
-      next): time that was neither the gateway's nor the upstream's.
+      next): time that was neither the gateway's nor the upstream's (``0.0`` when every
+      ``on_end`` of the watch said ``held=False``).
     - ``chunk_times``: each chunk's arrival time, when ``on_end(..., chunk_times=True)``.
     """
 
@@ -473,14 +474,16 @@ class _Watch:
     pass over them serves every callback. It builds the answer only when one of them
     reads its content."""
 
-    __slots__ = ("callbacks", "chunk_times", "content", "model", "now", "started", "top")
+    __slots__ = ("callbacks", "checks", "chunk_times", "content", "held", "model", "now", "started", "top")
 
     def __init__(self, now: Callable[[], float], model: str) -> None:
         self.callbacks: list[EndCallback] = []
+        self.checks: list[Callable[[Chunk], object]] = []
         self.now = now
         self.model = model
         self.chunk_times = False
         self.content = False
+        self.held = False
         self.started = False
         self.top: AsyncIterator[Chunk] | None = None
 
@@ -489,21 +492,33 @@ class _Watch:
         self.started = True
         acc: Accumulator | _Tally = Accumulator() if self.content else _Tally()
         times: list[float] | None = [] if self.chunk_times else None
+        # Read the clock per chunk only for what a callback asked for: the first chunk's
+        # time always, each chunk's and the consumer's holding time on request.
+        timed = self.held or times is not None
+        check = self.checks[0] if len(self.checks) == 1 else (self._check_all if self.checks else None)
         first_at: float | None = None
         held = 0.0
         pending: float | None = None  # when the chunk the consumer holds was handed out
         try:
             async for chunk in source:
-                at = now()
-                if first_at is None:
-                    first_at = at
-                if times is not None:
-                    times.append(at)
-                acc.add(chunk)
-                pending = at
-                yield chunk
-                held += now() - pending
-                pending = None
+                if check is not None:
+                    check(chunk)
+                if timed:
+                    at = now()
+                    if first_at is None:
+                        first_at = at
+                    if times is not None:
+                        times.append(at)
+                    acc.add(chunk)
+                    pending = at
+                    yield chunk
+                    held += now() - pending
+                    pending = None
+                else:
+                    if first_at is None:
+                        first_at = now()
+                    acc.add(chunk)
+                    yield chunk
         except BaseException as caught:
             if pending is not None:  # closed while the consumer held a chunk
                 held += now() - pending
@@ -517,6 +532,10 @@ class _Watch:
         # Outside the try: a failing callback is not reported to the others as a stream error.
         end = AnswerEnd(acc.completion(self.model))
         await _report(self.callbacks, self._timed(end, first_at, acc.chunks, held, times))
+
+    def _check_all(self, chunk: Chunk) -> None:
+        for check in self.checks:
+            check(chunk)
 
     def _timed(
         self, end: AnswerEnd, first_at: float | None, chunks: int, held: float, times: list[float] | None
@@ -690,6 +709,8 @@ class Response:
         now: Callable[[], float] | None = None,
         chunk_times: bool = False,
         content: bool = True,
+        held: bool = True,
+        check: Callable[[Chunk], object] | None = None,
     ) -> Response:
         """Run ``fn(end)`` once when the answer ends, with an ``AnswerEnd``: the answer,
         how it ended and when its first chunk passed. A complete answer calls it at once.
@@ -699,8 +720,11 @@ class Response:
         chunk's arrival. ``content=False`` says ``fn`` reads no text of a streamed answer:
         ``end.completion`` then holds only its model, usage and finish reason (what
         metrics and a breaker read), and the stream's text is not gathered for it.
-        Successive ``on_end`` calls with nothing wrapped in between share one pass over
-        the chunks.
+        ``held=False`` says ``fn`` reads no ``end.held`` (two clock reads per chunk
+        spared). ``check(chunk)``, for a stream, runs on each chunk as it arrives, before
+        it passes on: what it raises ends the stream with that error (a deadline checked
+        per chunk, with no wrapper of its own). Successive ``on_end`` calls with nothing
+        wrapped in between share one pass over the chunks.
         """
         clock = now or time.perf_counter
         if self._completion is not None:
@@ -719,13 +743,24 @@ class Response:
             watch is None
             or watch.top is not self._chunks
             or watch.now is not clock
-            or (watch.started and ((content and not watch.content) or (chunk_times and not watch.chunk_times)))
+            or (
+                watch.started
+                and (
+                    (content and not watch.content)
+                    or (chunk_times and not watch.chunk_times)
+                    or (held and not watch.held)
+                    or check is not None
+                )
+            )
         ):
             watch = self._watch = _Watch(clock, self.model)
             self._chunks = watch.top = watch.run(self._source())
         watch.callbacks.append(fn)
+        if check is not None:
+            watch.checks.append(check)
         watch.chunk_times = watch.chunk_times or chunk_times
         watch.content = watch.content or content
+        watch.held = watch.held or held
         return self
 
     async def aclose(self) -> None:

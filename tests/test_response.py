@@ -259,3 +259,62 @@ async def test_a_watch_shared_by_a_callback_reading_content_gathers_it() -> None
     await response.on_end(lambda end: seen.append("full:" + end.completion.content))
     assert (await response.result()).content == "ab"
     assert sorted(seen) == ["full:ab", "light:ab"]  # one pass, one answer for both
+
+
+async def test_held_false_reads_no_held_time_unless_a_sharer_asks_for_it() -> None:
+    clock = FakeClock(start=0.0)
+    alone: list[AnswerEnd] = []
+    response = await Response.stream(_gen(["a", "b"], [])).on_end(alone.append, now=clock.now, held=False)
+    async for _ in response:
+        clock.advance(0.5)
+    assert alone[0].held == 0.0 and alone[0].first_chunk_at == 0.0 and alone[0].ended_at == pytest.approx(1.5)
+    shared: list[AnswerEnd] = []
+    response = Response.stream(_gen(["a", "b"], []))
+    now = clock.now  # one clock object: the two calls share one pass
+    await response.on_end(shared.append, now=now, held=False)
+    watch = response._watch
+    await response.on_end(shared.append, now=now)  # the same pass: now it measures
+    assert response._watch is watch
+    async for _ in response:
+        clock.advance(0.5)
+    assert [end.held for end in shared] == [pytest.approx(1.5)] * 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(pieces=st.lists(st.text(max_size=3), max_size=6), fail_at=st.integers(0, 7), held=st.booleans())
+async def test_a_check_that_raises_ends_the_stream_with_its_error_for_every_sharer(
+    pieces: list[str], fail_at: int, held: bool
+) -> None:
+    # The law: a check sees each chunk before it passes on; what it raises at the k-th
+    # chunk is what the consumer gets after the first k chunks, and what every callback
+    # sharing the pass reports, with those k chunks; the producer is closed. A check that
+    # never raises changes nothing.
+    log: list[str] = []
+    seen: list[Chunk] = []
+    ended: list[AnswerEnd] = []
+
+    def check(chunk: Chunk) -> None:
+        seen.append(chunk)
+        if len(seen) > fail_at:
+            raise ProviderError("checked", retryable=False)
+
+    response = Response.stream(_gen(pieces, log))
+    await response.on_end(ended.append, content=False, held=held, check=check)
+    await response.on_end(ended.append)
+    received: list[Chunk] = []
+    total = len(pieces) + 1
+    if fail_at < total:
+        with pytest.raises(ProviderError, match="checked"):
+            async for chunk in response:
+                received.append(chunk)
+        assert len(received) == fail_at
+        assert all(end.error is not None and str(end.error) == "checked" for end in ended)
+        assert all(end.chunks == fail_at for end in ended)
+        assert ended[1].completion.content == "".join(pieces[:fail_at])
+    else:
+        async for chunk in response:
+            received.append(chunk)
+        assert len(received) == total and all(end.ok for end in ended)
+        assert ended[1].completion.content == "".join(pieces)
+    assert len(ended) == 2 and log == ["closed"]
+    assert seen[: len(received)] == received

@@ -70,7 +70,7 @@ def _detector(spec: str | Detector, phone_regions: Sequence[str] | None = None) 
 class _Plan:
     """The detectors with their modes, shared by every scan of one guard."""
 
-    __slots__ = ("block", "detectors", "horizon", "longest", "mask", "steps")
+    __slots__ = ("block", "detectors", "hints", "horizon", "longest", "mask", "outer", "shortest", "steps")
 
     def __init__(self, detectors: Sequence[Detector], block: frozenset[str]) -> None:
         self.detectors = tuple(detectors)
@@ -84,6 +84,18 @@ class _Plan:
         self.steps = tuple(
             (chars, length, tuple(finders), _hint(d for d, _ in finders)) for (chars, length), finders in groups.items()
         )
+        # For the fast path of a chunk (``Scanner._settle``): every step's hint in one
+        # pattern, the shortest bound, and the steps whose character set no other step's
+        # holds (the trailing run of a step whose set another's holds is a suffix of
+        # that one's, so it never begins earlier: the cut is the earliest of the outer ones).
+        self.hints = _any_hint([hint for _, _, _, hint in self.steps])
+        self.shortest = min((length for _, length, _, _ in self.steps), default=0)
+        sets = [frozenset(chars) for chars, _, _, _ in self.steps]
+        self.outer = tuple(
+            (chars, sets[i])
+            for i, (chars, _, _, _) in enumerate(self.steps)
+            if not any(sets[i] < other or (sets[i] == other and j < i) for j, other in enumerate(sets) if j != i)
+        )
         # Context kept for look-behinds and for finding where a run began: a detector
         # may look ``lookbehind`` characters before a match ("Order #", "ISBN").
         self.longest = max((d.max_length for d in detectors), default=0)
@@ -92,6 +104,21 @@ class _Plan:
         used = frozenset().union(*(d.chars for d in detectors))
         self.mask = next(chr(c) for c in range(1, 0x110000) if chr(c) not in used and not chr(c).isalnum())
 
+
+def _any_hint(hints: list[re.Pattern[str] | None]) -> re.Pattern[str] | None:
+    """One pattern for every step's hint (``None`` if a step has none): where it does not
+    occur, no detector can match. Alike hints are searched once (most are the digits)."""
+    if not hints or any(h is None for h in hints):
+        return None
+    patterns: dict[str, None] = {}
+    for hint in hints:
+        assert hint is not None
+        letters = "".join(letter for flag, letter in _FLAG_LETTERS if hint.flags & flag)
+        patterns[f"(?{letters}:{hint.pattern})" if letters else f"(?:{hint.pattern})"] = None
+    return re.compile("|".join(patterns))
+
+
+_FLAG_LETTERS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"), (re.VERBOSE, "x"))
 
 # Trailing runs shorter than this are looked at with the window (see Scanner._find).
 _SHORT_RUN = 8
@@ -116,7 +143,9 @@ class Scanner:
     stretch of text once, when it has settled (a character outside the detector's set
     followed it), and its final matches are carried until the text around them goes
     out. A chunk that settles nothing new for a detector costs it one ``rstrip``; the
-    run still growing at the end is never validated before it ends.
+    run still growing at the end is never validated before it ends. A chunk after which
+    the held text holds no step's hint (most prose) runs no detector at all
+    (``_settle``): one search for the hints and an ``rstrip`` per outer character set.
     """
 
     __slots__ = ("_base", "_carried", "_context", "_done", "_pending", "_plan", "found")
@@ -143,11 +172,22 @@ class Scanner:
         if not text:
             return ""
         self._pending += text
-        return self._scan(final=False)
+        out = self._settle()
+        return self._scan(final=False) if out is None else out
 
     def finish(self) -> str:
         """The end of the answer: everything still held, checked as final."""
-        return self._scan(final=True) if self._pending else ""
+        pending = self._pending
+        if not pending:
+            return ""
+        if self._quiet(pending):
+            # Nothing new can match (see ``_settle``): all of it goes out as it is.
+            context = self._context
+            out = self._emit(context + pending, len(context), len(context) + len(pending), None)
+            self._pending = ""
+            self._advance(context + pending)
+            return out
+        return self._scan(final=True)
 
     def scan(self, text: str) -> str:
         """A whole answer at once: what ``feed(text) + finish()`` returns, in one pass
@@ -156,6 +196,58 @@ class Scanner:
             return self.finish()
         self._pending += text
         return self._scan(final=True)
+
+    def _settle(self) -> str | None:
+        """The usual chunk at a fraction of ``_scan``'s cost, or ``None`` (``_scan`` runs).
+
+        Every match not yet known begins inside the pending text (what went out is final
+        for every step), so when no step's hint occurs there, no detector can find
+        anything new: what goes out is what ``_scan`` would send, up to the earliest
+        trailing run, and no detector runs. The steps' ``_done`` marks are left where they
+        were: everything after them up to the cut is now known to hold no match, so a
+        later ``_scan`` starting there only looks at more text. This is how the scan is
+        amortised over the hold-back window: the detectors run only for a chunk after
+        which the held text holds a hint (a digit, an ``@`` ...), over all that settled
+        since they last ran. Applies while the pending text is within every step's bound
+        (so no step's floor applies) and no ``_scan``-only state is held.
+        """
+        plan = self._plan
+        pending = self._pending
+        if len(pending) > plan.shortest or not self._quiet(pending):
+            return None
+        context = self._context
+        cut = len(pending)
+        last = pending[-1]
+        for chars, members in plan.outer:
+            if last not in members:
+                continue  # no trailing run of this set (a set lookup; rstrip walks the set)
+            settled = len(pending.rstrip(chars))
+            if not settled and context and context[-1] in members:
+                return None  # the run goes on into what was sent: ``_scan`` decides
+            if settled < cut:
+                cut = settled
+        if not cut:
+            return ""
+        out = pending[:cut]
+        self._pending = pending[cut:]
+        self._advance(context + out)
+        return out
+
+    def _quiet(self, pending: str) -> bool:
+        """Whether no detector can find anything new in ``pending``: no step's hint in it.
+        A carried match or a step after a long run lies in held text, so it holds a hint
+        too; both are checked anyway (cheap), so a detector whose hint is not in its
+        matches gets the full scan there rather than a wrong fast one."""
+        hints = self._plan.hints
+        return hints is not None and not self._carried and None not in self._done and hints.search(pending) is None
+
+    def _advance(self, context: str) -> None:
+        """Keep the last ``horizon`` characters of ``context`` (what went out) as context."""
+        keep = len(context) - self._plan.horizon
+        if keep > 0:
+            context = context[keep:]
+            self._base += keep
+        self._context = context
 
     def _scan(self, *, final: bool) -> str:
         context = self._context
@@ -188,8 +280,13 @@ class Scanner:
                     # Where the run holding the first pending character began (look-behinds
                     # and grouped numbers need the whole run).
                     begin_at = len(context.rstrip(chars)) if offset else 0
-                else:
+                elif known > base:
                     begin_at = known - base
+                else:
+                    # A mark ``_settle`` left behind the kept context: all of that context
+                    # is known to hold no match (and no hint), so looking from its start is
+                    # looking at more text, never at less.
+                    begin_at = 0
                 if settled > begin_at:
                     # The hint tells at C speed when nothing new can match; a hint lies
                     # inside the match, so the settled stretch alone is searched.

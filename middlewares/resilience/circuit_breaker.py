@@ -223,7 +223,9 @@ class CircuitBreaker(Layer):
             self._finish(model, circuit, trial, failure, ended=failure is not None)
             raise
         # The verdict needs how and when the answer ended, never its text.
-        return await response.on_end(lambda end: self._ended(model, circuit, trial, end, start), now=now, content=False)
+        return await response.on_end(
+            lambda end: self._ended(model, circuit, trial, end, start), now=now, content=False, held=False
+        )
 
     def _ended(self, model: str, circuit: _Circuit, trial: bool, end: AnswerEnd, start: float) -> None:
         # A consumer that stopped early gives no verdict; a failure that is not an

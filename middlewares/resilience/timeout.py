@@ -16,16 +16,25 @@ attempt* wherever the layer sits: the stack's handler boundary enforces them (se
 ``onion._attempt``), so no layer hands them to another.
 
 Cost per call: one cancel scope around opening the call; per chunk of a stream, one
-clock read compared with the deadline (the handler boundary cancels a blocked pull).
+clock read compared with the deadline (the handler boundary cancels a blocked pull), in
+the pass over the chunks that ``Response.on_end`` makes anyway (no wrapper of its own).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
-
-import anyio
-
-from onion import CallNext, Chunk, Context, Layer, PhaseLimits, Request, Response, Timeout, loop_clock, within
+from onion import (
+    AnswerEnd,
+    CallNext,
+    Chunk,
+    Context,
+    Layer,
+    PhaseLimits,
+    Request,
+    Response,
+    Timeout,
+    loop_clock,
+    within,
+)
 
 __all__ = ["Deadline"]
 
@@ -88,7 +97,8 @@ class Deadline(Layer):
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         context = request.context
-        start = loop_clock()()  # anyio.current_time's clock, without its backend look-up
+        now = loop_clock()  # anyio.current_time's clock, without its backend look-up per read
+        start = now()
         outer, outer_phases = context.deadline, context.phases
         deadline = start + self.seconds
         if outer is not None and outer < deadline:
@@ -106,9 +116,19 @@ class Deadline(Layer):
         if not response.is_stream:
             _restore(context, outer, outer_phases)
             return response
+
         # Kept on the context until the stream ends: a retry that reopens it mid-way must
         # see this deadline (it starts no attempt or backoff that cannot finish in time).
-        return response.wrap(lambda chunks: _within(chunks, deadline, context, outer, outer_phases))
+        # A pull that blocks is cancelled at the handler boundary (it holds the deadline),
+        # so a chunk that arrives past it (from a layer's own stream) is all that is left.
+        def check(chunk: Chunk) -> None:
+            if now() > deadline:
+                raise Timeout("the stream passed its total deadline", phase="total")
+
+        def restore(end: AnswerEnd) -> None:
+            _restore(context, outer, outer_phases)
+
+        return await response.on_end(restore, content=False, held=False, check=check)
 
 
 def _late(seconds: float) -> Timeout:
@@ -117,36 +137,3 @@ def _late(seconds: float) -> Timeout:
 
 def _restore(context: Context, deadline: float | None, phases: PhaseLimits | None) -> None:
     context.deadline, context.phases = deadline, phases
-
-
-async def _within(
-    source: AsyncIterator[Chunk],
-    deadline: float,
-    context: Context,
-    outer: float | None,
-    outer_phases: PhaseLimits | None,
-) -> AsyncGenerator[Chunk, None]:
-    """Forward ``source``, failing at the first chunk that arrives past ``deadline``.
-
-    A pull that blocks is cancelled at the handler boundary (it holds the deadline), so
-    here one clock read and one comparison per chunk suffice.
-    """
-    pull = source.__anext__
-    now = loop_clock()  # the deadline's clock, looked up once per stream
-    try:
-        while True:
-            try:
-                chunk = await pull()
-            except StopAsyncIteration:
-                return
-            if now() > deadline:
-                raise Timeout("the stream passed its total deadline", phase="total")
-            yield chunk
-    finally:
-        _restore(context, outer, outer_phases)
-        aclose = getattr(source, "aclose", None)
-        # A generator that ran to its end needs no close (a shielded scope costs as
-        # much as a short stream's other overhead).
-        if aclose is not None and getattr(source, "ag_frame", True) is not None:
-            with anyio.CancelScope(shield=True):
-                await aclose()

@@ -720,3 +720,51 @@ def test_a_whole_answer_in_one_pass_is_what_feeding_it_then_finishing_gives(
             return "", error.rule
 
     assert outcome(lambda s: s.scan(text)) == outcome(lambda s: s.feed(text) + s.finish())
+
+
+# Prose no detector's hint occurs in (no digit, "@", "-", "_"): the chunks the scanner
+# settles without running a detector; long enough to pass the scanner's context window.
+_PROSE = ["the", "quick", "Brown", "fox,", "jumps", "over", "lazy", "dogs.", "And", "then", "we", "went", "on"]
+_PROSE += ["こんにちは。", "Fine!", "(yes)", "a.b", "e.g.", "IBAN", "DE", "AK", "IA", "x", "\n", "  "]
+# Runs longer than some detector's bound (where the full scan holds back only the bound).
+_PROSE += ["ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJKLMNOPQRS", " " * 60, "(((" + "." * 50 + ")))", "w" * 350]
+
+
+@st.composite
+def long_prose_with_pii(draw: st.DrawFn) -> str:
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    values = [value for _, value in pii_values(rng)]
+    parts = []
+    for _ in range(draw(st.integers(1, 4))):
+        words = draw(st.lists(st.sampled_from(_PROSE), max_size=120))
+        parts.append(" ".join(words))
+        parts.append(draw(st.sampled_from([*values, "", "dead-end", "bob@", "AKIA"])))
+    return " ".join(parts)
+
+
+@settings(max_examples=80, deadline=None)
+@given(long_prose_with_pii(), st.lists(st.integers(0, 10_000), max_size=80), st.sampled_from(["redact", "block"]))
+def test_chunks_without_a_hint_go_out_as_the_full_scan_sends_them(text: str, cuts: list[int], mode: str) -> None:
+    # The scanner settles a chunk whose held text holds no hint without running the
+    # detectors; the reference scanner's plan has no combined hint, so it runs the full
+    # scan for every chunk. Both send the same pieces, at the same chunks, and block at
+    # the same chunk; and the whole is what the complete scan gives.
+    guard = OutputGuard(mode=mode)  # type: ignore[arg-type]
+    reference = OutputGuard(mode=mode)  # type: ignore[arg-type]
+    reference._plan.hints = None
+    assert guard._plan.hints is not None
+
+    def run(scanner: Any) -> tuple[list[str], str | None]:
+        out: list[str] = []
+        try:
+            for piece in split_at(text, cuts):
+                out.append(scanner.feed(piece))
+            out.append(scanner.finish())
+        except GuardrailViolation as error:
+            return out, error.rule
+        return out, None
+
+    fast, slow = run(guard.scanner()), run(reference.scanner())
+    assert fast == slow
+    if fast[1] is None:
+        assert "".join(fast[0]) == guard.check_text(text)

@@ -153,3 +153,39 @@ async def test_the_total_deadline_holds_over_http_without_the_providers_own_scop
         assert caught.value.phase == "total"
         assert request.context.deadline_guarded is not None  # the handler boundary held it
         assert request.context.deadline is None  # and the layer put the context back
+
+
+async def test_a_layers_own_slow_stream_fails_at_the_first_chunk_past_the_deadline() -> None:
+    # No attempt boundary bounds a stream a layer makes itself (a replay, a rewrite): the
+    # timeout checks each chunk that reaches it; the context's deadline is put back when
+    # the stream ends, and the layer's stream is closed.
+    closed: list[bool] = []
+
+    async def slow_chunks(response: Response) -> Response:
+        async def chunks(source: object) -> object:
+            try:
+                async for chunk in source:  # type: ignore[attr-defined]
+                    yield chunk
+                    await anyio.sleep(0.2 if chunk.content == "b " else 0)
+            finally:
+                closed.append(True)
+                await source.aclose()  # type: ignore[attr-defined]
+
+        return response.wrap(chunks)  # type: ignore[arg-type]
+
+    async def slow(request: Request, call_next: CallNext) -> Response:
+        return await slow_chunks(await call_next(request))
+
+    request = _request(stream=True)
+    provider = ScriptedProvider([Reply("a b c d")])
+    stack = Stack([Deadline(seconds=0.1, first_token_seconds=None, idle_seconds=None), slow], provider)
+    received: list[str] = []
+    response = await stack(request)
+    assert request.context.deadline is not None  # kept while the stream runs
+    with pytest.raises(Timeout) as info:
+        async for chunk in response:
+            received.append(chunk.content)
+    assert info.value.phase == "total"
+    assert received == ["a ", "b "]
+    assert closed == [True]
+    assert request.context.deadline is None and request.context.phases is None
