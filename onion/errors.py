@@ -234,11 +234,15 @@ class ProviderError(OnionError):
     ``public_message`` is the upstream's message when it sent one, scrubbed (``scrub``).
     ``failure`` names the failure class when the status cannot (``"cut"`` for a stream
     ended early, ``"malformed"``, ``"connection"``; see ``onion.failure_class``).
+    ``prefilled`` is true when the refused request carried an assistant prefix to
+    continue (a stream resumed in ``auto`` mode, ``onion.ResumePrefix``): an upstream that
+    rejects prefills answers such a request with a 400 it would not give the plain one.
     """
 
     status = 502
     code = "upstream_error"
     default_public_message = "the model provider failed to answer"
+    prefilled = False
 
     def __init__(
         self,

@@ -81,7 +81,10 @@ async def open_resumed(
     try:
         return await call_next(request)
     except ProviderError as error:
-        if failure_class(error) != "invalid_request":
+        # Only a refusal of the prefix itself: a 400 to a request sent without one (the
+        # provider cannot prefill, or the layer below already answered it plainly) would
+        # come back again, and a second call past the retry budget is one too many.
+        if not error.prefilled or failure_class(error) != "invalid_request":
             raise
         # The upstream refused the prefill (not every OpenAI-compatible server accepts an
         # assistant prefix): re-issue the plain request instead; the splice checks it.

@@ -452,7 +452,9 @@ class HTTPProvider:
             context.upstream_seconds += _perf() - began
         try:
             if response.status_code >= 300:
-                raise await self._status_error(response, request)
+                error = await self._status_error(response, request)
+                error.prefilled = bool(replay)
+                raise error
             if request.stream:
                 chunks = self._stream(response, request, deadline, own, _Replay(replay) if replay else None)
                 # on_close: a stream closed before its first read never runs the generator,

@@ -247,3 +247,40 @@ async def test_auto_with_a_provider_that_cannot_continue_reissues_and_fails_expl
 
 def test_auto_is_the_default_resume_mode() -> None:
     assert Retry().resume == "auto" and Fallback(["a"]).resume == "auto"
+
+
+async def test_an_upstream_that_refuses_the_prefix_gets_one_plain_reissue(upstream: FakeUpstream) -> None:
+    # The cut moves the stream to a retry; the prefix-capable provider sends "the quick" as
+    # an assistant prefix, the upstream refuses it with a 400 (prefilled), and the same
+    # request goes again without one, spliced after the text already sent.
+    upstream.push(Fault(cut_after=2), Fault(reject_prefill=True))
+    provider = OpenAIProvider(base_url=upstream.base_url, api_key="k", continue_final_message=True)
+    try:
+        response = await Stack([Retry(attempts=2, clock=FakeClock())], provider)(_request())
+        pieces = [chunk.content async for chunk in response]
+    finally:
+        await provider.aclose()
+    assert "".join(pieces) == ANSWER
+    bodies = [body for _, _, body in upstream.requests]
+    assert len(bodies) == 3
+    assert bodies[1]["messages"][-1] == {"role": "assistant", "content": "the quick"}
+    assert bodies[2]["messages"] == bodies[0]["messages"]
+    assert response.resumed == "reissue"
+
+
+async def test_a_400_to_a_request_sent_without_a_prefix_is_not_taken_for_a_refused_prefix(
+    upstream: FakeUpstream,
+) -> None:
+    # A provider that cannot prefill recovers by re-issuing the plain request; a 400 to it
+    # is the upstream's answer to the request itself: no second call behind the retry's back.
+    upstream.push(Fault(cut_after=2), Fault(status=400, error_type="invalid_request_error"))
+    provider = OpenAIProvider(base_url=upstream.base_url, api_key="k")
+    try:
+        response = await Stack([Retry(attempts=2, clock=FakeClock())], provider)(_request())
+        with pytest.raises(ProviderError) as caught:
+            async for _ in response:
+                pass
+    finally:
+        await provider.aclose()
+    assert caught.value.upstream_status == 400 and not caught.value.prefilled
+    assert len(upstream.requests) == 2
