@@ -526,12 +526,20 @@ class _Watch:
             with anyio.CancelScope(shield=True):
                 await _aclose(source)
                 end = AnswerEnd(acc.completion(self.model), None if stopped else caught, cancelled=stopped)
-                await _report(self.callbacks, self._timed(end, first_at, acc.chunks, held, times))
+                await _report(self._take(), self._timed(end, first_at, acc.chunks, held, times))
             raise
         await _aclose(source)
         # Outside the try: a failing callback is not reported to the others as a stream error.
         end = AnswerEnd(acc.completion(self.model))
-        await _report(self.callbacks, self._timed(end, first_at, acc.chunks, held, times))
+        await _report(self._take(), self._timed(end, first_at, acc.chunks, held, times))
+
+    def _take(self) -> list[EndCallback]:
+        # The callbacks run once; dropped as they run, since a callback that refers to its
+        # response (most layers' do) would otherwise keep the finished stream, its
+        # generators and chunks, in a cycle for the garbage collector.
+        callbacks, self.callbacks = self.callbacks, []
+        self.checks = []
+        return callbacks
 
     def _check_all(self, chunk: Chunk) -> None:
         for check in self.checks:

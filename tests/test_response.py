@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import anyio.lowlevel
@@ -318,3 +318,46 @@ async def test_a_check_that_raises_ends_the_stream_with_its_error_for_every_shar
         assert ended[1].completion.content == "".join(pieces)
     assert len(ended) == 2 and log == ["closed"]
     assert seen[: len(received)] == received
+
+
+@pytest.mark.parametrize("ending", ["read", "closed early", "failed"])
+async def test_a_finished_stream_is_freed_without_the_garbage_collector(ending: str) -> None:
+    # A layer's end callback that refers to its response (as most do) must not keep the
+    # finished stream alive in a cycle: the watch drops its callbacks once they ran.
+    import gc
+    import weakref
+
+    class Marker:
+        pass
+
+    async def chunks() -> AsyncIterator[Chunk]:
+        for piece in ("a", "b", "c"):
+            yield Chunk(content=piece)
+        if ending == "failed":
+            raise ProviderError("cut", retryable=True)
+
+    seen: list[bool] = []
+
+    def callback(response: Response, marker: Marker) -> Callable[[AnswerEnd], None]:
+        return lambda end: seen.append(marker is not None and response.served_by == "test")
+
+    marker = Marker()
+    alive = weakref.ref(marker)  # held by the callback only (a Response takes no weak reference)
+    response = Response.stream(chunks(), served_by="test")
+    response = await response.on_end(callback(response, marker))
+    del marker
+    gc.disable()
+    try:
+        failed = False
+        try:
+            async with response:
+                async for _ in response:
+                    if ending == "closed early":
+                        break
+        except ProviderError:
+            failed = True
+        del response
+        assert alive() is None, "the finished stream waits for the garbage collector"
+    finally:
+        gc.enable()
+    assert seen == [True] and failed == (ending == "failed")
