@@ -354,7 +354,7 @@ class GatewayApp:
         hook = extensions.get(DISCONNECT) if extensions else None
         if not isinstance(hook, DisconnectHook):
             hook = None
-        ready = None
+        ready: tuple[Response, Completion] | None = None
         try:
             with call:
                 if hook is not None:
