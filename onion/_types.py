@@ -328,15 +328,20 @@ def _message_to_wire(message: Message) -> dict[str, Any]:
     return out
 
 
+# The fields an upstream sees, in their order (model and messages come first); a tuple
+# built once, not a filter over every field on every request.
+_WIRE_FIELDS = tuple(n for n in Request.__struct_fields__[2:] if n not in ("extra", "context", "embedding"))
+
+
 def request_to_wire(request: Request, **overrides: Any) -> dict[str, Any]:
     """The request as an OpenAI-compatible JSON object (context dropped, extras merged)."""
     out: dict[str, Any] = {"model": request.model, "messages": [_message_to_wire(m) for m in request.messages]}
-    for name in Request.__struct_fields__[2:]:
-        if name in ("extra", "context", "embedding"):
-            continue
+    for name in _WIRE_FIELDS:
         value = getattr(request, name)
-        if value is not None and not (name == "stream" and value is False):
+        if value is not None:
             out[name] = value
+    if out.get("stream") is False:  # the upstream's default; an explicit false is noise
+        del out["stream"]
     out.update(request.extra)
     out.update(overrides)
     return out

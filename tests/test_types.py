@@ -93,3 +93,14 @@ def test_request_ids_are_unique() -> None:
 def test_answer_tokens_limit_prefers_the_newer_field() -> None:
     assert Request(model="m", messages=[], max_tokens=5).answer_tokens_limit == 5
     assert Request(model="m", messages=[], max_tokens=5, max_completion_tokens=7).answer_tokens_limit == 7
+
+
+@pytest.mark.parametrize(("stream", "sent"), [(None, None), (False, None), (True, True)])
+def test_stream_reaches_the_upstream_only_when_true(stream: bool | None, sent: bool | None) -> None:
+    # false is the upstream's default: left out, as an absent field is.
+    body: dict[str, object] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    if stream is not None:
+        body["stream"] = stream
+    wire = request_to_wire(decode_request(msgspec.json.encode(body)))
+    assert wire.get("stream") == sent
+    assert list(wire)[:2] == ["model", "messages"]

@@ -10,6 +10,7 @@ the circuit breaker can decide without knowing HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import re
 import time
@@ -41,6 +42,15 @@ _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _ERROR_BODY_LIMIT = 64 * 1024
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_.\[\]\-]{1,64}")
 _perf = time.perf_counter
+
+
+def _now() -> float:
+    """``anyio.current_time()`` without its backend lookup (sniffio, per call): on asyncio
+    anyio's clock is the running loop's; elsewhere (trio) anyio is asked."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return anyio.current_time()
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -335,7 +345,7 @@ class HTTPProvider:
         # A timer may fire a hair early against the event loop clock.
         if deadline is None or not isinstance(error, httpx.TimeoutException):
             return False
-        return anyio.current_time() >= deadline - 0.01
+        return _now() >= deadline - 0.01
 
     def _transport_error(
         self, error: httpx.HTTPError, request: Request, during: str, failure: str = "connection"
@@ -419,7 +429,7 @@ class HTTPProvider:
 
     async def __call__(self, request: Request) -> Response:
         context = request.context
-        start = anyio.current_time()
+        start = _now()
         deadline, own = self._deadline(context, start)
         replay = ""
         url = None
@@ -480,7 +490,7 @@ class HTTPProvider:
         began = _perf()
         try:
             if own and deadline is not None:
-                with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                with anyio.fail_after(max(0.0, deadline - _now())):
                     data = await self._read_bounded(response, request)
             else:
                 data = await self._read_bounded(response, request)
@@ -493,7 +503,7 @@ class HTTPProvider:
         finally:
             request.context.upstream_seconds += _perf() - began
             await response.aclose()
-        if deadline is not None and not own and anyio.current_time() > deadline:
+        if deadline is not None and not own and _now() > deadline:
             raise self._timed_out(request, own)
         try:
             if request.embedding is not None:
@@ -549,7 +559,7 @@ class HTTPProvider:
                     if precise is None:
                         piece = await pieces.__anext__()
                     else:
-                        with anyio.fail_after(max(0.0, precise - anyio.current_time())):
+                        with anyio.fail_after(max(0.0, precise - _now())):
                             piece = await pieces.__anext__()
                 except StopAsyncIteration:
                     break
@@ -589,7 +599,7 @@ class HTTPProvider:
                     raise self._error(
                         f"malformed stream event: {error}", request, retryable=True, failure="malformed"
                     ) from None
-                if deadline is not None and not own and anyio.current_time() > deadline:
+                if deadline is not None and not own and _now() > deadline:
                     raise self._timed_out(request, own)
             if not (decoder.done or decoder.finished):
                 raise self._error(

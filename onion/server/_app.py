@@ -354,6 +354,7 @@ class GatewayApp:
         hook = extensions.get(DISCONNECT) if extensions else None
         if not isinstance(hook, DisconnectHook):
             hook = None
+        ready: tuple[Response, Completion] | None = None
         try:
             with call:
                 if hook is not None:
@@ -361,12 +362,17 @@ class GatewayApp:
                     hook.callback = call.cancel
                     if hook.disconnected:
                         call.cancel()
-                    await self._run(send, dialect, request, progress)
+                    ready = await self._run(send, dialect, request, progress)
                 else:
                     async with anyio.create_task_group() as group:
                         group.start_soon(cancel_on_disconnect, receive, call)
-                        await self._run(send, dialect, request, progress)
+                        ready = await self._run(send, dialect, request, progress)
                         group.cancel_scope.cancel()
+            if ready is not None:
+                # The answer is ready: written whole, outside the call's scope, so neither a
+                # disconnect nor the end of the grace period cuts it (a shielded scope in
+                # the call did the same at the price of one more scope per request).
+                await _complete(send, dialect, request, *ready)
         finally:
             if hook is not None:
                 hook.callback = None
@@ -381,7 +387,11 @@ class GatewayApp:
             else:
                 await _failure(send, dialect, error, context)
 
-    async def _run(self, send: Send, dialect: Dialect, request: Request, progress: _Progress) -> None:
+    async def _run(
+        self, send: Send, dialect: Dialect, request: Request, progress: _Progress
+    ) -> tuple[Response, Completion] | None:
+        """Await the stack; a stream or a failure is written here, a complete answer is
+        returned for ``_answer`` to write."""
         try:
             response = await self.handler(request)
             if not request.stream:
@@ -389,13 +399,12 @@ class GatewayApp:
         except Exception as error:
             progress.ended = True
             await _failure(send, dialect, error, request.context)
-            return
+            return None
         if request.stream:
             await _stream(send, dialect, request, response, progress)
-        else:
-            progress.ended = True
-            with anyio.CancelScope(shield=True):  # the answer is ready: write it whole
-                await _complete(send, dialect, request, response, completion)
+            return None
+        progress.ended = True
+        return response, completion
 
 
 async def _run_background(job: Callable[[], Awaitable[None]]) -> None:

@@ -188,13 +188,9 @@ def check_json(body: bytes, max_depth: int) -> None:
     if body.count(b"[") + body.count(b"{") > max_depth and _depth(body, max_depth) > max_depth:
         raise BadRequest(f"the JSON body nests arrays and objects deeper than {max_depth} levels", code="json_too_deep")
     try:
-        json.loads(
-            body,
-            object_pairs_hook=_no_duplicates,
-            parse_int=_bounded_int,
-            parse_float=_finite_float,
-            parse_constant=_no_constant,
-        )
+        # What json.loads does with bytes, on a decoder built once (json.loads with hooks
+        # builds a decoder and its scanner per call: half of this check's time).
+        _CHECKER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except _DuplicateKey as error:
         message = f"the JSON body names the key {error.args[0]!r} twice in one object"
         raise BadRequest(message, code="duplicate_key") from None
@@ -252,6 +248,11 @@ def _finite_float(text: str) -> float:
     if len(text) > _MAX_NUMBER_CHARS or value in (float("inf"), float("-inf")):
         raise _BadNumber(f"{text[:20]}...")
     return value
+
+
+_CHECKER = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant
+)
 
 
 def header_pairs(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:

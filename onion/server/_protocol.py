@@ -131,7 +131,14 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._deadline: asyncio.TimerHandle | None = None
+        # One timer per connection, moved only when a deadline comes sooner than it: the
+        # phases arm and clear ``_due`` (a time on the loop's clock), and the timer, when it
+        # fires early, sleeps again until ``_due``. A timer per phase cost two timers and
+        # two cancels per request.
+        self._due: float | None = None
+        self._phase = "headers"
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._in_head = False
         self._head_bytes = 0
         self._header_count = 0
@@ -147,7 +154,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_deadline()
+        self._drop_timer()
         cycle = self.cycle
         super().connection_lost(exc)
         if cycle is not None and cycle.disconnected:
@@ -174,7 +181,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._deadline is None:
+        if self._due is None:
             self._await_head()
         self._in_head = True
 
@@ -218,16 +225,37 @@ class GuardedProtocol(HttpToolsProtocol):
         raise _Refused
 
     def _arm(self, seconds: float, phase: str) -> None:
-        self._cancel_deadline()
-        self._deadline = self.loop.call_later(seconds, self._expire, phase)
+        due = self.loop.time() + seconds
+        self._due, self._phase = due, phase
+        timer = self._timer
+        if timer is None or self._timer_at > due:
+            if timer is not None:
+                timer.cancel()
+            self._timer_at = due
+            self._timer = self.loop.call_at(due, self._wake)
 
     def _cancel_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._due = None  # the timer, if it fires, finds nothing due
+
+    def _drop_timer(self) -> None:
+        self._due = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _wake(self) -> None:
+        self._timer = None
+        due = self._due
+        if due is None:
+            return
+        if due - self.loop.time() > 0.005:  # armed again since this timer was set (a timer may fire a hair early)
+            self._timer_at = due
+            self._timer = self.loop.call_at(due, self._wake)
+            return
+        self._expire(self._phase)
 
     def _expire(self, phase: str) -> None:
-        self._deadline = None
+        self._due = None
         if self.transport.is_closing():
             return
         seconds = self.limits.header_timeout if phase == "headers" else self.limits.body_timeout
@@ -239,7 +267,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._cancel_deadline()
         self.closures.note(reason, self.loop)
         cycle = self.cycle
-        if cycle is None or not cycle.response_started:
+        # A finished cycle is the previous request's on a kept-alive connection: this one's
+        # answer has not started, so it gets the status too.
+        if cycle is None or not cycle.response_started or cycle.response_complete:
             # The app, if it runs, sees a disconnect; its own answer is dropped.
             body = error_body(status, message, code)
             self.transport.write(

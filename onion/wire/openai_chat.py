@@ -222,6 +222,10 @@ def _extra(body: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in known}
 
 
+def _index(choice: Choice) -> int:
+    return choice.index
+
+
 def decode_completion(data: bytes, model: str = "") -> Completion:
     """An OpenAI ``chat.completion`` body as a ``Completion``: every choice, every field
     (unknown ones kept). Raises ``ValueError`` or ``TypeError`` when it is not one."""
@@ -231,7 +235,9 @@ def decode_completion(data: bytes, model: str = "") -> Completion:
     raw_choices = body.get("choices")
     if not isinstance(raw_choices, list) or not raw_choices:
         raise ValueError("the answer has no choices")
-    choices = sorted((_choice(c, i) for i, c in enumerate(raw_choices)), key=lambda c: c.index)
+    choices = [_choice(c, i) for i, c in enumerate(raw_choices)]
+    if len(choices) > 1:
+        choices.sort(key=_index)
     usage = body.get("usage")
     completion = Completion(
         model=_str(body.get("model")) or model,

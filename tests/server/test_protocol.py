@@ -133,3 +133,32 @@ def test_an_idle_kept_alive_connection_is_closed(tmp_path: Path, gateway: Callab
         started = time.monotonic()
         assert conn.recv(1) == b""  # closed by the server, not by the 3 s socket timeout
         assert time.monotonic() - started < 1.5
+
+
+def test_each_kept_alive_request_gets_its_own_deadlines(tmp_path: Path, gateway: Callable[..., Any]) -> None:
+    # One timer per connection serves every phase: a deadline armed later than the timer
+    # (the next request's headers) and one sooner than it (a body deadline shorter than the
+    # header deadline) must both hold.
+    served = gateway(config(tmp_path, header_timeout_seconds=1.0, body_timeout_seconds=0.6))
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as conn:
+        conn.sendall(REQUEST)
+        assert receive_all(conn).startswith(b"HTTP/1.1 200")
+        time.sleep(0.7)  # past the first request's header deadline, had it stayed armed
+        conn.sendall(REQUEST)
+        assert receive_all(conn).startswith(b"HTTP/1.1 200")  # the kept-alive connection still serves
+        time.sleep(0.5)
+        started = time.monotonic()
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")  # headers trickled
+        reply = receive_all(conn)
+        waited = time.monotonic() - started
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+        assert b"request headers did not arrive" in reply
+        assert waited >= 0.8, waited  # from this request's first byte, not the previous request's
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as conn:
+        started = time.monotonic()
+        conn.sendall(REQUEST[: REQUEST.index(b"\r\n\r\n") + 4])  # headers, then no body
+        reply = receive_all(conn)
+        waited = time.monotonic() - started
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+        assert b"request body did not arrive" in reply
+        assert waited < 0.95, waited  # the body deadline, sooner than the header timer's
