@@ -10,7 +10,6 @@ the circuit breaker can decide without knowing HTTP.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import re
 import time
@@ -21,6 +20,7 @@ import anyio
 import httpx
 import msgspec
 
+from .._clock import loop_clock
 from .._context import Context
 from .._response import Response
 from .._types import Chunk, Completion, Message, Request
@@ -45,12 +45,10 @@ _perf = time.perf_counter
 
 
 def _now() -> float:
-    """``anyio.current_time()`` without its backend lookup (sniffio, per call): on asyncio
-    anyio's clock is the running loop's; elsewhere (trio) anyio is asked."""
-    try:
-        return asyncio.get_running_loop().time()
-    except RuntimeError:
-        return anyio.current_time()
+    """``anyio.current_time()`` without its backend look-up: the running loop's clock
+    (``loop_clock`` asks sniffio, so trio code hosted in an asyncio loop, trio's guest
+    mode, reads trio's clock, not the host loop's)."""
+    return loop_clock()()
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
