@@ -185,10 +185,13 @@ def _cpu_model() -> str:
 def write_results(name: str, payload: dict[str, Any]) -> Path:
     """Write ``benchmarks/results/<name>.json`` with the machine description added."""
     import json
+    import os
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps({"benchmark": name, **machine(), **payload}, indent=2) + "\n")
+    # The machine is shared: how loaded it was when the run ended goes with the figures.
+    load = {"load_average_1min": round(os.getloadavg()[0], 2)}
+    path.write_text(json.dumps({"benchmark": name, **machine(), **load, **payload}, indent=2) + "\n")
     return path
 
 

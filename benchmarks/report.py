@@ -120,9 +120,11 @@ def load_note() -> list[str]:
     if asy is None:
         return []
     floor = asy["rows"][0]["floor_p50_us"]
+    load_avg = asy.get("load_average_1min")
+    when = "" if load_avg is None else f" (load average {load_avg:.1f} on two cores as the run ended)"
     return [f"This run's CPython floor (8 bare closures around the answer) was {floor:.1f} µs p50 for a complete "
-            "call; on the idle machine it is ~1.5 µs, so absolute figures here carry the load of the engineers "
-            "sharing the two cores (load average 7-11 during the run); the onion/floor and LiteLLM/onion ratios "
+            f"call: it moves with the load of the engineers sharing the two cores{when}, and so do the absolute "
+            "figures here; the onion/floor and LiteLLM/onion ratios "
             "come from interleaved rounds.", ""]  # fmt: skip
 
 
