@@ -169,6 +169,9 @@ class Connection:
         self.stream: anyio.abc.ByteStream | None = None
         self.buffer = b""
         self.used_at = 0.0
+        # Who answered each request (``x-onion-served-by``; "-" where a server sends none,
+        # the upstream itself and LiteLLM): a run whose answers came from a cache fails.
+        self.served: dict[str, int] = {}
 
     async def close(self) -> None:
         if self.stream is not None:
@@ -221,6 +224,8 @@ class Connection:
             raise BadAnswer(f"no length in {status!r}")
         self.used_at = time.perf_counter()
         end = self.used_at - began
+        who = headers.get(b"x-onion-served-by", b"-").decode("latin-1")
+        self.served[who] = self.served.get(who, 0) + 1
         if headers.get(b"connection") == b"close":
             await self.close()
         if not status.startswith(b"HTTP/1.1 200"):
@@ -249,6 +254,7 @@ class Run:
     errors: int
     seconds: float
     server_cpu_seconds: float
+    served: dict[str, int]
 
     @property
     def rps(self) -> float:
@@ -305,12 +311,26 @@ async def measure(base_url: str, stream: bool, concurrency: int, total: int, ser
     finally:
         for connection in connections:
             await connection.close()
-    return Run(samples, errors, seconds, cpu)
+    served: dict[str, int] = {}
+    for connection in connections:
+        for who, count in connection.served.items():
+            served[who] = served.get(who, 0) + count
+    return Run(samples, errors, seconds, cpu, served)
 
 
-async def throughput(base_url: str, seconds: float, concurrency: int, model: str = "sim") -> tuple[float, int]:
+def served_by(run: Run, expect: str, label: str) -> None:
+    """Fail loudly unless every answer of ``run`` (warm-up included) came from ``expect``."""
+    wrong = {who: n for who, n in run.served.items() if who != expect}
+    if wrong:
+        raise RuntimeError(f"{label}: expected every answer from {expect!r}, got {run.served}")
+
+
+async def throughput(
+    base_url: str, seconds: float, concurrency: int, model: str = "sim"
+) -> tuple[float, int, dict[str, int]]:
     """Requests per second with ``concurrency`` keep-alive connections from the minimal
-    client above, and how many requests failed (the connection is then opened anew)."""
+    client above, how many requests failed (the connection is then opened anew), and who
+    answered them (``x-onion-served-by``)."""
     address, port, request = _target(base_url, {**BODY, "model": model})
     done = errors = 0
     stop_at = 0.0
@@ -340,7 +360,11 @@ async def throughput(base_url: str, seconds: float, concurrency: int, model: str
     finally:
         for connection in connections:
             await connection.close()
-    return done / (time.perf_counter() - began), errors
+    served: dict[str, int] = {}
+    for connection in connections:
+        for who, count in connection.served.items():
+            served[who] = served.get(who, 0) + count
+    return done / (time.perf_counter() - began), errors, served
 
 
 async def in_process_cost(requests: int = 3000) -> dict[str, float]:
@@ -454,7 +478,11 @@ uvicorn.Server(config).run(sockets=[sock])
 
 
 def _http_rps(url: str, seconds: float, concurrency: int) -> tuple[float, int]:
-    return anyio.run(throughput, url, seconds, concurrency, "gpt-4o")
+    # One prompt repeated: valid only for a stack without a cache, so who answered is checked.
+    rps, errors, served = anyio.run(throughput, url, seconds, concurrency, "gpt-4o")
+    if set(served) != {"up"}:
+        raise RuntimeError(f"scale-out via {url}: expected every answer from 'up', got {served}")
+    return rps, errors
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -597,7 +625,7 @@ def measure_litellm_rest(
     # (onion's throughput runs in a separate process, ``gateway_simulated``).
     rss_latency = peak_rss_mib(proxy.process.pid)
     settle(pids)
-    rps, rps_errors = anyio.run(throughput, proxy.base_url, 3.0, 64)
+    rps, rps_errors, _ = anyio.run(throughput, proxy.base_url, 3.0, 64)  # its mock_response answers
     return {
         "version": proxy.interpreter.version,
         "python": proxy.interpreter.python,
@@ -731,7 +759,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             provider = (
                 f'[[providers]]\nname = "up"\nkind = "openai"\nbase_url = "{upstream_url}"\nmodels = ["gpt-4o"]\n'
             )
-            bare, bare_url = start_gateway(provider, workdir, "bare")
+            # An empty stack, said so: a config without [[stack]] runs the default stack, whose
+            # exact cache would answer the repeated benchmark prompt itself.
+            bare, bare_url = start_gateway("stack = []\n" + provider, workdir, "bare")
             processes.append(bare)
             from onion.config import DEFAULT_STACK
 
@@ -743,7 +773,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             full, full_url = start_gateway(provider + stack, workdir, "default-stack")
             processes.append(full)
             simulated = (
-                '[[providers]]\nname = "sim"\nkind = "simulated"\nmodels = ["sim"]\n'
+                'stack = []\n[[providers]]\nname = "sim"\nkind = "simulated"\nmodels = ["sim"]\n'
                 "ttft = 0.0\ntokens_per_second = 0.0\nanswer_tokens = 16\n"
             )
             sim, sim_url = start_gateway(simulated, workdir, "simulated")
@@ -773,6 +803,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     direct = anyio.run(measure, upstream_url, stream, concurrency, total, upstream.pid)
                     if direct.errors:
                         raise RuntimeError(f"{direct.errors} requests to the upstream itself failed")
+                    served_by(direct, "-", f"the upstream itself, {kind}, c={concurrency}")
                     for gateway, url in list(urls.items()):
                         if gateway == LITELLM and proxy is not None and proxy.process.poll() is not None:
                             litellm["died"] = f"exited with {proxy.process.returncode} before {kind}, c={concurrency}"
@@ -781,10 +812,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                         settle(pids)
                         count = litellm_total if gateway == LITELLM else total
                         via = anyio.run(measure, url, stream, concurrency, count, servers[gateway])
+                        served_by(via, "-" if gateway == LITELLM else "up", f"{gateway}, {kind}, c={concurrency}")
                         rows.append(row(gateway, concurrency, stream, direct, via))
             report["latency"] = [r for r in rows if r["gateway"] != LITELLM]
             settle(pids)
-            rps, rps_errors = anyio.run(throughput, sim_url, 3.0, 64)
+            rps, rps_errors, served = anyio.run(throughput, sim_url, 3.0, 64)
+            if set(served) != {"sim"}:
+                raise RuntimeError(f"throughput: expected every answer from the simulated provider, got {served}")
             report["rps_zero_latency_upstream_c64"] = round(rps, 1)
             report["rps_errors"] = rps_errors
             report["in_process_us_per_request"] = {k: round(v, 1) for k, v in anyio.run(in_process_cost).items()}
