@@ -18,7 +18,6 @@ and the run fails loudly unless each came from the upstream provider (a miss).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import _cpu_ticks, start_gateway
-from http_stack import LUA, check, start_upstream, wrk
+from http_stack import LUA, check, gateway_config, pins, start_upstream, wrk
 
 
 def main() -> None:
@@ -42,26 +41,14 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")
-    pinned = not args.no_taskset and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
-    gateway_pin, other_pin = (["taskset", "-c", "0"], ["taskset", "-c", "1"]) if pinned else ([], [])
-    if pinned:
-        os.sched_setaffinity(0, {1})
-    from onion.config import DEFAULT_STACK
-
+    pinned, gateway_pin, other_pin = pins(args.no_taskset)
     upstream, upstream_url = start_upstream(other_pin)
     gateways: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     results: dict[str, dict[str, list[float]]] = {}
     hertz = os.sysconf("SC_CLK_TCK")
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            config = f'[[providers]]\nname = "up"\nkind = "openai"\nbase_url = "{upstream_url}"\nmodels = ["gpt-4o"]\n'
-            if args.empty:
-                config = "stack = []\n" + config
-            else:
-                config += "".join(
-                    "\n[[stack]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
-                    for table in DEFAULT_STACK
-                )
+            config = gateway_config(upstream_url, empty=args.empty)
             script = Path(workdir) / "unique.lua"
             script.write_text(LUA)
             saved = os.environ.get("PYTHONPATH")

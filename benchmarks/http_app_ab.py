@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -126,26 +125,16 @@ def main() -> None:
     parser.add_argument("--empty", action="store_true", help="stack = [] instead of the default stack")
     parser.add_argument("--no-taskset", action="store_true")
     args = parser.parse_args()
-    pinned = not args.no_taskset and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
-    gateway_pin, other_pin = (["taskset", "-c", "0"], ["taskset", "-c", "1"]) if pinned else ([], [])
     sys.path.insert(0, str(HERE))
-    from http_stack import start_upstream
+    from http_stack import gateway_config, pins, start_upstream
 
-    from onion.config import DEFAULT_STACK
-
+    pinned, gateway_pin, other_pin = pins(args.no_taskset)
     upstream, upstream_url = start_upstream(other_pin)
     children: dict[str, subprocess.Popen[str]] = {}
     samples: dict[str, list[dict[str, Any]]] = {}
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            config = f'[[providers]]\nname = "up"\nkind = "openai"\nbase_url = "{upstream_url}"\nmodels = ["gpt-4o"]\n'
-            if args.empty:
-                config = "stack = []\n" + config
-            else:
-                config += "".join(
-                    "\n[[stack]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
-                    for table in DEFAULT_STACK
-                )
+            config = gateway_config(upstream_url, empty=args.empty)
             path = Path(workdir) / "gateway.toml"
             path.write_text(config)
             for spec in args.trees:

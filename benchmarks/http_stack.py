@@ -66,6 +66,29 @@ end
 """
 
 
+def pins(no_taskset: bool) -> tuple[bool, list[str], list[str]]:
+    """Whether to pin, and the ``taskset`` prefixes: the gateway on core 0, the upstream and
+    the load on core 1 (this process too, beside the upstream)."""
+    pinned = not no_taskset and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    if not pinned:
+        return False, [], []
+    os.sched_setaffinity(0, {1})
+    return True, ["taskset", "-c", "0"], ["taskset", "-c", "1"]
+
+
+def gateway_config(upstream_url: str, *, empty: bool = False) -> str:
+    """The gateway's TOML: the fake upstream as provider ``up``, and ``stack = []`` or the
+    whole ``DEFAULT_STACK`` (exact cache included: every benchmark prompt here is new)."""
+    from onion.config import DEFAULT_STACK
+
+    config = f'[[providers]]\nname = "up"\nkind = "openai"\nbase_url = "{upstream_url}"\nmodels = ["gpt-4o"]\n'
+    if empty:
+        return "stack = []\n" + config
+    return config + "".join(
+        "\n[[stack]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items()) for table in DEFAULT_STACK
+    )
+
+
 def start_upstream(pin: list[str]) -> tuple[subprocess.Popen[str], str]:
     code = (
         "import sys\nfrom onion.testing.upstream import FakeUpstream\n"
@@ -178,23 +201,14 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")
-    pinned = not args.no_taskset and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
-    gateway_pin, other_pin = (["taskset", "-c", "0"], ["taskset", "-c", "1"]) if pinned else ([], [])
-    if pinned:
-        os.sched_setaffinity(0, {1})  # this client beside the upstream, off the gateway's core
+    pinned, gateway_pin, other_pin = pins(args.no_taskset)
     upstream, upstream_url = start_upstream(other_pin)
     processes: list[subprocess.Popen[Any]] = [upstream]
     results: dict[str, Any] = {"pinned": pinned, "layers": "DEFAULT_STACK", "upstream": "onion.testing FakeUpstream"}
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            from onion.config import DEFAULT_STACK
-
-            config = f'[[providers]]\nname = "up"\nkind = "openai"\nbase_url = "{upstream_url}"\nmodels = ["gpt-4o"]\n'
             # The whole default stack, exact cache included: every prompt is new, so it misses.
-            config += "".join(
-                "\n[[stack]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
-                for table in DEFAULT_STACK
-            )
+            config = gateway_config(upstream_url)
             gateway, gateway_url = start_gateway(config, workdir, "default", command=[*gateway_pin, sys.executable,
                                                  "-m", "onion.cli", "serve"])  # fmt: skip
             processes.append(gateway)
