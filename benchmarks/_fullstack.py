@@ -182,6 +182,14 @@ def _cpu_model() -> str:
     return ""
 
 
+def check_served(label: str, served: dict[str, int], expect: str) -> None:
+    """Fail loudly unless every answer (``served``: who answered, how often) came from
+    ``expect``: a "miss" a cache answered, or no answer at all, is not measured."""
+    wrong = {k: v for k, v in served.items() if k != expect}
+    if wrong or not served:
+        raise RuntimeError(f"{label}: every answer should come from {expect!r} (a miss), got {served}")
+
+
 def write_results(name: str, payload: dict[str, Any]) -> Path:
     """Write ``benchmarks/results/<name>.json`` with the machine description added."""
     import json

@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ from typing import Any
 
 import _litellm_proxy
 import anyio
+from _fullstack import check_served
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "gateway.json"
@@ -311,18 +313,12 @@ async def measure(base_url: str, stream: bool, concurrency: int, total: int, ser
     finally:
         for connection in connections:
             await connection.close()
-    served: dict[str, int] = {}
-    for connection in connections:
-        for who, count in connection.served.items():
-            served[who] = served.get(who, 0) + count
-    return Run(samples, errors, seconds, cpu, served)
+    return Run(samples, errors, seconds, cpu, _served(connections))
 
 
-def served_by(run: Run, expect: str, label: str) -> None:
-    """Fail loudly unless every answer of ``run`` (warm-up included) came from ``expect``."""
-    wrong = {who: n for who, n in run.served.items() if who != expect}
-    if wrong:
-        raise RuntimeError(f"{label}: expected every answer from {expect!r}, got {run.served}")
+def _served(connections: list[Connection]) -> dict[str, int]:
+    """Who answered, over every connection (warm-up included)."""
+    return dict(sum((Counter(connection.served) for connection in connections), Counter()))
 
 
 async def throughput(
@@ -360,11 +356,7 @@ async def throughput(
     finally:
         for connection in connections:
             await connection.close()
-    served: dict[str, int] = {}
-    for connection in connections:
-        for who, count in connection.served.items():
-            served[who] = served.get(who, 0) + count
-    return done / (time.perf_counter() - began), errors, served
+    return done / (time.perf_counter() - began), errors, _served(connections)
 
 
 async def in_process_cost(requests: int = 3000) -> dict[str, float]:
@@ -480,8 +472,7 @@ uvicorn.Server(config).run(sockets=[sock])
 def _http_rps(url: str, seconds: float, concurrency: int) -> tuple[float, int]:
     # One prompt repeated: valid only for a stack without a cache, so who answered is checked.
     rps, errors, served = anyio.run(throughput, url, seconds, concurrency, "gpt-4o")
-    if set(served) != {"up"}:
-        raise RuntimeError(f"scale-out via {url}: expected every answer from 'up', got {served}")
+    check_served(f"scale-out via {url}", served, "up")
     return rps, errors
 
 
@@ -517,7 +508,7 @@ def _wrk_run(url: str, seconds: float, concurrency: int, expect: str, workdir: s
     script = Path(workdir) / "unique.lua"
     script.write_text(http_stack.LUA)
     served, _p50, _p99, total = http_stack.wrk(url.removesuffix("/v1"), concurrency, seconds, "s", [], script)
-    http_stack.check(f"scale-out via {url}", served, expect)
+    check_served(f"scale-out via {url}", served, expect)
     return total / seconds, 0
 
 
@@ -803,7 +794,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     direct = anyio.run(measure, upstream_url, stream, concurrency, total, upstream.pid)
                     if direct.errors:
                         raise RuntimeError(f"{direct.errors} requests to the upstream itself failed")
-                    served_by(direct, "-", f"the upstream itself, {kind}, c={concurrency}")
+                    check_served(f"the upstream itself, {kind}, c={concurrency}", direct.served, "-")
                     for gateway, url in list(urls.items()):
                         if gateway == LITELLM and proxy is not None and proxy.process.poll() is not None:
                             litellm["died"] = f"exited with {proxy.process.returncode} before {kind}, c={concurrency}"
@@ -812,13 +803,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                         settle(pids)
                         count = litellm_total if gateway == LITELLM else total
                         via = anyio.run(measure, url, stream, concurrency, count, servers[gateway])
-                        served_by(via, "-" if gateway == LITELLM else "up", f"{gateway}, {kind}, c={concurrency}")
+                        expect = "-" if gateway == LITELLM else "up"  # LiteLLM sends no served-by
+                        check_served(f"{gateway}, {kind}, c={concurrency}", via.served, expect)
                         rows.append(row(gateway, concurrency, stream, direct, via))
             report["latency"] = [r for r in rows if r["gateway"] != LITELLM]
             settle(pids)
             rps, rps_errors, served = anyio.run(throughput, sim_url, 3.0, 64)
-            if set(served) != {"sim"}:
-                raise RuntimeError(f"throughput: expected every answer from the simulated provider, got {served}")
+            check_served("throughput, zero-latency upstream", served, "sim")
             report["rps_zero_latency_upstream_c64"] = round(rps, 1)
             report["rps_errors"] = rps_errors
             report["in_process_us_per_request"] = {k: round(v, 1) for k, v in anyio.run(in_process_cost).items()}

@@ -27,8 +27,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from _fullstack import check_served
 from gateway import _cpu_ticks, start_gateway
-from http_stack import LUA, check, gateway_config, pins, start_upstream, wrk
+from http_stack import LUA, gateway_config, pins, start_upstream, wrk
 
 
 def main() -> None:
@@ -74,9 +75,9 @@ def main() -> None:
                     before = _cpu_ticks([process.pid])
                     served, _, _, n = wrk(base, 16, args.seconds, f"t{round_}{name}", other_pin, script)
                     cpu = (_cpu_ticks([process.pid]) - before) / hertz
-                    check(f"{name} c=16", served, "up")
+                    check_served(f"{name} c=16", served, "up")
                     served, p50, p99, _ = wrk(base, 1, args.seconds, f"s{round_}{name}", other_pin, script)
-                    check(f"{name} c=1", served, "up")
+                    check_served(f"{name} c=1", served, "up")
                     row = results[name]
                     row["per_cpu_second"].append(n / cpu)
                     row["c1_p50_ms"].append(p50)

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _fullstack import print_table, write_results
+from _fullstack import check_served, print_table, write_results
 from gateway import _cpu_ticks, percentile, settle, start_gateway
 
 HERE = Path(__file__).resolve().parent
@@ -187,12 +187,6 @@ def wrk(
     return served, float(p50) / 1000, float(p99) / 1000, int(n)
 
 
-def check(label: str, served: dict[str, int], expect: str) -> None:
-    wrong = {k: v for k, v in served.items() if k != expect}
-    if wrong or not served:
-        raise RuntimeError(f"{label}: every answer should come from {expect!r} (a miss), got {served}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
@@ -217,16 +211,16 @@ def main() -> None:
             print(f"upstream {upstream_url}, gateway {gateway_url} (pid {gateway.pid})", flush=True)
             direct, via = Client(upstream_url, "d"), Client(gateway_url, "g")
             c1 = python_c1(direct, via, args.requests)
-            check("python client, direct", direct.served, "status 200")  # the upstream sends no served-by
-            check("python client, gateway", via.served, "up")
+            check_served("python client, direct", direct.served, "status 200")  # the upstream sends no served-by
+            check_served("python client, gateway", via.served, "up")
             results["python_c1"] = c1
             results["python_c1_served"] = {"direct": direct.served, "gateway": via.served}
             settle([gateway.pid, upstream.pid])
             base = upstream_url.removesuffix("/v1")
             d_served, d50, d99, _ = wrk(base, 1, args.seconds, "d", other_pin, script)
             g_served, g50, g99, _ = wrk(gateway_url.removesuffix("/v1"), 1, args.seconds, "g", other_pin, script)
-            check("wrk c=1, direct", d_served, "status 200")
-            check("wrk c=1, gateway", g_served, "up")
+            check_served("wrk c=1, direct", d_served, "status 200")
+            check_served("wrk c=1, gateway", g_served, "up")
             results["wrk_c1"] = {"direct": {"p50_ms": d50, "p99_ms": d99}, "gateway": {"p50_ms": g50, "p99_ms": g99},
                                  "served": {"direct": d_served, "gateway": g_served}}  # fmt: skip
             # The same with every core kept awake by a spinner at the lowest priority: on a
@@ -245,8 +239,8 @@ def main() -> None:
                 for spinner in spinners:
                     spinner.kill()
                     spinner.wait()
-            check("wrk c=1, awake cores, direct", d_served, "status 200")
-            check("wrk c=1, awake cores, gateway", g_served, "up")
+            check_served("wrk c=1, awake cores, direct", d_served, "status 200")
+            check_served("wrk c=1, awake cores, gateway", g_served, "up")
             results["wrk_c1_awake"] = {
                 "direct": {"p50_ms": d50, "p99_ms": d99},
                 "gateway": {"p50_ms": g50, "p99_ms": g99},
@@ -257,7 +251,7 @@ def main() -> None:
             before = _cpu_ticks([gateway.pid])
             served, _, _, n = wrk(gateway_url.removesuffix("/v1"), 16, args.seconds, "t", other_pin, script)
             cpu = (_cpu_ticks([gateway.pid]) - before) / hertz
-            check("wrk c=16, gateway", served, "up")
+            check_served("wrk c=16, gateway", served, "up")
             results["throughput_c16"] = {"requests": n, "gateway_cpu_seconds": cpu, "per_cpu_second": n / cpu,
                                          "per_wall_second": n / args.seconds, "served": served}  # fmt: skip
     finally:
