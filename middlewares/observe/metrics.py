@@ -360,11 +360,8 @@ class Metrics(Layer):
             # A stream's headers leave before it ends: its header carries the overhead so far.
             overhead = self._now() - start - (context.upstream_seconds - upstream_before)
             response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"
-        # The callback holds the response only until it runs (no reference cycle through
-        # the stream's callbacks: see the logging layer).
-        held = [response]
         return await response.on_end(
-            lambda end: self._ended(request, held.pop(), end, start, upstream_before),
+            lambda end: self._ended(request, response, end, start, upstream_before),
             now=self._now,
             chunk_times=self.chunk_timing and response.is_stream,
             content=False,  # the model, usage and timings only: a stream's text is not gathered

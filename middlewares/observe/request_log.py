@@ -189,13 +189,10 @@ class RequestLog(Layer):
         except BaseException as error:
             self._emit(request, None, AnswerEnd.failed(error, self._now()), start)
             raise
-        # The callback holds the response only until it runs: a stream's response keeps
-        # its callbacks, so one holding the response for good would make a reference cycle,
-        # and every finished stream (its chunks, generators, answer) would wait for the
-        # garbage collector instead of being freed when the caller lets go of it.
-        held = [response]
+        # The callback refers to the response; the stream drops its callbacks once they ran,
+        # so a finished stream is freed without the garbage collector.
         return await response.on_end(
-            lambda end: self._emit(request, held.pop(), end, start), now=self._now, content=self.log_content
+            lambda end: self._emit(request, response, end, start), now=self._now, content=self.log_content
         )
 
     def _emit(self, request: Request, response: Response | None, end: AnswerEnd, start: float) -> None:

@@ -147,11 +147,8 @@ class Tracing(Layer):
             raise
         finally:
             otel_context.detach(token)
-        # The callback holds the response only until it runs (no reference cycle through
-        # the stream's callbacks: see the logging layer).
-        held = [response]
         return await response.on_end(
-            lambda end: self._ended(request, span, outer, held.pop(), end, started), content=False
+            lambda end: self._ended(request, span, outer, response, end, started), content=False
         )
 
     def _ended(
