@@ -208,3 +208,56 @@ async def test_the_loop_clock_and_library_are_anyios() -> None:
     before = anyio.current_time()
     read = loop_clock()()
     assert before <= read <= anyio.current_time()
+
+
+class ScopedReads:
+    """A stream handler whose pulls wait as an HTTP client's reads do: inside a cancel
+    scope of their own (a generous read timeout, nested ones), opened before the wait.
+    Pull i waits ``waits[i]`` seconds; ``None``: it returns at once, no scope opened."""
+
+    def __init__(self, waits: list[float | None]) -> None:
+        self.waits = waits
+        self.own_timeouts = 0
+
+    async def __call__(self, request: Request) -> Response:
+        return Response.stream(self._chunks(), served_by="scoped", model=request.model)
+
+    async def _chunks(self) -> AsyncGenerator[Chunk, None]:
+        for i, wait in enumerate(self.waits):
+            if wait is not None:
+                with anyio.move_on_after(60) as read_timeout:
+                    with anyio.CancelScope():
+                        await anyio.sleep(wait)
+                if read_timeout.cancelled_caught:
+                    self.own_timeouts += 1
+            yield Chunk(content=f"c{i} ")
+        yield Chunk(finish_reason="stop")
+
+
+async def test_a_wait_inside_the_pulls_own_scopes_is_cut_by_the_attempts_limit() -> None:
+    # Under trio the attempt's scope is opened at the pull's first wait, inside the read
+    # timeout's: it must still cut the wait as the outer scope, and leave the task's
+    # scopes in order (a misnested scope raises RuntimeError when it closes).
+    handler = ScopedReads([None, 0.0, 0.01, 30])
+    received = []
+    with pytest.raises(Timeout) as info:
+        async for chunk in await _open(handler, first=5, idle=0.2):
+            received.append(chunk.content)
+    assert info.value.phase == "idle"
+    assert received == ["c0 ", "c1 ", "c2 "]
+    assert handler.own_timeouts == 0  # the cut was the attempt's, not the read timeout's
+    with anyio.move_on_after(0.05) as after:  # the task's own scopes still work
+        await anyio.sleep(5)
+    assert after.cancelled_caught
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(waits=st.lists(st.sampled_from([None, 0.0, 0.005]), min_size=1, max_size=6))
+async def test_pulls_that_wait_in_their_own_scopes_or_not_at_all_all_arrive(waits: list[float | None]) -> None:
+    # Whether a pull waits (in its own scopes) or returns at once, under the limits every
+    # chunk arrives in order and the stream ends cleanly: the law a scope per pull gave.
+    handler = ScopedReads(waits)
+    response = await _open(handler, first=5, idle=5)
+    contents = [chunk.content async for chunk in response]
+    assert contents == [f"c{i} " for i in range(len(waits))] + [""]
+    assert handler.own_timeouts == 0
