@@ -278,7 +278,7 @@ async def _bounded_chunks(
     scope_type = _scope_type(library) if watch is None else None
     lazy = watch is None and library == "trio" and _trio_nesting()
     # The backend's clock itself (anyio's current_time looks the backend up on every read).
-    now = watch.loop.time if watch is not None else loop_clock()
+    now = loop_clock()
     try:
         while True:
             # Plain comparisons (no allocation): the earlier of the deadline and the phase limit.
