@@ -198,6 +198,27 @@ def _trio_status() -> Any:
     return sys.modules["trio"].lowlevel.current_task()._cancel_status
 
 
+def _forward(step: Any, signal: Any) -> Any:
+    """What ``await`` does (PEP 380's ``yield from``) for an awaitable already started,
+    ``signal`` being what it first yielded to the event loop; returns its result."""
+    while True:
+        try:
+            sent = yield signal
+        except GeneratorExit:
+            step.close()
+            raise
+        except BaseException as error:
+            try:
+                signal = step.throw(error)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                signal = step.send(sent)
+            except StopIteration as done:
+                return done.value
+
+
 @types.coroutine
 def _rest_scoped(step: Any, signal: Any, until: float, began: Any, late: Callable[[], BaseException]) -> Any:
     """trio: the rest of an await that suspended (``signal``: what it yielded to trio) under
@@ -207,25 +228,7 @@ def _rest_scoped(step: Any, signal: Any, until: float, began: Any, late: Callabl
     value: Any = None
     with trio.CancelScope(deadline=until) as scope:
         _nest(task, scope, began)
-        # What ``await`` does (PEP 380's ``yield from``), for an iterator already started.
-        while True:
-            try:
-                sent = yield signal
-            except GeneratorExit:
-                step.close()
-                raise
-            except BaseException as error:
-                try:
-                    signal = step.throw(error)
-                except StopIteration as done:
-                    value = done.value
-                    break
-            else:
-                try:
-                    signal = step.send(sent)
-                except StopIteration as done:
-                    value = done.value
-                    break
+        value = yield from _forward(step, signal)
     if scope.cancelled_caught:
         raise late()
     return value
