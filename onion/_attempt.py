@@ -173,15 +173,17 @@ async def _scoped(
 # ``TaskStatus.started`` does to a task's scopes), read from trio's private task state;
 # where that state is not as expected, every await gets its scope up front, as before.
 _TRIO_NESTING: bool | None = None
+_current_trio_task: Callable[[], Any] | None = None  # trio.lowlevel.current_task, once looked up
 
 
 def _trio_nesting() -> bool:
     """Whether trio's cancel-status tree can be read here (checked once)."""
-    global _TRIO_NESTING
+    global _TRIO_NESTING, _current_trio_task
     if _TRIO_NESTING is None:
         trio = sys.modules.get("trio")
         try:
-            task = trio.lowlevel.current_task()  # type: ignore[union-attr]
+            _current_trio_task = trio.lowlevel.current_task  # type: ignore[union-attr]
+            task = _current_trio_task()
             status = task._cancel_status
             _TRIO_NESTING = (
                 callable(getattr(task, "_activate_cancel_status", None))
@@ -194,8 +196,9 @@ def _trio_nesting() -> bool:
 
 
 def _trio_status() -> Any:
-    """The running trio task's current cancel status (trio's private state)."""
-    return sys.modules["trio"].lowlevel.current_task()._cancel_status
+    """The running trio task's current cancel status (trio's private state; only called
+    once ``_trio_nesting`` said it can be read)."""
+    return _current_trio_task()._cancel_status  # type: ignore[misc]
 
 
 def _forward(step: Any, signal: Any) -> Any:
