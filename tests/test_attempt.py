@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -261,3 +262,24 @@ async def test_pulls_that_wait_in_their_own_scopes_or_not_at_all_all_arrive(wait
     contents = [chunk.content async for chunk in response]
     assert contents == [f"c{i} " for i in range(len(waits))] + [""]
     assert handler.own_timeouts == 0
+
+
+async def test_a_pull_that_returns_at_once_opens_no_cancel_scope() -> None:
+    # The cost a scope per pull had, gone: a pull served from what the producer holds
+    # runs under the reader's own deadline (none here); one that waits gets the limit.
+    seen: list[float] = []
+
+    async def chunks() -> AsyncGenerator[Chunk, None]:
+        seen.append(anyio.current_effective_deadline())
+        yield Chunk(content="a ")
+        seen.append(anyio.current_effective_deadline())
+        yield Chunk(content="b ")
+        await anyio.lowlevel.checkpoint()
+        yield Chunk(finish_reason="stop")
+
+    async def handler(request: Request) -> Response:
+        return Response.stream(chunks(), served_by="held", model=request.model)
+
+    response = await bounded_attempt(handler, _request(), PhaseLimits(first_chunk=5, idle=5), None)
+    assert len([chunk async for chunk in response]) == 3
+    assert seen == [float("inf"), float("inf")]
