@@ -213,7 +213,15 @@ class Scanner:
         """
         plan = self._plan
         pending = self._pending
-        if len(pending) > plan.shortest or not self._quiet(pending):
+        hints = plan.hints
+        # ``_quiet``, inline: this runs once per chunk.
+        if (
+            len(pending) > plan.shortest
+            or hints is None
+            or self._carried
+            or None in self._done
+            or hints.search(pending) is not None
+        ):
             return None
         context = self._context
         cut = len(pending)
@@ -230,7 +238,13 @@ class Scanner:
             return ""
         out = pending[:cut]
         self._pending = pending[cut:]
-        self._advance(context + out)
+        # ``_advance``, inline.
+        context += out
+        keep = len(context) - plan.horizon
+        if keep > 0:
+            context = context[keep:]
+            self._base += keep
+        self._context = context
         return out
 
     def _quiet(self, pending: str) -> bool:
