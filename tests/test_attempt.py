@@ -216,8 +216,8 @@ class ScopedReads:
     scope of their own (a generous read timeout, nested ones), opened before the wait.
     Pull i waits ``waits[i]`` seconds; ``None``: it returns at once, no scope opened."""
 
-    def __init__(self, waits: list[float | None]) -> None:
-        self.waits = waits
+    def __init__(self, waits: list[float | None], read_timeout: float = 60) -> None:
+        self.waits, self.read_timeout = waits, read_timeout
         self.own_timeouts = 0
 
     async def __call__(self, request: Request) -> Response:
@@ -226,7 +226,7 @@ class ScopedReads:
     async def _chunks(self) -> AsyncGenerator[Chunk, None]:
         for i, wait in enumerate(self.waits):
             if wait is not None:
-                with anyio.move_on_after(60) as read_timeout:
+                with anyio.move_on_after(self.read_timeout) as read_timeout:
                     with anyio.CancelScope():
                         await anyio.sleep(wait)
                 if read_timeout.cancelled_caught:
@@ -283,3 +283,41 @@ async def test_a_pull_that_returns_at_once_opens_no_cancel_scope() -> None:
     response = await bounded_attempt(handler, _request(), PhaseLimits(first_chunk=5, idle=5), None)
     assert len([chunk async for chunk in response]) == 3
     assert seen == [float("inf"), float("inf")]
+
+
+async def test_the_pulls_own_timeout_stays_its_own() -> None:
+    # The read timeout inside the pull fires first: the pull handles it itself (here it
+    # goes on), the attempt's scope around it neither takes it for its own nor hides it.
+    handler = ScopedReads([0.0, 5, None], read_timeout=0.05)
+    response = await _open(handler, first=5, idle=2)
+    assert [chunk.content async for chunk in response] == ["c0 ", "c1 ", "c2 ", ""]
+    assert handler.own_timeouts == 1
+
+
+async def test_a_cancellation_from_elsewhere_reaches_a_pull_inside_its_own_scopes() -> None:
+    handler = ScopedReads([0.0, 30])
+    received = []
+    with anyio.move_on_after(0.1) as scope:
+        async for chunk in await _open(handler, first=10, idle=10):
+            received.append(chunk.content)
+    assert scope.cancelled_caught
+    assert received == ["c0 "]
+    assert handler.own_timeouts == 0
+
+
+async def test_within_cuts_an_await_that_waits_inside_its_own_scope() -> None:
+    async def read(wait: float) -> str:
+        with anyio.move_on_after(60):
+            with anyio.CancelScope():
+                await anyio.sleep(wait)
+        return "read"
+
+    class Late(Exception):
+        pass
+
+    assert await within(read(0.01), anyio.current_time() + 5, Late) == "read"
+    with pytest.raises(Late):
+        await within(read(30), anyio.current_time() + 0.05, Late)
+    with anyio.move_on_after(0.05) as after:  # the task's own scopes are in order
+        await anyio.sleep(5)
+    assert after.cancelled_caught
