@@ -8,7 +8,7 @@ top functions by own time and the share of own time by family (the OpenTelemetry
 structlog, each layer family, anyio, onion's core, C built-ins). Writes
 ``benchmarks/results/profile_stack.json``.
 
-    python benchmarks/profile_stack.py [--calls 10000] [--top 15]
+    python benchmarks/profile_stack.py [--calls 10000] [--top 15] [--backend trio]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ FAMILIES = (
     ("middlewares/cache/", "exact cache"),
     ("middlewares/resilience/", "resilience layers"),
     ("anyio/", "anyio"),
+    ("trio/", "trio"),
     ("onion/telemetry/", "onion.telemetry"),
     ("onion/", "onion core"),
     ("msgspec", "msgspec"),
@@ -67,12 +68,13 @@ async def run(stack: Any, calls: int, stream: bool, served: dict[str, int], tag:
         served[response.served_by] = served.get(response.served_by, 0) + 1
 
 
-def profile(stack: Any, calls: int, stream: bool, expect: str) -> pstats.Stats:
+def profile(stack: Any, calls: int, stream: bool, expect: str, backend: str = "asyncio") -> pstats.Stats:
     served: dict[str, int] = {}
-    anyio.run(run, stack, 200, stream, {}, "warm-up")  # warm-up: first-call paths out of the profile
+    # warm-up: first-call paths out of the profile
+    anyio.run(run, stack, 200, stream, {}, "warm-up", backend=backend)
     profiler = cProfile.Profile()
     profiler.enable()
-    anyio.run(run, stack, calls, stream, served, "profiled")
+    anyio.run(run, stack, calls, stream, served, "profiled", backend=backend)
     profiler.disable()
     if served != {expect: calls}:
         raise RuntimeError(f"expected {calls} answers from {expect!r} (misses), got {served}")
@@ -116,16 +118,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=10_000)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="anyio backend")
     args = parser.parse_args()
     handler = CompleteHandler()
     stack, names = onion_stack(handler)
-    results: dict[str, Any] = {"layers": names}
+    results: dict[str, Any] = {"layers": names, "backend": args.backend}
     for stream in (False, True):
         label = "stream, cache miss (10 chunks)" if stream else "complete, cache miss"
-        summary = summarise(profile(stack, args.calls, stream, handler.name), args.calls, args.top)
+        summary = summarise(profile(stack, args.calls, stream, handler.name, args.backend), args.calls, args.top)
         show(label, summary)
         results["stream" if stream else "complete"] = summary
-    path = write_results("profile_stack", results)
+    path = write_results("profile_stack" if args.backend == "asyncio" else f"profile_stack_{args.backend}", results)
     print(f"\nwrote {path.name}")
 
 

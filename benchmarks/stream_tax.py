@@ -1,7 +1,7 @@
 """The per-chunk tax of the resilience layers on a stream: cancel scopes opened and time
 per chunk through ``timeout > retry > circuit_breaker`` around an in-process provider.
 
-Run from a checkout (``PYTHONPATH=$PWD python benchmarks/stream_tax.py``); to compare two
+Run from a checkout (``PYTHONPATH=$PWD python benchmarks/stream_tax.py [--backend trio]``); to compare two
 checkouts, run it in each, interleaved (``--rounds``), as the note of issue 17 did::
 
     for i in 1 2 3; do PYTHONPATH=/path/a python benchmarks/stream_tax.py; \
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import anyio
+import sniffio
 
 from middlewares.resilience import CircuitBreaker, Deadline, Retry
 from onion import Message, Request, Stack
@@ -23,16 +25,22 @@ CHUNKS = 10
 
 
 def _count_scopes() -> list[int]:
-    """Counts every ``anyio.CancelScope`` made (``move_on_after``/``fail_after`` included)."""
+    """Counts every cancel scope made: anyio's (``move_on_after``/``fail_after`` included)
+    and, under trio, trio's own (what onion opens there, and what anyio's wraps)."""
     seen = [0]
-    backend_class = type(anyio.CancelScope())  # anyio builds the running backend's scope class
-    original = backend_class.__init__
+    classes: list[Any] = [type(anyio.CancelScope())]  # anyio builds the running backend's scope class
+    if sniffio.current_async_library() == "trio":
+        import trio
 
-    def counting(self: anyio.CancelScope, *args: object, **kwargs: object) -> None:
-        seen[0] += 1
-        original(self, *args, **kwargs)
+        classes = [trio.CancelScope]  # anyio's trio scope opens one of these: counted once
+    for cls in classes:
+        original = cls.__init__
 
-    backend_class.__init__ = counting  # type: ignore[method-assign]
+        def counting(self: object, *args: object, _original: Any = original, **kwargs: object) -> None:
+            seen[0] += 1
+            _original(self, *args, **kwargs)
+
+        cls.__init__ = counting
     return seen
 
 
@@ -55,10 +63,13 @@ async def main(streams: int) -> None:
     for _ in range(streams):
         await one()
     per_chunk = (time.perf_counter() - began) / (streams * (CHUNKS + 1)) * 1e6
-    print(f"cancel scopes per {CHUNKS}-chunk stream: {scopes}; {per_chunk:.1f} us per chunk (incl. provider)")
+    library = sniffio.current_async_library()
+    print(f"{library}: cancel scopes per {CHUNKS}-chunk stream: {scopes}; {per_chunk:.1f} us per chunk (with provider)")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--streams", type=int, default=2000)
-    anyio.run(main, parser.parse_args().streams)
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    args = parser.parse_args()
+    anyio.run(main, args.streams, backend=args.backend)

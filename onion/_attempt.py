@@ -13,17 +13,21 @@ Costs: nothing when no limit is set; otherwise one cancel scope to open the atte
 for a stream, a time comparison and one clock read per chunk. A blocked pull can only be
 abandoned by cancelling it, and no cancel scope may be held across a ``yield``: under
 asyncio a ``_PullWatch`` per attempt, on the loop's one timer, cancels an await (the
-handler call, a pull) that waits past its limit, honouring anyio shields; under trio (and
-when anyio's state cannot be read) the call and each pull open their own scope (trio's,
-half the cost of anyio's). ``within`` gives layers the same for one await.
+handler call, a pull) that waits past its limit, honouring anyio shields; under trio the
+call and each pull open a scope of their own (trio's, half the cost of anyio's) only if
+they suspend: one that returns at once, as a pull of a buffered stream does, costs a
+comparison (see ``_rest_scoped``). ``within`` gives layers the same for one await.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import types
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from functools import partial
+from types import CoroutineType
 from typing import Any, TypeVar
 
 import anyio
@@ -97,10 +101,7 @@ async def bounded_attempt(
             await _aclose_response(response)
             raise _late(phase, until - start)
     else:
-        with _scope_type(library)(deadline=until) as scope:
-            response = await handler(request)
-        if scope.cancelled_caught:
-            raise _late(phase, until - start)
+        response = await _scoped(handler(request), until, start, library, lambda: _late(phase, until - start))
     if response.is_stream and (deadline is not None or first is not None or idle is not None):
         response.wrap(lambda chunks: _bounded_chunks(chunks, start, first, idle, deadline, library, watch))
     elif watch is not None:
@@ -117,11 +118,7 @@ async def within(awaitable: Awaitable[T], deadline: float, late: Callable[[], Ba
     """
     library = async_library()
     if _task_states is None or library != "asyncio":
-        with _scope_type(library)(deadline=deadline) as scope:
-            result = await awaitable
-        if scope.cancelled_caught:
-            raise late()
-        return result
+        return await _scoped(awaitable, deadline, None, library, late)
     watch = _PullWatch(asyncio.get_running_loop())
     watch.arm(deadline)
     try:
@@ -135,6 +132,127 @@ async def within(awaitable: Awaitable[T], deadline: float, late: Callable[[], Ba
     if watch.caught():  # the cancellation was swallowed inside: the deadline still passed
         raise late()
     return result
+
+
+def _stream_late(phase: str) -> Timeout:
+    return Timeout(f"the stream passed its {phase} limit", phase=phase)
+
+
+async def _scoped(
+    awaitable: Awaitable[T], until: float, started: float | None, library: str, late: Callable[[], BaseException]
+) -> T:
+    """``await awaitable`` under a cancel scope with deadline ``until``; ``late()`` raised
+    if the scope cut it. Under trio the scope is opened only if the await suspends
+    (``_rest_scoped``), unless ``until`` has passed already (``started``: the clock's
+    reading at the start, when the caller has one)."""
+    if library == "trio" and _trio_nesting():
+        now = started if started is not None else sys.modules["trio"].current_time()
+        if until > now:
+            step: Any = awaitable if isinstance(awaitable, CoroutineType) else awaitable.__await__()
+            began = _trio_status()
+            try:
+                signal = step.send(None)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            return await _rest_scoped(step, signal, until, began, late)  # type: ignore[no-any-return]
+    with _scope_type(library)(deadline=until) as scope:
+        result = await awaitable
+    if scope.cancelled_caught:
+        raise late()
+    return result
+
+
+# trio: a cancel scope opened only for an await that suspends. The await runs first; when
+# it yields to trio (it waits), a scope is entered there and its cancel status put where
+# a scope entered at the await's start would have been: between the status the task had
+# then and any scope the await itself opened before suspending (an HTTP client's read
+# timeout). Cancellation reaches a trio task only at a suspension, and from that first one
+# on the await is inside the scope, so it is cut exactly as under a scope entered before
+# it; an await that never suspends, the usual pull of a buffered stream, costs no scope.
+# The re-nesting is trio's own re-parenting of cancel statuses (what
+# ``TaskStatus.started`` does to a task's scopes), read from trio's private task state;
+# where that state is not as expected, every await gets its scope up front, as before.
+_TRIO_NESTING: bool | None = None
+_current_trio_task: Callable[[], Any] | None = None  # trio.lowlevel.current_task, once looked up
+
+
+def _trio_nesting() -> bool:
+    """Whether trio's cancel-status tree can be read here (checked once)."""
+    global _TRIO_NESTING, _current_trio_task
+    if _TRIO_NESTING is None:
+        trio = sys.modules.get("trio")
+        try:
+            _current_trio_task = trio.lowlevel.current_task  # type: ignore[union-attr]
+            task = _current_trio_task()
+            status = task._cancel_status
+            _TRIO_NESTING = (
+                callable(getattr(task, "_activate_cancel_status", None))
+                and hasattr(status, "parent")
+                and hasattr(trio.CancelScope, "_cancel_status")  # type: ignore[union-attr]
+            )
+        except Exception:  # another trio layout: scopes up front
+            _TRIO_NESTING = False
+    return _TRIO_NESTING
+
+
+def _trio_status() -> Any:
+    """The running trio task's current cancel status (trio's private state; only called
+    once ``_trio_nesting`` said it can be read)."""
+    return _current_trio_task()._cancel_status  # type: ignore[misc]
+
+
+def _forward(step: Any, signal: Any) -> Any:
+    """What ``await`` does (PEP 380's ``yield from``) for an awaitable already started,
+    ``signal`` being what it first yielded to the event loop; returns its result."""
+    while True:
+        try:
+            sent = yield signal
+        except GeneratorExit:
+            step.close()
+            raise
+        except BaseException as error:
+            try:
+                signal = step.throw(error)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                signal = step.send(sent)
+            except StopIteration as done:
+                return done.value
+
+
+@types.coroutine
+def _rest_scoped(step: Any, signal: Any, until: float, began: Any, late: Callable[[], BaseException]) -> Any:
+    """trio: the rest of an await that suspended (``signal``: what it yielded to trio) under
+    a cancel scope with ``until``, nested at ``began`` (the task's status at its start)."""
+    trio = sys.modules["trio"]
+    task = trio.lowlevel.current_task()
+    value: Any = None
+    with trio.CancelScope(deadline=until) as scope:
+        _nest(task, scope, began)
+        value = yield from _forward(step, signal)
+    if scope.cancelled_caught:
+        raise late()
+    return value
+
+
+def _nest(task: Any, scope: Any, began: Any) -> None:
+    """Move ``scope``'s cancel status (just entered, innermost) to just inside ``began``:
+    the scopes the await opened before it suspended go inside it, the task stays in the
+    innermost of them. When they close, in order, the task is back in ``scope``'s."""
+    mine = scope._cancel_status
+    inner = mine.parent
+    if inner is began:
+        return  # the usual case: the await opened no scope of its own before waiting
+    outer = inner
+    while outer is not None and outer.parent is not began:
+        outer = outer.parent
+    if outer is None:  # the await left ``began`` itself (misnested code): ours stays innermost
+        return
+    mine.parent = began
+    outer.parent = mine
+    task._activate_cancel_status(inner)
 
 
 def _late(phase: str, seconds: float) -> Timeout:
@@ -164,8 +282,9 @@ async def _bounded_chunks(
     if watch is None and library == "asyncio":
         watch = _PullWatch.start()
     scope_type = _scope_type(library) if watch is None else None
+    lazy = watch is None and library == "trio" and _trio_nesting()
     # The backend's clock itself (anyio's current_time looks the backend up on every read).
-    now = watch.loop.time if watch is not None else loop_clock()
+    now = loop_clock()
     try:
         while True:
             # Plain comparisons (no allocation): the earlier of the deadline and the phase limit.
@@ -186,14 +305,31 @@ async def _bounded_chunks(
                     return
                 except asyncio.CancelledError:
                     if watch.caught():
-                        raise Timeout(f"the stream passed its {label} limit", phase=label) from None
+                        raise _stream_late(label) from None
                     raise
                 finally:
                     watch.active = False
                 # The pull swallowed the cancellation: the limit still passed (``fired`` read
                 # first: the usual pull costs no call here).
                 if watch.fired and watch.caught():
-                    raise Timeout(f"the stream passed its {label} limit", phase=label)
+                    raise _stream_late(label)
+            elif lazy and until > (since if phase == "idle" and idle is not None else now()):
+                # trio: the pull runs at once; only one that waits gets its cancel scope,
+                # nested where it began (``_rest_scoped``). A limit already passed takes
+                # the scope from the start (below), as it always did.
+                step = pull()
+                began = _trio_status()
+                try:
+                    signal = step.send(None)
+                except StopIteration as done:
+                    chunk = done.value
+                except StopAsyncIteration:
+                    return
+                else:
+                    try:
+                        chunk = await _rest_scoped(step, signal, until, began, partial(_stream_late, label))
+                    except StopAsyncIteration:
+                        return
             else:
                 with scope_type(deadline=until) as scope:
                     try:
@@ -201,7 +337,7 @@ async def _bounded_chunks(
                     except StopAsyncIteration:
                         return
                 if scope.cancelled_caught:
-                    raise Timeout(f"the stream passed its {label} limit", phase=label)
+                    raise _stream_late(label)
             yield chunk
             if phase == "first_chunk" and not (chunk.content or chunk.tool_calls or chunk.finish_reason):
                 continue  # a role-only opening chunk is no token: the first-chunk limit holds

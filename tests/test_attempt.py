@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -208,3 +209,115 @@ async def test_the_loop_clock_and_library_are_anyios() -> None:
     before = anyio.current_time()
     read = loop_clock()()
     assert before <= read <= anyio.current_time()
+
+
+class ScopedReads:
+    """A stream handler whose pulls wait as an HTTP client's reads do: inside a cancel
+    scope of their own (a generous read timeout, nested ones), opened before the wait.
+    Pull i waits ``waits[i]`` seconds; ``None``: it returns at once, no scope opened."""
+
+    def __init__(self, waits: list[float | None], read_timeout: float = 60) -> None:
+        self.waits, self.read_timeout = waits, read_timeout
+        self.own_timeouts = 0
+
+    async def __call__(self, request: Request) -> Response:
+        return Response.stream(self._chunks(), served_by="scoped", model=request.model)
+
+    async def _chunks(self) -> AsyncGenerator[Chunk, None]:
+        for i, wait in enumerate(self.waits):
+            if wait is not None:
+                with anyio.move_on_after(self.read_timeout) as read_timeout:
+                    with anyio.CancelScope():
+                        await anyio.sleep(wait)
+                if read_timeout.cancelled_caught:
+                    self.own_timeouts += 1
+            yield Chunk(content=f"c{i} ")
+        yield Chunk(finish_reason="stop")
+
+
+async def test_a_wait_inside_the_pulls_own_scopes_is_cut_by_the_attempts_limit() -> None:
+    # Under trio the attempt's scope is opened at the pull's first wait, inside the read
+    # timeout's: it must still cut the wait as the outer scope, and leave the task's
+    # scopes in order (a misnested scope raises RuntimeError when it closes).
+    handler = ScopedReads([None, 0.0, 0.01, 30])
+    received = []
+    with pytest.raises(Timeout) as info:
+        async for chunk in await _open(handler, first=5, idle=0.2):
+            received.append(chunk.content)
+    assert info.value.phase == "idle"
+    assert received == ["c0 ", "c1 ", "c2 "]
+    assert handler.own_timeouts == 0  # the cut was the attempt's, not the read timeout's
+    with anyio.move_on_after(0.05) as after:  # the task's own scopes still work
+        await anyio.sleep(5)
+    assert after.cancelled_caught
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(waits=st.lists(st.sampled_from([None, 0.0, 0.005]), min_size=1, max_size=6))
+async def test_pulls_that_wait_in_their_own_scopes_or_not_at_all_all_arrive(waits: list[float | None]) -> None:
+    # Whether a pull waits (in its own scopes) or returns at once, under the limits every
+    # chunk arrives in order and the stream ends cleanly: the law a scope per pull gave.
+    handler = ScopedReads(waits)
+    response = await _open(handler, first=5, idle=5)
+    contents = [chunk.content async for chunk in response]
+    assert contents == [f"c{i} " for i in range(len(waits))] + [""]
+    assert handler.own_timeouts == 0
+
+
+async def test_a_pull_that_returns_at_once_opens_no_cancel_scope() -> None:
+    # The cost a scope per pull had, gone: a pull served from what the producer holds
+    # runs under the reader's own deadline (none here); one that waits gets the limit.
+    seen: list[float] = []
+
+    async def chunks() -> AsyncGenerator[Chunk, None]:
+        seen.append(anyio.current_effective_deadline())
+        yield Chunk(content="a ")
+        seen.append(anyio.current_effective_deadline())
+        yield Chunk(content="b ")
+        await anyio.lowlevel.checkpoint()
+        yield Chunk(finish_reason="stop")
+
+    async def handler(request: Request) -> Response:
+        return Response.stream(chunks(), served_by="held", model=request.model)
+
+    response = await bounded_attempt(handler, _request(), PhaseLimits(first_chunk=5, idle=5), None)
+    assert len([chunk async for chunk in response]) == 3
+    assert seen == [float("inf"), float("inf")]
+
+
+async def test_the_pulls_own_timeout_stays_its_own() -> None:
+    # The read timeout inside the pull fires first: the pull handles it itself (here it
+    # goes on), the attempt's scope around it neither takes it for its own nor hides it.
+    handler = ScopedReads([0.0, 5, None], read_timeout=0.05)
+    response = await _open(handler, first=5, idle=2)
+    assert [chunk.content async for chunk in response] == ["c0 ", "c1 ", "c2 ", ""]
+    assert handler.own_timeouts == 1
+
+
+async def test_a_cancellation_from_elsewhere_reaches_a_pull_inside_its_own_scopes() -> None:
+    handler = ScopedReads([0.0, 30])
+    received = []
+    with anyio.move_on_after(0.1) as scope:
+        async for chunk in await _open(handler, first=10, idle=10):
+            received.append(chunk.content)
+    assert scope.cancelled_caught
+    assert received == ["c0 "]
+    assert handler.own_timeouts == 0
+
+
+async def test_within_cuts_an_await_that_waits_inside_its_own_scope() -> None:
+    async def read(wait: float) -> str:
+        with anyio.move_on_after(60):
+            with anyio.CancelScope():
+                await anyio.sleep(wait)
+        return "read"
+
+    class Late(Exception):
+        pass
+
+    assert await within(read(0.01), anyio.current_time() + 5, Late) == "read"
+    with pytest.raises(Late):
+        await within(read(30), anyio.current_time() + 0.05, Late)
+    with anyio.move_on_after(0.05) as after:  # the task's own scopes are in order
+        await anyio.sleep(5)
+    assert after.cancelled_caught

@@ -70,7 +70,7 @@ def _detector(spec: str | Detector, phone_regions: Sequence[str] | None = None) 
 class _Plan:
     """The detectors with their modes, shared by every scan of one guard."""
 
-    __slots__ = ("block", "detectors", "hints", "horizon", "longest", "mask", "outer", "shortest", "steps")
+    __slots__ = ("block", "detectors", "hints", "horizon", "longest", "mask", "outer", "shortest", "starts", "steps")
 
     def __init__(self, detectors: Sequence[Detector], block: frozenset[str]) -> None:
         self.detectors = tuple(detectors)
@@ -89,6 +89,7 @@ class _Plan:
         # holds (the trailing run of a step whose set another's holds is a suffix of
         # that one's, so it never begins earlier: the cut is the earliest of the outer ones).
         self.hints = _any_hint([hint for _, _, _, hint in self.steps])
+        self.starts = _first_characters(self.hints) if self.hints is not None else None
         self.shortest = min((length for _, length, _, _ in self.steps), default=0)
         sets = [frozenset(chars) for chars, _, _, _ in self.steps]
         self.outer = tuple(
@@ -119,6 +120,60 @@ def _any_hint(hints: list[re.Pattern[str] | None]) -> re.Pattern[str] | None:
 
 
 _FLAG_LETTERS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"), (re.VERBOSE, "x"))
+_MOST_STARTS = 4096  # a larger set of first characters is no cheaper to test than the pattern
+
+
+def _first_characters(pattern: re.Pattern[str]) -> frozenset[str] | None:
+    """Every character a match of ``pattern`` can begin with, when the pattern says so
+    plainly (literals, character classes, alternations and groups of them, flags
+    aside), else ``None``. A text with none of them holds no match: one ``isdisjoint``,
+    in C, stands for most of a search (the hints alternate, so the regex engine tries
+    each branch at each position)."""
+    if pattern.flags & ~re.UNICODE:
+        return None
+    try:
+        from re import _constants as c
+        from re import _parser
+
+        parsed = _parser.parse(pattern.pattern, pattern.flags)
+    except Exception:  # another re layout, or a pattern it reads otherwise: no shortcut
+        return None
+
+    def starts(sequence: Any) -> set[str] | None:
+        data = list(sequence)
+        if not data:
+            return None  # matches the empty text: any text holds a match
+        op, av = data[0]
+        if op is c.LITERAL:
+            return {chr(av)}
+        if op is c.IN:
+            found: set[str] = set()
+            for item, value in av:
+                if item is c.LITERAL:
+                    found.add(chr(value))
+                elif item is c.RANGE and value[1] - value[0] < _MOST_STARTS:
+                    found.update(chr(code) for code in range(value[0], value[1] + 1))
+                else:
+                    return None  # a negated class, a category (\d ...), a huge range
+            return found
+        if op is c.BRANCH:
+            union: set[str] = set()
+            for branch in av[1]:
+                part = starts(branch)
+                if part is None:
+                    return None
+                union |= part
+            return union
+        if op is c.SUBPATTERN:
+            _group, add_flags, del_flags, inner = av
+            return starts(inner) if not (add_flags or del_flags) else None
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] >= 1:
+            return starts(av[2])
+        return None
+
+    found = starts(parsed)
+    return frozenset(found) if found is not None and len(found) <= _MOST_STARTS else None
+
 
 # Trailing runs shorter than this are looked at with the window (see Scanner._find).
 _SHORT_RUN = 8
@@ -213,7 +268,15 @@ class Scanner:
         """
         plan = self._plan
         pending = self._pending
-        if len(pending) > plan.shortest or not self._quiet(pending):
+        hints = plan.hints
+        # ``_quiet``, inline: this runs once per chunk.
+        if (
+            len(pending) > plan.shortest
+            or hints is None
+            or self._carried
+            or None in self._done
+            or (not (plan.starts is not None and plan.starts.isdisjoint(pending)) and hints.search(pending) is not None)
+        ):
             return None
         context = self._context
         cut = len(pending)
@@ -230,7 +293,13 @@ class Scanner:
             return ""
         out = pending[:cut]
         self._pending = pending[cut:]
-        self._advance(context + out)
+        # ``_advance``, inline.
+        context += out
+        keep = len(context) - plan.horizon
+        if keep > 0:
+            context = context[keep:]
+            self._base += keep
+        self._context = context
         return out
 
     def _quiet(self, pending: str) -> bool:
@@ -238,8 +307,11 @@ class Scanner:
         A carried match or a step after a long run lies in held text, so it holds a hint
         too; both are checked anyway (cheap), so a detector whose hint is not in its
         matches gets the full scan there rather than a wrong fast one."""
-        hints = self._plan.hints
-        return hints is not None and not self._carried and None not in self._done and hints.search(pending) is None
+        plan = self._plan
+        hints = plan.hints
+        if hints is None or self._carried or None in self._done:
+            return False
+        return (plan.starts is not None and plan.starts.isdisjoint(pending)) or hints.search(pending) is None
 
     def _advance(self, context: str) -> None:
         """Keep the last ``horizon`` characters of ``context`` (what went out) as context."""

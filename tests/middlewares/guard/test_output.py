@@ -768,3 +768,39 @@ def test_chunks_without_a_hint_go_out_as_the_full_scan_sends_them(text: str, cut
     assert fast == slow
     if fast[1] is None:
         assert "".join(fast[0]) == guard.check_text(text)
+
+
+_HINT_PATTERNS = [
+    r"[-_]|AKIA|AIza",
+    r"[0-9\uff10-\uff19]",  # ASCII and full-width digits
+    r"(?:ab|c)+d",
+    r"x{2,3}y",
+    r"[a-c]|(?:@)",
+    r"[^a]",  # negated: no shortcut
+    r"\d",  # a category: no shortcut
+    r"a*b",  # may begin with b or a: no shortcut
+    r"(?i)k",  # flags: no shortcut
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(_HINT_PATTERNS), st.text(alphabet="abcdxyAKIz-_@09\uff10k ", max_size=30))
+def test_a_text_without_a_hints_first_characters_holds_no_hint(pattern: str, text: str) -> None:
+    # The scan's shortcut (``_first_characters``) may only ever skip a search that would
+    # find nothing: every match begins with one of the characters it names.
+    from middlewares.guard.output import _first_characters
+
+    compiled = re.compile(pattern)
+    starts = _first_characters(compiled)
+    if starts is not None and starts.isdisjoint(text):
+        assert compiled.search(text) is None
+    for match in compiled.finditer(text):
+        assert starts is None or (match.group() and match.group()[0] in starts)
+
+
+def test_the_default_hints_have_first_characters() -> None:
+    # The shortcut applies to the default detectors (else every chunk pays the search).
+    from middlewares.guard.output import _first_characters
+
+    starts = _first_characters(OutputGuard()._plan.hints)
+    assert starts is not None and {"0", "@", "_", "A"} <= starts and not starts & set("bcdefghijklmnopqrstuvwxyz ")
