@@ -51,7 +51,17 @@ from ._tokens import (
     prompt_tokens,
     register_counter,
 )
-from ._types import Chunk, Completion, EmbeddingInput, Message, Request, Usage, decode_request, request_to_wire
+from ._types import (
+    Chunk,
+    Completion,
+    EmbeddingInput,
+    Message,
+    Request,
+    Usage,
+    decode_request,
+    request_to_wire,
+    usage_of,
+)
 from .errors import (
     CANCELLED,
     AllProvidersFailed,
@@ -202,6 +212,7 @@ __all__ = [
     "prompt_tokens",
     "register_counter",
     "request_to_wire",
+    "usage_of",
     "resolve_import",
     "resolve_layer",
     "system_clock",

@@ -31,7 +31,18 @@ __all__ = ["Accumulator", "AnswerEnd", "EndCallback", "Response", "tool_call_del
 class _Choice:
     """The running state of one choice while its chunks arrive."""
 
-    __slots__ = ("annotations", "audio", "extra", "finish_reason", "logprobs", "parts", "refusal", "role", "tool_calls")
+    __slots__ = (
+        "annotations",
+        "audio",
+        "choice_extra",
+        "extra",
+        "finish_reason",
+        "logprobs",
+        "parts",
+        "refusal",
+        "role",
+        "tool_calls",
+    )
 
     def __init__(self) -> None:
         self.parts: list[str] = []
@@ -43,6 +54,7 @@ class _Choice:
         self.annotations: list[Any] | None = None
         self.audio: dict[str, Any] | None = None
         self.extra: dict[str, Any] | None = None
+        self.choice_extra: dict[str, Any] | None = None
 
     def add(self, chunk: Chunk) -> None:
         if chunk.content:
@@ -65,6 +77,8 @@ class _Choice:
             self._merge_audio(chunk.audio)
         if chunk.delta_extra:
             self.extra = {**(self.extra or {}), **chunk.delta_extra}
+        if chunk.choice_extra:  # the latest value of each (a stop_reason set on the last chunk)
+            self.choice_extra = {**(self.choice_extra or {}), **chunk.choice_extra}
 
     def _merge_tool_calls(self, deltas: list[dict[str, Any]]) -> None:
         calls = self.tool_calls if self.tool_calls is not None else {}
@@ -119,6 +133,7 @@ class _Choice:
             self.annotations,
             self.audio,
             self.extra or {},
+            self.choice_extra or {},
         )
 
 
@@ -126,7 +141,18 @@ class Accumulator:
     """Builds a ``Completion`` from chunks: text joined, tool-call deltas merged, refusal,
     logprobs, annotations and audio pieces joined, each choice (``Chunk.index``) apart."""
 
-    __slots__ = ("_first", "_others", "chunks", "extra", "model", "service_tier", "system_fingerprint", "usage")
+    __slots__ = (
+        "_first",
+        "_others",
+        "chunks",
+        "created",
+        "extra",
+        "id",
+        "model",
+        "service_tier",
+        "system_fingerprint",
+        "usage",
+    )
 
     def __init__(self) -> None:
         self._first = _Choice()
@@ -137,6 +163,8 @@ class Accumulator:
         self.service_tier: str | None = None
         self.extra: dict[str, Any] | None = None
         self.chunks = 0
+        self.id = ""  # the first answer's (a stream resumed or fallen back keeps its id)
+        self.created = 0
 
     def add(self, chunk: Chunk) -> None:
         """Fold one chunk into the running answer."""
@@ -160,6 +188,8 @@ class Accumulator:
             self.service_tier = chunk.service_tier
         if chunk.extra:
             self.extra = {**(self.extra or {}), **chunk.extra}
+        if chunk.id and not self.id:
+            self.id, self.created = chunk.id, chunk.created or 0
 
     @property
     def text(self) -> str:
@@ -184,6 +214,8 @@ class Accumulator:
             system_fingerprint=self.system_fingerprint,
             service_tier=self.service_tier,
             extra=self.extra or {},
+            id=self.id,
+            created=self.created,
         )
         others = [self._others[i].choice(i) for i in sorted(self._others)] if self._others else []
         return completion.with_choices([first, *others])
@@ -226,6 +258,9 @@ def completion_chunk(completion: Completion) -> Chunk:
         service_tier=completion.service_tier,
         extra=completion.extra,
         delta_extra=completion.message_extra,
+        choice_extra=completion.choice_extra,
+        id=completion.id or None,
+        created=completion.created or None,
     )
 
 
@@ -249,6 +284,7 @@ def _choice_chunk(choice: Choice, content: str) -> Chunk:
         annotations=choice.annotations,
         audio=choice.audio,
         delta_extra=choice.extra,
+        choice_extra=choice.choice_extra,
     )
 
 
@@ -337,6 +373,8 @@ async def _replay(completion: Completion, piece_chars: int) -> AsyncGenerator[Ch
         head.tool_calls, head.finish_reason, head.model = None, None, model
         head.system_fingerprint, head.service_tier = completion.system_fingerprint, completion.service_tier
         head.extra = completion.extra
+        if choice is choices[0]:  # the answer's first chunk names it
+            head.id, head.created = completion.id or None, completion.created or None
         if choice.content is None and not head.content:
             head.content = ""
         yield head

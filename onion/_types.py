@@ -24,6 +24,7 @@ __all__ = [
     "Usage",
     "decode_request",
     "request_to_wire",
+    "usage_of",
 ]
 
 
@@ -54,7 +55,9 @@ class Usage(msgspec.Struct, frozen=True, omit_defaults=True):
     """Token counts reported by the upstream (or estimated by a layer).
 
     ``prompt_tokens_details`` and ``completion_tokens_details`` are the upstream's
-    breakdowns as it sent them (``cached_tokens``, ``reasoning_tokens``, ``audio_tokens``…).
+    breakdowns as it sent them (``cached_tokens``, ``reasoning_tokens``, ``audio_tokens``…);
+    ``extra`` its other usage fields, passed through untouched (``prompt_cache_hit_tokens``,
+    ``queue_time``… of OpenAI-compatible servers): ``usage_of`` reads them from a body.
     """
 
     prompt_tokens: int = 0
@@ -62,6 +65,7 @@ class Usage(msgspec.Struct, frozen=True, omit_defaults=True):
     total_tokens: int = 0
     prompt_tokens_details: dict[str, Any] | None = None
     completion_tokens_details: dict[str, Any] | None = None
+    extra: dict[str, Any] | None = None
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -70,7 +74,23 @@ class Usage(msgspec.Struct, frozen=True, omit_defaults=True):
             self.total_tokens + other.total_tokens,
             _add_details(self.prompt_tokens_details, other.prompt_tokens_details),
             _add_details(self.completion_tokens_details, other.completion_tokens_details),
+            _add_details(self.extra, other.extra),
         )
+
+
+_USAGE_FIELDS = frozenset(Usage.__struct_fields__) - {"extra"}
+
+
+def usage_of(raw: Any) -> Usage:
+    """An upstream's ``usage`` object as a ``Usage``, its unknown fields in ``extra``
+    (a field the upstream itself names ``extra`` among them). Raises
+    ``msgspec.ValidationError`` when a known field has the wrong type."""
+    if not isinstance(raw, dict):
+        return msgspec.convert(raw, Usage)  # its own error: "Expected `object`"
+    if _USAGE_FIELDS.issuperset(raw):
+        return msgspec.convert(raw, Usage)
+    usage = msgspec.convert({k: v for k, v in raw.items() if k in _USAGE_FIELDS}, Usage)
+    return msgspec.structs.replace(usage, extra={k: v for k, v in raw.items() if k not in _USAGE_FIELDS})
 
 
 def _add_details(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -178,8 +198,10 @@ class Chunk(msgspec.Struct, omit_defaults=True):
     upstream answer, so after a fallback or a resumption the tail names its own model).
     The other fields are the OpenAI delta's and chunk's as the upstream sent them:
     ``refusal`` and ``logprobs`` pieces, ``annotations``, ``audio``; ``system_fingerprint``
-    and ``service_tier``; ``extra`` holds the chunk's unknown top-level fields and
-    ``delta_extra`` its delta's, passed through untouched.
+    and ``service_tier``; ``extra`` holds the chunk's unknown top-level fields,
+    ``choice_extra`` its choice's and ``delta_extra`` its delta's, passed through untouched.
+    ``id`` and ``created`` are the upstream answer's, on its first chunk (as ``model``): a
+    stream the client sees carries the id and time of the answer it began with.
     """
 
     content: str = ""
@@ -197,13 +219,17 @@ class Chunk(msgspec.Struct, omit_defaults=True):
     service_tier: str | None = None
     extra: dict[str, Any] = {}
     delta_extra: dict[str, Any] = {}
+    choice_extra: dict[str, Any] = {}
+    id: str | None = None
+    created: int | None = None
 
 
 class Choice(msgspec.Struct, omit_defaults=True):
     """One choice of an answer: what ``Completion`` holds for choice 0, for every other
     choice of a request with ``n > 1`` (``Completion.other_choices``, ``.all_choices()``).
 
-    ``extra`` holds the message's unknown fields (a choice's own unknown fields are not kept).
+    ``extra`` holds the message's unknown fields, ``choice_extra`` the choice's own
+    (``stop_reason``, ``native_finish_reason``… of OpenAI-compatible servers).
     """
 
     index: int = 0
@@ -216,13 +242,15 @@ class Choice(msgspec.Struct, omit_defaults=True):
     annotations: list[Any] | None = None
     audio: dict[str, Any] | None = None
     extra: dict[str, Any] = {}
+    choice_extra: dict[str, Any] = {}
 
 
 class Completion(msgspec.Struct, omit_defaults=True):
     """A complete answer: what a non-streamed call returns and what a cache stores.
 
     Its flat fields are choice 0's (``content``, ``tool_calls``, ``refusal``…, with
-    ``message_extra`` for the message's unknown fields); ``other_choices`` holds the
+    ``message_extra`` for the message's unknown fields, ``choice_extra`` for the choice's
+    own); ``other_choices`` holds the
     choices after it when the request asked for ``n > 1``. ``system_fingerprint``,
     ``service_tier`` and ``extra`` (unknown top-level fields) are the answer's own.
     A layer that reads or rewrites every choice (an output guard) uses ``all_choices``
@@ -250,6 +278,7 @@ class Completion(msgspec.Struct, omit_defaults=True):
     other_choices: list[Choice] | None = None
     content_null: bool = False
     embeddings: list[list[float] | str] | None = None
+    choice_extra: dict[str, Any] = {}
 
     def all_choices(self) -> list[Choice]:
         """Every choice, choice 0 first."""
@@ -264,6 +293,7 @@ class Completion(msgspec.Struct, omit_defaults=True):
             self.annotations,
             self.audio,
             self.message_extra,
+            self.choice_extra,
         )
         return [first, *(self.other_choices or ())]
 
@@ -282,6 +312,7 @@ class Completion(msgspec.Struct, omit_defaults=True):
             annotations=first.annotations,
             audio=first.audio,
             message_extra=first.extra,
+            choice_extra=first.choice_extra,
             other_choices=rest or None,
         )
 

@@ -804,7 +804,8 @@ async def _guard_stream(source: AsyncIterator[Chunk], plan: _Plan, request: Requ
 
 def _carries_more_than_text(chunk: Chunk) -> bool:
     """Whether a chunk whose text is (now) empty still carries something the caller needs:
-    a role, tool calls, an end, usage, a refusal, logprobs, annotations, audio, unknown fields."""
+    a role, tool calls, an end, usage, a refusal, logprobs, annotations, audio, unknown
+    fields, or the name of the answer (its model, id and time ride on its first chunk)."""
     # ``is not None``: an empty list or object the upstream sent (``annotations: []``) is
     # passed on as sent.
     return (
@@ -820,4 +821,7 @@ def _carries_more_than_text(chunk: Chunk) -> bool:
         or chunk.service_tier is not None
         or bool(chunk.extra)
         or bool(chunk.delta_extra)
+        or bool(chunk.choice_extra)
+        or chunk.model is not None
+        or chunk.id is not None
     )

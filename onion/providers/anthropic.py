@@ -65,7 +65,9 @@ class _AnthropicStream(StreamDecoder):
         if kind == "message_start":
             message = body.get("message") or {}
             self._input = message.get("usage") or {}
-            return Chunk(role="assistant", model=message.get("model") or None)
+            start = Chunk(role="assistant", model=message.get("model") or None)
+            start.id = message.get("id") if isinstance(message.get("id"), str) else None
+            return start
         if kind == "message_delta":
             usage = usage_from_anthropic({**self._input, **(body.get("usage") or {})})
             reason = (body.get("delta") or {}).get("stop_reason")

@@ -117,7 +117,8 @@ class AdminRoutes:
             answer = await handler(AdminRequest(method, path, tail, query, body))
         except OnionError as refusal:
             error = openai_chat.encode_error(refusal)
-            await respond(send, error.status, error.body, [JSON, *error.headers])
+            allow = [(b"allow", refusal.allow.encode())] if isinstance(refusal, _MethodNotAllowed) else []
+            await respond(send, error.status, error.body, [JSON, *error.headers, *allow])
             return
         # 204 and 304 carry no body (HTTP forbids one).
         body = b"" if answer.status in (204, 304) else _encode(answer.body)
@@ -146,8 +147,12 @@ class AdminRoutes:
         for route_method, prefix, prefix_handler in self._prefixes:
             if route_method == method and path.startswith(prefix) and len(path) > len(prefix):
                 return prefix_handler, path[len(prefix) :]
-        if any(p == path for _, p in self._exact) or any(path.startswith(p) for _, p, _ in self._prefixes):
-            raise _MethodNotAllowed(f"{method} is not served on {path}")
+        allowed = {m for m, p in self._exact if p == path}
+        allowed.update(m for m, p, _ in self._prefixes if path.startswith(p))
+        if allowed:
+            refusal = _MethodNotAllowed(f"{method} is not served on {path}")
+            refusal.allow = ", ".join(sorted(allowed))
+            raise refusal
         raise _NotFound(f"no admin route {path}")
 
 
@@ -159,3 +164,4 @@ class _NotFound(BadRequest):
 class _MethodNotAllowed(BadRequest):
     status = 405
     code = "method_not_allowed"
+    allow = ""  # the route's methods, for the Allow header HTTP requires on a 405

@@ -175,7 +175,7 @@ class GatewayApp:
             if scope["method"] == "POST":
                 await self._call(scope, receive, send, dialect)
             else:
-                await _plain_error(send, 405, f"use POST for {path}", "method_not_allowed")
+                await _plain_error(send, 405, f"use POST for {path}", "method_not_allowed", [(b"allow", b"POST")])
         elif path == "/v1/messages/count_tokens" and scope["method"] == "POST":
             await self._count_tokens(scope, receive, send)
         elif path == "/v1/models" or path == "/models":
@@ -450,9 +450,11 @@ class _Progress:
 # -- answers --------------------------------------------------------------------------
 
 
-async def _plain_error(send: Send, status: int, message: str, code: str) -> None:
+async def _plain_error(
+    send: Send, status: int, message: str, code: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     # Routes the gateway does not serve answer in the OpenAI shape, its default API.
-    await respond(send, status, openai_chat.error_body(status, message, code), [JSON])
+    await respond(send, status, openai_chat.error_body(status, message, code), [JSON, *(headers or ())])
 
 
 async def _refuse(send: Send, dialect: Dialect, refusal: OnionError, request_id: str | None = None) -> None:

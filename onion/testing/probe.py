@@ -118,7 +118,8 @@ def provides(capabilities: frozenset[str], capability: str) -> bool:
 @dataclass(slots=True)
 class Observation:
     """Everything one request did: what the caller got, the trace, each layer's visit,
-    the requests that reached the handler, and whether an input guard blocks it."""
+    the requests that reached the handler, whether an input guard blocks it, and the
+    model that answered (``model``: after a fallback, the later model)."""
 
     request: Request
     outcome: Outcome
@@ -128,6 +129,7 @@ class Observation:
     input_blocked: bool | None = None
     layer_names: tuple[str, ...] = ()
     layer_provides: tuple[frozenset[str], ...] = ()
+    model: str = ""
 
     @property
     def trace(self) -> list[str]:
@@ -285,10 +287,10 @@ class Probe:
         close a stream after ``read`` chunks. Errors are recorded, not raised."""
         request = fresh_context(request)
         outcome = Outcome(streamed=request.stream)
-        served_by = ""
+        served_by = model = ""
         try:
             response = await self.stack(request)
-            served_by = response.served_by
+            served_by, model = response.served_by, response.model
             await _consume(response, request.stream, read, outcome)
         except Exception as error:
             outcome.fail(error)
@@ -303,6 +305,7 @@ class Probe:
             input_blocked=await self.input_verdict(request) if self._guards else None,
             layer_names=tuple(info.name for info in self.infos),
             layer_provides=tuple(info.provides for info in self.infos),
+            model=model,
         )
         observation.visits.extend(v for v in visits if v.index == len(self.layers))
         self.observations.append(observation)

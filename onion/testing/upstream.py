@@ -656,7 +656,8 @@ def openai_chunks(completion: dict[str, Any], *, include_usage: bool) -> list[tu
     unknown fields), the text word by word, the refusal, annotations and audio, each tool
     call as a first delta with ``index``, ``id``, ``type`` and name and its arguments in
     pieces of 8 characters; the choice's logprobs ride on its first text delta (or its
-    last delta); then its finish reason; then the usage event when asked for."""
+    last delta); then its finish reason, with the choice's own unknown fields (as vLLM
+    sends ``stop_reason``); then the usage event when asked for."""
     top = {k: v for k, v in completion.items() if k not in _TOP}
     base = {
         "id": completion.get("id", "chatcmpl-fake"),
@@ -665,8 +666,11 @@ def openai_chunks(completion: dict[str, Any], *, include_usage: bool) -> list[tu
         "model": completion.get("model", ""),
     }
 
-    def event(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> bytes:
+    def event(
+        index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None, **extra: Any
+    ) -> bytes:
         choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        choice.update(extra)
         payload = {**base, **top, "choices": [choice]}
         if include_usage:
             payload["usage"] = None
@@ -699,7 +703,8 @@ def openai_chunks(completion: dict[str, Any], *, include_usage: bool) -> list[tu
             for start in range(0, len(arguments), 8):
                 piece = {"index": position, "function": {"arguments": arguments[start : start + 8]}}
                 events.append((True, event(index, {"tool_calls": [piece]})))
-        events.append((False, event(index, {}, choice.get("finish_reason"), logprobs)))
+        own = {k: v for k, v in choice.items() if k not in ("index", "message", "logprobs", "finish_reason", "delta")}
+        events.append((False, event(index, {}, choice.get("finish_reason"), logprobs, **own)))
     if include_usage:
         payload = {**base, **top, "choices": [], "usage": completion.get("usage")}
         events.append((False, b"data: " + _ENCODER.encode(payload) + b"\n\n"))

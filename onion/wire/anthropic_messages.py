@@ -96,10 +96,23 @@ class MessageEventEncoder:
     when a chunk of another kind (or another tool call) arrives.
     """
 
-    __slots__ = ("_block", "_finish", "_id", "_index", "_kind", "_model", "_sequence", "_started", "_tool", "_usage")
+    __slots__ = (
+        "_block",
+        "_finish",
+        "_id",
+        "_index",
+        "_kind",
+        "_model",
+        "_request_id",
+        "_sequence",
+        "_started",
+        "_tool",
+        "_usage",
+    )
 
     def __init__(self, request: Request, model: str) -> None:
-        self._id = f"msg_{request.context.request_id}"
+        self._request_id = request.context.request_id
+        self._id = f"msg_{self._request_id}"
         self._model = model
         self._started = False
         self._index = -1
@@ -112,6 +125,8 @@ class MessageEventEncoder:
 
     def _start(self, chunk: Chunk) -> bytes:
         self._started = True
+        if chunk.id and chunk.id.startswith("msg"):  # an Anthropic upstream's own id, as for a complete answer
+            self._id = chunk.id
         message = {
             "id": self._id,
             "type": "message",
@@ -187,7 +202,7 @@ class MessageEventEncoder:
 
     def error(self, error: BaseException) -> bytes:
         """The ``error`` event that ends a stream cut by ``error``."""
-        return b"event: error\ndata: " + encode_error(error, self._id[4:]).body + b"\n\n"
+        return b"event: error\ndata: " + encode_error(error, self._request_id).body + b"\n\n"
 
 
 def encode_stream(request: Request, model: str) -> MessageEventEncoder:

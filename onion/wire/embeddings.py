@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 
 from .._context import Context
-from .._types import Completion, EmbeddingInput, Request, Usage
+from .._types import Completion, EmbeddingInput, Request, usage_of
 from ..errors import BadRequest
 from . import StreamEncoder
 from .openai_chat import _explain, encode_error
@@ -162,7 +162,7 @@ def decode_answer(data: bytes, request: Request) -> Completion:
     usage = body.get("usage")
     return Completion(
         model=str(body.get("model") or request.model),
-        usage=None if usage is None else msgspec.convert(usage, Usage),
+        usage=None if usage is None else usage_of(usage),
         finish_reason=None,
         extra={k: v for k, v in body.items() if k not in _ANSWER_FIELDS},
         embeddings=vectors,
@@ -213,6 +213,11 @@ def encode_completion(completion: Completion, request: Request, model: str) -> b
             "total_tokens": 0 if usage is None else usage.total_tokens,
         },
     }
+    if usage is not None:  # what else the upstream's usage said, as it said it
+        if usage.prompt_tokens_details is not None:
+            out["usage"]["prompt_tokens_details"] = usage.prompt_tokens_details
+        if usage.extra:
+            out["usage"].update(usage.extra)
     if completion.extra:
         out.update(completion.extra)
     return _encode(out)

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from .._context import Context
-from .._types import Choice, Chunk, Completion, Message, Request, Usage, decode_request
+from .._types import Choice, Chunk, Completion, Message, Request, Usage, decode_request, usage_of
 from ..errors import BadRequest, OnionError
 from . import ErrorAnswer
 
@@ -142,6 +142,8 @@ def _usage(usage: Usage) -> dict[str, Any]:
         out["prompt_tokens_details"] = usage.prompt_tokens_details
     if usage.completion_tokens_details is not None:
         out["completion_tokens_details"] = usage.completion_tokens_details
+    if usage.extra:
+        out.update(usage.extra)
     return out
 
 
@@ -158,14 +160,19 @@ def _message(choice: Choice) -> dict[str, Any]:
     return message
 
 
+def _choice_out(choice: Choice) -> dict[str, Any]:
+    out = {"index": choice.index, "message": _message(choice), "logprobs": choice.logprobs}
+    out["finish_reason"] = choice.finish_reason
+    if choice.choice_extra:
+        out.update(choice.choice_extra)
+    return out
+
+
 def encode_completion(completion: Completion, request: Request, model: str) -> bytes:
     """``completion`` as a ``chat.completion`` JSON object, every choice and every field it
     carries (unknown ones included). Its id, creation time and model default to
     ``chatcmpl-<request id>``, now, and ``model``."""
-    choices = [
-        {"index": c.index, "message": _message(c), "logprobs": c.logprobs, "finish_reason": c.finish_reason}
-        for c in completion.all_choices()
-    ]
+    choices = [_choice_out(c) for c in completion.all_choices()]
     out: dict[str, Any] = {
         "id": completion.id or f"chatcmpl-{request.context.request_id}",
         "object": "chat.completion",
@@ -189,6 +196,8 @@ _TOP_FIELDS = frozenset({"id", "object", "created", "model", "choices", "usage",
 _MESSAGE_FIELDS = frozenset({"role", "content", "tool_calls", "refusal", "annotations", "audio"})
 _CHUNK_FIELDS = _TOP_FIELDS
 _DELTA_FIELDS = _MESSAGE_FIELDS
+_CHOICE_FIELDS = frozenset({"index", "message", "logprobs", "finish_reason"})
+_CHUNK_CHOICE_FIELDS = frozenset({"index", "delta", "logprobs", "finish_reason"})
 
 
 def _str(value: Any) -> str | None:
@@ -213,6 +222,7 @@ def _choice(raw: dict[str, Any], position: int) -> Choice:
         message.get("annotations"),
         message.get("audio"),
         {k: v for k, v in message.items() if k not in _MESSAGE_FIELDS},
+        _extra(raw, _CHOICE_FIELDS),
     )
 
 
@@ -241,7 +251,7 @@ def decode_completion(data: bytes, model: str = "") -> Completion:
     usage = body.get("usage")
     completion = Completion(
         model=_str(body.get("model")) or model,
-        usage=None if usage is None else msgspec.convert(usage, Usage),
+        usage=None if usage is None else usage_of(usage),
         id=_str(body.get("id")) or "",
         created=body.get("created") or 0,
         system_fingerprint=_str(body.get("system_fingerprint")),
@@ -255,8 +265,13 @@ def decode_chunk(body: dict[str, Any], *, with_model: bool) -> list[Chunk]:
     """The chunks of one decoded ``chat.completion.chunk`` event: one per choice (the
     usage on the last), or one for the usage alone. ``with_model``: name its model."""
     model = _str(body.get("model")) if with_model else None
+    if with_model:  # the answer's first event: its id and time name the stream
+        answer_id, created = _str(body.get("id")), body.get("created")
+        created = created if isinstance(created, int) and not isinstance(created, bool) else None
+    else:
+        answer_id = created = None
     usage = body.get("usage")
-    usage = None if usage is None else msgspec.convert(usage, Usage)
+    usage = None if usage is None else usage_of(usage)
     fingerprint, tier = _str(body.get("system_fingerprint")), _str(body.get("service_tier"))
     extra = _extra(body, _CHUNK_FIELDS)
     choices = body.get("choices") or []
@@ -270,6 +285,8 @@ def decode_chunk(body: dict[str, Any], *, with_model: bool) -> list[Chunk]:
                 tool_calls=delta.get("tool_calls") or None,
                 finish_reason=_str(choice.get("finish_reason")),
                 model=model if not chunks else None,
+                id=answer_id if not chunks else None,
+                created=created if not chunks else None,
                 index=choice.get("index", position),
                 refusal=_str(delta.get("refusal")),
                 logprobs=choice.get("logprobs"),
@@ -279,12 +296,15 @@ def decode_chunk(body: dict[str, Any], *, with_model: bool) -> list[Chunk]:
                 service_tier=tier,
                 extra=extra,
                 delta_extra=_extra(delta, _DELTA_FIELDS),
+                choice_extra=_extra(choice, _CHUNK_CHOICE_FIELDS),
             )
         )
     if not chunks:
         if usage is None and not model and not extra:
             return chunks
-        chunks.append(Chunk(model=model, system_fingerprint=fingerprint, service_tier=tier, extra=extra))
+        only = Chunk(model=model, system_fingerprint=fingerprint, service_tier=tier, extra=extra)
+        only.id, only.created = answer_id, created
+        chunks.append(only)
     chunks[-1].usage = usage
     return chunks
 
@@ -304,26 +324,32 @@ class _OutDelta(msgspec.Struct, omit_defaults=True):
 class ChunkEncoder:
     """Writes one streamed answer as ``chat.completion.chunk`` events.
 
-    Every event shares the id ``chatcmpl-<request id>`` and the creation time, encoded
-    once here. The model is the one the latest chunk that named one named (after a
-    fallback or a resumption, the tail's), ``system_fingerprint`` and ``service_tier``
-    the latest the upstream sent. Each event carries one choice, with its ``index``; a
-    tool-call delta without an ``index`` gets its position. It keeps the usage of the
-    last chunk that had one, for the usage event ``end`` sends when the request set
-    ``stream_options.include_usage``.
+    Every event shares one id and creation time: the upstream answer's, from its first
+    chunk (after a fallback or a resumption the stream keeps the id it began with), else
+    ``chatcmpl-<request id>`` and now; encoded once, at the first chunk. The model is the
+    one the latest chunk that named one named (after a fallback or a resumption, the
+    tail's), ``system_fingerprint`` and ``service_tier`` the latest the upstream sent.
+    Each event carries one choice, with its ``index``; a tool-call delta without an
+    ``index`` gets its position. It keeps the usage of the last chunk that had one, for
+    the usage event ``end`` sends when the request set ``stream_options.include_usage``.
     """
 
-    __slots__ = ("_head", "_include_usage", "_model", "_model_name", "_request_id", "_top", "_top_values", "usage")
+    __slots__ = (
+        "_created",
+        "_head",
+        "_include_usage",
+        "_model",
+        "_model_name",
+        "_request_id",
+        "_top",
+        "_top_values",
+        "usage",
+    )
 
     def __init__(self, request: Request, model: str, *, created: int | None = None) -> None:
         self._request_id = request.context.request_id
-        self._head = (
-            b'data: {"id":"chatcmpl-'
-            + self._request_id.encode()
-            + b'","object":"chat.completion.chunk","created":'
-            + str(created or int(time.time())).encode()
-            + b',"model":'
-        )
+        self._created = created
+        self._head = b""
         self._model_name = model
         self._model = _encode(model)
         self._top = b""
@@ -332,7 +358,18 @@ class ChunkEncoder:
         self._include_usage = bool(options and options.get("include_usage"))
         self.usage: Usage | None = None
 
+    def _name(self, answer_id: str | None, created: int | None) -> bytes:
+        self._head = (
+            b'data: {"id":'
+            + _encode(answer_id or f"chatcmpl-{self._request_id}")
+            + b',"object":"chat.completion.chunk","created":'
+            + str(created or self._created or int(time.time())).encode()
+            + b',"model":'
+        )
+        return self._head
+
     def _prefix(self, chunk: Chunk) -> bytes:
+        head = self._head or self._name(chunk.id, chunk.created)
         if chunk.model and chunk.model != self._model_name:
             self._model_name, self._model = chunk.model, _encode(chunk.model)
         fingerprint = chunk.system_fingerprint or self._top_values[0]
@@ -345,12 +382,14 @@ class ChunkEncoder:
             if tier is not None:
                 top += b',"service_tier":' + _encode(tier)
             self._top = top
-        return self._head + self._model + self._top
+        return head + self._model + self._top
 
     def event(self, chunk: Chunk) -> bytes | None:
         """The event for ``chunk``, or ``None`` when it has nothing to show (empty, or usage only)."""
         if chunk.usage is not None:
             self.usage = chunk.usage
+        if chunk.id and not self._head:  # named by the answer's first chunk, shown or not
+            self._name(chunk.id, chunk.created)
         if not (
             chunk.content
             or chunk.role
@@ -361,6 +400,7 @@ class ChunkEncoder:
             or chunk.annotations is not None
             or chunk.audio is not None
             or chunk.delta_extra
+            or chunk.choice_extra
         ):
             return None
         # The first delta carries the role and content "" as OpenAI's does; later ones
@@ -378,7 +418,10 @@ class ChunkEncoder:
         if chunk.logprobs is not None:
             out += b',"logprobs":' + _encode(chunk.logprobs)
         finish = b"null" if chunk.finish_reason is None else _encode(chunk.finish_reason)
-        out += b',"finish_reason":' + finish + b"}]"
+        out += b',"finish_reason":' + finish
+        if chunk.choice_extra:
+            out += b"," + _encode(chunk.choice_extra)[1:-1]
+        out += b"}]"
         if chunk.extra:
             out += b"," + _encode(chunk.extra)[1:-1]
         return out + b"}\n\n"
@@ -387,7 +430,7 @@ class ChunkEncoder:
         """``data: [DONE]``, after the usage event when the request asked for one."""
         if self.usage is None or not self._include_usage:
             return _DONE
-        head = self._head + self._model + self._top
+        head = (self._head or self._name(None, None)) + self._model + self._top
         return head + b',"choices":[],"usage":' + _encode(_usage(self.usage)) + b"}\n\n" + _DONE
 
     def error(self, error: BaseException) -> bytes:

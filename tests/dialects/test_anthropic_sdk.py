@@ -105,6 +105,9 @@ async def test_messages_stream_sends_the_real_event_sequence(anyio_backend: str,
     assert "content_block_start" in kinds and "content_block_stop" in kinds and "message_delta" in kinds
     assert final.content[0].text == ("echo: one two three" if kind == "anthropic" else "seen: user")
     assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
+    # An Anthropic upstream's message id reaches the client, streamed as complete; an
+    # OpenAI upstream's chatcmpl id is no message id: the gateway names that message.
+    assert final.id == "msg_fake1" if kind == "anthropic" else final.id.startswith("msg_req_")
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -63,3 +63,21 @@ def test_vectors_arrive_in_the_asked_format_with_the_same_numbers(
     if asked == "base64":
         got = [array("f", base64.b64decode(g)).tolist() for g in got]
     assert got == vectors
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    extra=st.dictionaries(name.map(lambda k: "x_" + k), st.integers() | st.text(max_size=8), max_size=3),
+    details=st.none() | st.fixed_dictionaries({"cached_tokens": st.integers(0, 99)}),
+)
+def test_the_upstreams_usage_reaches_the_caller_field_by_field(
+    extra: dict[str, Any], details: dict[str, Any] | None
+) -> None:
+    usage: dict[str, Any] = {"prompt_tokens": 7, "total_tokens": 7, **extra}
+    if details is not None:
+        usage["prompt_tokens_details"] = details
+    answer = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}], "model": "e"}
+    request = embeddings.decode(b'{"model": "e", "input": "hi"}', Context())
+    completion = embeddings.decode_answer(msgspec.json.encode({**answer, "usage": usage}), request)
+    sent = msgspec.json.decode(embeddings.encode_completion(completion, request, "e"))
+    assert sent["usage"] == usage

@@ -244,7 +244,8 @@ async def test_huge_bodies_get_413_declared_or_streamed(upstream: FakeUpstream) 
 
 
 async def test_wrong_method_and_path(http: httpx.AsyncClient) -> None:
-    assert (await http.get("/v1/chat/completions")).status_code == 405
+    wrong = await http.get("/v1/chat/completions")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"  # HTTP requires Allow on a 405
     missing = await http.post("/v1/nothing", json={})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 

@@ -4,10 +4,10 @@ streamed, fresh and replayed by the exact cache.
 
 The upstream is the testing kit's ``FakeUpstream`` answering a ``chat.completion`` that
 hypothesis builds (several choices, logprobs, refusals, annotations, audio, tool calls,
-usage details, ``system_fingerprint``, ``service_tier``, unknown fields at the top and in
-messages). A complete answer is compared as JSON, exactly; a stream is folded per choice
+usage details, ``system_fingerprint``, ``service_tier``, unknown fields at the top, in
+choices, in messages and in the usage). A complete answer is compared as JSON, exactly; a stream is folded per choice
 (text and refusal joined, logprobs lists joined, tool-call deltas merged by index) and
-compared, except the stream's ``id`` and ``created``, which are the gateway's.
+compared, with the stream's ``id`` and ``created`` (every event's the same).
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ def completions(draw: st.DrawFn) -> dict[str, Any]:
             "message": draw(messages()),
             "logprobs": draw(logprobs),
             "finish_reason": draw(st.sampled_from(["stop", "length", "tool_calls", "content_filter"])),
+            **draw(st.dictionaries(unknown_keys, json_values, max_size=2)),  # a choice's own (vLLM's stop_reason)
         }
         for i in range(n)
     ]
@@ -136,6 +137,7 @@ def completions(draw: st.DrawFn) -> dict[str, Any]:
             value = draw(details)
             if value is not None:
                 usage[key] = value
+        usage.update(draw(st.dictionaries(unknown_keys, json_values, max_size=2)))  # queue_time, …
     body: dict[str, Any] = {
         "id": "chatcmpl-" + draw(names),
         "object": "chat.completion",
@@ -169,9 +171,11 @@ def fold(events: list[dict[str, Any]]) -> dict[str, Any]:
     top: dict[str, Any] = {}
     choices: dict[int, dict[str, Any]] = {}
     usage = None
+    names = {(event["id"], event["created"]) for event in events}
+    assert len(names) == 1, names  # one id and time for the whole stream
     for event in events:
         assert "error" not in event, event
-        top.update((k, v) for k, v in event.items() if k not in ("id", "created", "choices", "usage"))
+        top.update((k, v) for k, v in event.items() if k not in ("choices", "usage"))
         usage = event.get("usage") or usage
         for choice in event["choices"]:
             into = choices.setdefault(choice["index"], {"content": "", "refusal": None, "tools": {}, "logprobs": None})
@@ -196,6 +200,8 @@ def fold(events: list[dict[str, Any]]) -> dict[str, Any]:
                 into["logprobs"] = merged
             if choice.get("finish_reason") is not None:
                 into["finish_reason"] = choice["finish_reason"]
+            # The choice's own unknown fields, as last sent.
+            into.update((k, v) for k, v in choice.items() if k not in ("index", "delta", "logprobs", "finish_reason"))
     return {"top": top, "choices": choices, "usage": usage}
 
 

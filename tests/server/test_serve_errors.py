@@ -92,3 +92,13 @@ def test_a_directory_or_missing_file_as_config_is_one_line(tmp_path: Path) -> No
     assert f"{tmp_path}: cannot read it: Is a directory" in line
     line = _one_line_without_traceback(_serve("--config", str(tmp_path / "nope.toml"), "--port", "0"))
     assert "nope.toml: no such file (check the path" in line
+
+
+def test_python_dash_m_onion_is_the_console_script(tmp_path: Path) -> None:
+    # The same one-line refusal as `onion serve` (a config that is a directory): the module
+    # runs the script's main, arguments and exit status included.
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    command = [sys.executable, "-m", "onion", "serve", "--config", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=60)
+    assert str(tmp_path) in _one_line_without_traceback(result)
+    assert subprocess.run([sys.executable, "-m", "onion", "--help"], capture_output=True, timeout=60).returncode == 0

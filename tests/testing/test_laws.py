@@ -208,3 +208,21 @@ async def test_violation_report_holds_law_reason_and_layers() -> None:
     assert text.startswith("law broken: input-guard-first")
     assert "why: the blocked request was seen by the cache layer 'bare_cache'" in text
     assert "trace:    ['bare_cache', 'toy_input_guard']" in text
+
+
+def _answered(model: str, text: str, stream: bool) -> Any:
+    from onion.testing.probe import Observation, Outcome
+
+    outcome = Outcome(kind="answer", parts=[text], streamed=stream)
+    request = Request(model="m", messages=[Message("user", "hi")], stream=stream)
+    return Observation(request=request, outcome=outcome, served_by="up", visits=[], upstream=[], model=model)
+
+
+def test_stream_equals_complete_compares_the_answers_of_one_model() -> None:
+    # The same model: the texts must agree.
+    with pytest.raises(LawViolation, match="stream-equals-complete"):
+        check_pair(_answered("m", "one", False), _answered("m", "two", True))
+    check_pair(_answered("m", "one", False), _answered("m", "one", True))
+    # A breaker open for the complete call sent it to the fallback; closed again, it let
+    # the stream through to the first model's cache entry: two models, two texts.
+    check_pair(_answered("backup", "one", False), _answered("m", "two", True))
