@@ -21,6 +21,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import anyio
+import msgspec
 
 from ._types import Choice, Chunk, Completion, Usage
 from .errors import CANCELLED, outcome
@@ -373,8 +374,12 @@ async def _replay(completion: Completion, piece_chars: int) -> AsyncGenerator[Ch
         head.tool_calls, head.finish_reason, head.model = None, None, model
         head.system_fingerprint, head.service_tier = completion.system_fingerprint, completion.service_tier
         head.extra = completion.extra
-        if choice is choices[0]:  # the answer's first chunk names it
+        if choice is choices[0]:  # the answer's first chunk names it, with its prompt's usage
             head.id, head.created = completion.id or None, completion.created or None
+            usage = completion.usage
+            if usage is not None:
+                prompt = usage.prompt_tokens
+                head.prompt_usage = msgspec.structs.replace(usage, completion_tokens=0, total_tokens=prompt)
         if choice.content is None and not head.content:
             head.content = ""
         yield head

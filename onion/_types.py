@@ -202,6 +202,9 @@ class Chunk(msgspec.Struct, omit_defaults=True):
     ``choice_extra`` its choice's and ``delta_extra`` its delta's, passed through untouched.
     ``id`` and ``created`` are the upstream answer's, on its first chunk (as ``model``): a
     stream the client sees carries the id and time of the answer it began with.
+    ``prompt_usage``, on a first chunk, is the usage known when the answer began (an
+    Anthropic upstream's ``message_start``: input and cache tokens), for a dialect that
+    announces it there; layers read ``usage``, the final count.
     """
 
     content: str = ""
@@ -222,6 +225,7 @@ class Chunk(msgspec.Struct, omit_defaults=True):
     choice_extra: dict[str, Any] = {}
     id: str | None = None
     created: int | None = None
+    prompt_usage: Usage | None = None
 
 
 class Choice(msgspec.Struct, omit_defaults=True):

@@ -824,4 +824,5 @@ def _carries_more_than_text(chunk: Chunk) -> bool:
         or bool(chunk.choice_extra)
         or chunk.model is not None
         or chunk.id is not None
+        or chunk.prompt_usage is not None
     )

@@ -67,6 +67,7 @@ class _AnthropicStream(StreamDecoder):
             self._input = message.get("usage") or {}
             start = Chunk(role="assistant", model=message.get("model") or None)
             start.id = message.get("id") if isinstance(message.get("id"), str) else None
+            start.prompt_usage = usage_from_anthropic(self._input) if self._input else None
             return start
         if kind == "message_delta":
             usage = usage_from_anthropic({**self._input, **(body.get("usage") or {})})

@@ -12,8 +12,8 @@ the API does not know. A request that breaks it gets Anthropic's 400
 Answers: after tool results, a text that quotes them; with tools (and a ``tool_choice``
 other than none), a ``tool_use`` of the first (or the named) tool; else ``reply`` (by
 default ``echo: <last user text>``), complete or as the real event sequence with
-``input_json_delta`` for tool input. Usage reports cache reads when a block carries
-``cache_control``.
+``input_json_delta`` for tool input. Usage reports its service tier, and cache reads
+(with the per-TTL ``cache_creation`` split) when a block carries ``cache_control``.
 """
 
 from __future__ import annotations
@@ -188,9 +188,10 @@ class AnthropicUpstream:
         self.requests.append(data)
         self.headers.append(headers)
         content, reason = _answer(data, self.reply)
-        usage = {"input_tokens": 10, "output_tokens": 5}
+        usage: dict[str, Any] = {"input_tokens": 10, "output_tokens": 5, "service_tier": "standard"}
         if _cached(data):
             usage |= {"cache_creation_input_tokens": 0, "cache_read_input_tokens": 7}
+            usage["cache_creation"] = {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0}
         message = {
             "id": f"msg_fake{len(self.requests)}", "type": "message", "role": "assistant", "model": data["model"],
             "content": content, "stop_reason": reason, "stop_sequence": None, "usage": usage,

@@ -281,7 +281,12 @@ def usage_from_anthropic(usage: dict[str, Any]) -> Usage:
     output = usage.get("output_tokens") or 0
     prompt = fresh + created + read
     details = {"cached_tokens": read, "cache_creation_tokens": created} if created or read else None
-    return Usage(prompt, output, prompt + output, details)
+    # The rest as sent (cache_creation's per-TTL split, server_tool_use, service_tier …).
+    extra = {k: v for k, v in usage.items() if k not in _USAGE_COUNTS} or None
+    return Usage(prompt, output, prompt + output, details, None, extra)
+
+
+_USAGE_COUNTS = frozenset({"input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens"})
 
 
 def anthropic_usage(usage: Usage | None) -> dict[str, Any]:
@@ -298,6 +303,8 @@ def anthropic_usage(usage: Usage | None) -> dict[str, Any]:
     if read or created:
         out["cache_creation_input_tokens"] = created
         out["cache_read_input_tokens"] = read
+    if usage.extra:
+        out.update((k, v) for k, v in usage.extra.items() if k not in out)
     return out
 
 

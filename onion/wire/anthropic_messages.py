@@ -135,7 +135,9 @@ class MessageEventEncoder:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            # What the upstream announced at its start (an Anthropic one: the input and
+            # cache tokens clients read here), else nothing yet: the counts follow at the end.
+            "usage": anthropic_usage(chunk.prompt_usage),
         }
         return _event("message_start", {"message": message}) + _event("ping", {})
 

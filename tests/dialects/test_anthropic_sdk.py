@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anthropic
+import httpx
 import pytest
 
 from onion import Stack
@@ -170,6 +171,37 @@ async def test_anthropic_to_anthropic_keeps_unknown_fields(anyio_backend: str) -
     sent = upstream.requests[-1]
     assert sent["top_k"] == 5 and sent["service_tier"] == "auto" and sent["metadata"] == {"user_id": "u-1"}
     assert sent["system"] == [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}]
+
+
+async def test_anthropic_to_anthropic_streams_the_usage_where_clients_read_it(anyio_backend: str) -> None:
+    # message_start carries the input and cache tokens (what LangChain and raw-event
+    # readers take the input count from), message_delta the final counts, as upstream.
+    system = [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}]
+    ask = [{"role": "user", "content": "count me"}]
+    async with (
+        _gateway("anthropic") as (client, _upstream),
+        client.messages.stream(model="claude-x", max_tokens=20, system=system, messages=ask) as stream,
+    ):
+        events = [event async for event in stream]
+    start = next(e for e in events if e.type == "message_start").message.usage
+    end = next(e for e in events if e.type == "message_delta").usage
+    assert (start.input_tokens, start.cache_read_input_tokens, start.output_tokens) == (10, 7, 1)
+    assert (end.input_tokens, end.cache_read_input_tokens, end.output_tokens) == (10, 7, 5)
+    # The fields onion does not count pass as sent.
+    split = {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0}
+    assert start.service_tier == end.service_tier == "standard"
+    assert dict(start.cache_creation) == dict(end.cache_creation) == split
+
+
+async def test_anthropic_to_anthropic_keeps_the_usage_field_by_field(anyio_backend: str) -> None:
+    system = [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}]
+    async with _gateway("anthropic") as (client, upstream):
+        ask = {"model": "claude-x", "max_tokens": 20, "system": system, "messages": [{"role": "user", "content": "x"}]}
+        headers = {"x-api-key": "up-key", "anthropic-version": "2023-06-01"}
+        async with httpx.AsyncClient() as http:
+            expected = (await http.post(upstream.base_url + "/messages", json=ask, headers=headers)).json()["usage"]
+        got = (await client.messages.with_raw_response.create(**ask)).http_response.json()["usage"]
+    assert got == expected and "cache_creation" in expected
 
 
 async def test_errors_come_in_anthropic_shape(anyio_backend: str) -> None:
