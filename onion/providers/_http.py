@@ -523,6 +523,11 @@ class HTTPProvider:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise self._too_large(request)
+        if isinstance(response, Reply):
+            data = await response.read_within(limit)
+            if data is None:
+                raise self._too_large(request)
+            return data
         parts, size = [], 0
         async for piece in response.aiter_bytes():
             size += len(piece)
