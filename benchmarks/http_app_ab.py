@@ -21,6 +21,7 @@ With ``taskset`` the children share core 0 and the upstream has core 1.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -28,30 +29,32 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
 
-def child(config_path: str, log_path: str) -> None:
-    """Serve rounds on stdin/stdout with the gateway of the checkout on ``sys.path``."""
+def app_caller(
+    config_path: str, log_path: str, prepare: Callable[[Any], None] | None = None
+) -> tuple[Any, Callable[[str], Awaitable[tuple[int, str]]]]:
+    """The gateway as ``onion serve`` builds it from ``config_path`` (the log line to
+    ``log_path``), and one ASGI call of it with a new prompt: its status and served-by.
+    ``prepare(gateway)`` may change the gateway before the app is made of it."""
     import asyncio
 
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None  # type: ignore[assignment]
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(log, 2)  # the log line goes to a file, as to a collector
     from onion.config import build_gateway, configure_telemetry, load_config
-    from onion.server import _runner
     from onion.server._app import create_app
     from onion.server._http import DISCONNECT, DisconnectHook
 
     config = load_config(config_path)
     configure_telemetry(config.telemetry)
     gateway = build_gateway(config)
+    if prepare is not None:
+        prepare(gateway)
     app = create_app(gateway)
     counter = 0
 
@@ -93,6 +96,66 @@ def child(config_path: str, log_path: str) -> None:
         await app(scope, receive, send)
         return answer["status"], answer["headers"].get(b"x-onion-served-by", b"").decode()
 
+    return gateway, one
+
+
+def run_served(runner: Callable[[], Awaitable[None]]) -> None:
+    """Run ``runner`` on uvloop (where installed) as onion serve runs it: sniffio told the
+    thread runs asyncio, where the tree does so."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None  # type: ignore[assignment]
+    from onion.server import _runner
+
+    named = getattr(_runner, "_named_library", None)
+    go = (lambda: asyncio.run(runner())) if uvloop is None else (lambda: uvloop.run(runner()))
+    if named is None:
+        go()
+    else:
+        with named("asyncio"):
+            go()
+
+
+def recorded_handler(gateway: Any, pause: float) -> None:
+    """Put an in-process handler in place of the router: it answers every request with
+    one answer the upstream gave (read once over HTTP, decoded by the provider's own
+    decoder each call, named as the provider names it) after ``await asyncio.sleep(pause)``.
+    What the layers then cost without the socket, with or without the idle gap an
+    upstream call leaves (``http_idle.py``)."""
+    import asyncio
+
+    import httpx
+
+    from onion import Response, Stack
+
+    provider = gateway.providers[0]
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "ab recorded 1"}]}
+    data = httpx.post(provider.base_url + "/chat/completions", json=body).content
+
+    async def up(request: Any) -> Response:
+        completion = provider.decode_completion(data, request)
+        await asyncio.sleep(pause)
+        response = Response.complete(completion, served_by=provider.name)
+        response.provider = provider.kind
+        return response
+
+    up.name = provider.name  # type: ignore[attr-defined]
+    gateway.stack = Stack(gateway.stack.layers, up, name=gateway.stack.name)
+
+
+def child(config_path: str, log_path: str, handler: str = "http") -> None:
+    """Serve rounds on stdin/stdout with the gateway of the checkout on ``sys.path``;
+    ``handler``: ``http`` (the provider), ``recorded`` or ``recorded-<seconds>`` (see
+    ``recorded_handler``)."""
+    prepare = None
+    if handler != "http":
+        pause = float(handler.partition("-")[2] or 0)
+        prepare = functools.partial(recorded_handler, pause=pause)
+    gateway, one = app_caller(config_path, log_path, prepare)
+
     async def serve() -> None:
         for line in sys.stdin:
             calls, tag = line.split()
@@ -107,14 +170,69 @@ def child(config_path: str, log_path: str) -> None:
             print(json.dumps(out), flush=True)
         await gateway.aclose()
 
-    # As onion serve runs it: sniffio told the thread runs asyncio, where the tree does so.
-    named = getattr(_runner, "_named_library", None)
-    runner = (lambda: asyncio.run(serve())) if uvloop is None else (lambda: uvloop.run(serve()))
-    if named is None:
-        runner()
-    else:
-        with named("asyncio"):
-            runner()
+    run_served(serve)
+
+
+def run_rounds(
+    cases: list[tuple[str, str, str]] | list[tuple[str, str, str, str]],
+    upstream_url: str,
+    rounds: int,
+    calls: int,
+    gateway_pin: list[str],
+    quiet: bool = False,
+) -> dict[str, list[dict[str, Any]]]:
+    """One child per ``(name, tree, TOML[, handler])`` case (``handler``: see ``child``),
+    ``rounds`` rounds of ``calls`` requests each, the order flipped every round; each
+    child's results per round."""
+    children: dict[str, subprocess.Popen[str]] = {}
+    samples: dict[str, list[dict[str, Any]]] = {}
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            for name, tree, config, *handler in cases:
+                path = Path(workdir) / f"{name}.toml"
+                path.write_text(config)
+                env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+                env["PYTHONPATH"] = tree
+                code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import http_app_ab as m; m.child(*sys.argv[1:])"
+                children[name] = subprocess.Popen(
+                    [*gateway_pin, sys.executable, "-c", code, str(path), str(Path(workdir) / f"{name}.log"), *handler],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                    cwd=tree,
+                )
+                samples[name] = []
+            for name, process in children.items():  # warm-up: connections, caches, imports
+                assert process.stdin is not None and process.stdout is not None
+                process.stdin.write(f"200 w{name.replace(' ', '_')}\n")
+                process.stdin.flush()
+                if not process.stdout.readline():  # it died: its traceback is in its log
+                    log = (Path(workdir) / f"{name}.log").read_text()
+                    raise RuntimeError(f"{name} failed:\n{log[-3000:]}")
+            names = list(children)
+            for round_ in range(rounds):
+                for name in names if round_ % 2 == 0 else names[::-1]:
+                    process = children[name]
+                    assert process.stdin is not None and process.stdout is not None
+                    process.stdin.write(f"{calls} r{round_}{name.replace(' ', '_')}\n")
+                    process.stdin.flush()
+                    result = json.loads(process.stdout.readline())
+                    if set(result["served"]) != {"up"}:
+                        raise RuntimeError(f"{name}: every answer should be a 200 from 'up', got {result['served']}")
+                    samples[name].append(result)
+                    if not quiet:
+                        print(f"round {round_} {name}: {result['cpu_us']:.0f} µs CPU, {result['wall_us']:.0f} µs wall")
+    finally:
+        for process in children.values():
+            if process.stdin is not None:
+                process.stdin.close()
+        for process in children.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return samples
 
 
 def main() -> None:
@@ -130,53 +248,11 @@ def main() -> None:
 
     pinned, gateway_pin, other_pin = pins(args.no_taskset)
     upstream, upstream_url = start_upstream(other_pin)
-    children: dict[str, subprocess.Popen[str]] = {}
-    samples: dict[str, list[dict[str, Any]]] = {}
     try:
-        with tempfile.TemporaryDirectory() as workdir:
-            config = gateway_config(upstream_url, empty=args.empty)
-            path = Path(workdir) / "gateway.toml"
-            path.write_text(config)
-            for spec in args.trees:
-                name, _, tree = spec.partition("=")
-                env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-                env["PYTHONPATH"] = tree
-                code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import http_app_ab as m; m.child(*sys.argv[1:])"
-                children[name] = subprocess.Popen(
-                    [*gateway_pin, sys.executable, "-c", code, str(path), str(Path(workdir) / f"{name}.log")],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                    env=env,
-                    cwd=tree,
-                )
-                samples[name] = []
-            for name, process in children.items():  # warm-up: connections, caches, imports
-                assert process.stdin is not None and process.stdout is not None
-                process.stdin.write(f"200 w{name}\n")
-                process.stdin.flush()
-                json.loads(process.stdout.readline())
-            names = list(children)
-            for round_ in range(args.rounds):
-                for name in names if round_ % 2 == 0 else names[::-1]:
-                    process = children[name]
-                    assert process.stdin is not None and process.stdout is not None
-                    process.stdin.write(f"{args.calls} r{round_}{name}\n")
-                    process.stdin.flush()
-                    result = json.loads(process.stdout.readline())
-                    if set(result["served"]) != {"up"}:
-                        raise RuntimeError(f"{name}: every answer should be a 200 from 'up', got {result['served']}")
-                    samples[name].append(result)
-                    print(f"round {round_} {name}: {result['cpu_us']:.0f} µs CPU, {result['wall_us']:.0f} µs wall")
+        config = gateway_config(upstream_url, empty=args.empty)
+        cases = [(name, tree, config) for name, _, tree in (spec.partition("=") for spec in args.trees)]
+        samples = run_rounds(cases, upstream_url, args.rounds, args.calls, gateway_pin)
     finally:
-        for process in children.values():
-            if process.stdin is not None:
-                process.stdin.close()
-        for process in children.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
         upstream.terminate()
         upstream.wait(timeout=10)
     stack = "stack = []" if args.empty else "DEFAULT_STACK"

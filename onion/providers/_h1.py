@@ -337,15 +337,40 @@ class Reply(httpx.AsyncByteStream):
                     yield piece
             if answer.complete:
                 return
-            data = await connection.receive(self._read)
-            if not data:
-                if self._until_close:
-                    answer.complete = True
-                    self._until_close = False  # ended by the close: not reusable
-                    self._parser = None
-                    continue
-                raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
-            _feed(self._parser, data)
+            self._take(await connection.receive(self._read))
+
+    async def read_within(self, limit: int) -> bytes | None:
+        """The whole body, or ``None`` as soon as it passes ``limit`` bytes (the rest is
+        not read). No async generator: most complete answers came with their headers,
+        and a generator costs its creation, the loop's first-iteration hook and a close."""
+        answer, connection = self._answer, self._connection
+        if connection is None:
+            raise httpx.StreamClosed()
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            if answer.body:
+                pieces, answer.body = answer.body, []
+                for piece in pieces:
+                    size += len(piece)
+                if size > limit:
+                    return None
+                parts += pieces
+            if answer.complete:
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+            self._take(await connection.receive(self._read))
+
+    def _take(self, data: bytes) -> None:
+        """Feed what a read returned to the parser; ``b""``: the connection ended, which
+        ends an answer that runs until the close and is an error for any other."""
+        if not data:
+            if self._until_close:
+                self._answer.complete = True
+                self._until_close = False  # ended by the close: not reusable
+                self._parser = None
+                return
+            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+        _feed(self._parser, data)
 
     async def aclose(self) -> None:
         connection, self._connection = self._connection, None

@@ -383,6 +383,57 @@ async def test_any_segmentation_reads_the_same_body(
     assert upstream.connections == (2 if close else 1)
 
 
+async def read_within(t: H1Transport, upstream: Upstream, limit: int) -> bytes | None:
+    """One request through ``exchange`` (the providers' path), its body read whole with
+    ``Reply.read_within``."""
+    target = t.target(httpx.URL(f"http://127.0.0.1:{upstream.port}/v1/x"), {"content-type": "application/json"})
+    reply = await t.exchange(target, target.head + b"content-length: 7\r\n\r\n", b'{"a":1}', TIMEOUTS)
+    try:
+        return await reply.read_within(limit)
+    finally:
+        await reply.aclose()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.binary(min_size=0, max_size=300),
+    framing=st.sampled_from(["length", "chunked", "until close"]),
+    cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=6),
+    short=st.booleans(),
+)
+async def test_read_within_reads_what_iterating_reads_and_stops_past_its_limit(
+    serve, body: bytes, framing: str, cuts: list[int], short: bool
+) -> None:
+    # The law: however the answer is framed and cut into segments, read_within returns the
+    # body sent, or None when the body is longer than the limit; a body read whole leaves
+    # the connection reused exactly when the upstream keeps it alive.
+    group, _ = serve
+    if framing == "chunked":
+        encoded = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 7]), body[i : i + 7]) for i in range(0, len(body), 7))
+        wire = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n%s0\r\n\r\n" % encoded
+    elif framing == "length":
+        wire = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    else:
+        wire = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n%s" % body
+    points = sorted({c for c in cuts if c < len(wire)})
+    pieces = [wire[a:b] for a, b in zip([0, *points], [*points, len(wire)], strict=True)]
+    close = framing == "until close"
+    limit = len(body) - 1 if short and body else len(body)
+    upstream = await start(group, [Reply(pieces, close=close), ok(b"next")])
+    t = transport()
+    try:
+        assert await read_within(t, upstream, limit) == (None if limit < len(body) else body)
+        assert await read_within(t, upstream, 100) == b"next"
+        assert t.in_use == 0
+    finally:
+        await t.aclose()
+    if limit < len(body):
+        # Cut short: reused only if the whole answer had already arrived; never leaked.
+        assert upstream.connections in ((2,) if close else (1, 2))
+    else:
+        assert upstream.connections == (2 if close else 1)
+
+
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_a_key_or_header_with_a_line_break_is_refused_at_build_without_echoing_it(kind: str) -> None:
     from onion.providers import build_provider

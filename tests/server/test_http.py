@@ -5,17 +5,20 @@ reaches the layers, and a layer's header can never inject a line."""
 from __future__ import annotations
 
 import hmac
+import json
 from typing import Any
 
 import anyio
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onion import BadRequest, RequestTooLarge, Unauthorized
+from onion.server import _http
 from onion.server._http import (
     ApiKeys,
     cancel_on_disconnect,
+    check_json,
     header_pairs,
     read_body,
     read_headers,
@@ -218,3 +221,85 @@ async def test_a_disconnect_cancels_the_stream_and_nothing_else_does() -> None:
             group.start_soon(cancel_on_disconnect, client, group.cancel_scope)
             await anyio.sleep_forever()
     assert group.cancel_scope.cancel_called and client.received == 2
+
+
+# -- check_json's fast path -------------------------------------------------------------
+
+# Keys that collide as decoded but not as written ("\u0061" is "a"), keys and strings with
+# colons, and escapes that spell a colon: what could fool a count of colons.
+_KEYS = st.sampled_from(['"a"', '"b"', '"a:"', '":"', '"\\u0061"', '"a\\u003a"', '"x:y"', '"model"'])
+_STRINGS = st.one_of(
+    st.text(alphabet=st.sampled_from(list('ab: é"\\/\n')), max_size=8).map(json.dumps),
+    st.sampled_from(['"\\u003a"', '"a:b"', '"\\ud800"', '"\\\\u003a"', '"::"', '"\\/"']),
+)
+_NUMBERS = st.one_of(
+    st.integers(min_value=-(10**120), max_value=10**120).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.sampled_from(["1e999", "-1e-999", "1E5", "-0.0", "0." + "0" * 120 + "1", "NaN", "Infinity"]),
+)
+_SCALARS = st.one_of(_STRINGS, _NUMBERS, st.sampled_from(["true", "false", "null"]))
+
+
+def _objects(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    pairs = st.lists(st.tuples(_KEYS, st.sampled_from([":", " : "]), children), max_size=5)
+    return pairs.map(lambda items: "{" + ",".join(k + colon + v for k, colon, v in items) + "}")
+
+
+_JSON = st.recursive(
+    _SCALARS,
+    lambda children: st.one_of(_objects(children), st.lists(children, max_size=5).map(lambda xs: f"[{','.join(xs)}]")),
+    max_leaves=15,
+)
+
+
+@st.composite
+def _bodies(draw: st.DrawFn) -> bytes:
+    body = draw(_JSON).encode()
+    if draw(st.booleans()):  # a byte flipped, dropped or added anywhere
+        at = draw(st.integers(min_value=0, max_value=len(body)))
+        body = body[:at] + draw(st.binary(max_size=2)) + body[at + draw(st.integers(0, 2)) :]
+    return body
+
+
+def _full_verdict(body: bytes) -> str | None:
+    # check_json's full check alone (stdlib json with its hooks), as check_json reports it.
+    try:
+        _http._CHECKER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+    except _http._DuplicateKey:
+        return "duplicate_key"
+    except (ValueError, RecursionError):
+        return "invalid_json"
+    return None
+
+
+def _verdict(body: bytes) -> str | None:
+    try:
+        check_json(body, 64)
+    except BadRequest as refusal:
+        return refusal.code
+    return None
+
+
+@settings(max_examples=400)
+@given(body=_bodies())
+def test_check_json_says_what_its_full_check_says_and_its_fast_path_passes_nothing_else(body: bytes) -> None:
+    # The law: the fast path only ever passes a body the full check passes, so check_json
+    # refuses exactly what the full check refuses, with the same code.
+    if _http._plainly_valid(body):
+        assert _full_verdict(body) is None
+    assert _verdict(body) == _full_verdict(body)
+
+
+def test_a_usual_chat_body_takes_the_fast_path_and_a_disguised_duplicate_does_not() -> None:
+    usual = b'{"model":"gpt-4o","messages":[{"role":"user","content":"Note: a colon, and 42"}],"temperature":0.2}'
+    assert _http._plainly_valid(usual)
+    for body in (
+        b'{"a":1,"a":2}',
+        b'{"a":"x:y","a":2}',  # a colon in a string makes up for the key dropped
+        b'{"a":"\\u003a","a":2}',  # so does an escaped one
+        b'{"\\u0061":1,"a":2}',
+    ):
+        assert not _http._plainly_valid(body)
+        assert _verdict(body) == "duplicate_key"
+    assert not _http._plainly_valid(b'{"a":' + b"1" * 200 + b"}")
+    assert _verdict(b'{"a":' + b"1" * 200 + b"}") == "invalid_json"
