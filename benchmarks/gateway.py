@@ -17,7 +17,9 @@ client (httpx). Measured in one run:
 - scale-out (``--scale-out`` runs only this, and merges it into the results file):
   requests/s through the default stack (no cache) in front of the HTTP fake upstream
   with ``--workers 1`` and ``--workers 2``, and the server choice: the same app under
-  plain uvicorn (httptools) and under onion's ``GuardedProtocol`` (its connection limits).
+  plain uvicorn (httptools) and under onion's ``GuardedProtocol`` (its connection limits);
+  each round also measures the machine's own 2-to-1 (two CPU-bound processes against one),
+  the most a second worker can gain on it;
 
 - slowloris (``--slowloris`` runs only this): 1,100 slow sockets (a third trickling
   headers, a third trickling a body, a third silent) against ``onion serve`` started with
@@ -512,6 +514,27 @@ def _wrk_run(url: str, seconds: float, concurrency: int, expect: str, workdir: s
     return total / seconds, 0
 
 
+# One CPU-bound process's work for ``argv[1]`` seconds, printed as iterations done.
+_SPIN = (
+    "import sys, time\n"
+    "end = time.perf_counter() + float(sys.argv[1]); n = 0\n"
+    "while time.perf_counter() < end:\n"
+    "    for _ in range(1000): n += 1\n"
+    "print(n)"
+)
+
+
+def _spin_throughput(processes: int, seconds: float) -> float:
+    """Iterations per second of ``processes`` CPU-bound Python processes at once: what
+    the machine gives N busy processes against one, whatever its cores are (vCPUs that
+    share a physical core, or neighbours' load, give less than N times)."""
+    children = [
+        subprocess.Popen([sys.executable, "-c", _SPIN, str(seconds)], stdout=subprocess.PIPE, text=True)
+        for _ in range(processes)
+    ]
+    return sum(int(child.communicate()[0]) for child in children) / seconds
+
+
 def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0, rounds: int = 2) -> dict[str, Any]:
     """Requests/s at c=64 through the default stack (no cache) over the HTTP upstream,
     with 1 and 2 workers in interleaved rounds, and what each costs in gateway CPU."""
@@ -540,7 +563,9 @@ def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0, rou
     }
     hertz = os.sysconf("SC_CLK_TCK")
     samples: dict[str, list[tuple[float, int, float]]] = {name: [] for name in runs}
+    ceiling: list[float] = []  # the machine's own 2-to-1: two CPU-bound processes against one
     for round_index in range(rounds):
+        ceiling.append(_spin_throughput(2, 3.0) / _spin_throughput(1, 3.0))
         for name, (extra, command, upstream) in runs.items():
             print(f"measuring scale-out: {name} (round {round_index + 1})...", file=sys.stderr, flush=True)
             process, url = start_gateway(quiet + upstream + stack, workdir, name, extra, command)
@@ -573,6 +598,8 @@ def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0, rou
         result["workers_2_simulated"]["rps"] / result["workers_1_simulated"]["rps"], 2
     )
     result["guarded_vs_plain_uvicorn"] = round(result["workers_1"]["rps"] / result["plain_uvicorn"]["rps"], 3)
+    result["machine_ratio_2_to_1"] = round(sorted(ceiling)[len(ceiling) // 2], 2)
+    result["machine_ratio_rounds"] = [round(r, 2) for r in ceiling]
     return result
 
 
@@ -588,6 +615,11 @@ def print_scale_out(scale: dict[str, Any]) -> None:
             f"  rounds {run['rps_rounds']}  ({run['errors']} errors)"
         )
     print(f"  2 workers / 1: {scale['ratio_2_to_1']}x (simulated provider: {scale['ratio_2_to_1_simulated']}x)")
+    if "machine_ratio_2_to_1" in scale:
+        print(
+            f"  the machine itself, two CPU-bound processes / one: {scale['machine_ratio_2_to_1']}x "
+            f"(rounds {scale['machine_ratio_rounds']}): the most two workers could gain here"
+        )
     print(f"  GuardedProtocol / plain uvicorn (1 worker): {scale['guarded_vs_plain_uvicorn']}")
 
 
