@@ -278,6 +278,35 @@ _URL_SIGN = re.compile(r"%[0-9A-Fa-f]{2}")
 _SPACED_SIGN = re.compile(rf"{_SEPARATORS}[^\W\d_]{_SEPARATORS}[^\W\d_]{_SEPARATORS}[^\W\d_]{_SEPARATORS}")
 _LEET_ANY = re.compile(r"[0-9@$|]")
 
+# The base64 and spaced signs on ASCII text (most messages) as a substring test on the
+# text's character classes: ``str.translate`` with an all-ASCII table runs at C speed per
+# character, where sre tries the pattern at every position (a fifth of the time on prose).
+# Every base64 character is ASCII, so the run test holds for any text (other characters
+# stay as they are, never "b"); the spaced test needs ASCII, where ``[^\W\d_]`` is
+# exactly the ASCII letters.
+_BASE64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-")
+_SEPARATOR_CHARS = frozenset(" .-_*|/+~,")
+_BASE64_CLASSES = str.maketrans({chr(c): "b" if chr(c) in _BASE64_CHARS else " " for c in range(128)})
+_SPACED_CLASSES = str.maketrans(
+    {chr(c): "s" if chr(c) in _SEPARATOR_CHARS else "l" if chr(c).isalpha() else " " for c in range(128)}
+)
+_BASE64_RUN = "b" * 16
+_SPACED_RUN = "slslsls"
+
+
+def _base64_run(text: str) -> bool:
+    """Whether ``text`` holds 16 base64 characters in a row (``_BASE64_SIGN``)."""
+    if text.isascii():
+        return _BASE64_RUN in text.translate(_BASE64_CLASSES)
+    return _BASE64_SIGN.search(text) is not None
+
+
+def _spaced_run(text: str) -> bool:
+    """Whether ``text`` holds three letters standing alone between separators (``_SPACED_SIGN``)."""
+    if text.isascii():
+        return _SPACED_RUN in text.translate(_SPACED_CLASSES)
+    return _SPACED_SIGN.search(text) is not None
+
 
 # The signs, given the text, its lower case, whether it holds a run of 16 base64
 # characters (searched once per text: a run of 16 hex digits is one too, so the hex sign
@@ -286,7 +315,7 @@ _SIGN: dict[str, Callable[[str, str, bool, list[object]], bool]] = {
     "base64": lambda _, __, run, ___: run,
     "hex": lambda text, _, run, __: (run or "\\x" in text) and _HEX_SIGN.search(text) is not None,
     "url": lambda text, _, __, ___: "%" in text and _URL_SIGN.search(text) is not None,
-    "spaced": lambda text, _, __, ___: _SPACED_SIGN.search(text) is not None,
+    "spaced": lambda text, _, __, ___: _spaced_run(text),
     "leet": lambda _, lowered, __, ___: _LEET_ANY.search(lowered) is not None,
     "reversed": lambda _, lowered, __, marks: _reversed_sign(lowered, marks),
     "rot13": lambda _, __, ___, marks: _ROT13_LITERAL in marks,
@@ -306,7 +335,7 @@ def readings(raw: str, *, depth: int = 2) -> list[tuple[str, str, str]]:
         found = []
         for name, text in frontier:
             lowered = text.lower()
-            run = _BASE64_SIGN.search(text) is not None
+            run = _base64_run(text)
             marks = _marks(lowered)
             for decoder, fn in DECODERS.items():
                 if not _SIGN[decoder](text, lowered, run, marks):

@@ -328,3 +328,23 @@ def test_the_one_pass_signs_equal_their_definitions(text: str) -> None:
     assert (d._ROT13_LITERAL in marks) == any(map(lowered.__contains__, d._ROT13_LITERALS))
     first_written = re.compile(rf"(?:{d._SEPARATORS}[^\W\d_]){{3}}{d._SEPARATORS}")
     assert (d._SPACED_SIGN.search(text) is None) == (first_written.search(text) is None)
+    assert d._spaced_run(text) == (first_written.search(text) is not None)
+    assert d._base64_run(text) == (d._BASE64_SIGN.search(text) is not None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [*"aZ09+/_-=. ,|~*\n", "и", "é", "あ", "Ａ", "aGVsbG8gd29ybGQh", "aGVsbG8gd29ybGQ", "i g n", "x.y.z"]
+        ),
+        max_size=40,
+    ).map("".join)
+)
+def test_the_translated_signs_equal_their_regexes(text: str) -> None:
+    # Base64 runs and spaced letters told from the text's character classes (ASCII) or
+    # the regex (other text): the same answer as the regex on any text.
+    from middlewares.guard import decoders as d
+
+    assert d._base64_run(text) == (d._BASE64_SIGN.search(text) is not None)
+    assert d._spaced_run(text) == (d._SPACED_SIGN.search(text) is not None)
