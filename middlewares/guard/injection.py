@@ -29,6 +29,7 @@ instead is an attack like any other.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 
@@ -263,6 +264,7 @@ _ANCHORS: dict[str, tuple[tuple[str, ...], ...]] = {
 }  # fmt: skip
 
 Phrase = tuple[str, tuple[tuple[str, ...], ...], re.Pattern[str], bool]
+_second = operator.itemgetter(1)
 _LATIN_WORD = re.compile("[a-z]{2}")
 
 
@@ -307,7 +309,10 @@ class _Script:
         found: dict[int, int] = {}
         if self.automaton is not None:
             # Each distinct anchor once, however often it occurs (commas, "ai").
-            for hits in {hits for _, hits in self.automaton.iter(text)}:
+            anchors = set(map(_second, self.automaton.iter(text)))
+            if not anchors and not self.always:
+                return []  # most messages: no anchor at all, nothing to sort
+            for hits in anchors:
                 for index, bit in hits:
                     found[index] = found.get(index, 0) | bit
         full = self.full
