@@ -132,7 +132,9 @@ def _tags(scope: str, model: str) -> str:
 def entry_key(request: Request, scope: str) -> str:
     """The key an answer is stored under: ``<scope tag>.<model tag>.<request_key>``, so
     that a purge can select a caller's or a model's entries by pattern (``purge_pattern``)."""
-    return _tags(scope, request.model) + request_key(request, scope)
+    digest = _scope_digest(scope).copy()  # request_key's, inline: this runs per request
+    digest.update(_KEY_ENCODER.encode(_key_values(request)))
+    return _tags(scope, request.model) + digest.hexdigest()
 
 
 def purge_pattern(selector: CacheSelector) -> str | None:
