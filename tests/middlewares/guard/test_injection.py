@@ -91,4 +91,4 @@ def test_every_match_of_a_phrase_begins_with_one_of_its_starts() -> None:
             for match in pattern.finditer(text):
                 assert text.startswith(injection._STARTS[name], match.start()), (name, match.group())
                 matched += 1
-    assert matched > 100  # the data does exercise every phrase's starts
+    assert matched > 100  # the data exercises the phrases (not a vacuous check)
