@@ -63,12 +63,31 @@ _FINAL = np.uint64(0xFF51AFD7ED558CCD)
 # used; the classifier is shown the text without them and judges the rest (role-play,
 # personas, payloads, the shape of a jailbreak). Otherwise any long text that mentions
 # instructions reads as an attack to it, since its benign training documents never do.
-TRIGGER_WORDS = re.compile(
-    r"\b(?:ignor\w*|disregard\w*|instructions?|instructed|previous(?:ly)?|prior|override\w*|overrid\w*|rules?"
-    r"|system|prompts?|developers?|forget\w*|forgot\w*|bypass\w*|jailbr\w*|guidelines?|restrictions?|polic(?:y|ies)"
-    r"|above|earlier|original|initial)\b"
-    "|無視|指示|システム|プロンプト|ルール|開発者|命令|制限|制約|忘れ|設定|規則|ガイドライン"
-)
+_TRIGGER_EN = (
+    r"ignor\w*", r"disregard\w*", r"instructions?", r"instructed", r"previous(?:ly)?", r"prior", r"override\w*",
+    r"overrid\w*", r"rules?", r"system", r"prompts?", r"developers?", r"forget\w*", r"forgot\w*", r"bypass\w*",
+    r"jailbr\w*", r"guidelines?", r"restrictions?", r"polic(?:y|ies)", r"above", r"earlier", r"original", r"initial",
+)  # fmt: skip
+_TRIGGER_JA = (
+    "無視", "指示", "システム", "プロンプト", "ルール", "開発者", "命令",
+    "制限", "制約", "忘れ", "設定", "規則", "ガイドライン",
+)  # fmt: skip
+
+
+def _by_first_letter(words: tuple[str, ...]) -> str:
+    # ``\b(?:ignor\w*|disregard\w*|…)\b``, each branch led by its literal first letter,
+    # words sharing it in their order: sre then skips in C to the letters a word can
+    # start with, where a leading ``\b`` made it try every branch at every position (a
+    # third of ``unmarked``'s time). Before a letter, ``\b`` is "no word character before
+    # it", the look-behind; branches with different first letters never both match at one
+    # place, so the leftmost match and its length are the same.
+    firsts: dict[str, list[str]] = {}
+    for word in words:
+        firsts.setdefault(word[0], []).append(word[1:])
+    return "|".join(f"{first}(?<!\\w{first})(?:{'|'.join(rests)})\\b" for first, rests in firsts.items())
+
+
+TRIGGER_WORDS = re.compile(_by_first_letter(_TRIGGER_EN) + "|" + "|".join(_TRIGGER_JA))
 
 
 def unmarked(text: str) -> str:

@@ -28,6 +28,7 @@ from .normalize import normalize
 __all__ = ["InjectionDetector"]
 
 _KEPT_CHARS = 4_000_000
+_UNSEEN = object()  # ``None`` is a verdict (nothing found): one dict look-up tells both
 
 
 class InjectionDetector:
@@ -60,8 +61,9 @@ class InjectionDetector:
     def find(self, text: str) -> str | None:
         """What caught an injection in ``text`` (see module doc), or ``None``."""
         verdicts = self._verdicts
-        if text in verdicts:
-            return verdicts[text]
+        found = verdicts.get(text, _UNSEEN)
+        if found is not _UNSEEN:
+            return found  # type: ignore[return-value]
         found = self._find(text)
         self._chars += len(text)
         if self._chars > _KEPT_CHARS:

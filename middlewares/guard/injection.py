@@ -29,8 +29,9 @@ instead is an attack like any other.
 
 from __future__ import annotations
 
+import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ahocorasick
 
@@ -263,6 +264,7 @@ _ANCHORS: dict[str, tuple[tuple[str, ...], ...]] = {
 }  # fmt: skip
 
 Phrase = tuple[str, tuple[tuple[str, ...], ...], re.Pattern[str], bool]
+_second = operator.itemgetter(1)
 _LATIN_WORD = re.compile("[a-z]{2}")
 
 
@@ -307,7 +309,10 @@ class _Script:
         found: dict[int, int] = {}
         if self.automaton is not None:
             # Each distinct anchor once, however often it occurs (commas, "ai").
-            for hits in {hits for _, hits in self.automaton.iter(text)}:
+            anchors = set(map(_second, self.automaton.iter(text)))
+            if not anchors and not self.always:
+                return []  # most messages: no anchor at all, nothing to sort
+            for hits in anchors:
                 for index, bit in hits:
                     found[index] = found.get(index, 0) | bit
         full = self.full
@@ -318,13 +323,36 @@ class _Script:
         return [phrases[index] for index in sorted(chosen)]
 
 
-@dataclass(frozen=True, slots=True)
+# Where a match of these phrases can begin: each of their matches starts with one of
+# these literals (the phrase's leading verb or words, after zero-width look-arounds), so
+# the search starts at the first of them in the text instead of at its start. A search
+# from a position still sees the text before it (look-behinds, ``\b``), so it finds the
+# same matches; on a long document it skips what comes before the first verb, where the
+# engine tried the phrase's look-aheads at every word.
+_STARTS: dict[str, tuple[str, ...]] = {
+    "ignore_previous": ("ignore", "disregard", "forget", "abandon", "dismiss", "neglect", "overlook", "pay no ",
+                        "set aside", "throw out", "put aside", "stop following", "no longer follow", "do not follow",
+                        "override", "bypass", "skip", "drop", "discard", "erase", "delete", "scrap"),
+    "ignore_above": ("ignore", "disregard", "forget", "drop"),
+    "forget_everything": ("forget", "disregard", "ignore"),
+    "new_instructions": ("from now on", "starting now", "henceforth", "your new "),
+    "jailbreak_persona": ("you are now", "you're now", "act as", "pretend ", "roleplay as", "you will be",
+                          "developer mode", "god mode", "dan mode", "jailbreak mode", "do anything now"),
+    "no_safety": ("ignor", "without", "disregard", "free of", "no "),
+    "reveal_system_prompt": ("reveal", "show", "print", "repeat", "output", "leak", "tell me", "display", "give me",
+                             "write out", "spell out", "recite", "dump", "copy", "paste"),
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class PhraseBook:
     """The phrases ready to match (``compile_phrases``): the English ones, matched on
-    the normalised text, and the Japanese ones, matched on it without spaces."""
+    the normalised text, and the Japanese ones, matched on it without spaces; ``starts``
+    has, for built-in phrases, the literals each of their matches begins with."""
 
     latin: _Script
     compact: _Script
+    starts: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def compile_phrases(patterns: dict[str, str] = INJECTION_PATTERNS) -> PhraseBook:
@@ -335,6 +363,12 @@ def compile_phrases(patterns: dict[str, str] = INJECTION_PATTERNS) -> PhraseBook
     return PhraseBook(
         latin=_Script.build(tuple(p for p in phrases if not p[3])),
         compact=_Script.build(tuple(p for p in phrases if p[3])),
+        # Only for a phrase as shipped: a pattern given under the same name may begin otherwise.
+        starts={
+            name: _STARTS[name]
+            for name, pattern in patterns.items()
+            if name in _STARTS and pattern == INJECTION_PATTERNS.get(name)
+        },
     )
 
 
@@ -399,18 +433,25 @@ def find_injection(book: PhraseBook, norm: str) -> str | None:
     # script skips the other's phrases.
     ascii_only = norm.isascii()
     if ascii_only or _LATIN_WORD.search(norm) is not None:
-        found = _first_used(book.latin.candidates(norm), norm)
+        found = _first_used(book.latin.candidates(norm), norm, book.starts)
         if found is not None:
             return found
     if not ascii_only:
         compact = norm.replace(" ", "")
-        return _first_used(book.compact.candidates(compact), compact)
+        return _first_used(book.compact.candidates(compact), compact, book.starts)
     return None
 
 
-def _first_used(phrases: list[Phrase], text: str) -> str | None:
+def _first_used(phrases: list[Phrase], text: str, starts: dict[str, tuple[str, ...]]) -> str | None:
     for name, _, pattern, _ in phrases:
-        for match in pattern.finditer(text):
+        begin = 0
+        literals = starts.get(name)
+        if literals is not None:
+            found = [at for at in map(text.find, literals) if at >= 0]
+            if not found:
+                continue  # no match can begin anywhere
+            begin = min(found)
+        for match in pattern.finditer(text, begin):
             if _used(name, text, match):
                 return name
     return None

@@ -246,6 +246,54 @@ class InputGuard(Layer):
     def check(self, request: Request) -> tuple[Request, list[str]]:
         """Apply the rules: return the (possibly sanitised) request and the flagged rule
         names, or raise ``GuardrailViolation`` for the first blocking rule broken."""
+        if self.max_chars is None and self.max_tokens is None and not self.rules:
+            return self._check_plain(request)
+        return self._check_general(request)
+
+    def _check_plain(self, request: Request) -> tuple[Request, list[str]]:
+        """``_check_general`` for a guard with no size limits and no user rules (the
+        default): one pass over the messages, each sanitised, then checked for injection.
+        The same verdicts, flags in the same order and the same errors (sanitising never
+        raises, so doing it message by message changes nothing that is seen)."""
+        messages = request.messages
+        detector = self.detector
+        roles = self.roles
+        strip = self.strip_control
+        outcomes = self.role_outcomes
+        otherwise = outcomes["*"]
+        block = self.injection_outcome == "block"
+        last = len(messages) - 1
+        changed: dict[int, Message] = {}
+        injection = False
+        for i, message in enumerate(messages):
+            role = message.role
+            if strip and message.content is not None and role in roles:
+                cleaned = _map_text(message, strip_control)
+                if cleaned is not message:
+                    changed[i] = cleaned
+                    message = cleaned
+            if detector is None:
+                continue
+            outcome = outcomes.get("prefill" if i == last and role == "assistant" else role, otherwise)
+            if outcome == "off":
+                continue
+            text = _text(message)
+            if message.name:
+                text = f"{message.name}\n{text}"
+            if not text:
+                continue
+            found = detector.find(text)
+            if found is None:
+                continue
+            if outcome == "block" and block:
+                raise self._violation("injection", f"message {i} ({role}): {found}")
+            injection = True
+        flags = ["control_chars"] if changed else []
+        if injection:
+            flags.append("injection")
+        return _replace(request, changed), flags
+
+    def _check_general(self, request: Request) -> tuple[Request, list[str]]:
         messages = request.messages
         checked = [i for i, m in enumerate(messages) if m.role in self.roles and m.content is not None]
         flags: list[str] = []
@@ -360,10 +408,13 @@ class InputGuard(Layer):
                 flags.append("injection")
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
-        with request.context.span("input_guard check", self._span_attributes) as span:
-            checked, flags = self.check(request)
-            if span is not None and flags:
-                span.set_attribute("onion.guard.flags", list(dict.fromkeys(flags)))
+        if request.context.tracer is None:
+            checked, flags = self.check(request)  # nothing to trace: no span to enter
+        else:
+            with request.context.span("input_guard check", self._span_attributes) as span:
+                checked, flags = self.check(request)
+                if span is not None and flags:
+                    span.set_attribute("onion.guard.flags", list(dict.fromkeys(flags)))
         if self.remote is not None and "injection" not in flags:
             await self._ask_remote(checked, flags)
         if flags:

@@ -121,6 +121,8 @@ class _Circuit:
 
     def _slide(self, slot: int) -> int:
         size = len(self._calls)
+        if slot == self._slot:  # still in the current bucket: nothing slid out
+            return slot % size
         if self._slot < 0:
             self._slot = slot
         for stale in range(self._slot + 1, min(slot, self._slot + size) + 1):
@@ -211,7 +213,8 @@ class CircuitBreaker(Layer):
         circuit = self._circuits.get(model)
         if circuit is None:
             circuit = self._circuits[model] = _Circuit(self._BUCKETS)
-        trial = self._admit(model, circuit)
+        # A closed circuit admits every call and reads no clock to do so.
+        trial = circuit.state != "closed" and self._admit(model, circuit)
         now = self._now
         start = now()
         try:
@@ -222,6 +225,11 @@ class CircuitBreaker(Layer):
             failure = error if isinstance(error, Exception) else None
             self._finish(model, circuit, trial, failure, ended=failure is not None)
             raise
+        if response.completion is not None and self.policy.slow_call_seconds is None:
+            # A complete answer has ended, cleanly: the verdict ``_ended`` would give,
+            # without a callback and its end record per call.
+            self._finish(model, circuit, trial, None, ended=True)
+            return response
         # The verdict needs how and when the answer ended, never its text.
         return await response.on_end(
             lambda end: self._ended(model, circuit, trial, end, start), now=now, content=False, held=False
@@ -273,8 +281,7 @@ class CircuitBreaker(Layer):
             return
         if neutral or circuit.state != "closed":
             return
-        now = self.clock.now()
-        slot = int(now // self._slot_seconds)
+        slot = int(self._now() // self._slot_seconds)
         circuit.record(slot, failed, slow)
         if failed or slow:
             calls, failures, slowed = circuit.totals(slot)

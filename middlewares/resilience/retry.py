@@ -25,6 +25,7 @@ or ``x-onion-retries`` (``context.chain``).
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 
 import anyio
@@ -39,6 +40,7 @@ from onion import (
     Order,
     Request,
     Response,
+    SystemClock,
     failure_class,
     failure_classes,
     system_clock,
@@ -125,7 +127,19 @@ class RetryBudget:
     ``ratio * requests + reserve``. ``reserve`` lets a quiet service still retry.
     """
 
-    __slots__ = ("_clock", "_requests", "_retries", "_slot", "_slot_seconds", "ratio", "reserve", "window")
+    __slots__ = (
+        "_clock",
+        "_index",
+        "_now",
+        "_requests",
+        "_retries",
+        "_slot",
+        "_slot_ends",
+        "_slot_seconds",
+        "ratio",
+        "reserve",
+        "window",
+    )
 
     def __init__(
         self,
@@ -142,20 +156,30 @@ class RetryBudget:
         self.window = window
         self.reserve = reserve
         self._clock = clock or system_clock
+        # The same reading as system_clock.now without its Python frame (once per request).
+        self._now = time.monotonic if type(self._clock) is SystemClock else self._clock.now
         self._slot_seconds = window / slots
         self._requests = [0] * slots
         self._retries = [0] * slots
-        self._slot = int(self._clock.now() // self._slot_seconds)
+        self._slot = int(self._now() // self._slot_seconds)
+        self._index = self._slot % slots
+        self._slot_ends = (self._slot + 1) * self._slot_seconds
 
     def _advance(self) -> int:
-        slot = int(self._clock.now() // self._slot_seconds)
+        now = self._now()
+        if now < self._slot_ends:
+            # Still in the current bucket (or the clock went back): nothing slid out.
+            return self._index
+        slot = int(now // self._slot_seconds)
         size = len(self._requests)
         # Clear the buckets that slid out of the window since the last call.
         for stale in range(self._slot + 1, min(slot, self._slot + size) + 1):
             self._requests[stale % size] = 0
             self._retries[stale % size] = 0
         self._slot = max(slot, self._slot)
-        return self._slot % size
+        self._index = self._slot % size
+        self._slot_ends = (self._slot + 1) * self._slot_seconds
+        return self._index
 
     def record_request(self) -> None:
         """Count one request (each call of the layer, not each attempt)."""

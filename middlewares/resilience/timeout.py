@@ -79,6 +79,9 @@ class Deadline(Layer):
         self.answer_seconds = answer_seconds
         limits = (first_token_seconds, idle_seconds, answer_seconds)
         self._phases = PhaseLimits(*limits) if any(value is not None for value in limits) else None
+        # What a call cut at its own deadline raises, made once: most calls have no
+        # earlier outer deadline, and then need no closure of their own.
+        self._late = lambda: _late(seconds)
 
     def position(self, outside: frozenset[str]) -> str:
         """``"attempt"`` when a ``retry`` or ``fallback`` sits outside this layer (its
@@ -101,15 +104,18 @@ class Deadline(Layer):
         start = now()
         outer, outer_phases = context.deadline, context.phases
         deadline = start + self.seconds
+        late = self._late
         if outer is not None and outer < deadline:
             deadline = outer
+            left = outer - start
+            late = lambda: _late(left)  # noqa: E731 (one closure, only here)
         context.deadline = deadline
         mine = self._phases
         if mine is not None:
             context.phases = mine if outer_phases is None else outer_phases.tighter(mine)
         try:
             # One cancel scope's worth (a timer under asyncio) around everything inside.
-            response = await within(call_next(request), deadline, lambda: _late(deadline - start))
+            response = await within(call_next(request), deadline, late)
         except BaseException:
             _restore(context, outer, outer_phases)
             raise

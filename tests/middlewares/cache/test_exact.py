@@ -248,6 +248,30 @@ async def test_law_any_answer_changing_difference_never_hits(field: str, data: s
     assert provider.calls == 2
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    field=st.sampled_from(sorted(MUTATIONS)),
+    scope=st.sampled_from(["", "alice", "team/ü", "a" * 300]),
+    data=st.data(),
+)
+def test_law_the_key_is_the_hash_of_version_scope_and_fields(field: str, scope: str, data: st.DataObject) -> None:
+    # The key is computed from a hash state kept per scope (``_scope_digest``); it must
+    # be the plain hash of the whole, as it always was, so that entries stored in Redis
+    # before stay reachable and every process computes the same key.
+    import hashlib
+
+    from middlewares.cache import exact
+
+    request = msgspec.structs.replace(req(), **{field: data.draw(MUTATIONS[field])})
+    for _ in range(2):  # fresh, then from the kept state
+        payload = msgspec.json.Encoder(order="sorted").encode(tuple(getattr(request, f) for f in exact._KEY_FIELDS))
+        whole = hashlib.blake2b(b"onion-exact-v1\0" + scope.encode() + b"\0" + payload, digest_size=20)
+        assert request_key(request, scope) == whole.hexdigest()
+        tags = hashlib.blake2b(scope.encode(), digest_size=6).hexdigest()
+        model = hashlib.blake2b(request.model.encode(), digest_size=6).hexdigest()
+        assert exact.entry_key(request, scope) == f"{tags}.{model}.{whole.hexdigest()}"
+
+
 @settings(max_examples=50, deadline=None, suppress_health_check=HEALTH)
 @given(
     text=st.text(min_size=1, max_size=200),

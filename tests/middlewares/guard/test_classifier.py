@@ -83,3 +83,27 @@ def test_the_held_back_documents_use_the_trigger_words() -> None:
 @given(st.sampled_from(HELD_BACK), st.sampled_from(WRAPPERS))
 def test_a_real_benign_document_with_trigger_words_is_never_caught(document: str, wrapper: str) -> None:
     assert InjectionDetector().find(wrapper + document) is None, document[:200]
+
+
+_WORDS_TEXT = st.lists(
+    st.sampled_from(
+        ["ignore", "ignored", "rules", "rule", "prior", "priority", "system", "systems", "above", "über", "x", "_",
+         "1", " ", ",", "-", "éprompt", "prompts", "polices", "policy", "overridden", "初期", "無視", "システム",
+         "instructed", "instructionsx", "i", "a", "p"]
+    ),
+    max_size=25,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(_WORDS_TEXT)
+def test_law_the_trigger_words_are_the_plain_alternation(text: str) -> None:
+    # TRIGGER_WORDS is written with each branch led by its first letter (for speed); it
+    # must remove exactly what the plain ``\b(?:word|…)\b|…`` alternation removes.
+    import re
+
+    from middlewares.guard import classifier
+
+    plain = re.compile(r"\b(?:" + "|".join(classifier._TRIGGER_EN) + r")\b|" + "|".join(classifier._TRIGGER_JA))
+    assert unmarked(text) == plain.sub("", text)
+    assert [m.span() for m in TRIGGER_WORDS.finditer(text)] == [m.span() for m in plain.finditer(text)]

@@ -299,3 +299,52 @@ def test_spaced_letters_keep_their_own_punctuation() -> None:
     text = "Act as though we are playing a game. Act as the master, and I am the player."
     assert " ".join(readings("   ".join(" ".join(w) for w in text.split()))["spaced"].split()) == text
     assert readings(" ".join("-".join(w) for w in text.split()))["spaced"] == text
+
+
+# The signs' one-pass forms (an Aho-Corasick pass, an unrolled regex) must say what the
+# plain definitions say on any text: the literal checks with ``in``, the pair counts
+# with ``str.count``, the spaced run with the regex as first written.
+_SIGN_TEXT = st.lists(
+    st.sampled_from(
+        [*"thequickbrownfxjmpsvlazydg ehtnoiuq.-_*|/+~,!?。、1370@$", "シーザー", "視無", "lla", "rot13", "erongi"]
+    ),
+    max_size=60,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_SIGN_TEXT)
+def test_the_one_pass_signs_equal_their_definitions(text: str) -> None:
+    import re
+
+    from middlewares.guard import decoders as d
+
+    lowered = text.lower()
+    marks = d._marks(lowered)
+    backward = sum(map(lowered.count, d._PAIRS_BACKWARD))
+    forward = sum(map(lowered.count, d._PAIRS_FORWARD))
+    assert d._pairs_backwards(marks) == (backward >= 2 and backward > 2 * forward)
+    assert (d._BACKWARD_LITERAL in marks) == any(map(lowered.__contains__, d._BACKWARD_LITERALS))
+    assert (d._ROT13_LITERAL in marks) == any(map(lowered.__contains__, d._ROT13_LITERALS))
+    first_written = re.compile(rf"(?:{d._SEPARATORS}[^\W\d_]){{3}}{d._SEPARATORS}")
+    assert (d._SPACED_SIGN.search(text) is None) == (first_written.search(text) is None)
+    assert d._spaced_run(text) == (first_written.search(text) is not None)
+    assert d._base64_run(text) == (d._BASE64_SIGN.search(text) is not None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [*"aZ09+/_-=. ,|~*\n", "и", "é", "あ", "Ａ", "aGVsbG8gd29ybGQh", "aGVsbG8gd29ybGQ", "i g n", "x.y.z"]
+        ),
+        max_size=40,
+    ).map("".join)
+)
+def test_the_translated_signs_equal_their_regexes(text: str) -> None:
+    # Base64 runs and spaced letters told from the text's character classes (ASCII) or
+    # the regex (other text): the same answer as the regex on any text.
+    from middlewares.guard import decoders as d
+
+    assert d._base64_run(text) == (d._BASE64_SIGN.search(text) is not None)
+    assert d._spaced_run(text) == (d._SPACED_SIGN.search(text) is not None)

@@ -46,11 +46,17 @@ class BreakerMachine(RuleBasedStateMachine):
     def _slot(self) -> int:
         return int(self.clock.now() // (WINDOW / 10))
 
-    def _call(self, outcome: Reply | Fail, verdict: str) -> None:
+    async def _read(self, stream: bool) -> None:
+        # A complete answer takes the breaker's fast path, a stream read to its end the
+        # end callback: the reference must agree with both, in any mix.
+        response = await self.stack(_request(stream))
+        await response.result()
+
+    def _call(self, outcome: Reply | Fail, verdict: str, stream: bool = False) -> None:
         self.outcome = outcome
         calls_before = self.provider.calls
         try:
-            anyio.run(self.stack, _request())
+            anyio.run(self._read, stream)
             raised: BaseException | None = None
         except Exception as error:
             raised = error
@@ -75,13 +81,13 @@ class BreakerMachine(RuleBasedStateMachine):
         if verdict == "fail" and len(window) >= MIN_CALLS and sum(window) >= RATIO * len(window):
             self.state, self.opened_at, self.records = "open", now, []
 
-    @rule()
-    def success(self) -> None:
-        self._call(Reply("ok"), "ok")
+    @rule(stream=st.booleans())
+    def success(self, stream: bool) -> None:
+        self._call(Reply("ok"), "ok", stream)
 
-    @rule()
-    def upstream_failure(self) -> None:
-        self._call(Fail(ProviderError("500", upstream_status=500)), "fail")
+    @rule(stream=st.booleans())
+    def upstream_failure(self, stream: bool) -> None:
+        self._call(Fail(ProviderError("500", upstream_status=500)), "fail", stream)
 
     @rule()
     def callers_error(self) -> None:

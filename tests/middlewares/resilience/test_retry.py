@@ -188,3 +188,68 @@ async def test_each_retry_logs_one_warning_without_the_upstream_message(stream: 
     assert (line["attempt"], line["attempts"], line["upstream_status"]) == (2, 3, 503)
     assert line["error"] == "ProviderError" and line["model"] == "m"
     assert "secret" not in str(line) and "sk-live" not in str(line)
+
+
+class _SettableClock:
+    """A clock set to any time, backwards too (``FakeClock`` only moves forward)."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def now(self) -> float:
+        return self.at
+
+    async def sleep(self, seconds: float) -> None:
+        self.at += seconds
+
+
+class _ReferenceBudget:
+    """The retry budget's buckets as first written: the slot recomputed on every call."""
+
+    def __init__(self, ratio: float, window: float, reserve: int, clock: _SettableClock, slots: int) -> None:
+        self.ratio, self.reserve, self.clock = ratio, reserve, clock
+        self.seconds = window / slots
+        self.requests, self.retries = [0] * slots, [0] * slots
+        self.slot = int(clock.now() // self.seconds)
+
+    def _advance(self) -> int:
+        slot = int(self.clock.now() // self.seconds)
+        size = len(self.requests)
+        for stale in range(self.slot + 1, min(slot, self.slot + size) + 1):
+            self.requests[stale % size] = self.retries[stale % size] = 0
+        self.slot = max(slot, self.slot)
+        return self.slot % size
+
+    def record_request(self) -> None:
+        self.requests[self._advance()] += 1
+
+    def try_withdraw(self) -> bool:
+        index = self._advance()
+        if sum(self.retries) + 1 > self.ratio * sum(self.requests) + self.reserve:
+            return False
+        self.retries[index] += 1
+        return True
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    start=st.floats(0, 1e6, allow_nan=False),
+    steps=st.lists(
+        st.tuples(st.sampled_from(["request", "withdraw"]), st.floats(-2.0, 25.0, allow_nan=False)), max_size=60
+    ),
+    slots=st.integers(1, 12),
+)
+def test_law_the_budget_keeps_the_reference_buckets(start: float, steps: list[tuple[str, float]], slots: int) -> None:
+    # The budget skips the slot arithmetic while the clock is inside the current bucket;
+    # every answer must be the one recomputing it each time gives, the clock going back too.
+    clock = _SettableClock(start)
+    budget = RetryBudget(0.2, window=10.0, reserve=2, clock=clock, slots=slots)
+    reference = _ReferenceBudget(0.2, 10.0, 2, clock, slots)
+    for action, step in steps:
+        clock.at = max(0.0, clock.at + step)
+        if action == "request":
+            budget.record_request()
+            reference.record_request()
+        else:
+            assert budget.try_withdraw() == reference.try_withdraw()
+        assert budget._requests == reference.requests and budget._retries == reference.retries
