@@ -226,8 +226,10 @@ class Budget(Layer):
     name → team, for callers whose context has no ``team``), ``global_usd``,
     ``window`` (``"day"`` | ``"month"``, the default for the budgets above),
     ``backend`` (``"memory"`` | ``"sqlite"`` | ``"redis"``), ``path`` (SQLite),
-    ``redis_url``, ``key_prefix``, ``prices``, ``prices_file``, ``models`` (checked
-    for a price at build), ``default_completion_tokens``, ``cap_answer``, ``fail_open``.
+    ``redis_url``, ``redis_deadline`` (seconds per Redis operation, 0.05, as the rate
+    limit's and the exact cache's), ``key_prefix``, ``prices``, ``prices_file``,
+    ``models`` (checked for a price at build), ``default_completion_tokens``,
+    ``cap_answer``, ``fail_open``.
 
     ``keys``, ``teams`` and ``team_of`` are read per call, so a live mapping (a key
     store that issues and revokes keys) can be passed in code; ``on_spend`` receives a
@@ -259,6 +261,7 @@ class Budget(Layer):
         default_completion_tokens: int = 1024,
         fail_open: bool = False,
         cap_answer: bool = True,
+        redis_deadline: float = 0.05,
         *,
         on_spend: Callable[[SpendRecord], object] | None = None,
         store: BudgetStore | None = None,
@@ -269,6 +272,8 @@ class Budget(Layer):
             raise ConfigError(f"budget window must be 'day' or 'month', not {window!r}")
         if default_completion_tokens < 1:
             raise ConfigError("budget default_completion_tokens must be positive")
+        if not redis_deadline > 0:
+            raise ConfigError(f"budget redis_deadline must be a positive number of seconds, not {redis_deadline!r}")
         self.window: Window = window
         self.keys: Mapping[str, BudgetLimit] = keys if keys is not None else {}
         self.teams: Mapping[str, BudgetLimit] = teams if teams is not None else {}
@@ -294,7 +299,7 @@ class Budget(Layer):
         self.fail_open = fail_open
         self.on_spend = on_spend
         self.cap_answer = cap_answer
-        self.store: BudgetStore = store or self._store(backend, path, redis_url, clock)
+        self.store: BudgetStore = store or self._store(backend, path, redis_url, clock, redis_deadline)
         _log.info(
             "budget ready",
             store=type(self.store).__name__,
@@ -303,7 +308,9 @@ class Budget(Layer):
         )
 
     @staticmethod
-    def _store(backend: str, path: str | None, redis_url: str | None, clock: Callable[[], float] | None) -> BudgetStore:
+    def _store(
+        backend: str, path: str | None, redis_url: str | None, clock: Callable[[], float] | None, deadline: float
+    ) -> BudgetStore:
         if backend == "memory":
             return MemoryBudgetStore(clock)
         if backend == "sqlite":
@@ -313,7 +320,7 @@ class Budget(Layer):
         if backend == "redis":
             if not redis_url:
                 raise ConfigError("budget backend 'redis' needs redis_url")
-            return RedisBudgetStore(redis_url)
+            return RedisBudgetStore(redis_url, deadline=deadline)
         raise ConfigError(f"budget backend must be 'memory', 'sqlite' or 'redis', not {backend!r}")
 
     def unpriced(self, models: Iterable[str]) -> list[str]:

@@ -474,11 +474,14 @@ class RedisBudgetStore:
     Each running call's reservation is a **hold** that expires after ``hold_seconds``
     (default an hour: longer than any call): a process killed mid-call does not keep
     its reservations until the window resets. A call that outlives its hold is still
-    charged its real cost when it ends.
+    charged its real cost when it ends. ``deadline``: seconds per Redis operation (past
+    it the store is down for that call: fail open or closed, as the layer says).
     """
 
-    def __init__(self, url: str, *, client: RedisClient | None = None, hold_seconds: float = 3600.0) -> None:
-        self.redis = client or RedisClient(url, timeout=1.0)
+    def __init__(
+        self, url: str, *, client: RedisClient | None = None, hold_seconds: float = 3600.0, deadline: float = 0.05
+    ) -> None:
+        self.redis = client or RedisClient(url, timeout=1.0, deadline=deadline)
         self.hold_seconds = hold_seconds
         self._reserve = self.redis.script(_RESERVE)
         self._settle = self.redis.script(_SETTLE)

@@ -29,7 +29,6 @@ from onion import (
     KeyPolicy,
     Message,
     RateLimited,
-    RedisClient,
     Request,
     Response,
     Stack,
@@ -239,6 +238,11 @@ async def test_build_by_import_path_and_config_validation(tmp_path: Path) -> Non
     assert layer.lines(_request()) == [("onion:budget:key:alice", 5_000_000_000, "day")]
     sqlite = build_layer({"use": "middlewares.limit.budget:Budget", "backend": "sqlite", "path": str(tmp_path / "b")})
     assert isinstance(sqlite.store, SQLiteBudgetStore)
+    shared = build_layer(
+        {"use": "middlewares.limit.budget:Budget", "backend": "redis", "redis_url": "redis://127.0.0.1:1/0"}
+        | {"redis_deadline": 0.2}
+    )
+    assert shared.store.redis.deadline == 0.2  # no connection yet: the client connects on first use
     for bad in (
         {"window": "week"},
         {"keys": {"a": -1}},
@@ -246,6 +250,7 @@ async def test_build_by_import_path_and_config_validation(tmp_path: Path) -> Non
         {"backend": "sqlite"},
         {"backend": "redis"},
         {"backend": "disk"},
+        {"backend": "redis", "redis_url": "redis://127.0.0.1:1", "redis_deadline": 0},
     ):
         with pytest.raises(ConfigError):
             build_layer({"use": "middlewares.limit.budget:Budget", **bad})
@@ -280,7 +285,7 @@ def make_store(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) 
             # calls on a loaded machine (GIL, 40 worker threads) never trip the short default
             # (50 ms per operation, tested with a paused redis-server in tests/test_redis.py).
             url = request.getfixturevalue("redis_url")
-            store = RedisBudgetStore(url, client=RedisClient(url, timeout=1.0, deadline=1.0))
+            store = RedisBudgetStore(url, deadline=1.0)
         made.append(store)
         return store
 
@@ -538,7 +543,7 @@ from onion import BudgetExceeded, Completion, Context, Message, Request, Respons
 
 async def main(url, prefix, usd):
     layer = Budget(keys={"alice": float(usd)}, price_table=PriceTable({"m": (1.0, 2.0)}),
-                   backend="redis", redis_url=url, key_prefix=prefix)
+                   backend="redis", redis_url=url, key_prefix=prefix, redis_deadline=1.0)
     async def upstream(request):
         await anyio.sleep(0.05)
         return Response.complete(Completion(content="ok", model="m", usage=Usage(16, 10, 26)))
