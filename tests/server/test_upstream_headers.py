@@ -286,3 +286,29 @@ def test_pick_forwards_exactly_the_allowed_and_safe_headers(entries: list[str], 
 def test_an_empty_allowlist_is_falsy() -> None:
     assert not HeaderAllowlist([])
     assert HeaderAllowlist(["x-upstream-request-id"]).pick([(b"Request-Id", b"r1")]) == {"x-upstream-request-id": "r1"}
+
+
+async def test_the_routers_deployments_each_give_their_own_headers() -> None:
+    # One model on two deployments, one of them failing: the router tries the other, and
+    # the answer carries the headers of the deployment that served it.
+    async with FakeUpstream() as down, FakeUpstream() as up:
+        down.fault_for = lambda body: Fault(status=500)
+        providers = [
+            # Picked first almost always, so the router's failover is what is tested.
+            {"name": "down", "kind": "openai", "base_url": down.base_url, "models": ["gpt-4o"], "weight": 1000},
+            {"name": "up", "kind": "openai", "base_url": up.base_url, "models": ["gpt-4o"]},
+        ]
+        server = await _serve(parse_config({"providers": providers, "stack": []}, env={}))
+        try:
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+                for turn in range(3):
+                    body = {"model": "gpt-4o", "messages": HELLO, "temperature": turn / 10}
+                    answer = await http.post("/v1/chat/completions", json=body)
+                    assert answer.status_code == 200, answer.text
+                    assert answer.headers["x-onion-deployment"] == "up"
+                    answered = up.sent_headers[-1]
+                    expected = _expected(answered, OPENAI_FORWARDED, "x-request-id")
+                    assert _upstream_part(answer.headers, answered) == expected
+        finally:
+            await server.__aexit__(None, None, None)
+        assert len(up.sent_headers) == 3 and down.sent_headers
