@@ -57,8 +57,8 @@ _NEVER = frozenset(
     }
 )
 _NEVER_PREFIXES = ("proxy-", "x-onion-")
-_UPSTREAM_IDS = (b"x-request-id", b"request-id")
-_UNSAFE = (b"\r", b"\n", b"\0")
+_UPSTREAM_IDS = frozenset({b"x-request-id", b"request-id"})
+_NO_IDS: frozenset[bytes] = frozenset()
 
 
 def refusal(entry: str) -> str | None:
@@ -118,15 +118,21 @@ class HeaderAllowlist:
         """The allowlisted headers of ``raw`` (byte pairs as received), names lower-cased
         and values unchanged; the upstream's request id as ``x-upstream-request-id``."""
         chosen: dict[str, str] = {}
-        names, prefixes, request_id = self._names, self._prefixes, self._request_id
+        names, prefixes = self._names, self._prefixes
+        ids = _UPSTREAM_IDS if self._request_id else _NO_IDS
+        # Plain checks, no generator: this runs on every header of every answer.
         for key, value in raw:
             name = key.lower()
-            allowed = name in names or (prefixes and name.startswith(prefixes))
-            renamed = request_id and name in _UPSTREAM_IDS and REQUEST_ID not in chosen
-            if not (allowed or renamed) or any(bad in value for bad in _UNSAFE):
+            allowed = name in names or name.startswith(prefixes)
+            if not allowed and name not in ids:
                 continue
+            # CR, LF, NUL as ints: a byte-string operand goes through the buffer protocol
+            # (several times slower per check).
+            if 13 in value or 10 in value or 0 in value:
+                continue
+            text = value.decode("latin-1")
             if allowed:
-                chosen[name.decode("latin-1")] = value.decode("latin-1")
-            if renamed:
-                chosen[REQUEST_ID] = value.decode("latin-1")
+                chosen[name.decode("latin-1")] = text
+            if name in ids:
+                chosen.setdefault(REQUEST_ID, text)
         return chosen
