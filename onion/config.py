@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from ._registry import convert_every_field
+from ._upstream_headers import DEFAULT_UPSTREAM_HEADERS
+from ._upstream_headers import refusal as upstream_header_refusal
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -114,6 +116,10 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     - ``workers``: processes serving the one port (``--workers`` overrides).
     - ``admin_key``: the admin API's key (``env:NAME``), sent as ``Authorization: Bearer``;
       unset, the ``/admin/`` routes answer 403. No client key opens them.
+    - ``upstream_headers``: upstream answer headers passed to the client unchanged (exact
+      names or ``prefix*``; ``x-upstream-request-id`` forwards the upstream's request id
+      under that name; ``[]``: none). Framing, cookies, credentials and onion's own names
+      are refused.
     """
 
     host: str = "127.0.0.1"
@@ -132,6 +138,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     metrics_auth: bool = True
     workers: int = 1
     admin_key: str | None = None
+    upstream_headers: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_UPSTREAM_HEADERS))
 
     def __repr__(self) -> str:
         # The resolved admin key lives here: keep it out of reprs, logs and tracebacks.
@@ -423,6 +430,10 @@ def _check_keys(server: ServerConfig, origin: str, env: Mapping[str, str], probl
     if server.max_body_bytes < 1024:
         table.problem("max_body_bytes", "must be at least 1024")
     _check_bounds(server, table)
+    for index, entry in enumerate(server.upstream_headers):
+        problem = upstream_header_refusal(entry)
+        if problem is not None:
+            table.problem(f"upstream_headers[{index}]", problem)
     return msgspec.structs.replace(server, api_keys=keys, admin_key=admin_key)
 
 
@@ -742,6 +753,7 @@ def _build(config: GatewayConfig, problems: list[ConfigError]) -> Gateway | None
             params = spec.params()
             if spec.kind != "simulated":
                 params["max_answer_bytes"] = config.server.max_answer_bytes
+                params["upstream_headers"] = config.server.upstream_headers
             providers.append(build_provider(spec.kind, **params))
         except (TypeError, ValueError) as error:
             message = f"{config.source}: providers[{index}] (name = {spec.name!r}): {error}"

@@ -24,6 +24,7 @@ from .._clock import loop_clock
 from .._context import Context
 from .._response import Response
 from .._types import Chunk, Completion, Message, Request
+from .._upstream_headers import DEFAULT_UPSTREAM_HEADERS, HeaderAllowlist
 from ..errors import AnswerTooLarge, BadRequest, ProviderError, Timeout, scrub
 from ._h1 import H1Transport, Reply
 from ._sse import SSEDecoder, SSEOverflow
@@ -188,7 +189,8 @@ class HTTPProvider:
     request's own ``context.deadline`` is honoured too. ``upstream_seconds`` on the
     request's context grows by the time spent waiting for the upstream. An answer, or a
     stream's bytes in all, larger than ``max_answer_bytes`` is cut with ``AnswerTooLarge``
-    (read piece by piece, never buffered past the cap).
+    (read piece by piece, never buffered past the cap). ``upstream_headers`` lists the
+    upstream answer headers the client gets (``onion._upstream_headers``; ``()``: none).
     """
 
     kind = "http"
@@ -212,8 +214,12 @@ class HTTPProvider:
         trust_env: bool = False,
         client: httpx.AsyncClient | None = None,
         max_answer_bytes: int = 32 * 1024 * 1024,
+        upstream_headers: Sequence[str] = DEFAULT_UPSTREAM_HEADERS,
     ) -> None:
         self.name = name
+        # Compiled once (a set of names and a tuple of prefixes); None when empty, so an
+        # empty list costs nothing per call.
+        self._forward = HeaderAllowlist(upstream_headers) or None
         self.max_answer_bytes = max_answer_bytes
         self.base_url = base_url.rstrip("/")
         self.models = tuple(models)
@@ -367,7 +373,7 @@ class HTTPProvider:
         status = response.status_code
         said = parse_upstream_error(data)
         public = scrub(said.message) if said.message and 400 <= status < 500 else None
-        return self._error(
+        error = self._error(
             f"upstream answered {status}: {said.message[:200]}",
             request,
             upstream_status=status,
@@ -379,6 +385,13 @@ class HTTPProvider:
             param=said.param,
             public_message=public or None,
         )
+        if self._forward is not None:
+            # The server adds them to the error answer (a 429's rate-limit state matters most).
+            raw = response.headers if isinstance(response, Reply) else response.headers.raw
+            picked = self._forward.pick(raw)
+            if picked:
+                error.upstream_headers = picked  # type: ignore[attr-defined]
+        return error
 
     def _timeouts_within(self, remaining: float) -> httpx.Timeout | None:
         """Timeouts that keep every single wait within ``remaining`` seconds (``None``: the
@@ -465,6 +478,7 @@ class HTTPProvider:
                 error = await self._status_error(response, request)
                 error.prefilled = bool(replay)
                 raise error
+            forward = self._forward
             if request.stream:
                 chunks = self._stream(response, request, deadline, own, _Replay(replay) if replay else None)
                 # on_close: a stream closed before its first read never runs the generator,
@@ -473,6 +487,11 @@ class HTTPProvider:
             else:
                 completion = await self._read_complete(response, request, deadline, own)
                 answer = Response.complete(completion, served_by=self.name)
+            if forward is not None:
+                raw = response.headers if isinstance(response, Reply) else response.headers.raw
+                picked = forward.pick(raw)
+                if picked:
+                    answer.headers.update(picked)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await response.aclose()

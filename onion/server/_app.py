@@ -56,6 +56,7 @@ from ._http import (
     answer_headers,
     cancel_on_disconnect,
     check_json,
+    header_pairs,
     read_body,
     read_headers,
     respond,
@@ -483,7 +484,12 @@ async def _failure(send: Send, dialect: Dialect, error: Exception, context: Cont
     _log_failure(error, context.request_id)
     answer = dialect.encode_error(error, context.request_id)
     served_by = (context.trace[-1] if context.trace else "onion").encode("latin-1", "replace")
-    await respond(send, answer.status, answer.body, [JSON, *answer.headers], served_by, context.request_id)
+    headers = [JSON, *answer.headers]
+    # An upstream's refusal keeps its allowlisted headers (a 429's rate-limit state).
+    upstream = getattr(error, "upstream_headers", None)
+    if upstream:
+        headers += header_pairs(upstream)
+    await respond(send, answer.status, answer.body, headers, served_by, context.request_id)
 
 
 async def _complete(send: Send, dialect: Dialect, request: Request, response: Response, completion: Completion) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from .upstream import ThreadedServer
+from .upstream import ThreadedServer, upstream_answer_headers
 
 __all__ = ["AnthropicUpstream", "problems"]
 
@@ -135,13 +135,17 @@ def _answer(body: dict[str, Any], reply: Callable[[dict[str, Any]], str]) -> tup
 
 
 class AnthropicUpstream:
-    """A fake Anthropic API; ``requests`` holds each valid body, ``rejected`` the others."""
+    """A fake Anthropic API; ``requests`` holds each valid body, ``rejected`` the others.
+
+    Each answer carries Anthropic's ``anthropic-ratelimit-*`` and ``request-id`` headers
+    (``upstream_answer_headers``); ``sent_headers`` keeps them, one dict per answer."""
 
     def __init__(self, *, reply: Callable[[dict[str, Any]], str] | None = None, api_key: str | None = None) -> None:
         self.reply = reply or (lambda body: "echo: " + _text(body["messages"][-1]["content"]))
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.sent_headers: list[dict[str, str]] = []
         self.rejected: list[tuple[dict[str, Any], list[str]]] = []
         self._server = ThreadedServer(self._app)
 
@@ -200,14 +204,19 @@ class AnthropicUpstream:
             return await self._stream(send, message)
         await self._send(send, 200, msgspec.json.encode(message))
 
+    def _answer_headers(self) -> list[tuple[bytes, bytes]]:
+        pairs = upstream_answer_headers(len(self.sent_headers) + 1, anthropic=True)
+        self.sent_headers.append({name.decode(): value.decode() for name, value in pairs})
+        return pairs
+
     async def _send(self, send: Any, status: int, body: bytes) -> None:
-        await send(
-            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
-        )
+        headers = [(b"content-type", b"application/json"), *self._answer_headers()]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _stream(self, send: Any, message: dict[str, Any]) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        headers = [(b"content-type", b"text/event-stream"), *self._answer_headers()]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         start = {**message, "content": [], "stop_reason": None, "usage": {**message["usage"], "output_tokens": 1}}
         events: list[dict[str, Any]] = [{"type": "message_start", "message": start}, {"type": "ping"}]
         for index, block in enumerate(message["content"]):

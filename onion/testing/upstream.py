@@ -29,13 +29,47 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import anyio
 import msgspec
 
-__all__ = ["FakeUpstream", "Fault", "ThreadedServer", "UpstreamStats"]
+__all__ = ["FakeUpstream", "Fault", "ThreadedServer", "UpstreamStats", "upstream_answer_headers"]
+
+
+def upstream_answer_headers(number: int, anthropic: bool) -> list[tuple[bytes, bytes]]:
+    """The headers a real upstream puts on its ``number``-th answer (each counts down, so
+    two answers' headers differ): OpenAI's ``x-ratelimit-*``, ``openai-processing-ms``,
+    its identity and ``x-request-id``, or Anthropic's ``anthropic-ratelimit-*`` and
+    ``request-id``; both set a cookie, as the CDN in front of them does."""
+    if anthropic:
+        pairs = {
+            "anthropic-ratelimit-requests-limit": "4000",
+            "anthropic-ratelimit-requests-remaining": str(4000 - number),
+            "anthropic-ratelimit-requests-reset": "2026-01-01T00:00:01Z",
+            "anthropic-ratelimit-tokens-limit": "400000",
+            "anthropic-ratelimit-tokens-remaining": str(400000 - 25 * number),
+            "anthropic-ratelimit-tokens-reset": "2026-01-01T00:00:02Z",
+            "anthropic-organization-id": "fake-org",
+            "request-id": f"req_011fake{number}",
+        }
+    else:
+        pairs = {
+            "x-ratelimit-limit-requests": "10000",
+            "x-ratelimit-limit-tokens": "2000000",
+            "x-ratelimit-remaining-requests": str(10000 - number),
+            "x-ratelimit-remaining-tokens": str(2000000 - 25 * number),
+            "x-ratelimit-reset-requests": f"{6 * number}ms",
+            "x-ratelimit-reset-tokens": "1s",
+            "openai-processing-ms": str(100 + number),
+            "openai-organization": "org-fake",
+            "openai-project": "proj_fake",
+            "openai-version": "2020-10-01",
+            "x-request-id": f"req_fake{number}",
+        }
+    pairs["set-cookie"] = f"__cf_bm=fake{number}; path=/; HttpOnly"
+    return [(name.encode(), value.encode()) for name, value in pairs.items()]
 
 
 class Fault(msgspec.Struct, frozen=True):
@@ -255,6 +289,9 @@ class FakeUpstream:
     ``chat.completion`` object (every choice and field: logprobs, refusals, annotations,
     audio, tool calls, usage details, unknown fields); a stream sends it as OpenAI does
     (see ``openai_chunks``). A request with ``n > 1`` gets that many choices by default.
+
+    Every chat, messages or embeddings answer (and injected error status) carries realistic upstream
+    headers (``upstream_answer_headers``); ``sent_headers`` keeps them, one dict per answer.
     """
 
     def __init__(
@@ -271,6 +308,7 @@ class FakeUpstream:
         self.completion_for: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
         self.faults: deque[Fault] = deque()
         self.requests: list[tuple[str, dict[str, str], Any]] = []
+        self.sent_headers: list[dict[str, str]] = []
         self.stats = UpstreamStats()
         self.port = 0
         self._server: Any = None
@@ -408,19 +446,26 @@ class FakeUpstream:
         if fault.reset:
             self._reset(scope)
             return
+        answer_headers = self._answer_headers(anthropic)
         if fault.status is not None:
             extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after is not None else []
+            extra += answer_headers
             kind = fault.error_type or ("rate_limit_error" if fault.status == 429 else "server_error")
             message = fault.error_message if fault.error_message is not None else f"injected status {fault.status}"
             error = _error_body(message, kind, anthropic, fault.error_code, fault.error_param)
             await _json(send, fault.status, error, extra)
             return
         if path == "/v1/embeddings":
-            await self._embeddings(send, body, fault)
+            await self._embeddings(send, body, fault, answer_headers)
         elif body.get("stream"):
-            await self._stream(receive, send, body, fault, anthropic)
+            await self._stream(receive, send, body, fault, anthropic, answer_headers)
         else:
-            await self._complete(send, body, fault, anthropic)
+            await self._complete(send, body, fault, anthropic, answer_headers)
+
+    def _answer_headers(self, anthropic: bool) -> list[tuple[bytes, bytes]]:
+        pairs = upstream_answer_headers(len(self.sent_headers) + 1, anthropic)
+        self.sent_headers.append({name.decode(): value.decode() for name, value in pairs})
+        return pairs
 
     def _reset(self, scope: dict[str, Any]) -> None:
         """Abort the request's TCP connection with an RST (SO_LINGER 0), no byte sent."""
@@ -438,7 +483,9 @@ class FakeUpstream:
             return headers.get("x-api-key") == self.api_key
         return headers.get("authorization") == f"Bearer {self.api_key}"
 
-    async def _embeddings(self, send: Any, body: dict[str, Any], fault: Fault) -> None:
+    async def _embeddings(
+        self, send: Any, body: dict[str, Any], fault: Fault, extra: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
         # As OpenAI's: a string, strings, token ids or lists of token ids; base64 vectors
         # are little-endian float32.
         inputs = body.get("input")
@@ -457,9 +504,11 @@ class FakeUpstream:
             "model": body.get("model", ""),
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-        await self._send_complete(send, _ENCODER.encode(payload), fault)
+        await self._send_complete(send, _ENCODER.encode(payload), fault, extra)
 
-    async def _complete(self, send: Any, body: dict[str, Any], fault: Fault, anthropic: bool) -> None:
+    async def _complete(
+        self, send: Any, body: dict[str, Any], fault: Fault, anthropic: bool, extra: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
         text = fault.text if fault.text is not None else self.reply(body)
         model = str(body.get("model", ""))
         prompt = _count_tokens(body.get("messages")) + len(_text_of(body.get("system")).split())
@@ -478,12 +527,14 @@ class FakeUpstream:
             }
         else:
             payload = self._openai_completion(body, fault)
-        await self._send_complete(send, _ENCODER.encode(payload), fault)
+        await self._send_complete(send, _ENCODER.encode(payload), fault, extra)
 
-    async def _send_complete(self, send: Any, data: bytes, fault: Fault) -> None:
+    async def _send_complete(
+        self, send: Any, data: bytes, fault: Fault, extra: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
         if fault.malformed:
             data = data[: len(data) // 2] + b"<<not json"
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *extra]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         if fault.stall_after is not None:
             await anyio.sleep(fault.stall)
@@ -492,7 +543,15 @@ class FakeUpstream:
             raise _Cut("cut a complete body in half")
         await send({"type": "http.response.body", "body": data})
 
-    async def _stream(self, receive: Any, send: Any, body: dict[str, Any], fault: Fault, anthropic: bool) -> None:
+    async def _stream(
+        self,
+        receive: Any,
+        send: Any,
+        body: dict[str, Any],
+        fault: Fault,
+        anthropic: bool,
+        extra: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
         stats = self.stats
         stats.streams_started += 1
         completed = False
@@ -513,7 +572,7 @@ class FakeUpstream:
                     {
                         "type": "http.response.start",
                         "status": 200,
-                        "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+                        "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *extra],
                     }
                 )
                 completed = await self._pump(send, events, fault, ending)
