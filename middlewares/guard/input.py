@@ -277,9 +277,7 @@ class InputGuard(Layer):
             outcome = outcomes.get("prefill" if i == last and role == "assistant" else role, otherwise)
             if outcome == "off":
                 continue
-            text = _text(message)
-            if message.name:
-                text = f"{message.name}\n{text}"
+            text = _scanned(message)
             if not text:
                 continue
             found = detector.find(text)
@@ -394,9 +392,7 @@ class InputGuard(Layer):
             outcome = outcomes.get(role, outcomes["*"])
             if outcome == "off":
                 continue
-            text = _text(changed.get(i) or message)
-            if message.name:
-                text = f"{message.name}\n{text}"
+            text = _scanned(changed.get(i) or message)
             if not text:
                 continue
             found = detector.find(text)
@@ -437,6 +433,13 @@ def _text(message: Message) -> str:
         return content
     parts = content or ()
     return "\n".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
+
+
+def _scanned(message: Message) -> str:
+    """What the injection check reads of a message: its ``name`` (a place instructions
+    hide too) on a line before its text."""
+    text = _text(message)
+    return f"{message.name}\n{text}" if message.name else text
 
 
 def _map_text(message: Message, fn: Callable[[str], str]) -> Message:
