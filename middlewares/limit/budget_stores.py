@@ -23,6 +23,7 @@ expires, so a worker that dies mid-call does not keep it until the window resets
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sqlite3
@@ -33,6 +34,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Literal, Protocol
 
+import anyio
 import anyio.to_thread
 
 from onion import RedisClient
@@ -449,6 +451,26 @@ return 1
 """
 )
 
+# KEYS: three per budget. ARGV: member, then per budget: window. Takes back a hold that a
+# reserve whose answer came too late may have made (the amount it holds, if it is there).
+_RELEASE = (
+    _CALENDAR
+    + """
+local member = ARGV[1]
+for i = 1, #KEYS / 3 do
+  local h, z, a = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local period, ends = window_of(ARGV[i + 1], now)
+  local _, reserved = row(h, z, a, period, ends)
+  local amount = tonumber(redis.call('HGET', a, member) or '0')
+  if redis.call('ZREM', z, member) == 1 then
+    redis.call('HDEL', a, member)
+    redis.call('HSET', h, 'r', math.max(0, reserved - amount))
+  end
+end
+return 1
+"""
+)
+
 # KEYS: one budget's hash. ARGV: window. Returns {spent, reserved, resets_at}.
 _STATUS = (
     _CALENDAR
@@ -486,6 +508,7 @@ class RedisBudgetStore:
         self._reserve = self.redis.script(_RESERVE)
         self._settle = self.redis.script(_SETTLE)
         self._status = self.redis.script(_STATUS)
+        self._release = self.redis.script(_RELEASE)
 
     @staticmethod
     def _keys(lines: Sequence[BudgetLine]) -> list[str]:
@@ -500,11 +523,28 @@ class RedisBudgetStore:
         args: list[object] = [amount, hold, self.hold_seconds]
         for _, limit, window in lines:
             args.extend((limit, window))
-        answer = await self.redis.run(self._reserve, self._keys(lines), args)
+        keys = self._keys(lines)
+        try:
+            answer = await self.redis.run(self._reserve, keys, args)
+        except BaseException:
+            # Past the deadline (or cancelled) the script may still have run: Redis executes
+            # what it received, only its answer came late. Take back the hold it would have
+            # made, so a call refused for a slow store keeps nothing reserved for an hour.
+            await self._take_back(keys, hold, [window for _, _, window in lines])
+            raise
         refused = int(answer[0])
         if refused >= 0:
             return Admission((), refused, int(answer[1]) / 1000, float(answer[2]))
         return Admission([int(period) for period in answer[3:]], hold=hold, remaining=int(answer[2]))
+
+    async def _take_back(self, keys: list[str], hold: str, windows: list[str]) -> None:
+        # Shielded (a cancelled reserve is taken back too) and past the client's breaker,
+        # which the late answer may just have opened; best effort: if Redis is down as well,
+        # the hold expires after ``hold_seconds``. Redis runs the script even if this
+        # answer is late too.
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            with anyio.fail_after(self.redis.timeout):
+                await anyio.to_thread.run_sync(self._release, keys, [hold, *windows], abandon_on_cancel=True)
 
     async def settle(self, lines: Sequence[BudgetLine], admission: Admission, amount: int, cost: int) -> None:
         args: list[object] = [amount, cost, admission.hold]

@@ -10,10 +10,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
+import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +31,7 @@ from onion import (
     KeyPolicy,
     Message,
     RateLimited,
+    RedisClient,
     Request,
     Response,
     Stack,
@@ -683,3 +686,39 @@ async def test_on_spend_reports_every_settled_call_and_cache_hits_cost_nothing()
     ]
     assert records[0].cost == pytest.approx((5 * IN + 2 * OUT) / 1e9) and records[1].cost == 0
     assert records[0].reserved == pytest.approx(WORST / 1e9)
+
+
+class _LateAnswers(RedisClient):
+    """A real Redis client whose every script runs on the server and then answers too
+    late (the redis-py timeout a busy machine gives past the deadline): the store's
+    answer is lost, its effect is not."""
+
+    def script(self, source: str) -> Any:
+        real = super().script(source)
+
+        def late(*args: Any, **kwargs: Any) -> Any:
+            real(*args, **kwargs)
+            raise redis.exceptions.TimeoutError("Timeout reading from socket")
+
+        return late
+
+
+async def test_a_reserve_whose_answer_came_too_late_holds_nothing(redis_url: str) -> None:
+    # Without the take-back the budget stays reserved until the hold expires (an hour),
+    # refusing calls it has room for: what two workers under load showed.
+    prefix = _prefix()
+    late = RedisBudgetStore(redis_url, client=_LateAnswers(redis_url, timeout=1.0))
+    layer = Budget(keys={"alice": WORST * 10 / 1e9}, price_table=PRICES, store=late, key_prefix=prefix)
+    with pytest.raises(RateLimited, match="unreachable"):
+        await Stack([layer], _complete_async)(_request())
+    checker = RedisBudgetStore(redis_url)
+    try:
+        spent, reserved, _ = await checker.status(f"{prefix}:key:alice", "month")
+        assert (spent, reserved) == (0, 0)
+    finally:
+        await checker.aclose()
+        await late.aclose()
+
+
+async def _complete_async(request: Request) -> Response:
+    return _complete(request)
