@@ -56,10 +56,9 @@ FAMILIES = (
 
 
 def family(filename: str) -> str:
-    for fragment, name in FAMILIES:
-        if fragment in filename:
-            return name
-    return "other Python"
+    from profile_stack import family as profile_family  # here: it imports onion, of the child's tree
+
+    return profile_family(filename, FAMILIES)
 
 
 def child(config_path: str, log_path: str, calls: str, out_path: str) -> None:

@@ -21,23 +21,12 @@ from typing import Any
 import anyio
 from _fullstack import CompleteHandler, print_table, write_results
 from profile_stack import ROOT, show, summarise
+from profile_stack import run as run_prompts
 from stack_overhead import onion_stack
-
-from onion import Message, Request
 
 
 async def run(stack: Any, calls: int, stream: bool, served: dict[str, int]) -> None:
-    kind = "stream" if stream else "complete"
-    for _ in range(calls):
-        request = Request(model="gpt-4o", messages=[Message("user", f"profile hit {kind}")], stream=stream)
-        response = await stack(request)
-        if stream:
-            async with response:
-                async for _ in response:
-                    pass
-        else:
-            await response.result()
-        served[response.served_by] = served.get(response.served_by, 0) + 1
+    await run_prompts(stack, calls, stream, served, "hit", repeat=True)  # "profile hit stream" …
 
 
 def profile(stack: Any, calls: int, stream: bool) -> pstats.Stats:

@@ -47,17 +47,19 @@ FAMILIES = (
 )
 
 
-def family(filename: str) -> str:
-    for fragment, name in FAMILIES:
+def family(filename: str, families: tuple[tuple[str, str], ...] = FAMILIES) -> str:
+    for fragment, name in families:
         if fragment in filename:
             return name
     return "other Python"
 
 
-async def run(stack: Any, calls: int, stream: bool, served: dict[str, int], tag: str) -> None:
+async def run(stack: Any, calls: int, stream: bool, served: dict[str, int], tag: str, *, repeat: bool = False) -> None:
+    """``calls`` requests, each a new prompt (``repeat``: one prompt again and again)."""
     kind = f"{tag} stream" if stream else f"{tag} complete"
     for i in range(calls):
-        request = Request(model="gpt-4o", messages=[Message("user", f"profile {kind} {i}")], stream=stream)
+        content = f"profile {kind}" if repeat else f"profile {kind} {i}"
+        request = Request(model="gpt-4o", messages=[Message("user", content)], stream=stream)
         response = await stack(request)
         if stream:
             async with response:
