@@ -686,22 +686,41 @@ def _with_arguments(call: dict[str, Any], arguments: str) -> dict[str, Any]:
 class _ChoiceScan:
     """One choice of a stream: a scanner for its text and one per tool call, since
     OpenAI streams a call's arguments as fragments of one string
-    (``tool_calls[i].function.arguments``, ``i`` the call's ``index``)."""
+    (``tool_calls[i].function.arguments``, ``i`` the call's ``index``).
 
-    __slots__ = ("calls", "found", "plan", "text")
+    The parts of a choice go out in the order they came: when the next part begins (a
+    call after the text, another call), what the previous one holds back goes out first,
+    checked as final. A client that builds items from the stream (the Responses API's
+    output items, Anthropic's content blocks) would otherwise see the text reopen after
+    a call began. So a part ends where the next one begins: exact as the complete scan
+    for a choice whose text comes before its calls, one call after another (as OpenAI
+    streams them); text that resumes after a call is scanned as text of its own."""
+
+    __slots__ = ("calls", "found", "last_call", "plan", "text")
 
     def __init__(self, plan: _Plan, found: dict[str, int]) -> None:
         self.plan = plan
         self.found = found  # shared by every scanner of the answer
         self.text = Scanner(plan, found)
         self.calls: dict[Any, _ArgumentScanner] = {}
+        self.last_call: Any = None  # the ``index`` of the call the last delta was part of
+
+    def held_calls(self) -> bool:
+        """Whether a call's arguments are held back (text coming next must wait for them)."""
+        return any(scanner.held for scanner in self.calls.values())
 
     def feed_calls(self, deltas: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for delta in deltas:
+            key = delta.get("index", 0)
+            if key != self.last_call:
+                previous = self.calls.get(self.last_call)
+                rest = previous.finish() if previous is not None else ""
+                if rest:
+                    out.append({"index": self.last_call, "function": {"arguments": rest}})
+                self.last_call = key
             arguments = _arguments(delta)
             if arguments:
-                key = delta.get("index", 0)
                 scanner = self.calls.get(key)
                 if scanner is None:
                     scanner = self.calls[key] = _ArgumentScanner(self.plan, self.found)
@@ -766,7 +785,20 @@ async def _guard_stream(source: AsyncIterator[Chunk], plan: _Plan, request: Requ
                     choice = choices[last_index] = _ChoiceScan(plan, found)
             deltas = chunk.tool_calls
             if deltas:
+                if choice.text.held:
+                    # The text ends where the calls begin: what it holds goes out first.
+                    rest = choice.text.feed(chunk.content) + choice.text.finish()
+                    if rest:
+                        yield Chunk(content=rest, index=chunk.index)
+                    if chunk.content:
+                        chunk = msgspec.structs.replace(chunk, content="")
                 deltas = choice.feed_calls(deltas)
+            elif chunk.content and choice.calls and choice.held_calls():
+                # Text after a call: the call's held-back end goes out before it.
+                before, _ = choice.finish_calls(None)
+                choice.last_call = None
+                if before:
+                    yield Chunk(tool_calls=before, index=chunk.index)
             if chunk.finish_reason is not None:
                 text = choice.text.feed(chunk.content) + choice.text.finish()
                 before, deltas = choice.finish_calls(deltas)

@@ -618,6 +618,19 @@ def test_every_choice_and_tool_call_is_redacted_streamed_as_complete_at_any_boun
             key = (chunk.index, delta["index"])
             received[key] = received.get(key, "") + (delta.get("function", {}).get("arguments") or "")
             assert folded[chunk.index]["calls"][delta["index"]].startswith(received[key])
+    # The parts of a choice go out in the order they came (its text, then each call in
+    # turn): a client that builds items from a stream (the Responses API's, Anthropic's
+    # content blocks) would otherwise see a part reopen after the next one began.
+    order: dict[int, list[object]] = {}
+    for chunk in sent:
+        parts = order.setdefault(chunk.index, [])
+        if chunk.content and (not parts or parts[-1] != "text"):
+            parts.append("text")
+        for delta in chunk.tool_calls or ():
+            if not parts or parts[-1] != delta["index"]:
+                parts.append(delta["index"])
+    for index, parts in order.items():
+        assert len(parts) == len(set(parts)), (index, parts)
     values = [v for choice in choices for v in choice["values"]]  # type: ignore[attr-defined]
     wire = msgspec.json.encode(sent).decode()
     assert not any(msgspec.json.encode(v).decode()[1:-1] in wire for v in values)
@@ -804,3 +817,46 @@ def test_the_default_hints_have_first_characters() -> None:
 
     starts = _first_characters(OutputGuard()._plan.hints)
     assert starts is not None and {"0", "@", "_", "A"} <= starts and not starts & set("bcdefghijklmnopqrstuvwxyz ")
+
+
+async def test_text_after_a_call_keeps_its_place_and_each_part_is_redacted() -> None:
+    # Anthropic models interleave text and tool calls; each part is held back and scanned
+    # on its own, and none goes out after the part that followed it.
+    guard = OutputGuard()
+    call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}
+    pieces = [
+        Chunk(content="mail me at a@b"),
+        Chunk(content=".io then"),
+        Chunk(tool_calls=[call]),
+        Chunk(tool_calls=[_call_delta(0, '{"tel": "+44 20 7946')]),
+        Chunk(tool_calls=[_call_delta(0, ' 0958"}')]),
+        Chunk(content="and call 4111 1111"),
+        Chunk(content=" 1111 1111 ok"),
+        Chunk(finish_reason="tool_calls"),
+    ]
+
+    async def source():  # type: ignore[no-untyped-def]
+        for chunk in pieces:
+            yield chunk
+
+    async def upstream(_: Request) -> Response:
+        return Response.stream(source())
+
+    sent = [chunk async for chunk in await guard(request(True), upstream)]
+    parts: list[tuple[str, str]] = []
+    for chunk in sent:
+        for kind, piece in (("text", chunk.content), *(("call", _arguments(d)) for d in chunk.tool_calls or ())):
+            if piece:
+                if parts and parts[-1][0] == kind:
+                    parts[-1] = (kind, parts[-1][1] + piece)
+                else:
+                    parts.append((kind, piece))
+    assert parts == [
+        ("text", "mail me at [EMAIL] then"),
+        ("call", '{"tel": "[PHONE]"}'),
+        ("text", "and call [CARD] ok"),
+    ]
+
+
+def _arguments(delta: dict[str, Any]) -> str:
+    return delta.get("function", {}).get("arguments") or ""
