@@ -573,9 +573,9 @@ def _call_item(rid: str, index: int, call: dict[str, Any], status: str) -> dict[
     }
 
 
-def _reasoning_item(rid: str, text: str, status: str) -> dict[str, Any]:
+def _reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     content = [{"type": "reasoning_text", "text": text}] if text else []
-    return {"id": f"rs_{rid}", "type": "reasoning", "summary": [], "content": content, "status": status}
+    return {"id": item_id, "type": "reasoning", "summary": [], "content": content, "status": status}
 
 
 def output_items(completion: Completion, request: Request) -> list[dict[str, Any]]:
@@ -593,7 +593,7 @@ def output_items(completion: Completion, request: Request) -> list[dict[str, Any
     items: list[dict[str, Any]] = []
     reasoning = completion.message_extra.get("reasoning_content")
     if isinstance(reasoning, str) and reasoning:
-        items.append(_reasoning_item(rid, reasoning, "completed"))
+        items.append(_reasoning_item(f"rs_{rid}", reasoning, "completed"))
     if parts:
         items.append({"id": f"msg_{rid}", "type": "message", "status": status, "role": "assistant", "content": parts})
     items.extend(_call_item(rid, i, call, "completed") for i, call in enumerate(calls))
@@ -603,6 +603,8 @@ def output_items(completion: Completion, request: Request) -> list[dict[str, Any
 def encode_completion(completion: Completion, request: Request, model: str) -> bytes:
     """``completion`` (choice 0) as a Responses ``response`` object."""
     out = _response(request, completion.model or model, completion.created or int(time.time()))
+    if completion.service_tier is not None:
+        out["service_tier"] = completion.service_tier  # the tier that served it, as OpenAI says
     out["output"] = output_items(completion, request)
     return _encode(_finished(out, completion.finish_reason, completion.usage))
 
@@ -636,6 +638,7 @@ class ResponsesStreamEncoder:
         "_message",
         "_part",
         "_reasoning",
+        "_reasoning_id",
         "_request_id",
         "_rid",
         "_seq",
@@ -654,6 +657,7 @@ class ResponsesStreamEncoder:
         self._part: list[Any] = []  # the open part: [kind, pieces, annotations]
         self._call: dict[str, Any] = {}
         self._reasoning: list[str] = []
+        self._reasoning_id = ""
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
 
@@ -670,6 +674,10 @@ class ResponsesStreamEncoder:
 
     def event(self, chunk: Chunk) -> bytes | None:
         """The events for ``chunk`` (several when it opens or closes an item), or ``None``."""
+        if chunk.service_tier is not None:
+            self._base["service_tier"] = chunk.service_tier
+        if self._seq == 0 and chunk.created is not None:
+            self._base["created_at"] = chunk.created  # the upstream answer's, as complete
         out = self._start() if self._seq == 0 else b""
         if chunk.model and chunk.model != self._base["model"]:
             self._base["model"] = chunk.model
@@ -700,7 +708,7 @@ class ResponsesStreamEncoder:
         if self._kind != "message":
             out += self._close()
             self._kind = "message"
-            self._message = {"id": f"msg_{self._rid}", "type": "message", "role": "assistant", "content": []}
+            self._message = {"id": self._item_id("msg"), "type": "message", "role": "assistant", "content": []}
             added = {**self._message, "status": "in_progress", "content": []}
             out += self._emit("response.output_item.added", {"output_index": len(self._items), "item": added})
         if not self._part or self._part[0] != kind:
@@ -741,15 +749,25 @@ class ResponsesStreamEncoder:
 
     def _reasoning_delta(self, piece: str) -> bytes:
         out = b""
-        where = {"item_id": f"rs_{self._rid}", "output_index": len(self._items), "content_index": 0}
         if self._kind != "reasoning":
             out += self._close()
             self._kind = "reasoning"
             self._reasoning = []
-            added = _reasoning_item(self._rid, "", "in_progress")
+            self._reasoning_id = self._item_id("rs")
+            added = _reasoning_item(self._reasoning_id, "", "in_progress")
             out += self._emit("response.output_item.added", {"output_index": len(self._items), "item": added})
         self._reasoning.append(piece)
+        where = {"item_id": self._reasoning_id, "output_index": len(self._items), "content_index": 0}
         return out + self._emit("response.reasoning_text.delta", {**where, "delta": piece})
+
+    def _item_id(self, prefix: str) -> str:
+        """The id of the item opening now: ``msg_<id>`` (``rs_<id>``) as the complete
+        answer names its one message (reasoning) item; an answer that reopens one after
+        another item (text after a tool call, as Anthropic models write) names the next
+        by its output index, since clients key items by id."""
+        if any(item["id"].startswith(prefix + "_") for item in self._items):
+            return f"{prefix}_{self._rid}_{len(self._items)}"
+        return f"{prefix}_{self._rid}"
 
     # -- function-call items ---------------------------------------------------------
 
@@ -780,7 +798,7 @@ class ResponsesStreamEncoder:
             item = {**self._message, "status": "completed"}
         elif self._kind == "reasoning":
             text = "".join(self._reasoning)
-            item = _reasoning_item(self._rid, text, "completed")
+            item = _reasoning_item(self._reasoning_id, text, "completed")
             where = {"item_id": item["id"], "output_index": len(self._items), "content_index": 0}
             out = self._emit("response.reasoning_text.done", {**where, "text": text})
         elif self._kind == "call":

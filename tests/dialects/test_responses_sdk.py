@@ -130,6 +130,36 @@ async def test_stream_helper_with_a_function_call(client: openai.AsyncOpenAI, up
     assert final.usage is not None and final.usage.output_tokens > 0
 
 
+async def test_stream_helper_assembles_what_create_answers_with_text_and_two_calls(
+    client: openai.AsyncOpenAI, upstream: FakeUpstream
+) -> None:
+    # Text of several words, then two calls whose arguments the output guard holds back
+    # in part (a phone number): through the default stack the SDK's stream helper keys
+    # items by id and refuses an item that reopens, so each part must go out in order.
+    calls = [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {"id": "call_2", "type": "function", "function": {"name": "call", "arguments": '{"to": "+1 415 555 0100"}'}},
+    ]
+    upstream.completion_for = lambda body: {
+        **_answer("Let me check the weather.", calls, "tool_calls"),
+        "service_tier": "default",
+    }
+    complete = await client.responses.create(model="gpt-4o-mini", input="weather, complete", tools=TOOLS)
+    async with client.responses.stream(model="gpt-4o-mini", input="weather, streamed", tools=TOOLS) as stream:
+        async for _ in stream:
+            pass
+        streamed = await stream.get_final_response()
+    for answer in (complete, streamed):
+        assert [item.type for item in answer.output] == ["message", "function_call", "function_call"]
+        assert answer.output_text == "Let me check the weather."
+        assert [(c.call_id, c.arguments) for c in answer.output if c.type == "function_call"] == [
+            ("call_1", '{"city": "Paris"}'),
+            ("call_2", '{"to": "[PHONE]"}'),
+        ]
+        assert answer.service_tier == "default"  # the upstream's, not the request's (none)
+        assert answer.created_at == 1  # the upstream answer's time
+
+
 async def test_stream_text_sequence_numbers(served: ThreadedServer) -> None:
     async with httpx.AsyncClient(base_url=served.url, timeout=10) as http:
         body = {"model": "gpt-4o-mini", "input": "count to three", "stream": True}

@@ -216,3 +216,30 @@ def test_a_chat_answer_is_the_same_responses_output_complete_or_streamed(case: t
     assert not items or parsed.output[0].type == "reasoning"
     thought = "".join(e["delta"] for e in events if e["type"] == "response.reasoning_text.delta")
     assert thought == (reasoning or "")
+
+
+def test_text_after_a_call_opens_a_message_item_of_its_own() -> None:
+    # Anthropic models write text, a tool call, then more text; the Responses API has
+    # each as its own item, and clients key items by id, so the second message item
+    # must not take the first one's id.
+    request = responses.decode(b'{"model": "m", "input": "hi", "stream": true}', Context())
+    encoder = responses.encode_stream(request, "m")
+    head = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    chunks = [
+        Chunk(content="Let me look.", role="assistant"),
+        Chunk(tool_calls=[head]),
+        Chunk(content="Then this."),
+        Chunk(finish_reason="tool_calls"),
+    ]
+    events = _events(b"".join(encoder.event(chunk) or b"" for chunk in chunks) + encoder.end())
+    output = events[-1]["response"]["output"]
+    assert [item["type"] for item in output] == ["message", "function_call", "message"]
+    ids = [item["id"] for item in output]
+    assert len(set(ids)) == 3
+    added = {e["output_index"]: e["item"]["id"] for e in events if e["type"] == "response.output_item.added"}
+    assert added == dict(enumerate(ids))
+    for event in events:
+        if "item_id" in event:
+            assert event["item_id"] == ids[event["output_index"]], event
+    texts = [part["text"] for item in output if item["type"] == "message" for part in item["content"]]
+    assert texts == ["Let me look.", "Then this."]
