@@ -415,13 +415,14 @@ class ChunkEncoder:
         else:
             delta = _encode(delta_struct)
         out = self._prefix(chunk) + b',"choices":[{"index":' + str(chunk.index).encode() + b',"delta":' + delta
-        if chunk.logprobs is not None:
-            out += b',"logprobs":' + _encode(chunk.logprobs)
+        # ``logprobs`` and (when the usage event was asked for) ``usage`` are null on every
+        # event, as OpenAI sends them: clients that read the JSON see the same fields.
+        out += b',"logprobs":' + (b"null" if chunk.logprobs is None else _encode(chunk.logprobs))
         finish = b"null" if chunk.finish_reason is None else _encode(chunk.finish_reason)
         out += b',"finish_reason":' + finish
         if chunk.choice_extra:
             out += b"," + _encode(chunk.choice_extra)[1:-1]
-        out += b"}]"
+        out += b'}],"usage":null' if self._include_usage else b"}]"
         if chunk.extra:
             out += b"," + _encode(chunk.extra)[1:-1]
         return out + b"}\n\n"

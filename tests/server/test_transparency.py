@@ -294,6 +294,33 @@ async def test_a_stream_without_done_after_its_finish_reason_reaches_the_client_
     assert len([p for p in upstream.requests if p[0].endswith("/chat/completions")]) == 1  # not retried
 
 
+@pytest.mark.parametrize("include_usage", [False, True])
+async def test_every_stream_event_has_the_fields_openais_have(
+    gateway: ThreadedServer, upstream: FakeUpstream, include_usage: bool
+) -> None:
+    # Field by field on the wire (not only what the SDK makes of it): each event of the
+    # gateway's stream has the keys the upstream's events have, down to the nulls
+    # (``logprobs`` on every choice, ``usage`` on every event when asked for).
+    body: dict[str, Any] = {"model": "gpt-4o", "messages": HELLO, "stream": True, "logprobs": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+
+    def shapes(text: str) -> set[tuple[tuple[str, ...], tuple[str, ...]]]:
+        out = set()
+        for event in text.split("\n\n"):
+            if event.startswith("data: {"):
+                data = msgspec.json.decode(event[6:])
+                choices = data.get("choices") or [{}]
+                out.add((tuple(sorted(data)), tuple(sorted(choices[0]))))
+        return out
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        direct = await http.post(upstream.base_url + "/chat/completions", json=body)
+        body["messages"] = [{"role": "user", "content": "hello through the gateway"}]
+        through = await http.post(gateway.url + "/v1/chat/completions", json=body)
+    assert shapes(through.text) == shapes(direct.text)
+
+
 # -- after a fallback mid-stream, the chunks name the model that produced them ------------
 
 

@@ -144,10 +144,12 @@ def test_chunks_encode_as_chat_completion_chunk_events() -> None:
     stream = encoder()
     assert (
         stream.event(Chunk("", role="assistant"))
-        == PREFIX + b'[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
+        == PREFIX + b'[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}\n\n'
     )
-    assert stream.event(Chunk("Hi")) == PREFIX + b'[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
-    assert stream.event(Chunk(finish_reason="stop")) == PREFIX + b'[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    hi = b'[{"index":0,"delta":{"content":"Hi"},"logprobs":null,"finish_reason":null}]}\n\n'
+    assert stream.event(Chunk("Hi")) == PREFIX + hi
+    stop = b'[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}\n\n'
+    assert stream.event(Chunk(finish_reason="stop")) == PREFIX + stop
     assert stream.event(Chunk()) is None
     assert stream.event(Chunk(usage=Usage(1, 2, 3))) is None
     assert stream.end() == b"data: [DONE]\n\n"  # usage is sent only when asked for
@@ -156,7 +158,9 @@ def test_chunks_encode_as_chat_completion_chunk_events() -> None:
 def test_the_usage_event_comes_before_done_when_asked_for() -> None:
     stream = encoder(stream_options={"include_usage": True})
     assert stream.end() == b"data: [DONE]\n\n"  # no usage reported, none invented
-    stream.event(Chunk("x", usage=Usage(1, 2, 3)))
+    # Every event before it says ``"usage": null``, as OpenAI's do when it was asked for.
+    x = b'[{"index":0,"delta":{"content":"x"},"logprobs":null,"finish_reason":null}],"usage":null}\n\n'
+    assert stream.event(Chunk("x", usage=Usage(1, 2, 3))) == PREFIX + x
     assert stream.end() == (
         PREFIX + b'[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\n\ndata: [DONE]\n\n'
     )
