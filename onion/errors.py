@@ -230,7 +230,9 @@ class ProviderError(OnionError):
     upstream 4xx is answered with its own status, type, code and param (a 400
     ``context_length_exceeded`` stays one, and no retry can fix it); a 401 or 403 (the
     gateway's own upstream key was refused) is a 502 ``upstream_auth_failed``; a 429 is a
-    429 with the upstream's ``Retry-After``; anything else is a 502 ``upstream_error``.
+    429 with the upstream's ``Retry-After``; a 503 or 529 (overloaded) keeps its status as
+    ``upstream_overloaded`` with the upstream's ``Retry-After``; anything else is a 502
+    ``upstream_error``.
     ``public_message`` is the upstream's message when it sent one, scrubbed (``scrub``).
     ``failure`` names the failure class when the status cannot (``"cut"`` for a stream
     ended early, ``"malformed"``, ``"connection"``; see ``onion.failure_class``).
@@ -297,6 +299,10 @@ def _upstream_class(
 ) -> tuple[int | None, str, str | None, str | None]:
     """The gateway's status and code for an upstream status, with the public message that
     replaces the upstream's (fixed) or stands in when it sent none (default)."""
+    if upstream_status in (503, 529):
+        # Overloaded (anyone's 503, Anthropic's 529): the status and its reason kept, so a
+        # client backs off as against the provider (Anthropic's SDK knows 529 as such).
+        return upstream_status, "upstream_overloaded", "the model provider is overloaded; retry later", None
     if upstream_status is None or upstream_status >= 500 or upstream_status < 400:
         return None, ProviderError.code, None, None
     if upstream_status in (401, 403):

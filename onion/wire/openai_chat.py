@@ -486,6 +486,6 @@ def encode_error(error: BaseException, request_id: str | None = None) -> ErrorAn
         message = f"{message} (request id {request_id})"
     headers = [_RETRY_YES if error.should_retry else _RETRY_NO]
     retry_after = getattr(error, "retry_after", None)
-    if isinstance(retry_after, (int, float)) and status in (429, 503):
+    if isinstance(retry_after, (int, float)) and status in (429, 503, 529):
         headers.append((b"retry-after", str(max(1, int(-(-retry_after // 1)))).encode()))
     return ErrorAnswer(status, error_body(status, message, code, error.param, error.type), headers)

@@ -71,7 +71,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "429_retry_after": {"default": ("m1", 2, 0, 10), "recommended": ("m1", 2, 0, 10)},
     "429_no_retry_after": {"default": ("m1", 2, 0, 10), "recommended": ("m1", 2, 0, 10)},
     "500_once": {"default": ("m1", 2, 0, 10), "recommended": ("m1", 2, 0, 10)},
-    "503_persistent": {"default": (502, 2, 0, 10), "recommended": ("m2", 3, 1, 10)},
+    "503_persistent": {"default": (503, 2, 0, 10), "recommended": ("m2", 3, 1, 10)},
     "tcp_reset": {"default": ("m1", 2, 0, 10), "recommended": ("m1", 2, 0, 10)},
     "no_response": {"default": (504, 2, 0, 60), "recommended": ("m2", 1, 1, 40)},
     "first_token_20s": {

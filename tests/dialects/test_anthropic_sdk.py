@@ -18,6 +18,7 @@ from onion.providers.anthropic import AnthropicProvider
 from onion.providers.openai import OpenAIProvider
 from onion.server import GatewayApp
 from onion.testing import AnthropicUpstream, FakeUpstream, ThreadedServer
+from onion.testing.upstream import Fault
 
 pytestmark = pytest.mark.anyio
 
@@ -218,3 +219,33 @@ async def test_errors_come_in_anthropic_shape(anyio_backend: str) -> None:
     assert "messages[0].role" in refused.value.body["error"]["message"]
     assert counted.input_tokens > 0
     assert upstream.requests == []  # count_tokens is answered by the gateway
+
+
+@pytest.mark.parametrize(
+    ("status", "raised"), [(529, anthropic.OverloadedError), (503, anthropic.ServiceUnavailableError)]
+)
+async def test_an_overloaded_upstream_reaches_the_anthropic_client_as_overloaded(
+    anyio_backend: str, status: int, raised: type[anthropic.APIStatusError]
+) -> None:
+    # The status and its reason pass through: the SDK's own class for it, its Retry-After,
+    # and a message that says what it is (not the upstream's words).
+    fault = Fault(status=status, error_type="overloaded_error", error_message="Overloaded", retry_after="3")
+    async with FakeUpstream() as upstream:
+        upstream.fault_for = lambda body: fault
+        app = GatewayApp(Stack([], AnthropicProvider(base_url=upstream.base_url, api_key="up-key")))
+        async with ThreadedServer(app) as server:
+            client = anthropic.AsyncAnthropic(base_url=server.url, api_key="any", max_retries=0)
+            for stream in (False, True):
+                with pytest.raises(raised) as error:
+                    ask = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": f"x {stream}"}]}
+                    if stream:
+                        async with client.messages.stream(**ask) as events:  # type: ignore[arg-type]
+                            await events.get_final_message()
+                    else:
+                        await client.messages.create(**ask)  # type: ignore[arg-type]
+                assert error.value.status_code == status
+                assert error.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+                assert "overloaded" in error.value.body["error"]["message"]  # type: ignore[index]
+                assert error.value.response.headers["retry-after"] == "3"
+                assert error.value.response.headers["x-should-retry"] == "true"
+            await client.close()

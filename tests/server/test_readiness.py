@@ -127,7 +127,7 @@ def test_readiness_follows_a_models_only_upstream_failing_and_recovering(
         body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
         for _ in range(3):
             upstream.push(Fault(status=503))
-            assert httpx.post(served.url + "/v1/chat/completions", json=body, timeout=10).status_code == 502
+            assert httpx.post(served.url + "/v1/chat/completions", json=body, timeout=10).status_code == 503
         down = httpx.get(served.url + "/readyz", timeout=5)
         assert down.status_code == 503, down.text
         assert "model gpt-4o: no healthy deployment" in down.json()["down"]

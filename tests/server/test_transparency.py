@@ -89,7 +89,8 @@ ERRORS: list[tuple[Fault, int, str, str | None, bool]] = [
         False,
     ),
     (Fault(status=500, error_message=HOSTILE), 502, "upstream_error", None, True),
-    (Fault(status=503), 502, "upstream_error", None, True),
+    (Fault(status=503), 503, "upstream_overloaded", None, True),
+    (Fault(status=529, error_type="overloaded_error", error_message="Over"), 529, "upstream_overloaded", None, True),
 ]
 
 
