@@ -125,7 +125,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     api_keys: list[str | ApiKey] = []
-    max_body_bytes: int = 4 * 1024 * 1024
+    # Anthropic's request limit: an image or PDF sent inline as base64 (a phone photo is
+    # 4-8 MB) must pass a drop-in gateway.
+    max_body_bytes: int = 32 * 1024 * 1024
     shutdown_grace_seconds: float = 10.0
     header_timeout_seconds: float = 5.0
     body_timeout_seconds: float = 10.0

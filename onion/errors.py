@@ -142,7 +142,7 @@ class RequestTooLarge(BadRequest):
     code = "request_too_large"
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"the request body is larger than {limit} bytes")
+        super().__init__(f"the request body is larger than {limit} bytes (the gateway's max_body_bytes)")
         self.limit = limit
 
 

@@ -63,7 +63,7 @@ def test_refusals_before_the_stack_are_typed_errors() -> None:
     large = RequestTooLarge(4096)
     assert isinstance(large, BadRequest)
     assert (large.status, large.code, large.param, large.limit) == (413, "request_too_large", None, 4096)
-    assert large.public_message == "the request body is larger than 4096 bytes"
+    assert large.public_message == "the request body is larger than 4096 bytes (the gateway's max_body_bytes)"
     assert OnionError().param is None
 
 

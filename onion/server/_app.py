@@ -128,7 +128,7 @@ class GatewayApp:
         api_keys: Mapping[str, str] | None = None,
         models: list[tuple[str, str]] | None = None,
         list_models: Callable[[], Awaitable[list[tuple[str, str]]]] | None = None,
-        max_body_bytes: int = 4 * 1024 * 1024,
+        max_body_bytes: int = 32 * 1024 * 1024,
         max_json_depth: int = 128,
         metrics_renderer: MetricsRenderer | None = None,
         metrics_auth: bool = True,

@@ -322,6 +322,22 @@ async def test_every_stream_event_has_the_fields_openais_have(
     assert shapes(through.text) == shapes(direct.text)
 
 
+async def test_an_inline_photo_passes_the_default_limits(gateway: ThreadedServer, upstream: FakeUpstream) -> None:
+    # A vision call with a phone photo inline (base64, ~7 MB) reaches the model through
+    # the default config; a body past the default limit is a 413 that says which limit.
+    photo = "data:image/jpeg;base64," + "A" * (7 * 1024 * 1024)
+    content = [{"type": "text", "text": "what is in this photo?"}, {"type": "image_url", "image_url": {"url": photo}}]
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": content}]}
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+        answer = await http.post("/v1/chat/completions", json=body)
+        assert answer.status_code == 200, answer.text
+        assert upstream.requests[-1][2]["messages"][0]["content"][1]["image_url"]["url"] == photo
+        content[1]["image_url"]["url"] = "data:image/jpeg;base64," + "A" * (33 * 1024 * 1024)
+        refused = await http.post("/v1/chat/completions", json=body)
+    assert refused.status_code == 413
+    assert "max_body_bytes" in refused.json()["error"]["message"]
+
+
 # -- after a fallback mid-stream, the chunks name the model that produced them ------------
 
 
