@@ -192,7 +192,10 @@ class RequestLog(Layer):
         # The callback refers to the response; the stream drops its callbacks once they ran,
         # so a finished stream is freed without the garbage collector.
         return await response.on_end(
-            lambda end: self._emit(request, response, end, start), now=self._now, content=self.log_content
+            lambda end: self._emit(request, response, end, start),
+            now=self._now,
+            content=self.log_content,
+            held=False,  # the line has no held time: no clock reads around each chunk for it
         )
 
     def _emit(self, request: Request, response: Response | None, end: AnswerEnd, start: float) -> None:
