@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from middlewares.observe.request_log import RequestLog, pii_redactor
-from onion import GuardrailViolation, Message, ProviderError, Request, Response, Stack, Usage
+from onion import CallNext, GuardFindings, GuardrailViolation, Message, ProviderError, Request, Response, Stack, Usage
 from onion.telemetry import configure_logging, reset_logging
 from onion.testing import Fail, FakeClock, Reply, ScriptedProvider
 
@@ -122,15 +122,25 @@ async def test_a_key_in_any_text_field_of_the_line_is_masked(stream: bool) -> No
     request = ask(model=f"gpt-4o {KEY}", stream=stream, text=f"use {KEY}")
     request.context.caller, request.context.team = f"caller {KEY}", f"team {KEY}"
     request.context.request_id = f"req {KEY}"
+    # Rule and detector names come from configuration, a fallback model from the chain.
+    request.context.findings = GuardFindings(flags=[f"rule {KEY}"], redactions={f"detector {KEY}": 1})
+
+    async def fell_back(request: Request, call_next: CallNext) -> Response:
+        response = await call_next(request)
+        response.fallback = f"fallback {KEY}"
+        return response
+
     with captured() as lines:
         layer = RequestLog(log_content=True, redactor=lambda text: text)
         reply = Reply(f"the key is {KEY}", model=f"answered-by {KEY}")
-        response = await Stack([layer], ScriptedProvider([reply]))(request)
+        response = await Stack([layer, fell_back], ScriptedProvider([reply]))(request)
         await response.result()
     [line] = lines()
-    assert KEY not in lines.text
-    for field in ("model", "caller", "team", "request_id", "response_model", "prompt", "answer"):
+    for field in ("model", "caller", "team", "request_id", "response_model", "fallback", "prompt", "answer"):
         assert "[REDACTED]" in line[field], field
+    assert line["guard_flags"] == ["rule [REDACTED]"]
+    assert line["redacted"] == {"detector [REDACTED]": 1}
+    assert KEY not in lines.text
 
 
 async def test_blocked_requests_are_info_without_detail() -> None:
