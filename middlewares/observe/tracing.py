@@ -249,4 +249,5 @@ class Tracing(Layer):
             if usage is not None:
                 attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
                 attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
-        span.set_attributes(attrs)
+        # A light span takes the layer's own plain values as they are (one update).
+        getattr(span, "set_plain_attributes", span.set_attributes)(attrs)

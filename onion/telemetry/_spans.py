@@ -217,6 +217,13 @@ class LightSpan(trace_api.Span, ReadableSpan):
             else:
                 self.set_attribute(key, value)
 
+    def set_plain_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """``set_attributes`` for a caller that promises every value is a string, number,
+        boolean or tuple of strings (the tracing layer's own): taken as they are, in one
+        ``update``, with nothing looked at."""
+        if self._end_time is None:
+            self._attributes.update(attributes)
+
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         if self._end_time is not None:
             return

@@ -179,3 +179,15 @@ def test_a_recorded_but_unsampled_span_is_not_exported_by_a_batch_processor() ->
         assert exporter.get_finished_spans() == ()
     finally:
         tracer_provider.shutdown()
+
+
+def test_plain_attributes_are_taken_as_they_are_until_the_span_ends() -> None:
+    tracer_provider, exporter = provider()
+    light = light_tracer(tracer_provider, "onion")
+    assert light is not None
+    span = light.start_span("x", attributes={"a": 1})
+    span.set_plain_attributes({"b": "two", "c": ("stop",), "a": 3})  # type: ignore[attr-defined]
+    span.end()
+    span.set_plain_attributes({"after": "end"})  # type: ignore[attr-defined]
+    [finished] = exporter.get_finished_spans()
+    assert dict(finished.attributes or {}) == {"a": 3, "b": "two", "c": ("stop",)}
