@@ -271,6 +271,13 @@ def _printer(output: Any) -> Callable[[str], None]:
     ):
         return output.msg  # type: ignore[no-any-return]
     write, flush = file.write, file.flush
+    if getattr(file, "line_buffering", False) is True:
+        # A line-buffered file (standard error) flushes on the newline by itself.
+        def emit_line(line: str) -> None:
+            with lock:
+                write(line + "\n")
+
+        return emit_line
 
     def emit(line: str) -> None:
         with lock:

@@ -21,6 +21,7 @@ default 128) and the SDK's own self-metrics. Values set by others through the AP
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,6 +31,7 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, SynchronousMultiSpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
@@ -55,8 +57,8 @@ _MAX_SPAN_ID = 2**64 - 1
 class LightTracer:
     """Starts ``LightSpan``\\ s on an SDK ``TracerProvider`` (see the module's docstring)."""
 
-    __slots__ = ("_batch_emits", "_ids", "_new_span_id", "_new_trace_id", "_processor", "_random_ids", "_resource",
-                 "_sampler", "_scope", "_seen", "_static")  # fmt: skip
+    __slots__ = ("_batch_emits", "_draw", "_ids", "_new_span_id", "_new_trace_id", "_processor", "_random_ids",
+                 "_resource", "_sampler", "_scope", "_seen", "_static")  # fmt: skip
 
     def __init__(self, provider: TracerProvider, scope: str) -> None:
         # The provider's own parts; its processor list is the object spans end into, so
@@ -68,6 +70,8 @@ class LightTracer:
         self._new_span_id = ids.generate_span_id
         # A property of the generator, not of each id: asked once.
         self._random_ids = bool(getattr(ids, "is_trace_id_random", lambda: False)())
+        # The SDK's default generator's own draw, called directly; any other generator is asked.
+        self._draw: Callable[[int], int] | None = random.getrandbits if type(ids) is RandomIdGenerator else None
         self._resource = provider.resource
         self._scope = InstrumentationScope(scope)
         self._static = _static_flags(provider.sampler)
@@ -85,7 +89,8 @@ class LightTracer:
         parent: SpanContext | None = trace_api.get_current_span(context).get_span_context()
         if parent is None or not parent.is_valid:
             parent = None
-            trace_id = self._new_trace_id()
+            # The SDK's RandomIdGenerator draws until the id is not 0: one draw nearly always.
+            trace_id = (self._draw(128) if self._draw is not None else 0) or self._new_trace_id()
             random_id = self._random_ids
         else:
             trace_id = parent.trace_id
@@ -113,7 +118,7 @@ class LightTracer:
             recording, sampled = decision.is_recording(), decision.is_sampled()
             bits = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
             flags = TraceFlags(bits | TraceFlags.RANDOM_TRACE_ID if random_id else bits)
-        span_id = self._new_span_id()
+        span_id = (self._draw(64) if self._draw is not None else 0) or self._new_span_id()
         # What SpanContext(...) builds, without its call and defaults (the same tuple).
         span_context = _new_context(
             SpanContext,

@@ -343,3 +343,19 @@ async def test_the_line_carries_team_cost_and_budget_headroom() -> None:
         assert line["cost_usd"] == pytest.approx((1000 * 2.5 + 200 * 10) / 1e6, rel=1e-12)
         assert 0 < line["budget_remaining_usd"] < 1.0  # the key's budget is the tighter one
     assert len(lines()) == 2
+
+
+@pytest.mark.parametrize("line_buffering", [False, True])
+async def test_each_line_reaches_the_file_at_once_buffered_or_not(line_buffering: bool) -> None:
+    # No line may wait in a buffer (a crash or an exit would lose it): a line-buffered file
+    # flushes on the newline, any other is flushed after each line.
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", line_buffering=line_buffering)
+    configure_logging(json=True, stream=stream, cache=False)
+    try:
+        await Stack([RequestLog()], ScriptedProvider([Reply("hi")]))(ask())
+        await (await Stack([RequestLog()], ScriptedProvider([Reply("a b")]))(ask(stream=True))).result()
+        written = raw.getvalue().decode().splitlines()  # read without flushing the wrapper
+        assert [json.loads(line)["stream"] for line in written] == [False, True]
+    finally:
+        reset_logging()
