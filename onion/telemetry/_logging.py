@@ -271,11 +271,15 @@ def _printer(output: Any) -> Callable[[str], None]:
     ):
         return output.msg  # type: ignore[no-any-return]
     write, flush = file.write, file.flush
-    if getattr(file, "line_buffering", False) is True:
-        # A line-buffered file (standard error) flushes on the newline by itself.
+    if isinstance(getattr(file, "line_buffering", None), bool):
+
         def emit_line(line: str) -> None:
             with lock:
                 write(line + "\n")
+                # A line-buffered file (standard error) flushed on the newline by itself;
+                # asked per line, as a stream can be reconfigured.
+                if not file.line_buffering:
+                    flush()
 
         return emit_line
 

@@ -345,16 +345,23 @@ async def test_the_line_carries_team_cost_and_budget_headroom() -> None:
     assert len(lines()) == 2
 
 
-@pytest.mark.parametrize("line_buffering", [False, True])
-async def test_each_line_reaches_the_file_at_once_buffered_or_not(line_buffering: bool) -> None:
+@pytest.mark.parametrize("line_buffering", ["no", "yes", "reconfigured off"])
+async def test_each_line_reaches_the_file_at_once_buffered_or_not(line_buffering: str) -> None:
     # No line may wait in a buffer (a crash or an exit would lose it): a line-buffered file
-    # flushes on the newline, any other is flushed after each line.
+    # flushes on the newline, any other is flushed after each line, also one reconfigured
+    # after the writer was built.
     raw = io.BytesIO()
-    stream = io.TextIOWrapper(raw, encoding="utf-8", line_buffering=line_buffering)
+    stream = io.TextIOWrapper(raw, encoding="utf-8", line_buffering=line_buffering != "no")
     configure_logging(json=True, stream=stream, cache=False)
     try:
-        await Stack([RequestLog()], ScriptedProvider([Reply("hi")]))(ask())
-        await (await Stack([RequestLog()], ScriptedProvider([Reply("a b")]))(ask(stream=True))).result()
+        layer = RequestLog()
+        await Stack([layer], ScriptedProvider([Reply("warm")]))(ask())  # the writer is built
+        if line_buffering == "reconfigured off":
+            stream.reconfigure(line_buffering=False)
+        raw.seek(0)
+        raw.truncate()
+        await Stack([layer], ScriptedProvider([Reply("hi")]))(ask())
+        await (await Stack([layer], ScriptedProvider([Reply("a b")]))(ask(stream=True))).result()
         written = raw.getvalue().decode().splitlines()  # read without flushing the wrapper
         assert [json.loads(line)["stream"] for line in written] == [False, True]
     finally:
