@@ -267,7 +267,12 @@ class LightSpan(trace_api.Span, ReadableSpan):
         tracer = self._tracer
         emits = tracer._emits()
         if emits is None:
-            tracer._processor.on_end(self)
+            processor = tracer._processor
+            # As the SDK's span ends: the processors' "ending" hook (newer SDKs), then on_end.
+            ending = getattr(processor, "_on_ending", None)
+            if ending is not None:
+                ending(self)
+            processor.on_end(self)
         elif self._sampled:  # a batch processor exports sampled spans only
             for emit in emits:
                 emit(self)

@@ -191,3 +191,30 @@ def test_plain_attributes_are_taken_as_they_are_until_the_span_ends() -> None:
     span.set_plain_attributes({"after": "end"})  # type: ignore[attr-defined]
     [finished] = exporter.get_finished_spans()
     assert dict(finished.attributes or {}) == {"a": 3, "b": "two", "c": ("stop",)}
+
+
+def test_processors_see_a_light_span_start_end_and_ending_as_the_sdk_span() -> None:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Seen(SpanProcessor):
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            self.calls.append("start")
+
+        def _on_ending(self, span: Any) -> None:
+            self.calls.append("ending")
+
+        def on_end(self, span: ReadableSpan) -> None:
+            self.calls.append("end")
+
+    seen = {}
+    for name in ("sdk", "light"):
+        tracer_provider = TracerProvider()
+        seen[name] = processor = Seen()
+        tracer_provider.add_span_processor(processor)
+        tracer = tracer_provider.get_tracer("onion") if name == "sdk" else light_tracer(tracer_provider, "onion")
+        assert tracer is not None
+        tracer.start_span("x").end()
+    assert seen["light"].calls == seen["sdk"].calls
