@@ -70,17 +70,12 @@ from onion.telemetry import (
     summed_histogram,
 )
 
-from .prices import PriceTable
+from .prices import Price, PriceTable
 
 __all__ = ["OVERHEAD_HEADER", "Metrics"]
 
 OVERHEAD_HEADER = "x-onion-overhead-ms"
 """Response header with the gateway's own time for the request, in milliseconds."""
-
-
-def _billable(response: Response | None) -> bool:
-    # A cached answer carries the usage of the call that produced it; it was not spent again.
-    return response is None or response.cache != "hit"
 
 
 class _Totals:
@@ -98,29 +93,41 @@ class _Totals:
     def __init__(self, names: tuple[str, ...], limit: int = 2000) -> None:
         self.names = names
         self.limit = limit
-        self.values: dict[tuple[Any, ...], float] = {}
+        # One one-item list per series: a layer keeps the cell of a series it adds to
+        # often, and adds to it with no key hashed (``cell``).
+        self.values: dict[tuple[Any, ...], list[float]] = {}
         self.attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def add(self, key: tuple[Any, ...], amount: float) -> None:
         """Add ``amount`` to the series whose attribute values are ``key`` (in ``names`` order)."""
+        found = self.values.get(key)
+        if found is None:
+            found = self.cell(key)
+        found[0] += amount
+
+    def cell(self, key: tuple[Any, ...]) -> list[float]:
+        """The running sum of series ``key`` as a one-item list, to keep and add to (the
+        overflow series' once ``limit`` series exist)."""
         values = self.values
-        current = values.get(key)
-        if current is not None:
-            values[key] = current + amount
-            return
+        found = values.get(key)
+        if found is not None:
+            return found
         if len(values) >= self.limit:
             key = ("__overflow__",)
             self.attrs.setdefault(key, {"otel.metric.overflow": True})
-            values[key] = values.get(key, 0.0) + amount
-            return
+            found = values.get(key)
+            if found is None:
+                found = values[key] = [0.0]
+            return found
         # Attributes are built once per series; False flags are left out (e.g. onion.fallback).
         self.attrs[key] = {name: value for name, value in zip(self.names, key, strict=True) if value is not False}
-        values[key] = amount
+        found = values[key] = [0.0]
+        return found
 
     def observe(self, options: CallbackOptions) -> list[Observation]:
         """The callback the SDK calls when it collects."""
         attrs = self.attrs
-        return [Observation(value, attrs[key]) for key, value in list(self.values.items())]
+        return [Observation(value[0], attrs[key]) for key, value in list(self.values.items())]
 
 
 # One set of sums per meter provider, shared by every Metrics layer on it: an observable
@@ -202,6 +209,8 @@ class _Labels:
         return value
 
 
+_UNKNOWN = object()  # a _Series' price before it is looked up
+
 _SERIES_MEMO = 4096
 """Distinct attribute sets a ``Metrics`` layer keeps its series for; later ones are found
 again per request (the histograms bound their own series)."""
@@ -215,8 +224,8 @@ class _Series:
     stream-only and token series are found on first use.
     """
 
-    __slots__ = ("_first", "_input", "_keys", "_metrics", "_output", "_per_chunk", "cost", "duration", "overhead",
-                 "requests")  # fmt: skip
+    __slots__ = ("_first", "_input", "_keys", "_metrics", "_output", "_per_chunk", "_price", "cost", "cost_cell",
+                 "duration", "overhead", "requests", "unpriced_cell")  # fmt: skip
 
     def __init__(
         self,
@@ -231,11 +240,22 @@ class _Series:
         self._keys = (duration, stream)
         self.duration = metrics._duration.series_of(duration, _attributes)
         self.overhead = metrics._overhead.series_of(overhead, _overhead_attributes)
-        self.requests, self.cost = requests, cost
+        self.requests = metrics._requests.cell(requests)  # every request adds to it: found now
+        self.cost = cost
+        self.cost_cell: list[float] | None = None
+        self.unpriced_cell: list[float] | None = None
+        self._price: Any = _UNKNOWN
         self._first: HistogramSeries | None = None
         self._per_chunk: HistogramSeries | None = None
         self._input: HistogramSeries | None = None
         self._output: HistogramSeries | None = None
+
+    def price(self) -> Price | None:
+        """The price of the series' model (``None``: not in the table), looked up once."""
+        found = self._price
+        if found is _UNKNOWN:
+            found = self._price = self._metrics.prices.lookup(self.cost[0])
+        return found  # type: ignore[no-any-return]
 
     def first_chunk(self) -> HistogramSeries:
         found = self._first
@@ -338,6 +358,7 @@ class Metrics(Layer):
         self._spend = _spend_of(meters, meter)
         self._key_label, self._team_label = _Labels(), _Labels()
         self._series: dict[tuple[Any, ...], _Series] = {}
+        self._spend_cells: dict[tuple[str | None, str | None], list[float]] = {}
         self._overhead = summed_histogram(
             meters,
             SCOPE,
@@ -403,22 +424,43 @@ class Metrics(Layer):
                 # Per the conventions, one point per chunk after the first: the time since
                 # the previous one arrived. Summed here, so a point costs a bisect.
                 series.per_chunk().add_gaps(times)
-        self._requests.add(series.requests, 1)
+        series.requests[0] += 1
         series.overhead.add(overhead)
         usage = end.completion.usage
-        if usage is not None and _billable(response):
-            series.input_tokens().add(usage.prompt_tokens)
-            series.output_tokens().add(usage.completion_tokens)
-            cost = self.prices.cost(model or request.model, usage)
-            if cost is None:
-                self._unpriced.add(series.cost, 1)
+        # A cached answer carries the usage of the call that produced it; it was not spent again.
+        if usage is not None and (response is None or response.cache != "hit"):
+            (series._input or series.input_tokens()).add(usage.prompt_tokens)
+            (series._output or series.output_tokens()).add(usage.completion_tokens)
+            price = series.price()
+            if price is None:
+                cell = series.unpriced_cell
+                if cell is None:
+                    cell = series.unpriced_cell = self._unpriced.cell(series.cost)
+                cell[0] += 1
             else:
-                self._cost.add(series.cost, cost)
+                cost = price.cost(usage)
+                cell = series.cost_cell
+                if cell is None:
+                    cell = series.cost_cell = self._cost.cell(series.cost)
+                cell[0] += cost
                 context = request.context
-                self._spend.add((self._key_label(context.caller), self._team_label(context.team), self.scope), cost)
+                who = (context.caller, context.team)
+                spent = self._spend_cells.get(who)
+                if spent is None:
+                    spent = self._spend_cell(who)
+                spent[0] += cost
         findings = request.context.findings
         if findings is not None:
             self._count_findings(findings)
+
+    def _spend_cell(self, who: tuple[str | None, str | None]) -> list[float]:
+        # A caller's and team's labels never change once given (see _Labels): the cell
+        # they name is kept per (caller, team), bounded as callers' keys are unbounded.
+        caller, team = who
+        cell = self._spend.cell((self._key_label(caller), self._team_label(team), self.scope))
+        if len(self._spend_cells) < _SERIES_MEMO:
+            self._spend_cells[who] = cell
+        return cell
 
     def _series_for(self, key: tuple[Any, ...]) -> _Series:
         operation, provider, request_model, model, answered_model, kind, result, served_by, fallback = key

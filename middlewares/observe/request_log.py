@@ -45,28 +45,18 @@ from onion import (
     outcome,
     resolve_import,
 )
-from onion.telemetry import LOG_LEVELS, json_line_writer, scrub_text
+from onion.telemetry import LOG_LEVELS, json_line_writer, mask_secrets, scrub_text
 
 from .prices import PriceTable
 
 __all__ = ["RequestLog", "pii_redactor"]
 
-# The fields of the line whose values come from callers, upstreams or configuration, so
-# may hold a key: only these are scanned for one. The others are numbers, flags and names
-# onion chose (served_by, outcome, error_type, stream, tokens, latency, cost).
-_MAY_HOLD_SECRETS = (
-    "request_id",
-    "caller",
-    "model",
-    "team",
-    "response_model",
-    "fallback",
-    "guard_flags",
-    "redacted",
-    "prompt",
-    "answer",
-    "detail",
-)
+# The line's fields whose values come from callers, upstreams or configuration (request
+# id, caller, model, team, response model, fallback, guard flags, redactions, prompt,
+# answer, detail) may hold a key: ``_fields`` masks each as it puts it in (``detail`` is
+# scrubbed in full), so the writer scans none (``scan=()``). The others are numbers, flags
+# and names onion chose (served_by, outcome, error_type, stream, tokens, latency, cost).
+_SCANNED_BY_FIELDS: tuple[str, ...] = ()
 
 
 def pii_redactor() -> Callable[[str], str]:
@@ -192,7 +182,10 @@ class RequestLog(Layer):
         # The callback refers to the response; the stream drops its callbacks once they ran,
         # so a finished stream is freed without the garbage collector.
         return await response.on_end(
-            lambda end: self._emit(request, response, end, start), now=self._now, content=self.log_content
+            lambda end: self._emit(request, response, end, start),
+            now=self._now,
+            content=self.log_content,
+            held=False,  # the line has no held time: no clock reads around each chunk for it
         )
 
     def _emit(self, request: Request, response: Response | None, end: AnswerEnd, start: float) -> None:
@@ -209,7 +202,7 @@ class RequestLog(Layer):
             if error is not None:
                 fields["error_type"] = error_type(error)
             if self._write is not None:
-                self._write(self.level, "request", fields, _MAY_HOLD_SECRETS)
+                self._write(self.level, "request", fields, _SCANNED_BY_FIELDS)
             else:
                 self._logger().log(self._level_number, "request", **fields)
             return
@@ -220,7 +213,7 @@ class RequestLog(Layer):
         fields["detail"] = scrub_text(str(error) if isinstance(error, OnionError) else repr(error))
         if self._write is not None:
             if levels[2] if levels is not None else self._enabled(logging.WARNING):
-                self._write("warning", "request failed", fields, _MAY_HOLD_SECRETS)
+                self._write("warning", "request failed", fields, _SCANNED_BY_FIELDS)
         else:
             self._logger().warning("request failed", **fields)
 
@@ -228,20 +221,21 @@ class RequestLog(Layer):
         context = request.context
         completion = end.completion
         model = completion.model or (response.model if response is not None else "")
+        caller = context.caller
         fields: dict[str, Any] = {
-            "request_id": context.request_id,
-            "caller": context.caller,
-            "model": request.model,
+            "request_id": mask_secrets(context.request_id),
+            "caller": caller if caller is None else mask_secrets(caller),
+            "model": mask_secrets(request.model),
             "served_by": response.served_by if response is not None else None,
             "stream": request.stream,
             "latency_ms": round((end.ended_at - start) * 1000, 3),
         }
         if context.team is not None:
-            fields["team"] = context.team
+            fields["team"] = mask_secrets(context.team)
         if model and model != request.model:
-            fields["response_model"] = model
+            fields["response_model"] = mask_secrets(model)
         if response is not None and response.fallback:
-            fields["fallback"] = response.fallback
+            fields["fallback"] = mask_secrets(response.fallback)
         if end.first_chunk_at is not None:
             fields["ttfc_ms"] = round((end.first_chunk_at - start) * 1000, 3)
         usage = completion.usage
@@ -256,13 +250,14 @@ class RequestLog(Layer):
         findings = context.findings
         if findings is not None:
             if findings.flags:
-                fields["guard_flags"] = list(findings.flags)
+                fields["guard_flags"] = mask_secrets(list(findings.flags))
             if findings.redactions:
-                fields["redacted"] = dict(findings.redactions)
+                fields["redacted"] = mask_secrets(dict(findings.redactions))
         if self.log_content:
-            fields["prompt"] = self._content(request.messages[-1].text if request.messages else "")
+            # Masked after the redactor, which may be one that leaves keys.
+            fields["prompt"] = mask_secrets(self._content(request.messages[-1].text if request.messages else ""))
             if response is not None:
-                fields["answer"] = self._content(completion.content)
+                fields["answer"] = mask_secrets(self._content(completion.content))
         return fields
 
     def _content(self, text: str) -> str:

@@ -148,7 +148,9 @@ class Tracing(Layer):
         finally:
             otel_context.detach(token)
         return await response.on_end(
-            lambda end: self._ended(request, span, outer, response, end, started), content=False
+            lambda end: self._ended(request, span, outer, response, end, started),
+            content=False,
+            held=False,  # a span has no held time: no clock reads around each chunk for it
         )
 
     def _ended(
@@ -247,4 +249,5 @@ class Tracing(Layer):
             if usage is not None:
                 attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
                 attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
-        span.set_attributes(attrs)
+        # A light span takes the layer's own plain values as they are (one update).
+        getattr(span, "set_plain_attributes", span.set_attributes)(attrs)

@@ -26,7 +26,15 @@ import structlog
 
 from ..errors import ConfigError
 
-__all__ = ["LOG_LEVELS", "configure_logging", "json_line_writer", "reset_logging", "scrub_secrets", "scrub_text"]
+__all__ = [
+    "LOG_LEVELS",
+    "configure_logging",
+    "json_line_writer",
+    "mask_secrets",
+    "reset_logging",
+    "scrub_secrets",
+    "scrub_text",
+]
 
 LOG_LEVELS: dict[str, int] = {
     "debug": logging.DEBUG,
@@ -89,6 +97,19 @@ def scrub_text(text: str) -> str:
     return _SECRET_VALUE.sub(_REDACTED, text)
 
 
+def mask_secrets(value: Any) -> Any:
+    """``value`` with key-shaped text masked, as a log line's field is scrubbed: a string
+    (one too short to hold a key comes back as it is, unexamined), the text in lists and
+    dicts (three levels; a value under a credential's name blanked); numbers, booleans
+    and ``None`` as they are. For a caller that builds a line's fields itself and knows
+    which can hold text (``json_line_writer``'s ``scan=()``)."""
+    if type(value) is str:
+        return _masked(value)
+    if value is None or isinstance(value, (int, float)):
+        return value
+    return _scrub(value, 3)
+
+
 def _secret_field(name: str) -> bool:
     found = _SECRET_FIELD_MEMO.get(name)
     if found is None:
@@ -103,7 +124,11 @@ def _scrub(value: Any, depth: int) -> Any:
     if isinstance(value, str):
         return _masked(value)
     if depth and isinstance(value, dict):
-        return {k: _REDACTED if _secret_field(str(k)) else _scrub(v, depth - 1) for k, v in value.items()}
+        # A key is text too (a detector's or a rule's name from configuration): masked as well.
+        return {
+            (_masked(k) if type(k) is str else k): _REDACTED if _secret_field(str(k)) else _scrub(v, depth - 1)
+            for k, v in value.items()
+        }
     if depth and isinstance(value, (list, tuple)):
         return [_scrub(v, depth - 1) for v in value]
     return value
@@ -207,23 +232,30 @@ def json_line_writer(logger: Any) -> Callable[..., None] | None:
     return write
 
 
-# The second of the last timestamp and its formatted part (one tuple: threads read both
-# at once). A line's timestamp costs one clock read and one small format, not a
-# ``datetime``: the format is ``TimeStamper(fmt="iso", utc=True)``'s.
-_last_second: tuple[int, str] = (-1, "")
+# The start of the second of the last timestamp, in nanoseconds since the epoch, and its
+# formatted part with the dot (one tuple: threads read both at once). A line's timestamp
+# costs one clock read, a subtraction and a small format, not a ``datetime``: the format
+# is ``TimeStamper(fmt="iso", utc=True)``'s.
+_last_second: tuple[int, str] = (-(10**18), "")
 
 
 def _utc_iso_now(ns: int | None = None) -> str:
     """``datetime.now(UTC).isoformat()`` with ``Z`` for ``+00:00``, as structlog stamps it
     (``ns``: that instant instead of now, in nanoseconds since the epoch)."""
     global _last_second
-    second, micro = divmod((time.time_ns() if ns is None else ns) // 1000, 1_000_000)
-    cached, prefix = _last_second
-    if second != cached:
-        prefix = datetime.datetime.fromtimestamp(second, _UTC).isoformat().removesuffix("+00:00")
-        _last_second = (second, prefix)
-    # isoformat leaves out a zero microsecond part.
-    return f"{prefix}.{micro:06d}Z" if micro else prefix + "Z"
+    if ns is None:
+        ns = time.time_ns()
+    start, prefix = _last_second
+    offset = ns - start
+    if not 0 <= offset < 1_000_000_000:
+        second = ns // 1_000_000_000
+        start = second * 1_000_000_000
+        prefix = datetime.datetime.fromtimestamp(second, _UTC).isoformat().removesuffix("+00:00") + "."
+        _last_second = (start, prefix)
+        offset = ns - start
+    micro = offset // 1000
+    # isoformat leaves out a zero microsecond part; str of micro + 10**6 is its six digits.
+    return f"{prefix}{str(micro + 1_000_000)[1:]}Z" if micro else prefix[:-1] + "Z"
 
 
 def _printer(output: Any) -> Callable[[str], None]:
@@ -239,6 +271,17 @@ def _printer(output: Any) -> Callable[[str], None]:
     ):
         return output.msg  # type: ignore[no-any-return]
     write, flush = file.write, file.flush
+    if isinstance(getattr(file, "line_buffering", None), bool):
+
+        def emit_line(line: str) -> None:
+            with lock:
+                write(line + "\n")
+                # A line-buffered file (standard error) flushed on the newline by itself;
+                # asked per line, as a stream can be reconfigured.
+                if not file.line_buffering:
+                    flush()
+
+        return emit_line
 
     def emit(line: str) -> None:
         with lock:

@@ -119,3 +119,102 @@ def test_law_sampling_decides_as_the_sdk_for_every_parent(parent: str, state: li
     assert seen[0] == seen[1]
     for span in spans:
         span.end()
+
+
+def test_through_batch_processors_a_light_span_exports_as_the_sdk_span() -> None:
+    # Every processor a BatchSpanProcessor: the light span goes straight into their
+    # queues (LightTracer._emits). The same span reaches the exporter as the SDK's, and a
+    # processor added later (a new tuple on the provider) is served too.
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    first, second = InMemorySpanExporter(), InMemorySpanExporter()
+    tracer_provider = TracerProvider(resource=Resource.create({"service.name": "t"}))
+    tracer_provider.add_span_processor(BatchSpanProcessor(first))
+    sdk, light = tracer_provider.get_tracer("onion"), light_tracer(tracer_provider, "onion")
+    assert light is not None
+    try:
+        for tracer in (sdk, light):
+            span = tracer.start_span("onion chat m", kind=SpanKind.SERVER, attributes={"a": 1})
+            span.set_attributes({"b": "x", "c": ("y",)})
+            span.add_event("moved", {"n": 1})
+            span.end()
+        tracer_provider.force_flush()
+        finished = first.get_finished_spans()
+        assert len(finished) == 2
+        sdk_span = next(s for s in finished if type(s).__name__ != "LightSpan")
+        light_span = next(s for s in finished if type(s).__name__ == "LightSpan")  # no copy was made
+        assert shape(light_span) == shape(sdk_span)
+        tracer_provider.add_span_processor(BatchSpanProcessor(second))
+        light.start_span("later").end()
+        tracer_provider.force_flush()
+        assert [s.name for s in second.get_finished_spans()] == ["later"]
+        assert len(first.get_finished_spans()) == 3
+    finally:
+        tracer_provider.shutdown()
+
+
+def test_a_recorded_but_unsampled_span_is_not_exported_by_a_batch_processor() -> None:
+    # RECORD_ONLY: the span records (processors see it end) but a batch processor exports
+    # sampled spans only; the light span's direct path must keep that rule.
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    class RecordOnly(Sampler):
+        def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+            return SamplingResult(Decision.RECORD_ONLY)
+
+        def get_description(self) -> str:
+            return "record only"
+
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider(sampler=RecordOnly())
+    tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    light = light_tracer(tracer_provider, "onion")
+    assert light is not None
+    try:
+        span = light.start_span("x")
+        assert span.is_recording()
+        span.end()
+        tracer_provider.force_flush()
+        assert exporter.get_finished_spans() == ()
+    finally:
+        tracer_provider.shutdown()
+
+
+def test_plain_attributes_are_taken_as_they_are_until_the_span_ends() -> None:
+    tracer_provider, exporter = provider()
+    light = light_tracer(tracer_provider, "onion")
+    assert light is not None
+    span = light.start_span("x", attributes={"a": 1})
+    span.set_plain_attributes({"b": "two", "c": ("stop",), "a": 3})  # type: ignore[attr-defined]
+    span.end()
+    span.set_plain_attributes({"after": "end"})  # type: ignore[attr-defined]
+    [finished] = exporter.get_finished_spans()
+    assert dict(finished.attributes or {}) == {"a": 3, "b": "two", "c": ("stop",)}
+
+
+def test_processors_see_a_light_span_start_end_and_ending_as_the_sdk_span() -> None:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Seen(SpanProcessor):
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            self.calls.append("start")
+
+        def _on_ending(self, span: Any) -> None:
+            self.calls.append("ending")
+
+        def on_end(self, span: ReadableSpan) -> None:
+            self.calls.append("end")
+
+    seen = {}
+    for name in ("sdk", "light"):
+        tracer_provider = TracerProvider()
+        seen[name] = processor = Seen()
+        tracer_provider.add_span_processor(processor)
+        tracer = tracer_provider.get_tracer("onion") if name == "sdk" else light_tracer(tracer_provider, "onion")
+        assert tracer is not None
+        tracer.start_span("x").end()
+    assert seen["light"].calls == seen["sdk"].calls

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from middlewares.observe.request_log import RequestLog, pii_redactor
-from onion import GuardrailViolation, Message, ProviderError, Request, Response, Stack, Usage
+from onion import CallNext, GuardFindings, GuardrailViolation, Message, ProviderError, Request, Response, Stack, Usage
 from onion.telemetry import configure_logging, reset_logging
 from onion.testing import Fail, FakeClock, Reply, ScriptedProvider
 
@@ -122,15 +122,25 @@ async def test_a_key_in_any_text_field_of_the_line_is_masked(stream: bool) -> No
     request = ask(model=f"gpt-4o {KEY}", stream=stream, text=f"use {KEY}")
     request.context.caller, request.context.team = f"caller {KEY}", f"team {KEY}"
     request.context.request_id = f"req {KEY}"
+    # Rule and detector names come from configuration, a fallback model from the chain.
+    request.context.findings = GuardFindings(flags=[f"rule {KEY}"], redactions={f"detector {KEY}": 1})
+
+    async def fell_back(request: Request, call_next: CallNext) -> Response:
+        response = await call_next(request)
+        response.fallback = f"fallback {KEY}"
+        return response
+
     with captured() as lines:
         layer = RequestLog(log_content=True, redactor=lambda text: text)
         reply = Reply(f"the key is {KEY}", model=f"answered-by {KEY}")
-        response = await Stack([layer], ScriptedProvider([reply]))(request)
+        response = await Stack([layer, fell_back], ScriptedProvider([reply]))(request)
         await response.result()
     [line] = lines()
-    assert KEY not in lines.text
-    for field in ("model", "caller", "team", "request_id", "response_model", "prompt", "answer"):
+    for field in ("model", "caller", "team", "request_id", "response_model", "fallback", "prompt", "answer"):
         assert "[REDACTED]" in line[field], field
+    assert line["guard_flags"] == ["rule [REDACTED]"]
+    assert line["redacted"] == {"detector [REDACTED]": 1}
+    assert KEY not in lines.text
 
 
 async def test_blocked_requests_are_info_without_detail() -> None:
@@ -333,3 +343,26 @@ async def test_the_line_carries_team_cost_and_budget_headroom() -> None:
         assert line["cost_usd"] == pytest.approx((1000 * 2.5 + 200 * 10) / 1e6, rel=1e-12)
         assert 0 < line["budget_remaining_usd"] < 1.0  # the key's budget is the tighter one
     assert len(lines()) == 2
+
+
+@pytest.mark.parametrize("line_buffering", ["no", "yes", "reconfigured off"])
+async def test_each_line_reaches_the_file_at_once_buffered_or_not(line_buffering: str) -> None:
+    # No line may wait in a buffer (a crash or an exit would lose it): a line-buffered file
+    # flushes on the newline, any other is flushed after each line, also one reconfigured
+    # after the writer was built.
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", line_buffering=line_buffering != "no")
+    configure_logging(json=True, stream=stream, cache=False)
+    try:
+        layer = RequestLog()
+        await Stack([layer], ScriptedProvider([Reply("warm")]))(ask())  # the writer is built
+        if line_buffering == "reconfigured off":
+            stream.reconfigure(line_buffering=False)
+        raw.seek(0)
+        raw.truncate()
+        await Stack([layer], ScriptedProvider([Reply("hi")]))(ask())
+        await (await Stack([layer], ScriptedProvider([Reply("a b")]))(ask(stream=True))).result()
+        written = raw.getvalue().decode().splitlines()  # read without flushing the wrapper
+        assert [json.loads(line)["stream"] for line in written] == [False, True]
+    finally:
+        reset_logging()
