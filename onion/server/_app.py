@@ -197,8 +197,12 @@ class GatewayApp:
             await self._metrics(scope, send)
         elif self.admin.serves(path):
             await self.admin.dispatch(scope, receive, send)
+        elif path.startswith(("/v1/messages/", "/messages/")) or _speaks_anthropic(scope):
+            # An Anthropic client (its SDK sends anthropic-version) reads Anthropic's shape.
+            message = f"no such endpoint {path[:200]}; the gateway serves POST /v1/messages"
+            await respond(send, 404, anthropic_messages.error_body(404, message), [JSON])
         else:
-            await _plain_error(send, 404, "no such endpoint; try POST /v1/chat/completions", "not_found")
+            await _plain_error(send, 404, f"no such endpoint {path[:200]}; try POST /v1/chat/completions", "not_found")
 
     def routes(self) -> list[str]:
         """What this app serves, one ``METHOD path`` each (see ``served_routes``)."""
@@ -449,6 +453,10 @@ class _Progress:
 
 
 # -- answers --------------------------------------------------------------------------
+
+
+def _speaks_anthropic(scope: Scope) -> bool:
+    return any(name == b"anthropic-version" for name, _ in scope["headers"])
 
 
 async def _plain_error(

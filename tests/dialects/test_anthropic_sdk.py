@@ -249,3 +249,12 @@ async def test_an_overloaded_upstream_reaches_the_anthropic_client_as_overloaded
                 assert error.value.response.headers["retry-after"] == "3"
                 assert error.value.response.headers["x-should-retry"] == "true"
             await client.close()
+
+
+async def test_an_endpoint_the_gateway_does_not_serve_is_an_anthropic_404(anyio_backend: str) -> None:
+    async with _gateway("anthropic") as (client, _):
+        with pytest.raises(anthropic.NotFoundError) as missing:
+            await client.messages.batches.list()
+    body: Any = missing.value.body
+    assert body["type"] == "error" and body["error"]["type"] == "not_found_error"
+    assert "/v1/messages/batches" in body["error"]["message"] and "POST /v1/messages" in body["error"]["message"]
