@@ -18,7 +18,7 @@ import contextlib
 import inspect
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 import msgspec
@@ -511,15 +511,35 @@ class _Tally:
         return Completion(model=self.model or model, usage=self.usage, finish_reason=self.finish_reason)
 
 
+class PullTap(Protocol):
+    """Core only (``onion._attempt``): one attempt's limits on the pulls of its stream,
+    checked by the watch that reads the stream (``Response._bound``), as plain calls
+    around each pull instead of an async generator of their own.
+
+    ``before()`` runs before each pull (arms the pull's limit), ``after(chunk)`` after one
+    that returned (disarms it; raises if the limit passed while the pull swallowed the
+    cancellation), ``cut(error)`` when the pull raised (the error to raise instead, or
+    ``None``), ``stop()`` once, when the stream ends in any way.
+    """
+
+    def before(self) -> None: ...
+
+    def after(self, chunk: Chunk) -> None: ...
+
+    def cut(self, error: BaseException) -> BaseException | None: ...
+
+    def stop(self) -> None: ...
+
+
 class _Watch:
     """The state of one ``on_end`` wrapper. Layers that call ``on_end`` one after another
     with nothing wrapped in between share it: they would see the same chunks, so one
     pass over them serves every callback. It builds the answer only when one of them
     reads its content."""
 
-    __slots__ = ("callbacks", "checks", "chunk_times", "content", "held", "model", "now", "started", "top")
+    __slots__ = ("callbacks", "checks", "chunk_times", "content", "held", "model", "now", "started", "tap", "top")
 
-    def __init__(self, now: Callable[[], float], model: str) -> None:
+    def __init__(self, now: Callable[[], float], model: str, tap: PullTap | None = None) -> None:
         self.callbacks: list[EndCallback] = []
         self.checks: list[Callable[[Chunk], object]] = []
         self.now = now
@@ -528,11 +548,14 @@ class _Watch:
         self.content = False
         self.held = False
         self.started = False
+        self.tap = tap
         self.top: AsyncIterator[Chunk] | None = None
 
     async def run(self, source: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
         now = self.now
         self.started = True
+        tap = self.tap
+        pull = source.__anext__
         acc: Accumulator | _Tally = Accumulator() if self.content else _Tally()
         times: list[float] | None = [] if self.chunk_times else None
         # Read the clock per chunk only for what a callback asked for: the first chunk's
@@ -543,7 +566,25 @@ class _Watch:
         held = 0.0
         pending: float | None = None  # when the chunk the consumer holds was handed out
         try:
-            async for chunk in source:
+            while True:
+                if tap is None:
+                    try:
+                        chunk = await pull()
+                    except StopAsyncIteration:
+                        break
+                else:
+                    # The attempt's limits around the pull, as plain calls (see ``PullTap``).
+                    tap.before()
+                    try:
+                        chunk = await pull()
+                    except StopAsyncIteration:
+                        break
+                    except BaseException as error:
+                        late = tap.cut(error)
+                        if late is None:
+                            raise
+                        raise late from None
+                    tap.after(chunk)
                 if check is not None:
                     check(chunk)
                 if timed:
@@ -563,6 +604,8 @@ class _Watch:
                     acc.add(chunk)
                     yield chunk
         except BaseException as caught:
+            if tap is not None:
+                tap.stop()
             if pending is not None:  # closed while the consumer held a chunk
                 held += now() - pending
             stopped = isinstance(caught, (GeneratorExit, anyio.get_cancelled_exc_class()))
@@ -571,6 +614,8 @@ class _Watch:
                 end = AnswerEnd(acc.completion(self.model), None if stopped else caught, cancelled=stopped)
                 await _report(self._take(), self._timed(end, first_at, acc.chunks, held, times))
             raise
+        if tap is not None:
+            tap.stop()
         await _aclose(source)
         # Outside the try: a failing callback is not reported to the others as a stream error.
         end = AnswerEnd(acc.completion(self.model))
@@ -745,6 +790,15 @@ class Response:
         self._completion = None
         return self
 
+    def _bound(self, tap: PullTap) -> None:
+        """Core only: read the stream through a watch whose pulls ``tap`` bounds (one
+        attempt's limits at the handler, ``onion._attempt``). The ``on_end`` calls that
+        follow with nothing wrapped in between share that watch: the limits cost no
+        generator of their own."""
+        watch = self._watch = _Watch(time.perf_counter, self.model, tap)
+        self._chunks = watch.top = watch.run(self._source())
+        self._completion = None
+
     def replace_completion(self, completion: Completion) -> Response:
         """Put ``completion`` in place of a complete answer (a layer that rewrites it, as a
         guard that redacts); every other field of the response stays."""
@@ -790,6 +844,10 @@ class Response:
                 await result
             return self
         watch = self._watch
+        if watch is not None and watch.tap is not None and not watch.callbacks and not watch.started:
+            # The attempt's bounded pulls (``_bound``) read no clock for callbacks yet: the
+            # first layer watching takes them over with its own, as if it had wrapped them.
+            watch.now = clock
         if (
             watch is None
             or watch.top is not self._chunks
