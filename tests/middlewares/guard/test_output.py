@@ -804,3 +804,22 @@ def test_the_default_hints_have_first_characters() -> None:
 
     starts = _first_characters(OutputGuard()._plan.hints)
     assert starts is not None and {"0", "@", "_", "A"} <= starts and not starts & set("bcdefghijklmnopqrstuvwxyz ")
+
+
+@settings(max_examples=100, deadline=None)
+@given(planted(), st.lists(st.integers(0, 10_000), max_size=40), st.integers(0, 40))
+def test_the_short_way_of_a_chunk_is_taken_only_when_no_scan_state_is_held(
+    case: tuple[list[str], list[tuple[str, str]]], cuts: list[int], digits: int
+) -> None:
+    # ``feed`` takes its short way (no detector runs) on ``_calm``, a flag ``_scan`` keeps
+    # in place of looking at its state per chunk: after every chunk it must say what that
+    # state says (nothing carried, no step after a run past its bound). A long digit run
+    # leaves a step past its bound; planted values leave matches carried.
+    segments, chosen = case
+    text = segments[0] + "".join(value + segment for (_, value), segment in zip(chosen, segments[1:], strict=True))
+    text += " " + "7" * digits + " tail"
+    scanner = OutputGuard().scanner()
+    for piece in split_at(text, cuts):
+        scanner.feed(piece)
+        held = scanner._carried or None in scanner._done
+        assert scanner._calm == (not held)
