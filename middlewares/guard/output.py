@@ -754,6 +754,7 @@ async def _guard_stream(source: AsyncIterator[Chunk], plan: _Plan, request: Requ
     # stream interleave, and each is its own text.
     choices: dict[int, _ChoiceScan] = {}
     last_index, choice = -1, None  # the choice of the previous chunk: usually this one's too
+    feed = None
     try:
         async for chunk in source:
             if chunk.index != last_index or choice is None:
@@ -761,7 +762,18 @@ async def _guard_stream(source: AsyncIterator[Chunk], plan: _Plan, request: Requ
                 choice = choices.get(last_index)
                 if choice is None:
                     choice = choices[last_index] = _ChoiceScan(plan, found)
+                feed = choice.text.feed
             deltas = chunk.tool_calls
+            if deltas is None and chunk.finish_reason is None:
+                # The usual chunk, text only: its text scanned, the chunk re-made only if
+                # the text changed (held back, or redacted).
+                content = chunk.content
+                text = feed(content)  # type: ignore[misc]
+                if text != content:
+                    chunk = msgspec.structs.replace(chunk, content=text)
+                if text or _carries_more_than_text(chunk):
+                    yield chunk
+                continue
             if deltas:
                 deltas = choice.feed_calls(deltas)
             if chunk.finish_reason is not None:
