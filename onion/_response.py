@@ -57,30 +57,6 @@ class _Choice:
         self.extra: dict[str, Any] | None = None
         self.choice_extra: dict[str, Any] | None = None
 
-    def add(self, chunk: Chunk) -> None:
-        if chunk.content:
-            self.parts.append(chunk.content)
-        if chunk.tool_calls:
-            self._merge_tool_calls(chunk.tool_calls)
-        if chunk.finish_reason is not None:
-            self.finish_reason = chunk.finish_reason
-        if chunk.role:
-            self.role = chunk.role
-        if chunk.refusal is not None:
-            if self.refusal is None:
-                self.refusal = []
-            self.refusal.append(chunk.refusal)
-        if chunk.logprobs is not None:
-            self._merge_logprobs(chunk.logprobs)
-        if chunk.annotations is not None:
-            self.annotations = [*(self.annotations or ()), *chunk.annotations]
-        if chunk.audio is not None:
-            self._merge_audio(chunk.audio)
-        if chunk.delta_extra:
-            self.extra = {**(self.extra or {}), **chunk.delta_extra}
-        if chunk.choice_extra:  # the latest value of each (a stop_reason set on the last chunk)
-            self.choice_extra = {**(self.choice_extra or {}), **chunk.choice_extra}
-
     def _merge_tool_calls(self, deltas: list[dict[str, Any]]) -> None:
         calls = self.tool_calls if self.tool_calls is not None else {}
         self.tool_calls = calls
@@ -176,9 +152,33 @@ class Accumulator:
             part = others.get(chunk.index)
             if part is None:
                 part = others[chunk.index] = _Choice()
-            part.add(chunk)
         else:
-            self._first.add(chunk)
+            part = self._first
+        # The choice's part, here rather than in a method of ``_Choice``: one call fewer
+        # per chunk for every watch that gathers the answer.
+        content = chunk.content
+        if content:
+            part.parts.append(content)
+        if chunk.tool_calls:
+            part._merge_tool_calls(chunk.tool_calls)
+        if chunk.finish_reason is not None:
+            part.finish_reason = chunk.finish_reason
+        if chunk.role:
+            part.role = chunk.role
+        if chunk.refusal is not None:
+            if part.refusal is None:
+                part.refusal = []
+            part.refusal.append(chunk.refusal)
+        if chunk.logprobs is not None:
+            part._merge_logprobs(chunk.logprobs)
+        if chunk.annotations is not None:
+            part.annotations = [*(part.annotations or ()), *chunk.annotations]
+        if chunk.audio is not None:
+            part._merge_audio(chunk.audio)
+        if chunk.delta_extra:
+            part.extra = {**(part.extra or {}), **chunk.delta_extra}
+        if chunk.choice_extra:  # the latest value of each (a stop_reason set on the last chunk)
+            part.choice_extra = {**(part.choice_extra or {}), **chunk.choice_extra}
         if chunk.usage is not None:
             self.usage = chunk.usage
         if chunk.model:
@@ -555,7 +555,10 @@ class _Watch:
         now = self.now
         self.started = True
         tap = self.tap
-        pull = source.__anext__
+        # The producer's own ``__anext__``, not ``_Producer``'s (one call fewer per chunk):
+        # it can be cut only before its stream was read (``Response.aclose`` of an unread
+        # response), and then its own raises ``GeneratorExit`` as it must.
+        pull = source._chunks.__anext__ if type(source) is _Producer and not source._cut else source.__anext__
         acc: Accumulator | _Tally = Accumulator() if self.content else _Tally()
         times: list[float] | None = [] if self.chunk_times else None
         # Read the clock per chunk only for what a callback asked for: the first chunk's
