@@ -617,9 +617,16 @@ class _Watch:
                 end = AnswerEnd(acc.completion(self.model), None if stopped else caught, cancelled=stopped)
                 await _report(self._take(), self._timed(end, first_at, acc.chunks, held, times))
             raise
-        if tap is not None:
+        if tap is None:
+            await _aclose(source)
+        else:
             tap.stop()
-        await _aclose(source)
+            # In place of the attempt's own generator, which closed the producer shielded
+            # (a provider's ``on_close`` releasing its connection must run whole): a
+            # producer with nothing left to close needs no scope.
+            if getattr(source, "ag_frame", True) is not None:
+                with anyio.CancelScope(shield=True):
+                    await _aclose(source)
         # Outside the try: a failing callback is not reported to the others as a stream error.
         end = AnswerEnd(acc.completion(self.model))
         await _report(self._take(), self._timed(end, first_at, acc.chunks, held, times))
