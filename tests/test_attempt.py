@@ -375,14 +375,21 @@ async def test_the_breaker_above_the_limits_counts_a_stalled_stream_and_a_clean_
     assert (state.calls, state.failures) == (2, 1)
 
 
-async def test_the_first_watch_above_the_limits_times_the_answer_on_its_own_clock() -> None:
+async def test_the_first_watch_above_the_limits_times_the_answer_on_its_own_clock(anyio_backend: str) -> None:
     # The breaker's clock is frozen: its slow-call verdict must read that clock, not the
     # watch's default one (perf_counter's reading is far from the fake clock's 1000 s).
+    # Under asyncio it joins the watch of the limits (taking it over with its clock): the
+    # producer, that watch and the timeout's own (on another clock) are all there is.
     clock = FakeClock()
     breaker = CircuitBreaker(min_calls=1, slow_call_seconds=5, slow_call_ratio=0.5, clock=clock)
     stack = Stack([Deadline(seconds=30, first_token_seconds=10, idle_seconds=10), breaker], Gaps([0.0, 0.0]))
-    for _ in range(3):
-        async for _ in await stack(_request()):
-            pass
+    seen, restore = _counting_async_generators()
+    try:
+        for _ in range(3):
+            async for _ in await stack(_request()):
+                pass
+    finally:
+        restore()
     state = breaker.state("m")
     assert (state.state, state.calls, state.slow) == ("closed", 3, 0)
+    assert seen[0] == (3 if anyio_backend == "asyncio" else 4) * 3
