@@ -1,5 +1,5 @@
-"""The per-chunk tax of the resilience layers on a stream: cancel scopes opened and time
-per chunk through ``timeout > retry > circuit_breaker`` around an in-process provider.
+"""The per-chunk tax of the resilience layers on a stream: cancel scopes opened, async
+generators started and time per chunk through ``timeout > retry > circuit_breaker`` around an in-process provider.
 
 Run from a checkout (``PYTHONPATH=$PWD python benchmarks/stream_tax.py [--backend trio]``); to compare two
 checkouts, run it in each, interleaved (``--rounds``), as the note of issue 17 did::
@@ -11,6 +11,7 @@ checkouts, run it in each, interleaved (``--rounds``), as the note of issue 17 d
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -44,6 +45,22 @@ def _count_scopes() -> list[int]:
     return seen
 
 
+def _count_generators() -> tuple[list[int], Any]:
+    """Counts the async generators started (the loop's first-iteration hook, which both
+    backends install): each is one more frame every chunk passes through, and one more
+    entry in the loop's set of live generators. Returns the count and the old hooks."""
+    hooks = sys.get_asyncgen_hooks()
+    seen = [0]
+
+    def firstiter(generator: object) -> None:
+        seen[0] += 1
+        if hooks.firstiter is not None:
+            hooks.firstiter(generator)
+
+    sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=hooks.finalizer)
+    return seen, hooks
+
+
 async def main(streams: int) -> None:
     text = " ".join(f"w{i}" for i in range(CHUNKS))
     provider = ScriptedProvider(default=Reply(text))
@@ -55,6 +72,9 @@ async def main(streams: int) -> None:
             pass
 
     await one()
+    generators, hooks = _count_generators()
+    await one()
+    sys.set_asyncgen_hooks(*hooks)
     seen = _count_scopes()
     before = seen[0]
     await one()
@@ -64,7 +84,10 @@ async def main(streams: int) -> None:
         await one()
     per_chunk = (time.perf_counter() - began) / (streams * (CHUNKS + 1)) * 1e6
     library = sniffio.current_async_library()
-    print(f"{library}: cancel scopes per {CHUNKS}-chunk stream: {scopes}; {per_chunk:.1f} us per chunk (with provider)")
+    print(
+        f"{library}: cancel scopes per {CHUNKS}-chunk stream: {scopes}; async generators: {generators[0]}; "
+        f"{per_chunk:.1f} us per chunk (with provider)"
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ asyncio a ``_PullWatch`` per attempt, on the loop's one timer, cancels an await 
 handler call, a pull) that waits past its limit, honouring anyio shields; under trio the
 call and each pull open a scope of their own (trio's, half the cost of anyio's) only if
 they suspend: one that returns at once, as a pull of a buffered stream does, costs a
-comparison (see ``_rest_scoped``). ``within`` gives layers the same for one await.
+comparison (see ``_rest_scoped``). Under asyncio a stream's limits are checked around
+each pull by the watch that reads it (``_BoundedPulls``, ``Response._bound``): the
+breaker's or the timeout's ``on_end`` pass, with no generator of their own.
+``within`` gives layers the same for one await.
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ from typing import Any, TypeVar
 
 import anyio
 
-from ._clock import async_library, loop_clock
+from ._clock import async_library, asyncio_clock, loop_clock
 from ._context import PhaseLimits
-from ._response import Response
+from ._response import Response, _Producer
 from ._types import Chunk, Request
 from .errors import Timeout
 
@@ -103,7 +106,12 @@ async def bounded_attempt(
     else:
         response = await _scoped(handler(request), until, start, library, lambda: _late(phase, until - start))
     if response.is_stream and (deadline is not None or first is not None or idle is not None):
-        response.wrap(lambda chunks: _bounded_chunks(chunks, start, first, idle, deadline, library, watch))
+        if watch is not None:
+            # asyncio: the limits as plain calls around each pull of the watch that reads
+            # the stream (the breaker's, metrics' ...): no generator of their own.
+            response._bound(_BoundedPulls(watch, start, first, idle, deadline))
+        else:
+            response.wrap(lambda chunks: _bounded_chunks(chunks, start, first, idle, deadline, library, watch))
     elif watch is not None:
         watch.stop()
     return response
@@ -277,7 +285,8 @@ async def _bounded_chunks(
     phase limit (from the attempt's start until the first chunk with content, a tool call
     or a finish reason; from the previous chunk after it). ``watch``: the attempt's
     timer under asyncio (made here if the attempt had none: no limit while it opened)."""
-    pull = source.__anext__
+    # The producer's own ``__anext__`` (one call fewer per chunk), as a watch reads it.
+    pull = source._chunks.__anext__ if type(source) is _Producer and not source._cut else source.__anext__
     gap, since, phase = first, start, "first_chunk"
     if watch is None and library == "asyncio":
         watch = _PullWatch.start()
@@ -353,6 +362,87 @@ async def _bounded_chunks(
         if aclose is not None and getattr(source, "ag_frame", True) is not None:
             with anyio.CancelScope(shield=True):
                 await aclose()
+
+
+class _BoundedPulls:
+    """asyncio: ``_bounded_chunks`` as a ``PullTap``: the same limits, checked by the watch
+    that reads the stream around each of its pulls (``Response._bound``), with the
+    attempt's ``_PullWatch`` armed before each pull and disarmed after it.
+
+    Equivalent to the generator: the limit of a pull is the earlier of the deadline and
+    its phase limit (time to the first chunk with content, a tool call or a finish reason
+    from the attempt's start; then the gap from when the previous chunk's reader asked
+    for the next one), computed in ``before`` as the generator computed it at the top of
+    its loop; the phase moves on at the next ``before``, where the generator moved it
+    after its ``yield`` returned.
+    """
+
+    __slots__ = ("deadline", "gap", "idle", "label", "moved", "now", "phase", "since", "watch")
+
+    def __init__(
+        self, watch: _PullWatch, start: float, first: float | None, idle: float | None, deadline: float | None
+    ) -> None:
+        self.watch = watch
+        self.deadline = deadline
+        self.idle = idle
+        self.gap = first
+        self.since = start
+        self.phase = "first_chunk"
+        self.label: str | None = None  # the phase of the armed pull (None: not armed)
+        self.moved = False  # the previous chunk ended the first-chunk phase (or was in the idle one)
+        self.now = asyncio_clock(watch.loop)
+
+    def before(self) -> None:
+        if self.moved:
+            self.moved = False
+            idle = self.idle
+            if idle is not None:
+                self.since = self.now()
+            self.gap, self.phase = idle, "idle"
+        until, label = self.deadline, "total"
+        gap = self.gap
+        if gap is not None and (until is None or self.since + gap < until):
+            until, label = self.since + gap, self.phase
+        if until is None:
+            self.label = None
+            return
+        self.label = label
+        # ``_PullWatch.arm``, inline: this runs once per chunk.
+        watch = self.watch
+        tasks = _current_tasks
+        task = watch.task = tasks.get(watch.loop) if tasks is not None else asyncio.current_task()
+        watch.cancelling = task.cancelling() if task is not None else 0
+        watch.until = until
+        watch.active = True
+        timer = watch.timer
+        timer.watches.add(watch)
+        if until < timer.at:
+            timer.schedule(until)
+
+    def after(self, chunk: Chunk) -> None:
+        label = self.label
+        if label is not None:
+            watch = self.watch
+            watch.active = False
+            # The pull swallowed the cancellation: the limit still passed (``fired`` read
+            # first: the usual pull costs no call here).
+            if watch.fired and watch.caught():
+                raise _stream_late(label)
+        if self.phase == "idle" or chunk.content or chunk.tool_calls or chunk.finish_reason:
+            self.moved = True  # a role-only opening chunk is no token: the first-chunk limit holds
+
+    def cut(self, error: BaseException) -> BaseException | None:
+        label = self.label
+        if label is None:
+            return None
+        watch = self.watch
+        watch.active = False
+        if isinstance(error, asyncio.CancelledError) and watch.caught():
+            return _stream_late(label)
+        return None
+
+    def stop(self) -> None:
+        self.watch.stop()
 
 
 def _shielded_asyncio(task: asyncio.Task[object]) -> bool:

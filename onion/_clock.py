@@ -40,10 +40,7 @@ def loop_clock() -> Callable[[], float]:
     finds the backend again on every read."""
     library = async_library()
     if library == "asyncio":
-        loop = asyncio.get_running_loop()
-        # The stock loop's ``time`` is ``time.monotonic`` behind a Python method: read it
-        # directly (a loop that keeps its own time, as a test's fake one, is read as is).
-        return time.monotonic if type(loop).time is _STOCK_TIME else loop.time
+        return asyncio_clock(asyncio.get_running_loop())
     trio = sys.modules.get("trio") if library == "trio" else None
     if trio is None:
         return anyio.current_time
@@ -53,6 +50,13 @@ def loop_clock() -> Callable[[], float]:
         return trio._core._run.GLOBAL_RUN_CONTEXT.runner.clock.current_time  # type: ignore[no-any-return]
     except AttributeError:  # another trio layout
         return trio.current_time  # type: ignore[no-any-return]
+
+
+def asyncio_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time`` as ``loop_clock`` reads it, for code that has the loop already."""
+    # The stock loop's ``time`` is ``time.monotonic`` behind a Python method: read it
+    # directly (a loop that keeps its own time, as a test's fake one, is read as is).
+    return time.monotonic if type(loop).time is _STOCK_TIME else loop.time
 
 
 _STOCK_TIME = asyncio.BaseEventLoop.time

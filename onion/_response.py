@@ -18,7 +18,7 @@ import contextlib
 import inspect
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 import msgspec
@@ -56,30 +56,6 @@ class _Choice:
         self.audio: dict[str, Any] | None = None
         self.extra: dict[str, Any] | None = None
         self.choice_extra: dict[str, Any] | None = None
-
-    def add(self, chunk: Chunk) -> None:
-        if chunk.content:
-            self.parts.append(chunk.content)
-        if chunk.tool_calls:
-            self._merge_tool_calls(chunk.tool_calls)
-        if chunk.finish_reason is not None:
-            self.finish_reason = chunk.finish_reason
-        if chunk.role:
-            self.role = chunk.role
-        if chunk.refusal is not None:
-            if self.refusal is None:
-                self.refusal = []
-            self.refusal.append(chunk.refusal)
-        if chunk.logprobs is not None:
-            self._merge_logprobs(chunk.logprobs)
-        if chunk.annotations is not None:
-            self.annotations = [*(self.annotations or ()), *chunk.annotations]
-        if chunk.audio is not None:
-            self._merge_audio(chunk.audio)
-        if chunk.delta_extra:
-            self.extra = {**(self.extra or {}), **chunk.delta_extra}
-        if chunk.choice_extra:  # the latest value of each (a stop_reason set on the last chunk)
-            self.choice_extra = {**(self.choice_extra or {}), **chunk.choice_extra}
 
     def _merge_tool_calls(self, deltas: list[dict[str, Any]]) -> None:
         calls = self.tool_calls if self.tool_calls is not None else {}
@@ -176,9 +152,33 @@ class Accumulator:
             part = others.get(chunk.index)
             if part is None:
                 part = others[chunk.index] = _Choice()
-            part.add(chunk)
         else:
-            self._first.add(chunk)
+            part = self._first
+        # The choice's part, here rather than in a method of ``_Choice``: one call fewer
+        # per chunk for every watch that gathers the answer.
+        content = chunk.content
+        if content:
+            part.parts.append(content)
+        if chunk.tool_calls:
+            part._merge_tool_calls(chunk.tool_calls)
+        if chunk.finish_reason is not None:
+            part.finish_reason = chunk.finish_reason
+        if chunk.role:
+            part.role = chunk.role
+        if chunk.refusal is not None:
+            if part.refusal is None:
+                part.refusal = []
+            part.refusal.append(chunk.refusal)
+        if chunk.logprobs is not None:
+            part._merge_logprobs(chunk.logprobs)
+        if chunk.annotations is not None:
+            part.annotations = [*(part.annotations or ()), *chunk.annotations]
+        if chunk.audio is not None:
+            part._merge_audio(chunk.audio)
+        if chunk.delta_extra:
+            part.extra = {**(part.extra or {}), **chunk.delta_extra}
+        if chunk.choice_extra:  # the latest value of each (a stop_reason set on the last chunk)
+            part.choice_extra = {**(part.choice_extra or {}), **chunk.choice_extra}
         if chunk.usage is not None:
             self.usage = chunk.usage
         if chunk.model:
@@ -511,15 +511,35 @@ class _Tally:
         return Completion(model=self.model or model, usage=self.usage, finish_reason=self.finish_reason)
 
 
+class PullTap(Protocol):
+    """Core only (``onion._attempt``): one attempt's limits on the pulls of its stream,
+    checked by the watch that reads the stream (``Response._bound``), as plain calls
+    around each pull instead of an async generator of their own.
+
+    ``before()`` runs before each pull (arms the pull's limit), ``after(chunk)`` after one
+    that returned (disarms it; raises if the limit passed while the pull swallowed the
+    cancellation), ``cut(error)`` when the pull raised (the error to raise instead, or
+    ``None``), ``stop()`` once, when the stream ends in any way.
+    """
+
+    def before(self) -> None: ...
+
+    def after(self, chunk: Chunk) -> None: ...
+
+    def cut(self, error: BaseException) -> BaseException | None: ...
+
+    def stop(self) -> None: ...
+
+
 class _Watch:
     """The state of one ``on_end`` wrapper. Layers that call ``on_end`` one after another
     with nothing wrapped in between share it: they would see the same chunks, so one
     pass over them serves every callback. It builds the answer only when one of them
     reads its content."""
 
-    __slots__ = ("callbacks", "checks", "chunk_times", "content", "held", "model", "now", "started", "top")
+    __slots__ = ("callbacks", "checks", "chunk_times", "content", "held", "model", "now", "started", "tap", "top")
 
-    def __init__(self, now: Callable[[], float], model: str) -> None:
+    def __init__(self, now: Callable[[], float], model: str, tap: PullTap | None = None) -> None:
         self.callbacks: list[EndCallback] = []
         self.checks: list[Callable[[Chunk], object]] = []
         self.now = now
@@ -528,11 +548,17 @@ class _Watch:
         self.content = False
         self.held = False
         self.started = False
+        self.tap = tap
         self.top: AsyncIterator[Chunk] | None = None
 
     async def run(self, source: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
         now = self.now
         self.started = True
+        tap = self.tap
+        # The producer's own ``__anext__``, not ``_Producer``'s (one call fewer per chunk):
+        # it can be cut only before its stream was read (``Response.aclose`` of an unread
+        # response), and then its own raises ``GeneratorExit`` as it must.
+        pull = source._chunks.__anext__ if type(source) is _Producer and not source._cut else source.__anext__
         acc: Accumulator | _Tally = Accumulator() if self.content else _Tally()
         times: list[float] | None = [] if self.chunk_times else None
         # Read the clock per chunk only for what a callback asked for: the first chunk's
@@ -543,7 +569,25 @@ class _Watch:
         held = 0.0
         pending: float | None = None  # when the chunk the consumer holds was handed out
         try:
-            async for chunk in source:
+            while True:
+                if tap is None:
+                    try:
+                        chunk = await pull()
+                    except StopAsyncIteration:
+                        break
+                else:
+                    # The attempt's limits around the pull, as plain calls (see ``PullTap``).
+                    tap.before()
+                    try:
+                        chunk = await pull()
+                    except StopAsyncIteration:
+                        break
+                    except BaseException as error:
+                        late = tap.cut(error)
+                        if late is None:
+                            raise
+                        raise late from None
+                    tap.after(chunk)
                 if check is not None:
                     check(chunk)
                 if timed:
@@ -563,6 +607,8 @@ class _Watch:
                     acc.add(chunk)
                     yield chunk
         except BaseException as caught:
+            if tap is not None:
+                tap.stop()
             if pending is not None:  # closed while the consumer held a chunk
                 held += now() - pending
             stopped = isinstance(caught, (GeneratorExit, anyio.get_cancelled_exc_class()))
@@ -571,7 +617,16 @@ class _Watch:
                 end = AnswerEnd(acc.completion(self.model), None if stopped else caught, cancelled=stopped)
                 await _report(self._take(), self._timed(end, first_at, acc.chunks, held, times))
             raise
-        await _aclose(source)
+        if tap is None:
+            await _aclose(source)
+        else:
+            tap.stop()
+            # In place of the attempt's own generator, which closed the producer shielded
+            # (a provider's ``on_close`` releasing its connection must run whole): a
+            # producer with nothing left to close needs no scope.
+            if getattr(source, "ag_frame", True) is not None:
+                with anyio.CancelScope(shield=True):
+                    await _aclose(source)
         # Outside the try: a failing callback is not reported to the others as a stream error.
         end = AnswerEnd(acc.completion(self.model))
         await _report(self._take(), self._timed(end, first_at, acc.chunks, held, times))
@@ -745,6 +800,15 @@ class Response:
         self._completion = None
         return self
 
+    def _bound(self, tap: PullTap) -> None:
+        """Core only: read the stream through a watch whose pulls ``tap`` bounds (one
+        attempt's limits at the handler, ``onion._attempt``). The ``on_end`` calls that
+        follow with nothing wrapped in between share that watch: the limits cost no
+        generator of their own."""
+        watch = self._watch = _Watch(time.perf_counter, self.model, tap)
+        self._chunks = watch.top = watch.run(self._source())
+        self._completion = None
+
     def replace_completion(self, completion: Completion) -> Response:
         """Put ``completion`` in place of a complete answer (a layer that rewrites it, as a
         guard that redacts); every other field of the response stays."""
@@ -790,6 +854,10 @@ class Response:
                 await result
             return self
         watch = self._watch
+        if watch is not None and watch.tap is not None and not watch.callbacks and not watch.started:
+            # The attempt's bounded pulls (``_bound``) read no clock for callbacks yet: the
+            # first layer watching takes them over with its own, as if it had wrapped them.
+            watch.now = clock
         if (
             watch is None
             or watch.top is not self._chunks

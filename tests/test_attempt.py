@@ -7,7 +7,7 @@ cancellation from elsewhere stays a cancellation, and the task reading is the on
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import anyio
 import anyio.lowlevel
@@ -15,9 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from middlewares.resilience import CircuitBreaker, Deadline
 from onion import Chunk, Completion, Message, Request, Response, Stack, Timeout
 from onion._attempt import bounded_attempt, within
 from onion._context import PhaseLimits
+from onion.testing import FakeClock
 
 
 def _request() -> Request:
@@ -321,3 +323,73 @@ async def test_within_cuts_an_await_that_waits_inside_its_own_scope() -> None:
     with anyio.move_on_after(0.05) as after:  # the task's own scopes are in order
         await anyio.sleep(5)
     assert after.cancelled_caught
+
+
+def _counting_async_generators() -> tuple[list[int], Callable[[], None]]:
+    """Counts the async generators started from now on (asyncio's first-iteration hook);
+    returns the count and a function that puts the hooks back."""
+    import sys
+
+    hooks = sys.get_asyncgen_hooks()
+    seen = [0]
+
+    def firstiter(generator: object) -> None:
+        seen[0] += 1
+        if hooks.firstiter is not None:
+            hooks.firstiter(generator)
+
+    sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=hooks.finalizer)
+    return seen, lambda: sys.set_asyncgen_hooks(*hooks)
+
+
+async def test_the_limits_and_the_watch_above_them_read_the_stream_in_one_pass(anyio_backend: str) -> None:
+    # Under asyncio the attempt's limits are checked by the watch of the layer above (the
+    # timeout's own ``on_end``), around its pulls: the producer and that one watch are
+    # all the generators a chunk passes through. (Under trio the limits keep a generator.)
+    if anyio_backend != "asyncio":
+        pytest.skip("under trio the pulls keep their own generator")
+    stack = Stack([Deadline(seconds=30, first_token_seconds=10, idle_seconds=10)], Gaps([0.0] * 5))
+    seen, restore = _counting_async_generators()
+    try:
+        response = await stack(_request())
+        received = [chunk.content async for chunk in response]
+    finally:
+        restore()
+    assert received == [f"c{i} " for i in range(5)] + [""]
+    assert seen[0] == 2
+
+
+async def test_the_breaker_above_the_limits_counts_a_stalled_stream_and_a_clean_one() -> None:
+    breaker = CircuitBreaker(min_calls=100)
+    stalled = Gaps([0.0], stall_after=30)
+    stack = Stack([Deadline(seconds=30, first_token_seconds=10, idle_seconds=0.05), breaker], stalled)
+    with pytest.raises(Timeout) as info:
+        async for _ in await stack(_request()):
+            pass
+    assert info.value.phase == "idle"
+    assert breaker.state("m").failures == 1
+    clean = Stack([Deadline(seconds=30, first_token_seconds=10, idle_seconds=10), breaker], Gaps([0.0, 0.0]))
+    async for _ in await clean(_request()):
+        pass
+    state = breaker.state("m")
+    assert (state.calls, state.failures) == (2, 1)
+
+
+async def test_the_first_watch_above_the_limits_times_the_answer_on_its_own_clock(anyio_backend: str) -> None:
+    # The breaker's clock is frozen: its slow-call verdict must read that clock, not the
+    # watch's default one (perf_counter's reading is far from the fake clock's 1000 s).
+    # Under asyncio it joins the watch of the limits (taking it over with its clock): the
+    # producer, that watch and the timeout's own (on another clock) are all there is.
+    clock = FakeClock()
+    breaker = CircuitBreaker(min_calls=1, slow_call_seconds=5, slow_call_ratio=0.5, clock=clock)
+    stack = Stack([Deadline(seconds=30, first_token_seconds=10, idle_seconds=10), breaker], Gaps([0.0, 0.0]))
+    seen, restore = _counting_async_generators()
+    try:
+        for _ in range(3):
+            async for _ in await stack(_request()):
+                pass
+    finally:
+        restore()
+    state = breaker.state("m")
+    assert (state.state, state.calls, state.slow) == ("closed", 3, 0)
+    assert seen[0] == (3 if anyio_backend == "asyncio" else 4) * 3

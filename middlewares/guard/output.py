@@ -84,7 +84,7 @@ class _Plan:
         self.steps = tuple(
             (chars, length, tuple(finders), _hint(d for d, _ in finders)) for (chars, length), finders in groups.items()
         )
-        # For the fast path of a chunk (``Scanner._settle``): every step's hint in one
+        # For the fast path of a chunk (``Scanner.feed``): every step's hint in one
         # pattern, the shortest bound, and the steps whose character set no other step's
         # holds (the trailing run of a step whose set another's holds is a suffix of
         # that one's, so it never begins earlier: the cut is the earliest of the outer ones).
@@ -200,10 +200,10 @@ class Scanner:
     out. A chunk that settles nothing new for a detector costs it one ``rstrip``; the
     run still growing at the end is never validated before it ends. A chunk after which
     the held text holds no step's hint (most prose) runs no detector at all
-    (``_settle``): one search for the hints and an ``rstrip`` per outer character set.
+    (``feed``): one search for the hints and an ``rstrip`` per outer character set.
     """
 
-    __slots__ = ("_base", "_carried", "_context", "_done", "_pending", "_plan", "found")
+    __slots__ = ("_base", "_calm", "_carried", "_context", "_done", "_pending", "_plan", "found")
 
     def __init__(self, plan: _Plan, found: dict[str, int] | None = None) -> None:
         self._plan = plan
@@ -215,6 +215,9 @@ class Scanner:
         self._done: list[int | None] = [0] * len(plan.steps)
         # Final matches not yet sent, as (begin, stop, detector) in whole-answer positions.
         self._carried: list[tuple[int, int, Detector]] = []
+        # No step's hint missing, nothing carried, no step after a long run: a chunk may
+        # take ``feed``'s short way (kept by ``_scan``, the only one to change them).
+        self._calm = plan.hints is not None
         self.found: dict[str, int] = {} if found is None else found
 
     @property
@@ -223,61 +226,32 @@ class Scanner:
         return len(self._pending)
 
     def feed(self, text: str) -> str:
-        """Add ``text``; return the part of the answer that is now safe to send."""
-        if not text:
-            return ""
-        self._pending += text
-        out = self._settle()
-        return self._scan(final=False) if out is None else out
+        """Add ``text``; return the part of the answer that is now safe to send.
 
-    def finish(self) -> str:
-        """The end of the answer: everything still held, checked as final."""
-        pending = self._pending
-        if not pending:
-            return ""
-        if self._quiet(pending):
-            # Nothing new can match (see ``_settle``): all of it goes out as it is.
-            context = self._context
-            out = self._emit(context + pending, len(context), len(context) + len(pending), None)
-            self._pending = ""
-            self._advance(context + pending)
-            return out
-        return self._scan(final=True)
-
-    def scan(self, text: str) -> str:
-        """A whole answer at once: what ``feed(text) + finish()`` returns, in one pass
-        (every character is final, so nothing is held back to look at again)."""
-        if not text:
-            return self.finish()
-        self._pending += text
-        return self._scan(final=True)
-
-    def _settle(self) -> str | None:
-        """The usual chunk at a fraction of ``_scan``'s cost, or ``None`` (``_scan`` runs).
-
-        Every match not yet known begins inside the pending text (what went out is final
-        for every step), so when no step's hint occurs there, no detector can find
-        anything new: what goes out is what ``_scan`` would send, up to the earliest
-        trailing run, and no detector runs. The steps' ``_done`` marks are left where they
-        were: everything after them up to the cut is now known to hold no match, so a
-        later ``_scan`` starting there only looks at more text. This is how the scan is
-        amortised over the hold-back window: the detectors run only for a chunk after
-        which the held text holds a hint (a digit, an ``@`` ...), over all that settled
-        since they last ran. Applies while the pending text is within every step's bound
-        (so no step's floor applies) and no ``_scan``-only state is held.
+        The usual chunk at a fraction of ``_scan``'s cost: every match not yet known
+        begins inside the pending text (what went out is final for every step), so when
+        no step's hint occurs there, no detector can find anything new: what goes out is
+        what ``_scan`` would send, up to the earliest trailing run, and no detector runs.
+        The steps' ``_done`` marks are left where they were: everything after them up to
+        the cut is now known to hold no match, so a later ``_scan`` starting there only
+        looks at more text. This is how the scan is amortised over the hold-back window:
+        the detectors run only for a chunk after which the held text holds a hint (a
+        digit, an ``@`` ...), over all that settled since they last ran. Applies while the
+        pending text is within every step's bound (so no step's floor applies) and no
+        ``_scan``-only state is held (``_calm``).
         """
+        if not text:
+            return ""
+        pending = self._pending + text
+        self._pending = pending
         plan = self._plan
-        pending = self._pending
-        hints = plan.hints
-        # ``_quiet``, inline: this runs once per chunk.
+        starts = plan.starts
         if (
-            len(pending) > plan.shortest
-            or hints is None
-            or self._carried
-            or None in self._done
-            or (not (plan.starts is not None and plan.starts.isdisjoint(pending)) and hints.search(pending) is not None)
+            not self._calm
+            or len(pending) > plan.shortest
+            or (not (starts is not None and starts.isdisjoint(pending)) and plan.hints.search(pending) is not None)  # type: ignore[union-attr]
         ):
-            return None
+            return self._scan(final=False)
         context = self._context
         cut = len(pending)
         last = pending[-1]
@@ -286,7 +260,7 @@ class Scanner:
                 continue  # no trailing run of this set (a set lookup; rstrip walks the set)
             settled = len(pending.rstrip(chars))
             if not settled and context and context[-1] in members:
-                return None  # the run goes on into what was sent: ``_scan`` decides
+                return self._scan(final=False)  # the run goes on into what was sent: ``_scan`` decides
             if settled < cut:
                 cut = settled
         if not cut:
@@ -302,16 +276,37 @@ class Scanner:
         self._context = context
         return out
 
+    def finish(self) -> str:
+        """The end of the answer: everything still held, checked as final."""
+        pending = self._pending
+        if not pending:
+            return ""
+        if self._quiet(pending):
+            # Nothing new can match (see ``feed``): all of it goes out as it is.
+            context = self._context
+            out = self._emit(context + pending, len(context), len(context) + len(pending), None)
+            self._pending = ""
+            self._advance(context + pending)
+            return out
+        return self._scan(final=True)
+
+    def scan(self, text: str) -> str:
+        """A whole answer at once: what ``feed(text) + finish()`` returns, in one pass
+        (every character is final, so nothing is held back to look at again)."""
+        if not text:
+            return self.finish()
+        self._pending += text
+        return self._scan(final=True)
+
     def _quiet(self, pending: str) -> bool:
         """Whether no detector can find anything new in ``pending``: no step's hint in it.
         A carried match or a step after a long run lies in held text, so it holds a hint
         too; both are checked anyway (cheap), so a detector whose hint is not in its
         matches gets the full scan there rather than a wrong fast one."""
-        plan = self._plan
-        hints = plan.hints
-        if hints is None or self._carried or None in self._done:
+        if not self._calm:
             return False
-        return (plan.starts is not None and plan.starts.isdisjoint(pending)) or hints.search(pending) is None
+        plan = self._plan
+        return (plan.starts is not None and plan.starts.isdisjoint(pending)) or plan.hints.search(pending) is None  # type: ignore[union-attr]
 
     def _advance(self, context: str) -> None:
         """Keep the last ``horizon`` characters of ``context`` (what went out) as context."""
@@ -355,7 +350,7 @@ class Scanner:
                 elif known > base:
                     begin_at = known - base
                 else:
-                    # A mark ``_settle`` left behind the kept context: all of that context
+                    # A mark ``feed`` left behind the kept context: all of that context
                     # is known to hold no match (and no hint), so looking from its start is
                     # looking at more text, never at less.
                     begin_at = 0
@@ -414,11 +409,13 @@ class Scanner:
             self._carried = carried
             out = self._emit(window, offset, cut, None)
         self._pending = window[cut:]
-        keep = cut - self._plan.horizon
+        plan = self._plan
+        keep = cut - plan.horizon
         if keep < 0:
             keep = 0
         self._context = window[keep:cut]
         self._base = base + keep
+        self._calm = plan.hints is not None and not self._carried and None not in done
         return out
 
     @staticmethod
@@ -776,6 +773,7 @@ async def _guard_stream(source: AsyncIterator[Chunk], plan: _Plan, request: Requ
     # stream interleave, and each is its own text.
     choices: dict[int, _ChoiceScan] = {}
     last_index, choice = -1, None  # the choice of the previous chunk: usually this one's too
+    feed = None
     try:
         async for chunk in source:
             if chunk.index != last_index or choice is None:
@@ -783,7 +781,19 @@ async def _guard_stream(source: AsyncIterator[Chunk], plan: _Plan, request: Requ
                 choice = choices.get(last_index)
                 if choice is None:
                     choice = choices[last_index] = _ChoiceScan(plan, found)
+                feed = choice.text.feed
             deltas = chunk.tool_calls
+            if deltas is None and chunk.finish_reason is None and not choice.calls:
+                # The usual chunk, text only (before any call: text after one waits for the
+                # call's held end): its text scanned, the chunk re-made only if the text
+                # changed (held back, or redacted).
+                content = chunk.content
+                text = feed(content)  # type: ignore[misc]
+                if text != content:
+                    chunk = msgspec.structs.replace(chunk, content=text)
+                if text or _carries_more_than_text(chunk):
+                    yield chunk
+                continue
             if deltas:
                 if choice.text.held:
                     # The text ends where the calls begin: what it holds goes out first.

@@ -271,7 +271,9 @@ class Retry(Layer):
             except Exception as error:
                 await self._before_retry(request, error, attempt, attempts)
             attempt += 1
-        if not response.is_stream:
+        if not response.is_stream or attempt >= attempts:
+            # No attempt left to recover the stream with: a failure could only be raised
+            # again as it is, so its chunks pass with no recovery generator around them.
             return response
         state = _StreamRetry(self, request, call_next, attempt, attempts, response)
         mode = resume_mode(request, self.resume)

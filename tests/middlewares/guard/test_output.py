@@ -860,3 +860,45 @@ async def test_text_after_a_call_keeps_its_place_and_each_part_is_redacted() -> 
 
 def _arguments(delta: dict[str, Any]) -> str:
     return delta.get("function", {}).get("arguments") or ""
+
+
+@settings(max_examples=100, deadline=None)
+@given(planted(), st.lists(st.integers(0, 10_000), max_size=40), st.integers(0, 40))
+def test_the_short_way_of_a_chunk_is_taken_only_when_no_scan_state_is_held(
+    case: tuple[list[str], list[tuple[str, str]]], cuts: list[int], digits: int
+) -> None:
+    # ``feed`` takes its short way (no detector runs) on ``_calm``, a flag ``_scan`` keeps
+    # in place of looking at its state per chunk: after every chunk it must say what that
+    # state says (nothing carried, no step after a run past its bound). A long digit run
+    # leaves a step past its bound; planted values leave matches carried.
+    segments, chosen = case
+    text = segments[0] + "".join(value + segment for (_, value), segment in zip(chosen, segments[1:], strict=True))
+    text += " " + "7" * digits + " tail"
+    scanner = OutputGuard().scanner()
+    for piece in split_at(text, cuts):
+        scanner.feed(piece)
+        held = scanner._carried or None in scanner._done
+        assert scanner._calm == (not held)
+
+
+async def test_text_after_a_call_still_held_back_sends_the_calls_end_first() -> None:
+    # A call whose arguments end in a run that could still grow (a phone number) holds it
+    # back; text that comes next sends that end first, scanned as final.
+    guard = OutputGuard()
+    call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}
+    pieces = [Chunk(tool_calls=[call]), Chunk(tool_calls=[_call_delta(0, '{"tel": "+44 20 7946 0958')]), Chunk("ok")]
+
+    async def source():  # type: ignore[no-untyped-def]
+        for chunk in pieces:
+            yield chunk
+
+    async def upstream(_: Request) -> Response:
+        return Response.stream(source())
+
+    sent = [chunk async for chunk in await guard(request(True), upstream)]
+    order = [("call", _arguments(d)) for c in sent for d in c.tool_calls or () if _arguments(d)]
+    order += [("text", c.content) for c in sent if c.content]
+    assert "".join(piece for kind, piece in order if kind == "call") == '{"tel": "[PHONE]'
+    last_call = max(i for i, c in enumerate(sent) for d in c.tool_calls or () if _arguments(d))
+    first_text = min(i for i, c in enumerate(sent) if c.content)
+    assert last_call < first_text

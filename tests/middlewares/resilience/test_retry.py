@@ -253,3 +253,34 @@ def test_law_the_budget_keeps_the_reference_buckets(start: float, steps: list[tu
         else:
             assert budget.try_withdraw() == reference.try_withdraw()
         assert budget._requests == reference.requests and budget._retries == reference.retries
+
+
+async def test_a_stream_on_its_last_attempt_passes_unwrapped_and_fails_as_it_failed() -> None:
+    # With no attempt left nothing can recover the stream: its chunks reach the caller
+    # through no generator of retry's (the provider's alone), and a cut is the same error.
+    import sys
+
+    error = _retryable()
+    reply = Reply("one two three four")
+    provider = ScriptedProvider([Fail(error, after_chunks=2, reply=reply)])
+    stack = Stack([Retry(attempts=1, clock=FakeClock())], provider)
+    hooks = sys.get_asyncgen_hooks()
+    started: list[str] = []
+
+    def firstiter(generator: object) -> None:
+        started.append(generator.ag_code.co_name)  # type: ignore[attr-defined]
+        if hooks.firstiter is not None:
+            hooks.firstiter(generator)
+
+    sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=hooks.finalizer)
+    received: list[str] = []
+    try:
+        with pytest.raises(ProviderError) as caught:
+            async for chunk in await stack(_request(stream=True)):
+                received.append(chunk.content)
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+    assert caught.value is error
+    assert "".join(received) == "one two "
+    assert "recover_stream" not in started
+    assert all(s.closed for s in provider.streams)
