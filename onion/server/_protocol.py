@@ -199,7 +199,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._arm(self.limits.body_timeout, "body")
-        self.scope.setdefault("extensions", {})[DISCONNECT] = DisconnectHook()
+        self.scope.setdefault("extensions", {})[DISCONNECT] = DisconnectHook(self.loop)
         super().on_headers_complete()
         if self.cycle is not None:
             self.cycle.transport = _HeldHead(self.transport, self.loop)  # type: ignore[assignment]
