@@ -322,6 +322,12 @@ class Reply(httpx.AsyncByteStream):
         self._read = read
         self._until_close = until_close
 
+    @property
+    def complete(self) -> bool:
+        """Whether the whole answer has been read off the connection (its body may still
+        be unread here)."""
+        return self._answer.complete
+
     def aiter_bytes(self) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive (no content decoding: none is asked for)."""
         return self.__aiter__()
