@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from .._types import Chunk, Completion, Request, request_to_wire
+from .._types import Chunk, Completion, Message, Request, request_to_wire
 from ..wire import embeddings, openai_chat
 from ._http import HTTPProvider, StreamDecoder, with_prefix
 
@@ -29,7 +29,8 @@ _encode = msgspec.json.Encoder().encode
 # one C call: the same bytes as ``request_to_wire``'s dict (it leaves out what is None and
 # ``stream: false``; a struct with those defaults omits the same), without building the
 # dict (a getattr per field and a dict per message: about 5x the time). Only for a request
-# with no unknown fields, at the top or in a message: those are merged as the dict does.
+# with no unknown fields, at the top or in a message (those are merged as the dict does),
+# and messages that are Messages.
 _FIELDS = Request.__struct_fields__
 _WIRE_COUNT = _FIELDS.index("extra")
 _DEFAULTED = _FIELDS[len(_FIELDS) - len(Request.__struct_defaults__) :]
@@ -44,10 +45,13 @@ _astuple = msgspec.structs.astuple
 
 def _encode_plain(request: Request) -> bytes:
     """``request``'s upstream body, as ``_encode(request_to_wire(request))`` has it."""
-    if request.extra:
+    stream = request.stream
+    # The struct leaves ``stream`` out when it equals False; the dict only when it is False.
+    if request.extra or (stream is not False and stream is not True):
         return _encode(request_to_wire(request))
     for message in request.messages:
-        if message.extra:
+        # A message built as a plain dict (a caller in code may), or with unknown fields.
+        if type(message) is not Message or message.extra:
             return _encode(request_to_wire(request))
     return _encode(_WireRequest(*_astuple(request)[:_WIRE_COUNT]))
 

@@ -424,8 +424,9 @@ _MESSAGES = st.builds(
 _REQUESTS = st.builds(
     Request,
     model=_TEXT,
-    messages=st.lists(_MESSAGES, max_size=3),
-    stream=st.booleans(),
+    # A caller in code may pass plain dicts as messages: they reach the upstream as given.
+    messages=st.lists(_MESSAGES | st.fixed_dictionaries({"role": st.just("user"), "content": _TEXT}), max_size=3),
+    stream=st.booleans() | st.sampled_from([None, 0, 1]),  # code may set what no body would
     max_tokens=st.none() | st.integers(0, 10**6),
     temperature=st.none() | st.floats(0, 2),
     top_p=st.none() | st.floats(0, 1),
