@@ -2,9 +2,10 @@
 the two things that cancel it (the client's disconnect and the end of a drain's grace).
 
 An anyio scope per call costs its creation, enter and exit on every request (anyio's task
-state, ``current_task``, the scope tree), about a tenth of the server's own time per call,
-to be used by the rare call that is cancelled. ``CallCancel`` costs three attribute reads
-when nothing cancels the call. ``cancel()`` cancels the call's task the way
+state, ``current_task`` and its ``getpid``, the scope tree): measured 22 µs for a bare
+enter and exit on a busy machine, for the rare call that is cancelled. ``CallCancel``
+costs a look-up of the running task and a few attribute writes (~0.5 µs) when nothing
+cancels the call. ``cancel()`` cancels the call's task the way
 ``asyncio.timeout`` does (``Task.cancel``, counted, so a cancellation from elsewhere, such
 as the server's own, is never taken for this one and is re-raised), and honours anyio
 shields as anyio's scope did: while the task runs in a shielded anyio scope (a provider
