@@ -58,7 +58,6 @@ _NEVER = frozenset(
 )
 _NEVER_PREFIXES = ("proxy-", "x-onion-")
 _UPSTREAM_IDS = frozenset({b"x-request-id", b"request-id"})
-_NO_IDS: frozenset[bytes] = frozenset()
 
 
 def refusal(entry: str) -> str | None:
@@ -91,7 +90,7 @@ class HeaderAllowlist:
     Empty, it is falsy and the provider skips it.
     """
 
-    __slots__ = ("_names", "_prefixes", "_request_id")
+    __slots__ = ("_names", "_prefixes", "_request_id", "_verdicts")
 
     def __init__(self, entries: Iterable[str] = DEFAULT_UPSTREAM_HEADERS) -> None:
         names: set[bytes] = set()
@@ -110,6 +109,11 @@ class HeaderAllowlist:
                 names.add(name.encode("ascii"))
         self._names = frozenset(names)
         self._prefixes = tuple(prefixes)
+        # Each header name as the upstream spells it, and what this list does with it: an
+        # upstream sends the same dozen or two names on every answer, so a name's verdict
+        # is one dict look-up after its first answer (bounded, against an upstream that
+        # invents names).
+        self._verdicts: dict[bytes, _Verdict] = {}
 
     def __bool__(self) -> bool:
         return bool(self._names or self._prefixes or self._request_id)
@@ -118,21 +122,39 @@ class HeaderAllowlist:
         """The allowlisted headers of ``raw`` (byte pairs as received), names lower-cased
         and values unchanged; the upstream's request id as ``x-upstream-request-id``."""
         chosen: dict[str, str] = {}
-        names, prefixes = self._names, self._prefixes
-        ids = _UPSTREAM_IDS if self._request_id else _NO_IDS
+        verdicts = self._verdicts
         # Plain checks, no generator: this runs on every header of every answer.
         for key, value in raw:
-            name = key.lower()
-            allowed = name in names or name.startswith(prefixes)
-            if not allowed and name not in ids:
+            verdict = verdicts.get(key)
+            if verdict is None:
+                verdict = self._verdict(key)
+                if len(verdicts) < _MAX_VERDICTS:
+                    verdicts[key] = verdict
+            if verdict is _SKIP:
                 continue
             # CR, LF, NUL as ints: a byte-string operand goes through the buffer protocol
             # (several times slower per check).
             if 13 in value or 10 in value or 0 in value:
                 continue
             text = value.decode("latin-1")
-            if allowed:
-                chosen[name.decode("latin-1")] = text
-            if name in ids:
+            name, is_id = verdict
+            if name is not None:
+                chosen[name] = text
+            if is_id:
                 chosen.setdefault(REQUEST_ID, text)
         return chosen
+
+    def _verdict(self, key: bytes) -> _Verdict:
+        """For a header name as received: its forwarded (lower-case) name or ``None``, and
+        whether it is the upstream's request id; ``_SKIP`` for neither."""
+        name = key.lower()
+        allowed = name in self._names or name.startswith(self._prefixes)
+        is_id = self._request_id and name in _UPSTREAM_IDS
+        if not allowed and not is_id:
+            return _SKIP
+        return (name.decode("latin-1") if allowed else None, is_id)
+
+
+_Verdict = tuple[str | None, bool]
+_SKIP: _Verdict = (None, False)
+_MAX_VERDICTS = 256

@@ -55,6 +55,23 @@ class _Answer:
         self.complete = False
         self.messages = 0
 
+    @classmethod
+    def on(cls, connection: _Connection | _LoopConnection) -> _Answer:
+        """A fresh answer on ``connection``, with its parser. A kept-alive connection keeps
+        its parser: llhttp is at the start of the next message once one is complete (a
+        connection is reused only then), and a new parser per request cost its creation
+        and the lookup of every callback."""
+        answer = connection.answer
+        if answer is None:
+            answer = connection.answer = cls()
+            answer.parser = httptools.HttpResponseParser(answer)
+            return answer
+        answer.keep_alive = answer.headers_done = answer.complete = False
+        answer.headers = []
+        answer.body = []
+        answer.messages = 0
+        return answer
+
     def on_message_begin(self) -> None:
         self.messages += 1
 
@@ -77,12 +94,13 @@ class _Answer:
 class _Connection:
     """A connection on an anyio byte stream (any backend; trio's path)."""
 
-    __slots__ = ("idle_since", "key", "socket", "stream")
+    __slots__ = ("answer", "idle_since", "key", "socket", "stream")
 
     def __init__(self, stream: ByteStream, key: tuple[bytes, bytes, int]) -> None:
         self.stream = stream
         self.key = key
         self.idle_since = 0.0
+        self.answer: _Answer | None = None  # the answer being read, with its parser
         self.socket: socket.socket | None = stream.extra(SocketAttribute.raw_socket, None)
 
     def gone(self) -> bool:
@@ -211,13 +229,14 @@ class _LoopConnection:
     read timeout needs a cancel scope; here the protocol queues what arrives, a read waits
     on one future, and its timeout is a timer that resolves that future."""
 
-    __slots__ = ("_loop", "_protocol", "idle_since", "key")
+    __slots__ = ("_loop", "_protocol", "answer", "idle_since", "key")
 
     def __init__(self, protocol: _Protocol, key: tuple[bytes, bytes, int]) -> None:
         self._protocol = protocol
         self._loop = asyncio.get_running_loop()
         self.key = key
         self.idle_since = 0.0
+        self.answer: _Answer | None = None  # the answer being read, with its parser
 
     def gone(self) -> bool:
         """Whether the peer closed it (or sent something) while it sat idle."""
@@ -321,6 +340,12 @@ class Reply(httpx.AsyncByteStream):
         self._answer = answer
         self._read = read
         self._until_close = until_close
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole answer has been read off the connection (its body may still
+        be unread here)."""
+        return self._answer.complete
 
     def aiter_bytes(self) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive (no content decoding: none is asked for)."""
@@ -548,8 +573,8 @@ class H1Transport(httpx.AsyncBaseTransport):
             else:
                 await connection.send(head, timeouts.get("write"))
                 await connection.send(body, timeouts.get("write"))
-            answer = _Answer()
-            parser = answer.parser = httptools.HttpResponseParser(answer)
+            answer = _Answer.on(connection)
+            parser = answer.parser
             read = timeouts.get("read")
             while not answer.headers_done:
                 data = await connection.receive(read)

@@ -17,13 +17,43 @@ from typing import Any
 
 import msgspec
 
-from .._types import Chunk, Completion, Request, request_to_wire
+from .._types import Chunk, Completion, Message, Request, request_to_wire
 from ..wire import embeddings, openai_chat
 from ._http import HTTPProvider, StreamDecoder, with_prefix
 
 __all__ = ["OpenAIProvider"]
 
 _encode = msgspec.json.Encoder().encode
+
+# The fields of a Request an upstream sees, in order, as a struct that msgspec encodes in
+# one C call: the same bytes as ``request_to_wire``'s dict (it leaves out what is None and
+# ``stream: false``; a struct with those defaults omits the same), without building the
+# dict (a getattr per field and a dict per message: about 5x the time). Only for a request
+# with no unknown fields, at the top or in a message (those are merged as the dict does),
+# and messages that are Messages.
+_FIELDS = Request.__struct_fields__
+_WIRE_COUNT = _FIELDS.index("extra")
+_DEFAULTED = _FIELDS[len(_FIELDS) - len(Request.__struct_defaults__) :]
+_DEFAULTS = dict(zip(_DEFAULTED, Request.__struct_defaults__, strict=True))
+_WireRequest = msgspec.defstruct(
+    "_WireRequest",
+    [(name, object, _DEFAULTS[name]) if name in _DEFAULTS else (name, object) for name in _FIELDS[:_WIRE_COUNT]],
+    omit_defaults=True,
+)
+_astuple = msgspec.structs.astuple
+
+
+def _encode_plain(request: Request) -> bytes:
+    """``request``'s upstream body, as ``_encode(request_to_wire(request))`` has it."""
+    stream = request.stream
+    # The struct leaves ``stream`` out when it equals False; the dict only when it is False.
+    if request.extra or (stream is not False and stream is not True):
+        return _encode(request_to_wire(request))
+    for message in request.messages:
+        # A message built as a plain dict (a caller in code may), or with unknown fields.
+        if type(message) is not Message or message.extra:
+            return _encode(request_to_wire(request))
+    return _encode(_WireRequest(*_astuple(request)[:_WIRE_COUNT]))
 
 
 class _OpenAIStream(StreamDecoder):
@@ -104,7 +134,7 @@ class OpenAIProvider(HTTPProvider):
             options = dict(request.stream_options or {})
             options["include_usage"] = True
             return _encode(request_to_wire(request, stream_options=options))
-        return _encode(request_to_wire(request))
+        return _encode_plain(request)
 
     def decode_completion(self, data: bytes, request: Request) -> Completion:
         return openai_chat.decode_completion(data, request.model)

@@ -331,11 +331,13 @@ class DisconnectHook:
     the protocol's ``connection_lost``, in the event loop, outside any task.
     """
 
-    __slots__ = ("callback", "disconnected")
+    __slots__ = ("callback", "disconnected", "loop")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: Any = None) -> None:
         self.callback: Any = None
         self.disconnected = False
+        # The connection's event loop (asyncio), so the app finds its task without asking.
+        self.loop = loop
 
     def fire(self) -> None:
         self.disconnected = True

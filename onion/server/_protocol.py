@@ -80,17 +80,26 @@ class _Closures:
 
 class _HeldHead:
     """The transport as one request's cycle sees it: the answer's status line and headers
-    are held until its body's first write (or the end of the event loop's current pass)
-    and go out with it in one segment. uvicorn writes them apart: on loopback every write
-    is a send that wakes the client, and a complete answer took two."""
+    are held until its body's first write and go out with it in one segment. uvicorn
+    writes them apart: on loopback every write is a send that wakes the client, and a
+    complete answer took two.
 
-    __slots__ = ("_held", "_loop", "_started", "_transport")
+    A head without ``content-length`` (a stream: uvicorn chunks it) is also flushed at the
+    end of the event loop's current pass, as a stream's first event may come much later.
+    One with a length is the app's promise of a body, which the gateway sends right after
+    it (uvicorn writes a body with a length even when it is empty): it is held until that
+    write or the close, with no callback per answer. An answer to ``HEAD`` has no body
+    write (``lengthy=False``): its head is flushed at the end of the pass as well.
+    """
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    __slots__ = ("_held", "_lengthy", "_loop", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, lengthy: bool = True) -> None:
         self._transport = transport
         self._loop = loop
         self._held: bytes | None = None
         self._started = False
+        self._lengthy = lengthy
 
     def write(self, data: bytes) -> None:
         held = self._held
@@ -100,8 +109,9 @@ class _HeldHead:
         elif not self._started:
             self._started = True
             self._held = data
-            # A stream's first event may come much later: the headers must not wait for it.
-            self._loop.call_soon(self.flush)
+            if not (self._lengthy and _LENGTH in data):
+                # A stream's first event may come much later: the headers must not wait for it.
+                self._loop.call_soon(self.flush)
         else:
             self._transport.write(data)
 
@@ -116,6 +126,10 @@ class _HeldHead:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+# uvicorn writes every header name lower-case, each on its own line.
+_LENGTH = b"\r\ncontent-length: "
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -199,10 +213,11 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._arm(self.limits.body_timeout, "body")
-        self.scope.setdefault("extensions", {})[DISCONNECT] = DisconnectHook()
+        self.scope.setdefault("extensions", {})[DISCONNECT] = DisconnectHook(self.loop)
         super().on_headers_complete()
         if self.cycle is not None:
-            self.cycle.transport = _HeldHead(self.transport, self.loop)  # type: ignore[assignment]
+            lengthy = self.scope["method"] != "HEAD"
+            self.cycle.transport = _HeldHead(self.transport, self.loop, lengthy)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._cancel_deadline()

@@ -221,7 +221,7 @@ def _choice(raw: dict[str, Any], position: int) -> Choice:
         raw.get("logprobs"),
         message.get("annotations"),
         message.get("audio"),
-        {k: v for k, v in message.items() if k not in _MESSAGE_FIELDS},
+        _extra(message, _MESSAGE_FIELDS),
         _extra(raw, _CHOICE_FIELDS),
     )
 

@@ -470,3 +470,38 @@ async def test_a_provider_that_trusts_the_environment_goes_through_its_proxy(ser
     finally:
         await provider.aclose()
     assert proxy.requests[0].startswith(b"POST http://upstream.invalid/v1/chat/completions HTTP/1.1\r\n")
+
+
+def _framed(body: bytes, chunked: bool) -> bytes:
+    if chunked:
+        encoded = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 5]), body[i : i + 5]) for i in range(0, len(body), 5))
+        return b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n%s0\r\n\r\n" % encoded
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    answers=st.lists(
+        st.tuples(st.binary(max_size=120), st.booleans(), st.integers(min_value=1, max_value=200)),
+        min_size=2,
+        max_size=5,
+    )
+)
+async def test_a_kept_alive_connection_reads_answer_after_answer_with_one_parser(
+    serve, answers: list[tuple[bytes, bool, int]]
+) -> None:
+    # The law: the parser a connection keeps starts each answer afresh, whatever framing and
+    # segments the one before had: every body is the one sent, on one connection.
+    group, _ = serve
+    replies = []
+    for body, chunked, cut in answers:
+        wire = _framed(body, chunked)
+        replies.append(Reply([wire[:cut], wire[cut:]] if cut < len(wire) else [wire]))
+    upstream = await start(group, replies)
+    t = transport()
+    try:
+        for body, _, _ in answers:
+            assert await get(t, upstream) == (200, body)
+    finally:
+        await t.aclose()
+    assert upstream.connections == 1

@@ -10,8 +10,11 @@ from collections.abc import AsyncIterator
 import anyio
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onion import AnswerTooLarge, Message, ProviderError, Request, ResumePrefix, Stack, Timeout
+from onion._types import request_to_wire
 from onion.providers import OpenAIProvider, classify_status, parse_retry_after
 from onion.testing.upstream import FakeUpstream, Fault
 
@@ -400,3 +403,57 @@ async def test_a_body_that_ends_without_a_finish_reason_is_still_a_cut(
     with pytest.raises(ProviderError, match="cut mid-way") as caught:
         await (await provider(ask("one two three", stream=True))).result()
     assert caught.value.retryable
+
+
+_TEXT = st.text(max_size=12)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=6,
+)
+_EXTRA = st.dictionaries(st.sampled_from(["metadata", "store", "x_custom", "reasoning_effort"]), _JSON, max_size=2)
+_MESSAGES = st.builds(
+    Message,
+    role=st.sampled_from(["system", "user", "assistant", "tool"]),
+    content=st.none() | _TEXT | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": _TEXT}), max_size=2),
+    name=st.none() | _TEXT,
+    tool_calls=st.none() | st.lists(st.dictionaries(_TEXT, _JSON, max_size=2), max_size=2),
+    tool_call_id=st.none() | _TEXT,
+    extra=st.just({}) | _EXTRA,
+)
+_REQUESTS = st.builds(
+    Request,
+    model=_TEXT,
+    # A caller in code may pass plain dicts as messages: they reach the upstream as given.
+    messages=st.lists(_MESSAGES | st.fixed_dictionaries({"role": st.just("user"), "content": _TEXT}), max_size=3),
+    stream=st.booleans() | st.sampled_from([None, 0, 1]),  # code may set what no body would
+    max_tokens=st.none() | st.integers(0, 10**6),
+    temperature=st.none() | st.floats(0, 2),
+    top_p=st.none() | st.floats(0, 1),
+    n=st.none() | st.integers(1, 4),
+    stop=st.none() | _TEXT | st.lists(_TEXT, max_size=2),
+    seed=st.none() | st.integers(-(2**31), 2**31),
+    user=st.none() | _TEXT,
+    tools=st.none() | st.lists(st.dictionaries(_TEXT, _JSON, max_size=2), max_size=2),
+    tool_choice=st.none() | _TEXT,
+    parallel_tool_calls=st.none() | st.booleans(),
+    response_format=st.none() | st.dictionaries(_TEXT, _JSON, max_size=2),
+    stream_options=st.none() | st.dictionaries(_TEXT, _JSON, max_size=2),
+    extra=st.just({}) | _EXTRA,
+)
+
+
+_ENCODERS = {usage: OpenAIProvider(base_url="http://127.0.0.1:9/v1", stream_usage=usage) for usage in (False, True)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(request=_REQUESTS, stream_usage=st.booleans())
+def test_the_upstream_body_is_byte_for_byte_the_wire_form_of_the_request(request: Request, stream_usage: bool) -> None:
+    # The provider encodes a request without unknown fields through a struct of its wire
+    # fields: the bytes must be request_to_wire's, whatever fields are set.
+    provider = _ENCODERS[stream_usage]
+    if request.stream and stream_usage:
+        wire = request_to_wire(request, stream_options={**(request.stream_options or {}), "include_usage": True})
+    else:
+        wire = request_to_wire(request)
+    assert provider.encode(request) == msgspec.json.encode(wire)

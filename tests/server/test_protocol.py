@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 BODY = json.dumps({"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]}).encode()
 REQUEST = (
     b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
@@ -162,3 +164,85 @@ def test_each_kept_alive_request_gets_its_own_deadlines(tmp_path: Path, gateway:
         assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
         assert b"request body did not arrive" in reply
         assert waited < 0.95, waited  # the body deadline, sooner than the header timer's
+
+
+# -- the answer's head, held for its body (``_HeldHead``) --------------------------------------
+
+
+class _Wire:
+    """What the socket was asked to write, one entry per write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("method", ["POST", "HEAD"])
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_head_goes_out_with_its_body_and_a_stream_or_head_answer_does_not_wait(
+    streamed: bool, method: str
+) -> None:
+    import asyncio
+
+    from onion.server._protocol import _HeldHead
+
+    wire = _Wire()
+    held = _HeldHead(wire, asyncio.get_running_loop(), method != "HEAD")  # type: ignore[arg-type]
+    framing = b"transfer-encoding: chunked" if streamed else b"content-length: 2"
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n%s\r\n\r\n" % framing
+    held.write(head)
+    await asyncio.sleep(0)  # the end of the loop's pass
+    await asyncio.sleep(0)
+    if streamed or method == "HEAD":
+        # Nothing may follow soon (a stream's first event, a HEAD answer's absent body).
+        assert wire.writes == [head]
+        return
+    assert wire.writes == []  # held, with no callback, for the body that follows
+    held.write(b"{}")
+    assert wire.writes == [head + b"{}"]  # one write, one segment, one wake of the client
+    held.write(b"more")
+    assert wire.writes[-1] == b"more"
+
+
+async def test_a_head_request_and_a_late_first_event_are_answered_at_once_over_a_socket() -> None:
+    import anyio
+
+    from onion.server._protocol import GuardedProtocol
+    from onion.testing.upstream import ThreadedServer
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/late":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await anyio.sleep(1.0)
+            await send({"type": "http.response.body", "body": b"late", "more_body": False})
+            return
+        body = b'{"status":"ok"}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async with ThreadedServer(app, protocol=GuardedProtocol) as server:
+        for request, expect in (
+            (b"HEAD /healthz HTTP/1.1\r\nhost: x\r\n\r\n", b"content-length: 15"),
+            (b"GET /late HTTP/1.1\r\nhost: x\r\n\r\n", b"transfer-encoding: chunked"),
+            (b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n", b'{"status":"ok"}'),
+        ):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=0.5) as conn:
+                began = time.monotonic()
+                conn.sendall(request)
+                got = b""
+                while expect not in got:
+                    got += conn.recv(65536)  # a head held for a body that never comes: timeout
+                assert time.monotonic() - began < 0.5, request

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from onion import ConfigError
-from onion._upstream_headers import _NEVER, _NEVER_PREFIXES, HeaderAllowlist, refusal
+from onion._upstream_headers import _NEVER, _NEVER_PREFIXES, REQUEST_ID, HeaderAllowlist, refusal
 from onion.config import DEFAULT_STACK, build_gateway, parse_config
 from onion.server import create_app
 from onion.testing.anthropic_upstream import AnthropicUpstream
@@ -312,3 +312,48 @@ async def test_the_routers_deployments_each_give_their_own_headers() -> None:
         finally:
             await server.__aexit__(None, None, None)
         assert len(up.sent_headers) == 3 and down.sent_headers
+
+
+_SPELLED = st.tuples(_NAME | st.sampled_from(["x-request-id", "request-id", "x-ratelimit-limit"]), st.randoms()).map(
+    lambda pair: "".join(c.upper() if pair[1].random() < 0.5 else c for c in pair[0])
+)
+
+
+@given(
+    entries=st.lists(_NAME.map(lambda n: n + "*") | _NAME | st.just("x-upstream-request-id"), max_size=5),
+    answers=st.lists(
+        st.lists(st.tuples(_SPELLED, st.text(alphabet="ab1\r\n\0 ", max_size=6)), max_size=10), min_size=1, max_size=6
+    ),
+)
+def test_one_allowlist_picks_every_answer_as_the_rule_says_whatever_it_saw_before(
+    entries: list[str], answers: list[list[tuple[str, str]]]
+) -> None:
+    # The allowlist remembers what it decided for each header name as spelled: answer after
+    # answer on the same allowlist, names in any case, the upstream's request id included,
+    # what comes out is still the rule's (lower-cased names, values unchanged and safe).
+    allowed = [e for e in entries if refusal(e) is None]
+    shared = HeaderAllowlist(allowed)
+    ids = "x-upstream-request-id" in allowed
+
+    def matches(name: str) -> bool:
+        return any(name.startswith(e[:-1]) if e.endswith("*") else name == e for e in allowed if e != REQUEST_ID)
+
+    for raw in answers:
+        expected: dict[str, str] = {}
+        for key, value in raw:
+            name = key.lower()
+            if any(c in value for c in "\r\n\0"):
+                continue
+            if matches(name):
+                expected[name] = value
+            if ids and name in ("x-request-id", "request-id"):
+                expected.setdefault(REQUEST_ID, value)
+        assert shared.pick([(k.encode(), v.encode()) for k, v in raw]) == expected
+
+
+def test_an_upstream_that_invents_header_names_is_still_picked_right() -> None:
+    # Past the bound on remembered names, a name is decided afresh each time.
+    allowlist = HeaderAllowlist(["x-ratelimit-*"])
+    for n in range(600):
+        raw = [(b"x-invented-%d" % n, b"v"), (b"X-RateLimit-Remaining-%d" % n, b"%d" % n)]
+        assert allowlist.pick(raw) == {f"x-ratelimit-remaining-{n}": str(n)}
