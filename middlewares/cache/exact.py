@@ -227,6 +227,8 @@ class ExactCache(Layer):
             backend, max_bytes=max_bytes, redis_url=redis_url, prefix=prefix, clock=clock, redis_deadline=redis_deadline
         )
         self.stats: CacheStats = self.store.stats
+        # The store in process memory, answered without awaiting (``None``: Redis).
+        self._memory = self.store if isinstance(self.store, MemoryStore) else None
         self._span_attributes = {"onion.layer": self.name}
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
@@ -236,8 +238,8 @@ class ExactCache(Layer):
         key = entry_key(request, caller_scope(request, self.policy))
         context = request.context
         refresh = context.options.refresh
+        memory = self._memory
         if not refresh:
-            memory = self.store if isinstance(self.store, MemoryStore) else None
             if memory is not None and context.tracer is None:
                 data = memory.get_now(key)  # nothing to trace, nothing to wait for
             else:
@@ -257,10 +259,10 @@ class ExactCache(Layer):
             # under this exact key.
             return response
         response.cache = "miss"
-        response.headers["x-onion-cache"] = "refresh" if refresh else "miss"
-        response.headers["x-onion-cache-key"] = key
+        headers = response.headers
+        headers["x-onion-cache"] = "refresh" if refresh else "miss"
+        headers["x-onion-cache-key"] = key
 
-        memory = self.store if isinstance(self.store, MemoryStore) else None
         if memory is not None:
             completion = response.completion
             if completion is not None:
