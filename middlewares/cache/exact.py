@@ -113,12 +113,31 @@ def request_key(request: Request, scope: str) -> str:
     return digest.hexdigest()
 
 
-@functools.lru_cache(maxsize=4096)  # a few callers, each hashed once
+class _Scope:
+    """What the keys of one scope share: the hash state after the version and the scope
+    (a copy of it takes a request's fields: the same digest as hashing all of it anew, at
+    a third of the cost, since most of a short request's hash is setting up its state),
+    the tags of the models asked for in it, and the keys of its recent short requests."""
+
+    __slots__ = ("digest", "keys", "tags")
+
+    def __init__(self, scope: str) -> None:
+        self.digest = hashlib.blake2b(_KEY_VERSION + scope.encode() + b"\0", digest_size=20)
+        self.tags: dict[str, str] = {}
+        # By the encoded fields (bytes, which the garbage collector never walks): a
+        # repeated request (a hit, a client's retry) skips the hash, whose finishing step
+        # is most of a short key's cost.
+        self.keys: dict[bytes, str] = {}
+
+
+@functools.lru_cache(maxsize=4096)  # a few callers
+def _scope(scope: str) -> _Scope:
+    return _Scope(scope)
+
+
 def _scope_digest(scope: str) -> Any:
-    # The hash state after the version and the scope: a copy of it takes the request's
-    # fields, the same digest as hashing all of it anew, at a third of the cost (most of
-    # a hash of a short request is setting up its state).
-    return hashlib.blake2b(_KEY_VERSION + scope.encode() + b"\0", digest_size=20)
+    """The hash state of ``scope`` (copy it before use)."""
+    return _scope(scope).digest
 
 
 @functools.lru_cache(maxsize=4096)  # a few callers and models, hashed once each
@@ -128,17 +147,40 @@ def _tag(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
-@functools.lru_cache(maxsize=4096)
-def _tags(scope: str, model: str) -> str:
-    return f"{_tag(scope)}.{_tag(model)}."
+# The keys kept, over every scope, and the longest encoded fields kept: the fields of a
+# long prompt are hashed anyway to be looked up, so keeping them gains little.
+_KEPT_KEYS = 4096
+_KEPT_PAYLOAD = 1024
+_kept = 0
 
 
 def entry_key(request: Request, scope: str) -> str:
     """The key an answer is stored under: ``<scope tag>.<model tag>.<request_key>``, so
     that a purge can select a caller's or a model's entries by pattern (``purge_pattern``)."""
-    digest = _scope_digest(scope).copy()  # request_key's, inline: this runs per request
-    digest.update(_KEY_ENCODER.encode(_key_values(request)))
-    return _tags(scope, request.model) + digest.hexdigest()
+    global _kept
+    state = _scope(scope)
+    payload = _KEY_ENCODER.encode(_key_values(request))
+    key = state.keys.get(payload)
+    if key is not None:
+        return key
+    digest = state.digest.copy()  # request_key's, inline: this runs per request
+    digest.update(payload)
+    model = request.model
+    tags = state.tags.get(model)
+    if tags is None:
+        if len(state.tags) >= _KEPT_KEYS:
+            state.tags.clear()
+        tags = state.tags[model] = f"{_tag(scope)}.{_tag(model)}."
+    key = tags + digest.hexdigest()
+    if len(payload) <= _KEPT_PAYLOAD:
+        if _kept >= _KEPT_KEYS:
+            # Every scope's keys at once (a scope the cache dropped took its keys with it).
+            _scope.cache_clear()
+            _kept = 0
+            state = _scope(scope)
+        state.keys[payload] = key
+        _kept += 1
+    return key
 
 
 def purge_pattern(selector: CacheSelector) -> str | None:

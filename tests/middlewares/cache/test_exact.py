@@ -272,6 +272,33 @@ def test_law_the_key_is_the_hash_of_version_scope_and_fields(field: str, scope: 
         assert exact.entry_key(request, scope) == f"{tags}.{model}.{whole.hexdigest()}"
 
 
+def test_the_kept_keys_stay_bounded_and_equal_the_hash() -> None:
+    # Keys of short requests are kept (a repeat skips the hash); past the bound every
+    # scope's are dropped at once, long requests are never kept, and a key given from
+    # the kept ones is the key computed anew.
+    import hashlib
+
+    from middlewares.cache import exact
+
+    def plain(request: Request, scope: str) -> str:
+        payload = msgspec.json.Encoder(order="sorted").encode(tuple(getattr(request, f) for f in exact._KEY_FIELDS))
+        whole = hashlib.blake2b(b"onion-exact-v1\0" + scope.encode() + b"\0" + payload, digest_size=20)
+        tags = hashlib.blake2b(scope.encode(), digest_size=6).hexdigest()
+        model = hashlib.blake2b(request.model.encode(), digest_size=6).hexdigest()
+        return f"{tags}.{model}.{whole.hexdigest()}"
+
+    requests = [req(f"prompt {i}") for i in range(exact._KEPT_KEYS + 50)]
+    for round_ in range(2):
+        for i, request in enumerate(requests):
+            scope = f"caller {i % 3}"
+            assert exact.entry_key(request, scope) == plain(request, scope), (round_, i)
+            assert sum(len(exact._scope(f"caller {j}").keys) for j in range(3)) <= exact._KEPT_KEYS
+    long = req("x" * exact._KEPT_PAYLOAD)
+    for _ in range(2):
+        assert exact.entry_key(long, "") == plain(long, "")
+    assert all(len(payload) <= exact._KEPT_PAYLOAD for payload in exact._scope("").keys)
+
+
 @settings(max_examples=50, deadline=None, suppress_health_check=HEALTH)
 @given(
     text=st.text(min_size=1, max_size=200),
