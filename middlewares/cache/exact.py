@@ -51,6 +51,10 @@ _key_values = operator.attrgetter(*_KEY_FIELDS)
 # encoding canonical: {"a":1,"b":2} and {"b":2,"a":1} hash alike.
 _KEY_ENCODER = msgspec.json.Encoder(order="sorted")
 _KEY_VERSION = b"onion-exact-v1\0"
+# What the decoded answers of recent hits may hold, counted in their stored bytes (the
+# objects take a few times that): the entries hit most stay decoded, the store's own
+# budget stays what bounds the cache.
+_KEPT_ANSWER_BYTES = 4 * 1024 * 1024
 
 
 class CachePolicy(msgspec.Struct, frozen=True):
@@ -109,12 +113,31 @@ def request_key(request: Request, scope: str) -> str:
     return digest.hexdigest()
 
 
-@functools.lru_cache(maxsize=4096)  # a few callers, each hashed once
+class _Scope:
+    """What the keys of one scope share: the hash state after the version and the scope
+    (a copy of it takes a request's fields: the same digest as hashing all of it anew, at
+    a third of the cost, since most of a short request's hash is setting up its state),
+    the tags of the models asked for in it, and the keys of its recent short requests."""
+
+    __slots__ = ("digest", "keys", "tags")
+
+    def __init__(self, scope: str) -> None:
+        self.digest = hashlib.blake2b(_KEY_VERSION + scope.encode() + b"\0", digest_size=20)
+        self.tags: dict[str, str] = {}
+        # By the encoded fields (bytes, which the garbage collector never walks): a
+        # repeated request (a hit, a client's retry) skips the hash, whose finishing step
+        # is most of a short key's cost.
+        self.keys: dict[bytes, str] = {}
+
+
+@functools.lru_cache(maxsize=4096)  # a few callers
+def _scope(scope: str) -> _Scope:
+    return _Scope(scope)
+
+
 def _scope_digest(scope: str) -> Any:
-    # The hash state after the version and the scope: a copy of it takes the request's
-    # fields, the same digest as hashing all of it anew, at a third of the cost (most of
-    # a hash of a short request is setting up its state).
-    return hashlib.blake2b(_KEY_VERSION + scope.encode() + b"\0", digest_size=20)
+    """The hash state of ``scope`` (copy it before use)."""
+    return _scope(scope).digest
 
 
 @functools.lru_cache(maxsize=4096)  # a few callers and models, hashed once each
@@ -124,17 +147,40 @@ def _tag(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
-@functools.lru_cache(maxsize=4096)
-def _tags(scope: str, model: str) -> str:
-    return f"{_tag(scope)}.{_tag(model)}."
+# The keys kept, over every scope, and the longest encoded fields kept: the fields of a
+# long prompt are hashed anyway to be looked up, so keeping them gains little.
+_KEPT_KEYS = 4096
+_KEPT_PAYLOAD = 1024
+_kept = 0
 
 
 def entry_key(request: Request, scope: str) -> str:
     """The key an answer is stored under: ``<scope tag>.<model tag>.<request_key>``, so
     that a purge can select a caller's or a model's entries by pattern (``purge_pattern``)."""
-    digest = _scope_digest(scope).copy()  # request_key's, inline: this runs per request
-    digest.update(_KEY_ENCODER.encode(_key_values(request)))
-    return _tags(scope, request.model) + digest.hexdigest()
+    global _kept
+    state = _scope(scope)
+    payload = _KEY_ENCODER.encode(_key_values(request))
+    key = state.keys.get(payload)
+    if key is not None:
+        return key
+    digest = state.digest.copy()  # request_key's, inline: this runs per request
+    digest.update(payload)
+    model = request.model
+    tags = state.tags.get(model)
+    if tags is None:
+        if len(state.tags) >= _KEPT_KEYS:
+            state.tags.clear()
+        tags = state.tags[model] = f"{_tag(scope)}.{_tag(model)}."
+    key = tags + digest.hexdigest()
+    if len(payload) <= _KEPT_PAYLOAD:
+        if _kept >= _KEPT_KEYS:
+            # Every scope's keys at once (a scope the cache dropped took its keys with it).
+            _scope.cache_clear()
+            _kept = 0
+            state = _scope(scope)
+        state.keys[payload] = key
+        _kept += 1
+    return key
 
 
 def purge_pattern(selector: CacheSelector) -> str | None:
@@ -227,7 +273,12 @@ class ExactCache(Layer):
             backend, max_bytes=max_bytes, redis_url=redis_url, prefix=prefix, clock=clock, redis_deadline=redis_deadline
         )
         self.stats: CacheStats = self.store.stats
+        # The store in process memory, answered without awaiting (``None``: Redis).
+        self._memory = self.store if isinstance(self.store, MemoryStore) else None
         self._span_attributes = {"onion.layer": self.name}
+        # The answers of recent hits, decoded, with the bytes they came from (``_answer``).
+        self._answers: dict[str, tuple[bytes, Completion]] = {}
+        self._answer_bytes = 0
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         if not self.policy.cacheable(request):
@@ -236,8 +287,8 @@ class ExactCache(Layer):
         key = entry_key(request, caller_scope(request, self.policy))
         context = request.context
         refresh = context.options.refresh
+        memory = self._memory
         if not refresh:
-            memory = self.store if isinstance(self.store, MemoryStore) else None
             if memory is not None and context.tracer is None:
                 data = memory.get_now(key)  # nothing to trace, nothing to wait for
             else:
@@ -247,7 +298,9 @@ class ExactCache(Layer):
                         span.set_attribute("onion.cache.hit", data is not None)
             if data is not None:
                 self.stats.hits += 1
-                answer = serve_cached(request, decode_completion(data), self.name)
+                # Bytes from Redis are new on every read: only the memory store's are kept decoded.
+                completion = self._answer(key, data) if memory is not None else decode_completion(data)
+                answer = serve_cached(request, completion, self.name)
                 answer.headers["x-onion-cache-key"] = key
                 return answer
         self.stats.misses += 1
@@ -257,10 +310,10 @@ class ExactCache(Layer):
             # under this exact key.
             return response
         response.cache = "miss"
-        response.headers["x-onion-cache"] = "refresh" if refresh else "miss"
-        response.headers["x-onion-cache-key"] = key
+        headers = response.headers
+        headers["x-onion-cache"] = "refresh" if refresh else "miss"
+        headers["x-onion-cache-key"] = key
 
-        memory = self.store if isinstance(self.store, MemoryStore) else None
         if memory is not None:
             completion = response.completion
             if completion is not None:
@@ -283,6 +336,30 @@ class ExactCache(Layer):
                 await self._set(key, encode_completion(completion))
 
         return await store_when_clean(response, store)
+
+    def _answer(self, key: str, data: bytes) -> Completion:
+        """The stored answer ``data`` (under ``key``) as a ``Completion`` of its own.
+
+        A hit on an entry hit before is served from the object decoded then, not decoded
+        again: a copy of it, so a layer outside that sets a field of its answer (answers
+        are values: a layer that changes one replaces it, as the output guard does) does
+        not change what the next hit gets. The object is the entry's while the store holds
+        the same bytes (``is``): an entry stored again is decoded anew."""
+        kept = self._answers.get(key)
+        if kept is not None and kept[0] is data:
+            return kept[1].__copy__()
+        completion = decode_completion(data)
+        answers = self._answers
+        if kept is not None:
+            del answers[key]
+            self._answer_bytes -= len(kept[0])
+        if self._answer_bytes + len(data) > _KEPT_ANSWER_BYTES:
+            answers.clear()
+            self._answer_bytes = 0
+        if len(data) <= _KEPT_ANSWER_BYTES:
+            answers[key] = (data, completion)
+            self._answer_bytes += len(data)
+        return completion.__copy__()
 
     async def _get(self, key: str) -> bytes | None:
         if isinstance(self.store, MemoryStore):

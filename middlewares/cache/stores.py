@@ -14,6 +14,7 @@ so what is counted against the byte budget is exactly what is kept.
 from __future__ import annotations
 
 import fnmatch
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
@@ -35,6 +36,7 @@ __all__ = [
 # Per-entry bookkeeping (OrderedDict node, tuple, float) counted against the byte budget
 # so that many tiny entries cannot exceed it by their overhead alone.
 ENTRY_OVERHEAD = 96
+_INF = float("inf")
 
 _ENCODER = msgspec.msgpack.Encoder()
 _COMPLETION_DECODER = msgspec.msgpack.Decoder(Completion)
@@ -102,6 +104,8 @@ class MemoryStore:
             raise ValueError("max_bytes must be positive")
         self.max_bytes = max_bytes
         self.clock = clock or system_clock
+        # The system clock's reading without its method's frame (every lookup reads it).
+        self._now: Callable[[], float] = time.monotonic if self.clock is system_clock else self.clock.now
         self.stats = CacheStats()
         self.size_bytes = 0
         # key -> (expires_at or inf, value); order = recency, oldest first.
@@ -120,7 +124,7 @@ class MemoryStore:
         if entry is None:
             return None
         expires_at, value = entry
-        if expires_at <= self.clock.now():
+        if expires_at <= self._now():
             self._remove(key, value)
             self.stats.expirations += 1
             return None
@@ -129,19 +133,21 @@ class MemoryStore:
 
     def set_now(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
         """``set`` without awaiting."""
-        old = self._entries.pop(key, None)
+        entries = self._entries
+        old = entries.pop(key, None)
         if old is not None:
-            self.size_bytes -= self._cost(key, old[1])
-        cost = self._cost(key, value)
-        if cost > self.max_bytes:
+            self.size_bytes -= len(key) + len(old[1]) + ENTRY_OVERHEAD
+        cost = len(key) + len(value) + ENTRY_OVERHEAD  # ``_cost``, inline: this runs per miss
+        max_bytes = self.max_bytes
+        if cost > max_bytes:
             return
-        while self.size_bytes + cost > self.max_bytes:
-            oldest, (_, oldest_value) = self._entries.popitem(last=False)
-            self.size_bytes -= self._cost(oldest, oldest_value)
+        size = self.size_bytes
+        while size + cost > max_bytes:
+            oldest, (_, oldest_value) = entries.popitem(last=False)
+            size -= len(oldest) + len(oldest_value) + ENTRY_OVERHEAD
             self.stats.evictions += 1
-        expires_at = self.clock.now() + ttl_seconds if ttl_seconds is not None else float("inf")
-        self._entries[key] = (expires_at, value)
-        self.size_bytes += cost
+        entries[key] = (self._now() + ttl_seconds if ttl_seconds is not None else _INF, value)
+        self.size_bytes = size + cost
 
     def delete_now(self, key: str) -> None:
         """``delete`` without awaiting."""

@@ -276,50 +276,89 @@ _URL_SIGN = re.compile(r"%[0-9A-Fa-f]{2}")
 # Written out, not as ``(?:…){3}``: the same strings, but sre then knows the first
 # character's class and skips to it in C (a third of the time on prose).
 _SPACED_SIGN = re.compile(rf"{_SEPARATORS}[^\W\d_]{_SEPARATORS}[^\W\d_]{_SEPARATORS}[^\W\d_]{_SEPARATORS}")
-_LEET_ANY = re.compile(r"[0-9@$|]")
 
-# The base64 and spaced signs on ASCII text (most messages) as a substring test on the
-# text's character classes: ``str.translate`` with an all-ASCII table runs at C speed per
-# character, where sre tries the pattern at every position (a fifth of the time on prose).
-# Every base64 character is ASCII, so the run test holds for any text (other characters
-# stay as they are, never "b"); the spaced test needs ASCII, where ``[^\W\d_]`` is
-# exactly the ASCII letters.
+# The base64, spaced and leetspeak signs on ASCII text (most messages) as substring
+# tests on the text's character classes: its bytes through a 256-byte table
+# (``bytes.translate``, a table look-up per byte in C; ``str.translate`` looked each
+# distinct character up in a dict, and sre tries a pattern at every position). Every
+# base64 character is ASCII, so the run test holds for any text; the other text takes
+# the regex. The spaced test needs ASCII, where ``[^\W\d_]`` is exactly the ASCII letters.
 _BASE64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-")
 _SEPARATOR_CHARS = frozenset(" .-_*|/+~,")
-_BASE64_CLASSES = str.maketrans({chr(c): "b" if chr(c) in _BASE64_CHARS else " " for c in range(128)})
-_SPACED_CLASSES = str.maketrans(
-    {chr(c): "s" if chr(c) in _SEPARATOR_CHARS else "l" if chr(c).isalpha() else " " for c in range(128)}
-)
-_BASE64_RUN = "b" * 16
-_SPACED_RUN = "slslsls"
+
+
+def _class_table(of: Callable[[str], str]) -> bytes:
+    """A ``bytes.translate`` table giving each ASCII byte its class letter (the rest: a space)."""
+    return bytes(ord(of(chr(c))) if c < 128 else 32 for c in range(256))
+
+
+_BASE64_CLASSES = _class_table(lambda c: "b" if c in _BASE64_CHARS else " ")
+_SPACED_CLASSES = _class_table(lambda c: "s" if c in _SEPARATOR_CHARS else "l" if c.isalpha() else " ")
+_BASE64_RUN = b"b" * 16
+_SPACED_RUN = b"slslsls"
 
 
 def _base64_run(text: str) -> bool:
     """Whether ``text`` holds 16 base64 characters in a row (``_BASE64_SIGN``)."""
     if text.isascii():
-        return _BASE64_RUN in text.translate(_BASE64_CLASSES)
+        return _BASE64_RUN in text.encode().translate(_BASE64_CLASSES)
     return _BASE64_SIGN.search(text) is not None
 
 
 def _spaced_run(text: str) -> bool:
     """Whether ``text`` holds three letters standing alone between separators (``_SPACED_SIGN``)."""
     if text.isascii():
-        return _SPACED_RUN in text.translate(_SPACED_CLASSES)
+        return _SPACED_RUN in text.encode().translate(_SPACED_CLASSES)
     return _SPACED_SIGN.search(text) is not None
 
 
-# The signs, given the text, its lower case, whether it holds a run of 16 base64
-# characters (searched once per text: a run of 16 hex digits is one too, so the hex sign
-# needs it or a "\\x" escape, and prose with neither skips both regexes) and its marks.
-_SIGN: dict[str, Callable[[str, str, bool, list[object]], bool]] = {
-    "base64": lambda _, __, run, ___: run,
-    "hex": lambda text, _, run, __: (run or "\\x" in text) and _HEX_SIGN.search(text) is not None,
-    "url": lambda text, _, __, ___: "%" in text and _URL_SIGN.search(text) is not None,
-    "spaced": lambda text, _, __, ___: _spaced_run(text),
-    "leet": lambda _, lowered, __, ___: _LEET_ANY.search(lowered) is not None,
-    "reversed": lambda _, lowered, __, marks: _reversed_sign(lowered, marks),
-    "rot13": lambda _, __, ___, marks: _ROT13_LITERAL in marks,
-}
+# Leetspeak needs three letter-digit contacts (``_leet``: ``_LEET_SIGN.findall``). On the
+# lower case mapped to classes (letters "a", the digits and ``@$|`` "d", ``!`` "e", any
+# other character a space), each contact ``findall`` returns sits at its own position and
+# reads "ad", "ae" or "da"; none of those can overlap itself, so their counts add up to
+# at least ``findall``'s. Fewer than three: no leetspeak, told at C speed without the
+# regex (which most messages with a digit in them paid, "order 1234" included).
+_LEET_ANY = re.compile(r"[0-9@$|]")
+_LEET_CLASSES = _class_table(
+    lambda c: "a" if "a" <= c <= "z" else "d" if c in "0123456789@$|" else "e" if c == "!" else " "
+)
+
+
+def _leet_contacts(lowered: str) -> bool:
+    """Whether ``lowered`` holds a digit, ``@``, ``$`` or ``|`` and may hold the three
+    contacts ``_leet`` needs (never ``False`` when it does)."""
+    if not lowered.isascii():
+        return _LEET_ANY.search(lowered) is not None
+    classes = lowered.encode().translate(_LEET_CLASSES)
+    # A digit (or ``@$|``) at all, as the sign always asked: "Hello! Yes! No!" is no leetspeak.
+    return b"d" in classes and classes.count(b"ad") + classes.count(b"da") + classes.count(b"ae") >= 3
+
+
+def _signed(text: str, lowered: str) -> list[str]:
+    """The decoders whose sign ``text`` shows, in ``DECODERS`` order. Written out, not a
+    table of sign functions: this runs on every message, and seven calls through a table
+    were a fifth of a short message's readings. Each test is its decoder's own: a run of
+    16 base64 characters (a run of 16 hex digits is one too, so the hex sign needs it or a
+    ``\\x`` escape, and prose with neither skips both regexes), a percent escape, spaced
+    letters, letter-digit contacts, the reversed and ROT13 signs from the marks."""
+    signed = []
+    run = _base64_run(text)
+    if run:
+        signed.append("base64")
+    if (run or "\\x" in text) and _HEX_SIGN.search(text) is not None:
+        signed.append("hex")
+    if "%" in text and _URL_SIGN.search(text) is not None:
+        signed.append("url")
+    if _spaced_run(text):
+        signed.append("spaced")
+    if _leet_contacts(lowered):
+        signed.append("leet")
+    marks = _marks(lowered)
+    if _reversed_sign(lowered, marks):
+        signed.append("reversed")
+    if _ROT13_LITERAL in marks:
+        signed.append("rot13")
+    return signed
 
 
 def readings(raw: str, *, depth: int = 2) -> list[tuple[str, str, str]]:
@@ -334,13 +373,8 @@ def readings(raw: str, *, depth: int = 2) -> list[tuple[str, str, str]]:
     for _ in range(depth):
         found = []
         for name, text in frontier:
-            lowered = text.lower()
-            run = _base64_run(text)
-            marks = _marks(lowered)
-            for decoder, fn in DECODERS.items():
-                if not _SIGN[decoder](text, lowered, run, marks):
-                    continue
-                result = fn(text)
+            for decoder in _signed(text, text.lower()):
+                result = DECODERS[decoder](text)
                 if result is None:
                     continue
                 decoded, payload = result if isinstance(result, tuple) else (result, result)

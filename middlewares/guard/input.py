@@ -267,7 +267,10 @@ class InputGuard(Layer):
         injection = False
         for i, message in enumerate(messages):
             role = message.role
-            if strip and message.content is not None and role in roles:
+            content = message.content
+            # Plain printable ASCII text (most messages) has nothing to strip: no calls.
+            plain = type(content) is str and content.isascii() and content.isprintable()
+            if strip and content is not None and role in roles and not plain:
                 cleaned = _map_text(message, strip_control)
                 if cleaned is not message:
                     changed[i] = cleaned
@@ -277,7 +280,7 @@ class InputGuard(Layer):
             outcome = outcomes.get("prefill" if i == last and role == "assistant" else role, otherwise)
             if outcome == "off":
                 continue
-            text = _scanned(message)
+            text = content if plain and not message.name else _scanned(message)
             if not text:
                 continue
             found = detector.find(text)

@@ -216,7 +216,9 @@ class CircuitBreaker(Layer):
         # A closed circuit admits every call and reads no clock to do so.
         trial = circuit.state != "closed" and self._admit(model, circuit)
         now = self._now
-        start = now()
+        slow_limit = self.policy.slow_call_seconds
+        # Only a slow-call verdict needs when the call began.
+        start = now() if slow_limit is not None else 0.0
         try:
             response = await call_next(request)
         except BaseException as error:
@@ -225,10 +227,14 @@ class CircuitBreaker(Layer):
             failure = error if isinstance(error, Exception) else None
             self._finish(model, circuit, trial, failure, ended=failure is not None)
             raise
-        if response.completion is not None and self.policy.slow_call_seconds is None:
+        if response.completion is not None and slow_limit is None:
             # A complete answer has ended, cleanly: the verdict ``_ended`` would give,
             # without a callback and its end record per call.
-            self._finish(model, circuit, trial, None, ended=True)
+            if trial or circuit.state != "closed":
+                self._finish(model, circuit, trial, None, ended=True)
+            else:
+                # ``_finish``'s verdict on a success in a closed circuit: one call counted.
+                circuit.record(int(now() // self._slot_seconds), False)
             return response
         # The verdict needs how and when the answer ended, never its text.
         return await response.on_end(

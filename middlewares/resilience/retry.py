@@ -261,7 +261,9 @@ class Retry(Layer):
         return asked
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
-        attempts = self._attempts(request)
+        # The usual request asks nothing of its own: the policy's attempts, no call to ask.
+        chain = request.context.chain
+        attempts = self.policy.attempts if chain is None else self._attempts(request)
         self.budget.record_request()
         attempt = 1
         while True:

@@ -272,6 +272,33 @@ def test_law_the_key_is_the_hash_of_version_scope_and_fields(field: str, scope: 
         assert exact.entry_key(request, scope) == f"{tags}.{model}.{whole.hexdigest()}"
 
 
+def test_the_kept_keys_stay_bounded_and_equal_the_hash() -> None:
+    # Keys of short requests are kept (a repeat skips the hash); past the bound every
+    # scope's are dropped at once, long requests are never kept, and a key given from
+    # the kept ones is the key computed anew.
+    import hashlib
+
+    from middlewares.cache import exact
+
+    def plain(request: Request, scope: str) -> str:
+        payload = msgspec.json.Encoder(order="sorted").encode(tuple(getattr(request, f) for f in exact._KEY_FIELDS))
+        whole = hashlib.blake2b(b"onion-exact-v1\0" + scope.encode() + b"\0" + payload, digest_size=20)
+        tags = hashlib.blake2b(scope.encode(), digest_size=6).hexdigest()
+        model = hashlib.blake2b(request.model.encode(), digest_size=6).hexdigest()
+        return f"{tags}.{model}.{whole.hexdigest()}"
+
+    requests = [req(f"prompt {i}") for i in range(exact._KEPT_KEYS + 50)]
+    for round_ in range(2):
+        for i, request in enumerate(requests):
+            scope = f"caller {i % 3}"
+            assert exact.entry_key(request, scope) == plain(request, scope), (round_, i)
+            assert sum(len(exact._scope(f"caller {j}").keys) for j in range(3)) <= exact._KEPT_KEYS
+    long = req("x" * exact._KEPT_PAYLOAD)
+    for _ in range(2):
+        assert exact.entry_key(long, "") == plain(long, "")
+    assert all(len(payload) <= exact._KEPT_PAYLOAD for payload in exact._scope("").keys)
+
+
 @settings(max_examples=50, deadline=None, suppress_health_check=HEALTH)
 @given(
     text=st.text(min_size=1, max_size=200),
@@ -292,6 +319,36 @@ async def test_law_hit_returns_exactly_the_stored_answer(
     assert (stored.content, stored.usage, stored.finish_reason, stored.model) == (text, usage, finish, "m")
     replayed = await (await stack(req(stream=True))).result()
     assert (replayed.content, replayed.usage, replayed.finish_reason) == (text, usage, finish)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=HEALTH)
+@given(
+    texts=st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=4),
+    hits=st.integers(2, 4),
+    refresh_first=st.booleans(),
+)
+async def test_law_every_hit_gets_the_stored_answer_whatever_an_earlier_caller_did_to_its_own(
+    texts: list[str], hits: int, refresh_first: bool
+) -> None:
+    # Hits after the first are served from the answer decoded then: each must still be
+    # the stored answer, as its own object, even when an earlier caller set fields of
+    # the answer it got; an entry stored again (a refresh) is served as stored again.
+    provider = ScriptedProvider([Reply(text, usage=Usage(1, 2, 3)) for text in texts])
+    stack = Stack([ExactCache()], provider)
+    for round_, text in enumerate(texts):
+        refresh = round_ > 0 or refresh_first
+        asked = req()
+        asked.context.options = RequestOptions(refresh=refresh)
+        stored = await (await stack(asked)).result()
+        assert stored.content == text
+        seen: list[Any] = []
+        for _ in range(hits):
+            hit = await stack(req())
+            assert hit.served_by == "exact_cache"
+            answer = await hit.result()
+            assert answer == stored and all(answer is not earlier for earlier in seen)
+            seen.append(answer)
+            answer.content, answer.model = "tampered", "other"  # a careless layer outside
 
 
 OUTCOMES = st.sampled_from(["ok", "fail", "cut", "guard", "filtered", "close_early"])

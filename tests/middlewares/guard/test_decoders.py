@@ -8,7 +8,7 @@ import codecs
 import urllib.parse
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from middlewares.guard.decoders import DECODERS, decode
@@ -348,3 +348,29 @@ def test_the_translated_signs_equal_their_regexes(text: str) -> None:
 
     assert d._base64_run(text) == (d._BASE64_SIGN.search(text) is not None)
     assert d._spaced_run(text) == (d._SPACED_SIGN.search(text) is not None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.lists(st.sampled_from([*"aZq01@$|!+ .-"]), max_size=40).map("".join),  # ASCII: the translated sign
+        st.lists(st.sampled_from([*"aaZq!!! ", "1"]), max_size=40).map("".join),  # contacts with "!", digits rare
+        st.lists(st.sampled_from([*"aZqé01@$|!+ .-", "ИЯ", "あ", "İ", "K"]), max_size=40).map("".join),
+    )
+)
+@example("Hello! Yes! No!")  # contacts with "!" only: no leetspeak, no sign
+@example("a1 b2 c3")
+def test_the_leet_sign_misses_no_leetspeak(text: str) -> None:
+    # The translated sign may let through text the decoder then refuses, but never holds
+    # back text the decoder reads, and asks for a digit (or @$|) as the regex sign did.
+    import re
+
+    from middlewares.guard import decoders as d
+
+    lowered = text.lower()
+    digit = re.search(r"[0-9@$|]", lowered) is not None
+    contacts = len(d._LEET_SIGN.findall(lowered)) >= 3
+    sign = d._leet_contacts(lowered)
+    assert not sign or digit
+    assert sign or not (digit and contacts)
+    assert ("leet" in d._signed(text, lowered)) == sign
