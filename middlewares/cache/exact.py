@@ -51,10 +51,6 @@ _key_values = operator.attrgetter(*_KEY_FIELDS)
 # encoding canonical: {"a":1,"b":2} and {"b":2,"a":1} hash alike.
 _KEY_ENCODER = msgspec.json.Encoder(order="sorted")
 _KEY_VERSION = b"onion-exact-v1\0"
-# What the decoded answers of recent hits may hold, counted in their stored bytes (the
-# objects take a few times that): the entries hit most stay decoded, the store's own
-# budget stays what bounds the cache.
-_KEPT_ANSWER_BYTES = 4 * 1024 * 1024
 
 
 class CachePolicy(msgspec.Struct, frozen=True):
@@ -276,9 +272,6 @@ class ExactCache(Layer):
         # The store in process memory, answered without awaiting (``None``: Redis).
         self._memory = self.store if isinstance(self.store, MemoryStore) else None
         self._span_attributes = {"onion.layer": self.name}
-        # The answers of recent hits, decoded, with the bytes they came from (``_answer``).
-        self._answers: dict[str, tuple[bytes, Completion]] = {}
-        self._answer_bytes = 0
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
         if not self.policy.cacheable(request):
@@ -298,9 +291,7 @@ class ExactCache(Layer):
                         span.set_attribute("onion.cache.hit", data is not None)
             if data is not None:
                 self.stats.hits += 1
-                # Bytes from Redis are new on every read: only the memory store's are kept decoded.
-                completion = self._answer(key, data) if memory is not None else decode_completion(data)
-                answer = serve_cached(request, completion, self.name)
+                answer = serve_cached(request, decode_completion(data), self.name)
                 answer.headers["x-onion-cache-key"] = key
                 return answer
         self.stats.misses += 1
@@ -336,30 +327,6 @@ class ExactCache(Layer):
                 await self._set(key, encode_completion(completion))
 
         return await store_when_clean(response, store)
-
-    def _answer(self, key: str, data: bytes) -> Completion:
-        """The stored answer ``data`` (under ``key``) as a ``Completion`` of its own.
-
-        A hit on an entry hit before is served from the object decoded then, not decoded
-        again: a copy of it, so a layer outside that sets a field of its answer (answers
-        are values: a layer that changes one replaces it, as the output guard does) does
-        not change what the next hit gets. The object is the entry's while the store holds
-        the same bytes (``is``): an entry stored again is decoded anew."""
-        kept = self._answers.get(key)
-        if kept is not None and kept[0] is data:
-            return kept[1].__copy__()
-        completion = decode_completion(data)
-        answers = self._answers
-        if kept is not None:
-            del answers[key]
-            self._answer_bytes -= len(kept[0])
-        if self._answer_bytes + len(data) > _KEPT_ANSWER_BYTES:
-            answers.clear()
-            self._answer_bytes = 0
-        if len(data) <= _KEPT_ANSWER_BYTES:
-            answers[key] = (data, completion)
-            self._answer_bytes += len(data)
-        return completion.__copy__()
 
     async def _get(self, key: str) -> bytes | None:
         if isinstance(self.store, MemoryStore):
