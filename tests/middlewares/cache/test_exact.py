@@ -321,6 +321,42 @@ async def test_law_hit_returns_exactly_the_stored_answer(
     assert (replayed.content, replayed.usage, replayed.finish_reason) == (text, usage, finish)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=HEALTH)
+@given(
+    texts=st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=4),
+    hits=st.integers(2, 4),
+    refresh_first=st.booleans(),
+)
+async def test_law_every_hit_gets_the_stored_answer_whatever_an_earlier_caller_did_to_its_own(
+    texts: list[str], hits: int, refresh_first: bool
+) -> None:
+    # Each hit is the stored answer as its own object, down to its nested lists and
+    # dicts, even when an earlier caller changed the answer it got (fields set, a tool
+    # call's arguments changed in place); an entry stored again (a refresh) is served as
+    # stored again.
+    def call(text: str) -> list[dict[str, Any]]:
+        return [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": text}}]
+
+    provider = ScriptedProvider([Reply(text, usage=Usage(1, 2, 3), tool_calls=call(text)) for text in texts])
+    stack = Stack([ExactCache()], provider)
+    for round_, text in enumerate(texts):
+        refresh = round_ > 0 or refresh_first
+        asked = req()
+        asked.context.options = RequestOptions(refresh=refresh)
+        stored = await (await stack(asked)).result()
+        assert stored.content == text
+        seen: list[Any] = []
+        for _ in range(hits):
+            hit = await stack(req())
+            assert hit.served_by == "exact_cache"
+            answer = await hit.result()
+            assert answer == stored and all(answer is not earlier for earlier in seen)
+            assert answer.tool_calls == call(text)
+            seen.append(answer)
+            answer.content, answer.model = "tampered", "other"  # a careless layer outside
+            answer.tool_calls[0]["function"]["arguments"] = "tampered"  # type: ignore[index]
+
+
 OUTCOMES = st.sampled_from(["ok", "fail", "cut", "guard", "filtered", "close_early"])
 
 
