@@ -101,23 +101,29 @@ def start_upstream(pin: list[str]) -> tuple[subprocess.Popen[str], str]:
     return process, process.stdout.readline().strip()
 
 
+def connect(base_url: str) -> tuple[socket.socket, str, str]:
+    """A TCP_NODELAY connection to ``base_url``'s server (waiting up to 30 s for it to
+    accept), with the ``host:port`` and the chat completions path to send to."""
+    host, port = re.match(r"http://([^:/]+):(\d+)", base_url).groups()  # type: ignore[union-attr]
+    deadline = time.perf_counter() + 30
+    while True:  # the banner is printed just before the server accepts
+        try:
+            sock = socket.create_connection((host, int(port)))
+            break
+        except ConnectionRefusedError:
+            if time.perf_counter() > deadline:
+                raise
+            time.sleep(0.1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock, f"{host}:{port}", base_url.split(f":{port}", 1)[1] + "/chat/completions"
+
+
 class Client:
     """One keep-alive HTTP/1.1 connection; sends a new prompt per request."""
 
     def __init__(self, base_url: str, tag: str) -> None:
-        host, port = re.match(r"http://([^:/]+):(\d+)", base_url).groups()  # type: ignore[union-attr]
-        self.path = base_url.split(f":{port}", 1)[1] + "/chat/completions"
-        deadline = time.perf_counter() + 30
-        while True:  # the banner is printed just before the server accepts
-            try:
-                self.sock = socket.create_connection((host, int(port)))
-                break
-            except ConnectionRefusedError:
-                if time.perf_counter() > deadline:
-                    raise
-                time.sleep(0.1)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.host, self.tag, self.counter = f"{host}:{port}", tag, 0
+        self.sock, self.host, self.path = connect(base_url)
+        self.tag, self.counter = tag, 0
         self.served: dict[str, int] = {}
         self.buffer = b""
 

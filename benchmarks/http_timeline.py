@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +36,7 @@ from typing import Any
 
 from _fullstack import check_served, print_table, write_results
 from gateway import percentile, settle, start_gateway
-from http_stack import gateway_config, pins
+from http_stack import connect, gateway_config, pins
 
 HERE = Path(__file__).resolve().parent
 
@@ -94,19 +92,7 @@ class Client:
     """One keep-alive connection; ``one(tag)`` returns (sent, received) in ns and who served."""
 
     def __init__(self, base_url: str) -> None:
-        host, port = re.match(r"http://([^:/]+):(\d+)", base_url).groups()  # type: ignore[union-attr]
-        self.path = base_url.split(f":{port}", 1)[1] + "/chat/completions"
-        deadline = time.perf_counter() + 30
-        while True:  # the banner is printed just before the server accepts
-            try:
-                self.sock = socket.create_connection((host, int(port)))
-                break
-            except ConnectionRefusedError:
-                if time.perf_counter() > deadline:
-                    raise
-                time.sleep(0.1)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.host = f"{host}:{port}"
+        self.sock, self.host, self.path = connect(base_url)
         self.buffer = b""
 
     def one(self, tag: str) -> tuple[int, int, str]:

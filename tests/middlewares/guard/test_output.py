@@ -834,6 +834,16 @@ async def test_text_after_a_call_keeps_its_place_and_each_part_is_redacted() -> 
         Chunk(content=" 1111 1111 ok"),
         Chunk(finish_reason="tool_calls"),
     ]
+    assert await _parts_sent(guard, pieces) == [
+        ("text", "mail me at [EMAIL] then"),
+        ("call", '{"tel": "[PHONE]"}'),
+        ("text", "and call [CARD] ok"),
+    ]
+
+
+async def _parts_sent(guard: OutputGuard, pieces: list[Chunk]) -> list[tuple[str, str]]:
+    """``pieces`` streamed through ``guard``: the parts it sent, in order, each the text or
+    a call's arguments joined over the chunks in a row that carried it."""
 
     async def source():  # type: ignore[no-untyped-def]
         for chunk in pieces:
@@ -842,20 +852,15 @@ async def test_text_after_a_call_keeps_its_place_and_each_part_is_redacted() -> 
     async def upstream(_: Request) -> Response:
         return Response.stream(source())
 
-    sent = [chunk async for chunk in await guard(request(True), upstream)]
     parts: list[tuple[str, str]] = []
-    for chunk in sent:
+    async for chunk in await guard(request(True), upstream):
         for kind, piece in (("text", chunk.content), *(("call", _arguments(d)) for d in chunk.tool_calls or ())):
             if piece:
                 if parts and parts[-1][0] == kind:
                     parts[-1] = (kind, parts[-1][1] + piece)
                 else:
                     parts.append((kind, piece))
-    assert parts == [
-        ("text", "mail me at [EMAIL] then"),
-        ("call", '{"tel": "[PHONE]"}'),
-        ("text", "and call [CARD] ok"),
-    ]
+    return parts
 
 
 def _arguments(delta: dict[str, Any]) -> str:
@@ -887,18 +892,4 @@ async def test_text_after_a_call_still_held_back_sends_the_calls_end_first() -> 
     guard = OutputGuard()
     call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}
     pieces = [Chunk(tool_calls=[call]), Chunk(tool_calls=[_call_delta(0, '{"tel": "+44 20 7946 0958')]), Chunk("ok")]
-
-    async def source():  # type: ignore[no-untyped-def]
-        for chunk in pieces:
-            yield chunk
-
-    async def upstream(_: Request) -> Response:
-        return Response.stream(source())
-
-    sent = [chunk async for chunk in await guard(request(True), upstream)]
-    order = [("call", _arguments(d)) for c in sent for d in c.tool_calls or () if _arguments(d)]
-    order += [("text", c.content) for c in sent if c.content]
-    assert "".join(piece for kind, piece in order if kind == "call") == '{"tel": "[PHONE]'
-    last_call = max(i for i, c in enumerate(sent) for d in c.tool_calls or () if _arguments(d))
-    first_text = min(i for i, c in enumerate(sent) if c.content)
-    assert last_call < first_text
+    assert await _parts_sent(guard, pieces) == [("call", '{"tel": "[PHONE]'), ("text", "ok")]
