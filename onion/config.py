@@ -105,7 +105,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     - ``header_timeout_seconds`` / ``body_timeout_seconds``: time to receive the request
       headers (from the connection's start, or the next request's first byte) and then
-      the body; past it, 408 and the connection is closed.
+      the body, plus a second per MiB of body received (a large upload on a slow link);
+      past it, 408 and the connection is closed.
     - ``keepalive_idle_seconds``: an idle kept-alive connection is closed after this.
     - ``max_connections``: open connections above it get 503 and are closed (``onion
       serve`` raises the soft open-file limit to the hard one and lowers this cap to fit).

@@ -246,3 +246,27 @@ async def test_a_head_request_and_a_late_first_event_are_answered_at_once_over_a
                 while expect not in got:
                     got += conn.recv(65536)  # a head held for a body that never comes: timeout
                 assert time.monotonic() - began < 0.5, request
+
+
+def test_a_large_body_on_a_slow_link_gets_the_time_it_needs(tmp_path: Path, gateway: Callable[..., Any]) -> None:
+    # 3 MiB sent at ~1.7 MiB/s takes about 1.8 s, past the 1 s body deadline; each MiB
+    # received earns a second more, so it is answered, not cut with a 408.
+    served = gateway(config(tmp_path, body_timeout_seconds=1.0))
+    photo = "data:image/png;base64," + "A" * (3 * 1024 * 1024)
+    content = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": photo}}]
+    body = json.dumps({"model": "sim-small", "messages": [{"role": "user", "content": content}]}).encode()
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n" % len(body)
+    )
+    piece = 256 * 1024
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as conn:
+        started = time.monotonic()
+        conn.sendall(head)
+        for at in range(0, len(body), piece):
+            conn.sendall(body[at : at + piece])
+            time.sleep(0.15)
+        reply = receive_all(conn)
+        took = time.monotonic() - started
+    assert took > 1.0, took  # it did take longer than the body deadline alone
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
