@@ -150,7 +150,14 @@ class OpenAIProvider(HTTPProvider):
 
     async def list_models(self) -> list[str]:
         """The model ids the upstream lists at ``GET /models`` (for catch-all providers)."""
+        return [str(entry["id"]) for entry in await self.model_entries()]
+
+    async def model_entries(self) -> list[dict[str, Any]]:
+        """The model objects the upstream lists at ``GET /models``, each as it sent it
+        (``owned_by``, ``created`` and any other field): the gateway's ``/v1/models``
+        passes them on for a catch-all provider."""
         response = await self.client.get(self.base_url + "/models", headers=self._headers)
         response.raise_for_status()
         data = msgspec.json.decode(response.content)
-        return [str(item["id"]) for item in data.get("data", []) if isinstance(item, dict) and "id" in item]
+        listed = data.get("data", []) if isinstance(data, dict) else []
+        return [item for item in listed if isinstance(item, dict) and isinstance(item.get("id"), str)]

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -99,7 +99,8 @@ class GatewayApp:
     - ``api_keys``: ``{key: identity}``; when non-empty, requests need
       ``Authorization: Bearer <key>`` and the identity becomes ``context.caller``.
     - ``models``: ``(model, owner)`` pairs for ``GET /v1/models``; ``list_models`` is
-      awaited too, for upstreams that serve any model.
+      awaited too, for upstreams that serve any model (pairs, or the upstream's own
+      model objects, passed on as sent).
     - ``max_body_bytes``: larger bodies get 413; ``max_json_depth``: a body nesting
       deeper is a 400 (``check_json`` also refuses duplicate keys and huge numbers).
     - ``metrics_renderer``: returns ``(body, content_type)`` for ``GET /metrics``, which
@@ -130,7 +131,7 @@ class GatewayApp:
         *,
         api_keys: Mapping[str, str] | None = None,
         models: list[tuple[str, str]] | None = None,
-        list_models: Callable[[], Awaitable[list[tuple[str, str]]]] | None = None,
+        list_models: Callable[[], Awaitable[list[tuple[str, str] | dict[str, Any]]]] | None = None,
         max_body_bytes: int = 32 * 1024 * 1024,
         max_json_depth: int = 128,
         metrics_renderer: MetricsRenderer | None = None,
@@ -286,10 +287,15 @@ class GatewayApp:
                     logger.warning("listing upstream models failed: %s", type(error).__name__)
         seen: set[str] = set()
         data = []
-        for model, owner in pairs:
+        for item in pairs:
+            if isinstance(item, dict):  # an upstream's own model object: passed on as sent
+                model, entry = item["id"], item
+            else:
+                model, owner = item
+                entry = {"id": model, "object": "model", "created": 0, "owned_by": owner}
             if model not in seen:
                 seen.add(model)
-                data.append({"id": model, "object": "model", "created": 0, "owned_by": owner})
+                data.append(entry)
         if model_id is None:
             await respond(send, 200, _encode({"object": "list", "data": data}), [JSON])
             return
@@ -602,11 +608,15 @@ def create_app(
     router = gateway.router
     catch_all = [p for p in router.providers.values() if not p.models and hasattr(p, "list_models")]
 
-    async def list_models() -> list[tuple[str, str]]:
-        pairs: list[tuple[str, str]] = []
+    async def list_models() -> list[tuple[str, str] | dict[str, Any]]:
+        listed: list[tuple[str, str] | dict[str, Any]] = []
         for provider in catch_all:
-            pairs += [(model, provider.name) for model in await provider.list_models()]
-        return pairs
+            entries = getattr(provider, "model_entries", None)
+            if entries is not None:  # the upstream's model objects, as it sent them
+                listed += await entries()
+            else:
+                listed += [(model, provider.name) for model in await provider.list_models()]
+        return listed
 
     keys = key_resolver(gateway)
     admin = AdminRoutes(gateway.config.server.admin_key, keys.is_client_key)

@@ -338,6 +338,19 @@ async def test_an_inline_photo_passes_the_default_limits(gateway: ThreadedServer
     assert "max_body_bytes" in refused.json()["error"]["message"]
 
 
+async def test_a_catch_all_upstreams_model_list_passes_as_it_sent_it(upstream: FakeUpstream) -> None:
+    # A provider with no models of its own serves whatever the upstream lists: /v1/models
+    # shows the upstream's objects field for field (its owner, not the provider's name).
+    config = parse_config({"providers": [{"name": "up", "kind": "openai", "base_url": upstream.base_url}]}, env={})
+    served = ThreadedServer(create_app(build_gateway(config)), lifespan="on")
+    async with served as server, httpx.AsyncClient(timeout=10) as http:
+        direct = (await http.get(upstream.base_url + "/models")).json()
+        listed = (await http.get(server.url + "/v1/models")).json()
+        one = (await http.get(server.url + "/v1/models/gpt-4o-mini")).json()
+    assert listed == direct and direct["data"]
+    assert one == next(entry for entry in direct["data"] if entry["id"] == "gpt-4o-mini")
+
+
 # -- after a fallback mid-stream, the chunks name the model that produced them ------------
 
 
