@@ -48,11 +48,13 @@ class _Answer:
 
     def __init__(self) -> None:
         self.parser: Any = None
-        self.keep_alive = False
+        self._clear()
+
+    def _clear(self) -> None:
+        """Nothing read yet (a new answer, or the next one on a kept-alive connection)."""
+        self.keep_alive = self.headers_done = self.complete = False
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
-        self.headers_done = False
-        self.complete = False
         self.messages = 0
 
     @classmethod
@@ -66,10 +68,7 @@ class _Answer:
             answer = connection.answer = cls()
             answer.parser = httptools.HttpResponseParser(answer)
             return answer
-        answer.keep_alive = answer.headers_done = answer.complete = False
-        answer.headers = []
-        answer.body = []
-        answer.messages = 0
+        answer._clear()
         return answer
 
     def on_message_begin(self) -> None:
