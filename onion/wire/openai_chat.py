@@ -314,7 +314,7 @@ def decode_chunk(body: dict[str, Any], *, with_model: bool) -> list[Chunk]:
 
 class _OutDelta(msgspec.Struct, omit_defaults=True):
     role: str | None = None
-    content: str | None = None
+    content: str | msgspec.UnsetType | None = msgspec.UNSET  # a first delta's null is sent
     refusal: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     annotations: list[Any] | None = None
@@ -332,11 +332,17 @@ class ChunkEncoder:
     Each event carries one choice, with its ``index``; a tool-call delta without an
     ``index`` gets its position. It keeps the usage of the last chunk that had one, for
     the usage event ``end`` sends when the request set ``stream_options.include_usage``.
+
+    A choice's first delta, the bare role, waits for the choice's next chunk: its
+    ``content`` is ``""`` before text, as OpenAI's is, and ``null`` before tool calls or
+    a refusal, as OpenAI's is there (the SDKs' stream helpers then end a tool-only
+    answer with ``content`` ``None``, as the complete answer has it).
     """
 
     __slots__ = (
         "_created",
         "_head",
+        "_held",
         "_include_usage",
         "_model",
         "_model_name",
@@ -354,6 +360,7 @@ class ChunkEncoder:
         self._model = _encode(model)
         self._top = b""
         self._top_values: tuple[str | None, str | None] = (None, None)
+        self._held: dict[int, Chunk] = {}
         options = request.stream_options
         self._include_usage = bool(options and options.get("include_usage"))
         self.usage: Usage | None = None
@@ -390,22 +397,24 @@ class ChunkEncoder:
             self.usage = chunk.usage
         if chunk.id and not self._head:  # named by the answer's first chunk, shown or not
             self._name(chunk.id, chunk.created)
-        if not (
-            chunk.content
-            or chunk.role
-            or chunk.tool_calls
-            or chunk.finish_reason
-            or chunk.refusal is not None
-            or chunk.logprobs is not None
-            or chunk.annotations is not None
-            or chunk.audio is not None
-            or chunk.delta_extra
-            or chunk.choice_extra
-        ):
+        if _says_nothing(chunk):
+            if chunk.role:  # a bare role: its content depends on what comes next
+                self._held[chunk.index] = chunk
             return None
-        # The first delta carries the role and content "" as OpenAI's does; later ones
-        # omit what they do not change.
-        content = chunk.content if chunk.content or chunk.role else None
+        held = self._held.pop(chunk.index, None) if self._held else None
+        if held is not None:
+            return self._event(held, text_next=bool(chunk.content) or not _opens_other(chunk)) + self._event(chunk)
+        return self._event(chunk)
+
+    def _event(self, chunk: Chunk, text_next: bool = True) -> bytes:
+        # A delta after the first omits what it does not change. A first delta (the one
+        # with the role) says ``content`` "" before text and null before tool calls or a
+        # refusal, as OpenAI's do.
+        content: str | msgspec.UnsetType | None = msgspec.UNSET
+        if chunk.content:
+            content = chunk.content
+        elif chunk.role:
+            content = "" if text_next and not _opens_other(chunk) else None
         tool_calls = chunk.tool_calls
         if tool_calls and any("index" not in d for d in tool_calls):
             tool_calls = [d if "index" in d else {"index": i, **d} for i, d in enumerate(tool_calls)]
@@ -414,6 +423,9 @@ class ChunkEncoder:
             delta = _encode({**msgspec.to_builtins(delta_struct), **chunk.delta_extra})
         else:
             delta = _encode(delta_struct)
+        return self._wrap(chunk, delta)
+
+    def _wrap(self, chunk: Chunk, delta: bytes) -> bytes:
         out = self._prefix(chunk) + b',"choices":[{"index":' + str(chunk.index).encode() + b',"delta":' + delta
         # ``logprobs`` and (when the usage event was asked for) ``usage`` are null on every
         # event, as OpenAI sends them: clients that read the JSON see the same fields.
@@ -428,15 +440,39 @@ class ChunkEncoder:
         return out + b"}\n\n"
 
     def end(self) -> bytes:
-        """``data: [DONE]``, after the usage event when the request asked for one."""
+        """``data: [DONE]``, after the usage event when the request asked for one (and
+        after the role of a choice that ended with nothing more)."""
+        roles = b"".join(self._event(held) for held in self._held.values())
+        self._held.clear()
         if self.usage is None or not self._include_usage:
-            return _DONE
+            return roles + _DONE
         head = (self._head or self._name(None, None)) + self._model + self._top
-        return head + b',"choices":[],"usage":' + _encode(_usage(self.usage)) + b"}\n\n" + _DONE
+        return roles + head + b',"choices":[],"usage":' + _encode(_usage(self.usage)) + b"}\n\n" + _DONE
 
     def error(self, error: BaseException) -> bytes:
         """The ``data: {"error": ...}`` event that ends a stream cut by ``error``."""
         return b"data: " + encode_error(error, self._request_id).body + b"\n\n"
+
+
+def _says_nothing(chunk: Chunk) -> bool:
+    """Whether ``chunk`` has nothing to show but, perhaps, who speaks (a choice's first
+    delta, as OpenAI sends it)."""
+    return not (
+        chunk.content
+        or chunk.tool_calls
+        or chunk.finish_reason
+        or chunk.refusal is not None
+        or chunk.logprobs is not None
+        or chunk.annotations is not None
+        or chunk.audio is not None
+        or chunk.delta_extra
+        or chunk.choice_extra
+    )
+
+
+def _opens_other(chunk: Chunk) -> bool:
+    """Whether ``chunk`` begins a choice's tool calls or refusal (its content is null)."""
+    return bool(chunk.tool_calls) or chunk.refusal is not None
 
 
 def encode_stream(request: Request, model: str) -> ChunkEncoder:

@@ -142,17 +142,60 @@ def encoder(**fields: Any) -> openai_chat.ChunkEncoder:
 
 def test_chunks_encode_as_chat_completion_chunk_events() -> None:
     stream = encoder()
-    assert (
-        stream.event(Chunk("", role="assistant"))
-        == PREFIX + b'[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}\n\n'
-    )
+    # The role waits for what comes next: before text its content is "", as OpenAI's.
+    assert stream.event(Chunk("", role="assistant")) is None
+    role = b'[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}\n\n'
     hi = b'[{"index":0,"delta":{"content":"Hi"},"logprobs":null,"finish_reason":null}]}\n\n'
-    assert stream.event(Chunk("Hi")) == PREFIX + hi
+    assert stream.event(Chunk("Hi")) == PREFIX + role + PREFIX + hi
     stop = b'[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}\n\n'
     assert stream.event(Chunk(finish_reason="stop")) == PREFIX + stop
     assert stream.event(Chunk()) is None
     assert stream.event(Chunk(usage=Usage(1, 2, 3))) is None
     assert stream.end() == b"data: [DONE]\n\n"  # usage is sent only when asked for
+
+
+CALL = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}
+TOOL_EVENT = b'[{"index":0,"delta":{"tool_calls":[' + msgspec.json.encode(CALL) + b"]}"
+NULL_ROLE = b'[{"index":0,"delta":{"role":"assistant","content":null'
+
+
+def test_a_first_delta_before_tool_calls_says_content_null_as_openais() -> None:
+    # A bare role, then the call: the role's content is null (a tool-only answer has no
+    # text; the SDKs' stream helpers then end with content None, as the complete answer).
+    stream = encoder()
+    assert stream.event(Chunk(role="assistant")) is None
+    first, second = stream.event(Chunk(tool_calls=[CALL])).split(b"\n\n", 1)  # type: ignore[union-attr]
+    assert first == PREFIX + NULL_ROLE + b'},"logprobs":null,"finish_reason":null}]}'
+    assert second == PREFIX + TOOL_EVENT + b',"logprobs":null,"finish_reason":null}]}\n\n'
+    # The role and the call in one delta (as OpenAI sends them): one event, content null.
+    together = encoder().event(Chunk(role="assistant", tool_calls=[CALL]))
+    assert (
+        together
+        == PREFIX
+        + NULL_ROLE
+        + b',"tool_calls":['
+        + msgspec.json.encode(CALL)
+        + b']},"logprobs":null,"finish_reason":null}]}\n\n'
+    )
+    # Before a refusal, null too; text with the role carries it.
+    stream = encoder()
+    stream.event(Chunk(role="assistant"))
+    assert stream.event(Chunk(refusal="no")).startswith(PREFIX + NULL_ROLE)  # type: ignore[union-attr]
+    assert b'"role":"assistant","content":"Hi"' in encoder().event(Chunk("Hi", role="assistant"))  # type: ignore[operator]
+
+
+def test_a_role_with_nothing_after_it_still_goes_out_before_done() -> None:
+    stream = encoder()
+    assert stream.event(Chunk(role="assistant")) is None
+    role = b'[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}\n\n'
+    stop = b'[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}\n\n'
+    assert stream.event(Chunk(finish_reason="stop")) == PREFIX + role + PREFIX + stop
+    # Two choices' roles, one cut before anything else: each goes out, in its place.
+    stream = encoder()
+    assert stream.event(Chunk(role="assistant")) is None
+    assert stream.event(Chunk(role="assistant", index=1)) is None
+    assert stream.event(Chunk("x", index=1)).startswith(PREFIX + b'[{"index":1,"delta":{"role"')  # type: ignore[union-attr]
+    assert stream.end() == PREFIX + role + b"data: [DONE]\n\n"
 
 
 def test_the_usage_event_comes_before_done_when_asked_for() -> None:
