@@ -41,6 +41,16 @@ _BLOCK_NEEDS = {
     "tool_result": ("tool_use_id",),
     "thinking": ("thinking", "signature"),
     "redacted_thinking": ("data",),
+    "search_result": ("source", "title", "content"),
+}
+# A document's source kinds, and what each needs (Anthropic reads a PDF as base64 and
+# plain text as text).
+_DOCUMENT_SOURCES = {
+    "base64": {"media_type": "application/pdf", "data": None},
+    "text": {"media_type": "text/plain", "data": None},
+    "url": {"url": None},
+    "content": {"content": None},
+    "file": {"file_id": None},
 }
 
 
@@ -54,6 +64,17 @@ def _block_problems(block: Any, where: str, asked: set[str]) -> list[str]:
             out.append(f"{where}.source: base64 needs media_type and data")
         elif source.get("type") not in ("base64", "url", "file"):
             out.append(f"{where}.source.type: unknown")
+    if block["type"] == "document":
+        source = block.get("source") or {}
+        needs = _DOCUMENT_SOURCES.get(source.get("type"))
+        if needs is None:
+            out.append(f"{where}.source.type: unknown")
+        else:
+            out += [
+                f"{where}.source.{k}: " + (f"must be {v!r}" if v else "required")
+                for k, v in needs.items()
+                if source.get(k) is None or (v is not None and source.get(k) != v)
+            ]
     if block["type"] == "tool_result" and block.get("tool_use_id") not in asked:
         out.append(f"{where}.tool_use_id: answers no tool_use of the turn before")
     return out

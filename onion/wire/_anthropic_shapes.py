@@ -20,6 +20,8 @@ What cannot be translated raises ``BadRequest`` naming the field; nothing is dro
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -79,6 +81,48 @@ def _image_block(part: dict[str, Any], param: str) -> dict[str, Any]:
     return block
 
 
+def _document_block(part: dict[str, Any], param: str) -> dict[str, Any]:
+    """An OpenAI ``file`` part as an Anthropic ``document`` block: a PDF as its base64
+    source, a plain-text file as a text source; the file name as its title."""
+    file = part.get("file")
+    if not isinstance(file, dict):
+        raise BadRequest(f"'{param}.file' must be an object", param=f"{param}.file")
+    data = file.get("file_data")
+    if not isinstance(data, str):
+        if file.get("file_id") is not None:
+            raise BadRequest(
+                f"'{param}.file.file_id' cannot be sent to an Anthropic model: send the file's content as file_data",
+                param=f"{param}.file.file_id",
+            )
+        raise BadRequest(f"'{param}.file.file_data' must be a string", param=f"{param}.file.file_data")
+    media = "application/pdf"  # OpenAI's own examples also send bare base64 for a PDF
+    if data.startswith("data:"):
+        header, _, data = data.partition(",")
+        media = header[5:].split(";")[0]
+        if ";base64" not in header:
+            raise BadRequest(f"'{param}.file.file_data' must be base64 (a data URL)", param=f"{param}.file.file_data")
+    if media == "application/pdf":
+        source = {"type": "base64", "media_type": media, "data": data}
+    elif media == "text/plain":
+        try:
+            text = base64.b64decode(data, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise BadRequest(
+                f"'{param}.file.file_data' is not base64 of UTF-8 text", param=f"{param}.file.file_data"
+            ) from None
+        source = {"type": "text", "media_type": media, "data": text}
+    else:
+        raise BadRequest(
+            f"'{param}.file' of type {media[:60]!r} cannot be sent to an Anthropic model (PDF and plain text can)",
+            param=f"{param}.file",
+        )
+    block: dict[str, Any] = {"type": "document", "source": source}
+    if isinstance(file.get("filename"), str):
+        block["title"] = file["filename"]
+    block.update((k, part[k]) for k in _DOCUMENT_KEEPS if k in part)
+    return block
+
+
 def _blocks(content: Any, param: str) -> list[dict[str, Any]] | str:
     if content is None:
         return ""
@@ -91,6 +135,8 @@ def _blocks(content: Any, param: str) -> list[dict[str, Any]] | str:
             out.append(part)
         elif kind == "image_url":
             out.append(_image_block(part, f"{param}[{i}]"))
+        elif kind == "file":
+            out.append(_document_block(part, f"{param}[{i}]"))
         elif kind in ("image", "document", "search_result"):
             out.append(part)  # already Anthropic-shaped (from the Anthropic dialect)
         else:
@@ -417,9 +463,21 @@ def _part_from_block(block: Any, param: str) -> dict[str, Any]:
         if "cache_control" in block:
             part["cache_control"] = block["cache_control"]
         return part
-    if kind in ("document", "search_result"):
+    if kind == "document":
+        source = block.get("source") or {}
+        if source.get("type") != "base64" or source.get("media_type") != "application/pdf":
+            return block  # text, content, URL and file sources: only an Anthropic upstream reads them
+        file = {"file_data": f"data:application/pdf;base64,{source.get('data')}"}
+        if "title" in block:
+            file["filename"] = block["title"]
+        # Anthropic's own fields ride on the part, so an Anthropic upstream gets them back.
+        return {"type": "file", "file": file, **{k: block[k] for k in _DOCUMENT_KEEPS if k in block}}
+    if kind == "search_result":
         return block
     raise BadRequest(f"'{param}.type' {str(kind)[:40]!r} is not a known content block", param=param)
+
+
+_DOCUMENT_KEEPS = ("context", "citations", "cache_control")
 
 
 def _content_parts(content: Any, param: str) -> str | list[dict[str, Any]]:

@@ -3,6 +3,7 @@ for requests and for answers (hypothesis builds both)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -136,3 +137,34 @@ def test_an_answer_survives_the_round_trip(completion: Completion) -> None:
     request = Request(model="m", messages=[Message("user", "x")])
     back = completion_from_message(completion_to_message(completion, "m", "msg_x"), request)
     assert back == completion
+
+
+_base64 = st.binary(min_size=1, max_size=30).map(lambda b: base64.b64encode(b).decode())
+_pdf_document = st.fixed_dictionaries(
+    {
+        "type": st.just("document"),
+        "source": st.builds(lambda d: {"type": "base64", "media_type": "application/pdf", "data": d}, _base64),
+    },
+    optional={
+        "title": _text,
+        "context": _text,
+        "citations": st.builds(lambda on: {"enabled": on}, st.booleans()),
+        "cache_control": st.just({"type": "ephemeral"}),
+    },
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_pdf_document | st.builds(lambda t: {"type": "text", "text": t}, _text), min_size=1, max_size=3))
+def test_a_pdf_document_survives_both_round_trips(blocks: list[dict[str, Any]]) -> None:
+    # Anthropic -> the internal OpenAI file part -> Anthropic: the same blocks.
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": blocks}]}
+    request = request_from_anthropic(body, Context())
+    parts = request.messages[0].content
+    assert isinstance(parts, list) and [p["type"] for p in parts] == [
+        "file" if b["type"] == "document" else "text" for b in blocks
+    ]
+    assert request_to_anthropic(request, 10)["messages"][0]["content"] == blocks
+    # OpenAI -> Anthropic -> OpenAI: the same parts.
+    again = request_from_anthropic(request_to_anthropic(request, 10), Context())
+    assert again.messages[0].content == parts

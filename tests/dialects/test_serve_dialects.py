@@ -7,9 +7,11 @@ upstream, called by the ``anthropic`` and ``openai`` SDKs over HTTP.
 
 from __future__ import annotations
 
+import base64
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import openai
@@ -107,3 +109,47 @@ def test_openai_sdk_responses_and_embeddings(gateway: tuple[Served, AnthropicUps
     assert [e.index for e in embedded.data] == [0, 1] and len(embedded.data[0].embedding) > 0
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model="gpt-4o", prompt="legacy")
+
+
+_PDF = base64.b64encode(b"%PDF-1.4 a page").decode()
+_DOCUMENT = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": _PDF}}
+
+
+def test_a_pdf_crosses_between_the_dialects(gateway: tuple[Served, AnthropicUpstream, FakeUpstream]) -> None:
+    served, claude, gpt = gateway
+    chat = openai.OpenAI(base_url=served.url + "/v1", api_key="gw-key", max_retries=0)
+    # OpenAI's file part to Claude: a document block, the file name as its title.
+    pdf = {"type": "file", "file": {"filename": "a.pdf", "file_data": f"data:application/pdf;base64,{_PDF}"}}
+    note = {"type": "file", "file": {"file_data": "data:text/plain;base64," + base64.b64encode(b"a note").decode()}}
+    ask: Any = [{"role": "user", "content": [pdf, note, {"type": "text", "text": "summarise"}]}]
+    chat.chat.completions.create(model="claude-test", messages=ask)
+    assert claude.requests[-1]["messages"][0]["content"][:2] == [
+        {**_DOCUMENT, "title": "a.pdf"},
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "a note"}},
+    ]
+    # The Responses API's input_file the same way.
+    item = {"type": "input_file", "filename": "a.pdf", "file_data": pdf["file"]["file_data"]}
+    text = {"type": "input_text", "text": "summarise"}
+    chat.responses.create(model="claude-test", input=[{"role": "user", "content": [item, text]}])
+    assert claude.requests[-1]["messages"][0]["content"][0] == {**_DOCUMENT, "title": "a.pdf"}
+    assert claude.rejected == []
+    # An uploaded file's id means nothing to Anthropic: a 400 naming it, nothing sent.
+    sent = len(claude.requests)
+    by_id: Any = [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-abc"}}]}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        chat.chat.completions.create(model="claude-test", messages=by_id)
+    assert refused.value.body["param"] == "messages[0].content[0].file.file_id"  # type: ignore[index]
+    assert len(claude.requests) == sent
+    # Anthropic's PDF document to an OpenAI model: OpenAI's file part; to Claude: unchanged.
+    messages = anthropic.Anthropic(base_url=served.url, api_key="gw-key", max_retries=0).messages
+    block = {**_DOCUMENT, "title": "b.pdf", "cache_control": {"type": "ephemeral"}}
+    for model in ("gpt-4o", "claude-test"):
+        messages.create(
+            model=model,
+            max_tokens=20,
+            messages=[{"role": "user", "content": [block, {"type": "text", "text": "summarise"}]}],
+        )
+    file = {"filename": "b.pdf", "file_data": f"data:application/pdf;base64,{_PDF}"}
+    part = {"type": "file", "file": file, "cache_control": {"type": "ephemeral"}}
+    assert gpt.requests[-1][2]["messages"][0]["content"][0] == part
+    assert claude.requests[-1]["messages"][0]["content"][0] == block and claude.rejected == []
