@@ -21,6 +21,8 @@ collapsed), so ``ＩＧＮＯＲＥ  prev\\u200bious instructions`` is caught.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -435,7 +437,48 @@ def _text(message: Message) -> str:
     if isinstance(content, str):
         return content
     parts = content or ()
-    return "\n".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return "\n".join(text for p in parts if (text := _part_text(p)))
+
+
+def _part_text(part: object) -> str:
+    """The text of one content part that reaches the model: a text part's, and the text
+    of a document, a search result or a plain-text file (where indirect injection
+    lives), with their titles and context. A PDF's or an image's bytes are not read."""
+    if not isinstance(part, dict):
+        return ""
+    text = part.get("text")
+    if isinstance(text, str):
+        return text
+    kind = part.get("type")
+    if kind == "document":
+        source = part.get("source")
+        body: object = None
+        if isinstance(source, dict):  # a text source's data, or a content source's blocks
+            body = source.get("data") if source.get("type") == "text" else source.get("content")
+        return _joined(part.get("title"), part.get("context"), body)
+    if kind == "search_result":
+        return _joined(part.get("title"), part.get("content"))
+    if kind == "file":
+        return _plain_file(part.get("file"))
+    return ""
+
+
+def _joined(*pieces: object) -> str:
+    """The strings among ``pieces``, and the texts of those that are lists of blocks."""
+    texts = [p if isinstance(p, str) else _text(Message("user", p)) if isinstance(p, list) else "" for p in pieces]
+    return "\n".join(t for t in texts if t)
+
+
+def _plain_file(file: object) -> str:
+    """A file part's text when it is plain text inline (``data:text/plain;base64,...``)."""
+    data = file.get("file_data") if isinstance(file, dict) else None
+    if not isinstance(data, str) or not data.startswith("data:text/"):
+        return ""
+    header, _, encoded = data.partition(",")
+    try:
+        return base64.b64decode(encoded).decode("utf-8", "replace") if ";base64" in header else encoded
+    except (binascii.Error, ValueError):
+        return ""
 
 
 def _scanned(message: Message) -> str:
