@@ -39,6 +39,8 @@ _FILLER_TEXT = (
     "of the stack can be exercised without a network or a real model behind it"
 )
 _FILLER = tuple(_FILLER_TEXT.split(" "))
+# OpenAI's largest embedding model has 3072 dimensions.
+_MAX_DIMENSIONS = 4096
 
 
 class SimulatedProvider:
@@ -54,7 +56,8 @@ class SimulatedProvider:
       timeout; ``cut_rate``: probability that a stream breaks half-way.
     - ``seed`` makes the faults reproducible.
     - ``embedding_dimensions``: the length of its embedding vectors when the request
-      does not set ``dimensions``.
+      does not set ``dimensions``; ``dimensions`` above 4096 are a 400, as a real
+      model's past its size.
     """
 
     kind = "simulated"
@@ -188,6 +191,18 @@ class SimulatedProvider:
     async def _embed(self, request: Request, embedding: EmbeddingInput) -> Response:
         await self._wait(self.ttft, request)
         dimensions = embedding.dimensions or self.embedding_dimensions
+        if dimensions > _MAX_DIMENSIONS:
+            # As a real model's: past its size a 400 naming the field (a huge value
+            # would build a vector until memory runs out).
+            message = f"'dimensions' must be at most {_MAX_DIMENSIONS} for this model"
+            raise ProviderError(
+                f"{self.name}: {message}",
+                upstream_status=400,
+                provider=self.name,
+                model=request.model,
+                public_message=message,
+                param="dimensions",
+            )
         value = embedding.input
         single = isinstance(value, str) or isinstance(value[0], int)
         items: list[Any] = [value] if single else list(value)

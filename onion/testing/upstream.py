@@ -5,7 +5,8 @@
 - OpenAI-compatible: ``POST /v1/chat/completions`` (JSON, or SSE with ``data: [DONE]``
   and a usage chunk when ``stream_options.include_usage`` is set), ``GET /v1/models``,
   ``POST /v1/embeddings`` (deterministic unit vectors derived from the text; ``input``
-  as a string, strings or token ids, ``dimensions``, ``encoding_format`` float or base64);
+  as a string, strings or token ids, ``dimensions`` up to 4096 (past it a 400, as
+  OpenAI's), ``encoding_format`` float or base64);
 - Anthropic Messages: ``POST /v1/messages`` (JSON, or its typed SSE events).
 
 It runs under uvicorn in a background thread, so it serves tests on either anyio
@@ -186,6 +187,11 @@ def default_reply(body: dict[str, Any]) -> str:
     last = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
     said = _text_of(last.get("content")) if last else ""
     return f"You said: {said}" if said else "Hello from the fake upstream."
+
+
+# The largest embedding the fake (and the simulated provider) make; OpenAI's largest
+# model has 3072 dimensions.
+MAX_DIMENSIONS = 4096
 
 
 def embedding_of(text: str, dimensions: int = 64) -> list[float]:
@@ -492,7 +498,13 @@ class FakeUpstream:
         single = isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int))
         items = [inputs] if single else list(inputs or [])
         texts = [t if isinstance(t, str) else " ".join(map(str, t)) for t in items]
-        dimensions = int(body.get("dimensions") or 64)
+        dimensions = 64 if body.get("dimensions") is None else body["dimensions"]
+        if not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= MAX_DIMENSIONS:
+            # As OpenAI's: a model has a fixed largest size; a huge value is a 400, not
+            # a vector built until memory runs out.
+            message = f"'dimensions' must be an integer from 1 to {MAX_DIMENSIONS} for this model"
+            await _json(send, 400, _error_body(message, "invalid_request_error", False, None, "dimensions"))
+            return
         vectors: list[Any] = [embedding_of(t, dimensions) for t in texts]
         if body.get("encoding_format") == "base64":
             vectors = [base64.b64encode(struct.pack(f"<{dimensions}f", *v)).decode() for v in vectors]

@@ -132,6 +132,21 @@ async def test_bad_input_is_a_400_naming_the_field(client: openai.AsyncOpenAI) -
         assert caught.value.body["param"] == param  # type: ignore[index]
 
 
+async def test_a_huge_dimensions_is_the_upstreams_400_and_nothing_stalls(
+    client: openai.AsyncOpenAI, served: Served
+) -> None:
+    # A vector of 10**30 floats: the fake upstream (as OpenAI's) refuses it at once rather
+    # than building it until memory runs out, and the gateway passes the 400 on.
+    for dimensions in (10**30, 4097):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.post(
+                "/embeddings", body={"model": MODEL, "input": "a", "dimensions": dimensions}, cast_to=httpx.Response
+            )
+        assert caught.value.body["param"] == "dimensions"  # type: ignore[index]
+    answer = await client.embeddings.create(model=MODEL, input="a", dimensions=4096, encoding_format="float")
+    assert len(answer.data[0].embedding) == 4096
+
+
 async def test_on_the_simulated_default() -> None:
     app = create_app(build_gateway(default_config(env={})))
     async with (
@@ -141,6 +156,11 @@ async def test_on_the_simulated_default() -> None:
         first = await client.embeddings.create(model="sim-small", input=["same", "other"])
         again = await client.embeddings.create(model="sim-small", input=["same"], dimensions=16)
         floats = await client.embeddings.create(model="sim-small", input=[[5, 6]], encoding_format="float")
+        # Past the simulated model's size, a 400 naming the field (a 500 before: an
+        # OverflowError building the vector).
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.embeddings.create(model="sim-small", input="a", dimensions=10**30)
+        assert caught.value.body["param"] == "dimensions"  # type: ignore[index]
     assert len(first.data) == 2 and len(first.data[0].embedding) == 256
     assert first.data[0].embedding != first.data[1].embedding
     assert len(again.data[0].embedding) == 16
