@@ -100,6 +100,13 @@ def _check(request: Request) -> None:
         raise BadRequest("'n' must be between 1 and 128", param="n", code="invalid_value")
     for index, message in enumerate(request.messages):
         _check_message(index, message)
+    for index, tool in enumerate(request.tools or ()):
+        function = tool.get("function")
+        named = isinstance(function, dict) and isinstance(function.get("name"), str)
+        if tool.get("type") == "function" and not named:
+            raise BadRequest(
+                f"'tools[{index}].function' must be an object with a string 'name'", param=f"tools[{index}].function"
+            )
 
 
 def _check_message(index: int, message: Message) -> None:
@@ -123,10 +130,22 @@ def _check_message(index: int, message: Message) -> None:
                 f"'messages[{index}].content' is required for an assistant message without tool_calls",
                 param=f"messages[{index}].content",
             )
+    if isinstance(message.content, list):
+        for part_index, part in enumerate(message.content):
+            _check_part(f"messages[{index}].content[{part_index}]", part)
     if role == "tool" and not message.tool_call_id:
         raise BadRequest(
             f"'messages[{index}].tool_call_id' is required for a tool message", param=f"messages[{index}].tool_call_id"
         )
+
+
+def _check_part(where: str, part: dict[str, Any]) -> None:
+    # A part the guards could not read (a text that is not a string) is one the upstream
+    # refuses: refused here, so no layer passes over it unread.
+    if not isinstance(part.get("type"), str):
+        raise BadRequest(f"'{where}' must be an object with a string 'type'", param=where)
+    if part["type"] == "text" and not isinstance(part.get("text"), str):
+        raise BadRequest(f"'{where}.text' must be a string", param=f"{where}.text")
 
 
 # -- a complete answer ---------------------------------------------------------------

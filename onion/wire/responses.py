@@ -323,7 +323,7 @@ def _add_item(messages: list[Message], item: Any, index: int) -> None:
 
 def _message(item: dict[str, Any], where: str) -> Message:
     role = item.get("role")
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:  # a list or an object cannot be looked up
         raise BadRequest(f"'{where}.role' must be one of {', '.join(sorted(_ROLES))}", param=f"{where}.role")
     content = item.get("content")
     if isinstance(content, str):

@@ -19,8 +19,8 @@ def make_app() -> GatewayApp:
     return GatewayApp(Stack([], router), models=router.models(), max_body_bytes=64 * 1024)
 
 
-async def call(app: GatewayApp, body: bytes) -> tuple[int, dict[str, str], bytes]:
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+async def call(app: GatewayApp, body: bytes, path: str = "/v1/chat/completions") -> tuple[int, dict[str, str], bytes]:
+    scope = {"type": "http", "method": "POST", "path": path, "headers": []}
     pending = [{"type": "http.request", "body": body, "more_body": False}]
     sent: list[dict[str, Any]] = []
 
@@ -74,6 +74,84 @@ async def test_no_body_makes_the_gateway_fail_with_500(body: Any) -> None:
         assert data.endswith(b"data: [DONE]\n\n")
     else:
         assert msgspec.json.decode(data)["object"] == "chat.completion"
+
+
+# A valid body for each route, the shapes its decoder reads: the law below breaks them
+# one place at a time, as a fuzzer does.
+VALID = {
+    "/v1/chat/completions": {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            },
+            {"role": "tool", "tool_call_id": "c", "content": "42"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        "max_tokens": 20,
+        "stop": ["x"],
+        "response_format": {"type": "text"},
+        "stream_options": {"include_usage": True},
+    },
+    "/v1/responses": {
+        "model": "m",
+        "instructions": "be brief",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+            {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c", "output": "42"},
+        ],
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+        "max_output_tokens": 20,
+        "text": {"format": {"type": "text"}},
+    },
+    "/v1/messages": {
+        "model": "m",
+        "max_tokens": 20,
+        "system": [{"type": "text", "text": "be brief"}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "42"}]},
+        ],
+        "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+        "metadata": {"user_id": "u"},
+    },
+    "/v1/messages/count_tokens": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/embeddings": {"model": "m", "input": ["hi", "there"], "dimensions": 8, "encoding_format": "float"},
+}
+
+
+def _places(value: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [at] if at else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        found += _places(inner, (*at, key))
+    return found
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(VALID)), st.data())
+async def test_no_body_broken_in_one_place_on_any_route_is_a_500(path: str, data: st.DataObject) -> None:
+    # Before: a Responses item whose role was a list or an object, and a chat tool whose
+    # function was not an object, were 500s (a TypeError in the decoder, an
+    # AttributeError in the provider).
+    body = msgspec.json.decode(msgspec.json.encode(VALID[path]))
+    for _ in range(data.draw(st.integers(1, 3))):
+        place = data.draw(st.sampled_from(_places(body)))
+        parent = body
+        for key in place[:-1]:
+            parent = parent[key]
+        parent[place[-1]] = data.draw(json_values | st.sampled_from(["user", "function", "text", "input_text", 10**30]))
+    if data.draw(st.booleans()) and isinstance(body, dict) and path != "/v1/embeddings":
+        body["stream"] = True
+    status, headers, answer = await call(APP, msgspec.json.encode(body), path)
+    assert status < 500, f"{path}: {msgspec.json.encode(body)[:600]!r} -> {answer[:300]!r}"
+    assert headers["x-onion-served-by"]
 
 
 @settings(max_examples=40, deadline=None)

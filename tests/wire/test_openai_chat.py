@@ -413,6 +413,15 @@ INVALID_MESSAGES: list[tuple[list[dict[str, Any]], str, str]] = [
         "messages[2].content",
         "invalid_request_error",
     ),
+    # A part the guards could not read: its text not a string, or no type.
+    (
+        [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": ["b"]}]}],
+        "messages[0].content[1].text",
+        "invalid_request_error",
+    ),
+    ([{"role": "user", "content": [{"type": "text"}]}], "messages[0].content[0].text", "invalid_request_error"),
+    ([{"role": "user", "content": [{"text": "a"}]}], "messages[0].content[0]", "invalid_request_error"),
+    ([{"role": "user", "content": [{"type": 3, "text": "a"}]}], "messages[0].content[0]", "invalid_request_error"),
 ]
 
 
@@ -425,6 +434,16 @@ def test_a_message_the_upstream_would_refuse_is_a_400_naming_its_path(
         openai_chat.decode(body, Context())
     assert (caught.value.status, caught.value.param, caught.value.code) == (400, param, code)
     assert param in caught.value.public_message
+
+
+@pytest.mark.parametrize("function", [None, [[]], "f", {"description": "no name"}, {"name": 3}])
+def test_a_function_tool_without_a_named_function_is_a_400(function: Any) -> None:
+    tool = {"type": "function"} if function is None else {"type": "function", "function": function}
+    ok = {"type": "function", "function": {"name": "f"}}
+    body = msgspec.json.encode({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [ok, tool]})
+    with pytest.raises(BadRequest) as caught:
+        openai_chat.decode(body, Context())
+    assert (caught.value.status, caught.value.param) == (400, "tools[1].function")
 
 
 @pytest.mark.parametrize("n", [0, -1, 129, 10_000])
