@@ -175,6 +175,24 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def _chat_problem(body: dict[str, Any]) -> tuple[str, str] | None:
+    """What OpenAI would refuse in a chat body's messages, as (message, param)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "'messages' must be a non-empty array", "messages"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            return f"'messages[{i}]' must be an object with a string 'role'", f"messages[{i}]"
+        content = message.get("content")
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            where = f"messages[{i}].content[{j}]"
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                return f"Invalid value for '{where}': expected an object with a string 'type'", where
+            if part["type"] == "text" and not isinstance(part.get("text"), str):
+                return f"Invalid type for '{where}.text': expected a string", f"{where}.text"
+    return None
+
+
 def _count_tokens(messages: Any) -> int:
     if not isinstance(messages, list):
         return 0
@@ -441,6 +459,11 @@ class FakeUpstream:
             return
         if not isinstance(body, dict):
             await _json(send, 400, _error_body("body is not a JSON object", "invalid_request_error", anthropic))
+            return
+        wrong = _chat_problem(body) if path == "/v1/chat/completions" else None
+        if wrong is not None:
+            # As OpenAI's: a shape it cannot read is a 400 naming the place, not a crash.
+            await _json(send, 400, _error_body(wrong[0], "invalid_request_error", False, None, wrong[1]))
             return
         fault = self._fault(body)
         if fault.reject_prefill and _ends_with_assistant(body):

@@ -101,6 +101,22 @@ async def test_upstream_status_is_classified(provider: OpenAIProvider, upstream:
         assert "injected" in str(error)
 
 
+@pytest.mark.parametrize(
+    ("content", "param"),
+    [
+        ([{"type": "text", "text": ["a list"]}], "messages[0].content[0].text"),
+        ([{"text": "no type"}], "messages[0].content[0]"),
+    ],
+)
+async def test_the_fake_refuses_a_part_openai_cannot_read_with_a_400(
+    provider: OpenAIProvider, content: list[dict[str, object]], param: str
+) -> None:
+    # As OpenAI's (the fake crashed into a 500 on a text that was a list).
+    with pytest.raises(ProviderError) as caught:
+        await provider(Request(model="gpt-4o", messages=[Message("user", content)]))  # type: ignore[arg-type]
+    assert (caught.value.upstream_status, caught.value.param) == (400, param)
+
+
 async def test_connection_refused_is_retryable() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
