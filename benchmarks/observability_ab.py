@@ -7,8 +7,9 @@ with the bare stack's subtracted, in the thread's CPU time (what the request cos
 the time the process waited for a core on a shared machine) and in wall time. Variants are
 stacks of ``L`` (logging, JSON to /dev/null), ``T`` (tracing on an SDK provider exporting
 through a batch processor to a dropping exporter) and ``M`` (metrics on an SDK provider),
-outermost first, as ``benchmarks/observability.py`` builds them. Every answer must come from
-the handler.
+outermost first, as ``benchmarks/observability.py`` builds them, and ``F``, the floor of
+``L+M``: the core's ``on_end`` calls those two make, with callbacks that do nothing
+(``end_floor_metrics_logging``). Every answer must come from the handler.
 
     python benchmarks/observability_ab.py --base /path/to/other/checkout [--rounds 30] [--calls 100]
 """
@@ -43,6 +44,8 @@ def child(tree: str, names: list[str]) -> None:
     for kind, handler in (("complete", ob.complete_handler), ("stream", ob.stream_handler)):
         built = ob.variants(handler)
         pick = {"L": built["logging"].layers[0], "T": built["tracing"].layers[0], "M": built["metrics"].layers[0]}
+        # F: the core's share of L+M (two on_end calls, callbacks that do nothing), the floor.
+        pick["F"] = built["end_floor_metrics_logging"].layers[0]
         for name in names:
             layers = [] if name == "bare" else [pick[part] for part in name.split("+")]
             stacks[(kind, name)] = Stack(layers, handler)

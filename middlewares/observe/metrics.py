@@ -391,20 +391,25 @@ class Metrics(Layer):
     def _ended(
         self, request: Request, response: Response | None, end: AnswerEnd, start: float, upstream_before: float
     ) -> None:
+        context = request.context  # read once: every field below comes from it or the end
+        completion = end.completion
         elapsed = end.ended_at - start
         # Time the consumer held a chunk is not the gateway's: a slow client reading the
         # socket must not show up as onion overhead.
-        overhead = elapsed - (request.context.upstream_seconds - upstream_before) - end.held
-        error = end.failure
+        overhead = elapsed - (context.upstream_seconds - upstream_before) - end.held
+        error = end.error
+        if error is None and end.cancelled:
+            error = end.failure
         if response is not None:
             provider = response.provider or self.provider
-            model = end.completion.model or response.model
-            served_by, answered_model = response.served_by, response.model
+            answered_model = response.model
+            model = completion.model or answered_model
+            served_by = response.served_by
             # A later model of a fallback chain answered.
             fallback = bool(response.fallback)
         else:
             provider = self._provider_of(None, error)
-            model = end.completion.model or ""
+            model = completion.model or ""
             served_by, answered_model, fallback = _stopped_by(error), "", False
         operation = "chat" if request.embedding is None else "embeddings"
         if error is None:
@@ -418,20 +423,22 @@ class Metrics(Layer):
             series = self._series_for(key)
         series.duration.add(elapsed)
         if end.first_chunk_at is not None and response is not None:
-            series.first_chunk().add(end.first_chunk_at - start)
+            (series._first or series.first_chunk()).add(end.first_chunk_at - start)
             times = end.chunk_times
             if times is not None and len(times) > 1:
                 # Per the conventions, one point per chunk after the first: the time since
                 # the previous one arrived. Summed here, so a point costs a bisect.
-                series.per_chunk().add_gaps(times)
+                (series._per_chunk or series.per_chunk()).add_gaps(times)
         series.requests[0] += 1
         series.overhead.add(overhead)
-        usage = end.completion.usage
+        usage = completion.usage
         # A cached answer carries the usage of the call that produced it; it was not spent again.
         if usage is not None and (response is None or response.cache != "hit"):
             (series._input or series.input_tokens()).add(usage.prompt_tokens)
             (series._output or series.output_tokens()).add(usage.completion_tokens)
-            price = series.price()
+            price = series._price
+            if price is _UNKNOWN:
+                price = series.price()
             if price is None:
                 cell = series.unpriced_cell
                 if cell is None:
@@ -443,13 +450,12 @@ class Metrics(Layer):
                 if cell is None:
                     cell = series.cost_cell = self._cost.cell(series.cost)
                 cell[0] += cost
-                context = request.context
                 who = (context.caller, context.team)
                 spent = self._spend_cells.get(who)
                 if spent is None:
                     spent = self._spend_cell(who)
                 spent[0] += cost
-        findings = request.context.findings
+        findings = context.findings
         if findings is not None:
             self._count_findings(findings)
 

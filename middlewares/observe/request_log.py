@@ -58,6 +58,10 @@ __all__ = ["RequestLog", "pii_redactor"]
 # and names onion chose (served_by, outcome, error_type, stream, tokens, latency, cost).
 _SCANNED_BY_FIELDS: tuple[str, ...] = ()
 
+_NAMES_MEMO = 1024
+"""Distinct caller, team and model names a ``RequestLog`` keeps masked; later ones are
+masked per line (callers choose these names: the memo is bounded)."""
+
 
 def pii_redactor() -> Callable[[str], str]:
     """A redactor from the output guard's detectors (``middlewares.guard.pii``), secrets
@@ -144,6 +148,17 @@ class RequestLog(Layer):
         self._redact = _load_redactor(redactor) if log_content else scrub_text
         self.prices = PriceTable.build(prices, prices_file, defaults=default_prices)
         self._now: Callable[[], float] = clock.now if clock is not None else time.perf_counter
+        # Caller, team and model names repeat from line to line: each is masked once.
+        self._names: dict[str, str] = {}
+
+    def _masked_name(self, name: str) -> str:
+        names = self._names
+        found = names.get(name)
+        if found is None:
+            found = mask_secrets(name)
+            if len(names) < _NAMES_MEMO:
+                names[name] = found
+        return found  # type: ignore[no-any-return]
 
     def _logger(self) -> Any:
         # structlog's default logger is a lazy proxy that rebuilds itself on every call;
@@ -190,8 +205,11 @@ class RequestLog(Layer):
 
     def _emit(self, request: Request, response: Response | None, end: AnswerEnd, start: float) -> None:
         # A consumer that stopped early is logged as cancelled, as a cancelled task is.
-        error = end.failure
-        result = outcome(error)
+        error = end.error
+        if error is None and end.cancelled:
+            error = end.failure
+        # The common case, an answer, without asking ``outcome``.
+        result = "ok" if error is None else outcome(error)
         routine = error is None or result in ("blocked", "rate_limited", "cancelled")
         levels = self._levels
         if routine and not (levels[1] if levels is not None else self._enabled(self._level_number)):
@@ -221,19 +239,20 @@ class RequestLog(Layer):
         context = request.context
         completion = end.completion
         model = completion.model or (response.model if response is not None else "")
-        caller = context.caller
+        caller, team, asked = context.caller, context.team, request.model
+        masked = self._masked_name
         fields: dict[str, Any] = {
             "request_id": mask_secrets(context.request_id),
-            "caller": caller if caller is None else mask_secrets(caller),
-            "model": mask_secrets(request.model),
+            "caller": caller if caller is None else masked(caller),
+            "model": masked(asked),
             "served_by": response.served_by if response is not None else None,
             "stream": request.stream,
             "latency_ms": round((end.ended_at - start) * 1000, 3),
         }
-        if context.team is not None:
-            fields["team"] = mask_secrets(context.team)
-        if model and model != request.model:
-            fields["response_model"] = mask_secrets(model)
+        if team is not None:
+            fields["team"] = masked(team)
+        if model and model != asked:
+            fields["response_model"] = masked(model)
         if response is not None and response.fallback:
             fields["fallback"] = mask_secrets(response.fallback)
         if end.first_chunk_at is not None:
@@ -243,7 +262,7 @@ class RequestLog(Layer):
             fields["prompt_tokens"] = usage.prompt_tokens
             fields["completion_tokens"] = usage.completion_tokens
             cached = response is not None and response.cache == "hit"
-            cost = 0.0 if cached else self.prices.cost(model or request.model, usage)
+            cost = 0.0 if cached else self.prices.cost(model or asked, usage)
             fields["cost_usd"] = cost  # None: the model has no price (unknown, not zero)
         if response is not None and (headroom := response.headers.get("x-onion-budget-remaining")) is not None:
             fields["budget_remaining_usd"] = float(headroom)  # set by a budget layer inside this one

@@ -36,7 +36,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Literal
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -54,7 +53,7 @@ from onion import (
     error_type,
     outcome,
 )
-from onion.telemetry import SCOPE, default_tracer_provider, light_tracer
+from onion.telemetry import SCOPE, attach_span, default_tracer_provider, detach_span, light_tracer
 
 __all__ = ["Tracing"]
 
@@ -139,14 +138,16 @@ class Tracing(Layer):
         else:
             span = self._start_attempt(request, parent)
         started = time.perf_counter()
-        token = otel_context.attach(trace.set_span_in_context(span))
+        # The span is current while inner layers and the provider run (an instrumented HTTP
+        # client's spans become its children).
+        token = attach_span(span)
         try:
             response = await call_next(request)
         except BaseException as error:
             self._end(request, span, outer, None, None, error)
             raise
         finally:
-            otel_context.detach(token)
+            detach_span(token)
         return await response.on_end(
             lambda end: self._ended(request, span, outer, response, end, started),
             content=False,

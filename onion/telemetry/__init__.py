@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from ._otel import default_tracer_provider as default_tracer_provider
     from ._otel import render_prometheus as render_prometheus
     from ._spans import LightTracer as LightTracer
+    from ._spans import attach_span as attach_span
+    from ._spans import detach_span as detach_span
     from ._spans import light_tracer as light_tracer
 
 _LAZY: dict[str, str] = {
@@ -60,6 +62,8 @@ _LAZY: dict[str, str] = {
     "default_tracer_provider": "_otel",
     "render_prometheus": "_otel",
     "LightTracer": "_spans",
+    "attach_span": "_spans",
+    "detach_span": "_spans",
     "light_tracer": "_spans",
     "HistogramSeries": "_histograms",
     "SummedHistogram": "_histograms",

@@ -218,3 +218,84 @@ def test_processors_see_a_light_span_start_end_and_ending_as_the_sdk_span() -> N
         assert tracer is not None
         tracer.start_span("x").end()
     assert seen["light"].calls == seen["sdk"].calls
+
+
+# attach_span / detach_span: the API's attach(set_span_in_context(span)) and detach(token).
+_OTHER_KEY = "onion-test-other"
+
+
+def _named_spans(count: int) -> list[trace.Span]:
+    tracer_provider, _ = provider()
+    return [tracer_provider.get_tracer("t").start_span(f"s{index}") for index in range(count)]
+
+
+def test_the_short_cut_is_taken_with_this_api_version() -> None:
+    from onion.telemetry import _spans
+
+    assert _spans._CURRENT is not None and _spans._SPAN_KEY is not None
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.booleans(), max_size=12))
+def test_law_attach_and_detach_leave_the_context_the_api_would(steps: list[bool]) -> None:
+    """Each step attaches the next span (True) or detaches the latest (False), through the
+    short cut and through the API in turn: the current context holds the same values and
+    the same current span after each step, and detaching restores the very context before."""
+    from opentelemetry import context as otel_context
+
+    from onion.telemetry import attach_span, detach_span
+
+    spans = iter(_named_spans(len(steps)))
+    # A value of someone else's in the context (baggage, a suppression flag) stays beside the span.
+    outer = otel_context.attach(otel_context.set_value(_OTHER_KEY, len(steps)))
+    mine: list[tuple[Any, Any]] = []
+    for attach in steps:
+        if attach or not mine:
+            span = next(spans)
+            before = otel_context.get_current()
+            want = dict(trace.set_span_in_context(span))
+            token = attach_span(span)
+            got = otel_context.get_current()
+            assert type(got) is type(before) and dict(got) == want
+            assert trace.get_current_span() is span
+            mine.append((token, before))
+        else:
+            token, before = mine.pop()
+            detach_span(token)
+            assert otel_context.get_current() is before
+    while mine:
+        token, before = mine.pop()
+        detach_span(token)
+        assert otel_context.get_current() is before
+    assert otel_context.get_value(_OTHER_KEY) == len(steps)
+    otel_context.detach(outer)
+
+
+def test_a_token_detached_twice_is_logged_as_the_api_logs_it(caplog: Any) -> None:
+    from opentelemetry import context as otel_context
+
+    from onion.telemetry import attach_span, detach_span
+
+    [span] = _named_spans(1)
+    before = otel_context.get_current()
+    token = attach_span(span)
+    detach_span(token)
+    with caplog.at_level("ERROR"):
+        detach_span(token)  # used already: not raised, logged
+    assert "Failed to detach context" in caplog.text
+    assert otel_context.get_current() is before
+
+
+def test_another_runtime_context_is_served_through_the_api(monkeypatch: Any) -> None:
+    from opentelemetry import context as otel_context
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    from onion.telemetry import attach_span, detach_span
+
+    other = ContextVarsRuntimeContext()
+    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", other)
+    [span] = _named_spans(1)
+    token = attach_span(span)
+    assert trace.get_current_span(other.get_current()) is span  # set in the runtime in use
+    detach_span(token)
+    assert trace.get_current_span(other.get_current()) is not span

@@ -143,6 +143,28 @@ async def test_a_key_in_any_text_field_of_the_line_is_masked(stream: bool) -> No
     assert KEY not in lines.text
 
 
+async def test_names_masked_once_are_masked_on_every_line_also_past_the_memo() -> None:
+    """Caller, team and model names are masked once per distinct value (a bounded memo):
+    a key-named caller is masked on its later lines, and on lines after the memo filled."""
+    from middlewares.observe import request_log
+
+    with captured() as lines:
+        layer = RequestLog()
+        stack = Stack([layer], ScriptedProvider(default=Reply("ok")))
+        callers = [f"caller {KEY}", f"caller {KEY}"]
+        callers += [f"c{index}" for index in range(request_log._NAMES_MEMO)] + [f"late {KEY}"]
+        for caller in callers:
+            request = ask()
+            request.context.caller, request.context.team = caller, f"team {KEY}"
+            await (await stack(request)).result()
+    found = lines()
+    assert len(layer._names) == request_log._NAMES_MEMO
+    assert [line["caller"] for line in found[:2]] == ["caller [REDACTED]"] * 2
+    assert found[-1]["caller"] == "late [REDACTED]"
+    assert {line["team"] for line in found} == {"team [REDACTED]"}
+    assert KEY not in lines.text
+
+
 async def test_blocked_requests_are_info_without_detail() -> None:
     with captured() as lines, pytest.raises(GuardrailViolation):
         await Stack(

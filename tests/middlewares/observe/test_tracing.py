@@ -353,3 +353,29 @@ async def test_a_provider_without_processors_gets_no_spans_until_one_is_added() 
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     await (await stack(Request(model="gpt-4o", messages=[Message("user", "hi")]))).result()
     assert [span.name for span in exporter.get_finished_spans()] == ["onion chat gpt-4o"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_request_span_is_current_while_inner_code_runs_and_restored_after(stream: bool) -> None:
+    """An instrumented client inside (a span started from the ambient context) is a child of
+    the request span; once the layer returned, the context before it is current again."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+
+    exporter, provider = new_exporter()
+    scripted = ScriptedProvider([Reply("hi you")])
+    seen: list[Any] = []
+
+    async def instrumented(request: Request) -> Response:
+        with provider.get_tracer("client").start_as_current_span("POST /v1/chat/completions"):
+            seen.append(trace.get_current_span())
+        return await scripted(request)
+
+    before = otel_context.get_current()
+    response = await Stack([Tracing(tracer_provider=provider)], instrumented)(ask(stream=stream))
+    assert otel_context.get_current() is before
+    await response.result()
+    client, request_span = sorted(exporter.get_finished_spans(), key=lambda span: span.name.startswith("onion"))
+    assert client.parent is not None and client.parent.span_id == request_span.context.span_id
+    assert client.context.trace_id == request_span.context.trace_id
+    assert seen[0].get_span_context().span_id == client.context.span_id
