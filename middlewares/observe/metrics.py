@@ -67,6 +67,7 @@ from onion.telemetry import (
     TOKEN_BUCKETS,
     HistogramSeries,
     default_meter_provider,
+    mask_secrets,
     summed_histogram,
 )
 
@@ -201,6 +202,10 @@ class _Labels:
     def __call__(self, value: str | None) -> str:
         if value is None:
             return "none"
+        # Without api_keys the caller is the request's own ``user`` field: a key written
+        # there must not reach /metrics (masked as the log line masks it). Called once per
+        # (caller, team) a layer keeps, so the scan is not per request.
+        value = mask_secrets(value)
         if value in self.seen:
             return value
         if len(self.seen) >= SPEND_LABELS:

@@ -655,3 +655,18 @@ async def test_every_instrument_keeps_its_conventional_attribute_sets_units_and_
     assert {s[:2] for s in series["onion.cost"]} == {
         (("gen_ai.response.model", m), ("onion.scope", "edge")) for m in ("gpt-4o", "gpt-4o-2024")
     }
+
+
+async def test_a_key_written_as_the_caller_never_reaches_the_spend_labels() -> None:
+    # Without api_keys the caller is the request's ``user`` field, the client's to fill.
+    from onion import Context
+
+    secret = "sk-proj-" + "Ab3xY9" * 8
+    reader, provider = new_reader()
+    stack = Stack([Metrics(meter_provider=provider)], ScriptedProvider([Reply("a", usage=Usage(10, 2, 12))] * 2))
+    for stream in (False, True):
+        context = Context(caller=secret)
+        request = Request(model="gpt-4o", messages=[Message("user", "hi")], stream=stream, context=context)
+        await (await stack(request)).result()
+    labels = {dict(p.attributes)["onion.key"] for p in points(reader, "onion.spend")}
+    assert labels == {"[REDACTED]"}  # as the log line says it
