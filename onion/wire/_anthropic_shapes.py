@@ -630,6 +630,10 @@ def request_from_anthropic(raw: dict[str, Any], context: Any) -> Request:
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
             raise BadRequest(f"'{name}' must be a number", param=name)
         fields[name] = value
+    stream = raw.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        # As Anthropic's: 1 or "yes" is not a boolean (read as truthy, it streamed).
+        raise BadRequest("'stream' must be a boolean", param="stream")
     stop = raw.get("stop_sequences")
     if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) for s in stop)):
         raise BadRequest("'stop_sequences' must be a list of strings", param="stop_sequences")
@@ -646,7 +650,7 @@ def request_from_anthropic(raw: dict[str, Any], context: Any) -> Request:
     return Request(
         model=model,
         messages=messages,
-        stream=bool(raw.get("stream")),
+        stream=bool(stream),
         max_tokens=max_tokens,
         stop=stop,
         user=user if isinstance(user, str) else None,

@@ -7,10 +7,11 @@ import base64
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onion import Completion, Context, Message, Request, Usage
+from onion import BadRequest, Completion, Context, Message, Request, Usage
 from onion.wire._anthropic_shapes import (
     completion_from_message,
     completion_to_message,
@@ -168,3 +169,17 @@ def test_a_pdf_document_survives_both_round_trips(blocks: list[dict[str, Any]]) 
     # OpenAI -> Anthropic -> OpenAI: the same parts.
     again = request_from_anthropic(request_to_anthropic(request, 10), Context())
     assert again.messages[0].content == parts
+
+
+def test_a_stream_field_that_is_not_a_boolean_is_a_400() -> None:
+    # Read as truthy, 1 or 1e308 streamed; Anthropic's API refuses them.
+    base = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    for value in (1, 1e308, "yes", [], {}):
+        with pytest.raises(BadRequest) as caught:
+            request_from_anthropic({**base, "stream": value}, Context())
+        assert caught.value.param == "stream"
+    assert [request_from_anthropic({**base, "stream": v}, Context()).stream for v in (True, False, None)] == [
+        True,
+        False,
+        False,
+    ]
