@@ -127,10 +127,17 @@ async def within(awaitable: Awaitable[T], deadline: float, late: Callable[[], Ba
     library = async_library()
     if _task_states is None or library != "asyncio":
         return await _scoped(awaitable, deadline, None, library, late)
+    # A timer can only cut an await while it waits: one that returns without waiting (a
+    # cache hit) needs none, so the watch is armed only once the await first suspends.
+    step: Any = awaitable if isinstance(awaitable, CoroutineType) else awaitable.__await__()
+    try:
+        signal = step.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
     watch = _PullWatch(asyncio.get_running_loop())
     watch.arm(deadline)
     try:
-        result = await awaitable
+        result = await types.coroutine(_forward)(step, signal)
     except asyncio.CancelledError:
         if watch.caught():
             raise late() from None

@@ -174,6 +174,28 @@ async def test_within_raises_late_only_for_its_own_deadline() -> None:
     assert await within(shielded(), anyio.current_time() + 0.02, _Late) == 8
 
 
+async def test_within_an_await_that_never_waits_gives_its_value_or_its_error() -> None:
+    # Under asyncio the timer is armed only once the await first waits (a cache hit never
+    # does): its value and its own errors come back as they would under a scope, and an
+    # await that waits after some work without waiting is still cut at the deadline.
+    async def ready() -> int:
+        return 9
+
+    async def fails() -> None:
+        raise KeyError("its own")
+
+    async def works_then_waits() -> None:
+        await ready()
+        await anyio.sleep(5)
+
+    assert await within(ready(), anyio.current_time() + 5, _Late) == 9
+    with pytest.raises(KeyError, match="its own"):
+        await within(fails(), anyio.current_time() + 5, _Late)
+    with pytest.raises(_Late):
+        await within(works_then_waits(), anyio.current_time() + 0.05, _Late)
+    assert await within(_value(), anyio.current_time() + 5, _Late) == 7
+
+
 async def _value() -> int:
     await anyio.sleep(0.001)
     return 7
