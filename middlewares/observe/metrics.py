@@ -402,9 +402,7 @@ class Metrics(Layer):
         # Time the consumer held a chunk is not the gateway's: a slow client reading the
         # socket must not show up as onion overhead.
         overhead = elapsed - (context.upstream_seconds - upstream_before) - end.held
-        error = end.error
-        if error is None and end.cancelled:
-            error = end.failure
+        error = end.failure
         if response is not None:
             provider = response.provider or self.provider
             answered_model = response.model
@@ -441,9 +439,7 @@ class Metrics(Layer):
         if usage is not None and (response is None or response.cache != "hit"):
             (series._input or series.input_tokens()).add(usage.prompt_tokens)
             (series._output or series.output_tokens()).add(usage.completion_tokens)
-            price = series._price
-            if price is _UNKNOWN:
-                price = series.price()
+            price = series.price()
             if price is None:
                 cell = series.unpriced_cell
                 if cell is None:

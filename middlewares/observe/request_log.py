@@ -205,9 +205,7 @@ class RequestLog(Layer):
 
     def _emit(self, request: Request, response: Response | None, end: AnswerEnd, start: float) -> None:
         # A consumer that stopped early is logged as cancelled, as a cancelled task is.
-        error = end.error
-        if error is None and end.cancelled:
-            error = end.failure
+        error = end.failure
         # The common case, an answer, without asking ``outcome``.
         result = "ok" if error is None else outcome(error)
         routine = error is None or result in ("blocked", "rate_limited", "cancelled")

@@ -39,8 +39,9 @@ _FILLER_TEXT = (
     "of the stack can be exercised without a network or a real model behind it"
 )
 _FILLER = tuple(_FILLER_TEXT.split(" "))
-# OpenAI's largest embedding model has 3072 dimensions.
-_MAX_DIMENSIONS = 4096
+MAX_DIMENSIONS = 4096
+"""The largest embedding the simulated provider (and the fake upstream) make; past it a
+400, as a real model's past its size (OpenAI's largest has 3072 dimensions)."""
 
 
 class SimulatedProvider:
@@ -191,10 +192,10 @@ class SimulatedProvider:
     async def _embed(self, request: Request, embedding: EmbeddingInput) -> Response:
         await self._wait(self.ttft, request)
         dimensions = embedding.dimensions or self.embedding_dimensions
-        if dimensions > _MAX_DIMENSIONS:
+        if dimensions > MAX_DIMENSIONS:
             # As a real model's: past its size a 400 naming the field (a huge value
             # would build a vector until memory runs out).
-            message = f"'dimensions' must be at most {_MAX_DIMENSIONS} for this model"
+            message = f"'dimensions' must be at most {MAX_DIMENSIONS} for this model"
             raise ProviderError(
                 f"{self.name}: {message}",
                 upstream_status=400,

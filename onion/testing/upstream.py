@@ -36,6 +36,8 @@ from typing import Any, Literal
 import anyio
 import msgspec
 
+from ..providers.simulated import MAX_DIMENSIONS
+
 __all__ = ["FakeUpstream", "Fault", "ThreadedServer", "UpstreamStats", "upstream_answer_headers"]
 
 
@@ -205,11 +207,6 @@ def default_reply(body: dict[str, Any]) -> str:
     last = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
     said = _text_of(last.get("content")) if last else ""
     return f"You said: {said}" if said else "Hello from the fake upstream."
-
-
-# The largest embedding the fake (and the simulated provider) make; OpenAI's largest
-# model has 3072 dimensions.
-MAX_DIMENSIONS = 4096
 
 
 def embedding_of(text: str, dimensions: int = 64) -> list[float]:
