@@ -308,18 +308,21 @@ class GatewayApp:
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /v1/messages/count_tokens``: the request's input tokens, counted here
-        (no upstream call), behind the same key check and body limits."""
+        (no upstream call), behind the same key check and body limits; its answers carry
+        the request id as every call's do."""
+        context = None
         try:
             authorization, declared, _, _ = read_headers(scope["headers"])
             policy = await self.keys.resolve(authorization)
             body = await read_body(receive, declared, self.max_body_bytes)
+            context = _context(policy)
             if body:
                 check_json(body, self.max_json_depth)
-            answer = anthropic_messages.count_tokens(body, _context(policy))
+            answer = anthropic_messages.count_tokens(body, context)
         except OnionError as refusal:
-            await _refuse(send, anthropic_messages, refusal)
+            await _refuse(send, anthropic_messages, refusal, None if context is None else context.request_id)
             return
-        await respond(send, 200, answer, [JSON])
+        await respond(send, 200, answer, [JSON], request_id=context.request_id)
 
     async def _call(self, scope: Scope, receive: Receive, send: Send, dialect: Dialect) -> None:
         """One call of the stack in the route's dialect, in this (the request's) task."""

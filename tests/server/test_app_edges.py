@@ -103,6 +103,36 @@ def test_a_malformed_body_is_a_4xx_json_error_with_the_request_id(
     assert upstream.stats.requests == 0
 
 
+ROUTES_WITH_BODIES = [
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/embeddings",
+]
+
+
+def test_every_route_that_reads_a_body_answers_with_the_request_id(
+    tmp_path: Path, upstream: FakeUpstream, gateway: Callable[..., Any]
+) -> None:
+    # Before: POST /v1/messages/count_tokens answered (a 200, or a 400 for a malformed
+    # body) without x-request-id, which every other route that reads a body sends.
+    served = gateway(write_config(tmp_path, upstream))
+    for path in ROUTES_WITH_BODIES:
+        for _, body, code in MALFORMED[2:]:
+            reply = httpx.post(served.url + path, content=body, timeout=10)
+            assert 400 <= reply.status_code < 500, (path, reply.status_code, reply.text[:300])
+            assert reply.headers["x-request-id"].startswith("req_"), (path, code)
+    counted = httpx.post(
+        served.url + "/v1/messages/count_tokens",
+        json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]},
+        timeout=10,
+    )
+    assert counted.status_code == 200 and counted.json()["input_tokens"] > 0
+    assert counted.headers["x-request-id"].startswith("req_")
+    assert upstream.stats.requests == 0
+
+
 def test_an_unexpected_exception_is_a_json_500_and_a_logged_traceback(
     tmp_path: Path, upstream: FakeUpstream, gateway: Callable[..., Any]
 ) -> None:
