@@ -1,9 +1,11 @@
 """The router: the handler at the centre of the onion that picks a provider by model.
 
 A model name goes to the provider that lists it; ``provider/model`` picks a provider
-explicitly (the prefix is removed before the call); a provider that lists no models
-serves any name no other provider claims. An unknown model is ``ModelNotFound`` (404)
-naming the model.
+explicitly (the prefix is removed before the call); a name no provider lists goes to the
+first provider (in order) with a glob that matches it (``models = ["gpt-*", "o[1-9]*"]``,
+``fnmatch`` rules, case-sensitive); a provider that lists no models serves any name no
+other provider claims. An unknown model is ``ModelNotFound`` (404) naming the model.
+Only names listed as such are balanced over deployments: a glob routes to one provider.
 
 Several deployments per model: every provider listing a model serves it, each with its
 ``weight`` (``Router(providers, weights={"east": 3, "west": 1})``; config: ``weight`` in
@@ -22,6 +24,7 @@ counts in ``context.attempts``. The answer names its deployment in the
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
@@ -44,7 +47,8 @@ __all__ = ["Provider", "Router"]
 
 @runtime_checkable
 class Provider(Protocol):
-    """A terminal handler with a ``name`` and the ``models`` it serves (empty: any)."""
+    """A terminal handler with a ``name`` and the ``models`` it serves: names, or globs
+    (``"gpt-*"``) for the names no provider lists; empty: any name no other one claims."""
 
     name: str
     models: tuple[str, ...]
@@ -81,11 +85,18 @@ class Router:
         self._by_model: dict[str, Provider] = {}
         self._all_by_model: dict[str, list[Provider]] = {}
         self._catch_all: Provider | None = None
+        # (glob, provider) in configuration order, and what they resolved (names are few;
+        # a flood of new ones empties it rather than growing it).
+        self._patterns: list[tuple[str, Provider]] = []
+        self._matched: dict[str, Provider | None] = {}
         for provider in providers:
             if provider.name in self.providers:
                 raise ConfigError(f"two providers are named {provider.name!r}")
             self.providers[provider.name] = provider
             for model in provider.models:
+                if is_pattern(model):
+                    self._patterns.append((model, provider))
+                    continue
                 self._by_model.setdefault(model, provider)
                 self._all_by_model.setdefault(model, []).append(provider)
             if not provider.models and self._catch_all is None:
@@ -119,14 +130,28 @@ class Router:
         prefix, slash, rest = model.partition("/")
         if slash and rest:
             explicit = self.providers.get(prefix)
-            if explicit is not None and (not explicit.models or rest in explicit.models):
+            if explicit is not None and (not explicit.models or serves(explicit.models, rest)):
                 return explicit, rest
+        if self._patterns:
+            matched = self._matched.get(model, False)
+            if matched is False:
+                matched = next((p for glob, p in self._patterns if fnmatch.fnmatchcase(model, glob)), None)
+                if len(self._matched) >= 4096:
+                    self._matched.clear()
+                self._matched[model] = matched
+            if matched is not None:
+                return matched, model
         if self._catch_all is not None:
             return self._catch_all, model
         raise ModelNotFound(model if len(model) <= 200 else model[:200] + "…")
 
+    def patterns(self) -> list[tuple[str, str]]:
+        """``(glob, provider name)`` for every glob a provider lists, in order."""
+        return [(glob, provider.name) for glob, provider in self._patterns]
+
     def models(self) -> list[tuple[str, str]]:
-        """``(model, provider name)`` for every model a provider lists, in order."""
+        """``(model, provider name)`` for every model a provider lists by name, in order
+        (globs: ``patterns``)."""
         return [(model, provider.name) for model, provider in self._by_model.items()]
 
     def deployments(self, model: str) -> list[Provider]:
@@ -312,3 +337,13 @@ def _verdict(error: BaseException | None, request: Request, waiting_since: float
     if waiting_since is not None and isinstance(error, (GeneratorExit, anyio.get_cancelled_exc_class())):
         return "failed" if _cut_by_a_limit(request, waiting_since, first) else "none"
     return "none"
+
+
+def is_pattern(model: str) -> bool:
+    """Whether a provider's ``models`` entry is a glob (``*``, ``?`` or ``[``) rather than a name."""
+    return "*" in model or "?" in model or "[" in model
+
+
+def serves(models: Sequence[str], model: str) -> bool:
+    """Whether ``models`` (names and globs, as a provider lists them) include ``model``."""
+    return model in models or any(is_pattern(glob) and fnmatch.fnmatchcase(model, glob) for glob in models)

@@ -40,6 +40,7 @@ from .._response import Response
 from .._stack import Handler
 from .._types import Chunk, Completion, Request
 from ..errors import BadRequest, ModelNotFound, OnionError, ShuttingDown, Unauthorized
+from ..providers.router import is_pattern, serves
 from ..wire import Dialect, StreamEncoder, anthropic_messages, embeddings, openai_chat, responses
 from ._admin import AdminRoutes
 from ._admin_keys import KeyRoutes, key_resolver
@@ -602,6 +603,35 @@ async def _pump(
     await send({"type": "http.response.body", "body": encoder.end(), "more_body": False})
 
 
+def model_lister(router: Any) -> Callable[[], Awaitable[list[tuple[str, str] | dict[str, Any]]]] | None:
+    """What ``GET /v1/models`` asks the upstreams for, beside the names ``router`` lists:
+    the models of its providers that serve names they do not list (none listed, or
+    globs), those a glob matches; ``None`` when no provider does."""
+    # Providers that serve names they do not list: their upstreams say which.
+    unlisted = [
+        p
+        for p in router.providers.values()
+        if hasattr(p, "list_models") and (not p.models or any(map(is_pattern, p.models)))
+    ]
+    if not unlisted:
+        return None
+
+    async def list_models() -> list[tuple[str, str] | dict[str, Any]]:
+        listed: list[tuple[str, str] | dict[str, Any]] = []
+        for provider in unlisted:
+            entries = getattr(provider, "model_entries", None)
+            if entries is not None:  # the upstream's model objects, as it sent them
+                found: list[Any] = await entries()
+            else:
+                found = [(model, provider.name) for model in await provider.list_models()]
+            if provider.models:  # globs: only the models they match
+                found = [i for i in found if serves(provider.models, i["id"] if isinstance(i, dict) else i[0])]
+            listed += found
+        return listed
+
+    return list_models
+
+
 def create_app(
     gateway: Gateway,
     *,
@@ -609,17 +639,6 @@ def create_app(
 ) -> GatewayApp:
     """The ASGI app for a built ``onion.config.Gateway`` (its stack, keys, models, limits)."""
     router = gateway.router
-    catch_all = [p for p in router.providers.values() if not p.models and hasattr(p, "list_models")]
-
-    async def list_models() -> list[tuple[str, str] | dict[str, Any]]:
-        listed: list[tuple[str, str] | dict[str, Any]] = []
-        for provider in catch_all:
-            entries = getattr(provider, "model_entries", None)
-            if entries is not None:  # the upstream's model objects, as it sent them
-                listed += await entries()
-            else:
-                listed += [(model, provider.name) for model in await provider.list_models()]
-        return listed
 
     keys = key_resolver(gateway)
     admin = AdminRoutes(gateway.config.server.admin_key, keys.is_client_key)
@@ -631,7 +650,7 @@ def create_app(
         gateway.stack,
         api_keys=gateway.api_keys,
         models=router.models(),
-        list_models=list_models if catch_all else None,
+        list_models=model_lister(router),
         max_body_bytes=gateway.config.server.max_body_bytes,
         max_json_depth=gateway.config.server.max_json_depth,
         metrics_renderer=metrics_renderer,

@@ -199,6 +199,7 @@ class Reloader:
     def _swap(self, gateway: Gateway) -> None:
         # No await in here: each request sees the old gateway or the new one whole.
         from ._admin_keys import key_resolver
+        from ._app import model_lister
         from ._http import ApiKeys
 
         app, server = self.app, gateway.config.server
@@ -208,6 +209,7 @@ class Reloader:
         app.api_keys = ApiKeys(gateway.api_keys)
         app.keys = keys
         app.models = router.models()
+        app.list_models = model_lister(router)  # the new router's providers, not the old ones
         app.max_body_bytes = server.max_body_bytes
         app.max_json_depth = server.max_json_depth
         app.metrics_auth = server.metrics_auth

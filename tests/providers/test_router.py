@@ -53,6 +53,56 @@ async def test_a_provider_without_models_catches_the_rest() -> None:
     assert catch_all.requests[-1].model == "x"
 
 
+async def test_globs_serve_the_names_no_provider_lists() -> None:
+    # Names first, then the first glob that matches (in order), then the catch-all.
+    named, gpt, wide, rest = (
+        scripted("named", "gpt-4o"),
+        scripted("gpt", "gpt-*", "o[1-9]*"),
+        scripted("wide", "*"),
+        scripted("rest"),
+    )
+    router = Router([gpt, named, wide, rest])
+    assert router.route("gpt-4o") == (named, "gpt-4o")  # a name beats a glob listed before it
+    assert router.route("gpt-4.1") == (gpt, "gpt-4.1")
+    assert router.route("o3-mini") == (gpt, "o3-mini")
+    assert router.route("claude-x") == (wide, "claude-x")
+    assert router.route("gpt/gpt-5") == (gpt, "gpt-5")  # an explicit prefix honours globs
+    assert router.route("rest/anything") == (rest, "anything")
+    assert router.deployments("gpt-4.1") == [gpt]  # a glob is one deployment, not balanced
+    assert router.models() == [("gpt-4o", "named")] and router.patterns()[0] == ("gpt-*", "gpt")
+    assert (await (await router(ask("o1"))).result()).content == "from gpt"
+    assert gpt.requests[-1].model == "o1"
+    with pytest.raises(ModelNotFound):
+        Router([gpt]).route("claude-x")
+    with pytest.raises(ModelNotFound):
+        Router([gpt]).route("gpt/claude-x")
+
+
+globs = st.sampled_from(["a*", "*b", "a?", "[ab]*", "*", "c*d"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.lists(st.one_of(st.text("abcd", min_size=1, max_size=3), globs), max_size=3), min_size=1, max_size=4),
+    st.lists(st.text("abcd", min_size=1, max_size=4), min_size=1, max_size=10),
+)
+def test_a_name_routes_by_name_then_first_glob_then_catch_all(tables: list[list[str]], asked: list[str]) -> None:
+    import fnmatch
+
+    providers = [scripted(f"p{i}", *dict.fromkeys(models)) for i, models in enumerate(tables)]
+    router = Router(providers)
+    for model in asked * 2:  # twice: a remembered verdict is the same verdict
+        named = [p for p in providers if model in p.models]  # type: ignore[attr-defined]
+        matched = [p for p in providers if any(fnmatch.fnmatchcase(model, g) for g in p.models if set(g) & set("*?["))]  # type: ignore[attr-defined]
+        catch_all = [p for p in providers if not p.models]  # type: ignore[attr-defined]
+        expected = (named or matched or catch_all or [None])[0]
+        if expected is None:
+            with pytest.raises(ModelNotFound):
+                router.route(model)
+        else:
+            assert router.route(model) == (expected, model)
+
+
 def test_duplicate_names_and_empty_router_are_config_errors() -> None:
     with pytest.raises(ConfigError):
         Router([scripted("a", "m"), scripted("a", "n")])

@@ -156,6 +156,26 @@ def test_a_bad_config_is_refused_and_the_old_one_keeps_serving(tmp_path: Path, g
     assert httpx.post(served.url + "/admin/reload").status_code == 401
 
 
+def test_after_a_reload_the_model_list_asks_the_new_upstream(tmp_path: Path, gateway: Callable[..., Any]) -> None:
+    # Before: GET /v1/models kept asking the providers of the first config (the lister
+    # was built once at start), so a reload to another upstream listed the old one's models.
+    from onion.testing.upstream import FakeUpstream
+
+    os.environ["ONION_TEST_ADMIN"] = ADMIN
+    os.environ["ONION_TEST_CLIENT"] = CLIENT
+    head = 'stack = []\n[server]\nadmin_key = "env:ONION_TEST_ADMIN"\napi_keys = ["env:ONION_TEST_CLIENT"]\n'
+    with FakeUpstream(models=("old-1",)) as old, FakeUpstream(models=("new-1", "new-2")) as new:
+        config = tmp_path / "onion.toml"
+        provider = '[[providers]]\nname = "up"\nkind = "openai"\nbase_url = "{}"\nmodels = ["*-1", "*-2"]\n'
+        config.write_text(head + provider.format(old.base_url))
+        served = gateway(config)
+        listed = httpx.get(served.url + "/v1/models", headers=AUTH, timeout=10).json()["data"]
+        assert [m["id"] for m in listed] == ["old-1"]
+        config.write_text(head + provider.format(new.base_url))
+        assert _reload(served.url).status_code == 200
+        listed = httpx.get(served.url + "/v1/models", headers=AUTH, timeout=10).json()["data"]
+        assert [m["id"] for m in listed] == ["new-1", "new-2"]
+
 def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path: Path, gateway: Callable[..., Any]) -> None:
     os.environ["ONION_TEST_ADMIN"] = ADMIN
     os.environ["ONION_TEST_CLIENT"] = CLIENT

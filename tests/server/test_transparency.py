@@ -14,6 +14,7 @@ import pytest
 
 from onion.config import DEFAULT_STACK, build_gateway, parse_config
 from onion.server import create_app
+from onion.testing import AnthropicUpstream
 from onion.testing.upstream import FakeUpstream, Fault, ThreadedServer
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -350,6 +351,33 @@ async def test_a_catch_all_upstreams_model_list_passes_as_it_sent_it(upstream: F
         one = (await http.get(server.url + "/v1/models/gpt-4o-mini")).json()
     assert listed == direct and direct["data"]
     assert one == next(entry for entry in direct["data"] if entry["id"] == "gpt-4o-mini")
+
+
+async def test_providers_listing_globs_serve_the_models_they_match(upstream: FakeUpstream) -> None:
+    # Before: models = ["gpt-*"] was a literal name: every call was a 404 model_not_found,
+    # with no word at start-up. Now a glob serves the names it matches (the official
+    # client, both providers over HTTP) and /v1/models lists the upstream's that it matches.
+    upstream.models = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small")
+    async with AnthropicUpstream() as claude:
+        providers = [
+            {"name": "oa", "kind": "openai", "base_url": upstream.base_url, "models": ["gpt-*"]},
+            {"name": "an", "kind": "anthropic", "base_url": claude.base_url, "models": ["claude-*"]},
+        ]
+        config = parse_config({"providers": providers, "stack": []}, env={})
+        async with ThreadedServer(create_app(build_gateway(config)), lifespan="on") as server:
+            client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0)
+            hello = [{"role": "user", "content": "hello"}]
+            gpt = await client.chat.completions.with_raw_response.create(model="gpt-4.1-nano", messages=hello)
+            sonnet = await client.chat.completions.with_raw_response.create(model="claude-sonnet-4-5", messages=hello)
+            with pytest.raises(openai.NotFoundError) as unknown:
+                await client.chat.completions.create(model="o3", messages=hello)
+            listed = [m.id async for m in client.models.list()]
+            await client.close()
+    chats = [body for path, _, body in upstream.requests if path.endswith("/chat/completions")]
+    assert gpt.headers["x-onion-served-by"] == "oa" and [body["model"] for body in chats] == ["gpt-4.1-nano"]
+    assert sonnet.headers["x-onion-served-by"] == "an" and claude.requests[-1]["model"] == "claude-sonnet-4-5"
+    assert unknown.value.body["code"] == "model_not_found"  # type: ignore[index]
+    assert listed == ["gpt-4o", "gpt-4o-mini"]  # the upstream's, the glob's only
 
 
 # -- after a fallback mid-stream, the chunks name the model that produced them ------------
