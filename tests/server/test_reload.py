@@ -176,6 +176,7 @@ def test_after_a_reload_the_model_list_asks_the_new_upstream(tmp_path: Path, gat
         listed = httpx.get(served.url + "/v1/models", headers=AUTH, timeout=10).json()["data"]
         assert [m["id"] for m in listed] == ["new-1", "new-2"]
 
+
 def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path: Path, gateway: Callable[..., Any]) -> None:
     os.environ["ONION_TEST_ADMIN"] = ADMIN
     os.environ["ONION_TEST_CLIENT"] = CLIENT
