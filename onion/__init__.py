@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._aside import run_aside
 from ._attempt import within
 from ._clock import Clock, SystemClock, loop_clock, system_clock
 from ._context import (
@@ -215,6 +216,7 @@ __all__ = [
     "usage_of",
     "resolve_import",
     "resolve_layer",
+    "run_aside",
     "system_clock",
     "within",
     *_LAZY,

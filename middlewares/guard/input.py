@@ -27,10 +27,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
-import anyio
-import anyio.to_thread
 import msgspec
-from anyio.lowlevel import RunVar
 
 from onion import (
     CallNext,
@@ -45,6 +42,7 @@ from onion import (
     TokenCounter,
     counter_named,
     resolve_import,
+    run_aside,
 )
 
 from .classifier import InjectionClassifier
@@ -430,28 +428,18 @@ class InputGuard(Layer):
         return await call_next(checked)
 
     async def _check_aside(self, request: Request) -> tuple[Request, list[str]]:
-        """``check`` in a worker thread, one at a time per event loop: a long prompt
-        (0.5 s of scanning per MB) would otherwise hold the event loop, and every other
-        call with it, for seconds. The thread shares the GIL, so the loop still gets its
-        turn every few milliseconds; a caller that leaves does not wait for the scan."""
-        limiter = _SCANS.get(None)
-        if limiter is None:
-            limiter = anyio.CapacityLimiter(1)
-            _SCANS.set(limiter)
+        # A long prompt (0.5 s of scanning per MB) would hold the event loop, and every
+        # other call with it, for seconds: its check runs in a worker thread.
         with request.context.span("input_guard check", self._span_attributes) as span:
-            checked, flags = await anyio.to_thread.run_sync(
-                self.check, request, abandon_on_cancel=True, limiter=limiter
-            )
+            checked, flags = await run_aside(self.check, request)
             if span is not None and flags:
                 span.set_attribute("onion.guard.flags", list(dict.fromkeys(flags)))
         return checked, flags
 
 
-# Text from which the scan runs in a worker thread: about 30 ms of scanning, against the
-# thread hop's 0.1 ms; below it the scan is quicker than the hop's wake-ups.
+# Text from which the check runs aside: about 30 ms of scanning, against the thread
+# hop's 0.1 ms; below it the scan is quicker than the hop's wake-ups.
 _THREAD_CHARS = 65_536
-# One scan thread per event loop: more would take the GIL from the loop in turn.
-_SCANS: RunVar[anyio.CapacityLimiter] = RunVar("onion_input_guard_scans")
 
 
 def _chars(messages: Sequence[Message]) -> int:
