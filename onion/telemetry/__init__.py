@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ._logging import LOG_LEVELS as LOG_LEVELS
     from ._logging import configure_logging as configure_logging
     from ._logging import json_line_writer as json_line_writer
+    from ._logging import mask_request_id as mask_request_id
     from ._logging import mask_secrets as mask_secrets
     from ._logging import reset_logging as reset_logging
     from ._logging import scrub_secrets as scrub_secrets
@@ -48,6 +49,7 @@ _LAZY: dict[str, str] = {
     "LOG_LEVELS": "_logging",
     "configure_logging": "_logging",
     "json_line_writer": "_logging",
+    "mask_request_id": "_logging",
     "mask_secrets": "_logging",
     "reset_logging": "_logging",
     "scrub_secrets": "_logging",

@@ -42,6 +42,34 @@ def test_an_onion_request_id_skips_the_pattern() -> None:
     assert not _may_hold_secret(Context().request_id)
 
 
+@settings(max_examples=300)
+@given(st.text(max_size=8), st.sampled_from(["", "sk-", "Bearer ", "AKIA", "hf_", "b", "be", "bea"]))
+def test_law_an_id_of_onions_shape_holds_no_secret_and_others_are_masked(tail: str, before: str) -> None:
+    from onion._context import _ID_PREFIX
+    from onion.telemetry import mask_request_id, mask_secrets
+
+    shaped = _ID_PREFIX + tail.ljust(8, "0")
+    # Whatever the 8 characters after the prefix, the pattern finds nothing: let through.
+    assert _SECRET_VALUE.search(shaped) is None and mask_request_id(shaped) == shaped
+    # Every other id is masked exactly as any field is.
+    other = before + "AB12cd34" * 4 + tail
+    assert mask_request_id(other) == mask_secrets(other)
+    assert mask_request_id(_ID_PREFIX + other) == mask_secrets(_ID_PREFIX + other)
+
+
+@settings(max_examples=500)
+@given(
+    st.text(alphabet="0123456789abcdef", min_size=12, max_size=12),
+    st.text(alphabet="earbBk_-sSpx AKIzaf0123456789", min_size=8, max_size=8) | st.text(min_size=8, max_size=8),
+)
+def test_law_no_secret_fits_in_any_id_of_onions_shape(digits: str, tail: str) -> None:
+    from onion._context import _ID_PREFIX
+
+    # Any process's prefix (req_ and 12 hex digits), any 8 characters after it.
+    assert len(_ID_PREFIX) == 16 and _ID_PREFIX.startswith("req_")
+    assert _SECRET_VALUE.search("req_" + digits + tail) is None
+
+
 @given(st.text(alphabet="sk-proj_ABCDEFabcdef0123456789 Bearerx", max_size=80), st.sampled_from(["detail", "api_key"]))
 def test_law_the_processor_masks_as_the_full_scrub_would(value: str, key: str) -> None:
     event = scrub_secrets(None, "info", {key: value, "event": "request"})

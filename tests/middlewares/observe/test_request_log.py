@@ -388,3 +388,17 @@ async def test_each_line_reaches_the_file_at_once_buffered_or_not(line_buffering
         assert [json.loads(line)["stream"] for line in written] == [False, True]
     finally:
         reset_logging()
+
+
+@settings(max_examples=1000)
+@given(
+    st.floats(allow_nan=True, allow_infinity=True)
+    | st.floats(0, 100)
+    | st.integers(0, 10**9).map(lambda n: n / 1e9)
+    | st.integers(0, 10**9).map(lambda n: (n + 0.5) / 1e6)  # ties in milliseconds
+)
+def test_law_milliseconds_is_round_to_three_places(seconds: float) -> None:
+    from middlewares.observe.request_log import _milliseconds
+
+    # repr: the same float, signed zeros and nan included, as the log line writes it.
+    assert repr(_milliseconds(seconds)) == repr(round(seconds * 1000, 3))
