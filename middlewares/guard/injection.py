@@ -108,7 +108,9 @@ _JA_VERB = "(?:無視|忘れ|わすれ|むし|取り消|破棄|捨て|なかっ�
 _JA_ORDER = "(?:指示(?!書|待ち|代名詞)|命令(?!形|文|セット|口調|系))"
 # 制限 after a measure names a quota (文字数制限, 時間制限, 年齢制限, 通信制限, トークン
 # 制限), not the model's rules: "without a word limit" is an everyday request.
-_JA_LIMIT = "(?<!数)(?<!間)(?<!齢)(?<!量)(?<!信)(?<!度)(?<!ズ)(?<!さ)(?<!額)(?<!算)(?<!離)(?<!字)(?<!ン)制限"
+# The literal comes first and the look-behinds after it: sre tries a leading look-behind
+# at every position of the text, a trailing one only where 制限 is.
+_JA_LIMIT = "制限" + "".join(f"(?<!{c}制限)" for c in "数間齢量信度ズさ額算離字ン")
 
 INJECTION_PATTERNS: dict[str, str] = {
     # Override: "ignore (all) previous instructions" and its many wordings.
