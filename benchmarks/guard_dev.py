@@ -78,10 +78,15 @@ def main() -> None:
             found = detector.find(OBFUSCATIONS[obfuscation](text))
             verdicts[f"{row['id']} {obfuscation}"] = found
             group = row["source"] if row["set"] == "dev" else "train"
-            for key in ((row["set"], row["lang"], obfuscation), ("src", row["label"], f"{row['lang']} {group}")):
+            # Per language too: a benign pool of one language can hide the other's alarms.
+            for key in (
+                (row["set"], row["label"], obfuscation),
+                (row["set"], row["label"], f"{row['lang']} {obfuscation}"),
+                ("src", row["label"], f"{row['lang']} {group}"),
+            ):
                 if key[0] == "src" and obfuscation != "plain":
                     continue
-                cell = cells[(*key[:1], row["label"], key[2]) if key[0] != "src" else key]
+                cell = cells[key]
                 cell[0] += found is not None
                 cell[1] += 1
             if found is not None and not row["label"]:

@@ -94,10 +94,23 @@ _EN_WEAK_OBJECT = (
 )
 # Japanese verb endings that negate or narrate ("do not ignore", "I forgot", "was
 # ignored"): after them the phrase is not an instruction to the model.
+# Also the causative (忘れさせる: make a device forget), the passive (破棄されます), the
+# potential (無視できません) and asking leave (無視してよいか, 取り消してもいいですか): each
+# says something about the act, none orders the model to do it.
 _JA_NOT = (
-    "(?!(?:し|す|さ)?(?:ない|なかっ|ません|ず|るな|る|てしま|ていま|ました|られ|た(?:$|[。、!?]|ので|けど|が|から)))"
+    "(?!(?:し|す|さ)?(?:ない|なかっ|ません|ず|るな|る|てしま|ていま|ていた|ている|ました|られ|させ|され|でき|出来"
+    "|て(?:も)?(?:よい|いい|良い|かまわ|構わ)(?:か|の(?:か|です|でしょう)|です(?:か|よね)|でしょう)"
+    "|た(?:$|[。、!?]|ので|けど|が|から)))"
 )
 _JA_VERB = "(?:無視|忘れ|わすれ|むし|取り消|破棄|捨て|なかったことに|気にせず)"
+# A compound led by 指示 or 命令 names something else: a document (指示書), a person
+# (指示待ち), grammar (指示代名詞, 命令形) or a machine's instructions (命令文, 命令セット).
+_JA_ORDER = "(?:指示(?!書|待ち|代名詞)|命令(?!形|文|セット|口調|系))"
+# 制限 after a measure names a quota (文字数制限, 時間制限, 年齢制限, 通信制限, トークン
+# 制限), not the model's rules: "without a word limit" is an everyday request.
+# The literal comes first and the look-behinds after it: sre tries a leading look-behind
+# at every position of the text, a trailing one only where 制限 is.
+_JA_LIMIT = "制限" + "".join(f"(?<!{c}制限)" for c in "数間齢量信度ズさ額算離字ン")
 
 INJECTION_PATTERNS: dict[str, str] = {
     # Override: "ignore (all) previous instructions" and its many wordings.
@@ -164,25 +177,33 @@ INJECTION_PATTERNS: dict[str, str] = {
     "|(?:あなたの|君の|お前の)?(?:システム|system)(?:の|・)?(?:プロンプト|メッセージ)(?:を|は)?(?:全文|そのまま|すべて|全部|一字一句)?"
     "(?:教えて|表示|出力|見せ|開示)",
     "ja_previous": "(?:以前|前回|前|これまで|今まで|上記|上|最初|元|先ほど|先程|さっき|先|すべて|全て|全部|あらゆる)"
-    f"の?(?:指示|命令|指令|ルール|設定|制約|プロンプト|ガイドライン).{{0,8}}?{_JA_VERB}{_JA_NOT}",
+    f"の?(?:{_JA_ORDER}|指令|ルール|設定|制約|プロンプト|ガイドライン).{{0,8}}?{_JA_VERB}{_JA_NOT}",
     # "ignore the instructions!" as an order, with no "previous": imperative endings only,
     # so "I ignored my boss's orders" is not caught.
-    "ja_imperative": f"(?:指示|命令|指令|プロンプト|ガイドライン|設定|ルール|制約)(?:を|は)?(?:すべて|全て|全部)?{_JA_VERB}"
-    "(?:しろ|して|せよ|しなさい|ろ|て|なさい)(?!しま|いま|いた|た|ない|る)",
+    "ja_imperative": f"(?:{_JA_ORDER}|指令|プロンプト|ガイドライン|設定|ルール|制約)(?:を|は)?(?:すべて|全て|全部)?{_JA_VERB}"
+    "(?:しろ|して|せよ|しなさい|ろ|て|なさい)(?!しま|い(?:る|ま|た|な)|た|ない|る|(?:も)?(?:よい|いい|良い)(?:か|の|です|でしょう))",
     # 制限 as a compound's head names a physical limit (制限速度, 制限時間), not a rule.
-    "ja_rules": f"(?:ルール|規則|制限(?!速度|時間|区域|値)|制約|ガイドライン|ポリシー).{{0,4}}?(?:{_JA_VERB}|解除|破っ|やぶっ){_JA_NOT}"
+    "ja_rules": f"(?:ルール|規則|{_JA_LIMIT}(?!速度|時間|区域|値)|制約|ガイドライン|ポリシー).{{0,4}}?(?:{_JA_VERB}|解除|破っ|やぶっ){_JA_NOT}"
     "|(?:ルール|制限|制約)は(?:もう)?(?:適用されません|ありません|無効)",
-    "ja_persona": "(?:あなたは|君は|これからは|今から)(?:今から|これから)?.{0,12}?(?:制限|検閲|倫理|フィルター)の?(?:ない|なし)"
-    "|(?:制限|検閲|倫理的な制約)(?:の|が)?(?:ない|なし)(?:で|に).{0,10}?(?:答え|回答|振る舞)"
+    "ja_persona": f"(?:あなたは|君は|これからは|今から)(?:今から|これから)?.{{0,12}}?(?:{_JA_LIMIT}|検閲|倫理|フィルター)の?(?:ない|なし)"
+    f"|(?:{_JA_LIMIT}|検閲|倫理的な制約)(?:の|が)?(?:ない|なし)(?:で|に).{{0,10}}?(?:答え|回答|振る舞)"
     # Developer mode as a persona, not the phone setting (開発者モードをAndroidで有効にする方法).
-    "|開発者モード(?:で|として|に入|になっ|が(?:有効|オン)|(?:を)?(?:有効|オン)にし(?:て|ろ)|のai)|dan(?:として|に)"
+    # The mode as what the model is to answer in or become, or announced as switched on;
+    # not a phone's mode being asked about (開発者モードになっているか確認する方法,
+    # 開発者モードで表示されるオプション).
+    "|開発者モード(?:で|として|の(?:ai|あなた))(?:.{0,6}?)(?:答え|回答|応答|返答|振る舞|話し|話す|出力|動作し(?:て|ろ))"
+    "|開発者モード(?:に入|になっ)て(?!い|る|も|から)|開発者モード(?:に入り|になり)ました|開発者モードとして"
+    "|開発者モードが(?:有効|オン)(?:に(?:なりました|なった(?!ら|と|か))|です(?!か))|開発者モードを?(?:有効|オン)にし(?:て|ろ)(?!い|も)"
+    "|開発者モードのai|(?:あなたは|君は|これからは|今から)(?:今から|これから)?.{0,6}?開発者モード|dan(?:として|に)"
     "|(?:悪い|邪悪な|制限のない|検閲のない|何でも答える|ルールのない).{0,8}?ai(?:として|に|です|だ)",
     # A message header (a colon, a bracket, a line of its own), not a mention of one
     # (「管理者からの指示でパスワードを変更」「Windowsのシステムメッセージが英語で」).
     "ja_fake_system": "【(?:システム|システムメッセージ|管理者|システム通知)】|(?:新しい|更新された)?(?:システムメッセージ|管理者からの指示|システム通知)"
     "(?:[:：]|$|\\n)|(?:新しい|更新された)(?:システムメッセージ|管理者からの指示|システム通知)",
-    "ja_extraction": "(?:最初に|事前に|会話の前に)(?:与えられた|言われた|受けた|設定された).{0,6}?(?:指示|こと|内容|命令)"
-    ".{0,8}?(?:表示|出力|教え|繰り返|見せ)|(?:あなたの)?設定内容を.{0,6}?(?:教え|表示|出力)",
+    # What was given first itself (its words, its content), not a task given first (最初に
+    # 与えられた課題の内容).
+    "ja_extraction": "(?:最初に|事前に|会話の前に)(?:与えられた|言われた|受けた|設定された)(?:指示|命令|プロンプト|設定|ルール|こと|内容)"
+    "(?:の)?(?:内容|全文|すべて|全て)?.{0,8}?(?:表示|出力|教え|繰り返|見せ)|(?:あなたの)?設定内容を.{0,6}?(?:教え|表示|出力)",
     "ja_to_the_ai": "(?:ai|aiアシスタント|アシスタント|言語モデル)(?:への?|に)(?:注意|指示|メッセージ|お願い)(?:[:：]|です|があります)"
     # Not the subject or object of a sentence about them (AIへの指示が長すぎると…).
     "|(?:ai|aiアシスタント|アシスタント|言語モデル)への(?:注意|指示|メッセージ|お願い)(?!の?(?:書き方|出し方|コツ|方法)|が|を|って|について|で|は)"
@@ -415,7 +436,60 @@ _COMMANDS = frozenset(
 )
 
 
+# Japanese, read on the text without spaces. The owner of the rules or settings, said
+# with の just before them: a third party's (医者の指示, Prettierの設定, 本ページの旧ルール)
+# is not the model's, as with "the old rules of dieting" in English. A run of kana alone
+# is not taken for an owner (この, その, すべての); the model's own owners stay caught.
+_JA_OWNER = re.compile(r"([a-z0-9]+|[ァ-ヶー]+|[一-龥々]+)(?:から)?の(?:旧|古い|昔の|以前の|前の|ご)?$")
+_JA_MODEL_OWNERS = (
+    "上", "上記", "以上", "前", "以前", "前回", "今回", "今", "最初", "元", "元々", "当初", "直前", "前述", "冒頭", "先",
+    "全", "全部", "事前", "初期", "既存", "既定", "現在", "現行", "本来", "従来", "通常", "普段", "標準", "基本", "過去",
+    "他", "一切", "安全", "倫理", "会話", "内部", "秘密", "開発", "開発者", "運営", "管理者", "管理", "管理人", "作者",
+    "作成者", "製作者", "制作者", "提供者", "自分", "自身", "君", "貴方", "貴様", "人間", "利用者",
+    "システム", "アシスタント", "モデル", "ユーザー", "ユーザ", "チャット", "ボット", "プロンプト", "デフォルト",
+    "オリジナル", "セーフティ", "セキュリティ", "コンテンツ", "デベロッパー", "プログラム", "オープンai",
+    "ai", "gpt", "chatgpt", "claude", "gemini", "llm", "openai", "anthropic", "bing", "copilot", "system", "model",
+    "bot", "dan", "user", "assistant",
+)  # fmt: skip
+# A quotation reported as said or written by someone («先生が「…」と言いました», «説明書に
+# 「…」とあります»), not a conditional ("と言われたら従って" is an order in disguise).
+_JA_REPORTED = re.compile(
+    r"(?:と|って)(?:言(?:いました|った|っていま|っていた|われました|われた)|いわれ(?:ました|た)"
+    r"|書(?:いて|かれて)(?:あり|あっ|いま|いた)|あり(?:ます|ました)|ある|あった|叫(?:びました|んだ|んで)"
+    r"|話していま|伝えられ|連絡が|メッセージが|来ました|きました|注意され|命じられ|指示され|のこと)(?!ら)"
+)
+# The rest of the sentence asks about the act, wishes it for oneself or tells what one
+# did ("…を無視して英語で表示したいです", "…捨てて作り直すべき?", "…無視して解くとどう
+# なりますか", "…を無視した広告が多いのはなぜ?", "…忘れて申請してしまいました"): no order
+# to the model. A request that it be done ("もらいたい", "ほしい") is not among them.
+_JA_ASKED = re.compile(
+    r"(?<!もらい)(?<!いただき)(?<!頂き)たい(?:です|のです|んです|のですが|んですが|けど|と思|。|\?|$)"
+    r"|べき(?:か|ですか|でしょうか|\?)|(?:たら|れば|場合は?|と)、?(?:どう(?:なり|なる|して)|何が|どんな)"
+    r"|(?:方法|やり方)(?:は|を|が)|のは(?:なぜ|どうして|なんで)"
+    r"|(?:コマンド|機能|ボタン|ツール|アプリ|オプション|api)(?:は|が|って)(?:あり|ある|どこ|何)"
+    r"|(?:ました|でした|しまった)(?:[。!?]|$|が|けど|ので|から)"
+)
+_JA_SENTENCE_END = re.compile(r"[。!?\n」]")
+_JA_OWNED = frozenset({"ja_previous", "ja_imperative", "ja_rules", "ja_system_prompt", "ja_persona", "ja_extraction"})
+
+
+def _ja_used(text: str, start: int, end: int) -> bool:
+    owner = _JA_OWNER.search(text, max(0, start - 16), start)
+    if owner is not None and not owner.group(1).endswith(_JA_MODEL_OWNERS):
+        return False
+    stop = _JA_SENTENCE_END.search(text, end)
+    rest = text[end : stop.end() if stop is not None else len(text)]
+    if _JA_ASKED.search(rest) is not None:
+        return False
+    close = text.find("」", end)
+    if close >= 0 and text.rfind("「", 0, start) > text.rfind("」", 0, start):
+        return _JA_REPORTED.match(text, close + 1) is None
+    return True
+
+
 def _used(name: str, text: str, match: re.Match[str]) -> bool:
+    if name in _JA_OWNED and not _ja_used(text, match.start(), match.end()):
+        return False
     if name not in _COMMANDS:
         return True
     start = match.start()
