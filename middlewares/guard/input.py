@@ -410,7 +410,7 @@ class InputGuard(Layer):
                 flags.append("injection")
 
     async def __call__(self, request: Request, call_next: CallNext) -> Response:
-        if _chars(request.messages) >= _THREAD_CHARS:
+        if _chars(request.messages) >= _ASIDE_CHARS:
             checked, flags = await self._check_aside(request)
         elif request.context.tracer is None:
             checked, flags = self.check(request)  # nothing to trace: no span to enter
@@ -439,7 +439,7 @@ class InputGuard(Layer):
 
 # Text from which the check runs aside: about 30 ms of scanning, against the thread
 # hop's 0.1 ms; below it the scan is quicker than the hop's wake-ups.
-_THREAD_CHARS = 65_536
+_ASIDE_CHARS = 65_536
 
 
 def _chars(messages: Sequence[Message]) -> int:

@@ -661,7 +661,6 @@ def create_app(
 ) -> GatewayApp:
     """The ASGI app for a built ``onion.config.Gateway`` (its stack, keys, models, limits)."""
     router = gateway.router
-
     keys = key_resolver(gateway)
     admin = AdminRoutes(gateway.config.server.admin_key, keys.is_client_key)
     if keys.store is not None:
