@@ -519,19 +519,30 @@ def _ja_used(text: str, start: int, end: int) -> bool:
     asked = _JA_ASKED.search(rest)
     if asked is not None and not (asked.group().startswith("たい") and _JA_FOR_ME.search(rest) is not None):
         return False
+    return _ja_carried(text, start, end) is not False
+
+
+def _ja_carried(text: str, start: int, end: int) -> bool | None:
+    """Whether a quotation holding ``text[start:end]`` and reported as said or written is
+    carried out: ``None`` when it is not such a quotation, else whether an order to do
+    what it says follows the report."""
     close = text.find("」", end)
-    if close >= 0 and text.rfind("「", 0, start) > text.rfind("」", 0, start):
-        reported = _JA_REPORTED.match(text, close + 1)
-        if reported is None:
-            return True
-        after = reported.end()
-        return _JA_FOLLOW.search(text, after, after + 40) is not None or _JA_PLEASE.match(text, after) is not None
-    return True
+    if close < 0 or text.rfind("「", 0, start) <= text.rfind("」", 0, start):
+        return None
+    reported = _JA_REPORTED.match(text, close + 1)
+    if reported is None:
+        return None
+    after = reported.end()
+    return _JA_FOLLOW.search(text, after, after + 40) is not None or _JA_PLEASE.match(text, after) is not None
 
 
 def _used(name: str, text: str, match: re.Match[str]) -> bool:
-    if name in _JA_OWNED and not _ja_used(text, match.start(), match.end()):
-        return False
+    if name in _JA_OWNED:
+        if not _ja_used(text, match.start(), match.end()):
+            return False
+        # A quotation the message orders carried out is an order, however short.
+        if _ja_carried(text, match.start(), match.end()):
+            return True
     if name not in _COMMANDS:
         return True
     start = match.start()
