@@ -6,7 +6,8 @@ Prints recall on attacks and false alarms on benign prompts per language and
 obfuscation (the obfuscations of ``guard_accuracy``) for the ``train`` split of
 ``benchmarks/data/injection.jsonl`` and for every ``dev`` row of
 ``benchmarks/data/injection_dev.jsonl`` (hand-written, see ``data/DEV.md``). ``--show``
-lists the false alarms (train and dev rows only) with what caught them; ``--save`` /
+lists the false alarms (train and dev rows only) with what caught them, ``--misses``
+the attacks let through; ``--save`` /
 ``--diff`` compare verdicts between two versions of the guard, so a rule edit's cost in
 recall shows at once. It never reads the ``test`` split: that is measured once, at the
 end, by ``guards.py``.
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--save")
     parser.add_argument("--diff")
     parser.add_argument("--show", action="store_true")
+    parser.add_argument("--misses", action="store_true", help="list the attacks not caught (train and dev rows)")
     parser.add_argument("--no-classifier", action="store_true")
     parser.add_argument("--weights", help="other classifier weights (an .npz of train_injection_classifier.py)")
     parser.add_argument("--only", help="obfuscations, comma separated")
@@ -68,6 +70,7 @@ def main() -> None:
     cells: dict[tuple[str, int, str], list[int]] = defaultdict(lambda: [0, 0])
     verdicts: dict[str, str | None] = {}
     alarms = []
+    misses = []
     chosen = args.only.split(",") if args.only else list(OBFUSCATIONS)
     start = time.process_time()
     for row in rows(args.check):
@@ -91,6 +94,8 @@ def main() -> None:
                 cell[1] += 1
             if found is not None and not row["label"]:
                 alarms.append((row["id"], obfuscation, found, text[:160]))
+            elif found is None and row["label"]:
+                misses.append((row["id"], obfuscation, row["source"], text[:160]))
     seconds = time.process_time() - start
     print(f"{'':<34}{'recall':>16}{'false alarms':>18}")
     keys = sorted({(k[0], k[2]) for k in cells})
@@ -110,6 +115,9 @@ def main() -> None:
     if args.show:
         for alarm in alarms:
             print(*alarm, sep=" | ")
+    if args.misses:
+        for miss in misses:
+            print("missed", *miss, sep=" | ")
     if args.save:
         Path(args.save).write_text(json.dumps(verdicts))
     if args.diff:
