@@ -49,6 +49,7 @@ _SPAN_ATTRIBUTES = {"onion.layer": "output_guard"}
 _STREAM_SPAN_ATTRIBUTES = {"onion.layer": "output_guard", "onion.stream": True}
 
 _DEFAULT_DETECTORS = ("card", "email", "phone", "iban", "secret", "my_number")
+_replace = msgspec.structs.replace  # per chunk: no attribute lookups
 
 
 def _detector(spec: str | Detector, phone_regions: Sequence[str] | None = None) -> Detector:
@@ -71,7 +72,20 @@ def _detector(spec: str | Detector, phone_regions: Sequence[str] | None = None) 
 class _Plan:
     """The detectors with their modes, shared by every scan of one guard."""
 
-    __slots__ = ("block", "detectors", "hints", "horizon", "longest", "mask", "outer", "shortest", "starts", "steps")
+    __slots__ = (
+        "block",
+        "calm_text",
+        "detectors",
+        "hints",
+        "horizon",
+        "longest",
+        "mask",
+        "outer",
+        "shortest",
+        "starts",
+        "steps",
+        "trails",
+    )
 
     def __init__(self, detectors: Sequence[Detector], block: frozenset[str]) -> None:
         self.detectors = tuple(detectors)
@@ -98,6 +112,18 @@ class _Plan:
             for i, (chars, _, _, _) in enumerate(self.steps)
             if not any(sets[i] < other or (sets[i] == other and j < i) for j, other in enumerate(sets) if j != i)
         )
+        # Per character, the outer sets that hold it (as ``rstrip``'s strings): a chunk's
+        # last character names the trailing runs to look at with one dict lookup, not a
+        # membership test per set. A character in none ends every run: all may go out.
+        held: dict[str, tuple[str, ...]] = {}
+        for chars, members in self.outer:
+            for character in members:
+                held[character] = (*held.get(character, ()), chars)
+        # As (the first set, the others): one ``rstrip`` for most characters.
+        self.trails = {character: (found[0], found[1:]) for character, found in held.items()}
+        # Whether a text holds none of the hints' first characters (one ``isdisjoint``, in
+        # C); without them the hints are searched instead (``Scanner.feed``).
+        self.calm_text = self.starts.isdisjoint if self.starts is not None else _never
         # Context kept for look-behinds and for finding where a run began: a detector
         # may look ``lookbehind`` characters before a match ("Order #", "ISBN").
         self.longest = max((d.max_length for d in detectors), default=0)
@@ -105,6 +131,10 @@ class _Plan:
         # What stands for an escape sequence in tool-call arguments: no detector's character.
         used = frozenset().union(*(d.chars for d in detectors))
         self.mask = next(chr(c) for c in range(1, 0x110000) if chr(c) not in used and not chr(c).isalnum())
+
+
+def _never(_text: str) -> bool:
+    return False
 
 
 def _any_hint(hints: list[re.Pattern[str] | None]) -> re.Pattern[str] | None:
@@ -178,6 +208,8 @@ def _first_characters(pattern: re.Pattern[str]) -> frozenset[str] | None:
 
 # Trailing runs shorter than this are looked at with the window (see Scanner._find).
 _SHORT_RUN = 8
+# Pieces a scanner's short way sends before it folds them into its context.
+_FOLD_AFTER = 32
 
 
 def _hint(detectors: Any) -> re.Pattern[str] | None:
@@ -204,11 +236,14 @@ class Scanner:
     (``feed``): one search for the hints and an ``rstrip`` per outer character set.
     """
 
-    __slots__ = ("_base", "_calm", "_carried", "_context", "_done", "_pending", "_plan", "found")
+    __slots__ = ("_base", "_calm", "_carried", "_context", "_done", "_pending", "_plan", "_sent", "found")
 
     def __init__(self, plan: _Plan, found: dict[str, int] | None = None) -> None:
         self._plan = plan
         self._context = ""  # the last emitted original text (never placeholders)
+        # What went out since ``_context`` was last brought up to date (``_fold``): a
+        # chunk's short way appends its text instead of copying the context each time.
+        self._sent: list[str] = []
         self._pending = ""  # received, not yet emitted
         self._base = 0  # the position in the whole answer of the context's first character
         # Per step: up to where (a position in the whole answer) its final matches are
@@ -244,38 +279,49 @@ class Scanner:
         if not text:
             return ""
         pending = self._pending + text
-        self._pending = pending
         plan = self._plan
-        starts = plan.starts
         if (
             not self._calm
             or len(pending) > plan.shortest
-            or (not (starts is not None and starts.isdisjoint(pending)) and plan.hints.search(pending) is not None)  # type: ignore[union-attr]
+            or not (plan.calm_text(pending) or plan.hints.search(pending) is None)  # type: ignore[union-attr]
         ):
+            self._pending = pending
             return self._scan(final=False)
-        context = self._context
-        cut = len(pending)
-        last = pending[-1]
-        for chars, members in plan.outer:
-            if last not in members:
-                continue  # no trailing run of this set (a set lookup; rstrip walks the set)
-            settled = len(pending.rstrip(chars))
-            if not settled and context and context[-1] in members:
-                return self._scan(final=False)  # the run goes on into what was sent: ``_scan`` decides
-            if settled < cut:
-                cut = settled
-        if not cut:
-            return ""
-        out = pending[:cut]
-        self._pending = pending[cut:]
-        # ``_advance``, inline.
-        context += out
-        keep = len(context) - plan.horizon
-        if keep > 0:
-            context = context[keep:]
-            self._base += keep
-        self._context = context
+        # The trailing runs are those of the outer sets that hold the last character; what
+        # goes out is the text before the earliest (``rstrip`` gives it).
+        trails = plan.trails.get(pending[-1])
+        if trails is None:
+            out = pending  # the last character ends every run
+            self._pending = ""
+        else:
+            first, others = trails
+            out = pending.rstrip(first)
+            for chars in others:
+                settled = pending.rstrip(chars)
+                if len(settled) < len(out):
+                    out = settled
+            if not out:
+                self._pending = pending
+                return self._held_whole(pending)
+            self._pending = pending[len(out) :]
+        sent = self._sent
+        sent.append(out)
+        if len(sent) > _FOLD_AFTER:
+            self._fold()  # the context stays within its horizon, whatever the answer's length
         return out
+
+    def _held_whole(self, pending: str) -> str:
+        """``feed`` when all the pending text is one trailing run: held, unless the run
+        goes on into what was sent (then ``_scan`` decides where it began)."""
+        sent = self._sent
+        last = sent[-1][-1] if sent else self._context[-1:]
+        trails = self._plan.trails.get(last)
+        if trails is not None:
+            first, others = trails
+            for chars in (first, *others):
+                if not pending.rstrip(chars):
+                    return self._scan(final=False)
+        return ""
 
     def finish(self) -> str:
         """The end of the answer: everything still held, checked as final."""
@@ -283,11 +329,11 @@ class Scanner:
         if not pending:
             return ""
         if self._quiet(pending):
-            # Nothing new can match (see ``feed``): all of it goes out as it is.
-            context = self._context
-            out = self._emit(context + pending, len(context), len(context) + len(pending), None)
+            # Nothing new can match (see ``feed``): all of it goes out as it is (``_emit``
+            # with no spans looks only at the count).
+            out = self._emit(pending, 0, len(pending), None)
             self._pending = ""
-            self._advance(context + pending)
+            self._sent.append(pending)
             return out
         return self._scan(final=True)
 
@@ -307,18 +353,22 @@ class Scanner:
         if not self._calm:
             return False
         plan = self._plan
-        return (plan.starts is not None and plan.starts.isdisjoint(pending)) or plan.hints.search(pending) is None  # type: ignore[union-attr]
+        return plan.calm_text(pending) or plan.hints.search(pending) is None  # type: ignore[union-attr]
 
-    def _advance(self, context: str) -> None:
-        """Keep the last ``horizon`` characters of ``context`` (what went out) as context."""
+    def _fold(self) -> str:
+        """The context brought up to date with what went out (``_sent``): its last
+        ``horizon`` characters."""
+        context = self._context + "".join(self._sent)
+        self._sent.clear()
         keep = len(context) - self._plan.horizon
         if keep > 0:
             context = context[keep:]
             self._base += keep
         self._context = context
+        return context
 
     def _scan(self, *, final: bool) -> str:
-        context = self._context
+        context = self._fold() if self._sent else self._context
         pending = self._pending
         offset = len(context)
         window = context + pending
@@ -788,8 +838,9 @@ async def _guard_stream(source: AsyncIterator[Chunk], plan: _Plan, request: Requ
     # One hold-back window per choice (``Chunk.index``): the choices of an ``n > 1``
     # stream interleave, and each is its own text.
     choices: dict[int, _ChoiceScan] = {}
-    last_index, choice = -1, None  # the choice of the previous chunk: usually this one's too
-    feed = None
+    # The choice of the previous chunk (usually this one's too), its text's ``feed`` and
+    # its calls (a dict kept for the choice's life), looked up once per change of choice.
+    last_index, choice, feed, calls = -1, None, None, None
     try:
         async for chunk in source:
             if chunk.index != last_index or choice is None:
@@ -798,15 +849,16 @@ async def _guard_stream(source: AsyncIterator[Chunk], plan: _Plan, request: Requ
                 if choice is None:
                     choice = choices[last_index] = _ChoiceScan(plan, found)
                 feed = choice.text.feed
+                calls = choice.calls
             deltas = chunk.tool_calls
-            if deltas is None and chunk.finish_reason is None and not choice.calls:
+            if deltas is None and chunk.finish_reason is None and not calls:
                 # The usual chunk, text only (before any call: text after one waits for the
                 # call's held end): its text scanned, the chunk re-made only if the text
                 # changed (held back, or redacted).
                 content = chunk.content
                 text = feed(content)  # type: ignore[misc]
                 if text != content:
-                    chunk = msgspec.structs.replace(chunk, content=text)
+                    chunk = _replace(chunk, content=text)
                 if text or _carries_more_than_text(chunk):
                     yield chunk
                 continue
@@ -817,7 +869,7 @@ async def _guard_stream(source: AsyncIterator[Chunk], plan: _Plan, request: Requ
                     if rest:
                         yield Chunk(content=rest, index=chunk.index)
                     if chunk.content:
-                        chunk = msgspec.structs.replace(chunk, content="")
+                        chunk = _replace(chunk, content="")
                 deltas = choice.feed_calls(deltas)
             elif chunk.content and choice.calls and choice.held_calls():
                 # Text after a call: the call's held-back end goes out before it.
@@ -833,9 +885,9 @@ async def _guard_stream(source: AsyncIterator[Chunk], plan: _Plan, request: Requ
             else:
                 text = choice.text.feed(chunk.content)
             if deltas is not chunk.tool_calls:
-                chunk = msgspec.structs.replace(chunk, content=text, tool_calls=deltas)
+                chunk = _replace(chunk, content=text, tool_calls=deltas)
             elif text != chunk.content:
-                chunk = msgspec.structs.replace(chunk, content=text)
+                chunk = _replace(chunk, content=text)
             if text or _carries_more_than_text(chunk):
                 yield chunk
         for index, choice in choices.items():
