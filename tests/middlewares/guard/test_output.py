@@ -767,20 +767,23 @@ def test_chunks_without_a_hint_go_out_as_the_full_scan_sends_them(text: str, cut
     reference._plan.hints = None
     assert guard._plan.hints is not None
 
-    def run(scanner: Any) -> tuple[list[str], str | None]:
-        out: list[str] = []
-        try:
-            for piece in split_at(text, cuts):
-                out.append(scanner.feed(piece))
-            out.append(scanner.finish())
-        except GuardrailViolation as error:
-            return out, error.rule
-        return out, None
-
-    fast, slow = run(guard.scanner()), run(reference.scanner())
-    assert fast == slow
+    fast, slow = _fed(guard.scanner(), text, cuts), _fed(reference.scanner(), text, cuts)
+    assert [piece for piece, _ in fast[0]] == [piece for piece, _ in slow[0]] and fast[1] == slow[1]
     if fast[1] is None:
-        assert "".join(fast[0]) == guard.check_text(text)
+        assert "".join(piece for piece, _ in fast[0]) == guard.check_text(text)
+
+
+def _fed(scanner: Any, text: str, cuts: list[int]) -> tuple[list[tuple[str, int]], str | None]:
+    """What ``scanner`` sends (and holds back) for each piece of ``text`` cut at ``cuts``,
+    then at its end; and the rule that blocked it, if one did."""
+    out: list[tuple[str, int]] = []
+    try:
+        for piece in split_at(text, cuts):
+            out.append((scanner.feed(piece), scanner.held))
+        out.append((scanner.finish(), scanner.held))
+    except GuardrailViolation as error:
+        return out, error.rule
+    return out, None
 
 
 _HINT_PATTERNS = [
@@ -914,17 +917,7 @@ def test_the_short_way_of_a_chunk_agrees_with_the_full_scan_on_any_text(text: st
     reference = OutputGuard(mode=mode)  # type: ignore[arg-type]
     reference._plan.hints = None
 
-    def run(scanner: Any) -> tuple[list[tuple[str, int]], str | None]:
-        out: list[tuple[str, int]] = []
-        try:
-            for piece in split_at(text, cuts):
-                out.append((scanner.feed(piece), scanner.held))
-            out.append((scanner.finish(), scanner.held))
-        except GuardrailViolation as error:
-            return out, error.rule
-        return out, None
-
-    fast, slow = run(guard.scanner()), run(reference.scanner())
+    fast, slow = _fed(guard.scanner(), text, cuts), _fed(reference.scanner(), text, cuts)
     assert fast == slow
     if fast[1] is None:
         assert "".join(piece for piece, _ in fast[0]) == guard.check_text(text)
