@@ -60,8 +60,15 @@ def _long_history() -> dict[str, Any]:
     return {"model": "m", "messages": turns}
 
 
+def _long_anthropic_history() -> dict[str, Any]:
+    # The same history in Anthropic's dialect (POST /v1/messages), which decodes it itself.
+    return {**_long_history(), "max_tokens": 16, "path": "/v1/messages"}
+
+
 @pytest.mark.parametrize(
-    "body", [_long_prompt, _long_history, _long_answer], ids=["5 MB prompt", "100,001 messages", "9 MB answer"]
+    "body",
+    [_long_prompt, _long_history, _long_anthropic_history, _long_answer],
+    ids=["5 MB prompt", "100,001 messages", "100,001 messages, Anthropic's dialect", "9 MB answer"],
 )
 def test_other_calls_are_answered_while_a_long_body_is_read(
     body: Any, tmp_path: Path, gateway: Callable[..., Any]
@@ -71,6 +78,7 @@ def test_other_calls_are_answered_while_a_long_body_is_read(
     # check and decoding (2 s), and the output guard's scan of the 9 MB answer. Now a
     # small call waits at most for the few C calls that keep the GIL.
     big = body()
+    path = big.pop("path", "/v1/chat/completions")
     stack = '[[stack]]\nuse = "input_guard"\n\n[[stack]]\nuse = "output_guard"\n'
     with FakeUpstream() as upstream:
         upstream.completion_for = _answer
@@ -81,7 +89,7 @@ def test_other_calls_are_answered_while_a_long_body_is_read(
 
         def send_big() -> None:
             span["start"] = time.monotonic()
-            answer = httpx.post(served.url + "/v1/chat/completions", json=big, timeout=120)
+            answer = httpx.post(served.url + path, json=big, timeout=120)
             span["end"] = time.monotonic()
             span["status"], span["text"] = answer.status_code, answer.text
 
