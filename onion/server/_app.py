@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import msgspec
@@ -318,10 +318,11 @@ class GatewayApp:
             policy = await self.keys.resolve(authorization)
             body = await read_body(receive, declared, self.max_body_bytes)
             context = _context(policy)
+            count, depth = anthropic_messages.count_tokens, self.max_json_depth
             if len(body) < _ASIDE_BYTES:
-                answer = _count(body, context, self.max_json_depth)
+                answer = _checked(count, body, context, depth)
             else:
-                answer = await run_aside(_count, body, context, self.max_json_depth)
+                answer = await run_aside(_checked, count, body, context, depth)
         except OnionError as refusal:
             await _refuse(send, anthropic_messages, refusal, None if context is None else context.request_id)
             return
@@ -339,10 +340,11 @@ class GatewayApp:
             context = _context(policy, trace_headers)
             if options is not None:
                 context.options = options
-            if len(body) < _ASIDE_BYTES:
-                decoded = _decode(dialect, body, context, self.max_json_depth)
+            json_body, depth = getattr(dialect, "json_body", True), self.max_json_depth
+            if len(body) < _ASIDE_BYTES:  # no await on the usual path
+                decoded = _checked(dialect.decode, body, context, depth, json_body)
             else:  # seconds of work for a body of many small objects: not in the loop
-                decoded = await run_aside(_decode, dialect, body, context, self.max_json_depth)
+                decoded = await run_aside(_checked, dialect.decode, body, context, depth, json_body)
             request = take_chain(decoded, scope["headers"])
             if policy is not None and policy.models:
                 check_model(policy, request.model)
@@ -488,23 +490,22 @@ def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
     return asyncio.get_running_loop() if async_library() == "asyncio" else None
 
 
+T = TypeVar("T")
+
 # Bodies from which the JSON check and the decoding run in a worker thread: a body of
 # many small objects (a history of 100,000 messages) costs about 0.3 s per MB, which
 # would hold every other call of the event loop; below it, at most tens of ms.
 _ASIDE_BYTES = 256 * 1024
 
 
-def _decode(dialect: Dialect, body: bytes, context: Context, max_depth: int) -> Request:
-    # An empty body is the dialect's to explain; a dialect that is not JSON says so.
-    if body and getattr(dialect, "json_body", True):
+def _checked(
+    parse: Callable[[bytes, Context], T], body: bytes, context: Context, max_depth: int, json_body: bool = True
+) -> T:
+    """``parse(body, context)`` after the JSON check (of a JSON body: an empty body is
+    the parser's to explain; a dialect that is not JSON says so)."""
+    if body and json_body:
         check_json(body, max_depth)
-    return dialect.decode(body, context)
-
-
-def _count(body: bytes, context: Context, max_depth: int) -> bytes:
-    if body:
-        check_json(body, max_depth)
-    return anthropic_messages.count_tokens(body, context)
+    return parse(body, context)
 
 
 def _context(policy: KeyPolicy | None, trace_headers: dict[str, str] | None = None) -> Context:
