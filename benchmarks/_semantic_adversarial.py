@@ -63,7 +63,11 @@ def oracle(rows: list[dict[str, Any]]) -> dict[str, str]:
         answers[row["stored"]] = answers[row["paraphrase"]] = f"answer to {row['stored']!r}"
     for row in rows:
         kind = row.get("kind", "dev")
-        answers.setdefault(row["negative"], f"answer to the {kind} negative of {row['stored']!r}")
+        # A negative that is another row's question spelled otherwise (8人分 for 八人分,
+        # ``negative_same_as``, set by the set's generator) has that question's answer.
+        same = row.get("negative_same_as")
+        answer = answers.get(same) if same else None
+        answers.setdefault(row["negative"], answer or f"answer to the {kind} negative of {row['stored']!r}")
     return answers
 
 
@@ -105,8 +109,9 @@ async def replay(
             c["hits"] += 1
             c["wrong_hits"] += not right
             c["right_hits"] += right and is_paraphrase
-            # The oracle answers two spellings of one question differently (八人分 / 8人分,
-            # one in a question, one in another's negative): count those wrong hits apart.
+            # A wrong hit between two spellings of one question (八人分 / 8人分) means the
+            # oracle still answers them differently (``negative_same_as`` is missing):
+            # counted apart, so such a gap in the set shows.
             c["same_question_wrong"] += entry is not None and spelled_alike(text, entry.text)
         if misses is not None and ((served and not right) or (is_paraphrase and not served)):
             misses.append(

@@ -8,6 +8,8 @@ Provenance: hand-written templates and fillers by the onion maintainers (no exte
 corpus), expanded deterministically here. The guards' word lists
 (``middlewares/cache/precision_lexicon.py``) were written before this set, and the
 paraphrases deliberately use words they do not list (quicker, purchase, 危なくない…).
+A negative that is another row's stored question spelled otherwise (8人分 for that row's
+八人分) names it in ``negative_same_as``: it has that question's answer.
 ``split`` is ``tune`` for about a third of the stored questions (by a CRC-32 of the
 text) and ``heldout`` for the rest, so no stored question is in both: the benchmark
 reports the held-out rows; only ``tune`` rows may be looked at while choosing
@@ -238,8 +240,9 @@ def en_families(r: random.Random) -> list[tuple[str, list[tuple[str, str, str, s
     return list(fams.items())
 
 
-def ja_families(r: random.Random) -> list[tuple[str, list[tuple[str, str, str, str]]]]:
-    """The same kinds of pairs in Japanese."""
+def ja_families(r: random.Random, same_as: dict[str, str]) -> list[tuple[str, list[tuple[str, str, str, str]]]]:
+    """The same kinds of pairs in Japanese; ``same_as`` gets each negative that is another
+    row's stored question spelled otherwise, mapped to that question."""
     fams: dict[str, list[tuple[str, str, str, str]]] = {
         k: []
         for k in [
@@ -307,11 +310,16 @@ def ja_families(r: random.Random) -> list[tuple[str, list[tuple[str, str, str, s
                 ]
             )
             fams["legal"].append((f"{x}で{act}のは合法ですか？", p, n, kind))
+    kanji_of = {n: kanji for kanji, n in KANJI_NUMBERS}
     for dish in ["カレー", "肉じゃが", "味噌汁", "ハンバーグ"]:
         for kanji, n in KANJI_NUMBERS:
             other_n = other(r, [v for _, v in KANJI_NUMBERS], n)
             p = r.choice([f"{dish}を{n}人分作るのに必要な材料は？", f"{n}人前の{dish}の材料を教えて"])
-            fams["servings"].append((f"{kanji}人分の{dish}の材料は？", p, f"{other_n}人分の{dish}の材料は？", "number"))
+            negative = f"{other_n}人分の{dish}の材料は？"
+            fams["servings"].append((f"{kanji}人分の{dish}の材料は？", p, negative, "number"))
+            # The negative, in digits, is the question another row stores in kanji
+            # (8人分 is 八人分): it has that row's answer, not an answer of its own.
+            same_as[negative] = f"{kanji_of[other_n]}人分の{dish}の材料は？"
     for food in FOODS_JA:
         for p, n in [
             (f"{food}にグルテンは入っていますか？", f"{food}にはグルテンが含まれていませんか？"),
@@ -366,22 +374,27 @@ def ja_families(r: random.Random) -> list[tuple[str, list[tuple[str, str, str, s
 def main() -> None:
     r = random.Random(18)
     rows = []
-    for lang, families in (("en", en_families(r)), ("ja", ja_families(r))):
+    same_as: dict[str, str] = {}
+    for lang, families in (("en", en_families(r)), ("ja", ja_families(r, same_as))):
         for family, pairs in families:
             for stored, paraphrase, negative, kind in pairs:
                 split = "tune" if zlib.crc32(stored.encode()) % 3 == 0 else "heldout"
-                rows.append(
-                    {
-                        "id": len(rows),
-                        "lang": lang,
-                        "family": family,
-                        "split": split,
-                        "stored": stored,
-                        "paraphrase": paraphrase,
-                        "negative": negative,
-                        "kind": kind,
-                    }
-                )
+                row = {
+                    "id": len(rows),
+                    "lang": lang,
+                    "family": family,
+                    "split": split,
+                    "stored": stored,
+                    "paraphrase": paraphrase,
+                    "negative": negative,
+                    "kind": kind,
+                }
+                if negative in same_as:
+                    row["negative_same_as"] = same_as[negative]
+                rows.append(row)
+    stored_questions = {row["stored"] for row in rows}
+    if missing := {same for same in same_as.values() if same not in stored_questions}:
+        raise SystemExit(f"negative_same_as names questions no row stores: {sorted(missing)}")
     OUT.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     print(f"wrote {len(rows)} pairs to {OUT}")
 
