@@ -18,8 +18,10 @@ client (httpx). Measured in one run:
   requests/s through the default stack (no cache) in front of the HTTP fake upstream
   with ``--workers 1`` and ``--workers 2``, and the server choice: the same app under
   plain uvicorn (httptools) and under onion's ``GuardedProtocol`` (its connection limits);
-  each round also measures the machine's own 2-to-1 (two CPU-bound processes against one),
-  the most a second worker can gain on it;
+  each round also measures the machine's own 2-to-1 (two CPU-bound processes against one)
+  and a reference server's (a bare ASGI app under uvicorn that burns about a worker's CPU
+  per request, 1 and 2 forked workers, under the same wrk load): what a second worker
+  of that weight can gain on these cores with the load generator beside it;
 
 - slowloris (``--slowloris`` runs only this): 1,100 slow sockets (a third trickling
   headers, a third trickling a body, a third silent) against ``onion serve`` started with
@@ -471,6 +473,60 @@ uvicorn.Server(config).run(sockets=[sock])
 """
 
 
+# The machine's ceiling for an HTTP server of onion's weight: a bare ASGI app under
+# uvicorn (httptools) that reads the body, burns ``--burn-us`` of CPU and answers a fixed
+# completion, in ``--workers`` forked processes on one listening socket. Under the same
+# wrk load on the same cores, its 2-to-1 is what two workers of that cost can gain here
+# with the load generator beside them (two spinning processes alone overstate it).
+_REFERENCE = """
+import argparse, os, signal, socket, time, uvicorn
+parser = argparse.ArgumentParser()
+parser.add_argument("--config"); parser.add_argument("--port", type=int)
+parser.add_argument("--workers", type=int, default=1); parser.add_argument("--burn-us", type=float, default=0)
+args = parser.parse_args()
+burn = args.burn_us / 1e6
+import json
+answer = {"role": "assistant", "content": "ok"}
+body = json.dumps({"id": "r", "object": "chat.completion", "choices": [{"index": 0, "message": answer}]}).encode()
+headers = [(b"content-type", b"application/json"), (b"x-onion-served-by", b"up")]
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    end = time.thread_time() + burn
+    while time.thread_time() < end:
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+sock.bind(("127.0.0.1", args.port)); sock.listen(2048)
+print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+config = uvicorn.Config(app, http="httptools", lifespan="on", access_log=False, log_level="warning")
+children = []
+for _ in range(args.workers):
+    pid = os.fork()
+    if pid == 0:
+        uvicorn.Server(config).run(sockets=[sock])
+        os._exit(0)
+    children.append(pid)
+def stop(signum, frame):
+    for pid in children:
+        os.kill(pid, signal.SIGTERM)
+signal.signal(signal.SIGTERM, stop)
+for pid in children:
+    os.waitpid(pid, 0)
+"""
+# CPU per request the reference burns on top of uvicorn's own: about what one worker of
+# the default stack without its cache spends beyond uvicorn's share (265 µs per request
+# in all at one worker, simulated provider, in the run of 2026-12-08).
+_REFERENCE_BURN_US = 200
+
+
 def _http_rps(url: str, seconds: float, concurrency: int) -> tuple[float, int]:
     # One prompt repeated: valid only for a stack without a cache, so who answered is checked.
     rps, errors, served = anyio.run(throughput, url, seconds, concurrency, "gpt-4o")
@@ -560,6 +616,12 @@ def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0, rou
         "plain_uvicorn": ([], [sys.executable, "-c", _PLAIN_UVICORN], provider),
         "workers_1_simulated": ([], None, simulated),
         "workers_2_simulated": (["--workers", "2"], None, simulated),
+        "reference_1": (["--burn-us", str(_REFERENCE_BURN_US)], [sys.executable, "-c", _REFERENCE], ""),
+        "reference_2": (
+            ["--workers", "2", "--burn-us", str(_REFERENCE_BURN_US)],
+            [sys.executable, "-c", _REFERENCE],
+            "",
+        ),
     }
     hertz = os.sysconf("SC_CLK_TCK")
     samples: dict[str, list[tuple[float, int, float]]] = {name: [] for name in runs}
@@ -597,6 +659,8 @@ def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0, rou
     result["ratio_2_to_1_simulated"] = round(
         result["workers_2_simulated"]["rps"] / result["workers_1_simulated"]["rps"], 2
     )
+    result["ratio_2_to_1_reference"] = round(result["reference_2"]["rps"] / result["reference_1"]["rps"], 2)
+    result["reference_burn_us"] = _REFERENCE_BURN_US
     result["guarded_vs_plain_uvicorn"] = round(result["workers_1"]["rps"] / result["plain_uvicorn"]["rps"], 3)
     result["machine_ratio_2_to_1"] = round(sorted(ceiling)[len(ceiling) // 2], 2)
     result["machine_ratio_rounds"] = [round(r, 2) for r in ceiling]
@@ -608,7 +672,10 @@ def print_scale_out(scale: dict[str, Any]) -> None:
         f"\nscale-out, default stack (no cache), HTTP fake upstream, c={scale['concurrency']}, "
         f"load from {scale['load_generator']}, median of {scale['rounds']} interleaved rounds:"
     )
-    for name in ("workers_1", "workers_2", "plain_uvicorn", "workers_1_simulated", "workers_2_simulated"):
+    names = ("workers_1", "workers_2", "plain_uvicorn", "workers_1_simulated", "workers_2_simulated")
+    for name in (*names, "reference_1", "reference_2"):
+        if name not in scale:
+            continue
         run = scale[name]
         print(
             f"  {name:<20} {run['rps']:>9} req/s  {run['requests_per_gateway_cpu_second'] or '-':>8} per gateway CPU-s"
@@ -619,6 +686,12 @@ def print_scale_out(scale: dict[str, Any]) -> None:
         print(
             f"  the machine itself, two CPU-bound processes / one: {scale['machine_ratio_2_to_1']}x "
             f"(rounds {scale['machine_ratio_rounds']}): the most two workers could gain here"
+        )
+    if "ratio_2_to_1_reference" in scale:
+        print(
+            f"  the reference (bare ASGI app under uvicorn burning {scale['reference_burn_us']} µs a request),"
+            f" 2 workers / 1 under the same load: {scale['ratio_2_to_1_reference']}x: what the machine allows"
+            " a server of this weight with the load generator beside it"
         )
     print(f"  GuardedProtocol / plain uvicorn (1 worker): {scale['guarded_vs_plain_uvicorn']}")
 
