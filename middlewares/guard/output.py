@@ -701,8 +701,22 @@ def _scan_text(text: str, plan: _Plan, found: dict[str, int]) -> str:
     """``text`` scanned (the same object when nothing changed)."""
     if not text:
         return text
-    out = Scanner(plan, found).scan(text)
+    scanner = Scanner(plan, found)
+    if len(text) <= _PIECE:
+        out = scanner.scan(text)
+    else:
+        # A long answer (scanned aside) is fed in pieces, as a stream is: each regex call
+        # then covers one piece, not megabytes. A C call keeps the GIL to its end, so one
+        # over the whole of a 9 MB answer held the event loop's thread for 0.25 s while
+        # the scan ran "aside". The output is the same: a stream's pieces give what one
+        # scan gives, at any boundary (the guard's stream law).
+        out = "".join([scanner.feed(text[at : at + _PIECE]) for at in range(0, len(text), _PIECE)])
+        out += scanner.finish()
     return text if out == text else out
+
+
+# The piece a long answer is fed in (see ``_scan_text``): a few ms of regex work per call.
+_PIECE = 16_384
 
 
 def _scan_choices(completion: Completion, plan: _Plan, found: dict[str, int]) -> Completion:

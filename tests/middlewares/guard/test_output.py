@@ -921,3 +921,40 @@ def test_the_short_way_of_a_chunk_agrees_with_the_full_scan_on_any_text(text: st
     assert fast == slow
     if fast[1] is None:
         assert "".join(piece for piece, _ in fast[0]) == guard.check_text(text)
+
+
+@st.composite
+def answer_past_one_piece(draw: st.DrawFn) -> str:
+    # Prose past the piece a long answer is fed in, with PII values at drawn places and
+    # one across each piece boundary (the places a piecewise scan could get wrong).
+    from middlewares.guard.output import _PIECE
+
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    values = [value for _, value in pii_values(rng)]
+    length = draw(st.integers(_PIECE + 1, 3 * _PIECE))
+    words = " ".join(rng.choice(_PROSE) for _ in range(length // 4))[:length]
+    places = [*draw(st.lists(st.integers(0, length), max_size=6)), *range(_PIECE - 8, length, _PIECE)]
+    for at in sorted(places, reverse=True):
+        words = words[:at] + " " + rng.choice([*values, "dead-end", "bob@"]) + " " + words[at:]
+    return words
+
+
+@settings(max_examples=40, deadline=None)
+@given(answer_past_one_piece(), st.sampled_from(["redact", "block"]))
+def test_a_long_answer_fed_in_pieces_is_what_one_scan_gives(text: str, mode: str) -> None:
+    # A complete answer past one piece is fed to the scanner piece by piece, so no regex
+    # call covers megabytes (each keeps the GIL, and the loop's thread with it): the same
+    # text, the same counts per detector and the same block as one scan of it all.
+    from middlewares.guard.output import Scanner, _scan_text
+
+    plan = OutputGuard(mode=mode)._plan  # type: ignore[arg-type]
+
+    def outcome(scan: Any) -> tuple[str, dict[str, int]]:
+        found: dict[str, int] = {}
+        try:
+            return scan(found), found
+        except GuardrailViolation as error:
+            return f"blocked: {error.rule}", found
+
+    pieces = outcome(lambda found: _scan_text(text, plan, found))
+    assert pieces == outcome(lambda found: Scanner(plan, found).scan(text))
