@@ -540,9 +540,12 @@ async def _plain_error(
 
 
 async def _refuse(send: Send, dialect: Dialect, refusal: OnionError, request_id: str | None = None) -> None:
-    # Refused before the stack: the caller's own mistake, so no log line; the request id
-    # once there is one (a body the gateway read and could not decode).
+    # Refused before the stack: the caller's own mistake, so no log line. The request id
+    # is the call's once there is one (a body the gateway read and could not decode), else
+    # a new one (a key refused before the body is read): every answer names one, so a
+    # caller's report of a 401 can be matched with what the gateway saw.
     answer = dialect.encode_error(refusal)
+    request_id = request_id or _new_request_id()
     await respond(send, answer.status, answer.body, [JSON, *answer.headers], request_id=request_id)
 
 

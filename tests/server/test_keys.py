@@ -107,6 +107,21 @@ async def test_config_key_models_expiry_and_team(served: ThreadedServer) -> None
         assert unknown.status_code == 401
 
 
+async def test_a_refused_key_is_answered_with_a_request_id(served: ThreadedServer) -> None:
+    # Refused before the body is read (no key, a wrong one, two Authorization headers), on
+    # every route that checks keys: the answer still names a request id, each its own.
+    ids = []
+    twice = [("authorization", "Bearer a"), ("authorization", "Bearer b")]
+    async with httpx.AsyncClient(base_url=served.url) as client:
+        for headers in ({}, _auth("wrong-secret-0123456789"), twice):
+            for method, path in (("POST", "/v1/chat/completions"), ("POST", "/v1/messages"), ("GET", "/v1/models")):
+                answer = await client.request(method, path, json=_chat(), headers=headers)
+                assert answer.status_code in (400, 401), (path, answer.status_code)
+                assert answer.headers["x-request-id"].startswith("req_"), path
+                ids.append(answer.headers["x-request-id"])
+    assert len(set(ids)) == len(ids)
+
+
 async def test_issue_list_rotate_revoke(served: ThreadedServer) -> None:
     async with httpx.AsyncClient(base_url=served.url) as http:
         made = await http.post(
