@@ -361,3 +361,19 @@ async def test_a_finished_stream_is_freed_without_the_garbage_collector(ending: 
     finally:
         gc.enable()
     assert seen == [True] and failed == (ending == "failed")
+
+
+@pytest.mark.parametrize("cancelled", [False, True])
+@pytest.mark.parametrize("error", [None, ProviderError("upstream down", retryable=True)])
+def test_answer_end_failure_is_the_error_or_a_stopped_consumer(error: BaseException | None, cancelled: bool) -> None:
+    # ``failure`` is set once, at construction: the error, else ``GeneratorExit`` for a
+    # consumer that stopped, else ``None`` (what metrics and the log line read it for).
+    end = AnswerEnd(Completion(), error, cancelled=cancelled)
+    if error is not None:
+        assert end.failure is error
+    elif cancelled:
+        assert type(end.failure) is GeneratorExit
+        assert end.outcome == "cancelled" and not end.ok
+    else:
+        assert end.failure is None and end.ok
+    assert AnswerEnd.failed(RuntimeError("x"), 1.0).failure.args == ("x",)  # type: ignore[union-attr]
