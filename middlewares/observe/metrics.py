@@ -389,7 +389,8 @@ class Metrics(Layer):
         return await response.on_end(
             lambda end: self._ended(request, response, end, start, upstream_before),
             now=self._now,
-            chunk_times=self.chunk_timing and response.is_stream,
+            # Read for a stream only (a complete answer has no chunks): no is_stream asked.
+            chunk_times=self.chunk_timing,
             content=False,  # the model, usage and timings only: a stream's text is not gathered
         )
 
