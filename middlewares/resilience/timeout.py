@@ -124,7 +124,7 @@ class Deadline(Layer):
             _restore(context, outer, outer_phases)
             raise
         if not response.is_stream:
-            _restore(context, outer, outer_phases)
+            context.deadline, context.phases = outer, outer_phases  # _restore's, inline: every complete answer
             return response
 
         # Kept on the context until the stream ends: a retry that reopens it mid-way must
