@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ._aside import run_aside
 from ._attempt import within
-from ._clock import Clock, SystemClock, loop_clock, system_clock
+from ._clock import Clock, SystemClock, async_library, loop_clock, system_clock
 from ._context import (
     Context,
     GuardFindings,
@@ -196,6 +196,7 @@ __all__ = [
     "TokenCounter",
     "Unauthorized",
     "Usage",
+    "async_library",
     "available_layers",
     "build_layer",
     "counter_for",

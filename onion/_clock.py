@@ -34,11 +34,13 @@ def async_library() -> str:
     return "asyncio"
 
 
-def loop_clock() -> Callable[[], float]:
+def loop_clock(library: str | None = None) -> Callable[[], float]:
     """The running event loop's clock, the one ``anyio.current_time`` reads (deadlines
     are on it). A layer that reads it per chunk looks it up once: ``anyio.current_time``
-    finds the backend again on every read."""
-    library = async_library()
+    finds the backend again on every read. ``library``: the running library's name
+    (``async_library()``), when the caller has it already."""
+    if library is None:
+        library = async_library()
     if library == "asyncio":
         return asyncio_clock(asyncio.get_running_loop())
     trio = sys.modules.get("trio") if library == "trio" else None

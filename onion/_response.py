@@ -415,9 +415,22 @@ class AnswerEnd:
       next): time that was neither the gateway's nor the upstream's (``0.0`` when every
       ``on_end`` of the watch said ``held=False``).
     - ``chunk_times``: each chunk's arrival time, when ``on_end(..., chunk_times=True)``.
+    - ``failure``: what ended the answer, for ``onion.outcome`` and ``onion.error_type``:
+      the error, a ``GeneratorExit`` standing for a consumer that stopped, ``None`` when
+      ok. Set once here: metrics, the log line and the tracing span each read it per answer.
     """
 
-    __slots__ = ("cancelled", "chunk_times", "chunks", "completion", "ended_at", "error", "first_chunk_at", "held")
+    __slots__ = (
+        "cancelled",
+        "chunk_times",
+        "chunks",
+        "completion",
+        "ended_at",
+        "error",
+        "failure",
+        "first_chunk_at",
+        "held",
+    )
 
     def __init__(
         self,
@@ -434,6 +447,7 @@ class AnswerEnd:
         self.completion = completion
         self.error = error
         self.cancelled = cancelled
+        self.failure: BaseException | None = error if error is not None or not cancelled else GeneratorExit()
         self.first_chunk_at = first_chunk_at
         self.ended_at = ended_at
         self.chunks = chunks
@@ -444,14 +458,6 @@ class AnswerEnd:
     def failed(cls, error: BaseException, at: float) -> AnswerEnd:
         """The end of a call that raised before any answer (``call_next`` failed)."""
         return cls(_NOTHING, error, ended_at=at)
-
-    @property
-    def failure(self) -> BaseException | None:
-        """What ended the answer, for ``onion.outcome`` and ``onion.error_type``: the error,
-        a ``GeneratorExit`` standing for a consumer that stopped, ``None`` when ok."""
-        if self.error is not None or not self.cancelled:
-            return self.error
-        return GeneratorExit()
 
     @property
     def ok(self) -> bool:

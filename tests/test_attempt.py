@@ -226,13 +226,29 @@ async def test_concurrent_deadlines_each_end_at_their_own_time() -> None:
 async def test_the_loop_clock_and_library_are_anyios() -> None:
     import sniffio
 
-    from onion import loop_clock
-    from onion._clock import async_library
+    from onion import async_library, loop_clock
 
     assert async_library() == sniffio.current_async_library()
     before = anyio.current_time()
     read = loop_clock()()
     assert before <= read <= anyio.current_time()
+    # The clock for the library a caller already asked for (the timeout layer asks once).
+    told = loop_clock(async_library())
+    assert told == loop_clock()
+    assert read <= told() <= anyio.current_time()
+
+
+async def test_within_told_the_library_behaves_as_when_it_asks() -> None:
+    from onion import async_library
+
+    library = async_library()
+
+    async def ready() -> int:
+        return 9
+
+    assert await within(ready(), anyio.current_time() + 5, _Late, library=library) == 9
+    with pytest.raises(_Late):
+        await within(anyio.sleep(5), anyio.current_time() + 0.05, _Late, library=library)
 
 
 class ScopedReads:

@@ -361,3 +361,31 @@ async def test_a_finished_stream_is_freed_without_the_garbage_collector(ending: 
     finally:
         gc.enable()
     assert seen == [True] and failed == (ending == "failed")
+
+
+@pytest.mark.parametrize("cancelled", [False, True])
+@pytest.mark.parametrize("error", [None, ProviderError("upstream down", retryable=True)])
+def test_answer_end_failure_is_the_error_or_a_stopped_consumer(error: BaseException | None, cancelled: bool) -> None:
+    # ``failure`` is set once, at construction: the error, else ``GeneratorExit`` for a
+    # consumer that stopped, else ``None`` (what metrics and the log line read it for).
+    end = AnswerEnd(Completion(), error, cancelled=cancelled)
+    if error is not None:
+        assert end.failure is error
+    elif cancelled:
+        assert type(end.failure) is GeneratorExit
+        assert end.outcome == "cancelled" and not end.ok
+    else:
+        assert end.failure is None and end.ok
+    assert AnswerEnd.failed(RuntimeError("x"), 1.0).failure.args == ("x",)  # type: ignore[union-attr]
+
+
+async def test_a_complete_answers_end_ignores_chunk_times_and_is_shared() -> None:
+    # Metrics asks for chunk times without asking whether the answer streams: a complete
+    # answer has no chunks, and every layer on the same clock gets the one end.
+    response = Response.complete(Completion(content="hi"))
+    ends: list[AnswerEnd] = []
+    now = FakeClock().now  # one bound method, as a layer keeps its clock
+    await response.on_end(ends.append, now=now, chunk_times=True, content=False)
+    await response.on_end(ends.append, now=now, held=False)
+    assert ends[0] is ends[1]
+    assert ends[0].chunk_times is None and ends[0].first_chunk_at is None and ends[0].chunks == 0

@@ -90,6 +90,18 @@ def test_request_ids_are_unique() -> None:
     assert len(ids) == 1000
 
 
+@given(st.integers(min_value=0, max_value=2**40))
+def test_law_the_request_id_format_is_the_prefix_and_eight_hex_digits(n: int) -> None:
+    # The C-built id (``%08x``) spells a counter value as the f-string ``:08x`` does, past
+    # eight digits too; the log's unscanned short cut relies on the 8-digit shape.
+    from onion._context import _ID_PREFIX
+
+    assert (_ID_PREFIX + "%08x") % n == f"{_ID_PREFIX}{n:08x}"
+    first, second = Context().request_id, Context().request_id
+    assert first.startswith(_ID_PREFIX) and second.startswith(_ID_PREFIX)
+    assert int(second[len(_ID_PREFIX) :], 16) == int(first[len(_ID_PREFIX) :], 16) + 1
+
+
 def test_answer_tokens_limit_prefers_the_newer_field() -> None:
     assert Request(model="m", messages=[], max_tokens=5).answer_tokens_limit == 5
     assert Request(model="m", messages=[], max_tokens=5, max_completion_tokens=7).answer_tokens_limit == 7

@@ -292,7 +292,9 @@ class InputGuard(Layer):
             if outcome == "block" and block:
                 raise self._violation("injection", f"message {i} ({role}): {found}")
             injection = True
-        flags = ["control_chars"] if changed else []
+        if not changed:  # the usual case: the request as it came, no call to rebuild it
+            return request, ["injection"] if injection else []
+        flags = ["control_chars"]
         if injection:
             flags.append("injection")
         return _replace(request, changed), flags

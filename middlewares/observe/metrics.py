@@ -40,6 +40,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -380,21 +381,22 @@ class Metrics(Layer):
         try:
             response = await call_next(request)
         except BaseException as error:
-            self._ended(request, None, AnswerEnd.failed(error, self._now()), start, upstream_before)
+            self._ended(request, None, start, upstream_before, AnswerEnd.failed(error, self._now()))
             raise
         if self.overhead_header:
             # A stream's headers leave before it ends: its header carries the overhead so far.
             overhead = self._now() - start - (context.upstream_seconds - upstream_before)
             response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"
         return await response.on_end(
-            lambda end: self._ended(request, response, end, start, upstream_before),
+            partial(self._ended, request, response, start, upstream_before),  # no frame of its own, as a lambda has
             now=self._now,
-            chunk_times=self.chunk_timing and response.is_stream,
+            # Read for a stream only (a complete answer has no chunks): no is_stream asked.
+            chunk_times=self.chunk_timing,
             content=False,  # the model, usage and timings only: a stream's text is not gathered
         )
 
     def _ended(
-        self, request: Request, response: Response | None, end: AnswerEnd, start: float, upstream_before: float
+        self, request: Request, response: Response | None, start: float, upstream_before: float, end: AnswerEnd
     ) -> None:
         context = request.context  # read once: every field below comes from it or the end
         completion = end.completion

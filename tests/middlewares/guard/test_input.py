@@ -526,4 +526,7 @@ def test_law_the_one_pass_check_is_the_general_check(
         classifier=False,
     )
     request = Request(model="m", messages=messages)
-    assert _verdict(guard._check_plain, request) == _verdict(guard._check_general, request)
+    verdict = _verdict(guard._check_plain, request)
+    assert verdict == _verdict(guard._check_general, request)
+    if verdict[0] == "passed" and verdict[1] == request:
+        assert verdict[1] is request  # nothing sanitised: the request passes on as it came

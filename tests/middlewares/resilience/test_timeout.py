@@ -30,9 +30,12 @@ async def test_a_fast_answer_passes_and_the_deadline_is_on_the_context() -> None
         return await call_next(request)
 
     before = anyio.current_time()
-    response = await Stack([Deadline(seconds=2), spy], ScriptedProvider())(_request())
+    request = _request()
+    response = await Stack([Deadline(seconds=2), spy], ScriptedProvider())(request)
     assert (await response.result()).content == "ok"
     assert seen[0] is not None and before + 2 <= seen[0] <= anyio.current_time() + 2
+    # A complete answer puts the context back at once: no deadline, no phase limits left.
+    assert request.context.deadline is None and request.context.phases is None
 
 
 async def test_an_earlier_outer_deadline_wins() -> None:
