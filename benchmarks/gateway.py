@@ -19,9 +19,10 @@ client (httpx). Measured in one run:
   with ``--workers 1`` and ``--workers 2``, and the server choice: the same app under
   plain uvicorn (httptools) and under onion's ``GuardedProtocol`` (its connection limits);
   each round also measures the machine's own 2-to-1 (two CPU-bound processes against one)
-  and a reference server's (a bare ASGI app under uvicorn that burns about a worker's CPU
-  per request, 1 and 2 forked workers, under the same wrk load): what a second worker
-  of that weight can gain on these cores with the load generator beside it;
+  and a reference server's (a bare ASGI app under uvicorn that burns what one worker of
+  the stack spends per request, measured first; 1 and 2 forked workers, under the same
+  wrk load): what a second worker of that weight can gain on these cores with the load
+  generator beside it;
 
 - slowloris (``--slowloris`` runs only this): 1,100 slow sockets (a third trickling
   headers, a third trickling a body, a third silent) against ``onion serve`` started with
@@ -477,7 +478,8 @@ uvicorn.Server(config).run(sockets=[sock])
 # uvicorn (httptools) that reads the body, burns ``--burn-us`` of CPU and answers a fixed
 # completion, in ``--workers`` forked processes on one listening socket. Under the same
 # wrk load on the same cores, its 2-to-1 is what two workers of that cost can gain here
-# with the load generator beside them (two spinning processes alone overstate it).
+# with the load generator beside them (two spinning processes alone overstate it). Its
+# burn is calibrated in each run (``measure_scale_out``) to the stack's own CPU per request.
 _REFERENCE = """
 import argparse, os, signal, socket, time, uvicorn
 parser = argparse.ArgumentParser()
@@ -521,10 +523,6 @@ signal.signal(signal.SIGTERM, stop)
 for pid in children:
     os.waitpid(pid, 0)
 """
-# CPU per request the reference burns on top of uvicorn's own: about what one worker of
-# the default stack without its cache spends beyond uvicorn's share (265 µs per request
-# in all at one worker, simulated provider, in the run of 2026-12-08).
-_REFERENCE_BURN_US = 200
 
 
 def _http_rps(url: str, seconds: float, concurrency: int) -> tuple[float, int]:
@@ -591,6 +589,49 @@ def _spin_throughput(processes: int, seconds: float) -> float:
     return sum(int(child.communicate()[0]) for child in children) / seconds
 
 
+def _gateway_run(
+    config_text: str,
+    workdir: str,
+    name: str,
+    extra: Sequence[str],
+    command: Sequence[str] | None,
+    seconds: float,
+    use_wrk: bool,
+) -> tuple[float, int, float]:
+    """One gateway started, loaded at c=64 for ``seconds``, stopped: its requests/s, its
+    errors and the CPU-seconds its processes (every worker) spent meanwhile."""
+    process, url = start_gateway(config_text, workdir, name, extra, command)
+    try:
+        _wait_healthy(url)
+        time.sleep(1.5)  # every worker up
+        pids = _process_tree(process.pid)
+        before = _cpu_ticks(pids)
+        if use_wrk:
+            rps, errors = _wrk_run(url, seconds, 64, "up", workdir)
+        else:
+            rps, errors = _http_rps(url, seconds, 64)
+        return rps, errors, (_cpu_ticks(pids) - before) / os.sysconf("SC_CLK_TCK")
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _us_per_request(
+    config_text: str,
+    workdir: str,
+    name: str,
+    extra: Sequence[str],
+    command: Sequence[str] | None,
+    seconds: float,
+    use_wrk: bool,
+) -> float:
+    """CPU µs per request of one gateway process under the load, as a round measures it
+    (the same ``seconds`` from a fresh start: a shorter run weighs the first requests'
+    one-off costs more); the lower of two runs."""
+    runs = [_gateway_run(config_text, workdir, name, extra, command, seconds, use_wrk) for _ in range(2)]
+    return min(cpu * 1e6 / (rps * seconds) for rps, _errors, cpu in runs)
+
+
 def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0, rounds: int = 2) -> dict[str, Any]:
     """Requests/s at c=64 through the default stack (no cache) over the HTTP upstream,
     with 1 and 2 workers in interleaved rounds, and what each costs in gateway CPU."""
@@ -610,41 +651,36 @@ def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0, rou
     use_wrk = shutil.which("wrk") is not None
     result: dict[str, Any] = {"concurrency": 64, "seconds": seconds, "rounds": rounds}
     result["load_generator"] = "wrk" if use_wrk else "this script's Python client"
+    # The reference burns, on top of its bare cost, what one worker of the stack spends
+    # per request in front of the simulated provider, measured here first: the same
+    # weight, so the load generator takes the same share of the cores from both.
+    reference = [sys.executable, "-c", _REFERENCE]
+    onion_us = _us_per_request(quiet + simulated + stack, workdir, "calibrate_onion", [], None, seconds, use_wrk)
+    bare_us = _us_per_request("", workdir, "calibrate_bare", [], reference, seconds, use_wrk)
+    burn = str(max(0.0, round(onion_us - bare_us, 1)))
+    result["reference_calibration"] = {
+        "onion_us_per_request": round(onion_us, 1),
+        "bare_us_per_request": round(bare_us, 1),
+    }
+    result["reference_burn_us"] = float(burn)
     runs = {
         "workers_1": ([], None, provider),
         "workers_2": (["--workers", "2"], None, provider),
         "plain_uvicorn": ([], [sys.executable, "-c", _PLAIN_UVICORN], provider),
         "workers_1_simulated": ([], None, simulated),
         "workers_2_simulated": (["--workers", "2"], None, simulated),
-        "reference_1": (["--burn-us", str(_REFERENCE_BURN_US)], [sys.executable, "-c", _REFERENCE], ""),
-        "reference_2": (
-            ["--workers", "2", "--burn-us", str(_REFERENCE_BURN_US)],
-            [sys.executable, "-c", _REFERENCE],
-            "",
-        ),
+        "reference_1": (["--burn-us", burn], reference, ""),
+        "reference_2": (["--workers", "2", "--burn-us", burn], reference, ""),
     }
-    hertz = os.sysconf("SC_CLK_TCK")
     samples: dict[str, list[tuple[float, int, float]]] = {name: [] for name in runs}
     ceiling: list[float] = []  # the machine's own 2-to-1: two CPU-bound processes against one
     for round_index in range(rounds):
         ceiling.append(_spin_throughput(2, 3.0) / _spin_throughput(1, 3.0))
         for name, (extra, command, upstream) in runs.items():
             print(f"measuring scale-out: {name} (round {round_index + 1})...", file=sys.stderr, flush=True)
-            process, url = start_gateway(quiet + upstream + stack, workdir, name, extra, command)
-            try:
-                _wait_healthy(url)
-                time.sleep(1.5)  # every worker up
-                pids = _process_tree(process.pid)
-                before = _cpu_ticks(pids)
-                if use_wrk:
-                    rps, errors = _wrk_run(url, seconds, 64, "up", workdir)
-                else:
-                    rps, errors = _http_rps(url, seconds, 64)
-                cpu = (_cpu_ticks(pids) - before) / hertz
-            finally:
-                process.terminate()
-                process.wait(timeout=20)
-            samples[name].append((rps, errors, cpu))
+            samples[name].append(
+                _gateway_run(quiet + upstream + stack, workdir, name, extra, command, seconds, use_wrk)
+            )
     for name, values in samples.items():
         rps = sorted(v[0] for v in values)[len(values) // 2]  # the median round
         cpu = sum(v[2] for v in values)
@@ -655,12 +691,16 @@ def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0, rou
             "errors": sum(v[1] for v in values),
             "requests_per_gateway_cpu_second": round(requests / cpu, 1) if cpu else None,
         }
-    result["ratio_2_to_1"] = round(result["workers_2"]["rps"] / result["workers_1"]["rps"], 2)
-    result["ratio_2_to_1_simulated"] = round(
-        result["workers_2_simulated"]["rps"] / result["workers_1_simulated"]["rps"], 2
-    )
-    result["ratio_2_to_1_reference"] = round(result["reference_2"]["rps"] / result["reference_1"]["rps"], 2)
-    result["reference_burn_us"] = _REFERENCE_BURN_US
+    # Each ratio is the median of the rounds' own ratios: within a round the two runs are
+    # minutes apart at most, so the host's drift between rounds cancels.
+    for key, (two, one) in {
+        "ratio_2_to_1": ("workers_2", "workers_1"),
+        "ratio_2_to_1_simulated": ("workers_2_simulated", "workers_1_simulated"),
+        "ratio_2_to_1_reference": ("reference_2", "reference_1"),
+    }.items():
+        ratios = [a[0] / b[0] for a, b in zip(samples[two], samples[one], strict=True)]
+        result[key] = round(sorted(ratios)[len(ratios) // 2], 2)
+        result[key + "_rounds"] = [round(r, 2) for r in ratios]
     result["guarded_vs_plain_uvicorn"] = round(result["workers_1"]["rps"] / result["plain_uvicorn"]["rps"], 3)
     result["machine_ratio_2_to_1"] = round(sorted(ceiling)[len(ceiling) // 2], 2)
     result["machine_ratio_rounds"] = [round(r, 2) for r in ceiling]
@@ -670,7 +710,7 @@ def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0, rou
 def print_scale_out(scale: dict[str, Any]) -> None:
     print(
         f"\nscale-out, default stack (no cache), HTTP fake upstream, c={scale['concurrency']}, "
-        f"load from {scale['load_generator']}, median of {scale['rounds']} interleaved rounds:"
+        f"load from {scale['load_generator']}, {scale['rounds']} interleaved rounds (requests/s: the median round):"
     )
     names = ("workers_1", "workers_2", "plain_uvicorn", "workers_1_simulated", "workers_2_simulated")
     for name in (*names, "reference_1", "reference_2"):
@@ -681,7 +721,10 @@ def print_scale_out(scale: dict[str, Any]) -> None:
             f"  {name:<20} {run['rps']:>9} req/s  {run['requests_per_gateway_cpu_second'] or '-':>8} per gateway CPU-s"
             f"  rounds {run['rps_rounds']}  ({run['errors']} errors)"
         )
-    print(f"  2 workers / 1: {scale['ratio_2_to_1']}x (simulated provider: {scale['ratio_2_to_1_simulated']}x)")
+    print(
+        f"  2 workers / 1 (median of the rounds' ratios): {scale['ratio_2_to_1']}x {scale.get('ratio_2_to_1_rounds')}"
+        f" (simulated provider: {scale['ratio_2_to_1_simulated']}x {scale.get('ratio_2_to_1_simulated_rounds')})"
+    )
     if "machine_ratio_2_to_1" in scale:
         print(
             f"  the machine itself, two CPU-bound processes / one: {scale['machine_ratio_2_to_1']}x "
@@ -690,7 +733,8 @@ def print_scale_out(scale: dict[str, Any]) -> None:
     if "ratio_2_to_1_reference" in scale:
         print(
             f"  the reference (bare ASGI app under uvicorn burning {scale['reference_burn_us']} µs a request),"
-            f" 2 workers / 1 under the same load: {scale['ratio_2_to_1_reference']}x: what the machine allows"
+            f" 2 workers / 1 under the same load: {scale['ratio_2_to_1_reference']}x"
+            f" {scale.get('ratio_2_to_1_reference_rounds')}: what the machine allows"
             " a server of this weight with the load generator beside it"
         )
     print(f"  GuardedProtocol / plain uvicorn (1 worker): {scale['guarded_vs_plain_uvicorn']}")
@@ -700,7 +744,7 @@ def main_scale_out() -> None:
     upstream, upstream_url = start_upstream()
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            scale = measure_scale_out(upstream_url, workdir)
+            scale = measure_scale_out(upstream_url, workdir, rounds=5)
     finally:
         upstream.terminate()
         upstream.wait(timeout=10)
