@@ -616,22 +616,6 @@ def _gateway_run(
         process.wait(timeout=20)
 
 
-def _us_per_request(
-    config_text: str,
-    workdir: str,
-    name: str,
-    extra: Sequence[str],
-    command: Sequence[str] | None,
-    seconds: float,
-    use_wrk: bool,
-) -> float:
-    """CPU µs per request of one gateway process under the load, as a round measures it
-    (the same ``seconds`` from a fresh start: a shorter run weighs the first requests'
-    one-off costs more); the lower of two runs."""
-    runs = [_gateway_run(config_text, workdir, name, extra, command, seconds, use_wrk) for _ in range(2)]
-    return min(cpu * 1e6 / (rps * seconds) for rps, _errors, cpu in runs)
-
-
 def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0, rounds: int = 2) -> dict[str, Any]:
     """Requests/s at c=64 through the default stack (no cache) over the HTTP upstream,
     with 1 and 2 workers in interleaved rounds, and what each costs in gateway CPU."""
@@ -655,8 +639,15 @@ def measure_scale_out(upstream_url: str, workdir: str, seconds: float = 5.0, rou
     # per request in front of the simulated provider, measured here first: the same
     # weight, so the load generator takes the same share of the cores from both.
     reference = [sys.executable, "-c", _REFERENCE]
-    onion_us = _us_per_request(quiet + simulated + stack, workdir, "calibrate_onion", [], None, seconds, use_wrk)
-    bare_us = _us_per_request("", workdir, "calibrate_bare", [], reference, seconds, use_wrk)
+
+    def us_per_request(config_text: str, name: str, command: list[str] | None) -> float:
+        # As a round measures it (the same seconds from a fresh start: a shorter run
+        # weighs the first requests' one-off costs more); the lower of two runs.
+        runs = [_gateway_run(config_text, workdir, name, [], command, seconds, use_wrk) for _ in range(2)]
+        return min(cpu * 1e6 / (rps * seconds) for rps, _errors, cpu in runs)
+
+    onion_us = us_per_request(quiet + simulated + stack, "calibrate_onion", None)
+    bare_us = us_per_request("", "calibrate_bare", reference)
     burn = str(max(0.0, round(onion_us - bare_us, 1)))
     result["reference_calibration"] = {
         "onion_us_per_request": round(onion_us, 1),
