@@ -221,6 +221,10 @@ def _hint(detectors: Any) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{h.pattern})" for h in hints))
 
 
+# The piece a long text is fed in (``Scanner.scan``): a few ms of regex work per call.
+_PIECE = 16_384
+
+
 class Scanner:
     """Scans one answer: ``feed(text)`` returns what may go out now, ``finish()`` the
     rest. Raises ``GuardrailViolation`` when a block-mode detector matches; redacts the
@@ -339,9 +343,18 @@ class Scanner:
 
     def scan(self, text: str) -> str:
         """A whole answer at once: what ``feed(text) + finish()`` returns, in one pass
-        (every character is final, so nothing is held back to look at again)."""
+        (every character is final, so nothing is held back to look at again); past
+        ``_PIECE`` characters, fed in pieces (see below)."""
         if not text:
             return self.finish()
+        if len(text) > _PIECE:
+            # A long text is fed in pieces, as a stream is: each regex call then covers
+            # one piece, not megabytes. A C call keeps the GIL to its end, so one over the
+            # whole of a 9 MB answer held the event loop's thread for 0.25 s while the
+            # scan ran "aside". The output is the same: a stream's pieces give what one
+            # scan gives, at any boundary (the guard's stream law).
+            out = "".join([self.feed(text[at : at + _PIECE]) for at in range(0, len(text), _PIECE)])
+            return out + self.finish()
         self._pending += text
         return self._scan(final=True)
 
@@ -701,22 +714,8 @@ def _scan_text(text: str, plan: _Plan, found: dict[str, int]) -> str:
     """``text`` scanned (the same object when nothing changed)."""
     if not text:
         return text
-    scanner = Scanner(plan, found)
-    if len(text) <= _PIECE:
-        out = scanner.scan(text)
-    else:
-        # A long answer (scanned aside) is fed in pieces, as a stream is: each regex call
-        # then covers one piece, not megabytes. A C call keeps the GIL to its end, so one
-        # over the whole of a 9 MB answer held the event loop's thread for 0.25 s while
-        # the scan ran "aside". The output is the same: a stream's pieces give what one
-        # scan gives, at any boundary (the guard's stream law).
-        out = "".join([scanner.feed(text[at : at + _PIECE]) for at in range(0, len(text), _PIECE)])
-        out += scanner.finish()
+    out = Scanner(plan, found).scan(text)
     return text if out == text else out
-
-
-# The piece a long answer is fed in (see ``_scan_text``): a few ms of regex work per call.
-_PIECE = 16_384
 
 
 def _scan_choices(completion: Completion, plan: _Plan, found: dict[str, int]) -> Completion:
